@@ -1,0 +1,198 @@
+"""The built-in catalog: popular base models and GPUs.
+
+Where the numbers come from
+---------------------------
+``data/models.json``
+    ``config`` is each model's Hugging Face Hub ``config.json`` trimmed to the fields that shape the
+    architecture (same field names and values as published; gemma3 multimodal checkpoints keep their nested
+    ``text_config`` and ``vision_config``). ``params`` is the number of parameters of
+    ``AutoModelForCausalLM.from_config(config)`` (tied embeddings counted once); for gemma3 multimodal
+    checkpoints it counts the text decoder (``Gemma3ForCausalLM`` on ``text_config``), the vision tower
+    excluded. ``tests/estimator/test_catalog.py`` rebuilds every model on the meta device and checks it.
+``data/gpus.json``
+    ``memory_bytes`` is the driver-reported total where known, else the marketed capacity taken as GiB;
+    ``usable_bytes`` is what ``torch.cuda.mem_get_info()`` reports as total, measured (H200), as PyTorch is
+    commonly seen to report it (rounded), or derived; each entry's ``memory_note`` says which.
+    ``bf16_tflops`` is the dense tensor-core peak without sparsity (``None`` where the card has no bf16
+    tensor cores), ``bandwidth_gbs`` the peak memory bandwidth, ``hourly_usd`` an indicative on-demand
+    cloud price per GPU (``None`` where there is no typical one).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "GPU",
+    "CatalogModel",
+    "close_model_matches",
+    "find_gpu",
+    "find_model",
+    "gpus",
+    "models",
+    "search_models",
+]
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """A base model: short slug, Hub id, and its architecture config (Hub field names)."""
+
+    id: str
+    hf_id: str
+    name: str
+    family: str
+    gated: bool
+    params: int
+    config: dict[str, Any]
+
+    def __hash__(self) -> int:  # config is a dict; the id is unique in the catalog
+        return hash(self.id)
+
+
+@dataclass(frozen=True)
+class GPU:
+    """An accelerator: memory as sold and as usable by one process, and peak throughput."""
+
+    id: str
+    name: str
+    vendor: str
+    memory_bytes: int
+    usable_bytes: int
+    bf16_tflops: float | None
+    bandwidth_gbs: float
+    tdp_w: int
+    hourly_usd: float | None
+    memory_note: str = ""
+
+
+def _load(name: str) -> dict[str, Any]:
+    text = (resources.files("estimator") / "data" / name).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@cache
+def models() -> tuple[CatalogModel, ...]:
+    """Every catalog model, in catalog order."""
+    out = []
+    for m in _load("models.json")["models"]:
+        out.append(
+            CatalogModel(
+                id=str(m["id"]),
+                hf_id=str(m["hf_id"]),
+                name=str(m["name"]),
+                family=str(m["family"]),
+                gated=bool(m["gated"]),
+                params=int(m["params"]),
+                config=dict(m["config"]),
+            )
+        )
+    return tuple(out)
+
+
+@cache
+def gpus() -> tuple[GPU, ...]:
+    """Every catalog GPU, from consumer to datacenter cards."""
+    out = []
+    for g in _load("gpus.json")["gpus"]:
+        bf16 = g["bf16_tflops"]
+        price = g["hourly_usd"]
+        out.append(
+            GPU(
+                id=str(g["id"]),
+                name=str(g["name"]),
+                vendor=str(g["vendor"]),
+                memory_bytes=int(g["memory_bytes"]),
+                usable_bytes=int(g["usable_bytes"]),
+                bf16_tflops=None if bf16 is None else float(bf16),
+                bandwidth_gbs=float(g["bandwidth_gbs"]),
+                tdp_w=int(g["tdp_w"]),
+                hourly_usd=None if price is None else float(price),
+                memory_note=str(g.get("memory_note", "")),
+            )
+        )
+    return tuple(out)
+
+
+@cache
+def _model_index() -> dict[str, CatalogModel]:
+    index: dict[str, CatalogModel] = {}
+    for m in models():
+        index.setdefault(m.hf_id.lower(), m)
+    for m in models():  # ids win over hf_ids
+        index[m.id.lower()] = m
+    return index
+
+
+def find_model(id_or_hf_id: str) -> CatalogModel | None:
+    """The model whose id or Hub id matches, ignoring case; ``None`` if there is none."""
+    return _model_index().get(id_or_hf_id.strip().lower())
+
+
+def _fields(m: CatalogModel) -> tuple[str, ...]:
+    return (m.id.lower(), m.hf_id.lower(), m.name.lower(), m.family.lower())
+
+
+def search_models(q: str, limit: int = 20) -> list[CatalogModel]:
+    """Models matching ``q``, best first.
+
+    Rank: exact match of id, Hub id, name or family, then prefix, then substring (also of the Hub id's name
+    part after the ``/``), then difflib close matches. Ties keep catalog order. An empty query lists the
+    catalog.
+    """
+    query = q.strip().lower()
+    if limit <= 0:
+        return []
+    if not query:
+        return list(models()[:limit])
+    ranked: list[tuple[int, int, CatalogModel]] = []
+    seen: set[str] = set()
+    for pos, m in enumerate(models()):
+        fields = (*_fields(m), m.hf_id.lower().rsplit("/", 1)[-1])
+        if query in fields:
+            rank = 0
+        elif any(f.startswith(query) for f in fields):
+            rank = 1
+        elif any(query in f for f in fields):
+            rank = 2
+        else:
+            continue
+        ranked.append((rank, pos, m))
+        seen.add(m.id)
+    ranked.sort(key=lambda t: (t[0], t[1]))
+    out = [m for _, _, m in ranked]
+    if len(out) < limit:
+        for m in close_model_matches(query, n=limit):
+            if m.id not in seen:
+                out.append(m)
+                seen.add(m.id)
+    return out[:limit]
+
+
+def close_model_matches(q: str, n: int = 5) -> list[CatalogModel]:
+    """Up to ``n`` models whose id or Hub id is close to ``q`` (for "did you mean"), best first."""
+    query = q.strip().lower()
+    if not query or n <= 0:
+        return []
+    index = _model_index()
+    out: list[CatalogModel] = []
+    for key in difflib.get_close_matches(query, list(index), n=2 * n, cutoff=0.6):
+        m = index[key]
+        if m not in out:
+            out.append(m)
+    return out[:n]
+
+
+def find_gpu(id: str) -> GPU | None:
+    """The GPU whose id or name matches, ignoring case; ``None`` if there is none."""
+    key = id.strip().lower()
+    for g in gpus():
+        if g.id.lower() == key or g.name.lower() == key:
+            return g
+    return None
