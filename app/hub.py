@@ -1,0 +1,622 @@
+"""Resolve a model id to its ``config.json`` (and exact parameter counts) from the catalog or the Hugging Face Hub.
+
+A catalog id (or a catalog model's Hub id) resolves from the embedded catalog without touching the network. Any
+other id goes to the Hub through ``huggingface_hub``:
+
+1. ``HfApi.model_info`` (``GET /api/models/{repo}/revision/{rev}``): does the repo exist, is it gated, which files
+   does it hold, which commit is ``rev``;
+2. ``hf_hub_download`` of ``config.json`` at that commit (``HEAD`` then ``GET /{repo}/resolve/{commit}/config.json``),
+   into a throw-away directory: the bounded cache below is the only thing kept;
+3. the safetensors headers (``model.safetensors``, or every shard listed by ``model.safetensors.index.json``) over
+   HTTP range requests, for exact per-dtype parameter counts. No weights are downloaded.
+
+Step 3 is best effort: when it fails or runs out of time, the config alone is returned with a note.
+
+Resolved configs of public repos are cached on disk under ``<data_dir>/hub-cache`` as one JSON file per
+(endpoint, repo, revision), bounded in number, evicting the least recently used (file mtime, touched on every hit).
+Gated and private repos are never cached, so a config behind a gate is served only to a caller the Hub lets in.
+Tokens are passed to the Hub and nowhere else: not logged, not cached, not part of any error message.
+
+Every failure a user can act on is a ``HubError`` subclass carrying an HTTP status and a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_SINGLE_FILE = "model.safetensors"
+SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
+MAX_SHARDS = 4096
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,1024}")
+_REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]{0,254}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,95}")
+_TOKEN_HINT = (
+    "pass a Hugging Face token with read access: send the header 'X-HF-Token: hf_...' "
+    "(or 'Authorization: Bearer hf_...'), or set HF_TOKEN before 'tuneplan serve'"
+)
+_FALLBACK_HINT = "use a catalog model (GET /api/models) or send the model's config.json inline as 'config'"
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------------- errors
+
+
+class HubError(Exception):
+    """A Hub lookup failed in a way the user can act on. ``status_code`` is the HTTP status the API answers."""
+
+    status_code = 502
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class HubInvalidId(HubError):
+    """The id is not a well-formed Hub repo id."""
+
+    status_code = 422
+
+
+class HubRepoNotFound(HubError):
+    """No such repo (or revision) on the Hub, or a private repo and no token that can see it."""
+
+    status_code = 404
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = (), **extra: Any) -> None:
+        super().__init__(message, suggestions=list(suggestions), **extra)
+        self.suggestions = suggestions
+
+
+class HubGated(HubError):
+    """A gated repo: 401 without a token, 403 with a token that has not been granted access."""
+
+    status_code = 401
+
+    def __init__(self, message: str, status_code: int = 401, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.status_code = status_code
+
+
+class HubUnavailable(HubError):
+    """The Hub could not be reached or answered with a server error."""
+
+    status_code = 503
+
+
+class HubTimeout(HubError):
+    """The Hub did not answer within ``hub_timeout_s``."""
+
+    status_code = 504
+
+
+class HubBadConfig(HubError):
+    """The repo has no usable ``config.json`` (missing, not JSON, not an object, too large)."""
+
+    status_code = 422
+
+
+# --------------------------------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model id resolved to its config."""
+
+    repo_id: str
+    config: dict[str, Any]
+    source: str
+    """``catalog`` or ``hub``."""
+    safetensors_params: dict[str, int] | None = None
+    """Exact parameter count per safetensors dtype (``BF16``, ``F32``, ...), from the Hub's file headers."""
+    catalog_id: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+    gated: bool = False
+    cached: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def params_source(self) -> str:
+        """Where exact parameter counts come from: ``catalog``, ``hub config`` or ``hub safetensors metadata``."""
+        if self.source == "catalog":
+            return "catalog"
+        return "hub safetensors metadata" if self.safetensors_params else "hub config"
+
+
+# --------------------------------------------------------------------------------------------------------- cache
+
+
+class ConfigCache:
+    """Bounded on-disk cache: one JSON file per key, least recently used evicted (mtime, touched on hits)."""
+
+    def __init__(self, directory: Path, max_entries: int, ttl_s: float) -> None:
+        self.directory = directory
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(endpoint: str, repo_id: str, revision: str) -> str:
+        return hashlib.sha256(f"{endpoint}\n{repo_id}\n{revision}".encode()).hexdigest()[:40]
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self.max_entries <= 0:
+            return None
+        path = self._path(key)
+        try:
+            with path.open("rb") as fh:
+                entry = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        fetched = entry.get("fetched_at")
+        if not isinstance(fetched, int | float) or time.time() - fetched > self.ttl_s:
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # mark as recently used
+        return entry
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        if self.max_entries <= 0:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(entry, fh)
+            os.replace(tmp, self._path(key))
+        except OSError as exc:  # a cache that cannot be written is not an error of the request
+            log.warning("could not write the Hub config cache in %s: %s", self.directory, exc)
+            return
+        self._evict()
+
+    def _evict(self) -> None:
+        with self._lock:
+            entries: list[tuple[float, Path]] = []
+            try:
+                for path in self.directory.glob("*.json"):
+                    with contextlib.suppress(OSError):
+                        entries.append((path.stat().st_mtime, path))
+            except OSError:
+                return
+            excess = len(entries) - self.max_entries
+            if excess <= 0:
+                return
+            entries.sort(key=lambda item: item[0])
+            for _, path in entries[:excess]:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def __len__(self) -> int:
+        try:
+            return sum(1 for _ in self.directory.glob("*.json"))
+        except OSError:
+            return 0
+
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            for path in self.directory.glob("*.json"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+# --------------------------------------------------------------------------------------------------------- helpers
+
+
+def clean_token(token: str | None) -> str | None:
+    """Normalise a user-supplied token; ``HubInvalidId`` (422) when it cannot be a token at all."""
+    if token is None:
+        return None
+    token = token.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if not token:
+        return None
+    if not _TOKEN_RE.fullmatch(token):
+        raise HubInvalidId("the Hub token is malformed: send it as printable ASCII without spaces ('hf_...')")
+    return token
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Validate a Hub repo id (``name`` or ``org/name``); ``HubInvalidId`` with what a valid id looks like."""
+    repo_id = repo_id.strip()
+    parts = repo_id.split("/")
+    ok = (
+        0 < len(parts) <= 2
+        and all(_NAME_RE.fullmatch(p) for p in parts)
+        and ".." not in repo_id
+        and "--" not in repo_id
+        and not repo_id.endswith((".git", ".", "-"))
+    )
+    if not ok:
+        shown = repo_id if len(repo_id) <= 80 else repo_id[:77] + "..."
+        raise HubInvalidId(
+            f"{shown!r} is not a Hugging Face model id: use 'org/name' (letters, digits, '.', '_', '-'; "
+            "at most 96 characters each), e.g. 'Qwen/Qwen2.5-0.5B', or a catalog id from GET /api/models"
+        )
+    return repo_id
+
+
+def check_revision(revision: str) -> str:
+    if not _REVISION_RE.fullmatch(revision) or ".." in revision:
+        raise HubInvalidId(f"{revision[:80]!r} is not a git revision: use a branch, tag or commit hash")
+    return revision
+
+
+def catalog_suggestions(query: str, limit: int = 5) -> tuple[str, ...]:
+    """Close catalog matches for an id that did not resolve (empty when the catalog is unavailable)."""
+    try:
+        from estimator import catalog
+    except ImportError:  # pragma: no cover - the catalog ships with the estimator
+        return ()
+    seen: list[str] = []
+    candidates = [query, query.rsplit("/", 1)[-1]]
+    for text in candidates:
+        try:
+            found = catalog.search_models(text, limit=limit)
+        except Exception:  # noqa: BLE001 - suggestions are a courtesy, never a failure
+            found = []
+        for model in found:
+            if model.id not in seen:
+                seen.append(model.id)
+        if seen:
+            break
+    if not seen:
+        # fall back to a fuzzy match on ids and Hub ids
+        import difflib
+
+        try:
+            models = catalog.models()
+        except Exception:  # noqa: BLE001
+            return ()
+        names = {m.id: m.id for m in models} | {m.hf_id.lower(): m.id for m in models if m.hf_id}
+        for match in difflib.get_close_matches(query.lower(), list(names), n=limit, cutoff=0.4):
+            if names[match] not in seen:
+                seen.append(names[match])
+    return tuple(seen[:limit])
+
+
+def find_catalog_model(repo_id: str) -> Any | None:
+    try:
+        from estimator import catalog
+    except ImportError:  # pragma: no cover
+        return None
+    return catalog.find_model(repo_id)
+
+
+# --------------------------------------------------------------------------------------------------------- client
+
+
+class HubClient:
+    """Resolves model ids; one per app (it owns a small thread pool that enforces the Hub deadline)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.endpoint = settings.hf_endpoint
+        self.timeout = settings.hub_timeout_s
+        self.cache = ConfigCache(settings.cache_dir, settings.cache_max_entries, settings.cache_ttl_s)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="tuneplan-hub")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------------------------- public
+
+    def resolve(self, repo_id: str, token: str | None = None, revision: str = "main") -> ResolvedModel:
+        """Resolve ``repo_id`` from the catalog, the cache, or the Hub (in that order)."""
+        if not isinstance(repo_id, str) or not repo_id.strip():
+            raise HubInvalidId("model is empty: give a Hub id like 'Qwen/Qwen2.5-0.5B' or a catalog id")
+        entry = find_catalog_model(repo_id.strip())
+        if entry is not None and revision == "main":
+            return ResolvedModel(
+                repo_id=entry.hf_id or entry.id,
+                config=dict(entry.config),
+                source="catalog",
+                catalog_id=entry.id,
+                gated=bool(entry.gated),
+            )
+        repo_id = check_repo_id(repo_id)
+        revision = check_revision(revision)
+        token = clean_token(token) or self.settings.token()
+
+        key = ConfigCache.key(self.endpoint, repo_id, revision)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return ResolvedModel(
+                repo_id=repo_id,
+                config=cached["config"],
+                source="hub",
+                safetensors_params=cached.get("safetensors_params"),
+                revision=revision,
+                commit=cached.get("commit"),
+                cached=True,
+                notes=tuple(cached.get("notes") or ()),
+            )
+
+        deadline = time.monotonic() + self.timeout
+        info = self._with_deadline(lambda: self._model_info(repo_id, revision, token), deadline, repo_id)
+        commit = info.get("sha") or revision
+        config = self._with_deadline(lambda: self._download_config(repo_id, commit, token), deadline, repo_id)
+
+        notes: list[str] = []
+        params: dict[str, int] | None = None
+        files = info.get("files")
+        try:
+            params = self._with_deadline(
+                lambda: self._safetensors_params(repo_id, commit, token, files), deadline, repo_id
+            )
+            if params is None:
+                notes.append("the repo has no safetensors weights: parameter counts come from config.json")
+        except HubError as exc:
+            notes.append(f"safetensors headers unavailable ({exc.message}): parameter counts come from config.json")
+
+        gated = bool(info.get("gated")) or bool(info.get("private"))
+        resolved = ResolvedModel(
+            repo_id=repo_id,
+            config=config,
+            source="hub",
+            safetensors_params=params,
+            revision=revision,
+            commit=info.get("sha"),
+            gated=gated,
+            notes=tuple(notes),
+        )
+        if not gated:
+            self.cache.put(
+                key,
+                {
+                    "repo_id": repo_id,
+                    "revision": revision,
+                    "commit": info.get("sha"),
+                    "config": config,
+                    "safetensors_params": params,
+                    "notes": notes,
+                    "fetched_at": time.time(),
+                },
+            )
+        return resolved
+
+    # ------------------------------------------------------------------------------------------------- steps
+
+    def _with_deadline(self, fn: Callable[[], T], deadline: float, repo_id: str) -> T:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timeout(repo_id)
+        future = self._pool.submit(fn)
+        try:
+            return future.result(timeout=remaining)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._timeout(repo_id) from None
+
+    def _timeout(self, repo_id: str) -> HubTimeout:
+        return HubTimeout(
+            f"the Hugging Face Hub did not answer for {repo_id!r} within {self.timeout:g} s: retry later, or "
+            + _FALLBACK_HINT,
+            endpoint=self.endpoint,
+        )
+
+    def _api(self) -> Any:
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint, library_name="tuneplan")
+
+    def _model_info(self, repo_id: str, revision: str, token: str | None) -> dict[str, Any]:
+        with self._hub_errors(repo_id, token, revision):
+            info = self._api().model_info(repo_id, revision=revision, timeout=self.timeout, token=token or False)
+        files = None if info.siblings is None else [s.rfilename for s in info.siblings]
+        return {"sha": info.sha, "gated": info.gated, "private": info.private, "files": files}
+
+    def _download_config(self, repo_id: str, revision: str, token: str | None) -> dict[str, Any]:
+        from huggingface_hub import hf_hub_download
+
+        with tempfile.TemporaryDirectory(prefix="tuneplan-hub-") as tmp, self._hub_errors(repo_id, token, revision):
+            path = hf_hub_download(
+                repo_id,
+                "config.json",
+                revision=revision,
+                cache_dir=tmp,
+                token=token or False,
+                endpoint=self.endpoint,
+                etag_timeout=self.timeout,
+            )
+            return self._read_config(Path(str(path)), repo_id)
+
+    def _read_config(self, path: Path, repo_id: str) -> dict[str, Any]:
+        size = path.stat().st_size
+        if size > self.settings.max_config_bytes:
+            raise HubBadConfig(
+                f"config.json of {repo_id!r} is {size} bytes, over the {self.settings.max_config_bytes} byte limit: "
+                "send a trimmed config inline as 'config'"
+            )
+        try:
+            data = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HubBadConfig(f"config.json of {repo_id!r} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise HubBadConfig(f"config.json of {repo_id!r} is not a JSON object")
+        return data
+
+    def _safetensors_params(
+        self, repo_id: str, revision: str, token: str | None, files: list[str] | None
+    ) -> dict[str, int] | None:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import SafetensorsParsingError
+
+        api = self._api()
+        tok: str | bool = token or False
+        if files is None:  # the listing was not given: ask for each candidate
+            with self._hub_errors(repo_id, token, revision):
+                files = [
+                    name
+                    for name in (SAFETENSORS_SINGLE_FILE, SAFETENSORS_INDEX_FILE)
+                    if api.file_exists(repo_id, name, revision=revision, token=tok)
+                ]
+        try:
+            with self._hub_errors(repo_id, token, revision):
+                if SAFETENSORS_SINGLE_FILE in files:
+                    shards = [SAFETENSORS_SINGLE_FILE]
+                elif SAFETENSORS_INDEX_FILE in files:
+                    with tempfile.TemporaryDirectory(prefix="tuneplan-hub-") as tmp:
+                        index_path = hf_hub_download(
+                            repo_id,
+                            SAFETENSORS_INDEX_FILE,
+                            revision=revision,
+                            cache_dir=tmp,
+                            token=tok,
+                            endpoint=self.endpoint,
+                            etag_timeout=self.timeout,
+                        )
+                        index = json.loads(Path(str(index_path)).read_bytes())
+                    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+                    if not isinstance(weight_map, dict) or not weight_map:
+                        raise HubBadConfig(f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} has no weight_map")
+                    shards = sorted({str(v) for v in weight_map.values()})
+                    if len(shards) > MAX_SHARDS:
+                        raise HubBadConfig(f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} lists {len(shards)} shards")
+                else:
+                    return None
+
+                def header(shard: str) -> dict[str, int]:
+                    meta = api.parse_safetensors_file_metadata(
+                        repo_id, shard, revision=revision, token=tok, timeout=self.timeout
+                    )
+                    return dict(meta.parameter_count)
+
+                totals: dict[str, int] = {}
+                with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(shards))) as pool:
+                    for counts in pool.map(header, shards):
+                        for dtype, n in counts.items():
+                            totals[dtype] = totals.get(dtype, 0) + int(n)
+                return dict(sorted(totals.items()))
+        except (SafetensorsParsingError, ValueError, OSError) as exc:
+            if isinstance(exc, HubError):
+                raise
+            raise HubBadConfig(f"the safetensors headers of {repo_id!r} could not be parsed ({exc})") from None
+
+    # ------------------------------------------------------------------------------------------------- errors
+
+    @contextlib.contextmanager
+    def _hub_errors(self, repo_id: str, token: str | None, revision: str) -> Iterator[None]:
+        """Translate ``huggingface_hub`` / ``httpx2`` exceptions into ``HubError`` subclasses."""
+        import httpx2
+        from huggingface_hub.errors import (
+            DisabledRepoError,
+            GatedRepoError,
+            HfHubHTTPError,
+            HFValidationError,
+            LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
+            RemoteEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        try:
+            yield
+        except HubError:
+            raise
+        except GatedRepoError:
+            if token:
+                raise HubGated(
+                    f"{repo_id!r} is a gated model and this token has not been granted access: accept the "
+                    f"license on its Hub page (https://huggingface.co/{repo_id}) with the token's account, "
+                    "or use a catalog model",
+                    status_code=403,
+                ) from None
+            raise HubGated(f"{repo_id!r} is a gated model: {_TOKEN_HINT}", status_code=401) from None
+        except RevisionNotFoundError:
+            raise HubRepoNotFound(
+                f"{repo_id!r} has no revision {revision!r}: use a branch, tag or commit that exists"
+            ) from None
+        except RemoteEntryNotFoundError as exc:
+            filename = str(exc.response.request.url).rsplit("/", 1)[-1] if exc.response is not None else "file"
+            raise HubBadConfig(
+                f"{repo_id!r} has no {filename}, so it is not a transformers model; send its config.json inline "
+                "as 'config', or pick a catalog model"
+            ) from None
+        except RepositoryNotFoundError:
+            hint = (
+                "check the spelling"
+                if token
+                else f"check the spelling; if it is a private repo, {_TOKEN_HINT}"
+            )
+            raise HubRepoNotFound(
+                f"no model {repo_id!r} on the Hugging Face Hub: {hint}",
+                suggestions=catalog_suggestions(repo_id),
+            ) from None
+        except DisabledRepoError:
+            raise HubGated(f"{repo_id!r} has been disabled on the Hub", status_code=403) from None
+        except HFValidationError:
+            raise HubInvalidId(
+                f"{repo_id!r} is not a Hugging Face model id: use 'org/name', e.g. 'Qwen/Qwen2.5-0.5B'"
+            ) from None
+        except httpx2.TimeoutException:
+            raise self._timeout(repo_id) from None
+        except (httpx2.TransportError, OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
+            cause = exc.__cause__
+            if isinstance(cause, httpx2.TimeoutException):
+                raise self._timeout(repo_id) from None
+            if isinstance(cause, HfHubHTTPError):
+                self._raise_http(cause, repo_id, token)
+            raise HubUnavailable(
+                f"the Hugging Face Hub at {self.endpoint} could not be reached: retry later, or {_FALLBACK_HINT}",
+                endpoint=self.endpoint,
+            ) from None
+        except HfHubHTTPError as exc:
+            self._raise_http(exc, repo_id, token)
+
+    def _raise_http(self, exc: Any, repo_id: str, token: str | None) -> None:
+        status = exc.response.status_code if getattr(exc, "response", None) is not None else 0
+        if status == 401:
+            raise HubGated(f"the Hub refused access to {repo_id!r}: {_TOKEN_HINT}", status_code=401) from None
+        if status == 403:
+            raise HubGated(
+                f"the Hub refused this token access to {repo_id!r}: use a token with read access to the repo",
+                status_code=403,
+            ) from None
+        if status == 404:
+            raise HubRepoNotFound(
+                f"no model {repo_id!r} on the Hugging Face Hub: check the spelling",
+                suggestions=catalog_suggestions(repo_id),
+            ) from None
+        if status in (408, 504):
+            raise self._timeout(repo_id) from None
+        if status == 429:
+            raise HubUnavailable(
+                f"the Hugging Face Hub is rate-limiting requests: retry in a minute, or {_FALLBACK_HINT}",
+                endpoint=self.endpoint,
+            ) from None
+        raise HubUnavailable(
+            f"the Hugging Face Hub answered HTTP {status} for {repo_id!r}: retry later, or {_FALLBACK_HINT}",
+            endpoint=self.endpoint,
+        ) from None
