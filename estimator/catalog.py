@@ -8,7 +8,8 @@ Where the numbers come from
     ``text_config`` and ``vision_config``). ``params`` is the number of parameters of
     ``AutoModelForCausalLM.from_config(config)`` (tied embeddings counted once); for gemma3 multimodal
     checkpoints it counts the text decoder (``Gemma3ForCausalLM`` on ``text_config``), the vision tower
-    excluded. ``tests/estimator/test_catalog.py`` rebuilds every model on the meta device and checks it.
+    excluded, as their ``params_note`` says. ``tests/estimator/test_catalog.py`` rebuilds every model on
+    the meta device and checks it.
 ``data/gpus.json``
     ``memory_bytes`` is the driver-reported total where known, else the marketed capacity taken as GiB;
     ``usable_bytes`` is what ``torch.cuda.mem_get_info()`` reports as total, measured (H200), as PyTorch is
@@ -50,6 +51,7 @@ class CatalogModel:
     gated: bool
     params: int
     config: dict[str, Any]
+    params_note: str = ""
 
     def __hash__(self) -> int:  # config is a dict; the id is unique in the catalog
         return hash(self.id)
@@ -91,6 +93,7 @@ def models() -> tuple[CatalogModel, ...]:
                 gated=bool(m["gated"]),
                 params=int(m["params"]),
                 config=dict(m["config"]),
+                params_note=str(m.get("params_note", "")),
             )
         )
     return tuple(out)

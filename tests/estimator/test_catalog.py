@@ -50,6 +50,7 @@ def test_models_load() -> None:
         assert "model_type" in m.config
         if m.config["model_type"] == "gemma3":
             assert "text_config" in m.config and "vision_config" in m.config
+            assert "vision tower" in m.params_note and "excluded" in m.params_note
 
 
 def test_raw_models_fields() -> None:
