@@ -1,0 +1,535 @@
+"""Plotly figures for the page, built as plain dicts.
+
+Every function here is pure: it takes estimate contracts (``Estimate.to_dict()``, see docs/schema.md) or
+points derived from them and returns a Plotly figure dict (``{"data": [...], "layout": {...}}``) that the page
+hands to ``Plotly.react``. Nothing imports plotly; the figures are JSON all the way.
+
+Units: GPU memory is shown in GiB (2**30 bytes, what ``torch.cuda`` and ``nvidia-smi`` count in), disk in GB
+(10**9 bytes, what the Hub and ``du -h --si`` show). The figures are theme-neutral (transparent backgrounds,
+no fixed font colour); the page applies light or dark colours on top.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+GIB = 1 << 30
+GB = 10**9
+
+METHODS: tuple[str, ...] = ("full", "lora", "qlora")
+METHOD_LABELS: dict[str, str] = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
+METHOD_COLORS: dict[str, str] = {"full": "#d55e00", "lora": "#0072b2", "qlora": "#009e73"}
+
+COMPONENTS: tuple[str, ...] = (
+    "weights",
+    "adapters",
+    "gradients",
+    "optimizer",
+    "activations",
+    "logits",
+    "overhead",
+)
+COMPONENT_LABELS: dict[str, str] = {
+    "weights": "Weights",
+    "adapters": "Adapters",
+    "gradients": "Gradients",
+    "optimizer": "Optimizer state",
+    "activations": "Activations",
+    "logits": "Logits",
+    "overhead": "Overhead",
+}
+# Okabe-Ito palette: distinguishable with the common colour-vision deficiencies, readable on light and dark.
+COMPONENT_COLORS: dict[str, str] = {
+    "weights": "#0072b2",
+    "adapters": "#cc79a7",
+    "gradients": "#e69f00",
+    "optimizer": "#d55e00",
+    "activations": "#009e73",
+    "logits": "#56b4e9",
+    "overhead": "#999999",
+}
+
+COMMON_CAPACITIES_GB: tuple[int, ...] = (24, 40, 48, 80, 141)
+"""Common accelerator memory sizes, by their marketing figure (which counts GiB, give or take)."""
+
+STORAGE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("download", "Download (16-bit weights)", "base_16bit"),
+    ("base_4bit", "4-bit base in memory", "base_quantized"),
+    ("adapter", "Adapter file", "adapter"),
+    ("checkpoint", "Training checkpoint", "checkpoint"),
+    ("merged", "Merged model", "merged"),
+)
+"""(row key, label, field of the contract's ``storage``) for the storage table and chart."""
+
+CAPACITY_COLOR = "#cc3311"
+LINE_COLOR = "rgba(128,128,128,0.75)"
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def gib(n: float) -> float:
+    """Bytes to GiB, rounded for display (3 decimals keeps sub-MiB detail without float noise)."""
+    return round(n / GIB, 3)
+
+
+def gb(n: float) -> float:
+    """Bytes to GB (10**9), rounded for display."""
+    return round(n / GB, 3)
+
+
+def human_gib(n: float | None) -> str:
+    """``9.31 GiB``; small sizes in MiB."""
+    if n is None:
+        return "—"
+    if abs(n) < GIB:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / GIB:.2f} GiB"
+
+
+def human_gb(n: float | None) -> str:
+    """``16.1 GB``; small sizes in MB or kB."""
+    if n is None:
+        return "—"
+    if abs(n) >= GB:
+        return f"{n / GB:.1f} GB"
+    if abs(n) >= 10**6:
+        return f"{n / 10**6:.1f} MB"
+    return f"{n / 10**3:.1f} kB"
+
+
+def human_count(n: float | None) -> str:
+    """``8.03B``, ``167.8M``: parameter counts."""
+    if n is None:
+        return "—"
+    for size, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{suffix}" if suffix in ("T", "B") else f"{n / size:.1f}{suffix}"
+    return str(int(n))
+
+
+def method_order(methods: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    """Methods in the canonical order (full, lora, qlora), unknown ones after, in their given order."""
+    given = list(methods)
+    known = [m for m in METHODS if m in given]
+    return known + [m for m in given if m not in METHODS]
+
+
+def components_of(contract: Mapping[str, Any]) -> dict[str, int]:
+    """``memory.components`` of a contract, every component present (missing ones count as 0)."""
+    comps = contract.get("memory", {}).get("components", {}) or {}
+    return {c: int(comps.get(c) or 0) for c in COMPONENTS}
+
+
+def peak_bytes(contract: Mapping[str, Any]) -> int:
+    """The figure a GPU must hold: ``memory.peak_reserved``, else ``peak_allocated``, else ``total``.
+
+    Falls back to the sum of the components, so synthetic contracts work too.
+    """
+    memory = contract.get("memory", {}) or {}
+    for key in ("peak_reserved", "peak_allocated", "total"):
+        value = memory.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+    return sum(components_of(contract).values())
+
+
+def short_gpu_name(name: str) -> str:
+    """``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``: the vendor prefixes the chart labels can do without."""
+    for prefix in ("NVIDIA ", "AMD ", "GeForce ", "Tesla "):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    return name
+
+
+def capacity_lines(
+    gpus: Sequence[Mapping[str, Any]],
+    selected: str | None = None,
+    common: Sequence[int] = COMMON_CAPACITIES_GB,
+) -> list[dict[str, Any]]:
+    """Horizontal lines for the bar chart: one per common capacity, plus the selected GPU.
+
+    ``gpus`` are catalog GPUs as dicts (``id``, ``name``, ``memory_bytes``). A common capacity takes its exact
+    size from the first catalog GPU whose memory rounds to it (so the line sits where the card's memory really
+    ends), else ``capacity * 2**30``. Returns dicts ``{"label", "bytes", "selected"}``, smallest first.
+    """
+    lines: list[dict[str, Any]] = []
+    chosen = next((g for g in gpus if g.get("id") == selected), None) if selected else None
+    chosen_cap = _nominal_gb(int(chosen.get("memory_bytes") or 0)) if chosen is not None else None
+    for cap in common:
+        if cap == chosen_cap:
+            continue  # the selected GPU's line stands for its size
+        match = next((g for g in gpus if _nominal_gb(int(g.get("memory_bytes") or 0)) == cap), None)
+        size = int(match["memory_bytes"]) if match else cap * GIB
+        lines.append({"label": f"{cap} GB", "bytes": size, "selected": False})
+    if chosen is not None:
+        lines.append(
+            {
+                "label": short_gpu_name(str(chosen.get("name") or chosen.get("id"))),
+                "bytes": int(chosen["memory_bytes"]),
+                "selected": True,
+            }
+        )
+    lines.sort(key=lambda line: line["bytes"])
+    return lines
+
+
+def _nominal_gb(memory_bytes: int) -> int:
+    """The marketing size of a card: 80 for 80 GiB, 141 for an H200's 141 GB (143.8e9 bytes)."""
+    if memory_bytes <= 0:
+        return 0
+    as_gib = memory_bytes / GIB
+    as_gb = memory_bytes / GB
+    for cap in COMMON_CAPACITIES_GB:
+        if abs(as_gib - cap) / cap < 0.03 or abs(as_gb - cap) / cap < 0.03:
+            return cap
+    return round(as_gib)
+
+
+def _base_layout(**extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "margin": {"l": 56, "r": 16, "t": 40, "b": 48},
+        "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13},
+        "hoverlabel": {"namelength": -1},
+        "legend": {"orientation": "h", "x": 0, "y": -0.18, "xanchor": "left", "yanchor": "top"},
+    }
+    layout.update(extra)
+    return layout
+
+
+def _hline(
+    y: float, label: str, *, color: str, dash: str, width: float = 1.5, left: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    shape = {
+        "type": "line",
+        "xref": "paper",
+        "x0": 0,
+        "x1": 1,
+        "yref": "y",
+        "y0": y,
+        "y1": y,
+        "line": {"color": color, "width": width, "dash": dash},
+        "layer": "above",
+    }
+    annotation = {
+        "xref": "paper",
+        "x": 0 if left else 1,
+        "xanchor": "left" if left else "right",
+        "yref": "y",
+        "y": y,
+        "yanchor": "bottom",
+        "text": label,
+        "showarrow": False,
+        "font": {"size": 11, "color": color},
+    }
+    return shape, annotation
+
+
+# --- figures ------------------------------------------------------------------------------------------
+
+
+def memory_bar_chart(
+    estimates: Mapping[str, Mapping[str, Any]],
+    gpu_lines: Sequence[Mapping[str, Any]] = (),
+    *,
+    selected_method: str | None = None,
+) -> dict[str, Any]:
+    """Stacked bars of peak GPU memory by component, one bar per method, side by side.
+
+    ``estimates`` maps a method (``full``/``lora``/``qlora``) to its contract. ``gpu_lines`` are
+    ``{"label", "bytes", "selected"}`` dicts (see ``capacity_lines``); lines far above the tallest bar
+    are left out so the bars stay readable, but the selected GPU's line is always drawn.
+    ``selected_method`` gets its axis label in bold with a marker.
+    """
+    methods = method_order(estimates)
+    labels = [METHOD_LABELS.get(m, m) for m in methods]
+    ticks = [
+        f"<b>{label} ◆</b>" if m == selected_method else label
+        for m, label in zip(methods, labels, strict=True)
+    ]
+    comps = {m: components_of(estimates[m]) for m in methods}
+    peaks = {m: peak_bytes(estimates[m]) for m in methods}
+    data: list[dict[str, Any]] = []
+    for c in COMPONENTS:
+        values = [comps[m][c] for m in methods]
+        if not any(values):
+            continue
+        data.append(
+            {
+                "type": "bar",
+                "name": COMPONENT_LABELS[c],
+                "x": labels,
+                "y": [gib(v) for v in values],
+                "customdata": values,
+                "marker": {"color": COMPONENT_COLORS[c]},
+                "hovertemplate": f"{COMPONENT_LABELS[c]}: %{{y:.2f}} GiB<extra>%{{x}}</extra>",
+                "meta": {"component": c},
+            }
+        )
+    stack_tops = {m: sum(comps[m].values()) for m in methods}
+    tallest = max([*stack_tops.values(), *peaks.values(), 0])
+    shown = _lines_in_view(gpu_lines, tallest)
+    top = max([tallest, *(int(line["bytes"]) for line in shown), 1])
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    last_right: int | None = None
+    for line in shown:
+        selected = bool(line.get("selected"))
+        size = int(line["bytes"])
+        # The selected GPU's label goes on the left; a common size's label on the right unless it would sit
+        # on the previous right-hand label (lines closer than 6% of the axis), then on the left too.
+        left = selected or (last_right is not None and (size - last_right) < 0.06 * top * 1.12)
+        if not left:
+            last_right = size
+        shape, note = _hline(
+            gib(size),
+            str(line["label"]),
+            color=CAPACITY_COLOR if selected else LINE_COLOR,
+            dash="solid" if selected else "dot",
+            width=2 if selected else 1.2,
+            left=left,
+        )
+        shapes.append(shape)
+        annotations.append(note)
+    for m, label in zip(methods, labels, strict=True):
+        annotations.append(
+            {
+                "x": label,
+                "y": gib(max(stack_tops[m], peaks[m])),
+                "xref": "x",
+                "yref": "y",
+                "yanchor": "bottom",
+                "text": human_gib(peaks[m]),
+                "showarrow": False,
+                "font": {"size": 12},
+            }
+        )
+    layout = _base_layout(
+        barmode="stack",
+        title={
+            "text": "Peak GPU memory by component (per GPU)",
+            "x": 0,
+            "xanchor": "left",
+            "font": {"size": 15},
+        },
+        yaxis={
+            "title": {"text": "GiB"},
+            "rangemode": "tozero",
+            "range": [0, gib(top * 1.12)],
+            "automargin": True,
+        },
+        xaxis={"type": "category", "automargin": True, "tickvals": labels, "ticktext": ticks},
+        shapes=shapes,
+        annotations=annotations,
+        bargap=0.35,
+        legend={
+            "orientation": "h",
+            "x": 0,
+            "y": -0.14,
+            "xanchor": "left",
+            "yanchor": "top",
+            "traceorder": "normal",
+        },
+        meta={"methods": methods, "peaks": [peaks[m] for m in methods]},
+    )
+    return {"data": data, "layout": layout}
+
+
+def _lines_in_view(lines: Sequence[Mapping[str, Any]], tallest: int) -> list[Mapping[str, Any]]:
+    """Capacity lines up to the first one above ``tallest`` (so the reader sees the next size up), and the
+    selected line wherever it is."""
+    ordered = sorted(lines, key=lambda line: int(line["bytes"]))
+    out: list[Mapping[str, Any]] = []
+    above = False
+    for line in ordered:
+        if int(line["bytes"]) <= tallest:
+            out.append(line)
+        elif not above:
+            out.append(line)
+            above = True
+        elif line.get("selected"):
+            out.append(line)
+    return out
+
+
+def _series(
+    points: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
+) -> dict[str, list[Mapping[str, Any]]]:
+    if isinstance(points, Mapping):
+        return {str(k): list(v) for k, v in points.items()}
+    return {"": list(points)}
+
+
+def sweep_line_chart(
+    points: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
+    capacity: Mapping[str, Any] | int | None,
+    *,
+    x_title: str = "Sequence length (tokens)",
+    log_x: bool = True,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """Peak memory against a swept plan field (sequence length, batch size).
+
+    ``points`` is a list of ``{"x": value, "peak": bytes}`` (one line) or a mapping from method to such lists
+    (one line per method). Points whose ``peak`` is None (the plan was invalid there) are skipped.
+    ``capacity`` is ``{"label", "bytes"}`` or a byte count: it is drawn as a horizontal line, and the first
+    point of each line above it is marked as where the plan stops fitting.
+    """
+    series = _series(points)
+    cap_bytes: int | None
+    cap_label: str
+    if capacity is None:
+        cap_bytes, cap_label = None, ""
+    elif isinstance(capacity, Mapping):
+        cap_bytes, cap_label = int(capacity["bytes"]), str(capacity.get("label") or "GPU memory")
+    else:
+        cap_bytes, cap_label = int(capacity), "GPU memory"
+    data: list[dict[str, Any]] = []
+    stops: dict[str, Any] = {}
+    all_x: list[float] = []
+    tallest = 0
+    for method in method_order(series):
+        pts = [p for p in series[method] if p.get("peak") is not None]
+        xs = [p["x"] for p in pts]
+        ys = [int(p["peak"]) for p in pts]
+        all_x.extend(xs)
+        tallest = max([tallest, *ys])
+        name = METHOD_LABELS.get(method, method) or "Peak memory"
+        trace: dict[str, Any] = {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": name,
+            "x": xs,
+            "y": [gib(y) for y in ys],
+            "customdata": ys,
+            "hovertemplate": f"{name}: %{{y:.2f}} GiB at %{{x}}<extra></extra>",
+            "meta": {"method": method},
+        }
+        if method in METHOD_COLORS:
+            trace["line"] = {"color": METHOD_COLORS[method]}
+        data.append(trace)
+        if cap_bytes is not None:
+            over = next((i for i, y in enumerate(ys) if y > cap_bytes), None)
+            stops[method] = xs[over] if over is not None else None
+            if over is not None:
+                data.append(
+                    {
+                        "type": "scatter",
+                        "mode": "markers+text",
+                        "name": f"{name}: stops fitting",
+                        "showlegend": False,
+                        "x": [xs[over]],
+                        "y": [gib(ys[over])],
+                        "text": [f"{xs[over]:,}"] if len(series) == 1 else [""],
+                        "textposition": "top left",
+                        "marker": {
+                            "symbol": "x",
+                            "size": 13,
+                            "color": CAPACITY_COLOR,
+                            "line": {"width": 2, "color": CAPACITY_COLOR},
+                        },
+                        "textfont": {"color": CAPACITY_COLOR},
+                        "hovertemplate": f"{name} stops fitting at %{{x}}: %{{y:.2f}} GiB<extra></extra>",
+                        "meta": {"method": method, "stops_fitting": True},
+                    }
+                )
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    if cap_bytes is not None:
+        shape, note = _hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)
+        shapes.append(shape)
+        annotations.append(note)
+    xaxis: dict[str, Any] = {"title": {"text": x_title}, "automargin": True}
+    if log_x and all_x and min(all_x) > 0:
+        xaxis.update(
+            {
+                "type": "log",
+                "tickvals": sorted(set(all_x)),
+                "ticktext": [_short(x) for x in sorted(set(all_x))],
+            }
+        )
+    top = max(tallest, cap_bytes or 0, 1)
+    layout = _base_layout(
+        title={
+            "text": title or f"Peak memory vs {x_title.split(' (')[0].lower()}",
+            "x": 0,
+            "xanchor": "left",
+            "font": {"size": 15},
+        },
+        xaxis=xaxis,
+        yaxis={
+            "title": {"text": "GiB"},
+            "rangemode": "tozero",
+            "range": [0, gib(top * 1.12)],
+            "automargin": True,
+        },
+        shapes=shapes,
+        annotations=annotations,
+        legend={"x": 0.01, "y": 0.99, "xanchor": "left", "yanchor": "top", "bgcolor": "rgba(0,0,0,0)"},
+        showlegend=len(series) > 1,
+        meta={"stops_fitting": stops, "capacity": cap_bytes},
+    )
+    return {"data": data, "layout": layout}
+
+
+def _short(x: float) -> str:
+    """Tick text: 256, 4k, 128k."""
+    if x >= 1024 and x % 1024 == 0:
+        return f"{int(x) // 1024}k"
+    return f"{int(x)}" if float(x).is_integer() else f"{x}"
+
+
+def storage_rows(storage: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The storage table: ``{"key", "label", "bytes", "text"}`` per row; absent sizes have ``bytes`` None."""
+    rows = []
+    for key, label, field in STORAGE_ROWS:
+        value = storage.get(field)
+        size = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        rows.append({"key": key, "label": label, "field": field, "bytes": size, "text": human_gb(size)})
+    return rows
+
+
+def storage_chart(storage: Mapping[str, Any]) -> dict[str, Any]:
+    """Horizontal bars of the disk (and 4-bit in-memory) sizes in ``storage``, in GB, with their size.
+
+    The axis is logarithmic when the sizes span more than two orders of magnitude (an adapter is a few MB
+    next to a base model of tens of GB), so every bar stays visible.
+    """
+    rows = [r for r in storage_rows(storage) if r["bytes"]]
+    sizes = [r["bytes"] for r in rows]
+    log = bool(sizes) and max(sizes) / max(min(sizes), 1) > 100
+    data = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "name": "Size",
+            "y": [r["label"] for r in rows],
+            "x": [gb(r["bytes"]) for r in rows],
+            "customdata": sizes,
+            "text": [r["text"] for r in rows],
+            "textposition": "outside",
+            "cliponaxis": False,
+            "marker": {"color": ["#0072b2", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"][: len(rows)]},
+            "hovertemplate": "%{y}: %{text}<extra></extra>",
+        }
+    ]
+    xaxis: dict[str, Any] = {"title": {"text": "GB (10⁹ bytes)"}, "automargin": True}
+    if log:
+        low = math.floor(math.log10(min(gb(s) for s in sizes) or 0.001))
+        high = math.ceil(math.log10(max(gb(s) for s in sizes) * 4))
+        xaxis.update({"type": "log", "range": [low, high]})
+    elif sizes:
+        xaxis.update({"range": [0, gb(max(sizes)) * 1.3]})
+    layout = _base_layout(
+        title={"text": "Storage", "x": 0, "xanchor": "left", "font": {"size": 15}},
+        xaxis=xaxis,
+        yaxis={"autorange": "reversed", "automargin": True},
+        showlegend=False,
+        margin={"l": 8, "r": 16, "t": 40, "b": 48},
+        meta={"log": log},
+    )
+    return {"data": data, "layout": layout}
