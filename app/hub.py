@@ -1,23 +1,25 @@
-"""Resolve a model id to its ``config.json`` (and exact parameter counts) from the catalog or the Hugging Face Hub.
+"""Resolve a model id to its ``config.json`` and exact parameter counts: from the catalog or the Hub.
 
-A catalog id (or a catalog model's Hub id) resolves from the embedded catalog without touching the network. Any
-other id goes to the Hub through ``huggingface_hub``:
+A catalog id (or a catalog model's Hub id) resolves from the embedded catalog without touching the network.
+Any other id goes to the Hugging Face Hub through ``huggingface_hub``:
 
-1. ``HfApi.model_info`` (``GET /api/models/{repo}/revision/{rev}``): does the repo exist, is it gated, which files
-   does it hold, which commit is ``rev``;
-2. ``hf_hub_download`` of ``config.json`` at that commit (``HEAD`` then ``GET /{repo}/resolve/{commit}/config.json``),
-   into a throw-away directory: the bounded cache below is the only thing kept;
-3. the safetensors headers (``model.safetensors``, or every shard listed by ``model.safetensors.index.json``) over
-   HTTP range requests, for exact per-dtype parameter counts. No weights are downloaded.
+1. ``HfApi.model_info`` (``GET /api/models/{repo}/revision/{rev}``): does the repo exist, is it gated, which
+   files does it hold, which commit is ``rev``;
+2. ``hf_hub_download`` of ``config.json`` at that commit (``HEAD``, then
+   ``GET /{repo}/resolve/{commit}/config.json``) into a throw-away directory: only the cache below is kept;
+3. the safetensors headers (``model.safetensors``, or every shard listed by ``model.safetensors.index.json``)
+   over HTTP range requests, for exact per-dtype parameter counts. No weights are downloaded.
 
 Step 3 is best effort: when it fails or runs out of time, the config alone is returned with a note.
 
 Resolved configs of public repos are cached on disk under ``<data_dir>/hub-cache`` as one JSON file per
-(endpoint, repo, revision), bounded in number, evicting the least recently used (file mtime, touched on every hit).
-Gated and private repos are never cached, so a config behind a gate is served only to a caller the Hub lets in.
+(endpoint, repo, revision), bounded in number, evicting the least recently used (file mtime, touched on
+every hit). Gated and private repos are never cached, so a config behind a gate is served only to a caller
+the Hub lets in.
 Tokens are passed to the Hub and nowhere else: not logged, not cached, not part of any error message.
 
-Every failure a user can act on is a ``HubError`` subclass carrying an HTTP status and a message saying what to do.
+Every failure a user can act on is a ``HubError`` subclass carrying an HTTP status and a message saying
+what to do.
 """
 
 from __future__ import annotations
@@ -56,11 +58,11 @@ _FALLBACK_HINT = "use a catalog model (GET /api/models) or send the model's conf
 T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------------------------------------- errors
+# ---------------------------------------------------------------------------------------------- errors
 
 
 class HubError(Exception):
-    """A Hub lookup failed in a way the user can act on. ``status_code`` is the HTTP status the API answers."""
+    """A Hub lookup failed in a way the user can act on; ``status_code`` is the HTTP status to answer."""
 
     status_code = 502
 
@@ -114,7 +116,7 @@ class HubBadConfig(HubError):
     status_code = 422
 
 
-# --------------------------------------------------------------------------------------------------------- result
+# ---------------------------------------------------------------------------------------------- result
 
 
 @dataclass(frozen=True)
@@ -136,13 +138,13 @@ class ResolvedModel:
 
     @property
     def params_source(self) -> str:
-        """Where exact parameter counts come from: ``catalog``, ``hub config`` or ``hub safetensors metadata``."""
+        """Where exact counts come from: ``catalog``, ``hub config`` or ``hub safetensors metadata``."""
         if self.source == "catalog":
             return "catalog"
         return "hub safetensors metadata" if self.safetensors_params else "hub config"
 
 
-# --------------------------------------------------------------------------------------------------------- cache
+# ---------------------------------------------------------------------------------------------- cache
 
 
 class ConfigCache:
@@ -229,7 +231,7 @@ class ConfigCache:
                     path.unlink()
 
 
-# --------------------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------------------------- helpers
 
 
 def clean_token(token: str | None) -> str | None:
@@ -283,7 +285,7 @@ def catalog_suggestions(query: str, limit: int = 5) -> tuple[str, ...]:
     for text in candidates:
         try:
             found = catalog.search_models(text, limit=limit)
-        except Exception:  # noqa: BLE001 - suggestions are a courtesy, never a failure
+        except Exception:
             found = []
         for model in found:
             if model.id not in seen:
@@ -296,7 +298,7 @@ def catalog_suggestions(query: str, limit: int = 5) -> tuple[str, ...]:
 
         try:
             models = catalog.models()
-        except Exception:  # noqa: BLE001
+        except Exception:
             return ()
         names = {m.id: m.id for m in models} | {m.hf_id.lower(): m.id for m in models if m.hf_id}
         for match in difflib.get_close_matches(query.lower(), list(names), n=limit, cutoff=0.4):
@@ -313,7 +315,7 @@ def find_catalog_model(repo_id: str) -> Any | None:
     return catalog.find_model(repo_id)
 
 
-# --------------------------------------------------------------------------------------------------------- client
+# ---------------------------------------------------------------------------------------------- client
 
 
 class HubClient:
@@ -377,7 +379,9 @@ class HubClient:
             if params is None:
                 notes.append("the repo has no safetensors weights: parameter counts come from config.json")
         except HubError as exc:
-            notes.append(f"safetensors headers unavailable ({exc.message}): parameter counts come from config.json")
+            notes.append(
+                f"safetensors headers unavailable ({exc.message}): parameter counts come from config.json"
+            )
 
         gated = bool(info.get("gated")) or bool(info.get("private"))
         resolved = ResolvedModel(
@@ -432,14 +436,19 @@ class HubClient:
 
     def _model_info(self, repo_id: str, revision: str, token: str | None) -> dict[str, Any]:
         with self._hub_errors(repo_id, token, revision):
-            info = self._api().model_info(repo_id, revision=revision, timeout=self.timeout, token=token or False)
+            info = self._api().model_info(
+                repo_id, revision=revision, timeout=self.timeout, token=token or False
+            )
         files = None if info.siblings is None else [s.rfilename for s in info.siblings]
         return {"sha": info.sha, "gated": info.gated, "private": info.private, "files": files}
 
     def _download_config(self, repo_id: str, revision: str, token: str | None) -> dict[str, Any]:
         from huggingface_hub import hf_hub_download
 
-        with tempfile.TemporaryDirectory(prefix="tuneplan-hub-") as tmp, self._hub_errors(repo_id, token, revision):
+        with (
+            tempfile.TemporaryDirectory(prefix="tuneplan-hub-") as tmp,
+            self._hub_errors(repo_id, token, revision),
+        ):
             path = hf_hub_download(
                 repo_id,
                 "config.json",
@@ -455,7 +464,8 @@ class HubClient:
         size = path.stat().st_size
         if size > self.settings.max_config_bytes:
             raise HubBadConfig(
-                f"config.json of {repo_id!r} is {size} bytes, over the {self.settings.max_config_bytes} byte limit: "
+                f"config.json of {repo_id!r} is {size} bytes, over the "
+                f"{self.settings.max_config_bytes} byte limit: "
                 "send a trimmed config inline as 'config'"
             )
         try:
@@ -502,7 +512,9 @@ class HubClient:
                         raise HubBadConfig(f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} has no weight_map")
                     shards = sorted({str(v) for v in weight_map.values()})
                     if len(shards) > MAX_SHARDS:
-                        raise HubBadConfig(f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} lists {len(shards)} shards")
+                        raise HubBadConfig(
+                            f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} lists {len(shards)} shards"
+                        )
                 else:
                     return None
 
@@ -521,7 +533,9 @@ class HubClient:
         except (SafetensorsParsingError, ValueError, OSError) as exc:
             if isinstance(exc, HubError):
                 raise
-            raise HubBadConfig(f"the safetensors headers of {repo_id!r} could not be parsed ({exc})") from None
+            raise HubBadConfig(
+                f"the safetensors headers of {repo_id!r} could not be parsed ({exc})"
+            ) from None
 
     # ------------------------------------------------------------------------------------------------- errors
 
@@ -559,10 +573,12 @@ class HubClient:
                 f"{repo_id!r} has no revision {revision!r}: use a branch, tag or commit that exists"
             ) from None
         except RemoteEntryNotFoundError as exc:
-            filename = str(exc.response.request.url).rsplit("/", 1)[-1] if exc.response is not None else "file"
+            filename = (
+                str(exc.response.request.url).rsplit("/", 1)[-1] if exc.response is not None else "file"
+            )
             raise HubBadConfig(
-                f"{repo_id!r} has no {filename}, so it is not a transformers model; send its config.json inline "
-                "as 'config', or pick a catalog model"
+                f"{repo_id!r} has no {filename}, so it is not a transformers model; "
+                "send its config.json inline as 'config', or pick a catalog model"
             ) from None
         except RepositoryNotFoundError:
             hint = (
@@ -589,7 +605,8 @@ class HubClient:
             if isinstance(cause, HfHubHTTPError):
                 self._raise_http(cause, repo_id, token)
             raise HubUnavailable(
-                f"the Hugging Face Hub at {self.endpoint} could not be reached: retry later, or {_FALLBACK_HINT}",
+                f"the Hugging Face Hub at {self.endpoint} could not be reached: "
+                f"retry later, or {_FALLBACK_HINT}",
                 endpoint=self.endpoint,
             ) from None
         except HfHubHTTPError as exc:

@@ -13,8 +13,9 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:  # the project is run from its checkout, not installed
     sys.path.insert(0, _ROOT)
 
-from app.settings import Settings  # noqa: E402
 from hubserver import HubServer  # noqa: E402
+
+from app.settings import Settings  # noqa: E402
 
 GRANTED_TOKEN = "hf_granted_test_token"
 UNGRANTED_TOKEN = "hf_not_granted_token"
@@ -110,7 +111,9 @@ def hub() -> Iterator[HubServer]:
         "acme/tiny-bert",
         {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": 100, "hidden_size": 32},
     )
-    server.add_repo("acme/mixed-dtypes", TINY, tensors=llama_tensors(TINY, "F32") | {"extra.scale": ("F16", [8])})
+    server.add_repo(
+        "acme/mixed-dtypes", TINY, tensors=llama_tensors(TINY, "F32") | {"extra.scale": ("F16", [8])}
+    )
     server.start()
     yield server
     server.stop()

@@ -4,15 +4,16 @@ It serves the endpoints ``huggingface_hub`` 2.x calls to resolve a model without
 
 - ``GET /api/models/{repo}`` and ``GET /api/models/{repo}/revision/{rev}``: model info (``id``, ``sha``,
   ``gated``, ``private``, ``siblings``);
-- ``HEAD``/``GET /{repo}/resolve/{rev}/{path}``: files, with ``X-Repo-Commit``, ``ETag`` and ``Content-Length``,
-  and ``Range: bytes=a-b`` answered with ``206 Partial Content`` (how safetensors headers are read);
+- ``HEAD``/``GET /{repo}/resolve/{rev}/{path}``: files, with ``X-Repo-Commit``, ``ETag`` and
+  ``Content-Length``, and ``Range: bytes=a-b`` answered with ``206 Partial Content`` (how safetensors
+  headers are read);
 - errors the way the Hub signals them: ``X-Error-Code`` (``RepoNotFound``, ``GatedRepo``, ``EntryNotFound``,
   ``RevisionNotFound``) and ``X-Error-Message``.
 
 Repos are declared with :meth:`HubServer.add_repo`. A repo can be gated (401 without a token, 403 with a token
 that was not granted), private (looks missing without a granted token), slow (each answer delayed) or broken
-(HTTP 5xx). Safetensors files are synthesised from a tensor list: a real header followed by zero bytes, produced
-on the fly so a "weights" file of any size costs nothing. Every request is recorded for assertions.
+(HTTP 5xx). Safetensors files are synthesised from a tensor list: a real header followed by zero bytes,
+produced on the fly so a "weights" file of any size costs nothing. Every request is recorded for assertions.
 """
 
 from __future__ import annotations
@@ -29,10 +30,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
-def safetensors_header(tensors: dict[str, tuple[str, list[int]]], metadata: dict[str, str] | None = None) -> bytes:
+def safetensors_header(
+    tensors: dict[str, tuple[str, list[int]]], metadata: dict[str, str] | None = None
+) -> bytes:
     """The first bytes of a ``.safetensors`` file: 8-byte little-endian length, then the JSON header."""
     header: dict[str, Any] = {}
     if metadata is not None:
@@ -106,7 +120,7 @@ class RecordedRequest:
 
 
 class HubServer:
-    """The server; start with :meth:`start` (a daemon thread on 127.0.0.1, free port), stop with :meth:`stop`."""
+    """The server: :meth:`start` runs it in a daemon thread on 127.0.0.1 (a free port); :meth:`stop`."""
 
     def __init__(self, granted_tokens: Iterable[str] = ("hf_granted",)) -> None:
         self.repos: dict[str, Repo] = {}
@@ -148,13 +162,15 @@ class HubServer:
         extra_files: dict[str, bytes] | None = None,
         **options: Any,
     ) -> Repo:
-        """Declare a repo. ``tensors``: one ``model.safetensors``; ``shards``: a sharded checkpoint with index."""
+        """Declare a repo. ``tensors``: one ``model.safetensors``; ``shards``: a sharded checkpoint."""
         files: dict[str, VirtualFile] = {}
         if config is not None:
             raw = config if isinstance(config, bytes) else json.dumps(config, indent=2).encode()
             files["config.json"] = VirtualFile(raw)
         if tensors is not None:
-            files["model.safetensors"] = VirtualFile(safetensors_header(tensors, {"format": "pt"}), _data_size(tensors))
+            files["model.safetensors"] = VirtualFile(
+                safetensors_header(tensors, {"format": "pt"}), _data_size(tensors)
+            )
         if shards is not None:
             weight_map: dict[str, str] = {}
             total = 0
@@ -194,15 +210,15 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         # ------------------------------------------------------------------------------------------------
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._dispatch(head=True)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._dispatch(head=False)
 
         def _dispatch(self, head: bool) -> None:
@@ -288,7 +304,7 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                     return
             file = repo.files.get(filename)
             if file is None:
-                self._error(404, "EntryNotFound", f"{filename} does not exist on \"{rev}\"", head, repo)
+                self._error(404, "EntryNotFound", f'{filename} does not exist on "{rev}"', head, repo)
                 return
             headers = {
                 "Content-Type": "application/octet-stream",

@@ -105,7 +105,9 @@ def test_gated_with_granted_token_resolves_sends_bearer_and_is_not_cached(
     _assert_token_not_on_disk(settings.data_dir, GRANTED_TOKEN)
 
 
-def test_default_token_comes_from_hf_token(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_token_comes_from_hf_token(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", GRANTED_TOKEN)
     settings = Settings(data_dir=tmp_path / "d", hf_endpoint=hub.url, hub_timeout_s=5)
     assert settings.token() == GRANTED_TOKEN

@@ -1,0 +1,305 @@
+"""The REST API through FastAPI's TestClient, with Hub lookups going to the local Hub-shaped server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, tiny_llama_config
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from estimator import catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG_ID = catalog.models()[0].id
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert isinstance(body["detail"], str) and body["detail"], body
+    return body
+
+
+def _ints(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _ints(value, f"{path}.{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _ints(value, f"{path}[{i}]")
+    else:
+        yield path, tree
+
+
+# ------------------------------------------------------------------------------------------------- basics
+
+
+def test_healthz_docs_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    for path in ("/api/estimate", "/api/models", "/api/models/{repo_id}", "/api/gpus", "/healthz"):
+        assert path in spec["paths"], path
+    post = spec["paths"]["/api/estimate"]["post"]
+    assert "example" in post["responses"]["200"]["content"]["application/json"]
+    fields = spec["components"]["schemas"]["PlanBody"]["properties"]
+    assert fields["batch_size"]["minimum"] == 1 and fields["lora_r"]["minimum"] == 1
+    assert fields["lora_dropout"]["exclusiveMaximum"] == 1.0
+
+
+def test_unknown_route_is_json_404(client: TestClient) -> None:
+    _error(client.get("/api/nope"), 404)
+
+
+def test_gpus(client: TestClient) -> None:
+    gpus = client.get("/api/gpus").json()
+    assert len(gpus) == len(catalog.gpus())
+    assert all(isinstance(g["memory_bytes"], int) and g["memory_bytes"] > 0 for g in gpus)
+
+
+def test_model_search(client: TestClient) -> None:
+    everything = client.get("/api/models", params={"limit": 200}).json()
+    assert len(everything) == len(catalog.models())
+    hits = client.get("/api/models", params={"q": "llama"}).json()
+    assert hits and all("llama" in json.dumps(h).lower() for h in hits[:3])
+    assert {"id", "hf_id", "params", "model_type", "max_position_embeddings"} <= set(hits[0])
+    body = _error(client.get("/api/models", params={"limit": 0}), 422)
+    assert "limit must be ≥ 1" in body["detail"]
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+def test_catalog_model_resolves_offline(client: TestClient) -> None:
+    entry = catalog.models()[0]
+    body = client.get(f"/api/models/{entry.id}").json()
+    assert body["source"] == "catalog" and body["catalog_id"] == entry.id
+    assert body["parameters"]["source"] == "catalog"
+    assert body["parameters"]["catalog_total"] == entry.params
+    assert body["parameters"]["total"] == entry.params
+    by_hub_id = client.get(f"/api/models/{entry.hf_id}").json()
+    assert by_hub_id["catalog_id"] == entry.id
+
+
+def test_hub_model_resolves_with_safetensors_counts(client: TestClient) -> None:
+    response = client.get("/api/models/acme/tiny-llama")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["source"] == "hub" and body["model_type"] == "llama"
+    assert body["parameters"]["source"] == "hub safetensors metadata"
+    assert body["parameters"]["safetensors_by_dtype"] == {"BF16": TINY_PARAMS}
+    assert body["parameters"]["safetensors_total"] == TINY_PARAMS
+    assert body["parameters"]["total"] == TINY_PARAMS  # the estimator's count agrees with the checkpoint
+    assert body["config"] == TINY
+    assert body["architecture"]["hidden_size"] == 64
+
+
+def test_hub_model_without_weights_counts_from_config(client: TestClient) -> None:
+    body = client.get("/api/models/acme/no-weights").json()
+    assert body["parameters"]["source"] == "hub config"
+    assert body["parameters"]["total"] == TINY_PARAMS
+
+
+def test_gated_model_needs_a_token(client: TestClient) -> None:
+    body = _error(client.get("/api/models/acme/gated-llama"), 401)
+    assert "X-HF-Token" in body["detail"]
+    _error(client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": UNGRANTED_TOKEN}), 403)
+    ok = client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": GRANTED_TOKEN})
+    assert ok.status_code == 200 and ok.json()["gated"] is True
+    bearer = client.get("/api/models/acme/gated-llama", headers={"Authorization": f"Bearer {GRANTED_TOKEN}"})
+    assert bearer.status_code == 200
+
+
+def test_token_is_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": GRANTED_TOKEN})
+        client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": UNGRANTED_TOKEN})
+    assert GRANTED_TOKEN not in caplog.text and UNGRANTED_TOKEN not in caplog.text
+
+
+def test_unknown_model_is_404_with_catalog_suggestions(client: TestClient) -> None:
+    entry = catalog.models()[0]
+    body = _error(client.get(f"/api/models/nobody/{entry.id}-typo"), 404)
+    assert entry.id in body["suggestions"]
+
+
+@pytest.mark.parametrize(
+    ("repo", "status", "fragment"),
+    [
+        ("acme/slow-llama", 504, "did not answer"),
+        ("acme/broken", 503, "HTTP 503"),
+        ("acme/no-config", 422, "no config.json"),
+        ("acme/bad-json", 422, "not valid JSON"),
+        ("acme/tiny-bert", 422, "llama"),  # names the supported model types
+        ("a/b/c", 422, "not a Hugging Face model id"),
+    ],
+)
+def test_hub_failures_are_actionable(client: TestClient, repo: str, status: int, fragment: str) -> None:
+    body = _error(client.get(f"/api/models/{repo}"), status)
+    assert fragment in body["detail"]
+
+
+# ------------------------------------------------------------------------------------------------- estimate
+
+
+def test_estimate_catalog_model(client: TestClient) -> None:
+    response = client.post("/api/estimate", json={"model": CATALOG_ID, "method": "qlora"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-source"] == "catalog"
+    body = response.json()
+    for key in ("params", "storage", "memory", "fits"):
+        assert key in body
+    for key in ("base_fp32", "base_16bit", "base_quantized", "adapter", "checkpoint", "merged"):
+        assert isinstance(body["storage"][key], int), key
+    for path, value in _ints(body["memory"]["components"]):
+        assert isinstance(value, int), path
+
+
+def test_estimate_inline_config(client: TestClient) -> None:
+    response = client.post("/api/estimate", json={"config": TINY, "method": "lora", "lora_r": 8})
+    assert response.status_code == 200, response.text
+    assert response.json()["params"]["total"] == TINY_PARAMS
+
+
+def test_estimate_hub_model_matches_inline(client: TestClient) -> None:
+    plan = {"method": "full", "seq_len": 512, "batch_size": 2}
+    hub = client.post("/api/estimate", json={"model": "acme/tiny-llama", **plan})
+    assert hub.status_code == 200, hub.text
+    assert hub.headers["x-model-source"] == "hub-safetensors-metadata"
+    inline = client.post("/api/estimate", json={"config": TINY, **plan})
+    assert hub.json()["memory"] == inline.json()["memory"]
+
+
+def test_estimate_gated_hub_model_with_bearer(client: TestClient) -> None:
+    _error(client.post("/api/estimate", json={"model": "acme/gated-llama"}), 401)
+    ok = client.post(
+        "/api/estimate",
+        json={"model": "acme/gated-llama"},
+        headers={"Authorization": f"Bearer {GRANTED_TOKEN}"},
+    )
+    assert ok.status_code == 200, ok.text
+
+
+def test_get_estimate_equals_post(client: TestClient) -> None:
+    query = {"model": CATALOG_ID, "method": "lora", "seq_len": 1024, "target_modules": "q_proj,v_proj"}
+    got = client.get("/api/estimate", params=query)
+    assert got.status_code == 200, got.text
+    posted = client.post("/api/estimate", json={**query, "target_modules": ["q_proj", "v_proj"]})
+    assert got.json() == posted.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"model": CATALOG_ID, "batch_size": 0}, "batch_size must be ≥ 1"),
+        ({"model": CATALOG_ID, "lora_r": 0}, "lora_r must be ≥ 1"),
+        ({"model": CATALOG_ID, "seq_len": -5}, "seq_len must be ≥ 1"),
+        ({"model": CATALOG_ID, "lora_dropout": 1.0}, "lora_dropout must be < 1"),
+        ({"model": CATALOG_ID, "method": "dreambooth"}, "method must be one of"),
+        ({"model": CATALOG_ID, "batch_size": "two"}, "batch_size must be an integer"),
+        ({"model": CATALOG_ID, "learning_rate": 1e-4}, "learning_rate is not a known field"),
+        ({"model": CATALOG_ID, "config": TINY}, "exactly one of 'model'"),
+        ({}, "exactly one of 'model'"),
+        ({"model": CATALOG_ID, "target_modules": []}, "target_modules is empty"),
+        ({"model": CATALOG_ID, "method": "full", "use_dora": True}, "use_dora"),
+        ({"config": TINY, "seq_len": 8192}, "allow_long_context"),
+        ({"config": {"hidden_size": 64}}, "model_type"),
+        ({"config": {"model_type": "llama", "hidden_size": "wide"}}, "hidden_size"),
+        ({"config": {"model_type": "bert", "hidden_size": 8}}, "llama"),
+    ],
+)
+def test_bad_plans_say_what_to_fix(client: TestClient, body: dict[str, Any], fragment: str) -> None:
+    detail = _error(client.post("/api/estimate", json=body), 422)["detail"]
+    assert fragment in detail
+
+
+def test_bad_query_says_what_to_fix(client: TestClient) -> None:
+    detail = _error(client.get("/api/estimate", params={"model": CATALOG_ID, "batch_size": 0}), 422)["detail"]
+    assert "batch_size must be ≥ 1" in detail
+    _error(client.get("/api/estimate", params={"model": CATALOG_ID, "nonsense": 1}), 422)
+    _error(client.get("/api/estimate"), 422)
+
+
+def test_long_context_can_be_allowed(client: TestClient) -> None:
+    body = {"config": TINY, "seq_len": 8192, "allow_long_context": True, "method": "lora"}
+    assert client.post("/api/estimate", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"model"', b"null", b""])
+def test_malformed_bodies_are_422(client: TestClient, raw: bytes) -> None:
+    response = client.post("/api/estimate", content=raw, headers={"Content-Type": "application/json"})
+    _error(response, 422)
+
+
+def test_inline_config_size_is_capped(client: TestClient) -> None:
+    huge = tiny_llama_config(padding="x" * 300_000)
+    body = _error(client.post("/api/estimate", json={"config": huge}), 413)
+    assert "config.json" in body["detail"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"config": {"model_type": "llama", "padding": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}}'
+
+    chunked = client.post("/api/estimate", content=chunks(), headers={"Content-Type": "application/json"})
+    _error(chunked, 413)
+
+
+def test_config_limit_is_a_setting(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_config_bytes": 1024})
+    with TestClient(create_app(small)) as client:
+        padded = tiny_llama_config(padding="x" * 3000)
+        body = _error(client.post("/api/estimate", json={"config": padded}), 422)
+        assert "limit is 1024 bytes" in body["detail"]
+        assert client.post("/api/estimate", json={"config": TINY}).status_code == 200
+
+
+def test_absurd_but_valid_inputs_are_answered(client: TestClient) -> None:
+    trillion = tiny_llama_config(
+        vocab_size=256_000,
+        hidden_size=32_768,
+        intermediate_size=131_072,
+        num_hidden_layers=80,
+        num_attention_heads=256,
+        num_key_value_heads=16,
+        head_dim=128,
+        max_position_embeddings=1 << 20,
+    )
+    response = client.post("/api/estimate", json={"config": trillion, "method": "full"})
+    assert response.status_code == 200, response.text
+    assert response.json()["params"]["total"] > 1_000_000_000_000
+    long = {"config": TINY, "seq_len": 1 << 20, "allow_long_context": True, "batch_size": 1 << 20}
+    response = client.post("/api/estimate", json=long)
+    assert response.status_code == 200, response.text
+    assert response.json()["memory"]["peak_allocated"] > 0
+
+
+# ------------------------------------------------------------------------------------------------- startup
+
+
+def test_startup_does_not_import_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys; from app.main import create_app; from app.settings import Settings; "
+        f"create_app(Settings(data_dir={str(tmp_path)!r})); "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules); "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
