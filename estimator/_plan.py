@@ -18,9 +18,7 @@ from ._errors import PlanError
 Method = Literal["full", "lora", "qlora"]
 DType = Literal["bfloat16", "float16", "float32"]
 QuantType = Literal["nf4", "fp4", "int8"]
-Optimizer = Literal[
-    "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"
-]
+Optimizer = Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"]
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Device = Literal["cuda", "cpu"]
 Sharding = Literal["ddp", "zero1", "zero2", "zero3"]
@@ -91,9 +89,7 @@ class Plan:
         if not isinstance(self.lora_dropout, int | float) or not 0.0 <= self.lora_dropout < 1.0:
             raise PlanError("lora_dropout must be in [0, 1)")
         if self.target_modules != "all-linear":
-            if isinstance(self.target_modules, str) or not all(
-                isinstance(t, str) and t for t in self.target_modules
-            ):
+            if isinstance(self.target_modules, str) or not all(isinstance(t, str) and t for t in self.target_modules):
                 raise PlanError("target_modules must be 'all-linear' or a list of module names")
             if not self.target_modules:
                 raise PlanError("target_modules is empty: name at least one module, or use 'all-linear'")

@@ -1,0 +1,258 @@
+"""Architecture -> the exact list of parameter tensors ``AutoModelForCausalLM.from_config`` creates.
+
+Names, shapes and module kinds follow transformers 5.x. Tests hold ``Inventory.total`` equal to
+``sum(p.numel() for p in model.parameters())`` of the model transformers builds on the meta device for every
+supported ``model_type`` (tied embeddings counted once, as ``parameters()`` de-duplicates them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from math import prod
+
+from ._arch import Architecture
+
+# Module kinds. bitsandbytes (through transformers' ``replace_with_bnb_linear``) converts modules whose type is
+# exactly ``nn.Linear`` or ``Conv1D``; PEFT's ``all-linear`` matches any ``nn.Linear`` subclass or ``Conv1D``.
+LINEAR = "linear"  # torch.nn.Linear
+CONV1D = "conv1d"  # transformers Conv1D (GPT-2): weight stored as (in, out)
+SUBCLASS_LINEAR = "linear_subclass"  # an nn.Linear subclass (FalconLinear): not converted by bnb
+EMBEDDING = "embedding"
+NORM = "norm"
+ROUTER = "router"  # MoE router holding a plain weight Parameter (not nn.Linear in transformers 5)
+EXPERTS = "experts"  # fused 3-D expert weights (transformers 5 ``*Experts`` modules), not nn.Linear
+
+LINEAR_KINDS = (LINEAR, CONV1D, SUBCLASS_LINEAR)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One parameter tensor (repeated over ``layers`` decoder layers when its name holds ``{i}``)."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str  # embedding | position_embedding | attention | mlp | expert | router | shared_expert | norm | lm_head
+    module: str
+    kind: str
+    is_bias: bool = False
+    layers: int = 1
+
+    @property
+    def numel(self) -> int:
+        """Elements of one instance."""
+        return prod(self.shape)
+
+    @property
+    def total(self) -> int:
+        """Elements over all layers."""
+        return self.numel * self.layers
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[0] if self.kind == CONV1D else self.shape[-1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[1] if self.kind == CONV1D else self.shape[0]
+
+    @property
+    def leaf(self) -> str:
+        """The module's own name (``q_proj``), what PEFT's target_modules names."""
+        return self.module.rsplit(".", 1)[-1]
+
+    @property
+    def bnb_quantized(self) -> bool:
+        """Converted to Linear4bit / Linear8bitLt by transformers + bitsandbytes (weight only, not lm_head)."""
+        return self.kind in (LINEAR, CONV1D) and not self.is_bias and self.role != "lm_head"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every parameter tensor of a model, with totals by role."""
+
+    arch: Architecture
+    tensors: tuple[Tensor, ...]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.tensors)
+
+    @cached_property
+    def total(self) -> int:
+        return sum(t.total for t in self.tensors)
+
+    def by_role(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            key = "bias" if t.is_bias else t.role
+            out[key] = out.get(key, 0) + t.total
+        return out
+
+    @cached_property
+    def quantizable(self) -> int:
+        """Elements that bitsandbytes stores in 4 or 8 bits."""
+        return sum(t.total for t in self.tensors if t.bnb_quantized)
+
+    def linear_weights(self) -> list[Tensor]:
+        """Weights of linear modules (any kind), lm_head included."""
+        return [t for t in self.tensors if t.kind in LINEAR_KINDS and not t.is_bias]
+
+
+def build_inventory(arch: Architecture) -> Inventory:
+    """List every parameter tensor of ``arch`` as transformers instantiates it."""
+    family = _FAMILY.get(arch.model_type, "llama")
+    return Inventory(arch, tuple(_BUILDERS[family](arch)))
+
+
+def _linear(module: str, out_f: int, in_f: int, role: str, bias: bool, layers: int, kind: str = LINEAR) -> list[Tensor]:
+    shape = (in_f, out_f) if kind == CONV1D else (out_f, in_f)
+    ts = [Tensor(f"{module}.weight", shape, role, module, kind, False, layers)]
+    if bias:
+        ts.append(Tensor(f"{module}.bias", (out_f,), role, module, kind, True, layers))
+    return ts
+
+
+def _norm(module: str, dim: int, arch: Architecture, layers: int, bias: bool | None = None) -> list[Tensor]:
+    ts = [Tensor(f"{module}.weight", (dim,), "norm", module, NORM, False, layers)]
+    if arch.norm_bias if bias is None else bias:
+        ts.append(Tensor(f"{module}.bias", (dim,), "norm", module, NORM, True, layers))
+    return ts
+
+
+def _head(arch: Architecture, out: list[Tensor]) -> None:
+    if not arch.tie_word_embeddings:
+        out.extend(_linear("lm_head", arch.vocab_size, arch.hidden_size, "lm_head", arch.lm_head_bias, 1))
+    elif arch.lm_head_bias:
+        out.append(Tensor("lm_head.bias", (arch.vocab_size,), "lm_head", "lm_head", LINEAR, True, 1))
+
+
+def _llama_family(arch: Architecture) -> list[Tensor]:
+    """Llama, Mistral, Mixtral, Qwen2/3 (+MoE), Gemma 1/2/3, Phi, Phi-3, StarCoder2, OLMo 2."""
+    h, L, mt = arch.hidden_size, arch.num_hidden_layers, arch.model_type
+    p = "model.layers.{i}"
+    out: list[Tensor] = [Tensor("model.embed_tokens.weight", (arch.vocab_size, h), "embedding",
+                                "model.embed_tokens", EMBEDDING)]  # fmt: skip
+    a = f"{p}.self_attn"
+    if arch.fused_qkv:  # Phi-3
+        out += _linear(f"{a}.qkv_proj", arch.q_dim + 2 * arch.kv_dim, h, "attention", arch.qkv_bias, L)
+    else:
+        out += _linear(f"{a}.q_proj", arch.q_dim, h, "attention", arch.qkv_bias, L)
+        out += _linear(f"{a}.k_proj", arch.kv_dim, h, "attention", arch.qkv_bias, L)
+        out += _linear(f"{a}.v_proj", arch.kv_dim, h, "attention", arch.qkv_bias, L)
+    o_name = "dense" if mt == "phi" else "o_proj"
+    out += _linear(f"{a}.{o_name}", h, arch.q_dim, "attention", arch.o_bias, L)
+    if arch.qk_norm == "head":
+        names = ("q_layernorm", "k_layernorm") if mt == "phi" else ("q_norm", "k_norm")
+        for n in names:
+            out += _norm(f"{a}.{n}", arch.head_dim, arch, L, bias=arch.qk_norm_bias)
+    elif arch.qk_norm == "full":
+        out += _norm(f"{a}.q_norm", arch.q_dim, arch, L)
+        out += _norm(f"{a}.k_norm", arch.kv_dim, arch, L)
+
+    m = f"{p}.mlp"
+    dense, moe = arch.dense_layers, len(arch.moe_layers)
+    if dense:
+        i = arch.intermediate_size
+        if mt == "phi":
+            out += _linear(f"{m}.fc1", i, h, "mlp", True, dense)
+            out += _linear(f"{m}.fc2", h, i, "mlp", True, dense)
+        elif mt == "starcoder2":
+            out += _linear(f"{m}.c_fc", i, h, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.c_proj", h, i, "mlp", arch.mlp_bias, dense)
+        elif arch.fused_gate_up:
+            out += _linear(f"{m}.gate_up_proj", 2 * i, h, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.down_proj", h, i, "mlp", arch.mlp_bias, dense)
+        else:
+            out += _linear(f"{m}.gate_proj", i, h, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.up_proj", i, h, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.down_proj", h, i, "mlp", arch.mlp_bias, dense)
+    if moe:
+        e, mi = arch.num_experts, arch.moe_intermediate_size
+        out.append(Tensor(f"{m}.gate.weight", (e, h), "router", f"{m}.gate", ROUTER, False, moe))
+        out.append(Tensor(f"{m}.experts.gate_up_proj", (e, 2 * mi, h), "expert", f"{m}.experts", EXPERTS, False, moe))
+        out.append(Tensor(f"{m}.experts.down_proj", (e, h, mi), "expert", f"{m}.experts", EXPERTS, False, moe))
+        if arch.shared_expert_intermediate_size:
+            si = arch.shared_expert_intermediate_size
+            s = f"{m}.shared_expert"
+            out += _linear(f"{s}.gate_proj", si, h, "shared_expert", False, moe)
+            out += _linear(f"{s}.up_proj", si, h, "shared_expert", False, moe)
+            out += _linear(f"{s}.down_proj", h, si, "shared_expert", False, moe)
+            out += _linear(f"{m}.shared_expert_gate", 1, h, "router", False, moe)
+
+    if mt == "olmo2":
+        norm_names: tuple[str, ...] = ("post_attention_layernorm", "post_feedforward_layernorm")
+    elif arch.norms_per_layer == 4:
+        norm_names = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                      "post_feedforward_layernorm")  # fmt: skip
+    elif arch.norms_per_layer == 1:
+        norm_names = ("input_layernorm",)
+    else:
+        norm_names = ("input_layernorm", "post_attention_layernorm")
+    for n in norm_names:
+        out += _norm(f"{p}.{n}", h, arch, L)
+    out += _norm("model.final_layernorm" if mt == "phi" else "model.norm", h, arch, 1)
+    _head(arch, out)
+    return out
+
+
+def _gpt2(arch: Architecture) -> list[Tensor]:
+    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
+    p = "transformer.h.{i}"
+    out = [
+        Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING),
+        Tensor("transformer.wpe.weight", (arch.position_embeddings, h), "position_embedding", "transformer.wpe",
+               EMBEDDING),
+    ]  # fmt: skip
+    out += _norm(f"{p}.ln_1", h, arch, L)
+    out += _linear(f"{p}.attn.c_attn", 3 * h, h, "attention", True, L, CONV1D)
+    out += _linear(f"{p}.attn.c_proj", h, h, "attention", True, L, CONV1D)
+    out += _norm(f"{p}.ln_2", h, arch, L)
+    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", True, L, CONV1D)
+    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", True, L, CONV1D)
+    out += _norm("transformer.ln_f", h, arch, 1)
+    _head(arch, out)
+    return out
+
+
+def _gpt_neox(arch: Architecture) -> list[Tensor]:
+    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
+    p = "gpt_neox.layers.{i}"
+    out = [Tensor("gpt_neox.embed_in.weight", (arch.vocab_size, h), "embedding", "gpt_neox.embed_in", EMBEDDING)]
+    out += _norm(f"{p}.input_layernorm", h, arch, L)
+    out += _norm(f"{p}.post_attention_layernorm", h, arch, L)
+    out += _linear(f"{p}.attention.query_key_value", 3 * h, h, "attention", arch.qkv_bias, L)
+    out += _linear(f"{p}.attention.dense", h, h, "attention", arch.o_bias, L)
+    out += _linear(f"{p}.mlp.dense_h_to_4h", i, h, "mlp", True, L)
+    out += _linear(f"{p}.mlp.dense_4h_to_h", h, i, "mlp", True, L)
+    out += _norm("gpt_neox.final_layer_norm", h, arch, 1)
+    _head(arch, out)
+    return out
+
+
+def _falcon(arch: Architecture) -> list[Tensor]:
+    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
+    p = "transformer.h.{i}"
+    qkv = arch.q_dim + 2 * arch.kv_dim
+    out = [Tensor("transformer.word_embeddings.weight", (arch.vocab_size, h), "embedding",
+                  "transformer.word_embeddings", EMBEDDING)]  # fmt: skip
+    k = SUBCLASS_LINEAR
+    out += _linear(f"{p}.self_attention.query_key_value", qkv, h, "attention", arch.qkv_bias, L, k)
+    out += _linear(f"{p}.self_attention.dense", h, h, "attention", arch.o_bias, L, k)
+    out += _linear(f"{p}.mlp.dense_h_to_4h", i, h, "mlp", arch.mlp_bias, L, k)
+    out += _linear(f"{p}.mlp.dense_4h_to_h", h, i, "mlp", arch.mlp_bias, L, k)
+    if not arch.parallel_block:
+        names: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
+    elif arch.norms_per_layer == 2:
+        names = ("ln_attn", "ln_mlp")
+    else:
+        names = ("input_layernorm",)
+    for n in names:
+        out += _norm(f"{p}.{n}", h, arch, L)
+    out += _norm("transformer.ln_f", h, arch, 1)
+    _head(arch, out)
+    return out
+
+
+_FAMILY = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "falcon": "falcon"}
+_BUILDERS = {"llama": _llama_family, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "falcon": _falcon}

@@ -1,0 +1,502 @@
+"""Training memory: what transformers + PEFT + bitsandbytes + torch keep live during one training step.
+
+The model follows the tensors the real stack allocates (found with saved-tensor hooks and a live-storage tracker on
+real CPU runs, see docs/accuracy.md), not a rule of thumb:
+
+* **weights** — every parameter in the dtype it is held in: 16-bit for LoRA; for QLoRA packed 4-bit linears plus
+  quant state, and every other parameter upcast to fp32 by ``prepare_model_for_kbit_training``; fp32 masters under
+  mixed precision.
+* **adapters** — LoRA A/B (fp32: PEFT's ``autocast_adapter_dtype``) and ``modules_to_save`` copies.
+* **gradients** — one per trainable parameter, in its dtype, from the backward pass until ``zero_grad``.
+* **optimizer** — state created at the first ``step`` (AdamW: ``exp_avg`` + ``exp_avg_sq`` like the parameter).
+* **activations** — tensors autograd saves in the forward pass, per decoder layer, from the dtype flow: with
+  ``prepare_model_for_kbit_training`` the embeddings are fp32, so the whole residual stream and attention run in
+  fp32; PEFT casts each adapted module's input to fp32 (one copy per module when the stream is 16-bit).
+* **logits** — lm_head output, transformers' ``logits.float()`` copy, the saved log-softmax and the two fp32
+  gradients of the cross-entropy backward: often the peak.
+* **overhead** — CUDA context and cuBLAS workspace (GPU only), reported apart from the allocator's figures.
+
+The peak is taken over the step's phases (forward, loss backward, layer backward, optimizer step), not summed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._arch import Architecture
+from ._inventory import EMBEDDING, Inventory, Tensor
+from ._lora import AdapterPlan
+from ._plan import Plan
+from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
+
+MiB = 1024 * 1024
+COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead")
+
+# GPU runtime overheads (calibrated on an H200 with torch 2.x, see docs/accuracy.md; override per GPU).
+CUDA_CONTEXT_BYTES = 520 * MiB
+CUBLAS_WORKSPACE_BYTES = 32 * MiB
+RESERVED_RATIO = 1.06
+RESERVED_FLOOR = 64 * MiB
+
+
+@dataclass(frozen=True)
+class Term:
+    """One named quantity of the estimate."""
+
+    name: str
+    component: str
+    bytes: int
+    counts: str
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    components: dict[str, int]
+    peak_allocated: int
+    peak_reserved: int
+    total: int
+    peak_phase: str
+    phases: dict[str, int]
+    terms: tuple[Term, ...]
+    activation_dtype: str
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "components": dict(self.components),
+            "peak_allocated": self.peak_allocated,
+            "peak_reserved": self.peak_reserved,
+            "total": self.total,
+            "peak_phase": self.peak_phase,
+            "phases": dict(self.phases),
+            "activation_dtype": self.activation_dtype,
+            "terms": [
+                {"name": t.name, "component": t.component, "bytes": t.bytes, "counts": t.counts} for t in self.terms
+            ],
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+
+
+def param_dtype_bytes(t: Tensor, plan: Plan) -> int:
+    """Bytes per element of a non-quantized parameter as held during training."""
+    if plan.method == "full":
+        return 4 if plan.mixed_precision else DTYPE_BYTES[plan.dtype]
+    if plan.upcast_non_quantized:
+        return 4
+    return DTYPE_BYTES[plan.dtype]
+
+
+def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
+    """Base model parameters in memory (frozen for LoRA/QLoRA; the trained weights for full fine-tuning).
+
+    Counts each parameter tensor once (tied embeddings share one), each a separate allocation. QLoRA: linears that
+    transformers' ``replace_with_bnb_linear`` converts are packed 4-bit (or int8) with their quant state; lm_head,
+    embeddings, norms and biases are not converted. Ignores buffers (rotary ``inv_freq``: < 1 KiB).
+    """
+    total = 0
+    for t in inv:
+        if plan.quantized and t.bnb_quantized:
+            if plan.quant_type == "int8":
+                one = int8_bytes(t.out_features, t.in_features, cuda)
+            else:
+                one = four_bit_bytes(t.numel, plan.double_quant, cuda)
+        else:
+            one = alloc(t.numel * param_dtype_bytes(t, plan), cuda)
+        total += one * t.layers
+    return total
+
+
+def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> list[tuple[int, int, int]]:
+    """(elements, bytes per element, count) of every trainable parameter tensor."""
+    if plan.method == "full":
+        return [(t.numel, param_dtype_bytes(t, plan), t.layers) for t in inv]
+    out: list[tuple[int, int, int]] = []
+    r = plan.lora_r
+    for a in adapters.adapted:
+        if a.embedding:
+            out += [(r * a.in_features, 4, a.layers), (a.out_features * r, 4, a.layers)]
+        else:
+            out += [(r * a.in_features, 4, a.layers), (a.out_features * r, 4, a.layers)]
+            if plan.use_dora:
+                out.append((a.out_features, 4, a.layers))
+    for t in adapters.saved_modules:
+        out.append((t.numel, param_dtype_bytes(t, plan), t.layers))
+    return out
+
+
+def _sum_alloc(tensors: list[tuple[int, int, int]], cuda: bool, scale: int = 1) -> int:
+    return sum(alloc(n * b * scale, cuda) * c for n, b, c in tensors)
+
+
+def optimizer_bytes(tensors: list[tuple[int, int, int]], plan: Plan, cuda: bool) -> tuple[int, int]:
+    """Optimizer state as (allocator-visible bytes, managed/paged bytes).
+
+    adamw_torch: ``exp_avg`` and ``exp_avg_sq`` like each parameter (same dtype) and a ``step`` scalar (fp32,
+    on the CPU unless capturable: 4 B each in a CPU run, none on the GPU). adamw_8bit: bitsandbytes keeps
+    tensors of ≥ 4096 elements in uint8 with an fp32 absmax per 256, smaller ones in fp32. Paged variants put
+    states of ≥ 1e5 elements in CUDA managed memory (not in torch's allocator). sgd: HF Trainer's ``sgd`` has no
+    momentum, so no state. adafactor (Trainer defaults): factored row + column second moments for matrices,
+    a full one for vectors, in the gradient's dtype.
+    """
+    opt = plan.optimizer
+    visible = managed = 0
+    for n, b, c in tensors:
+        if opt == "adamw_torch":
+            visible += (2 * alloc(n * b, cuda) + (0 if cuda else 4)) * c
+        elif opt in ("adamw_8bit", "paged_adamw_8bit"):
+            one = 2 * (alloc(n, cuda) + alloc(4 * -(-n // 256), cuda)) if n >= 4096 else 2 * alloc(4 * n, cuda)
+            if opt.startswith("paged") and n >= 100_000:
+                managed += one * c
+            else:
+                visible += one * c
+        elif opt == "paged_adamw_32bit":
+            one = 2 * alloc(4 * n, cuda)
+            if n >= 100_000:
+                managed += one * c
+            else:
+                visible += one * c
+        elif opt == "adafactor":
+            visible += alloc(b * _factored(n), cuda) * c
+    return visible, managed
+
+
+def _factored(n: int) -> int:
+    # Without the shapes here, treat a tensor as a square-ish matrix: rows + cols ≈ 2·sqrt(n) (exact for LoRA's
+    # r × in / out × r it is r + in or out + r; the error is < 1 KiB per tensor at real sizes).
+    if n < 4096:
+        return n
+    root = int(n**0.5)
+    return 2 * root
+
+
+# ---------------------------------------------------------------------------------------------- activations
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """Dtype flow of one training step."""
+
+    T: int  # tokens in the micro-batch
+    b: int
+    s: int
+    ad: int  # bytes per element of the residual stream / attention (fp32 when embeddings are fp32)
+    ab: int  # bytes per element of adapter compute (PEFT casts inputs to the adapter dtype)
+    mask: int  # bytes per element of a dropout mask (float on CPU, bool on CUDA)
+    frozen_base: bool
+    adapted: frozenset[str]
+    dropout: bool
+    r: int
+    attn: str
+
+
+def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int) -> tuple[int, str]:
+    """Saved bytes for one distinct linear input read by ``readers`` (module leaf names)."""
+    T = f.T
+    lora = [m for m in readers if m in f.adapted]
+    saved = 0
+    if not f.frozen_base and readers:
+        saved += f.ad * T * width  # the base linear saves its input for the weight gradient
+    if lora:
+        if f.dropout:
+            saved += len(lora) * (f.ab * T * width + f.mask * T * width)  # dropped-out copy + mask per module
+        elif f.ad != f.ab:
+            saved += len(lora) * f.ab * T * width  # one fp32 cast copy per adapted module
+        elif f.frozen_base:
+            saved += f.ad * T * width  # the input itself, shared
+        saved += len(lora) * f.ab * T * f.r  # lora_A output, saved by lora_B
+    return saved, ""
+
+
+def _norm_saved(arch: Architecture, f: _Flow, width: int, trainable: bool) -> int:
+    T = f.T
+    if arch.norm == "layernorm":
+        return f.ad * T * width + 8 * T  # input, mean, rstd
+    saved = 4 * T * width + 4 * T  # fp32 copy of the input, rsqrt
+    if trainable:
+        saved += max(f.ad, 4 if arch.model_type.startswith("gemma") else f.ad) * T * width
+    return saved
+
+
+def _act_saved(arch: Architecture, width: int, f: _Flow) -> int:
+    if arch.hidden_act == "gelu_new":
+        return 4 * f.ad * f.T * width  # python tanh-GELU: input, 0.5·x, tanh(·), 1 + tanh(·)
+    return f.ad * f.T * width
+
+
+def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
+    """Bytes autograd saves for one decoder layer's backward (no checkpointing).
+
+    Counts: norms' fp32 input copies (RMSNorm) or inputs (LayerNorm); each distinct linear input as the adapters and
+    the base layers keep it; q/k/v, the attention output and the log-sum-exp for SDPA/flash (plus the fp32 softmax
+    and its 16-bit copy, b·a·s² each, for eager); the MLP activation input and the two operands of the gate product.
+    Ignores: rotary cos/sin (shared by all layers) and the index tensors of MoE routing. Error: 0 on the CPU
+    reference configs for llama/qwen2/mistral; see docs/accuracy.md.
+    """
+    T, h, ad = f.T, arch.hidden_size, f.ad
+    a, kv, d = arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim
+    trainable_norms = not f.frozen_base
+    mt = arch.model_type
+    total = 0
+    # norms before the blocks
+    n_pre = 0 if mt == "olmo2" else 1
+    if arch.norms_per_layer == 4 or mt == "olmo2":
+        n_post = 1  # gemma2/3: post-attention norm on the attention output; olmo2: post-attention
+    else:
+        n_post = 0
+    total += n_pre * _norm_saved(arch, f, h, trainable_norms)
+    # attention input linears
+    if mt in ("gpt2",):
+        qkv: tuple[str, ...] = ("c_attn",)
+        o = ("c_proj",)
+    elif mt in ("gpt_neox", "falcon"):
+        qkv = ("query_key_value",)
+        o = ("dense",)
+    elif arch.fused_qkv:
+        qkv = ("qkv_proj",)
+        o = ("o_proj",)
+    else:
+        qkv = ("q_proj", "k_proj", "v_proj")
+        o = ("dense",) if mt == "phi" else ("o_proj",)
+    if arch.model_type == "gpt2":
+        up_names: tuple[str, ...] = ("c_fc",)
+        down_names: tuple[str, ...] = ("c_proj_mlp",)
+    elif mt == "phi":
+        up_names, down_names = ("fc1",), ("fc2",)
+    elif mt in ("gpt_neox", "falcon"):
+        up_names, down_names = ("dense_h_to_4h",), ("dense_4h_to_h",)
+    elif mt == "starcoder2":
+        up_names, down_names = ("c_fc",), ("c_proj_mlp",)
+    elif arch.fused_gate_up:
+        up_names, down_names = ("gate_up_proj",), ("down_proj",)
+    else:
+        up_names, down_names = ("gate_proj", "up_proj"), ("down_proj",)
+    if arch.parallel_block and arch.norms_per_layer == 1:
+        total += _linear_inputs(f, qkv + up_names, h)[0]  # attention and MLP read one normalized input
+    else:
+        total += _linear_inputs(f, qkv, h)[0]
+    # q/k norms
+    qd, kd = a * d, kv * d
+    if arch.qk_norm == "head":
+        total += 4 * T * (qd + kd) + 4 * T * (a + kv)
+    elif arch.qk_norm == "full":
+        total += 4 * T * (qd + kd) + 8 * T
+    # attention core
+    if f.attn == "eager":
+        groups_copy = a if kv != a else kv
+        total += ad * T * qd + 2 * ad * T * groups_copy * d  # q, repeated k and v
+        total += 4 * f.b * a * f.s * f.s  # fp32 softmax output
+        if ad != 4:
+            total += ad * f.b * a * f.s * f.s  # its 16-bit copy, saved by the matmul with v
+    else:
+        qb = 2 if f.attn == "flash_attention_2" else ad
+        total += qb * T * (2 * qd + 2 * kd)  # q, k, v, output
+        total += 4 * T * a  # log-sum-exp
+    total += _linear_inputs(f, o, qd)[0]
+    # MLP
+    if not (arch.parallel_block and arch.norms_per_layer == 1):
+        if mt == "olmo2":
+            total += _norm_saved(arch, f, h, trainable_norms)  # post-attention norm on the o_proj output
+            total += _linear_inputs(f, up_names, h)[0]  # the MLP reads the raw stream
+        else:
+            total += n_post * _norm_saved(arch, f, h, trainable_norms)
+            n_mlp_norm = 1
+            total += n_mlp_norm * _norm_saved(arch, f, h, trainable_norms)
+            if not moe:
+                total += _linear_inputs(f, up_names, h)[0]
+    elif arch.parallel_block and arch.norms_per_layer == 2 and mt == "falcon":
+        total += _norm_saved(arch, f, h, trainable_norms) + _linear_inputs(f, up_names, h)[0]
+    if moe:
+        total += _moe_saved(arch, f)
+    else:
+        i = arch.intermediate_size
+        if arch.mlp_gated:
+            total += 3 * ad * T * i  # activation input, activation output, up output (operands of the product)
+        else:
+            total += _act_saved(arch, i, f)
+        total += _linear_inputs(f, down_names, i)[0]
+    if arch.norms_per_layer == 4 or mt == "olmo2":
+        total += _norm_saved(arch, f, h, trainable_norms)  # post-feedforward norm
+    return total
+
+
+def _moe_saved(arch: Architecture, f: _Flow) -> int:
+    T, h, ad = f.T, arch.hidden_size, f.ad
+    e, k, mi = arch.num_experts, arch.num_experts_per_tok, arch.moe_intermediate_size
+    saved = _linear_inputs(f, ("gate",), h)[0] if not f.frozen_base else 0
+    saved += T * e * (ad + 4) + T * k * 12  # router logits, fp32 softmax, top-k weights and indices
+    pairs = T * k
+    saved += pairs * ad * (3 * mi + h) + pairs * ad  # per routed token: gate_up output, act, down output, weight
+    if not f.frozen_base:
+        saved += pairs * ad * (h + mi)  # expert linears save their inputs
+    if arch.shared_expert_intermediate_size:
+        si = arch.shared_expert_intermediate_size
+        saved += _linear_inputs(f, ("gate_proj", "up_proj", "shared_expert_gate"), h)[0]
+        saved += 3 * ad * T * si + _linear_inputs(f, ("down_proj",), si)[0]
+        saved += ad * T * h + 2 * ad * T  # shared output and its sigmoid gate, operands of the product
+    return saved
+
+
+# ---------------------------------------------------------------------------------------------- the step
+
+
+def training_memory(
+    inv: Inventory,
+    adapters: AdapterPlan,
+    plan: Plan,
+    *,
+    context_bytes: int = CUDA_CONTEXT_BYTES,
+    reserved_ratio: float = RESERVED_RATIO,
+) -> MemoryEstimate:
+    """Peak memory of one steady-state training step (optimizer state already allocated)."""
+    arch = inv.arch
+    cuda = plan.device == "cuda"
+    b, s = plan.batch_size, plan.seq_len
+    T = b * s
+    V = arch.vocab_size
+    h = arch.hidden_size
+    notes: list[str] = []
+
+    frozen_base = plan.method != "full"
+    if plan.method == "qlora" and plan.upcast_non_quantized:
+        ad = 4
+    elif plan.method == "full" and plan.mixed_precision:
+        ad = 2
+    else:
+        ad = DTYPE_BYTES[plan.dtype]
+    ab = 4
+    adapted = frozenset(
+        (a.module.rsplit(".", 1)[-1] if not a.module.endswith("mlp.c_proj") else "c_proj_mlp") for a in adapters.adapted
+    )
+    flow = _Flow(
+        T=T, b=b, s=s, ad=ad, ab=ab, mask=1 if cuda else ab, frozen_base=frozen_base, adapted=adapted,
+        dropout=plan.lora_dropout > 0 and plan.adapters, r=plan.lora_r, attn=plan.attn_implementation,
+    )  # fmt: skip
+
+    # persistent
+    weights = weight_bytes(inv, plan, cuda)
+    trainable = _trainable_tensors(inv, adapters, plan)
+    adapter_b = 0 if plan.method == "full" else _sum_alloc(trainable, cuda)
+    grads_all = _sum_alloc(trainable, cuda)
+    opt_visible, opt_managed = optimizer_bytes(trainable, plan, cuda)
+    static = weights + adapter_b + opt_visible
+
+    # activations
+    moe_layers = len(arch.moe_layers)
+    dense_layers = arch.num_hidden_layers - moe_layers
+    per_dense = layer_activations(arch, flow, moe=False) if dense_layers else 0
+    per_moe = layer_activations(arch, flow, moe=True) if moe_layers else 0
+    layer_max = max(per_dense, per_moe)
+    stream = ad * T * h
+    mask = ad * b * s * s if plan.attn_implementation == "eager" else 0
+    if plan.gradient_checkpointing:
+        stored = arch.num_hidden_layers * stream + mask  # checkpointed layer inputs (+ the eager mask)
+        recompute = layer_max
+    else:
+        stored = dense_layers * per_dense + moe_layers * per_moe
+        recompute = 0
+
+    # head: final norm + lm_head + cross-entropy
+    head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
+    lm_head_fp32 = plan.upcast_non_quantized or (plan.method == "full" and plan.dtype == "float32")
+    ld = 4 if lm_head_fp32 or (ad == 4 and plan.method != "full" and plan.upcast_non_quantized) else (
+        DTYPE_BYTES[plan.dtype] if not plan.mixed_precision else 2)  # fmt: skip
+    n = T * V
+    final_norm = _norm_saved(arch, flow, h, not frozen_base)
+    head_in = ad * T * h if head_trainable else 0
+    softcap = ld * n if arch.model_type == "gemma2" else 0
+    logits_saved = 4 * n + softcap  # log-softmax output (fp32) saved for backward
+    upcast_copy = 4 * n if ld != 4 else 0
+    fwd_head_peak = ld * n + upcast_copy + 4 * n + softcap
+    bwd_head_peak = logits_saved + 4 * n + 4 * n  # grad of nll, grad of log-softmax
+    if ld != 4:
+        bwd_head_after = 4 * n + ld * n
+    else:
+        bwd_head_after = 4 * n
+    head_saved = final_norm + head_in
+
+    # phases (bytes live at each phase's peak)
+    acts_fwd_end = stored
+    fwd = static + acts_fwd_end + head_saved + fwd_head_peak
+    loss_bwd = static + acts_fwd_end + head_saved + max(bwd_head_peak, bwd_head_after)
+    # backward through the layers: activations are freed layer by layer while gradients accumulate
+    bwd_ws = 2 * ad * T * max(h, arch.intermediate_size if not arch.is_moe else arch.moe_intermediate_size)
+    if plan.adapters:
+        bwd_ws += ab * T * max(h, arch.intermediate_size)
+    layer_first = static + stored + recompute + bwd_ws + stream
+    layer_last = static + grads_all + recompute + bwd_ws + stream + (stream if plan.gradient_checkpointing else 0)
+    bwd_layers = max(layer_first, layer_last)
+    # optimizer step
+    if plan.optimizer == "adamw_torch":
+        biggest = max((n_ * b_ for n_, b_, _ in trainable), default=0)
+        opt_tmp = sum(alloc(n_ * b_, cuda) * c for n_, b_, c in trainable) if cuda else 2 * biggest
+    else:
+        opt_tmp = 0
+    opt_phase = static + grads_all + opt_tmp
+
+    phases = {"forward": fwd, "loss_backward": loss_bwd, "backward": bwd_layers, "optimizer": opt_phase}
+    peak_phase = max(phases, key=lambda k: phases[k])
+    peak = phases[peak_phase]
+
+    # component breakdown at the peak
+    comp = dict.fromkeys(COMPONENTS, 0)
+    comp["weights"] = weights
+    comp["adapters"] = adapter_b
+    comp["optimizer"] = opt_visible
+    if peak_phase == "forward":
+        comp["activations"] = acts_fwd_end + final_norm + head_in
+        comp["logits"] = fwd_head_peak
+    elif peak_phase == "loss_backward":
+        comp["activations"] = acts_fwd_end + final_norm + head_in
+        comp["logits"] = max(bwd_head_peak, bwd_head_after)
+    elif peak_phase == "backward":
+        if layer_first >= layer_last:
+            comp["activations"] = stored + recompute + bwd_ws + stream
+        else:
+            comp["gradients"] = grads_all
+            comp["activations"] = recompute + bwd_ws + stream + (stream if plan.gradient_checkpointing else 0)
+    else:
+        comp["gradients"] = grads_all
+        comp["activations"] = opt_tmp
+
+    overhead = (context_bytes + CUBLAS_WORKSPACE_BYTES) if cuda else 0
+    comp["overhead"] = overhead
+    reserved = max(int(peak * reserved_ratio), peak + RESERVED_FLOOR) if cuda else peak
+    total = reserved + overhead + opt_managed
+
+    terms = [
+        Term("weights", "weights", weights, "base parameters as held (4-bit/int8 linears + quant state, others as "
+             "loaded or fp32 after prepare_model_for_kbit_training)"),
+        Term("adapters", "adapters", adapter_b, "LoRA A/B (+DoRA magnitude) in fp32 and modules_to_save copies"),
+        Term("gradients", "gradients", grads_all, ".grad of every trainable parameter, same dtype"),
+        Term("optimizer", "optimizer", opt_visible, f"{plan.optimizer} state in the allocator"),
+        Term("optimizer_paged", "optimizer", opt_managed, "paged optimizer state in CUDA managed memory"),
+        Term("activations_per_layer", "activations", per_dense or per_moe,
+             "tensors autograd saves in one decoder layer (no checkpointing)"),
+        Term("checkpointed_inputs", "activations", arch.num_hidden_layers * stream if plan.gradient_checkpointing
+             else 0, "one residual-stream tensor per layer kept by non-reentrant checkpointing"),
+        Term("logits", "logits", ld * n, f"lm_head output, b·s·V in {'fp32' if ld == 4 else '16-bit'}"),
+        Term("logits_fp32_copies", "logits", 4 * n, "one fp32 b·s·V tensor (upcast, log-softmax or its gradient)"),
+        Term("cuda_context", "overhead", context_bytes if cuda else 0, "CUDA context and kernels, outside torch"),
+        Term("cublas_workspace", "overhead", CUBLAS_WORKSPACE_BYTES if cuda else 0, "cuBLAS workspace"),
+    ]  # fmt: skip
+    if plan.use_dora:
+        notes.append("DoRA: the per-module weight-norm transient is not modelled; treat the peak as a lower bound")
+    if plan.method == "full" and plan.mixed_precision:
+        notes.append("mixed precision: autocast cast caches are approximated")
+    return MemoryEstimate(
+        components=comp,
+        peak_allocated=peak,
+        peak_reserved=reserved,
+        total=total,
+        peak_phase=peak_phase,
+        phases=phases,
+        terms=tuple(terms),
+        activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[ad],
+        notes=tuple(notes),
+    )
+
+
+__all__ = ["COMPONENTS", "EMBEDDING", "MemoryEstimate", "Term", "training_memory"]

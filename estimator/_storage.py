@@ -1,0 +1,117 @@
+"""Disk: what a download, a quantized copy, an adapter, a training checkpoint and a merged model take.
+
+Sizes are tensor bytes (safetensors adds a JSON header of a few KiB per file, ignored). "GB" is 10⁹ bytes,
+"GiB" 2³⁰; both are shown, labelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._inventory import Inventory
+from ._lora import AdapterPlan
+from ._plan import Plan
+from ._quant import DTYPE_BYTES, bits_per_weight, four_bit_bytes, int8_bytes
+
+
+@dataclass(frozen=True)
+class RuleOfThumb:
+    """The back-of-the-envelope figures: parameters × bytes per parameter."""
+
+    params: int
+    trainable_fraction: float
+
+    @property
+    def fp16(self) -> int:
+        return self.params * 2
+
+    @property
+    def int4(self) -> int:
+        return self.params // 2
+
+    @property
+    def adapter(self) -> int:
+        return round(self.params * self.trainable_fraction) * 2
+
+    @property
+    def qlora_total(self) -> int:
+        return self.int4 + self.adapter
+
+    def to_dict(self) -> dict[str, int | float]:
+        return {
+            "params": self.params,
+            "trainable_fraction": self.trainable_fraction,
+            "fp16": self.fp16,
+            "int4": self.int4,
+            "adapter": self.adapter,
+            "qlora_total": self.qlora_total,
+        }
+
+
+WHY_EXACT_DIFFERS = (
+    "NF4 with double quantization costs ~4.127 bits per weight (absmax per 64 weights, itself 8-bit per 256), "
+    "4.5 bits without it",
+    "only the linear layers are quantized: embeddings, lm_head, norms and biases stay 16-bit on disk "
+    "(and fp32 in memory after prepare_model_for_kbit_training)",
+    "PEFT keeps adapters in fp32 by default, so an adapter file is 4 bytes per parameter unless saved in bf16",
+    "a training checkpoint carries the optimizer state (AdamW: 8 bytes per trainable parameter)",
+)
+
+
+def quantized_bytes(inv: Inventory, plan: Plan) -> int:
+    """A bitsandbytes-quantized copy of the model: converted linears in 4/8-bit, everything else 16-bit."""
+    dt = DTYPE_BYTES[plan.dtype] if plan.dtype != "float32" else 2
+    total = 0
+    for t in inv:
+        if t.bnb_quantized:
+            one = (
+                int8_bytes(t.out_features, t.in_features)
+                if plan.quant_type == "int8"
+                else four_bit_bytes(t.numel, plan.double_quant)
+            )
+        else:
+            one = t.numel * dt
+        total += one * t.layers
+    return total
+
+
+def storage(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> dict[str, object]:
+    P = inv.total
+    T = adapters.trainable if plan.adapters else P
+    base16 = 2 * P
+    adapter_fp32 = 4 * adapters.lora_params + _saved_bytes(adapters, 4)
+    adapter_bf16 = 2 * adapters.lora_params + _saved_bytes(adapters, 2)
+    optimizer = _optimizer_state_bytes(T, plan)
+    if plan.adapters:
+        checkpoint = adapter_fp32 + optimizer
+    else:
+        checkpoint = (4 if plan.mixed_precision or plan.dtype == "float32" else 2) * P + optimizer
+    fraction = (adapters.trainable / P) if plan.adapters and P else 0.01
+    return {
+        "base_fp32": 4 * P,
+        "base_16bit": base16,
+        "base_quantized": quantized_bytes(inv, plan),
+        "quantized_bits_per_weight": bits_per_weight(plan.quant_type, plan.double_quant),
+        "adapter": adapter_fp32 if plan.adapters else 0,
+        "adapter_fp32": adapter_fp32,
+        "adapter_bf16": adapter_bf16,
+        "optimizer_state": optimizer,
+        "checkpoint": checkpoint,
+        "merged": base16,
+        "rule_of_thumb": RuleOfThumb(P, fraction).to_dict(),
+        "why_exact_differs": list(WHY_EXACT_DIFFERS),
+    }
+
+
+def _saved_bytes(adapters: AdapterPlan, per: int) -> int:
+    return sum(t.total for t in adapters.saved_modules) * per
+
+
+def _optimizer_state_bytes(trainable: int, plan: Plan) -> int:
+    """``optimizer.pt`` in a Trainer checkpoint: AdamW 8 B per trainable param (fp32 states), 8-bit ≈ 2 B."""
+    if plan.optimizer in ("adamw_torch", "paged_adamw_32bit"):
+        per_param_bytes = 8 if plan.adapters or plan.mixed_precision else 2 * DTYPE_BYTES[plan.dtype]
+        return trainable * per_param_bytes
+    if plan.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return 2 * trainable + 8 * (-(-trainable // 256))
+    return 0
