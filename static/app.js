@@ -1,0 +1,384 @@
+/* tuneplan page: enhances the server-rendered form.
+ *
+ * - every change of the form re-estimates through POST /api/charts (debounced, the previous request aborted)
+ *   and swaps in the result fragments and the Plotly figures; no full reload;
+ * - the URL follows the form (history.replaceState), so a link reproduces the page;
+ * - the model field searches the catalog (GET /api/models?q=) as you type;
+ * - a dropped or chosen config.json is read here and sent inline as `config` (base64url JSON in the URL);
+ * - the charts follow the light / dark colour scheme.
+ * Vanilla JS, no build step.
+ */
+(function () {
+  "use strict";
+
+  var form = document.getElementById("plan-form");
+  if (!form) return;
+  var results = document.getElementById("results");
+  var errorBox = document.getElementById("error");
+  var FRAGMENTS = ["summary", "notes", "storage", "fits"];
+  var CHARTS = ["memory", "seq_len", "batch_size", "storage"];
+  var BOOLS = ["mixed_precision", "double_quant", "use_dora", "gradient_checkpointing"];
+  var INTS = ["lora_r", "batch_size", "seq_len", "num_gpus"];
+  var ORDER = ["model", "config", "method", "dtype", "mixed_precision", "quant_type", "double_quant", "lora_r",
+    "lora_alpha", "target_modules", "use_dora", "optimizer", "batch_size", "seq_len", "gradient_checkpointing",
+    "attn_implementation", "gpu", "num_gpus", "sharding"];
+
+  var state = { timer: 0, controller: null, updates: 0, last: null, figures: null };
+  window.tuneplan = state;
+
+  // ---------------------------------------------------------------- form <-> plan <-> URL
+
+  function el(name) { return form.elements.namedItem(name); }
+
+  function fieldValue(name) {
+    if (BOOLS.indexOf(name) >= 0) {
+      var box = document.getElementById(name);
+      return !!(box && box.checked);
+    }
+    if (name === "method") {
+      var checked = form.querySelector('input[name="method"]:checked');
+      return checked ? checked.value : "qlora";
+    }
+    var node = document.getElementById(name);
+    return node ? node.value.trim() : "";
+  }
+
+  function formValues() {
+    var values = {};
+    ORDER.forEach(function (name) { values[name] = fieldValue(name); });
+    return values;
+  }
+
+  function queryString(values) {
+    var params = new URLSearchParams();
+    ORDER.forEach(function (name) {
+      var v = values[name];
+      if (name === "config" && !v) return;
+      if (name === "model" && values.config) return;
+      params.append(name, typeof v === "boolean" ? (v ? "true" : "false") : String(v));
+    });
+    return params.toString();
+  }
+
+  function toPlan(values) {
+    var plan = {};
+    ORDER.forEach(function (name) {
+      if (name === "model" || name === "config" || name === "gpu") return;
+      var v = values[name];
+      if (INTS.indexOf(name) >= 0) v = Number(v);
+      if (name === "lora_alpha") v = Number(v);
+      plan[name] = v;
+    });
+    var targets = String(values.target_modules || "all-linear").split(/[\s,]+/).filter(Boolean);
+    plan.target_modules = (targets.length === 0 || (targets.length === 1 && targets[0] === "all-linear"))
+      ? "all-linear" : targets;
+    if (values.config) plan.config = state.config || decodeConfig(values.config);
+    else plan.model = values.model;
+    plan.gpu = values.gpu || null;
+    if (plan.method === "full") plan.use_dora = false;
+    return plan;
+  }
+
+  function invalidField() {
+    var inputs = form.querySelectorAll("input[type=number]");
+    for (var i = 0; i < inputs.length; i++) {
+      var input = inputs[i];
+      if (!input.closest("[hidden]") && (!input.value || !input.checkValidity())) return input;
+    }
+    if (!fieldValue("config") && !fieldValue("model")) return document.getElementById("model");
+    return null;
+  }
+
+  // ---------------------------------------------------------------- config.json (base64url JSON)
+
+  function encodeConfig(obj) {
+    var bytes = new TextEncoder().encode(JSON.stringify(obj));
+    var bin = "";
+    for (var i = 0; i < bytes.length; i += 0x8000) {
+      bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function decodeConfig(text) {
+    var b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    while (b64.length % 4) b64 += "=";
+    var bin = atob(b64);
+    var bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return JSON.parse(new TextDecoder().decode(bytes));
+  }
+
+  function configName(cfg) {
+    return "config.json (" + (cfg._name_or_path || cfg.model_type || "model") + ")";
+  }
+
+  function useConfig(cfg) {
+    state.config = cfg;
+    document.getElementById("config").value = encodeConfig(cfg);
+    document.getElementById("model").disabled = true;
+    document.getElementById("config-status").textContent = "Using " + configName(cfg);
+    document.getElementById("config-clear").hidden = false;
+    schedule(0);
+  }
+
+  function clearConfig() {
+    state.config = null;
+    document.getElementById("config").value = "";
+    document.getElementById("config-file").value = "";
+    var model = document.getElementById("model");
+    model.disabled = false;
+    document.getElementById("config-status").textContent = "";
+    document.getElementById("config-clear").hidden = true;
+    model.focus();
+    schedule(0);
+  }
+
+  function readConfigFile(file) {
+    if (!file) return;
+    if (file.size > 1024 * 1024) { showError({ detail: file.name + " is too large for a config.json" }); return; }
+    var reader = new FileReader();
+    reader.onload = function () {
+      var cfg;
+      try { cfg = JSON.parse(String(reader.result)); } catch (e) {
+        showError({ detail: file.name + " is not valid JSON: " + e.message });
+        return;
+      }
+      if (!cfg || typeof cfg !== "object" || Array.isArray(cfg)) {
+        showError({ detail: file.name + " must hold a JSON object (a model's config.json)" });
+        return;
+      }
+      useConfig(cfg);
+    };
+    reader.onerror = function () { showError({ detail: "could not read " + file.name }); };
+    reader.readAsText(file);
+  }
+
+  // ---------------------------------------------------------------- estimating
+
+  function schedule(delay) {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(update, delay === undefined ? 300 : delay);
+  }
+
+  function update() {
+    var values = formValues();
+    form.dataset.method = values.method;
+    form.parentNode.dataset.method = values.method;
+    history.replaceState(null, "", "?" + queryString(values));
+    var bad = invalidField();
+    if (bad) {
+      var label = form.querySelector('label[for="' + bad.id + '"]');
+      showError({ detail: (label ? label.textContent.trim() : bad.name) + ": enter a valid value" });
+      return;
+    }
+    if (state.controller) state.controller.abort();
+    var controller = new AbortController();
+    state.controller = controller;
+    results.setAttribute("aria-busy", "true");
+    fetch("/api/charts", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(toPlan(values)),
+      signal: controller.signal
+    }).then(function (res) {
+      return res.json().catch(function () { return { detail: "the server answered " + res.status }; })
+        .then(function (data) { return { ok: res.ok, data: data }; });
+    }).then(function (answer) {
+      if (controller !== state.controller) return;
+      if (answer.ok) render(answer.data); else showError(answer.data);
+    }).catch(function (err) {
+      if (err && err.name === "AbortError") return;
+      showError({ detail: "could not reach the server: " + (err && err.message ? err.message : err) });
+    }).then(function () {
+      if (controller === state.controller) results.setAttribute("aria-busy", "false");
+    });
+  }
+
+  function render(data) {
+    errorBox.textContent = "";
+    results.classList.remove("stale");
+    FRAGMENTS.forEach(function (name) {
+      var node = document.getElementById(name);
+      if (node && data.html && name in data.html) node.innerHTML = data.html[name];
+    });
+    document.title = titleFor(data);
+    state.last = data;
+    drawCharts(data.charts);
+    state.updates += 1;
+    document.body.dataset.updates = String(state.updates);
+  }
+
+  function titleFor(data) {
+    var labels = { full: "Full", lora: "LoRA", qlora: "QLoRA", compare: "Full vs LoRA vs QLoRA" };
+    return labels[data.method] + " · " + data.model_label + " · tuneplan";
+  }
+
+  function showError(data) {
+    var detail = data && data.detail;
+    if (Array.isArray(detail)) {
+      detail = detail.map(function (d) { return (d.loc ? d.loc.slice(1).join(".") + ": " : "") + d.msg; }).join("; ");
+    }
+    errorBox.innerHTML = "";
+    var p = document.createElement("p");
+    p.textContent = String(detail || "something went wrong");
+    errorBox.appendChild(p);
+    if (data && data.suggestions && data.suggestions.length) {
+      var s = document.createElement("p");
+      s.appendChild(document.createTextNode("Did you mean "));
+      data.suggestions.forEach(function (id, i) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.className = "link-button";
+        b.textContent = id;
+        b.addEventListener("click", function () {
+          if (state.config) clearConfig();
+          document.getElementById("model").value = id;
+          schedule(0);
+        });
+        s.appendChild(b);
+        if (i < data.suggestions.length - 1) s.appendChild(document.createTextNode(", "));
+      });
+      s.appendChild(document.createTextNode("?"));
+      errorBox.appendChild(s);
+    }
+    results.classList.add("stale");
+    document.body.dataset.errors = String(Number(document.body.dataset.errors || 0) + 1);
+  }
+
+  // ---------------------------------------------------------------- charts
+
+  function cssVar(name, fallback) {
+    var v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return v || fallback;
+  }
+
+  function themed(layout) {
+    var fg = cssVar("--fg", "#1b1f24");
+    var grid = cssVar("--grid", "rgba(128,128,128,0.25)");
+    var narrow = window.matchMedia("(max-width: 640px)").matches;
+    var out = JSON.parse(JSON.stringify(layout || {}));
+    out.font = Object.assign({}, out.font, { color: fg });
+    if (narrow) {
+      out.font.size = 11;
+      out.margin = Object.assign({}, out.margin, { l: 44, r: 8 });
+      if (out.title && out.title.font) out.title.font.size = 13;
+    }
+    ["xaxis", "yaxis"].forEach(function (axis) {
+      out[axis] = Object.assign({}, out[axis], { gridcolor: grid, zerolinecolor: grid, linecolor: grid });
+    });
+    out.hoverlabel = Object.assign({}, out.hoverlabel, { bgcolor: cssVar("--card", "#fff"), font: { color: fg } });
+    (out.annotations || []).forEach(function (a) {
+      if (!a.font || !a.font.color) a.font = Object.assign({}, a.font, { color: fg });
+    });
+    out.autosize = true;
+    return out;
+  }
+
+  var PLOT_CONFIG = { responsive: true, displaylogo: false, displayModeBar: false };
+
+  function drawCharts(figures) {
+    if (!figures) return;
+    state.figures = figures;
+    if (!window.Plotly) return;
+    CHARTS.forEach(function (name) {
+      var node = document.getElementById("chart-" + name);
+      var fig = figures[name];
+      if (!node || !fig) return;
+      window.Plotly.react(node, fig.data, themed(fig.layout), PLOT_CONFIG);
+    });
+    document.body.dataset.charts = "ready";
+  }
+
+  // ---------------------------------------------------------------- model type-ahead
+
+  var modelList = document.getElementById("model-list");
+  var searchTimer = 0;
+  var searchController = null;
+
+  function searchModels(q) {
+    if (searchController) searchController.abort();
+    searchController = new AbortController();
+    fetch("/api/models?q=" + encodeURIComponent(q), { signal: searchController.signal, headers: { Accept: "application/json" } })
+      .then(function (res) { return res.ok ? res.json() : null; })
+      .then(function (data) {
+        if (!data) return;
+        var items = Array.isArray(data) ? data : (data.models || data.results || data.items || []);
+        modelList.innerHTML = "";
+        items.slice(0, 20).forEach(function (m) {
+          var opt = document.createElement("option");
+          opt.value = m.id || m.hf_id;
+          opt.textContent = (m.name || m.id) + (m.hf_id && m.hf_id !== m.id ? " — " + m.hf_id : "");
+          modelList.appendChild(opt);
+        });
+      })
+      .catch(function () { /* the datalist keeps its options */ });
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  form.addEventListener("submit", function (e) { e.preventDefault(); schedule(0); });
+  form.addEventListener("change", function (e) {
+    if (e.target && e.target.id === "config-file") return;
+    schedule(e.target && e.target.type === "number" ? 150 : 0);
+  });
+  form.addEventListener("input", function (e) {
+    var t = e.target;
+    if (!t || t.type === "file" || t.type === "radio" || t.type === "checkbox" || t.tagName === "SELECT") return;
+    if (t.id === "model") {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(function () { searchModels(t.value.trim()); }, 150);
+    }
+    schedule(400);
+  });
+
+  var fileInput = document.getElementById("config-file");
+  fileInput.addEventListener("change", function () { readConfigFile(fileInput.files && fileInput.files[0]); });
+  document.getElementById("config-clear").addEventListener("click", clearConfig);
+  var zone = document.getElementById("dropzone");
+  ["dragenter", "dragover"].forEach(function (type) {
+    zone.addEventListener(type, function (e) { e.preventDefault(); zone.classList.add("dragging"); });
+  });
+  ["dragleave", "drop"].forEach(function (type) {
+    zone.addEventListener(type, function () { zone.classList.remove("dragging"); });
+  });
+  zone.addEventListener("drop", function (e) {
+    e.preventDefault();
+    var file = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
+    readConfigFile(file);
+  });
+
+  var copy = document.getElementById("copy-link");
+  if (copy && navigator.clipboard) {
+    copy.hidden = false;
+    copy.addEventListener("click", function () {
+      navigator.clipboard.writeText(location.href).then(function () {
+        document.getElementById("copy-status").textContent = "Link copied";
+      }, function () {
+        document.getElementById("copy-status").textContent = "Copy the address bar to share this plan";
+      });
+    });
+  }
+
+  var dark = window.matchMedia("(prefers-color-scheme: dark)");
+  var redraw = function () { if (state.figures) drawCharts(state.figures); };
+  if (dark.addEventListener) dark.addEventListener("change", redraw);
+  window.matchMedia("(max-width: 640px)").addEventListener("change", redraw);
+
+  var configInput = document.getElementById("config");
+  if (configInput.value) {
+    try { state.config = decodeConfig(configInput.value); } catch (e) { state.config = null; }
+  }
+
+  var initial = document.getElementById("initial-data");
+  if (initial) {
+    try {
+      var data = JSON.parse(initial.textContent);
+      drawCharts(data.charts);
+    } catch (e) { /* the next update draws them */ }
+    document.body.dataset.updates = "0";
+  } else if (!errorBox.textContent.trim()) {
+    schedule(0);
+  }
+  document.documentElement.classList.add("js");
+})();

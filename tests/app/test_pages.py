@@ -1,0 +1,284 @@
+"""The page (``app.pages``): server-rendered form and results, ``POST /api/charts``, the plotly.js route."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import charts, pages
+from app.main import create_app
+from app.settings import Settings
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def estimate(client: TestClient, plan: dict[str, Any]) -> dict[str, Any]:
+    """The REST API's estimate for a plan: what the page must agree with."""
+    response = client.post("/api/estimate", json=plan)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+# --- GET / -------------------------------------------------------------------------------------------------
+
+
+def test_bare_page_shows_the_default_plan_and_its_results(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.template.name == "index.html"  # type: ignore[attr-defined]
+    context = response.context  # type: ignore[attr-defined]
+    assert context["form"]["model"] == "llama-3.1-8b"
+    assert context["method"] == "qlora"
+    assert context["form"]["seq_len"] == 2048 and context["form"]["gradient_checkpointing"] is True
+    assert context["result"]["primary"] == "qlora"
+    assert set(context["initial"]["charts"]) == {"memory", "seq_len", "batch_size", "storage"}
+    assert any(g["id"] == "h100-sxm" for g in context["gpus"])
+    assert any(m["id"] == "llama-3.1-8b" for m in context["models"])
+    html = response.text
+    assert '<script src="/static/vendor/plotly.min.js?v=' in html and "cdn" not in html.lower()
+    assert 'aria-live="polite"' in html
+    assert 'id="initial-data"' in html
+
+
+def test_page_form_is_filled_from_the_query_string_and_results_match_the_api(client: TestClient) -> None:
+    query = (
+        "model=qwen2.5-7b&method=lora&dtype=float16&lora_r=64&lora_alpha=128&target_modules=q_proj,v_proj"
+        "&batch_size=4&seq_len=4096&gradient_checkpointing=false&gradient_checkpointing=true"
+        "&optimizer=adamw_8bit&attn_implementation=eager&gpu=a100-40gb&num_gpus=2&sharding=zero2"
+    )
+    response = client.get("/?" + query)
+    assert response.status_code == 200, response.text
+    context = response.context  # type: ignore[attr-defined]
+    form = context["form"]
+    assert form["model"] == "qwen2.5-7b" and form["dtype"] == "float16"
+    assert (form["lora_r"], form["lora_alpha"], form["batch_size"], form["seq_len"]) == (64, 128, 4, 4096)
+    assert form["target_modules"] == "q_proj,v_proj"
+    assert form["gradient_checkpointing"] is True  # the checkbox's value follows the hidden "false"
+    assert (form["gpu"], form["num_gpus"], form["sharding"]) == ("a100-40gb", 2, "zero2")
+    html = response.text
+    assert '<option value="a100-40gb" selected>' in html
+    assert 'id="method-lora" name="method" value="lora" checked' in html
+    assert 'name="seq_len" type="number"' in html and 'value="4096"' in html
+
+    plan = {
+        "model": "qwen2.5-7b", "method": "lora", "dtype": "float16", "lora_r": 64, "lora_alpha": 128,
+        "target_modules": ["q_proj", "v_proj"], "batch_size": 4, "seq_len": 4096,
+        "gradient_checkpointing": True, "optimizer": "adamw_8bit", "attn_implementation": "eager",
+        "gpu": "a100-40gb", "num_gpus": 2, "sharding": "zero2",
+    }  # fmt: skip
+    expected = estimate(client, plan)
+    result = context["result"]
+    assert result["peak"] == charts.peak_bytes(expected)
+    breakdown = {b["key"]: b["bytes"] for b in result["breakdown"]}
+    reserve = breakdown.pop("reserve", 0)
+    assert breakdown == {k: v for k, v in expected["memory"]["components"].items() if v}
+    assert sum(breakdown.values()) + reserve == expected["memory"]["total"] == result["peak"]
+    assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in html
+    for note in expected["memory"]["notes"]:
+        assert note.replace("'", "&#39;").replace('"', "&#34;")[:40] in html
+    assert result["capacity"]["gpu"] == "a100-40gb"
+    # the query string the page writes back reads the same
+    again = pages.parse_query({k: [v] for k, v in _pairs(pages.query_string(form))})
+    assert again.values == form and again.plan == pages.parse_query(_multi(query)).plan
+
+
+def _pairs(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _multi(query: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in _pairs(query):
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def test_bad_query_values_are_kept_and_explained(client: TestClient) -> None:
+    response = client.get("/?model=llama-3.1-8b&seq_len=lots&method=sideways")
+    assert response.status_code == 422
+    context = response.context  # type: ignore[attr-defined]
+    assert context["form"]["seq_len"] == "lots"
+    assert "seq len must be an integer" in context["form_errors"]["seq_len"]
+    assert "method" in context["form_errors"]
+    assert context["result"] is None
+    assert 'aria-invalid="true"' in response.text and 'value="lots"' in response.text
+
+
+def test_plan_errors_from_the_estimator_show_on_the_page(client: TestClient) -> None:
+    response = client.get("/?model=llama-3.1-8b&method=qlora&lora_r=0")
+    assert response.status_code == 422
+    assert response.context["result"] is None  # type: ignore[attr-defined]
+    assert "lora_r" in response.context["error"].message  # type: ignore[attr-defined]
+
+
+def test_unknown_model_suggests_catalog_ids_as_links(client: TestClient) -> None:
+    response = client.get("/?model=lama-3.1-8b")
+    assert response.status_code == 404
+    suggestions = response.context["suggestions"]  # type: ignore[attr-defined]
+    assert suggestions and all(s["href"].startswith("?model=") for s in suggestions)
+    assert any("llama" in s["id"] for s in suggestions)
+
+
+def test_inline_config_travels_in_the_query_string(client: TestClient) -> None:
+    config = json.loads((FIXTURES / "llama.json").read_text())
+    encoded = pages.encode_config(config)
+    assert pages.decode_config(encoded) == config
+    response = client.get(f"/?config={encoded}&method=full&seq_len=256")
+    assert response.status_code == 200, response.text
+    context = response.context  # type: ignore[attr-defined]
+    assert context["config_name"] == "config.json (llama)"
+    assert context["result"]["model_label"] == "config.json (llama)"
+    expected = estimate(client, {"config": config, "method": "full", "seq_len": 256})
+    assert context["result"]["peak"] == charts.peak_bytes(expected)
+    assert 'id="model"' in response.text and " disabled" in response.text
+
+
+def test_a_broken_inline_config_is_explained() -> None:
+    with pytest.raises(ValueError, match="could not be read"):
+        pages.decode_config("!!!")
+    with pytest.raises(ValueError, match="JSON object"):
+        pages.decode_config(pages.encode_config([1, 2]))  # type: ignore[arg-type]
+    state = pages.parse_query({"config": ["bm90IGpzb24"]})
+    assert state.plan is None and "config" in state.errors
+
+
+# --- POST /api/charts ------------------------------------------------------------------------------------
+
+
+def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestClient) -> None:
+    plan = {"model": "llama-3.1-8b", "method": "compare", "seq_len": 2048, "gpu": "rtx-4090"}
+    response = client.post("/api/charts", json=plan)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["method"] == "compare" and set(data["estimates"]) == {"full", "lora", "qlora"}
+    for method in ("full", "lora", "qlora"):
+        expected = estimate(client, {**plan, "method": method})
+        assert data["estimates"][method] == expected
+
+    memory = data["charts"]["memory"]
+    traces = {t["meta"]["component"]: t for t in memory["data"]}
+    for i, method in enumerate(("full", "lora", "qlora")):
+        memory_json = data["estimates"][method]["memory"]
+        comps = memory_json["components"] | {"reserve": memory_json["peak_reserved"] - memory_json["peak_allocated"]}
+        for component, trace in traces.items():
+            assert trace["customdata"][i] == comps[component]
+        assert sum(t["customdata"][i] for t in memory["data"]) == memory_json["total"]
+    labels = [a["text"] for a in memory["layout"]["annotations"] if a.get("xref") == "paper"]
+    assert "RTX 4090" in labels and "24 GB" not in labels
+
+    # sweeps: powers of two from 256 to the model's context (128k), batch 1..64, for each method
+    seq = data["sweeps"]["seq_len"]
+    assert set(seq) == {"full", "lora", "qlora"}
+    assert [p["x"] for p in seq["qlora"]] == [256 * 2**k for k in range(10)]
+    assert [p["x"] for p in data["sweeps"]["batch_size"]["lora"]] == [1, 2, 4, 8, 16, 32, 64]
+    point = next(p for p in seq["qlora"] if p["x"] == 2048)
+    assert point["peak"] == charts.peak_bytes(data["estimates"]["qlora"])
+    at_8k = estimate(client, {**plan, "method": "qlora", "seq_len": 8192})
+    assert next(p for p in seq["qlora"] if p["x"] == 8192)["peak"] == charts.peak_bytes(at_8k)
+    capacity = data["capacity"]
+    assert capacity["gpu"] == "rtx-4090"
+    assert all(p["fits"] == (p["peak"] <= capacity["bytes"]) for p in seq["full"])
+    seq_chart = data["charts"]["seq_len"]
+    lines = {t["meta"]["method"]: t for t in seq_chart["data"] if not t["meta"].get("stops_fitting")}
+    assert lines["qlora"]["customdata"] == [p["peak"] for p in seq["qlora"]]
+    assert seq_chart["layout"]["meta"]["capacity"] == capacity["bytes"]
+    assert seq_chart["layout"]["meta"]["stops_fitting"]["full"] == 256  # full fine-tuning never fits 24 GB
+
+    assert data["charts"]["storage"]["data"][0]["customdata"][0] == data["estimates"]["qlora"]["storage"]["base_16bit"]
+    assert set(data["html"]) == {"summary", "notes", "storage", "fits"}
+    assert "Full vs LoRA vs QLoRA" in data["html"]["summary"]
+
+
+def test_charts_for_one_method_sweep_that_method_only(client: TestClient) -> None:
+    plan = {"model": "qwen2.5-0.5b", "method": "full", "seq_len": 1024, "batch_size": 2}
+    data = client.post("/api/charts", json=plan).json()
+    assert data["method"] == "full" and data["primary"] == "full"
+    assert set(data["sweeps"]["seq_len"]) == {"full"}
+    assert set(data["estimates"]) == {"full", "lora", "qlora"}  # the bar chart still compares all three
+    expected = estimate(client, plan)
+    assert data["estimates"]["full"] == expected
+    summary = data["html"]["summary"]
+    assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in summary
+    assert str(expected["storage"]["rule_of_thumb"]) in summary or "parameters" in summary
+    assert "(for reference)" in summary  # no GPU chosen: the 80 GB class is the yardstick
+    for note in expected["memory"]["notes"]:
+        assert note[:30].replace("'", "&#39;") in data["html"]["notes"]
+
+
+def test_charts_resolve_hub_ids_like_the_api(client: TestClient) -> None:
+    plan = {"model": "acme/tiny-llama", "method": "lora", "seq_len": 512}
+    data = client.post("/api/charts", json=plan).json()
+    assert data["estimates"]["lora"] == estimate(client, plan)
+    assert [p["x"] for p in data["sweeps"]["seq_len"]["lora"]] == [256, 512, 1024, 2048, 4096]
+
+
+def test_charts_inline_config(client: TestClient) -> None:
+    config = json.loads((FIXTURES / "qwen2.json").read_text())
+    plan = {"config": config, "method": "qlora", "seq_len": 128}
+    data = client.post("/api/charts", json=plan).json()
+    assert data["estimates"]["qlora"] == estimate(client, plan)
+    assert data["plan"]["config"] is None  # not echoed back
+    assert data["model_label"].startswith("config.json")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "llama-3.1-8b", "method": "sideways"}, 422, "method must be one of"),
+        ({"model": "llama-3.1-8b", "seq_len": 0}, 422, "seq_len"),
+        ({"model": "llama-3.1-8b", "colour": "red"}, 422, "colour"),
+        ({"config": {"model_type": "bert", "hidden_size": 8}}, 422, ""),
+        ({"model": "acme/does-not-exist"}, 404, ""),
+    ],
+)
+def test_charts_errors_say_what_to_fix(client: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
+    response = client.post("/api/charts", json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["detail"]
+
+
+# --- plotly.js, static files ----------------------------------------------------------------------------
+
+
+def test_plotly_js_is_served_from_the_installed_package(client: TestClient) -> None:
+    raw = pages.plotly_js_path().read_bytes()
+    response = client.get("/static/vendor/plotly.min.js", headers={"Accept-Encoding": "identity"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.content == raw
+    assert "immutable" in response.headers["cache-control"]
+    packed = client.get("/static/vendor/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert len(packed.headers.get("content-length", "0")) and packed.content == raw  # the client inflates
+    assert len(gzip.compress(raw)) < len(raw) / 2
+    etag = response.headers["etag"]
+    assert client.get("/static/vendor/plotly.min.js", headers={"If-None-Match": etag}).status_code == 304
+    assert not (Path(pages.PROJECT_ROOT) / "static" / "vendor" / "plotly.min.js").exists()
+
+
+def test_static_assets_are_served(client: TestClient) -> None:
+    for path, kind in (("/static/app.js", "javascript"), ("/static/app.css", "css")):
+        response = client.get(path)
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+
+
+def test_seq_sweep_values() -> None:
+    assert pages.seq_sweep_values(2048) == [256, 512, 1024, 2048]
+    assert pages.seq_sweep_values(3000) == [256, 512, 1024, 2048]
+    assert pages.seq_sweep_values(128) == [128]
+    assert pages.seq_sweep_values(1 << 24)[-1] == pages.SEQ_SWEEP_MAX
