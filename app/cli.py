@@ -121,7 +121,8 @@ def _print_estimate(d: dict[str, Any]) -> None:
     for key, label in (("base_16bit", "base model, 16-bit (download)"), ("base_fp32", "base model, fp32"),
                        ("base_quantized", f"quantized ({s['quantized_bits_per_weight']:.3f} bits/weight on linears)"),
                        ("adapter_fp32", "LoRA adapter, fp32"), ("adapter_bf16", "LoRA adapter, bf16"),
-                       ("checkpoint", "training checkpoint (+ optimizer state)"), ("merged", "merged model, 16-bit")):  # fmt: skip
+                       ("checkpoint", "training checkpoint (+ optimizer state)"),
+                       ("merged", "merged model, 16-bit")):  # fmt: skip
         st.add_row(label, _fmt(s[key]))
     con.print(st)
     mt = Table(title=f"GPU memory (peak in phase: {mem['peak_phase']})", show_header=True)
@@ -280,7 +281,7 @@ def compare(est: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(name: str, e: int, m: int | None) -> dict[str, Any]:
-    err = None if m in (None, 0) else round(100.0 * (e - m) / m, 2)  # type: ignore[operator]
+    err = None if not m else round(100.0 * (e - m) / m, 2)
     return {"name": name, "estimated": e, "measured": m, "error_percent": err}
 
 
