@@ -1,0 +1,430 @@
+"""The real run: build a plan's model with random weights, train a few steps, and measure what they allocate.
+
+Recipe (one process, top to bottom):
+
+1. CUDA: ``torch.cuda.init()``; context = total - free from ``mem_get_info()`` before anything is loaded.
+2. Build model + adapters + optimizer (``trainer.build``); CUDA: ``memory_allocated()`` after loading.
+3. A seeded synthetic batch of exactly ``batch_size x seq_len`` token ids, labels a copy of them.
+4. Warm-up step (reported as ``first_step``: the optimizer state is created in it), then ``steps`` measured steps.
+   A step is forward (``model(input_ids, labels).loss``, the output object dropped as the Trainer drops it),
+   backward, ``optimizer.step()`` + ``zero_grad(set_to_none=True)``.
+5. CPU: every step runs under the live-tensor ``MemoryTracker`` (exact bytes per category and per phase).
+   CUDA: per phase ``reset_peak_memory_stats()`` then ``max_memory_allocated/reserved()`` and driver-level use
+   (total - free); the measured steps run untracked (their time is the step time), then one more step runs under
+   the tracker (512-byte rounding, as the caching allocator rounds) for the per-category breakdown.
+   ``torch.cuda.OutOfMemoryError`` is caught and reported (``"oom": true`` with the peak so far).
+
+Command line::
+
+    python -m trainer.run --plan plan.json [--config config.json] [--device cpu|cuda] [--steps N] --out result.json
+
+The plan is the estimator's ``Plan`` JSON; the config is a Hugging Face ``config.json`` (else ``plan.config``, else
+the estimator's catalog entry for ``plan.model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from ._plan import Plan
+from .build import BuildError, Built, build, optimizer_state_tensors, quant_state_tensors
+from .tracker import MemoryTracker, attach_logits_scope
+
+PHASES = ("forward", "backward", "optimizer")
+CUDA_ROUND = 512
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def versions(device: torch.device | None = None) -> dict[str, Any]:
+    """Versions of everything that changes the numbers."""
+    out: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("transformers", "peft", "bitsandbytes", "accelerate"):
+        try:
+            module = __import__(name)
+            out[name] = getattr(module, "__version__", None)
+        except Exception:
+            out[name] = None
+    out["cuda"] = torch.version.cuda
+    if device is not None and device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+        out["driver"] = _driver_version()
+    else:
+        out["device_name"] = platform.processor() or platform.machine()
+    return out
+
+
+def _driver_version() -> str | None:
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        value = pynvml.nvmlSystemGetDriverVersion()
+        return value.decode() if isinstance(value, bytes) else str(value)
+    except Exception:
+        return None
+
+
+def allocator_settings() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
+
+
+def resolve_config(plan: Plan, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The config.json to build: the one given, else the plan's, else the estimator catalog's."""
+    if config is not None:
+        return dict(config)
+    if plan.config is not None:
+        return dict(plan.config)
+    try:
+        from estimator import catalog
+    except ImportError as exc:
+        raise BuildError(f"no config for model {plan.model!r}: pass --config (no catalog available)") from exc
+    entry = catalog.find_model(plan.model or "")
+    if entry is None:
+        raise BuildError(f"no config for model {plan.model!r}: not in the catalog; pass --config")
+    return dict(entry.config)
+
+
+def make_batch(vocab_size: int, plan: Plan, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (plan.batch_size, plan.seq_len), generator=gen).to(device)
+    return ids, ids.clone()
+
+
+def preregister(tracker: MemoryTracker, built: Built, plan: Plan, batch: tuple[torch.Tensor, ...]) -> None:
+    """Count everything that exists before the step, each under its category."""
+    model = built.model
+    trained = "adapters" if plan.adapters else "weights"
+    for p in model.parameters():
+        tracker.register(p, trained if p.requires_grad else "weights")
+    tracker.register_many(model.buffers(), "weights")
+    tracker.register_many(quant_state_tensors(model), "weights")
+    tracker.register_many(optimizer_state_tensors(built.optimizer), "optimizer")
+    tracker.register_many((p.grad for p in model.parameters() if p.grad is not None), "gradients")
+    tracker.register_many(batch, "activations")
+
+
+@contextlib.contextmanager
+def tracking(tracker: MemoryTracker, built: Built, plan: Plan, batch: tuple[torch.Tensor, ...]) -> Iterator[None]:
+    """Pre-register, hook the gradients and the logits scope, and run the block under the tracker."""
+    preregister(tracker, built, plan, batch)
+    handles = [
+        p.register_post_accumulate_grad_hook(  # type: ignore[no-untyped-call]
+            lambda q: tracker.register(q.grad, "gradients")
+        )
+        for p in built.trainable
+    ]
+    remove_logits = attach_logits_scope(tracker, built.lm_head) if built.lm_head is not None else None
+    try:
+        with tracker:
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        if remove_logits is not None:
+            remove_logits()
+
+
+class CudaProbe:
+    """Per-phase CUDA allocator peaks: reset before a phase, read after it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.allocated: dict[str, int] = {}
+        self.reserved: dict[str, int] = {}
+        self.driver_used = 0
+        self.current_phase: str | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.current_phase = name
+        yield
+        torch.cuda.synchronize(self.device)
+        self.read(name)
+        self.current_phase = None
+
+    def read(self, name: str) -> None:
+        self.allocated[name] = max(self.allocated.get(name, 0), torch.cuda.max_memory_allocated(self.device))
+        self.reserved[name] = max(self.reserved.get(name, 0), torch.cuda.max_memory_reserved(self.device))
+        free, total = torch.cuda.mem_get_info(self.device)
+        self.driver_used = max(self.driver_used, total - free)
+
+    def summary(self) -> dict[str, Any]:
+        peak_phase = max(self.allocated, key=lambda k: self.allocated[k]) if self.allocated else None
+        return {
+            "peak_allocated": max(self.allocated.values(), default=0),
+            "peak_reserved": max(self.reserved.values(), default=0),
+            "driver_used": self.driver_used,
+            "phases": dict(self.allocated),
+            "phases_reserved": dict(self.reserved),
+            "peak_phase": peak_phase,
+        }
+
+
+def train_step(
+    built: Built,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    *,
+    tracker: MemoryTracker | None = None,
+    probe: CudaProbe | None = None,
+) -> torch.Tensor:
+    """One optimizer step; returns the (detached) loss."""
+    model, optimizer = built.model, built.optimizer
+    ids, labels = batch
+
+    @contextlib.contextmanager
+    def phase(name: str) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            if tracker is not None:
+                stack.enter_context(tracker.phase(name))
+            if probe is not None:
+                stack.enter_context(probe.phase(name))
+            yield
+
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if built.autocast_dtype is not None:
+        autocast = torch.autocast(device_type=ids.device.type, dtype=built.autocast_dtype)
+    with phase("forward"):
+        with autocast:
+            out = model(input_ids=ids, labels=labels)
+        loss = out.loss
+        del out  # the Trainer keeps only the loss: the logits die here unless autograd saved them
+        if tracker is not None:
+            tracker.category_override = None
+    with phase("backward"):
+        if tracker is not None:
+            tracker.category_override = "logits"  # closed by the hook on the logits' gradient
+        loss.backward()
+        if tracker is not None:
+            tracker.category_override = None
+    with phase("optimizer"):
+        optimizer.step()
+        if tracker is not None:
+            tracker.register_many(optimizer_state_tensors(optimizer), "optimizer")
+        optimizer.zero_grad(set_to_none=True)
+    detached: torch.Tensor = loss.detach()
+    return detached
+
+
+def tracked_figures(tracker: MemoryTracker) -> dict[str, Any]:
+    r = tracker.result()
+    return {
+        "peak_allocated": r["peak"],
+        "components": r["components"],
+        "phases": r["phases"],
+        "phase_components": r["phase_components"],
+        "peak_phase": r["peak_phase"],
+        "round_to": r["round_to"],
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
+
+
+# ---------------------------------------------------------------------------------------------------- run
+
+
+def run(
+    plan: Plan,
+    config: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    steps: int = 1,
+    *,
+    seed: int = 0,
+    loader: str = "direct",
+    round_to: int | None = None,
+) -> dict[str, Any]:
+    """Build, warm up, measure ``steps`` steps; returns the result dict (see the module docstring)."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", 0)
+    cuda = device.type == "cuda"
+    if round_to is None:
+        round_to = CUDA_ROUND if cuda else 0
+    cfg = resolve_config(plan, config)
+    result: dict[str, Any] = {
+        "mode": "real",
+        "plan": plan.to_dict(),
+        "config": cfg,
+        "device": device.type,
+        "versions": versions(device),
+        "allocator": allocator_settings() if cuda else None,
+        "steps": steps,
+        "seed": seed,
+        "oom": False,
+    }
+    measured: dict[str, Any] = {"peak_reserved": None, "driver_used": None, "context": None}
+    result["measured"] = measured
+    torch.manual_seed(seed)
+    if cuda:
+        torch.cuda.init()  # type: ignore[no-untyped-call]
+        torch.cuda.synchronize(device)
+        free0, total = torch.cuda.mem_get_info(device)
+        measured["context"] = total - free0
+        measured["device_total"] = total
+    stage = "build"
+    probe: CudaProbe | None = None
+    try:
+        t0 = time.perf_counter()
+        built = build(cfg, plan, device, loader=loader)
+        _sync(device)
+        result["load_time_s"] = time.perf_counter() - t0
+        result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
+        if cuda:
+            measured["after_load"] = torch.cuda.memory_allocated(device)
+        batch = make_batch(built.vocab_size, plan, device, seed)
+        losses: list[float] = []
+
+        stage = "first_step"
+        first_tracker = MemoryTracker(round_to=round_to)
+        probe = CudaProbe(device) if cuda else None
+        t0 = time.perf_counter()
+        with tracking(first_tracker, built, plan, batch):
+            loss = train_step(built, batch, tracker=first_tracker, probe=probe)
+        _sync(device)
+        first = {"step_time_s": time.perf_counter() - t0, **tracked_figures(first_tracker)}
+        if probe is not None:
+            first["tracked_peak"] = first["peak_allocated"]
+            first.update(probe.summary())
+        result["first_step"] = first
+        losses.append(float(loss.item()))
+
+        stage = "measured"
+        tracker = MemoryTracker(round_to=round_to)
+        probe = CudaProbe(device) if cuda else None
+        times: list[float] = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            if cuda:
+                loss = train_step(built, batch, probe=probe)
+            else:
+                with tracking(tracker, built, plan, batch):
+                    loss = train_step(built, batch, tracker=tracker)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+            losses.append(float(loss.item()))
+        result["step_time_s"] = sum(times) / len(times)
+        result["step_times_s"] = times
+        if cuda:
+            assert probe is not None
+            cuda_summary = probe.summary()
+            stage = "tracked"
+            # One more step under the tracker, for the per-category breakdown (the tracker holds no tensor, so
+            # it changes no allocation; it only slows the step down, which is why timing used the steps above).
+            with tracking(tracker, built, plan, batch):
+                loss = train_step(built, batch, tracker=tracker)
+            _sync(device)
+            losses.append(float(loss.item()))
+            measured.update(tracked_figures(tracker))
+            measured["tracked_peak"] = measured["peak_allocated"]
+            measured.update(cuda_summary)
+        else:
+            measured.update(tracked_figures(tracker))
+        result["loss"] = losses
+    except BaseException as exc:
+        if not _is_oom(exc):
+            raise
+        result["oom"] = True
+        result["oom_stage"] = stage
+        result["error"] = str(exc).splitlines()[0][:500]
+        if cuda:
+            measured["peak_allocated"] = torch.cuda.max_memory_allocated(device)
+            measured["peak_reserved"] = torch.cuda.max_memory_reserved(device)
+            if probe is not None and probe.current_phase is not None:
+                measured["peak_phase"] = probe.current_phase
+            free, total = torch.cuda.mem_get_info(device)
+            measured["driver_used"] = total - free
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def load_plan(path: str) -> Plan:
+    with open(path, encoding="utf-8") as fh:
+        return Plan.from_dict(json.load(fh))
+
+
+def load_config(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: a config.json is a JSON object")
+    return data
+
+
+def write_json(path: str, data: Any) -> None:
+    text = json.dumps(data, indent=2, default=str)
+    if path == "-":
+        sys.stdout.write(text + "\n")
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+
+
+def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], description: str) -> int:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--plan", required=True, help="plan JSON file")
+    parser.add_argument("--config", help="config.json (default: the plan's config, else the catalog's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--out", required=True, help="result JSON path ('-' for stdout)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = load_plan(args.plan)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        result = runner(plan, load_config(args.config), device=device, steps=args.steps, seed=args.seed)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_json(args.out, result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, run, "Measure a real training step of a plan")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = [
+    "CudaProbe",
+    "tracked_figures",
+    "main",
+    "make_batch",
+    "preregister",
+    "run",
+    "tracking",
+    "train_step",
+    "versions",
+]

@@ -1,0 +1,230 @@
+"""The traced dry run: the same training step as ``trainer.run``, on fake tensors, at real sizes, on a CPU.
+
+Nothing is allocated: ``FakeTensorMode`` gives every tensor a shape, dtype and storage size but no data, and the
+``MemoryTracker`` counts storages exactly as in a real run. An 8B QLoRA step takes seconds on a laptop CPU.
+
+Recipe (each step works around something found by experiment on this stack):
+
+1. Build on ``meta`` (``trainer.build.meta_model``: for QLoRA the bitsandbytes layers are already in place),
+   enable gradient checkpointing, and apply PEFT on meta. Modules must not be *created* under fake mode: PEFT's
+   ``.to()`` then fails to swap parameters that carry weakrefs.
+2. ``materialize(..., fake=True)`` under ``FakeTensorMode(allow_non_fake_inputs=True)`` allocates every tensor as a
+   fake CPU tensor, one per distinct meta tensor (ties survive). A 4-bit weight becomes a plain uint8 ``Parameter``
+   with the ``quant_state`` that ``bnb.functional.quantize_4bit`` returns under fake mode (``Params4bit`` itself
+   cannot wrap a fake tensor); the real ``bnb.nn.Linear4bit`` and PEFT's ``lora.Linear4bit`` modules run as they
+   are, so their forward (clone included) is the real one. Non-4-bit 16-bit params are made fp32 when the plan
+   runs ``prepare_model_for_kbit_training`` (the real run's prepare step happens before PEFT; here PEFT comes
+   first, so the upcast is done at materialization).
+3. ``bnb.functional.name2qmap["dynamic"]`` is computed outside fake mode (it calls ``.item()``), and transformers'
+   ``find_packed_sequence_indices`` is patched to return None for fake input: its ``is_tracing`` check treats a
+   fake tensor as a compile trace and would materialize a (B, 1, S, S) mask that the real run never builds.
+4. Fake *cuda* cannot run autograd on a CPU-only build, so the step runs on fake ``cpu``. For a plan whose
+   ``device`` is ``cuda`` the tracker rounds to 512 bytes (as the caching allocator does) and AdamW/SGD use
+   ``foreach=True`` (torch's default on CUDA); attention still uses the CPU SDPA kernel.
+
+What it cannot see, like the tracker on a real run: the CUDA context, the caching allocator's reserve and
+fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
+
+Command line::
+
+    python -m trainer.traced --plan plan.json [--config config.json] [--steps N] --out result.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from ._plan import Plan
+from .build import (
+    BuildError,
+    Built,
+    _mod,
+    count_params,
+    enable_gc,
+    lora_config,
+    make_config,
+    make_optimizer,
+    materialize,
+    meta_model,
+    output_embeddings,
+    torch_dtype,
+)
+from .run import CUDA_ROUND, cli, resolve_config, tracked_figures, tracking, train_step, versions
+from .tracker import MemoryTracker
+
+
+@contextlib.contextmanager
+def fake_patches() -> Iterator[None]:
+    """The global patches the fake run needs; restored on exit."""
+    bnbf = _mod("bitsandbytes.functional")
+    mu = _mod("transformers.masking_utils")
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if "dynamic" not in bnbf.name2qmap:
+        bnbf.name2qmap["dynamic"] = bnbf.create_dynamic_map()
+    original = mu.find_packed_sequence_indices
+
+    def find_packed_sequence_indices(position_ids: torch.Tensor) -> Any:
+        # Our batches are one sequence per row (positions 0..S-1), for which the real function returns None.
+        if isinstance(position_ids, FakeTensor):
+            return None
+        return original(position_ids)
+
+    mu.find_packed_sequence_indices = find_packed_sequence_indices
+    restore_moe = _patch_grouped_mm(FakeTensor)
+    try:
+        yield
+    finally:
+        mu.find_packed_sequence_indices = original
+        restore_moe()
+
+
+def _patch_grouped_mm(fake_type: type) -> Callable[[], None]:
+    """MoE experts: torch's meta kernel for ``_grouped_mm`` accepts only bf16, the real CPU kernel any float.
+
+    With fp32 experts (QLoRA's upcast of non-quantized params) the fake run would stop where the real CPU run
+    goes on, so for fake non-bf16 weights transformers' ``grouped_mm_fallback`` op (same output) is used.
+    """
+    try:
+        moe = _mod("transformers.integrations.moe")
+    except ImportError:  # pragma: no cover - older transformers without fused experts
+        return lambda: None
+    original = getattr(moe, "_can_use_grouped_mm", None)
+    if original is None:  # pragma: no cover
+        return lambda: None
+
+    def _can_use_grouped_mm(input: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) -> bool:
+        if isinstance(weight, fake_type) and weight.dtype != torch.bfloat16:
+            return False
+        return bool(original(input, weight, offs))
+
+    moe._can_use_grouped_mm = _can_use_grouped_mm
+
+    def restore() -> None:
+        moe._can_use_grouped_mm = original
+
+    return restore
+
+
+def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
+    """Step 1: the model on meta, frozen where the plan freezes it, checkpointed, PEFT-wrapped."""
+    model = meta_model(cfg, plan)
+    model.config.use_cache = False
+    if plan.adapters:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    if plan.gradient_checkpointing:
+        enable_gc(model)
+    if plan.adapters:
+        model = _mod("peft").get_peft_model(model, lora_config(plan))
+    return model
+
+
+def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built:
+    """Model + optimizer on fake CPU tensors (inside ``fake_patches``); ``fake_mode`` is a FakeTensorMode."""
+    if plan.method == "qlora" and (plan.use_dora or plan.quant_type == "int8"):
+        # DoRA dequantizes the base weight through Params4bit, which cannot hold a fake tensor.
+        raise BuildError("the traced dry run supports 4-bit QLoRA without DoRA; measure this plan with a real run")
+    cfg = make_config(config, plan)
+    model = meta_trainable_model(cfg, plan)
+    with fake_mode:
+        materialize(model, "cpu", fake=True, upcast=plan.upcast_non_quantized, init=False)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    foreach = True if plan.device == "cuda" and plan.optimizer in ("adamw_torch", "sgd") else None
+    optimizer = make_optimizer(trainable, plan, "cpu", foreach=foreach)
+    total, n_trainable = count_params(model)
+    autocast = torch_dtype(plan.dtype) if plan.method == "full" and plan.mixed_precision else None
+    return Built(
+        model=model,
+        optimizer=optimizer,
+        lm_head=output_embeddings(model),
+        autocast_dtype=autocast,
+        trainable=trainable,
+        params_total=total,
+        params_trainable=n_trainable,
+        vocab_size=int(cfg.vocab_size),
+    )
+
+
+def traced_run(
+    plan: Plan,
+    config: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    steps: int = 1,
+    *,
+    seed: int = 0,
+    round_to: int | None = None,
+) -> dict[str, Any]:
+    """Warm-up + ``steps`` traced steps; the result has the shape of ``trainer.run.run``'s, ``mode: traced``.
+
+    ``device`` is accepted for CLI symmetry and ignored: the trace always runs on fake CPU tensors.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    del device, seed  # fake tensors hold no values: the seed changes nothing
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if round_to is None:
+        round_to = CUDA_ROUND if plan.device == "cuda" else 0
+    cfg = resolve_config(plan, config)
+    result: dict[str, Any] = {
+        "mode": "traced",
+        "plan": plan.to_dict(),
+        "config": cfg,
+        "device": "cpu (fake)",
+        "emulates": plan.device,
+        "versions": versions(None),
+        "steps": steps,
+        "oom": False,
+    }
+    t_all = time.perf_counter()
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_patches():
+        t0 = time.perf_counter()
+        built = build_traced(cfg, plan, fake_mode)
+        result["load_time_s"] = time.perf_counter() - t0
+        result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
+        with fake_mode:
+            result.update(_traced_steps(built, plan, steps, round_to))
+    result["wall_time_s"] = time.perf_counter() - t_all
+    return result
+
+
+def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
+    """Warm-up + measured steps under the tracker (call inside the fake mode)."""
+    ids = torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long)
+    batch = (ids, ids.clone())
+    first_tracker = MemoryTracker(round_to=round_to)
+    t0 = time.perf_counter()
+    with tracking(first_tracker, built, plan, batch):
+        train_step(built, batch, tracker=first_tracker)
+    first = {"step_time_s": time.perf_counter() - t0, **tracked_figures(first_tracker)}
+    tracker = MemoryTracker(round_to=round_to)
+    times: list[float] = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        with tracking(tracker, built, plan, batch):
+            train_step(built, batch, tracker=tracker)
+        times.append(time.perf_counter() - t0)
+    measured = {"peak_reserved": None, "driver_used": None, "context": None, **tracked_figures(tracker)}
+    return {
+        "first_step": first,
+        "measured": measured,
+        "step_time_s": sum(times) / len(times),
+        "step_times_s": times,
+        "loss": None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, traced_run, "Trace a training step of a plan on fake tensors (no memory used)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
