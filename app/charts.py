@@ -30,6 +30,7 @@ COMPONENTS: tuple[str, ...] = (
     "activations",
     "logits",
     "overhead",
+    "reserve",
 )
 COMPONENT_LABELS: dict[str, str] = {
     "weights": "Weights",
@@ -39,6 +40,7 @@ COMPONENT_LABELS: dict[str, str] = {
     "activations": "Activations",
     "logits": "Logits",
     "overhead": "Overhead",
+    "reserve": "Allocator cache",
 }
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies, readable on light and dark.
 COMPONENT_COLORS: dict[str, str] = {
@@ -49,6 +51,7 @@ COMPONENT_COLORS: dict[str, str] = {
     "activations": "#009e73",
     "logits": "#56b4e9",
     "overhead": "#999999",
+    "reserve": "#c7c7c7",
 }
 
 COMMON_CAPACITIES_GB: tuple[int, ...] = (24, 40, 48, 80, 141)
@@ -118,22 +121,29 @@ def method_order(methods: Sequence[str] | Mapping[str, Any]) -> list[str]:
 
 
 def components_of(contract: Mapping[str, Any]) -> dict[str, int]:
-    """``memory.components`` of a contract, every component present (missing ones count as 0)."""
-    comps = contract.get("memory", {}).get("components", {}) or {}
-    return {c: int(comps.get(c) or 0) for c in COMPONENTS}
+    """``memory.components`` of a contract, every component present (missing ones count as 0).
+
+    One derived component is added: ``reserve``, what the caching allocator holds beyond the live tensors
+    (``peak_reserved - peak_allocated``), so that the components add up to ``peak_bytes`` (``memory.total``,
+    the figure ``fits`` compares with a GPU's usable memory).
+    """
+    memory = contract.get("memory", {}) or {}
+    comps = memory.get("components", {}) or {}
+    out = {c: int(comps.get(c) or 0) for c in COMPONENTS if c != "reserve"}
+    out["reserve"] = max(0, peak_bytes(contract) - sum(out.values()))
+    return out
 
 
 def peak_bytes(contract: Mapping[str, Any]) -> int:
-    """The figure a GPU must hold: ``memory.peak_reserved``, else ``peak_allocated``, else ``total``.
-
-    Falls back to the sum of the components, so synthetic contracts work too.
-    """
+    """The figure a GPU must hold: ``memory.total`` (what ``fits`` compares with a GPU's usable memory),
+    else ``peak_reserved``, else ``peak_allocated``, else the sum of the components (synthetic contracts)."""
     memory = contract.get("memory", {}) or {}
-    for key in ("peak_reserved", "peak_allocated", "total"):
+    for key in ("total", "peak_reserved", "peak_allocated"):
         value = memory.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return int(value)
-    return sum(components_of(contract).values())
+    comps = memory.get("components", {}) or {}
+    return sum(int(comps.get(c) or 0) for c in COMPONENTS if c != "reserve")
 
 
 def short_gpu_name(name: str) -> str:
@@ -151,9 +161,11 @@ def capacity_lines(
 ) -> list[dict[str, Any]]:
     """Horizontal lines for the bar chart: one per common capacity, plus the selected GPU.
 
-    ``gpus`` are catalog GPUs as dicts (``id``, ``name``, ``memory_bytes``). A common capacity takes its exact
-    size from the first catalog GPU whose memory rounds to it (so the line sits where the card's memory really
-    ends), else ``capacity * 2**30``. Returns dicts ``{"label", "bytes", "selected"}``, smallest first.
+    ``gpus`` are catalog GPUs as dicts (``id``, ``name``, ``memory_bytes``, ``usable_bytes``). Lines sit at
+    usable memory (what is left after the driver's reservation; what ``fits`` compares ``memory.total``
+    with), so a bar above a line does not fit that card. A common capacity takes its size from the first
+    catalog GPU sold as that size, else ``capacity * 2**30``. Returns ``{"label", "bytes", "selected"}``
+    dicts, smallest first.
     """
     lines: list[dict[str, Any]] = []
     chosen = next((g for g in gpus if g.get("id") == selected), None) if selected else None
@@ -162,18 +174,19 @@ def capacity_lines(
         if cap == chosen_cap:
             continue  # the selected GPU's line stands for its size
         match = next((g for g in gpus if _nominal_gb(int(g.get("memory_bytes") or 0)) == cap), None)
-        size = int(match["memory_bytes"]) if match else cap * GIB
+        size = _usable(match) if match else cap * GIB
         lines.append({"label": f"{cap} GB", "bytes": size, "selected": False})
     if chosen is not None:
+        name = short_gpu_name(str(chosen.get("name") or chosen.get("id")))
         lines.append(
-            {
-                "label": short_gpu_name(str(chosen.get("name") or chosen.get("id"))),
-                "bytes": int(chosen["memory_bytes"]),
-                "selected": True,
-            }
+            {"label": f"{name}: {human_gib(_usable(chosen))} usable", "bytes": _usable(chosen), "selected": True}
         )
     lines.sort(key=lambda line: line["bytes"])
     return lines
+
+
+def _usable(gpu: Mapping[str, Any]) -> int:
+    return int(gpu.get("usable_bytes") or gpu["memory_bytes"])
 
 
 def _nominal_gb(memory_bytes: int) -> int:
@@ -229,6 +242,21 @@ def _hline(
     return shape, annotation
 
 
+def _legend_line(label: str, *, dash: str) -> dict[str, Any]:
+    """A legend entry for a capacity line drawn as a shape (the trace itself draws nothing)."""
+    return {
+        "type": "scatter",
+        "mode": "lines",
+        "name": label,
+        "x": [None],
+        "y": [None],
+        "line": {"color": CAPACITY_COLOR, "dash": dash, "width": 2},
+        "hoverinfo": "skip",
+        "showlegend": True,
+        "meta": {"capacity": True},
+    }
+
+
 # --- figures ------------------------------------------------------------------------------------------
 
 
@@ -247,10 +275,7 @@ def memory_bar_chart(
     """
     methods = method_order(estimates)
     labels = [METHOD_LABELS.get(m, m) for m in methods]
-    ticks = [
-        f"<b>{label} ◆</b>" if m == selected_method else label
-        for m, label in zip(methods, labels, strict=True)
-    ]
+    ticks = [f"<b>{label} ◆</b>" if m == selected_method else label for m, label in zip(methods, labels, strict=True)]
     comps = {m: components_of(estimates[m]) for m in methods}
     peaks = {m: peak_bytes(estimates[m]) for m in methods}
     data: list[dict[str, Any]] = []
@@ -265,7 +290,8 @@ def memory_bar_chart(
                 "x": labels,
                 "y": [gib(v) for v in values],
                 "customdata": values,
-                "marker": {"color": COMPONENT_COLORS[c]},
+                "marker": {"color": COMPONENT_COLORS[c]}
+                | ({"pattern": {"shape": "/", "fgcolor": "#888888", "size": 6}} if c == "reserve" else {}),
                 "hovertemplate": f"{COMPONENT_LABELS[c]}: %{{y:.2f}} GiB<extra>%{{x}}</extra>",
                 "meta": {"component": c},
             }
@@ -280,10 +306,10 @@ def memory_bar_chart(
     for line in shown:
         selected = bool(line.get("selected"))
         size = int(line["bytes"])
-        # The selected GPU's label goes on the left; a common size's label on the right unless it would sit
-        # on the previous right-hand label (lines closer than 6% of the axis), then on the left too.
-        left = selected or (last_right is not None and (size - last_right) < 0.06 * top * 1.12)
-        if not left:
+        # Labels go on the right (the first bar, usually the tallest, is on the left), unless one would sit
+        # on the previous right-hand label (lines closer than 6% of the axis): then on the left.
+        left = last_right is not None and (size - last_right) < 0.06 * top * 1.12
+        if not left and not selected:
             last_right = size
         shape, note = _hline(
             gib(size),
@@ -294,7 +320,10 @@ def memory_bar_chart(
             left=left,
         )
         shapes.append(shape)
-        annotations.append(note)
+        if selected:  # named in the legend, where it cannot sit on a bar's label
+            data.append(_legend_line(str(line["label"]), dash="solid"))
+        else:
+            annotations.append(note)
     for m, label in zip(methods, labels, strict=True):
         annotations.append(
             {
@@ -440,9 +469,9 @@ def sweep_line_chart(
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     if cap_bytes is not None:
-        shape, note = _hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)
+        shape, _ = _hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)
         shapes.append(shape)
-        annotations.append(note)
+        data.append(_legend_line(cap_label, dash="dash"))
     xaxis: dict[str, Any] = {"title": {"text": x_title}, "automargin": True}
     if log_x and all_x and min(all_x) > 0:
         xaxis.update(
@@ -470,7 +499,7 @@ def sweep_line_chart(
         shapes=shapes,
         annotations=annotations,
         legend={"x": 0.01, "y": 0.99, "xanchor": "left", "yanchor": "top", "bgcolor": "rgba(0,0,0,0)"},
-        showlegend=len(series) > 1,
+        showlegend=len(series) > 1 or cap_bytes is not None,
         meta={"stops_fitting": stops, "capacity": cap_bytes},
     )
     return {"data": data, "layout": layout}

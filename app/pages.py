@@ -275,9 +275,7 @@ def parse_query(params: Mapping[str, Sequence[str]]) -> FormState:
                     values[name] = int(number) if number.is_integer() else number
             except ValueError:
                 values[name] = raw
-                errors[name] = (
-                    f"{name.replace('_', ' ')} must be a{'n integer' if kind == 'int' else ' number'}"
-                )
+                errors[name] = f"{name.replace('_', ' ')} must be a{'n integer' if kind == 'int' else ' number'}"
         elif kind == "targets":
             text = raw if raw else "all-linear"
             parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
@@ -336,9 +334,7 @@ def query_string(values: Mapping[str, Any]) -> str:
 ConfigResolver = Callable[[Any], "Mapping[str, Any] | None"]
 
 
-def resolve_config(
-    plan: Any, request: Request | None = None
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def resolve_config(plan: Any, request: Request | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(config to pass to estimate, the model's config.json)`` for a plan, like ``POST /api/estimate``.
 
     An inline config travels in the plan and a catalog model is looked up by the estimator, so for those the
@@ -436,8 +432,7 @@ def _gpu_capacity(gpus: Sequence[Mapping[str, Any]], gpu_id: str | None) -> dict
     chosen = next((g for g in gpus if g["id"] == gpu_id), None) if gpu_id else None
     if chosen is not None:
         return {
-            "label": f"{charts.short_gpu_name(chosen['name'])}: "
-            f"{charts.human_gib(chosen['usable_bytes'])} usable",
+            "label": f"{charts.short_gpu_name(chosen['name'])}: {charts.human_gib(chosen['usable_bytes'])} usable",
             "name": chosen["name"],
             "bytes": chosen["usable_bytes"],
             "gpu": chosen["id"],
@@ -498,9 +493,7 @@ def compute(plan_data: Mapping[str, Any], request: Request | None = None) -> dic
         if method not in variants:
             continue
         sweeps["seq_len"][method] = _sweep(est, variants[method], config, "seq_len", seq_values, capacity)
-        sweeps["batch_size"][method] = _sweep(
-            est, variants[method], config, "batch_size", BATCH_SWEEP, capacity
-        )
+        sweeps["batch_size"][method] = _sweep(est, variants[method], config, "batch_size", BATCH_SWEEP, capacity)
     shown = {m: estimates[m] for m in charts.METHODS if m in estimates}
     figures = {
         "memory": charts.memory_bar_chart(
@@ -640,11 +633,11 @@ def results_view(payload: Mapping[str, Any]) -> dict[str, Any]:
         fits_capacity = peak <= capacity["bytes"]
         margin = charts.human_gib(abs(capacity["bytes"] - peak))
         verdict = (
-            f"Fits on {against}: {margin} headroom."
-            if fits_capacity
-            else f"Does not fit on {against}: {margin} short."
+            f"Fits on {against}: {margin} headroom." if fits_capacity else f"Does not fit on {against}: {margin} short."
         )
-    notes = {m: notes_of(estimates[m]) for m in methods if m in estimates}
+    notes = {
+        m: {"largest": largest_terms(estimates[m]), "notes": notes_of(estimates[m])} for m in methods if m in estimates
+    }
     return {
         "method": view,
         "primary": primary,
@@ -669,15 +662,32 @@ def _join(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def largest_terms(contract: Mapping[str, Any], n: int = 3) -> list[dict[str, Any]]:
+    """The ``n`` largest ``memory.terms``: ``{"name", "label", "bytes", "text", "share", "counts"}``."""
+    memory = contract.get("memory", {}) or {}
+    total = charts.peak_bytes(contract) or 1
+    terms = [t for t in memory.get("terms") or () if isinstance(t, Mapping) and (t.get("bytes") or 0) > 0]
+    terms.sort(key=lambda t: -int(t["bytes"]))
+    return [
+        {
+            "name": t.get("name"),
+            "label": str(t.get("name") or t.get("component") or "").replace("_", " ").capitalize(),
+            "bytes": int(t["bytes"]),
+            "text": charts.human_gib(int(t["bytes"])),
+            "share": f"{100 * int(t['bytes']) / total:.0f}%",
+            "counts": str(t.get("counts") or ""),
+        }
+        for t in terms[:n]
+    ]
+
+
 def notes_of(contract: Mapping[str, Any]) -> list[str]:
     """The plain-language notes of an estimate: ``memory.notes`` first, then the estimate's other notes."""
     out: list[str] = []
     sources = (
         (contract.get("memory", {}) or {}).get("notes"),
         contract.get("notes"),
-        (contract.get("model", {}) or {}).get("notes")
-        if isinstance(contract.get("model"), Mapping)
-        else None,
+        (contract.get("model", {}) or {}).get("notes") if isinstance(contract.get("model"), Mapping) else None,
     )
     for source in sources:
         for note in source or ():
@@ -716,9 +726,7 @@ def fits_rows(contract: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The contract's ``fits`` as rows ``{"id", "name", "fits", "headroom", "text"}``, fitting ones first."""
     raw = contract.get("fits") or []
     if isinstance(raw, Mapping):
-        raw = [
-            dict(v, id=k) if isinstance(v, Mapping) else {"id": k, "fits": bool(v)} for k, v in raw.items()
-        ]
+        raw = [dict(v, id=k) if isinstance(v, Mapping) else {"id": k, "fits": bool(v)} for k, v in raw.items()]
     rows = []
     for item in raw:
         if not isinstance(item, Mapping):
@@ -737,9 +745,7 @@ def fits_rows(contract: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "name": name,
                 "fits": bool(fits),
                 "headroom": headroom,
-                "headroom_text": charts.human_gib(abs(headroom))
-                if isinstance(headroom, int | float)
-                else "—",
+                "headroom_text": charts.human_gib(abs(headroom)) if isinstance(headroom, int | float) else "—",
                 "memory_text": charts.human_gib(memory) if memory else "",
                 "num_gpus": item.get("num_gpus"),
             }

@@ -80,13 +80,9 @@ def contract(
 
 
 ESTIMATES = {
-    "qlora": contract(
-        5 * GIB, adapters=GIB // 4, gradients=GIB // 4, optimizer=GIB // 2, activations=2 * GIB
-    ),
+    "qlora": contract(5 * GIB, adapters=GIB // 4, gradients=GIB // 4, optimizer=GIB // 2, activations=2 * GIB),
     "full": contract(16 * GIB, gradients=16 * GIB, optimizer=64 * GIB, activations=2 * GIB, logits=GIB),
-    "lora": contract(
-        15 * GIB, adapters=GIB // 4, gradients=GIB // 4, optimizer=GIB // 2, activations=2 * GIB
-    ),
+    "lora": contract(15 * GIB, adapters=GIB // 4, gradients=GIB // 4, optimizer=GIB // 2, activations=2 * GIB),
 }
 
 
@@ -117,46 +113,37 @@ def test_memory_bars_stack_components_per_method_in_canonical_order() -> None:
     # the stack of each bar is the method's peak
     for i, method in enumerate(("full", "lora", "qlora")):
         assert sum(t["customdata"][i] for t in fig["data"]) == ESTIMATES[method]["memory"]["peak_reserved"]
-    assert fig["layout"]["meta"]["peaks"] == [
-        charts.peak_bytes(ESTIMATES[m]) for m in ("full", "lora", "qlora")
-    ]
+    assert fig["layout"]["meta"]["peaks"] == [charts.peak_bytes(ESTIMATES[m]) for m in ("full", "lora", "qlora")]
     json.dumps(fig)  # plain JSON all the way
 
 
 def test_memory_bars_drop_all_zero_components_and_mark_the_selected_method() -> None:
-    fig = charts.memory_bar_chart(
-        {"qlora": ESTIMATES["qlora"], "lora": ESTIMATES["lora"]}, selected_method="lora"
-    )
+    fig = charts.memory_bar_chart({"qlora": ESTIMATES["qlora"], "lora": ESTIMATES["lora"]}, selected_method="lora")
     assert "Logits" not in by_name(fig)
     assert fig["data"][0]["x"] == ["LoRA", "QLoRA"]
     ticks = fig["layout"]["xaxis"]["ticktext"]
     assert ticks[0].startswith("<b>LoRA") and ticks[1] == "QLoRA"
 
 
-def test_capacity_lines_take_exact_sizes_from_the_catalog_and_the_selected_gpu_replaces_its_class() -> None:
+def test_capacity_lines_sit_at_usable_memory_and_the_selected_gpu_replaces_its_class() -> None:
     lines = charts.capacity_lines(GPUS)
     assert [line["label"] for line in lines] == ["24 GB", "40 GB", "48 GB", "80 GB", "141 GB"]
-    assert [line["bytes"] for line in lines] == [
-        24 * GIB,
-        40 * GIB,
-        48 * GIB - 12 * 2**20,
-        80 * GIB,
-        143_771 * 2**20,
-    ]
+    # usable memory of the first catalog card of each size: where a bar stops fitting
+    assert [line["bytes"] for line in lines] == [23 * GIB, 39 * GIB, 47 * GIB, 79 * GIB, 139 * GIB]
     assert not any(line["selected"] for line in lines)
 
     chosen = charts.capacity_lines(GPUS, selected="rtx-4090")
-    assert [line["label"] for line in chosen] == ["RTX 4090", "40 GB", "48 GB", "80 GB", "141 GB"]
-    assert chosen[0] == {"label": "RTX 4090", "bytes": 24 * GIB - 12 * 2**20, "selected": True}
+    assert [line["label"] for line in chosen] == [
+        "RTX 4090: 23.00 GiB usable", "40 GB", "48 GB", "80 GB", "141 GB",
+    ]  # fmt: skip
+    assert chosen[0]["bytes"] == 23 * GIB and chosen[0]["selected"] is True
 
     # an L4 has 22.5 GiB, sold as 24 GB (decimal): it stands for the 24 GB class
     odd = charts.capacity_lines(GPUS, selected="l4")
-    assert [line["label"] for line in odd] == ["L4", "40 GB", "48 GB", "80 GB", "141 GB"]
+    assert [line["label"].split(":")[0] for line in odd] == ["L4", "40 GB", "48 GB", "80 GB", "141 GB"]
     t4 = {"id": "t4", "name": "NVIDIA T4", "memory_bytes": 15 * GIB, "usable_bytes": 14 * GIB}
-    assert [line["label"] for line in charts.capacity_lines([*GPUS, t4], selected="t4")][:2] == [
-        "T4",
-        "24 GB",
-    ]
+    labels = [line["label"] for line in charts.capacity_lines([*GPUS, t4], selected="t4")]
+    assert labels[:2] == ["T4: 14.00 GiB usable", "24 GB"]
     # without a catalog the marketing size is taken as GiB
     assert charts.capacity_lines([])[0] == {"label": "24 GB", "bytes": 24 * GIB, "selected": False}
 
@@ -170,15 +157,17 @@ def test_memory_bars_draw_capacity_lines_up_to_the_next_size_above_the_tallest_b
     fig = charts.memory_bar_chart(small, charts.capacity_lines(GPUS))
     assert _line_labels(fig) == ["24 GB"]
     shapes = fig["layout"]["shapes"]
-    assert [s["y0"] for s in shapes] == [24.0]
-    assert fig["layout"]["yaxis"]["range"][1] >= 24.0
+    assert [s["y0"] for s in shapes] == [23.0]
+    assert fig["layout"]["yaxis"]["range"][1] >= 23.0
 
     # the selected GPU is drawn wherever it is, in the capacity colour, solid
     fig = charts.memory_bar_chart(small, charts.capacity_lines(GPUS, selected="h200"))
-    assert _line_labels(fig) == ["24 GB", "H200 SXM 141GB"]
+    assert _line_labels(fig) == ["24 GB"]  # the selected GPU is named in the legend
+    legend = [t for t in fig["data"] if (t.get("meta") or {}).get("capacity")]
+    assert [t["name"] for t in legend] == ["H200 SXM 141GB: 139.00 GiB usable"]
     selected = fig["layout"]["shapes"][-1]
     assert selected["line"]["color"] == charts.CAPACITY_COLOR and selected["line"]["dash"] == "solid"
-    assert fig["layout"]["yaxis"]["range"][1] >= 143_771 / 1024
+    assert fig["layout"]["yaxis"]["range"][1] >= 139
 
     fig = charts.memory_bar_chart(ESTIMATES, charts.capacity_lines(GPUS))  # full: ~99.5 GiB
     assert _line_labels(fig) == ["24 GB", "40 GB", "48 GB", "80 GB", "141 GB"]
@@ -195,11 +184,10 @@ def points(peaks: dict[int, int | None]) -> list[dict[str, Any]]:
 
 
 def test_sweep_marks_the_first_point_over_capacity() -> None:
-    series = points(
-        {256: 6 * GIB, 512: 7 * GIB, 1024: 9 * GIB, 2048: 13 * GIB, 4096: 21 * GIB, 8192: 37 * GIB}
-    )
+    series = points({256: 6 * GIB, 512: 7 * GIB, 1024: 9 * GIB, 2048: 13 * GIB, 4096: 21 * GIB, 8192: 37 * GIB})
     fig = charts.sweep_line_chart(series, {"label": "RTX 4090: 23.6 GiB usable", "bytes": 24 * GIB})
-    line, stop = fig["data"]
+    line, stop, legend = fig["data"]
+    assert legend["name"] == "RTX 4090: 23.6 GiB usable" and legend["meta"]["capacity"]
     assert line["x"] == [256, 512, 1024, 2048, 4096, 8192]
     assert line["customdata"] == [p["peak"] for p in series]
     assert line["y"] == [6.0, 7.0, 9.0, 13.0, 21.0, 37.0]
@@ -209,7 +197,6 @@ def test_sweep_marks_the_first_point_over_capacity() -> None:
     assert fig["layout"]["shapes"][0]["y0"] == 24.0
     assert fig["layout"]["xaxis"]["type"] == "log"
     assert fig["layout"]["xaxis"]["ticktext"] == ["256", "512", "1k", "2k", "4k", "8k"]
-    assert fig["layout"]["annotations"][0]["text"] == "RTX 4090: 23.6 GiB usable"
 
 
 def test_sweep_with_one_line_per_method_skips_invalid_points_and_never_fitting_is_none() -> None:
@@ -222,7 +209,7 @@ def test_sweep_with_one_line_per_method_skips_invalid_points_and_never_fitting_i
         x_title="Batch size",
         log_x=False,
     )
-    lines = [t for t in fig["data"] if not (t.get("meta") or {}).get("stops_fitting")]
+    lines = [t for t in fig["data"] if (t.get("meta") or {}).get("method") and not t["meta"].get("stops_fitting")]
     assert [t["name"] for t in lines] == ["Full", "QLoRA"]
     assert lines[0]["x"] == [1, 2]
     assert fig["layout"]["meta"]["stops_fitting"] == {"full": 1, "qlora": None}
@@ -236,6 +223,7 @@ def test_sweep_without_capacity_has_no_line() -> None:
     fig = charts.sweep_line_chart(points({256: GIB}), None)
     assert fig["layout"]["shapes"] == []
     assert len(fig["data"]) == 1
+    assert fig["layout"]["showlegend"] is False
 
 
 def test_storage_rows_and_chart() -> None:
@@ -282,14 +270,28 @@ def test_human_gib(n: int | None, text: str) -> None:
     assert charts.human_gib(n) == text
 
 
-@pytest.mark.parametrize(
-    ("n", "text"), [(8_030_261_248, "8.03B"), (41_943_040, "41.9M"), (1_500, "1.5K"), (12, "12")]
-)
+@pytest.mark.parametrize(("n", "text"), [(8_030_261_248, "8.03B"), (41_943_040, "41.9M"), (1_500, "1.5K"), (12, "12")])
 def test_human_count(n: int, text: str) -> None:
     assert charts.human_count(n) == text
 
 
-def test_peak_prefers_reserved_then_allocated_then_the_component_sum() -> None:
-    assert charts.peak_bytes({"memory": {"peak_reserved": 10, "peak_allocated": 8, "total": 9}}) == 10
-    assert charts.peak_bytes({"memory": {"peak_allocated": 8, "total": 9}}) == 8
+def test_peak_prefers_total_then_reserved_then_allocated_then_the_component_sum() -> None:
+    assert charts.peak_bytes({"memory": {"peak_reserved": 10, "peak_allocated": 8, "total": 12}}) == 12
+    assert charts.peak_bytes({"memory": {"peak_reserved": 10, "peak_allocated": 8}}) == 10
+    assert charts.peak_bytes({"memory": {"peak_allocated": 8}}) == 8
     assert charts.peak_bytes({"memory": {"components": {"weights": 3, "optimizer": 4}}}) == 7
+
+
+def test_the_allocator_cache_tops_the_stack_up_to_the_total() -> None:
+    """Components hold the live tensors and the CUDA context; ``total`` adds what the caching allocator keeps
+    reserved. The bars show it as its own segment, so each stack reaches the figure ``fits`` uses."""
+    c = contract(10 * GIB, optimizer=GIB, overhead=GIB // 2)
+    c["memory"]["peak_allocated"] = 11 * GIB
+    c["memory"]["peak_reserved"] = 12 * GIB
+    c["memory"]["total"] = 12 * GIB + GIB // 2
+    assert charts.components_of(c)["reserve"] == GIB
+    fig = charts.memory_bar_chart({"full": c})
+    traces = by_name(fig)
+    assert traces["Allocator cache"]["customdata"] == [GIB]
+    assert "pattern" in traces["Allocator cache"]["marker"]
+    assert sum(t["customdata"][0] for t in fig["data"]) == c["memory"]["total"]

@@ -171,15 +171,17 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
         assert data["estimates"][method] == expected
 
     memory = data["charts"]["memory"]
-    traces = {t["meta"]["component"]: t for t in memory["data"]}
+    traces = {t["meta"]["component"]: t for t in memory["data"] if "component" in t["meta"]}
     for i, method in enumerate(("full", "lora", "qlora")):
         memory_json = data["estimates"][method]["memory"]
         comps = memory_json["components"] | {"reserve": memory_json["peak_reserved"] - memory_json["peak_allocated"]}
         for component, trace in traces.items():
             assert trace["customdata"][i] == comps[component]
-        assert sum(t["customdata"][i] for t in memory["data"]) == memory_json["total"]
+        assert sum(t["customdata"][i] for t in traces.values()) == memory_json["total"]
     labels = [a["text"] for a in memory["layout"]["annotations"] if a.get("xref") == "paper"]
-    assert "RTX 4090" in labels and "24 GB" not in labels
+    assert "24 GB" not in labels and "40 GB" in labels
+    (selected,) = [t["name"] for t in memory["data"] if t["meta"].get("capacity")]
+    assert selected == data["capacity"]["label"] == "RTX 4090: 23.64 GiB usable"
 
     # sweeps: powers of two from 256 to the model's context (128k), batch 1..64, for each method
     seq = data["sweeps"]["seq_len"]
@@ -194,7 +196,8 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
     assert capacity["gpu"] == "rtx-4090"
     assert all(p["fits"] == (p["peak"] <= capacity["bytes"]) for p in seq["full"])
     seq_chart = data["charts"]["seq_len"]
-    lines = {t["meta"]["method"]: t for t in seq_chart["data"] if not t["meta"].get("stops_fitting")}
+    lines = {t["meta"]["method"]: t for t in seq_chart["data"] if "method" in t["meta"]}
+    lines = {m: t for m, t in lines.items() if not t["meta"].get("stops_fitting")}
     assert lines["qlora"]["customdata"] == [p["peak"] for p in seq["qlora"]]
     assert seq_chart["layout"]["meta"]["capacity"] == capacity["bytes"]
     assert seq_chart["layout"]["meta"]["stops_fitting"]["full"] == 256  # full fine-tuning never fits 24 GB
