@@ -196,8 +196,9 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
     assert capacity["gpu"] == "rtx-4090"
     assert all(p["fits"] == (p["peak"] <= capacity["bytes"]) for p in seq["full"])
     seq_chart = data["charts"]["seq_len"]
-    lines = {t["meta"]["method"]: t for t in seq_chart["data"] if "method" in t["meta"]}
-    lines = {m: t for m, t in lines.items() if not t["meta"].get("stops_fitting")}
+    lines = {
+        t["meta"]["method"]: t for t in seq_chart["data"] if "method" in t["meta"] and "stops_fitting" not in t["meta"]
+    }
     assert lines["qlora"]["customdata"] == [p["peak"] for p in seq["qlora"]]
     assert seq_chart["layout"]["meta"]["capacity"] == capacity["bytes"]
     assert seq_chart["layout"]["meta"]["stops_fitting"]["full"] == 256  # full fine-tuning never fits 24 GB
