@@ -185,6 +185,8 @@ class _Reader:
 def _llama_like(r: _Reader, *, defaults: dict[str, Any], **fields: Any) -> Architecture:
     hidden = r.num("hidden_size", defaults.get("hidden_size"))
     heads = r.num("num_attention_heads", defaults.get("num_attention_heads"))
+    # a family's own default (Mistral's 8 KV heads, Gemma's head_dim 256) applies only when the key is absent
+    absent = {k: defaults[k] for k in ("num_key_value_heads", "head_dim") if k in defaults and k not in r.c}
     kwargs: dict[str, Any] = dict(
         model_type=r.model_type,
         vocab_size=r.num("vocab_size", defaults.get("vocab_size")),
@@ -192,8 +194,8 @@ def _llama_like(r: _Reader, *, defaults: dict[str, Any], **fields: Any) -> Archi
         intermediate_size=r.num("intermediate_size", defaults.get("intermediate_size")),
         num_hidden_layers=r.num("num_hidden_layers", defaults.get("num_hidden_layers")),
         num_attention_heads=heads,
-        num_key_value_heads=r.kv_heads(heads),
-        head_dim=r.head_dim(hidden, heads),
+        num_key_value_heads=absent.get("num_key_value_heads") or r.kv_heads(heads),
+        head_dim=absent.get("head_dim") or r.head_dim(hidden, heads),
         max_position_embeddings=r.max_pos(defaults.get("max_position_embeddings", 2048)),
         tie_word_embeddings=r.flag("tie_word_embeddings", defaults.get("tie_word_embeddings", False)),
         hidden_act=r.text("hidden_act", defaults.get("hidden_act", "silu")),
@@ -216,7 +218,7 @@ def _mistral(r: _Reader) -> Architecture:
     return _llama_like(
         r,
         defaults=dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                      num_attention_heads=32, max_position_embeddings=4096 * 32),
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32),
     )  # fmt: skip
 
 
@@ -225,7 +227,7 @@ def _mixtral(r: _Reader) -> Architecture:
     return _llama_like(
         r,
         defaults=dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                      num_attention_heads=32, max_position_embeddings=4096 * 32),
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32),
         num_experts=r.num("num_local_experts", 8),
         num_experts_per_tok=r.num("num_experts_per_tok", 2),
         moe_intermediate_size=r.num("intermediate_size", 14336),
@@ -237,7 +239,7 @@ def _qwen2(r: _Reader) -> Architecture:
     return _llama_like(
         r,
         defaults=dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
-                      num_attention_heads=32, max_position_embeddings=32768),
+                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768),
         qkv_bias=True,
     )  # fmt: skip
 
@@ -258,7 +260,7 @@ def _qwen2_moe(r: _Reader) -> Architecture:
     return _llama_like(
         r,
         defaults=dict(vocab_size=151936, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
-                      num_attention_heads=16, max_position_embeddings=32768),
+                      num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=32768),
         qkv_bias=True,
         num_experts=experts,
         num_experts_per_tok=r.num("num_experts_per_tok", 4),
@@ -273,7 +275,7 @@ def _qwen3(r: _Reader) -> Architecture:
     return _llama_like(
         r,
         defaults=dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
-                      num_attention_heads=32, max_position_embeddings=32768),
+                      num_attention_heads=32, num_key_value_heads=32, head_dim=128, max_position_embeddings=32768),
         qkv_bias=bias, o_bias=bias, qk_norm="head",
     )  # fmt: skip
 
@@ -285,7 +287,7 @@ def _qwen3_moe(r: _Reader) -> Architecture:
     return _llama_like(
         r,
         defaults=dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
-                      num_attention_heads=32, max_position_embeddings=32768),
+                      num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=32768),
         qkv_bias=bias, o_bias=bias, qk_norm="head",
         num_experts=experts,
         num_experts_per_tok=r.num("num_experts_per_tok", 8),
@@ -295,8 +297,8 @@ def _qwen3_moe(r: _Reader) -> Architecture:
 
 
 _GEMMA_DEFAULTS = dict(vocab_size=256000, hidden_size=3072, intermediate_size=24576, num_hidden_layers=28,
-                       num_attention_heads=16, max_position_embeddings=8192, tie_word_embeddings=True,
-                       hidden_act="gelu_pytorch_tanh")  # fmt: skip
+                       num_attention_heads=16, num_key_value_heads=16, head_dim=256, max_position_embeddings=8192,
+                       tie_word_embeddings=True, hidden_act="gelu_pytorch_tanh")  # fmt: skip
 
 
 def _gemma(r: _Reader) -> Architecture:
@@ -307,14 +309,15 @@ def _gemma(r: _Reader) -> Architecture:
 def _gemma2(r: _Reader) -> Architecture:
     bias = r.flag("attention_bias", False)
     d = dict(_GEMMA_DEFAULTS, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-             num_attention_heads=8)  # fmt: skip
+             num_attention_heads=8, num_key_value_heads=4)  # fmt: skip
     return _llama_like(r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4)
 
 
 def _gemma3_text(r: _Reader) -> Architecture:
     bias = r.flag("attention_bias", False)
     d = dict(_GEMMA_DEFAULTS, vocab_size=262208, hidden_size=2304, intermediate_size=9216,
-             num_hidden_layers=26, num_attention_heads=8, max_position_embeddings=131072)  # fmt: skip
+             num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+             max_position_embeddings=131072)  # fmt: skip
     return _llama_like(r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4, qk_norm="head")
 
 
