@@ -172,7 +172,7 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
         out.append(Tensor(f"{m}.gate.weight", (e, h), "router", f"{m}.gate", ROUTER, False, moe))
         out.append(Tensor(f"{m}.experts.gate_up_proj", (e, 2 * mi, h), "expert", f"{m}.experts", EXPERTS, False, moe))
         out.append(Tensor(f"{m}.experts.down_proj", (e, h, mi), "expert", f"{m}.experts", EXPERTS, False, moe))
-        if arch.shared_expert_intermediate_size:
+        if arch.model_type == "qwen2_moe":  # always built, even at shared_expert_intermediate_size 0
             si = arch.shared_expert_intermediate_size
             s = f"{m}.shared_expert"
             out += _linear(f"{s}.gate_proj", si, h, "shared_expert", False, moe)
