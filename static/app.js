@@ -287,6 +287,9 @@
       if (!node || !fig) return;
       window.Plotly.react(node, fig.data, themed(fig.layout), PLOT_CONFIG);
     });
+    if (document.body.dataset.charts !== "ready" && window.performance && performance.mark) {
+      performance.mark("tuneplan:charts");
+    }
     document.body.dataset.charts = "ready";
   }
 
@@ -326,8 +329,13 @@
     var t = e.target;
     if (!t || t.type === "file" || t.type === "radio" || t.type === "checkbox" || t.tagName === "SELECT") return;
     if (t.id === "model") {
+      // search as you type; estimate only once the id is complete (a catalog pick, Enter, or leaving the
+      // field), so partial names do not go to the Hub
       clearTimeout(searchTimer);
       searchTimer = setTimeout(function () { searchModels(t.value.trim()); }, 150);
+      var picked = [].some.call(modelList.options, function (o) { return o.value === t.value.trim(); });
+      if (picked) schedule(150);
+      return;
     }
     schedule(400);
   });
