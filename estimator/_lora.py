@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import PlanError
-from ._inventory import EMBEDDING, LINEAR_KINDS, Inventory, Tensor
+from ._inventory import EMBEDDING, EXPERTS, LINEAR, LINEAR_KINDS, ROUTER, Inventory, Tensor
 from ._plan import Plan
 
 
@@ -28,7 +28,7 @@ class Adapted:
     embedding: bool = False
 
     def params(self, r: int, dora: bool) -> int:
-        per = r * (self.in_features + self.out_features) + (self.out_features if dora and not self.embedding else 0)
+        per = r * (self.in_features + self.out_features) + (self.out_features if dora else 0)
         return per * self.layers
 
 
@@ -45,7 +45,7 @@ class AdapterPlan:
 
     def tensor_count(self, dora: bool) -> int:
         """Number of trainable parameter tensors (AdamW keeps one ``step`` scalar each)."""
-        n = sum(a.layers * (3 if dora and not a.embedding else 2) for a in self.adapted)
+        n = sum(a.layers * (3 if dora else 2) for a in self.adapted)
         return n + sum(t.layers for t in self.saved_modules)
 
 
@@ -54,18 +54,61 @@ def _matches(module: str, targets: tuple[str, ...]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+# PEFT 0.21 on transformers 5 maps the v4 names of MoE routers and experts onto their v5 parameters
+# (``target_parameters``) for these model types; ``all-linear`` takes them all. The router weight (E × h) gets LoRA
+# like a linear; each fused expert parameter (E × out × in) a ParamWrapper with lora_A (k·r·E × in) and lora_B
+# (out × k·r·E), k the number of v4 linears fused into it (gate_up_proj: 2). It is recorded as an ``Adapted`` of
+# k·E·in → k·E·out so that r·in and out·r are the sizes of its two tensors. (qwen2_moe is not remapped.)
+_MOE_V4_NAMES = {
+    "mixtral": {"gate": "gate", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
+    "qwen3_moe": {"gate": "gate", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "down_proj": "down_proj"},
+}
+
+
+def _moe_parameter_targets(
+    inv: Inventory, plan: Plan, targets: tuple[str, ...] | None
+) -> tuple[list[Adapted], set[str]]:
+    """Adapted router/expert parameters and the target names they consume (``targets`` None: all-linear)."""
+    names = _MOE_V4_NAMES.get(inv.arch.model_type)
+    if not names:
+        return [], set()
+    used = {t: o for t in (names if targets is None else targets) for o in names if t == o or t.endswith("." + o)}
+    params = {names[o] for o in used.values()}
+    fused = {o for o, new in names.items() if new == "gate_up_proj"}
+    if "gate_up_proj" in params and not fused <= set(used.values()):
+        raise PlanError(f"target {' and '.join(sorted(fused))} together: they are fused into gate_up_proj")
+    adapted: list[Adapted] = []
+    for t in inv:
+        leaf = t.name.rsplit(".", 2)[-2] if t.kind == ROUTER else t.name.rsplit(".", 1)[-1]
+        if t.kind == ROUTER and leaf in params:
+            adapted.append(Adapted(t.module, t.shape[1], t.shape[0], t.layers))
+        elif t.kind == EXPERTS and leaf in params:
+            k, (e, out_f, in_f) = (2 if leaf == "gate_up_proj" else 1), t.shape
+            adapted.append(Adapted(t.name, k * e * in_f, k * e * out_f, t.layers))
+    if adapted and plan.use_dora:
+        raise PlanError("use_dora is not supported on MoE router and expert parameters (PEFT's ParamWrapper)")
+    return adapted, set(used)
+
+
 def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
     """The adapted modules and trainable parameter counts of a LoRA / QLoRA plan."""
     if not plan.adapters:
         return AdapterPlan((), (), 0, 0)
-    weights = [t for t in inv if not t.is_bias]
+    candidates = list(inv)
+    if not any(t.name == "lm_head.weight" for t in inv):  # tied: still a module PEFT can adapt or copy
+        arch = inv.arch
+        candidates.append(Tensor("lm_head.weight", (arch.vocab_size, arch.hidden_size), "lm_head", "lm_head", LINEAR))
+    weights = [t for t in candidates if not t.is_bias]
     adapted: list[Adapted] = []
     if plan.target_modules == "all-linear":
+        adapted += _moe_parameter_targets(inv, plan, None)[0]
         for t in weights:
             if t.kind in LINEAR_KINDS and t.role != "lm_head":
                 adapted.append(Adapted(t.module, t.in_features, t.out_features, t.layers))
     else:
-        targets = tuple(plan.target_modules)
+        moe, consumed = _moe_parameter_targets(inv, plan, tuple(plan.target_modules))
+        adapted += moe
+        targets = tuple(x for x in plan.target_modules if x not in consumed)
         unmatched = set(targets)
         for t in weights:
             if not _matches(t.module, targets):
@@ -80,15 +123,16 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
                     f"target module {t.module.replace('{i}', 'N')!r} is a {t.kind} module, which LoRA cannot "
                     "adapt; target linear layers (e.g. q_proj, v_proj) or use 'all-linear'"
                 )
-        if unmatched == set(targets):
+        if unmatched == set(plan.target_modules):
             names = sorted({t.leaf for t in weights if t.kind in LINEAR_KINDS})
             raise PlanError(
                 f"target_modules {sorted(targets)} match no module of this model; its linear modules are: "
                 + ", ".join(names)
             )
     saved: list[Tensor] = []
-    for t in inv:
-        if plan.modules_to_save and _matches(t.module, plan.modules_to_save):
+    for t in candidates:
+        # PEFT matches modules_to_save by a plain suffix ("norm" takes input_layernorm too)
+        if any(t.module.replace("{i}", "0").endswith(x) for x in plan.modules_to_save):
             saved.append(t)
     if plan.modules_to_save and not saved:
         raise PlanError(f"modules_to_save {list(plan.modules_to_save)} match no module of this model")
