@@ -1,0 +1,190 @@
+"""Screenshots of the planner page for the README: desktop, phone width, dark mode.
+
+Starts the app on a free loopback port (or uses ``--url``), drives headless Chromium through Playwright and
+writes small PNGs to ``docs/screenshots/``::
+
+    .venv/bin/python bench/screenshots.py                 # starts the app itself
+    .venv/bin/python bench/screenshots.py --url http://127.0.0.1:8000 --out /tmp/shots
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``) at ``/usr/bin/chromium`` (or ``--chromium``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# (file name, query string, viewport, colour scheme, element to scroll to the top or None)
+SHOTS: tuple[tuple[str, str, dict[str, int], str, str | None], ...] = (
+    (
+        "desktop.png",
+        "?model=llama-3.1-8b&method=qlora&seq_len=4096&gpu=rtx-4090",
+        {"width": 1280, "height": 900},
+        "light",
+        None,
+    ),
+    (
+        "compare.png",
+        "?model=llama-3.1-8b&method=compare&seq_len=2048&gpu=a100-80gb",
+        {"width": 1280, "height": 900},
+        "light",
+        "#chart-memory",
+    ),
+    (
+        "sweeps.png",
+        "?model=llama-3.1-8b&method=compare&seq_len=2048&gpu=a100-80gb",
+        {"width": 1280, "height": 900},
+        "light",
+        "#chart-seq_len",
+    ),
+    (
+        "phone.png",
+        "?model=qwen2.5-7b&method=lora&seq_len=2048&gpu=l4",
+        {"width": 390, "height": 844},
+        "light",
+        "#results",
+    ),
+    (
+        "dark.png",
+        "?model=llama-3.1-8b&method=compare&seq_len=4096&gpu=rtx-4090",
+        {"width": 1280, "height": 900},
+        "dark",
+        None,
+    ),
+)
+
+
+def build_app() -> Any:
+    """The app as served: ``app.main.create_app()`` when it exists, else the page router alone with /static."""
+    try:
+        from app.main import create_app
+    except ImportError:
+        from fastapi import FastAPI
+        from fastapi.staticfiles import StaticFiles
+
+        from app import pages
+
+        app = FastAPI()
+        app.include_router(pages.router)
+        app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
+        return app
+    return create_app()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread on a free loopback port; yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            for name, query, viewport, scheme, anchor in SHOTS:
+                phone = viewport["width"] < 600
+                context = browser.new_context(
+                    viewport=viewport,  # type: ignore[arg-type]
+                    color_scheme=scheme,  # type: ignore[arg-type]
+                    device_scale_factor=2 if phone else 1,
+                    is_mobile=phone,
+                    has_touch=phone,
+                )
+                page = context.new_page()
+                page.goto(base + "/" + query)
+                page.wait_for_selector("body[data-charts=ready]", timeout=20_000)
+                if anchor:
+                    page.evaluate(
+                        "sel => { const el = document.querySelector(sel).closest('.card') || "
+                        "document.querySelector(sel); window.scrollTo(0, el.getBoundingClientRect().top "
+                        "+ window.scrollY - 8); }",
+                        anchor,
+                    )
+                page.wait_for_timeout(400)
+                path = out / name
+                page.screenshot(path=str(path))
+                _shrink(path)
+                written.append(path)
+                context.close()
+        finally:
+            browser.close()
+    return written
+
+
+def _shrink(path: Path) -> None:
+    """Quantize the PNG to a palette when Pillow is around (screenshots stay a few hundred kB)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--url", help="base URL of a running app (default: start one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--chromium", default=CHROMIUM)
+    args = parser.parse_args(argv)
+    if args.url:
+        paths = take(args.url.rstrip("/"), args.out, args.chromium)
+    else:
+        with serve(build_app()) as base:
+            paths = take(base, args.out, args.chromium)
+    for path in paths:
+        print(f"{path} {path.stat().st_size // 1024} kB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
