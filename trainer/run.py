@@ -307,6 +307,7 @@ def run(
         first = {"step_time_s": time.perf_counter() - t0, **tracked_figures(first_tracker)}
         if probe is not None:
             first["tracked_peak"] = first["peak_allocated"]
+            first["tracked_phases"] = first["phases"]
             first.update(probe.summary())
         result["first_step"] = first
         losses.append(float(loss.item()))
@@ -337,8 +338,11 @@ def run(
                 loss = train_step(built, batch, tracker=tracker)
             _sync(device)
             losses.append(float(loss.item()))
-            measured.update(tracked_figures(tracker))
-            measured["tracked_peak"] = measured["peak_allocated"]
+            tracked = tracked_figures(tracker)
+            measured.update(tracked)
+            measured["tracked_peak"] = tracked["peak_allocated"]
+            measured["tracked_phases"] = tracked["phases"]
+            measured["tracked_peak_phase"] = tracked["peak_phase"]
             measured.update(cuda_summary)
         else:
             measured.update(tracked_figures(tracker))
