@@ -1,0 +1,152 @@
+"""The inventory against the models transformers builds: totals, and every parameter's name and shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from estimator import Inventory, build_inventory, catalog, parse_config
+
+pytestmark = pytest.mark.train
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
+FIXTURES = sorted(CONFIG_DIR.glob("*.json"))
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((CONFIG_DIR / f"{name}.json").read_text())
+    return data
+
+
+def _build_meta(config: dict[str, Any]) -> Any:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        if config["model_type"] == "gemma3":  # the language model only, as the estimator counts it
+            return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
+        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+
+
+def _expand(inv: Inventory) -> dict[str, tuple[int, ...]]:
+    """{name: shape} with ``{i}`` expanded: MoE tensors over ``moe_layers``, dense MLP tensors over the others."""
+    arch = inv.arch
+    everywhere = list(range(arch.num_hidden_layers))
+    dense = [i for i in everywhere if i not in arch.moe_layers]
+    out: dict[str, tuple[int, ...]] = {}
+    for t in inv:
+        if "{i}" not in t.name:
+            assert t.layers == 1, t.name
+            out[t.name] = t.shape
+            continue
+        if t.role in ("expert", "router", "shared_expert"):
+            layers = list(arch.moe_layers)
+        elif t.role == "mlp":
+            layers = dense
+        else:
+            layers = everywhere
+        assert len(layers) == t.layers, t.name
+        for i in layers:
+            name = t.name.format(i=i)
+            assert name not in out, name
+            out[name] = t.shape
+    return out
+
+
+def _check_exact(config: dict[str, Any]) -> Inventory:
+    inv = build_inventory(parse_config(config))
+    model = _build_meta(config)
+    assert inv.total == sum(p.numel() for p in model.parameters())
+    assert _expand(inv) == {n: tuple(p.shape) for n, p in model.named_parameters()}
+    return inv
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_fixture_names_shapes_and_total(path: Path) -> None:
+    _check_exact(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize("entry", catalog.models(), ids=lambda m: m.id)
+def test_catalog_model_total(entry: catalog.CatalogModel) -> None:
+    model = _build_meta(entry.config)
+    n = sum(p.numel() for p in model.parameters())
+    assert build_inventory(parse_config(entry.config)).total == n == entry.params
+
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama_attention_and_mlp_bias": ("llama", {"attention_bias": True, "mlp_bias": True}),
+    "llama_explicit_head_dim": ("llama", {"head_dim": 64}),
+    "qwen2_moe_sparse_step_2_mlp_only": ("qwen2_moe", {"num_hidden_layers": 6, "decoder_sparse_step": 2,
+                                                       "mlp_only_layers": [3]}),
+    "qwen2_moe_no_shared_expert": ("qwen2_moe", {"shared_expert_intermediate_size": 0}),
+    "qwen3_moe_sparse_step_2_mlp_only": ("qwen3_moe", {"num_hidden_layers": 5, "decoder_sparse_step": 2,
+                                                       "mlp_only_layers": [1]}),
+    "qwen3_attention_bias": ("qwen3", {"attention_bias": True}),
+    "falcon_old_multi_query_parallel": ("falcon_rw", {"multi_query": True, "parallel_attn": True, "alibi": False}),
+    "falcon_old_multi_query_sequential": ("falcon_rw", {"multi_query": True, "parallel_attn": False}),
+    "falcon_old_mha_parallel": ("falcon_rw", {"multi_query": False, "parallel_attn": True}),
+    "falcon_new_one_ln": ("falcon", {"num_ln_in_parallel_attn": 1}),
+    "phi_qk_layernorm": ("phi", {"qk_layernorm": True}),
+    "gpt2_untied": ("gpt2", {"tie_word_embeddings": False}),
+    "gpt2_default_n_inner": ("gpt2", {"n_inner": None}),
+    "gpt_neox_sequential_no_bias": ("gpt_neox", {"use_parallel_residual": False, "attention_bias": False}),
+    "starcoder2_no_bias": ("starcoder2", {"use_bias": False}),
+    "olmo2_attention_bias": ("olmo2", {"attention_bias": True}),
+    "gemma_attention_bias": ("gemma", {"attention_bias": True}),
+    "phi3_tied": ("phi3", {"tie_word_embeddings": True}),
+    "qwen2_untied": ("qwen2", {"tie_word_embeddings": False}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant(name: str) -> None:
+    base, changes = VARIANTS[name]
+    inv = _check_exact(_fixture(base) | changes)
+    if name.startswith("qwen2_moe_sparse"):
+        assert inv.arch.moe_layers == (1, 5)  # (i + 1) % 2 == 0, layer 3 MLP-only
+    if name.startswith("qwen3_moe_sparse"):
+        assert inv.arch.moe_layers == (3,)
+
+
+def test_gemma3_nested_text_config() -> None:
+    cfg = _fixture("gemma3")
+    inv = _check_exact(cfg)
+    assert inv.total == build_inventory(parse_config(cfg["text_config"] | {"model_type": "gemma3_text"})).total
+    assert inv.arch.source_model_type == "gemma3" and inv.arch.model_type == "gemma3_text"
+
+
+@pytest.mark.parametrize("name", ["gemma", "gemma2", "gemma3_text", "qwen3"])
+def test_family_head_dim_default_when_absent(name: str) -> None:
+    """Gemma's head_dim is 256 and Qwen3's 128 unless given, whatever hidden_size / heads is."""
+    cfg = {k: v for k, v in _fixture(name).items() if k != "head_dim"}
+    inv = _check_exact(cfg)
+    assert inv.arch.head_dim == (128 if name == "qwen3" else 256)
+
+
+@pytest.mark.parametrize("name", ["mistral", "mixtral", "qwen2", "qwen3_moe", "gemma2"])
+def test_family_kv_heads_default_when_absent(name: str) -> None:
+    cfg = {k: v for k, v in _fixture(name).items() if k != "num_key_value_heads"}
+    cfg["num_attention_heads"] = 32 if name in ("qwen2",) else 8
+    if name == "qwen2":
+        cfg["hidden_size"] = 2048
+    _check_exact(cfg)
+
+
+def test_bare_model_type_uses_transformers_defaults() -> None:
+    """A config with nothing but model_type parses to the model transformers builds from its defaults."""
+    for mt in ("mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
+               "phi", "gpt2", "gpt_neox", "falcon", "olmo2"):  # fmt: skip
+        cfg = {"model_type": mt}
+        inv = build_inventory(parse_config(cfg))
+        assert inv.total == sum(p.numel() for p in _build_meta(cfg).parameters()), mt
+
+
+def test_roles_and_quantizable_add_up() -> None:
+    inv = build_inventory(parse_config(_fixture("qwen2_moe")))
+    assert sum(inv.by_role().values()) == inv.total
+    # bnb converts nn.Linear weights (shared experts, shared_expert_gate included) but not lm_head or experts
+    linear = sum(t.total for t in inv if t.kind == "linear" and not t.is_bias and t.role != "lm_head")
+    assert inv.quantizable == linear
+    assert not any(t.bnb_quantized for t in inv if t.kind in ("experts", "router", "embedding", "norm"))
