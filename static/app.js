@@ -83,7 +83,8 @@
     var inputs = form.querySelectorAll("input[type=number]");
     for (var i = 0; i < inputs.length; i++) {
       var input = inputs[i];
-      if (!input.closest("[hidden]") && (!input.value || !input.checkValidity())) return input;
+      var shown = input.offsetParent !== null;  // fields of other methods are hidden by the stylesheet
+      if (shown && (!input.value || !input.checkValidity())) return input;
     }
     if (!fieldValue("config") && !fieldValue("model")) return document.getElementById("model");
     return null;

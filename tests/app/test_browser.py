@@ -344,6 +344,24 @@ def test_phone_width_and_dark_mode(browser: Any, base_url: str) -> None:
     context.close()
 
 
+def test_the_page_works_without_javascript(browser: Any, base_url: str) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(base_url + "/?model=llama-3.1-8b&method=qlora&gpu=rtx-4090")
+    expected = api_estimate(base_url, {"model": "llama-3.1-8b", "method": "qlora", "gpu": "rtx-4090"})
+    assert int(page.get_attribute("#peak-value", "data-peak-bytes")) == expected["memory"]["total"]
+    assert page.locator("#storage tr[data-storage]").count() == 5
+    page.click("label[for=method-full]")
+    page.fill("#seq_len", "1024")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/?*method=full*")
+    q = query(page)
+    assert q["seq_len"] == ["1024"] and q["gradient_checkpointing"][-1] == "true"
+    full = api_estimate(base_url, {"model": "llama-3.1-8b", "method": "full", "gpu": "rtx-4090", "seq_len": 1024})
+    assert int(page.get_attribute("#peak-value", "data-peak-bytes")) == full["memory"]["total"]
+    context.close()
+
+
 def test_first_render_is_fast(page: Any, base_url: str) -> None:
     url = base_url + "/?model=llama-3.1-8b&method=compare&gpu=a100-80gb"
     load(page, url)  # warm
