@@ -99,6 +99,14 @@ def test_fake_tensors_are_counted_like_real_ones() -> None:
     assert real.live_total == fake.live_total == 0
 
 
+def test_package_top_level_is_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, trainer, trainer._plan; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_unknown_category_is_rejected() -> None:
     with pytest.raises(ValueError):
         MemoryTracker().register(torch.ones(1), "nope")
