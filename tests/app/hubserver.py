@@ -5,8 +5,9 @@ It serves the endpoints ``huggingface_hub`` 2.x calls to resolve a model without
 - ``GET /api/models/{repo}`` and ``GET /api/models/{repo}/revision/{rev}``: model info (``id``, ``sha``,
   ``gated``, ``private``, ``siblings``);
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{path}``: files, with ``X-Repo-Commit``, ``ETag`` and
-  ``Content-Length``, and ``Range: bytes=a-b`` answered with ``206 Partial Content`` (how safetensors
-  headers are read);
+  ``Content-Length``; ``.safetensors`` files are LFS files, redirected (302, ``X-Linked-Etag``,
+  ``X-Linked-Size``) to ``/lfs/...`` like the Hub redirects to its CDN, where ``Range: bytes=a-b`` is
+  answered with ``206 Partial Content`` (how safetensors headers are read);
 - errors the way the Hub signals them: ``X-Error-Code`` (``RepoNotFound``, ``GatedRepo``, ``EntryNotFound``,
   ``RevisionNotFound``) and ``X-Error-Message``.
 
@@ -44,9 +45,7 @@ DTYPE_BYTES = {
 }
 
 
-def safetensors_header(
-    tensors: dict[str, tuple[str, list[int]]], metadata: dict[str, str] | None = None
-) -> bytes:
+def safetensors_header(tensors: dict[str, tuple[str, list[int]]], metadata: dict[str, str] | None = None) -> bytes:
     """The first bytes of a ``.safetensors`` file: 8-byte little-endian length, then the JSON header."""
     header: dict[str, Any] = {}
     if metadata is not None:
@@ -168,9 +167,7 @@ class HubServer:
             raw = config if isinstance(config, bytes) else json.dumps(config, indent=2).encode()
             files["config.json"] = VirtualFile(raw)
         if tensors is not None:
-            files["model.safetensors"] = VirtualFile(
-                safetensors_header(tensors, {"format": "pt"}), _data_size(tensors)
-            )
+            files["model.safetensors"] = VirtualFile(safetensors_header(tensors, {"format": "pt"}), _data_size(tensors))
         if shards is not None:
             weight_map: dict[str, str] = {}
             total = 0
@@ -203,6 +200,7 @@ class HubServer:
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _INFO = re.compile(r"^/api/models/(?P<repo>[^/]+(?:/[^/]+)??)(?:/revision/(?P<rev>[^/]+))?$")
+_LFS = re.compile(r"^/lfs/(?P<repo>[^/]+(?:/[^/]+)?)/(?P<file>[^/]+\.safetensors)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -227,6 +225,10 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             info = _INFO.match(path)
             if info and not head:
                 self._model_info(info.group("repo"), info.group("rev") or "main")
+                return
+            lfs = _LFS.match(path)
+            if lfs:
+                self._lfs(lfs.group("repo"), lfs.group("file"), head)
                 return
             resolve = _RESOLVE.match(path)
             if resolve:
@@ -306,11 +308,37 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             if file is None:
                 self._error(404, "EntryNotFound", f'{filename} does not exist on "{rev}"', head, repo)
                 return
+            if filename.endswith(".safetensors"):
+                # LFS files: the Hub answers with a redirect to its CDN and the X-Linked-* headers
+                self._send(
+                    302,
+                    b"",
+                    {
+                        "Location": f"{server.url}/lfs/{repo.repo_id}/{filename}",
+                        "X-Repo-Commit": repo.sha,
+                        "X-Linked-Etag": f'"{file.etag}"',
+                        "X-Linked-Size": str(file.size),
+                        "ETag": f'"{file.etag}"',
+                    },
+                    head,
+                )
+                return
+            self._serve(file, head, {"X-Repo-Commit": repo.sha})
+
+        def _lfs(self, repo_id: str, filename: str, head: bool) -> None:
+            repo = server.repos.get(repo_id)
+            file = repo.files.get(filename) if repo is not None else None
+            if file is None:
+                self._send(404, b"NoSuchKey", {"Content-Type": "text/plain"}, head)
+                return
+            self._serve(file, head, {})
+
+        def _serve(self, file: VirtualFile, head: bool, extra: dict[str, str]) -> None:
             headers = {
                 "Content-Type": "application/octet-stream",
-                "X-Repo-Commit": repo.sha,
                 "ETag": f'"{file.etag}"',
                 "Accept-Ranges": "bytes",
+                **extra,
             }
             rng = self.headers.get("Range")
             if rng and not head:
@@ -327,7 +355,7 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 headers["Content-Range"] = f"bytes {start}-{end}/{file.size}"
                 self._send(206, file.read(start, end), headers, head)
                 return
-            if not head and filename.endswith(".safetensors"):
+            if not head and file.zeros:
                 # Resolving a model must never download weights: refuse loudly so a test would notice.
                 self._send(418, b"full weight download refused by the test Hub", {}, head)
                 return
