@@ -87,6 +87,11 @@ def _moe_parameter_targets(
             adapted.append(Adapted(t.name, k * e * in_f, k * e * out_f, t.layers))
     if adapted and plan.use_dora:
         raise PlanError("use_dora is not supported on MoE router and expert parameters (PEFT's ParamWrapper)")
+    if adapted and plan.lora_dropout:
+        raise PlanError(
+            "LoRA on MoE router and expert parameters needs lora_dropout 0 (PEFT's ParamWrapper); set it to 0 "
+            "or target the attention projections only"
+        )
     return adapted, set(used)
 
 
