@@ -72,6 +72,7 @@ FIELDS: dict[str, str] = {
     "double_quant": "bool",
     "lora_r": "int",
     "lora_alpha": "number",
+    "lora_dropout": "number",
     "target_modules": "targets",
     "use_dora": "bool",
     "optimizer": "choice",
@@ -474,16 +475,22 @@ def compute(plan_data: Mapping[str, Any], request: Request | None = None) -> dic
     estimates: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     variants: dict[str, Any] = {}
+    first_error: Exception | None = None
     for method in charts.METHODS:
         variant = plan.replace(method=method, use_dora=plan.use_dora and method != "full")
         try:
             estimates[method] = _estimate(est, variant, config)
             variants[method] = variant
         except est.EstimatorError as exc:
-            if method == plan.method or (view == "compare" and len(errors) == 2):
+            if view != "compare" and method == plan.method:
                 raise _page_error(exc) from exc
             errors[method] = str(exc)
-    primary = plan.method
+            first_error = first_error or exc
+    if not estimates:
+        assert first_error is not None
+        raise _page_error(first_error)
+    # comparing: the summary details QLoRA, else the first method the estimator accepts
+    primary = plan.method if plan.method in estimates else next(m for m in ("lora", "full") if m in estimates)
     gpus = catalog_gpus()
     capacity = _gpu_capacity(gpus, plan.gpu)
     context = _context_length(model_config, estimates[primary])
@@ -621,9 +628,9 @@ def results_view(payload: Mapping[str, Any]) -> dict[str, Any]:
     against = f"{capacity['name']}, {charts.human_gib(capacity['bytes'])} usable"
     if view == "compare":
         if not failing:
-            verdict = f"All three fit on {against}."
+            verdict = f"{'All three' if len(fitting) == 3 else _join(fitting)} fit on {against}."
         elif not fitting:
-            verdict = f"None fits on {against}."
+            verdict = f"{_join(failing)} {'does' if len(failing) == 1 else 'do'} not fit on {against}."
         else:
             verb = "fits" if len(fitting) == 1 else "fit"
             verdict = f"{_join(fitting)} {verb} on {against}; {_join(failing)} not."

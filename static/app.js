@@ -20,7 +20,7 @@
   var BOOLS = ["mixed_precision", "double_quant", "use_dora", "gradient_checkpointing"];
   var INTS = ["lora_r", "batch_size", "seq_len", "num_gpus"];
   var ORDER = ["model", "config", "method", "dtype", "mixed_precision", "quant_type", "double_quant", "lora_r",
-    "lora_alpha", "target_modules", "use_dora", "optimizer", "batch_size", "seq_len", "gradient_checkpointing",
+    "lora_alpha", "lora_dropout", "target_modules", "use_dora", "optimizer", "batch_size", "seq_len", "gradient_checkpointing",
     "attn_implementation", "gpu", "num_gpus", "sharding"];
 
   var state = { timer: 0, controller: null, updates: 0, last: null, figures: null };
@@ -66,7 +66,7 @@
       if (name === "model" || name === "config" || name === "gpu") return;
       var v = values[name];
       if (INTS.indexOf(name) >= 0) v = Number(v);
-      if (name === "lora_alpha") v = Number(v);
+      if (name === "lora_alpha" || name === "lora_dropout") v = Number(v);
       plan[name] = v;
     });
     var targets = String(values.target_modules || "all-linear").split(/[\s,]+/).filter(Boolean);

@@ -286,3 +286,17 @@ def test_seq_sweep_values() -> None:
     assert pages.seq_sweep_values(3000) == [256, 512, 1024, 2048]
     assert pages.seq_sweep_values(128) == [128]
     assert pages.seq_sweep_values(1 << 24)[-1] == pages.SEQ_SWEEP_MAX
+
+
+def test_comparing_shows_the_methods_the_estimator_accepts_and_why_the_others_fail(client: TestClient) -> None:
+    # LoRA on MoE experts needs lora_dropout 0: with the default 0.05 only full fine-tuning is estimated
+    data = client.post("/api/charts", json={"model": "qwen3-30b-a3b", "method": "compare"}).json()
+    assert set(data["estimates"]) == {"full"} and set(data["errors"]) == {"lora", "qlora"}
+    assert data["primary"] == "full"
+    assert "lora_dropout" in data["html"]["summary"]
+    assert client.post("/api/charts", json={"model": "qwen3-30b-a3b", "method": "qlora"}).status_code == 422
+
+    response = client.get("/?model=qwen3-30b-a3b&method=compare&lora_dropout=0")
+    assert response.status_code == 200
+    assert response.context["form"]["lora_dropout"] == 0  # type: ignore[attr-defined]
+    assert set(response.context["result"]["notes"]) == {"full", "lora", "qlora"}  # type: ignore[attr-defined]
