@@ -1,0 +1,62 @@
+"""Disk sizes: the rule of thumb, and the exact storage breakdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from estimator import Plan, adapter_plan, build_inventory, parse_config, storage
+from estimator._storage import WHY_EXACT_DIFFERS, RuleOfThumb
+
+CONFIG = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "llama.json").read_text())
+KEYS = {"base_fp32", "base_16bit", "base_quantized", "adapter", "adapter_fp32", "adapter_bf16", "optimizer_state",
+        "checkpoint", "merged"}  # fmt: skip
+
+
+def test_rule_of_thumb_numbers() -> None:
+    r = RuleOfThumb(10_000_000_000, 0.01)
+    assert (r.fp16, r.int4, r.adapter, r.qlora_total) == (20_000_000_000, 5_000_000_000, 200_000_000, 5_200_000_000)
+    assert r.to_dict() == {"params": 10_000_000_000, "trainable_fraction": 0.01, "fp16": 20_000_000_000,
+                           "int4": 5_000_000_000, "adapter": 200_000_000, "qlora_total": 5_200_000_000}  # fmt: skip
+
+
+def _storage(**kw: object) -> dict[str, object]:
+    plan = Plan(config=CONFIG, **kw)  # type: ignore[arg-type]
+    inv = build_inventory(parse_config(CONFIG))
+    return storage(inv, adapter_plan(inv, plan), plan)
+
+
+def test_keys_present_and_integers() -> None:
+    for method in ("full", "lora", "qlora"):
+        s = _storage(method=method)
+        assert KEYS <= set(s)
+        for k in KEYS:
+            assert isinstance(s[k], int) and not isinstance(s[k], bool) and s[k] >= 0, (method, k)
+        assert s["why_exact_differs"] == list(WHY_EXACT_DIFFERS)
+        assert abs(s["quantized_bits_per_weight"] - 4.127) < 1e-3  # type: ignore[operator]
+
+
+def test_exact_sizes_by_hand() -> None:
+    inv = build_inventory(parse_config(CONFIG))
+    P = inv.total
+    s = _storage(method="qlora")
+    ap = adapter_plan(inv, Plan(config=CONFIG))
+    assert s["base_16bit"] == s["merged"] == 2 * P and s["base_fp32"] == 4 * P
+    assert s["adapter"] == s["adapter_fp32"] == 4 * ap.lora_params and s["adapter_bf16"] == 2 * ap.lora_params
+    assert s["optimizer_state"] == 8 * ap.trainable
+    assert s["checkpoint"] == 4 * ap.lora_params + 8 * ap.trainable
+    # quantized copy: 4-bit linears (with quant state), everything else 16-bit
+    from estimator._quant import four_bit_bytes
+
+    q = sum((four_bit_bytes(t.numel, True) if t.bnb_quantized else 2 * t.numel) * t.layers for t in inv)
+    assert s["base_quantized"] == q < s["base_16bit"]
+    full = _storage(method="full")
+    assert full["adapter"] == 0 and full["checkpoint"] == 2 * P + 4 * P  # bf16 weights + AdamW in bf16 (2 × 2 B)
+    mixed = _storage(method="full", mixed_precision=True)
+    assert mixed["checkpoint"] == 4 * P + 8 * P
+    eight = _storage(method="lora", optimizer="adamw_8bit")
+    t = ap.trainable
+    assert eight["optimizer_state"] == 2 * t + 8 * -(-t // 256)
+    assert _storage(method="lora", optimizer="sgd")["optimizer_state"] == 0
+    rot = s["rule_of_thumb"]
+    assert isinstance(rot, dict) and rot["params"] == P and rot["fp16"] == 2 * P
