@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PLANS: list[dict[str, Any]] = [
     {"model": model, "method": method, "seq_len": seq_len, "batch_size": batch}
+    | ({"lora_dropout": 0.0} if model == "qwen3-30b-a3b" else {})  # PEFT: LoRA on MoE experts needs dropout 0
     for model in ("llama-3.1-8b", "qwen2.5-7b", "mistral-7b-v0.3", "gemma-2-9b", "qwen3-30b-a3b", "phi-3-mini")
     for method, seq_len, batch in (("qlora", 4096, 1), ("lora", 4000, 2), ("full", 3900, 4))
 ]
@@ -86,7 +87,7 @@ def request_bytes(port: int, body: dict[str, Any]) -> bytes:
     return head.encode() + payload
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -95,26 +96,28 @@ async def read_response(reader: asyncio.StreamReader) -> int:
         name, _, value = line.partition(":")
         if name.strip().lower() == "content-length":
             length = int(value.strip())
-    await reader.readexactly(length)
-    return status
+    body = await reader.readexactly(length)
+    return status, body
 
 
 async def run_phase(port: int, total: int, concurrency: int, requests: list[bytes]) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
+    first_error = ""
     counter = iter(range(total))
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, first_error
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for i in counter:
                 start = time.perf_counter()
                 writer.write(requests[i % len(requests)])
-                status = await read_response(reader)
+                status, body = await read_response(reader)
                 latencies.append(time.perf_counter() - start)
                 if status != 200:
                     errors += 1
+                    first_error = first_error or f"HTTP {status}: {body[:300].decode(errors='replace')}"
         finally:
             writer.close()
             await writer.wait_closed()
@@ -131,6 +134,7 @@ async def run_phase(port: int, total: int, concurrency: int, requests: list[byte
         "requests": len(latencies),
         "concurrency": concurrency,
         "errors": errors,
+        "first_error": first_error,
         "wall_s": round(wall, 3),
         "req_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"p50 {r['p50_ms']:.2f} ms  p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
                 f"{r['req_per_s']:.0f} req/s  errors {r['errors']}"
             )
+    for r in (sequential, loaded):
+        if r["errors"]:
+            print(f"error: {r['errors']} requests failed, first: {r['first_error']}", file=sys.stderr)
     return 1 if sequential["errors"] or loaded["errors"] else 0
 
 

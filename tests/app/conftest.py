@@ -111,9 +111,7 @@ def hub() -> Iterator[HubServer]:
         "acme/tiny-bert",
         {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": 100, "hidden_size": 32},
     )
-    server.add_repo(
-        "acme/mixed-dtypes", TINY, tensors=llama_tensors(TINY, "F32") | {"extra.scale": ("F16", [8])}
-    )
+    server.add_repo("acme/mixed-dtypes", TINY, tensors=llama_tensors(TINY, "F32") | {"extra.scale": ("F16", [8])})
     server.start()
     yield server
     server.stop()
@@ -121,11 +119,21 @@ def hub() -> Iterator[HubServer]:
 
 @pytest.fixture
 def settings(hub: HubServer, tmp_path: Path) -> Settings:
-    """Settings for one test: its own data dir, the local Hub, a short Hub deadline, no default token."""
+    """Settings for one test: its own data dir, the local Hub, no default token.
+
+    The Hub deadline is generous so a busy machine does not turn a slow answer into a 504; the timeout tests
+    shorten it (``impatient``).
+    """
     return Settings(
         data_dir=tmp_path / "data",
         hf_endpoint=hub.url,
         hf_token=None,
-        hub_timeout_s=1.5,
+        hub_timeout_s=15.0,
         cache_max_entries=16,
     )
+
+
+@pytest.fixture
+def impatient(settings: Settings) -> Settings:
+    """The same settings with a 1 s Hub deadline (the ``acme/slow-llama`` repo answers after 3 s)."""
+    return settings.model_copy(update={"hub_timeout_s": 1.0})

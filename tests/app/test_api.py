@@ -142,7 +142,6 @@ def test_unknown_model_is_404_with_catalog_suggestions(client: TestClient) -> No
 @pytest.mark.parametrize(
     ("repo", "status", "fragment"),
     [
-        ("acme/slow-llama", 504, "did not answer"),
         ("acme/broken", 503, "HTTP 503"),
         ("acme/no-config", 422, "no config.json"),
         ("acme/bad-json", 422, "not valid JSON"),
@@ -153,6 +152,13 @@ def test_unknown_model_is_404_with_catalog_suggestions(client: TestClient) -> No
 def test_hub_failures_are_actionable(client: TestClient, repo: str, status: int, fragment: str) -> None:
     body = _error(client.get(f"/api/models/{repo}"), status)
     assert fragment in body["detail"]
+
+
+def test_slow_hub_is_504(impatient: Settings) -> None:
+    with TestClient(create_app(impatient)) as client:
+        body = _error(client.get("/api/models/acme/slow-llama"), 504)
+        assert "did not answer" in body["detail"] and "catalog" in body["detail"]
+        _error(client.post("/api/estimate", json={"model": "acme/slow-llama"}), 504)
 
 
 # ------------------------------------------------------------------------------------------------- estimate
