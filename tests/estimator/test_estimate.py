@@ -1,0 +1,93 @@
+"""The estimate's JSON contract, totals from named parts, monotonicity, and bad or absurd input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from estimator import COMPONENTS, Plan, PlanError, UnknownModelError, estimate
+
+LLAMA = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "llama.json").read_text())
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _mem(**kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = estimate(Plan(**({"model": "llama-3.1-8b"} | kw))).to_dict()["memory"]
+    return d
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_contract(method: str, device: str) -> None:
+    d = estimate(Plan(model="llama-3.1-8b", method=method, device=device)).to_dict()  # type: ignore[arg-type]
+    json.dumps(d)
+    for k in ("total", "trainable", "quantized"):
+        assert _is_int(d["params"][k]), k
+    for k in ("base_16bit", "base_quantized", "adapter", "checkpoint"):
+        assert _is_int(d["storage"][k]), k
+    mem = d["memory"]
+    assert set(mem["components"]) == set(COMPONENTS)
+    assert all(_is_int(v) and v >= 0 for v in mem["components"].values())
+    for k in ("peak_allocated", "peak_reserved", "total"):
+        assert _is_int(mem[k]), k
+    assert mem["peak_phase"] in mem["phases"] and mem["phases"][mem["peak_phase"]] == mem["peak_allocated"]
+    assert sum(v for k, v in mem["components"].items() if k != "overhead") == mem["peak_allocated"]
+    if device == "cuda":
+        assert mem["peak_allocated"] <= mem["peak_reserved"] <= mem["total"]
+        assert mem["components"]["overhead"] > 0
+    else:
+        assert mem["components"]["overhead"] == 0
+        assert mem["total"] == mem["peak_reserved"] == mem["peak_allocated"]
+    p = d["params"]
+    assert p["total"] == 8_030_261_248
+    assert p["trainable"] == (p["total"] if method == "full" else p["lora"])
+    assert p["quantized"] == (p["quantizable"] if method == "qlora" else 0)
+
+
+def test_monotonic() -> None:
+    assert _mem(seq_len=4096)["peak_allocated"] > _mem(seq_len=2048)["peak_allocated"]
+    assert _mem(batch_size=4)["peak_allocated"] > _mem(batch_size=1)["peak_allocated"]
+    gc_on = _mem(seq_len=8192, gradient_checkpointing=True)["peak_allocated"]
+    gc_off = _mem(seq_len=8192, gradient_checkpointing=False)["peak_allocated"]
+    assert gc_on < gc_off
+    totals = [_mem(method=m)["total"] for m in ("qlora", "lora", "full")]
+    assert totals == sorted(totals) and len(set(totals)) == 3
+    assert _mem(lora_r=64)["components"]["adapters"] > _mem(lora_r=8)["components"]["adapters"]
+
+
+def test_unknown_catalog_id_suggests() -> None:
+    with pytest.raises(UnknownModelError, match=r"'llama-3.1-8' is not in the built-in catalog; did you mean: "
+                       r"meta-llama/Llama-3.1-8B") as exc:  # fmt: skip
+        estimate(Plan(model="llama-3.1-8"))
+    assert exc.value.suggestions and exc.value.suggestions[0] == "meta-llama/Llama-3.1-8B"
+    with pytest.raises(UnknownModelError, match="not in the built-in catalog") as exc2:
+        estimate(Plan(model="xyzzy/plugh"))
+    assert exc2.value.suggestions == ()
+
+
+def test_seq_len_beyond_context() -> None:
+    with pytest.raises(PlanError, match=r"seq_len 1024 exceeds the model's context of 512 tokens"):
+        estimate(Plan(config=LLAMA, seq_len=1024))
+    assert estimate(Plan(config=LLAMA, seq_len=1024, allow_long_context=True)).memory.peak_allocated > 0
+
+
+def test_absurd_but_valid_input_returns_numbers() -> None:
+    d = estimate(Plan(config=LLAMA, seq_len=1 << 20, allow_long_context=True, attn_implementation="eager")).to_dict()
+    assert d["memory"]["total"] > 2**40  # eager attention at a million tokens: terabytes, not a crash
+    huge = {"model_type": "llama", "vocab_size": 256000, "hidden_size": 32768, "intermediate_size": 131072,
+            "num_hidden_layers": 80, "num_attention_heads": 256, "num_key_value_heads": 16}  # fmt: skip
+    d = estimate(Plan(config=huge, method="full", num_gpus=1024)).to_dict()
+    assert d["params"]["total"] > 10**12
+    assert _is_int(d["memory"]["total"]) and not any(f["fits"] for f in d["fits"])
+
+
+def test_inline_config_source() -> None:
+    d = estimate(Plan(config=LLAMA, method="lora", device="cpu", seq_len=256)).to_dict()
+    assert d["model"]["source"] == "inline" and d["model"]["id"] is None and d["plan"]["config"] is None
+    assert d["model"]["architecture"]["hidden_size"] == 128
