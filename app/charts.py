@@ -513,12 +513,20 @@ def _short(x: float) -> str:
 
 
 def storage_rows(storage: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The storage table: ``{"key", "label", "bytes", "text"}`` per row; absent sizes have ``bytes`` None."""
+    """The storage table: ``{"key", "label", "bytes", "text"}`` per row.
+
+    Absent sizes have ``bytes`` None and zero sizes (no adapter in a full fine-tune) read "—". The adapter
+    row also gives its bf16 size when the contract has it (PEFT saves fp32 adapters unless told otherwise).
+    """
     rows = []
     for key, label, field in STORAGE_ROWS:
         value = storage.get(field)
         size = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-        rows.append({"key": key, "label": label, "field": field, "bytes": size, "text": human_gb(size)})
+        text = human_gb(size) if size else "—"
+        bf16 = storage.get("adapter_bf16")
+        if key == "adapter" and size and isinstance(bf16, int) and 0 < bf16 != size:
+            text += f" ({human_gb(bf16)} in bf16)"
+        rows.append({"key": key, "label": label, "field": field, "bytes": size, "text": text})
     return rows
 
 
@@ -539,7 +547,7 @@ def storage_chart(storage: Mapping[str, Any]) -> dict[str, Any]:
             "y": [r["label"] for r in rows],
             "x": [gb(r["bytes"]) for r in rows],
             "customdata": sizes,
-            "text": [r["text"] for r in rows],
+            "text": [human_gb(r["bytes"]) for r in rows],
             "textposition": "outside",
             "cliponaxis": False,
             "marker": {"color": ["#0072b2", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"][: len(rows)]},

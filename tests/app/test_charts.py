@@ -254,6 +254,10 @@ def test_storage_chart_leaves_out_absent_sizes_and_stays_linear_when_sizes_are_c
     assert fig["data"][0]["y"] == ["Download (16-bit weights)", "Training checkpoint", "Merged model"]
     assert "type" not in fig["layout"]["xaxis"]
     assert charts.storage_rows({})[0]["text"] == "—"
+    rows = {r["key"]: r for r in charts.storage_rows({"adapter": 0, "base_16bit": 2 * GB})}
+    assert rows["adapter"]["text"] == "—" and rows["adapter"]["bytes"] == 0
+    rows = {r["key"]: r for r in charts.storage_rows({"adapter": 168 * 10**6, "adapter_bf16": 84 * 10**6})}
+    assert rows["adapter"]["text"] == "168.0 MB (84.0 MB in bf16)"
 
 
 @pytest.mark.parametrize(
