@@ -1,0 +1,110 @@
+"""The real ``tuneplan`` console script, run in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LLAMA = ROOT / "tests" / "fixtures" / "configs" / "llama.json"
+
+
+def _exe() -> str:
+    local = Path(sys.executable).parent / "tuneplan"
+    found = str(local) if local.exists() else shutil.which("tuneplan")
+    if not found:
+        pytest.skip("the tuneplan console script is not installed")
+    return found
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "NO_COLOR": "1"}
+    return subprocess.run([_exe(), *args], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def _contract(d: dict[str, object]) -> None:
+    assert {"params", "storage", "memory", "plan", "model", "fits"} <= set(d)
+    mem = d["memory"]
+    assert isinstance(mem, dict)
+    for k in ("peak_allocated", "peak_reserved", "total", "components", "peak_phase"):
+        assert k in mem
+    assert set(mem["components"]) == {"weights", "adapters", "gradients", "optimizer", "activations", "logits",
+                                      "overhead"}  # fmt: skip
+
+
+def test_estimate_catalog_json() -> None:
+    r = _run("estimate", "llama-3.1-8b", "--method", "qlora", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    _contract(d)
+    assert d["params"]["total"] == 8_030_261_248 and d["plan"]["method"] == "qlora"
+
+
+def test_estimate_config_file() -> None:
+    r = _run("estimate", "--config", str(LLAMA), "--method", "lora", "--seq-len", "256", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    _contract(d)
+    assert d["model"]["source"] == "inline" and d["plan"]["method"] == "lora"
+
+
+def test_estimate_plan_file(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"model": "gpt2", "method": "full", "seq_len": 512, "device": "cpu"}))
+    r = _run("estimate", "--plan", str(plan), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["params"]["total"] == 124_439_808 and d["memory"]["components"]["overhead"] == 0
+
+
+def test_estimate_table() -> None:
+    r = _run("estimate", "llama-3.1-8b")
+    assert r.returncode == 0, r.stderr
+    assert "peak allocated" in r.stdout and "Storage" in r.stdout
+
+
+def test_storage_rule_of_thumb() -> None:
+    r = _run("storage", "--params", "10e9", "--trainable-fraction", "0.01", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["fp16"], d["int4"], d["adapter"], d["qlora_total"]) == (
+        20_000_000_000, 5_000_000_000, 200_000_000, 5_200_000_000,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("estimate", "llama-3.1-8b", "--batch-size", "0"), "batch_size must be between 1"),
+        (("estimate", "llama-3.1-8b", "--method", "bogus"), "--method must be one of full, lora, qlora"),
+        (("estimate", "acme/no-such-model"), "error:"),
+        (("estimate", "--config", "no/such/config.json"), "cannot read the config file"),
+        (("estimate", "--plan", "no/such/plan.json"), "cannot read the plan file"),
+        (("estimate",), "name a model"),
+        (("storage", "--params", "0"), "--params must be a whole number"),
+        (("storage", "--params", "1e9", "--trainable-fraction", "2"), "--trainable-fraction must be between 0 and 1"),
+    ],
+)
+def test_bad_input_exits_2(args: tuple[str, ...], message: str) -> None:
+    r = _run(*args)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+
+
+def test_estimate_does_not_import_torch() -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom app.cli import cli\n"
+        "r = CliRunner().invoke(cli, ['estimate', 'llama-3.1-8b', '--json'])\nassert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(cli, ['storage', '--params', '1e9'])\nassert r.exit_code == 0, r.output\n"
+        "print(' '.join(m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == []
