@@ -8,6 +8,7 @@ and return its JSON contract unchanged. Errors are raised as ``estimator.Estimat
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 from collections.abc import Callable
@@ -138,9 +139,17 @@ def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
+def _check_gpu(gpu: str | None) -> None:
+    if gpu is not None and catalog.find_gpu(gpu) is None:
+        close = difflib.get_close_matches(gpu.lower(), [g.id for g in catalog.gpus()], n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise PlanError(f"gpu {gpu[:100]!r} is not in the GPU catalog: {hint}GET /api/gpus lists the ids")
+
+
 async def _estimate(request: Request, body: PlanBody, token: str | None) -> Response:
     from estimator import estimate
 
+    _check_gpu(body.gpu)
     if body.config is not None:
         _check_config_size(body.config, _settings(request), request)
         plan = body.to_plan()
@@ -257,9 +266,7 @@ async def get_estimate(
     return await _estimate(request, query.to_body(), _request_token(request, x_hf_token))
 
 
-@router.get(
-    "/api/models", tags=["models"], summary="Search the model catalog", response_model=list[ModelSummary]
-)
+@router.get("/api/models", tags=["models"], summary="Search the model catalog", response_model=list[ModelSummary])
 def list_models(
     q: Annotated[str, Query(max_length=200, description="search text: id, Hub id, name or family")] = "",
     limit: Annotated[int, Query(ge=1, le=200, description="at most this many results")] = 50,
@@ -279,9 +286,7 @@ async def get_model(
     repo_id: Annotated[str, Path(max_length=200, description="a catalog id or a Hub repo id ('org/name')")],
     request: Request,
     x_hf_token: TokenHeader = None,
-    revision: Annotated[
-        str, Query(min_length=1, max_length=255, description="Hub branch, tag or commit")
-    ] = "main",
+    revision: Annotated[str, Query(min_length=1, max_length=255, description="Hub branch, tag or commit")] = "main",
 ) -> Response:
     """Catalog models resolve offline; other ids via the Hub (``config.json`` + safetensors headers).
 

@@ -131,10 +131,17 @@ _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def _is_union_branch(error: dict[str, Any]) -> bool:
+    return any(
+        str(p) in ("int", "float", "str") or str(p).startswith(("literal[", "list[", "function-"))
+        for p in error["loc"][1:]
+    )
+
+
 def _describe(error: dict[str, Any]) -> dict[str, Any]:
     loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
     # a union (target_modules: 'all-linear' | list) reports one error per branch; name the field only
-    loc = [p for p in loc if not p.startswith(("literal[", "list[", "function-"))]
+    loc = [p for p in loc if not p.startswith(("literal[", "list[", "function-")) and p not in ("int", "float")]
     field = ".".join(loc)
     kind = str(error.get("type", ""))
     if kind == "json_invalid":
@@ -149,9 +156,7 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
             message = str(error.get("msg", "is invalid"))
     raw = error.get("input")
     got = ""
-    if kind not in ("missing", "value_error", "model_attributes_type") and isinstance(
-        raw, str | int | float | bool
-    ):
+    if kind not in ("missing", "value_error", "model_attributes_type") and isinstance(raw, str | int | float | bool):
         shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
         got = f" (got {shown})"
     text = f"{field} {message}{got}" if field else f"{message}{got}"
@@ -162,11 +167,22 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
     """Pydantic's errors → one readable ``detail`` plus the list under ``errors``."""
     described: list[dict[str, Any]] = []
     seen: set[str] = set()
+    by_field: dict[str, dict[str, Any]] = {}
     for error in exc.errors():
         item = _describe(dict(error))
+        field = item["field"]
+        if _is_union_branch(dict(error)) and field in by_field:
+            # one error per branch of a union (e.g. 'all-linear' | list): say both in one sentence
+            first = by_field[field]
+            alternative = item["message"].removeprefix(f"{field} ").split(" (got ")[0]
+            head, _, got = first["message"].partition(" (got ")
+            first["message"] = f"{head}, or {alternative}" + (f" (got {got}" if got else "")
+            continue
         if item["message"] not in seen:
             seen.add(item["message"])
             described.append(item)
+            if field is not None:
+                by_field.setdefault(field, item)
     detail = "; ".join(item["message"] for item in described[:6]) or "invalid request"
     return JSONResponse({"detail": detail, "errors": described}, status_code=422)
 
@@ -217,9 +233,7 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        await self.app(
-            scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send
-        )
+        await self.app(scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
 
     async def _refuse(self, send: Send, size: int) -> None:
         response = JSONResponse(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from estimator._plan import (
     MAX_BATCH_SIZE,
@@ -43,9 +43,7 @@ class _PlanFields(BaseModel):
     mixed_precision: bool = Field(
         False, description="full only: fp32 master weights with 16-bit autocast (needs a 16-bit dtype)."
     )
-    quant_type: QuantType = Field(
-        "nf4", description="qlora: bitsandbytes quantization (bnb_4bit_quant_type)."
-    )
+    quant_type: QuantType = Field("nf4", description="qlora: bitsandbytes quantization (bnb_4bit_quant_type).")
     double_quant: bool = Field(True, description="qlora: quantize the quantization constants too.")
     prepare_kbit: bool | None = Field(
         None, description="qlora: run prepare_model_for_kbit_training (upcasts non-quantized params to fp32)."
@@ -54,9 +52,7 @@ class _PlanFields(BaseModel):
     lora_alpha: int | float = Field(32, gt=0, le=1e9, description="LoRA alpha: a positive number.")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout, in [0, 1).")
     use_dora: bool = Field(False, description="lora/qlora: weight-decomposed LoRA (DoRA).")
-    optimizer: Optimizer = Field(
-        "adamw_torch", description="optimizer (transformers TrainingArguments.optim)."
-    )
+    optimizer: Optimizer = Field("adamw_torch", description="optimizer (transformers TrainingArguments.optim).")
     batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE, description="per-device micro-batch size: ≥ 1.")
     seq_len: int = Field(
         2048,
@@ -72,9 +68,7 @@ class _PlanFields(BaseModel):
     num_gpus: int = Field(1, ge=1, le=4096, description="GPUs in data parallel: 1 to 4096.")
     sharding: Sharding = Field("ddp", description="how state is split across GPUs (ddp or ZeRO stage).")
     device: Device = Field("cuda", description="where training runs.")
-    allow_long_context: bool = Field(
-        False, description="allow seq_len beyond the model's max_position_embeddings."
-    )
+    allow_long_context: bool = Field(False, description="allow seq_len beyond the model's max_position_embeddings.")
 
 
 class PlanBody(_PlanFields):
@@ -115,7 +109,8 @@ class PlanBody(_PlanFields):
     )
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear",
-        description="LoRA target modules: 'all-linear' or a non-empty list of module names (e.g. q_proj).",
+        description="LoRA target modules: 'all-linear' or a non-empty list of module names (e.g. q_proj); "
+        "a comma-separated string is accepted too.",
     )
     modules_to_save: list[str] = Field(
         default_factory=list,
@@ -123,12 +118,18 @@ class PlanBody(_PlanFields):
         description="modules trained in full next to the adapters.",
     )
 
+    @field_validator("target_modules", "modules_to_save", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """Also accept module names as one comma-separated string, as the query string sends them."""
+        if isinstance(value, str) and value != "all-linear":
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> PlanBody:
         if (self.model is None) == (self.config is None):
-            raise ValueError(
-                "give exactly one of 'model' (a Hub or catalog id) and 'config' (a config.json object)"
-            )
+            raise ValueError("give exactly one of 'model' (a Hub or catalog id) and 'config' (a config.json object)")
         if isinstance(self.target_modules, list):
             _check_modules("target_modules", self.target_modules)
             if not self.target_modules:

@@ -223,6 +223,8 @@ def test_get_estimate_equals_post(client: TestClient) -> None:
         ({"model": CATALOG_ID, "config": TINY}, "exactly one of 'model'"),
         ({}, "exactly one of 'model'"),
         ({"model": CATALOG_ID, "target_modules": []}, "target_modules is empty"),
+        ({"model": CATALOG_ID, "target_modules": 5}, "target_modules must be one of 'all-linear', or must be a list"),
+        ({"model": CATALOG_ID, "gpu": "h100"}, "did you mean"),
         ({"model": CATALOG_ID, "method": "full", "use_dora": True}, "use_dora"),
         ({"config": TINY, "seq_len": 8192}, "allow_long_context"),
         ({"config": {"hidden_size": 64}}, "model_type"),
@@ -233,6 +235,12 @@ def test_get_estimate_equals_post(client: TestClient) -> None:
 def test_bad_plans_say_what_to_fix(client: TestClient, body: dict[str, Any], fragment: str) -> None:
     detail = _error(client.post("/api/estimate", json=body), 422)["detail"]
     assert fragment in detail
+
+
+def test_module_lists_may_be_comma_separated(client: TestClient) -> None:
+    as_list = client.post("/api/estimate", json={"model": CATALOG_ID, "target_modules": ["q_proj", "v_proj"]})
+    as_text = client.post("/api/estimate", json={"model": CATALOG_ID, "target_modules": "q_proj, v_proj"})
+    assert as_list.status_code == 200 and as_list.json() == as_text.json()
 
 
 def test_bad_query_says_what_to_fix(client: TestClient) -> None:
