@@ -264,6 +264,10 @@
       out.font.size = 11;
       out.margin = Object.assign({}, out.margin, { l: 44, r: 8 });
       if (out.title && out.title.font) out.title.font.size = 13;
+      if (out.legend && out.legend.orientation === "h") {
+        // two legend entries a row, so the legend does not take the plot's height
+        out.legend = Object.assign({}, out.legend, { entrywidth: 0.5, entrywidthmode: "fraction", font: { size: 10 } });
+      }
     }
     ["xaxis", "yaxis"].forEach(function (axis) {
       out[axis] = Object.assign({}, out[axis], { gridcolor: grid, zerolinecolor: grid, linecolor: grid });
