@@ -244,3 +244,16 @@ def _assert_token_not_on_disk(root: Path, token: str) -> None:
     for dirpath, _, files in os.walk(root):
         for name in files:
             assert token.encode() not in (Path(dirpath) / name).read_bytes()
+
+
+def test_endpoint_follows_hf_endpoint_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNEPLAN_HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert Settings().hf_endpoint == "https://huggingface.co"
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/")
+    assert Settings().hf_endpoint == "http://127.0.0.1:9"
+    monkeypatch.setenv("TUNEPLAN_HF_ENDPOINT", "http://mirror.example:8080")
+    assert Settings().hf_endpoint == "http://mirror.example:8080"
+    monkeypatch.setenv("TUNEPLAN_HF_ENDPOINT", "ftp://nope")
+    with pytest.raises(ValueError, match="http"):
+        Settings()
