@@ -373,6 +373,22 @@
     });
   }
 
+  // the server fills the GPU list from the catalog; should it come without one, ask the API
+  var gpuSelect = document.getElementById("gpu");
+  if (gpuSelect && gpuSelect.options.length <= 1) {
+    fetch("/api/gpus", { headers: { Accept: "application/json" } })
+      .then(function (res) { return res.ok ? res.json() : []; })
+      .then(function (gpus) {
+        (Array.isArray(gpus) ? gpus : []).forEach(function (g) {
+          var opt = document.createElement("option");
+          opt.value = g.id;
+          opt.textContent = g.name + " (" + (g.memory_bytes / 1073741824).toFixed(2) + " GiB)";
+          gpuSelect.appendChild(opt);
+        });
+      })
+      .catch(function () { /* "Any" stays the only choice */ });
+  }
+
   var dark = window.matchMedia("(prefers-color-scheme: dark)");
   var redraw = function () { if (state.figures) drawCharts(state.figures); };
   if (dark.addEventListener) dark.addEventListener("change", redraw);
