@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, tiny_llama_config
 from fastapi.testclient import TestClient
+from hubserver import HubServer
 
 from app.main import create_app
 from app.settings import Settings
@@ -175,6 +176,16 @@ def test_estimate_catalog_model(client: TestClient) -> None:
         assert isinstance(body["storage"][key], int), key
     for path, value in _ints(body["memory"]["components"]):
         assert isinstance(value, int), path
+
+
+def test_estimate_by_catalog_hub_id_needs_no_hub(client: TestClient, hub: HubServer) -> None:
+    entry = catalog.models()[0]
+    hub.clear_requests()
+    by_id = client.post("/api/estimate", json={"model": entry.id})
+    by_hub_id = client.post("/api/estimate", json={"model": entry.hf_id})
+    assert by_hub_id.status_code == 200 and by_hub_id.headers["x-model-source"] == "catalog"
+    assert by_hub_id.json()["memory"] == by_id.json()["memory"]
+    assert hub.requests == []
 
 
 def test_estimate_inline_config(client: TestClient) -> None:
