@@ -10,6 +10,10 @@ its error / timeout / skip). It is rewritten after every case, so a run cut shor
     python bench/gpu_check.py --dry --out dry.json --limit 2         # same matrix shape, tiny configs, on CPU
 
 ``--dry`` swaps in tiny configs (dims multiples of 64) and the CPU, so the harness itself is tested anywhere.
+``--traced`` runs the same real-size matrix through ``python -m trainer.traced`` on the CPU (fake tensors, the plans
+say cuda so 512-byte rounding and foreach AdamW apply): the prediction to set beside a GPU run's measurements.
+
+    python bench/gpu_check.py --traced --out traced.json --budget 1200
 """
 
 from __future__ import annotations
@@ -196,13 +200,19 @@ def card() -> dict[str, Any]:
 
 
 def run_case(
-    case: dict[str, Any], device: str, steps: int, timeout: float, tmp: Path, threads: int | None
+    case: dict[str, Any],
+    device: str,
+    steps: int,
+    timeout: float,
+    tmp: Path,
+    threads: int | None,
+    module: str = "trainer.run",
 ) -> dict[str, Any]:
     plan_path = tmp / "plan.json"
     out_path = tmp / "result.json"
     out_path.unlink(missing_ok=True)
     plan_path.write_text(json.dumps(case["plan"]))
-    cmd = [sys.executable, "-m", "trainer.run", "--plan", str(plan_path), "--device", device]
+    cmd = [sys.executable, "-m", module, "--plan", str(plan_path), "--device", device]
     cmd += ["--steps", str(steps), "--out", str(out_path)]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -233,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure the prepared GPU matrix (or --dry on CPU)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--dry", action="store_true", help="tiny configs on CPU: check the harness anywhere")
+    parser.add_argument("--traced", action="store_true", help="real sizes through trainer.traced, on CPU")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N cases")
     parser.add_argument("--only", default=None, help="run only cases whose name contains this")
     parser.add_argument("--steps", type=int, default=2, help="measured steps per case (after one warm-up)")
@@ -241,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
 
-    device = "cpu" if args.dry else "cuda"
+    device = "cpu" if args.dry or args.traced else "cuda"
+    module = "trainer.traced" if args.traced else "trainer.run"
     cases = matrix(args.dry)
     if args.only:
         cases = [c for c in cases if args.only in c["name"]]
@@ -250,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "kind": "gpu_check",
         "dry": args.dry,
+        "traced": args.traced,
         "device": device,
         "card": card(),
         "env": {k: os.environ.get(k) for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")},
@@ -265,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["cases"].append({"name": case["name"], "status": "skipped", "reason": "budget"})
                 continue
             timeout = min(args.case_timeout, max(10.0, args.budget - elapsed + 30.0))
-            entry = run_case(case, device, args.steps, timeout, Path(tmp), args.threads)
+            entry = run_case(case, device, args.steps, timeout, Path(tmp), args.threads, module)
             report["cases"].append(entry)
             if "versions" not in report and "result" in entry:
                 report["versions"] = entry["result"].get("versions")
