@@ -354,8 +354,12 @@ def run(
         result["oom_stage"] = stage
         result["error"] = str(exc).splitlines()[0][:500]
         if cuda:
-            measured["peak_allocated"] = torch.cuda.max_memory_allocated(device)
-            measured["peak_reserved"] = torch.cuda.max_memory_reserved(device)
+            # The peak so far: the phase that failed (since its reset) and the phases completed before it.
+            done = probe.allocated if probe is not None else {}
+            done_reserved = probe.reserved if probe is not None else {}
+            measured["peak_allocated"] = max(torch.cuda.max_memory_allocated(device), *done.values(), 0)
+            measured["peak_reserved"] = max(torch.cuda.max_memory_reserved(device), *done_reserved.values(), 0)
+            measured["phases"] = dict(done)
             if probe is not None and probe.current_phase is not None:
                 measured["peak_phase"] = probe.current_phase
             free, total = torch.cuda.mem_get_info(device)

@@ -282,3 +282,17 @@ def test_command_lines(tmp_path: Path) -> None:
     assert out["trainer.traced"]["mode"] == "traced"
     assert real_peak <= traced_peak <= real_peak * 1.05
     assert set(out["trainer.run"]["versions"]) >= {"torch", "transformers", "peft", "bitsandbytes", "python"}
+
+
+def test_out_of_memory_is_a_result_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.run as trainer_run
+
+    def boom(*_args: Any, **_kwargs: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_run, "train_step", boom)
+    result = trainer_run.run(QLORA, device="cpu")
+    assert result["oom"] is True
+    assert result["oom_stage"] == "first_step"
+    assert "out of memory" in result["error"]
+    assert result["params"]["trainable"] > 0
