@@ -55,6 +55,9 @@ class Architecture:
     moe_intermediate_size: int = 0
     shared_expert_intermediate_size: int = 0
     moe_layers: tuple[int, ...] = ()
+    # soft-capping (Gemma 2)
+    attn_logit_softcapping: float = 0.0
+    final_logit_softcapping: float = 0.0
     # bookkeeping
     source_model_type: str = ""
     notes: tuple[str, ...] = ()
@@ -306,11 +309,21 @@ def _gemma(r: _Reader) -> Architecture:
     return _llama_like(r, defaults=_GEMMA_DEFAULTS, qkv_bias=bias, o_bias=bias)
 
 
+def _softcaps(r: _Reader, attn: float, final: float) -> dict[str, float]:
+    out = {}
+    for name, default in (("attn_logit_softcapping", attn), ("final_logit_softcapping", final)):
+        value = r.c.get(name, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{name} must be a number or null; got {value!r}")
+        out[name] = float(value or 0.0)
+    return out
+
+
 def _gemma2(r: _Reader) -> Architecture:
     bias = r.flag("attention_bias", False)
     d = dict(_GEMMA_DEFAULTS, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
              num_attention_heads=8, num_key_value_heads=4)  # fmt: skip
-    return _llama_like(r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4)
+    return _llama_like(r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4, **_softcaps(r, 50.0, 30.0))
 
 
 def _gemma3_text(r: _Reader) -> Architecture:

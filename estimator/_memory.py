@@ -190,22 +190,29 @@ class _Flow:
     dropout: bool
     r: int
     attn: str
+    expert_lora_bytes: int = 0  # one MoE layer's expert stack as PEFT's ParamWrapper materializes it (W + ΔW)
+    router_lora: bool = False
 
 
-def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int) -> tuple[int, str]:
-    """Saved bytes for one distinct linear input read by ``readers`` (module leaf names)."""
+def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int, shared: bool = False) -> tuple[int, str]:
+    """Saved bytes for one distinct linear input read by ``readers`` (module leaf names).
+
+    ``shared``: the input tensor is already saved by another op (SDPA keeps its output, which o_proj reads), so
+    keeping it costs nothing more.
+    """
     T = f.T
     lora = [m for m in readers if m in f.adapted]
     saved = 0
+    own = 0 if shared else f.ad * T * width
     if not f.frozen_base and readers:
-        saved += f.ad * T * width  # the base linear saves its input for the weight gradient
+        saved += own  # the base linear saves its input for the weight gradient
     if lora:
         if f.dropout:
             saved += len(lora) * (f.ab * T * width + f.mask * T * width)  # dropped-out copy + mask per module
         elif f.ad != f.ab:
             saved += len(lora) * f.ab * T * width  # one fp32 cast copy per adapted module
         elif f.frozen_base:
-            saved += f.ad * T * width  # the input itself, shared
+            saved += own  # the input itself, shared by the modules reading it
         saved += len(lora) * f.ab * T * f.r  # lora_A output, saved by lora_B
     return saved, ""
 
@@ -294,7 +301,14 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
         qb = 2 if f.attn == "flash_attention_2" else ad
         total += qb * T * (2 * qd + 2 * kd)  # q, k, v, output
         total += 4 * T * a  # log-sum-exp
-    total += _linear_inputs(f, o, qd)[0]
+    if arch.fused_qkv and mt != "gpt2":
+        # q and k go through rotary embeddings (new tensors) while v stays a view of the fused projection's
+        # output, so SDPA's saved v keeps the whole q|k|v storage alive
+        total += ad * T * (qd + kd)
+    if f.attn == "eager" and arch.attn_logit_softcapping:
+        total += ad * f.b * a * f.s * f.s  # tanh output of the attention-logit soft-capping
+    # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself
+    total += _linear_inputs(f, o, qd, shared=f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2))[0]
     # MLP
     if not (arch.parallel_block and arch.norms_per_layer == 1):
         if mt == "olmo2":
@@ -331,12 +345,37 @@ def _moe_saved(arch: Architecture, f: _Flow) -> int:
     saved += pairs * ad * (3 * mi + h) + pairs * ad  # per routed token: gate_up output, act, down output, weight
     if not f.frozen_base:
         saved += pairs * ad * (h + mi)  # expert linears save their inputs
+    if f.expert_lora_bytes:
+        # LoRA on the fused experts (PEFT ParamWrapper): the parametrization materializes W + ΔW for the whole
+        # stack, which then needs a gradient, so the expert matmuls keep it and their inputs
+        saved += f.expert_lora_bytes + pairs * ad * (h + mi) + ad * T * h
+    if f.router_lora:
+        saved += ad * T * h  # the router's input, kept for the gradient of its W + ΔW
     if arch.shared_expert_intermediate_size:
         si = arch.shared_expert_intermediate_size
         saved += _linear_inputs(f, ("gate_proj", "up_proj", "shared_expert_gate"), h)[0]
         saved += 3 * ad * T * si + _linear_inputs(f, ("down_proj",), si)[0]
         saved += ad * T * h + 2 * ad * T  # shared output and its sigmoid gate, operands of the product
     return saved
+
+
+def first_layer_delta(arch: Architecture, f: _Flow) -> int:
+    """What the first decoder layer saves less when its input does not require grad (bytes, ≤ 0).
+
+    Without gradient checkpointing PEFT does not call ``enable_input_require_grads``, so for LoRA/QLoRA the
+    embedding output needs no gradient: the first norm saves nothing, and a dropout on an input that needs no
+    gradient keeps no mask. Measured on the CPU grid (exact for llama-style layers).
+    """
+    if not f.frozen_base:
+        return 0
+    T, h = f.T, arch.hidden_size
+    delta = 4 * T  # the first norm's rsqrt
+    if f.ad == 2:
+        delta += 2 * T * h  # the 16-bit embedding output is not kept
+    if f.dropout:
+        first_readers = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn")
+        delta += sum(1 for m in first_readers if m in f.adapted) * f.mask * T * h
+    return -delta
 
 
 # ---------------------------------------------------------------------------------------------- the step
@@ -360,6 +399,10 @@ def training_memory(
     notes: list[str] = []
 
     frozen_base = plan.method != "full"
+    attn = plan.attn_implementation
+    if attn == "sdpa" and arch.model_type == "gemma2":
+        attn = "eager"
+        notes.append("Gemma 2 has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)")
     if plan.method == "qlora" and plan.upcast_non_quantized:
         ad = 4
     elif plan.method == "full" and plan.mixed_precision:
@@ -368,14 +411,21 @@ def training_memory(
         ad = DTYPE_BYTES[plan.dtype]
     ab = 4
     adapted = frozenset(
-        (a.module.rsplit(".", 1)[-1] if not a.module.endswith("mlp.c_proj") else "c_proj_mlp") for a in adapters.adapted
+        (a.module.rsplit(".", 1)[-1] if not a.module.endswith("mlp.c_proj") else "c_proj_mlp")
+        for a in adapters.adapted
+        if not a.module.endswith(("experts.gate_up_proj", "experts.down_proj", "mlp.gate"))
     )
+    experts_adapted = any(a.module.endswith(("experts.gate_up_proj", "experts.down_proj")) for a in adapters.adapted)
+    expert_numel = sum(t.numel for t in inv if t.kind == "experts")
+    expert_lora_bytes = expert_numel * param_dtype_bytes(inv.tensors[0], plan) if experts_adapted else 0
+    router_lora = any(a.module.endswith("mlp.gate") for a in adapters.adapted)
     flow = _Flow(
         T=T, b=b, s=s, ad=ad, ab=ab, mask=1 if cuda else ab, frozen_base=frozen_base, adapted=adapted,
-        dropout=plan.lora_dropout > 0 and plan.adapters, r=plan.lora_r, attn=plan.attn_implementation,
+        dropout=plan.lora_dropout > 0 and plan.adapters, r=plan.lora_r, attn=attn,
+        expert_lora_bytes=expert_lora_bytes, router_lora=router_lora,
     )  # fmt: skip
 
-    # persistent
+    # persistent through the step
     weights = weight_bytes(inv, plan, cuda)
     trainable = _trainable_tensors(inv, adapters, plan)
     adapter_b = 0 if plan.method == "full" else _sum_alloc(trainable, cuda)
@@ -383,52 +433,84 @@ def training_memory(
     opt_visible, opt_managed = optimizer_bytes(trainable, plan, cuda)
     static = weights + adapter_b + opt_visible
 
+    # gradients by place: head (lm_head + final norm), embeddings (allocated last), one decoder layer
+    L = arch.num_hidden_layers
+    if plan.method == "full":
+        g_head = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.role == "lm_head")
+        g_head += sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.layers == 1
+                      and t.role == "norm")  # fmt: skip
+        g_embed = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.kind == EMBEDDING)
+        if arch.tie_word_embeddings:
+            g_head, g_embed = g_head + g_embed, 0  # the tied weight's grad starts in lm_head's backward
+    else:
+        g_head = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in adapters.saved_modules
+                     if t.role == "lm_head")  # fmt: skip
+        g_embed = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in adapters.saved_modules
+                      if t.kind == EMBEDDING)  # fmt: skip
+    g_layers = max(grads_all - g_head - g_embed, 0)
+    g_layer = g_layers // L
+
     # activations
     moe_layers = len(arch.moe_layers)
-    dense_layers = arch.num_hidden_layers - moe_layers
+    dense_layers = L - moe_layers
     per_dense = layer_activations(arch, flow, moe=False) if dense_layers else 0
     per_moe = layer_activations(arch, flow, moe=True) if moe_layers else 0
-    layer_max = max(per_dense, per_moe)
+    a_layer = max(per_dense, per_moe)
     stream = ad * T * h
-    mask = ad * b * s * s if plan.attn_implementation == "eager" else 0
+    rope = 0 if arch.position_embeddings else 2 * s * arch.head_dim * ad  # cos and sin, shared by the layers
+    eager_mask = ad * b * s * s if attn == "eager" else 0
     if plan.gradient_checkpointing:
-        stored = arch.num_hidden_layers * stream + mask  # checkpointed layer inputs (+ the eager mask)
-        recompute = layer_max
+        stored = L * stream + rope + eager_mask  # checkpointed layer inputs (+ the shared cos/sin and eager mask)
     else:
-        stored = dense_layers * per_dense + moe_layers * per_moe
-        recompute = 0
+        stored = dense_layers * per_dense + moe_layers * per_moe + rope + first_layer_delta(arch, flow)
 
-    # head: final norm + lm_head + cross-entropy
+    # head: final norm + lm_head + cross-entropy (transformers' ForCausalLMLoss)
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
-    lm_head_fp32 = plan.upcast_non_quantized or (plan.method == "full" and plan.dtype == "float32")
-    ld = 4 if lm_head_fp32 or (ad == 4 and plan.method != "full" and plan.upcast_non_quantized) else (
-        DTYPE_BYTES[plan.dtype] if not plan.mixed_precision else 2)  # fmt: skip
+    if plan.upcast_non_quantized or plan.dtype == "float32" and not plan.mixed_precision:
+        ld = 4  # lm_head in fp32 (prepare_model_for_kbit_training, or an fp32 model)
+    else:
+        ld = 2
     n = T * V
     final_norm = _norm_saved(arch, flow, h, not frozen_base)
-    head_in = ad * T * h if head_trainable else 0
-    softcap = ld * n if arch.model_type == "gemma2" else 0
-    logits_saved = 4 * n + softcap  # log-softmax output (fp32) saved for backward
-    upcast_copy = 4 * n if ld != 4 else 0
-    fwd_head_peak = ld * n + upcast_copy + 4 * n + softcap
-    bwd_head_peak = logits_saved + 4 * n + 4 * n  # grad of nll, grad of log-softmax
-    if ld != 4:
-        bwd_head_after = 4 * n + ld * n
-    else:
-        bwd_head_after = 4 * n
-    head_saved = final_norm + head_in
+    head_in = stream if head_trainable else 0
+    softcap = ld * n if arch.final_logit_softcapping else 0  # tanh output of the final-logit soft-capping
+    # forward: logits, their fp32 upcast (a copy unless already fp32), the saved log-softmax
+    fwd_head = max(stream + ld * n, ld * n + (0 if ld == 4 else 4 * n) + 4 * n + softcap)
+    # backward of the loss: saved log-softmax + grad of nll + grad of log-softmax (outputs already dropped)
+    bwd_head = 12 * n + softcap
 
-    # phases (bytes live at each phase's peak)
-    acts_fwd_end = stored
-    fwd = static + acts_fwd_end + head_saved + fwd_head_peak
-    loss_bwd = static + acts_fwd_end + head_saved + max(bwd_head_peak, bwd_head_after)
-    # backward through the layers: activations are freed layer by layer while gradients accumulate
-    bwd_ws = 2 * ad * T * max(h, arch.intermediate_size if not arch.is_moe else arch.moe_intermediate_size)
-    if plan.adapters:
-        bwd_ws += ab * T * max(h, arch.intermediate_size)
-    layer_first = static + stored + recompute + bwd_ws + stream
-    layer_last = static + grads_all + recompute + bwd_ws + stream + (stream if plan.gradient_checkpointing else 0)
-    bwd_layers = max(layer_first, layer_last)
-    # optimizer step
+    fwd = static + stored + final_norm + head_in + fwd_head
+    loss_bwd = static + stored + final_norm + head_in + bwd_head
+
+    # backward through the decoder layers, from the last (j = L-1) to the first (j = 0): activations are freed
+    # layer by layer while gradients accumulate, so the peak is at one of the two ends.
+    grad_stream = ad * T * h
+    i_eff = arch.moe_intermediate_size if arch.is_moe and not dense_layers else arch.intermediate_size
+    if plan.method == "full":
+        work = g_layer + stream  # the layer's own weight gradients and a gradient of the stream
+    else:
+        work = flow.ab * T * i_eff + (2 * DTYPE_BYTES[plan.dtype] if ad != flow.ab else DTYPE_BYTES[plan.dtype]) * (
+            T * i_eff
+        )
+        if plan.quantized:
+            work += 2 * max((t.numel for t in inv if t.bnb_quantized), default=0)  # dequantized weight in backward
+        if flow.dropout:
+            work += flow.ab * T * i_eff // 2  # dropout's backward transient (calibrated on the CPU grid)
+        if expert_lora_bytes:
+            # the gradient of the gate_up half of W + ΔW (2/3 of the stack), once the down projection's saved
+            # inputs are freed
+            pairs_mi = T * arch.num_experts_per_tok * ad * arch.moe_intermediate_size
+            work += max(2 * expert_lora_bytes // 3 - pairs_mi, 0)
+    if plan.gradient_checkpointing:
+        last = static + g_head + L * stream + rope + eager_mask + grad_stream + a_layer + work
+        first = static + g_head + (g_layers - g_layer) + stream + rope + eager_mask + grad_stream + a_layer + work
+    else:
+        work += stream
+        last = static + g_head + stored + grad_stream + work
+        first = static + g_head + (g_layers - g_layer) + a_layer + rope + grad_stream + work
+    bwd_layers = max(last, first)
+    # optimizer step: torch AdamW is single-tensor on the CPU (two temporaries of the largest parameter) and
+    # multi-tensor on CUDA (one temporary list as large as all exp_avg_sq)
     if plan.optimizer == "adamw_torch":
         biggest = max((n_ * b_ for n_, b_, _ in trainable), default=0)
         opt_tmp = sum(alloc(n_ * b_, cuda) * c for n_, b_, c in trainable) if cuda else 2 * biggest
@@ -445,18 +527,13 @@ def training_memory(
     comp["weights"] = weights
     comp["adapters"] = adapter_b
     comp["optimizer"] = opt_visible
-    if peak_phase == "forward":
-        comp["activations"] = acts_fwd_end + final_norm + head_in
-        comp["logits"] = fwd_head_peak
-    elif peak_phase == "loss_backward":
-        comp["activations"] = acts_fwd_end + final_norm + head_in
-        comp["logits"] = max(bwd_head_peak, bwd_head_after)
+    if peak_phase in ("forward", "loss_backward"):
+        comp["activations"] = stored + final_norm + head_in
+        comp["logits"] = peak - static - comp["activations"]
     elif peak_phase == "backward":
-        if layer_first >= layer_last:
-            comp["activations"] = stored + recompute + bwd_ws + stream
-        else:
-            comp["gradients"] = grads_all
-            comp["activations"] = recompute + bwd_ws + stream + (stream if plan.gradient_checkpointing else 0)
+        grads_then = g_head + (g_layers - g_layer if first >= last else 0)
+        comp["gradients"] = grads_then
+        comp["activations"] = peak - static - grads_then
     else:
         comp["gradients"] = grads_all
         comp["activations"] = opt_tmp
@@ -473,9 +550,9 @@ def training_memory(
         Term("gradients", "gradients", grads_all, ".grad of every trainable parameter, same dtype"),
         Term("optimizer", "optimizer", opt_visible, f"{plan.optimizer} state in the allocator"),
         Term("optimizer_paged", "optimizer", opt_managed, "paged optimizer state in CUDA managed memory"),
-        Term("activations_per_layer", "activations", per_dense or per_moe,
+        Term("activations_per_layer", "activations", a_layer,
              "tensors autograd saves in one decoder layer (no checkpointing)"),
-        Term("checkpointed_inputs", "activations", arch.num_hidden_layers * stream if plan.gradient_checkpointing
+        Term("checkpointed_inputs", "activations", L * stream if plan.gradient_checkpointing
              else 0, "one residual-stream tensor per layer kept by non-reentrant checkpointing"),
         Term("logits", "logits", ld * n, f"lm_head output, b·s·V in {'fp32' if ld == 4 else '16-bit'}"),
         Term("logits_fp32_copies", "logits", 4 * n, "one fp32 b·s·V tensor (upcast, log-softmax or its gradient)"),
