@@ -231,8 +231,13 @@ def tracked_figures(tracker: MemoryTracker) -> dict[str, Any]:
     }
 
 
+def uses_cuda_counters(device: torch.device) -> bool:
+    """Whether the run reads the CUDA allocator's counters (a seam: tests drive the CUDA branch with fakes)."""
+    return device.type == "cuda"
+
+
 def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+    if uses_cuda_counters(device):
         torch.cuda.synchronize(device)
 
 
@@ -260,7 +265,7 @@ def run(
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", 0)
-    cuda = device.type == "cuda"
+    cuda = uses_cuda_counters(device)
     if round_to is None:
         round_to = CUDA_ROUND if cuda else 0
     cfg = resolve_config(plan, config)

@@ -164,7 +164,7 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """Count ``tensor``'s storage under ``category`` (moving it there if it is already counted)."""
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
-        if tensor is None or not isinstance(tensor, torch.Tensor):
+        if tensor is None or not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
             return
         self._track_storage(tensor.untyped_storage(), category, force=True)
         self._update_peaks()
@@ -177,6 +177,8 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """Bytes the tracker would count for these tensors (distinct storages, rounded)."""
         seen: dict[int, int] = {}
         for t in tensors:
+            if t.device.type == "meta":
+                continue
             s = t.untyped_storage()
             seen[id(s)] = self._size(s.nbytes())
         return sum(seen.values())
@@ -226,7 +228,8 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.ops += 1
         category = self.category_override or DEFAULT_CATEGORY
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
+            # Meta tensors hold no memory (a fake tensor reports its fake device, so it is still counted).
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 try:
                     storage = t.untyped_storage()
                 except (RuntimeError, NotImplementedError):  # sparse / storage-less tensors hold no plain block
