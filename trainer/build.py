@@ -176,7 +176,9 @@ def materialize(
     init_fn = getattr(model, "_init_weights", None)
     if not callable(init_fn) and hasattr(model, "get_base_model"):
         init_fn = getattr(model.get_base_model(), "_init_weights", None)
-    done: dict[int, torch.Tensor] = {}
+    # id(meta tensor) -> (meta tensor, its replacement). Holding the meta tensor keeps its id from being reused
+    # by another object while the walk goes on, so a tie is only ever found where one exists.
+    done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for module in model.modules():
         fresh = False
         bnb_layer = _is_bnb_layer(module)
@@ -184,7 +186,7 @@ def materialize(
             if p is None or not p.is_meta:
                 continue
             if id(p) in done:
-                module._parameters[name] = done[id(p)]
+                module._parameters[name] = done[id(p)][1]
                 continue
             if bnb_layer and name == "weight":
                 new = _quantized_weight(module, p, device, fake=fake, init=init, std=std)
@@ -199,15 +201,15 @@ def materialize(
                     with torch.no_grad():
                         new.zero_()
                 fresh = True
-            done[id(p)] = new
+            done[id(p)] = (p, new)
             module._parameters[name] = new
         for name, b in list(module._buffers.items()):
             if b is None or not b.is_meta:
                 continue
             if id(b) not in done:
-                done[id(b)] = torch.empty(b.shape, dtype=b.dtype, device=device)
+                done[id(b)] = (b, torch.empty(b.shape, dtype=b.dtype, device=device))
                 fresh = True
-            module._buffers[name] = done[id(b)]
+            module._buffers[name] = done[id(b)][1]
         if fresh and init and not fake and not bnb_layer and callable(init_fn):
             with torch.no_grad():
                 init_fn(module)
