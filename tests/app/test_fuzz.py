@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 from app.main import create_app
 from app.settings import Settings
 
-EXAMPLES = int(os.environ.get("TUNEPLAN_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("TUNEPLAN_FUZZ_EXAMPLES", "300"))
 
 
 def _labels() -> list[str]:
