@@ -379,9 +379,7 @@ class HubClient:
             if params is None:
                 notes.append("the repo has no safetensors weights: parameter counts come from config.json")
         except HubError as exc:
-            notes.append(
-                f"safetensors headers unavailable ({exc.message}): parameter counts come from config.json"
-            )
+            notes.append(f"safetensors headers unavailable ({exc.message}): parameter counts come from config.json")
 
         gated = bool(info.get("gated")) or bool(info.get("private"))
         resolved = ResolvedModel(
@@ -436,9 +434,7 @@ class HubClient:
 
     def _model_info(self, repo_id: str, revision: str, token: str | None) -> dict[str, Any]:
         with self._hub_errors(repo_id, token, revision):
-            info = self._api().model_info(
-                repo_id, revision=revision, timeout=self.timeout, token=token or False
-            )
+            info = self._api().model_info(repo_id, revision=revision, timeout=self.timeout, token=token or False)
         files = None if info.siblings is None else [s.rfilename for s in info.siblings]
         return {"sha": info.sha, "gated": info.gated, "private": info.private, "files": files}
 
@@ -512,9 +508,7 @@ class HubClient:
                         raise HubBadConfig(f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} has no weight_map")
                     shards = sorted({str(v) for v in weight_map.values()})
                     if len(shards) > MAX_SHARDS:
-                        raise HubBadConfig(
-                            f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} lists {len(shards)} shards"
-                        )
+                        raise HubBadConfig(f"{SAFETENSORS_INDEX_FILE} of {repo_id!r} lists {len(shards)} shards")
                 else:
                     return None
 
@@ -533,9 +527,7 @@ class HubClient:
         except (SafetensorsParsingError, ValueError, OSError) as exc:
             if isinstance(exc, HubError):
                 raise
-            raise HubBadConfig(
-                f"the safetensors headers of {repo_id!r} could not be parsed ({exc})"
-            ) from None
+            raise HubBadConfig(f"the safetensors headers of {repo_id!r} could not be parsed ({exc})") from None
 
     # ------------------------------------------------------------------------------------------------- errors
 
@@ -573,19 +565,13 @@ class HubClient:
                 f"{repo_id!r} has no revision {revision!r}: use a branch, tag or commit that exists"
             ) from None
         except RemoteEntryNotFoundError as exc:
-            filename = (
-                str(exc.response.request.url).rsplit("/", 1)[-1] if exc.response is not None else "file"
-            )
+            filename = str(exc.response.request.url).rsplit("/", 1)[-1] if exc.response is not None else "file"
             raise HubBadConfig(
                 f"{repo_id!r} has no {filename}, so it is not a transformers model; "
                 "send its config.json inline as 'config', or pick a catalog model"
             ) from None
         except RepositoryNotFoundError:
-            hint = (
-                "check the spelling"
-                if token
-                else f"check the spelling; if it is a private repo, {_TOKEN_HINT}"
-            )
+            hint = "check the spelling" if token else f"check the spelling; if it is a private repo, {_TOKEN_HINT}"
             raise HubRepoNotFound(
                 f"no model {repo_id!r} on the Hugging Face Hub: {hint}",
                 suggestions=catalog_suggestions(repo_id),
@@ -605,8 +591,7 @@ class HubClient:
             if isinstance(cause, HfHubHTTPError):
                 self._raise_http(cause, repo_id, token)
             raise HubUnavailable(
-                f"the Hugging Face Hub at {self.endpoint} could not be reached: "
-                f"retry later, or {_FALLBACK_HINT}",
+                f"the Hugging Face Hub at {self.endpoint} could not be reached: retry later, or {_FALLBACK_HINT}",
                 endpoint=self.endpoint,
             ) from None
         except HfHubHTTPError as exc:

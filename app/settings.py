@@ -45,9 +45,7 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(
         default=7 * 24 * 3600.0, ge=0, description="Age after which a cached Hub config is fetched again."
     )
-    max_config_bytes: int = Field(
-        default=256 * 1024, ge=1024, description="Largest inline or Hub config.json."
-    )
+    max_config_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest inline or Hub config.json.")
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates")
     static_dir: Path = Field(default=PROJECT_ROOT / "static")
 
