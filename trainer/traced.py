@@ -128,8 +128,10 @@ def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
 def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built:
     """Model + optimizer on fake CPU tensors (inside ``fake_patches``); ``fake_mode`` is a FakeTensorMode."""
     if plan.method == "qlora" and (plan.use_dora or plan.quant_type == "int8"):
-        # DoRA dequantizes the base weight through Params4bit, which cannot hold a fake tensor.
-        raise BuildError("the traced dry run supports 4-bit QLoRA without DoRA; measure this plan with a real run")
+        # DoRA dequantizes the base weight through Params4bit, and int8 quantizes through Int8Params: neither
+        # can hold a fake tensor.
+        what = "DoRA" if plan.use_dora else "int8 quantization"
+        raise BuildError(f"the traced dry run does not support QLoRA with {what}; measure this plan with a real run")
     cfg = make_config(config, plan)
     model = meta_trainable_model(cfg, plan)
     with fake_mode:
