@@ -98,6 +98,13 @@ def test_catalog_model_resolves_offline(client: TestClient) -> None:
     assert by_hub_id["catalog_id"] == entry.id
 
 
+def test_every_catalog_model_resolves_with_its_verified_count(client: TestClient) -> None:
+    for entry in catalog.models():
+        response = client.get(f"/api/models/{entry.id}")
+        assert response.status_code == 200, (entry.id, response.text)
+        assert response.json()["parameters"]["total"] == entry.params, entry.id
+
+
 def test_hub_model_resolves_with_safetensors_counts(client: TestClient) -> None:
     response = client.get("/api/models/acme/tiny-llama")
     assert response.status_code == 200, response.text
