@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(EstimatorError, _error_handler)
     app.add_exception_handler(HubError, _error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error_handler)
     app.add_middleware(BodyLimit, max_bytes=settings.max_config_bytes + BODY_SLACK_BYTES)
     return app
 
@@ -103,6 +104,15 @@ async def _error_handler(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, UnknownModelError):
         return JSONResponse({"detail": str(exc), "suggestions": list(exc.suggestions)}, status_code=404)
     return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+async def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input: logged with its traceback, answered as JSON like every other error."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"detail": f"internal error ({type(exc).__name__}); this is a bug in tuneplan, please report it"},
+        status_code=500,
+    )
 
 
 _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {

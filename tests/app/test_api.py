@@ -68,6 +68,18 @@ def test_unknown_route_is_json_404(client: TestClient) -> None:
     _error(client.get("/api/nope"), 404)
 
 
+def test_a_bug_is_still_answered_in_json(settings: Settings) -> None:
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        body = _error(client.get("/boom"), 500)
+    assert "bug" in body["detail"] and "kaboom" not in body["detail"]
+
+
 def test_gpus(client: TestClient) -> None:
     gpus = client.get("/api/gpus").json()
     assert len(gpus) == len(catalog.gpus())
