@@ -77,11 +77,39 @@ def fake_patches() -> Iterator[None]:
 
     mu.find_packed_sequence_indices = find_packed_sequence_indices
     restore_moe = _patch_grouped_mm(FakeTensor)
+    restore_dora = _patch_dora_dequantize()
     try:
         yield
     finally:
         mu.find_packed_sequence_indices = original
         restore_moe()
+        restore_dora()
+
+
+def _patch_dora_dequantize() -> Callable[[], None]:
+    """DoRA reads the base weight through PEFT's ``dequantize_module_weight``, which recognizes ``Params4bit`` by
+    class name; the fake 4-bit weight is a plain ``Parameter`` with a ``quant_state``, so dequantize it with the
+    same bitsandbytes op the real path uses."""
+    try:
+        dora = _mod("peft.tuners.lora.dora")
+    except ImportError:  # pragma: no cover
+        return lambda: None
+    original = dora.dequantize_module_weight
+    bnbf = _mod("bitsandbytes.functional")
+
+    def dequantize_module_weight(module: torch.nn.Module) -> Any:
+        weight = getattr(module, "weight", None)
+        qs = getattr(weight, "quant_state", None)
+        if isinstance(weight, torch.Tensor) and qs is not None and type(weight).__name__ != "Params4bit":
+            return bnbf.dequantize_4bit(weight.data, qs)
+        return original(module)
+
+    dora.dequantize_module_weight = dequantize_module_weight
+
+    def restore() -> None:
+        dora.dequantize_module_weight = original
+
+    return restore
 
 
 def _patch_grouped_mm(fake_type: type) -> Callable[[], None]:
@@ -120,18 +148,35 @@ def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
             p.requires_grad_(False)
     if plan.gradient_checkpointing:
         enable_gc(model)
+    if plan.method == "qlora" and plan.use_dora:
+        _plain_4bit_weights(model)
     if plan.adapters:
         model = _mod("peft").get_peft_model(model, lora_config(plan))
     return model
 
 
+_QUANT_ATTRS = ("blocksize", "compress_statistics", "quant_type", "quant_storage")
+
+
+def _plain_4bit_weights(model: Any) -> None:
+    """DoRA + QLoRA: PEFT deep-copies each ``Linear4bit`` when it sets DoRA up, which a meta ``Params4bit`` does
+    not survive. Give those layers a plain meta ``Parameter`` carrying the same quantization attributes (what
+    PEFT's dispatcher and ``materialize`` read); the fake 4-bit weight replaces it at materialization anyway."""
+    bnb = _mod("bitsandbytes")
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and type(module.weight).__name__ == "Params4bit":
+            old = module.weight
+            plain: Any = torch.nn.Parameter(torch.empty(old.shape, dtype=old.dtype, device="meta"), False)
+            for attr in _QUANT_ATTRS:
+                setattr(plain, attr, getattr(old, attr))
+            module.weight = plain
+
+
 def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built:
     """Model + optimizer on fake CPU tensors (inside ``fake_patches``); ``fake_mode`` is a FakeTensorMode."""
-    if plan.method == "qlora" and (plan.use_dora or plan.quant_type == "int8"):
-        # DoRA dequantizes the base weight through Params4bit, and int8 quantizes through Int8Params: neither
-        # can hold a fake tensor.
-        what = "DoRA" if plan.use_dora else "int8 quantization"
-        raise BuildError(f"the traced dry run does not support QLoRA with {what}; measure this plan with a real run")
+    if plan.method == "qlora" and plan.quant_type == "int8":
+        # int8 quantizes through Int8Params, which cannot hold a fake tensor.
+        raise BuildError("the traced dry run does not support int8 QLoRA; measure this plan with a real run")
     cfg = make_config(config, plan)
     model = meta_trainable_model(cfg, plan)
     with fake_mode:

@@ -351,3 +351,12 @@ def test_direct_qlora_build_never_holds_the_16bit_model() -> None:
     added_16bit = 2 * 4 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 1024)
     assert peak8 - peak4 <= (final8 - final4) + 64 * 1024
     assert peak8 - peak4 < added_16bit / 2.5  # 4-bit + absmax (+ tiny adapters) vs 16-bit
+
+
+def test_qlora_dora_traced_matches_real() -> None:
+    plan = make_plan(LLAMA, method="qlora", use_dora=True)
+    result = real(plan)
+    check_consistent(result)
+    t = truth(plan)
+    assert result["measured"]["components"]["adapters"] == 4 * t["trained_numel"]  # A, B and the magnitudes
+    check_traced_matches(plan, tolerance=0.0)
