@@ -96,6 +96,16 @@ def resolve_config(plan: Plan, config: Mapping[str, Any] | None) -> dict[str, An
     return dict(entry.config)
 
 
+def plan_notes(plan: Plan) -> list[str]:
+    """What this single-process run does not reproduce of the plan."""
+    notes = []
+    if plan.num_gpus > 1 or plan.sharding != "ddp":
+        notes.append(
+            f"measured on one device without sharding; the plan asks for {plan.num_gpus} GPU(s) with {plan.sharding}"
+        )
+    return notes
+
+
 def make_batch(vocab_size: int, plan: Plan, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (plan.batch_size, plan.seq_len), generator=gen).to(device)
@@ -279,6 +289,7 @@ def run(
         "steps": steps,
         "seed": seed,
         "oom": False,
+        "notes": plan_notes(plan),
     }
     measured: dict[str, Any] = {"peak_reserved": None, "driver_used": None, "context": None}
     result["measured"] = measured

@@ -54,7 +54,7 @@ from .build import (
     output_embeddings,
     torch_dtype,
 )
-from .run import CUDA_ROUND, cli, resolve_config, tracked_figures, tracking, train_step, versions
+from .run import CUDA_ROUND, cli, plan_notes, resolve_config, tracked_figures, tracking, train_step, versions
 from .tracker import MemoryTracker
 
 
@@ -229,6 +229,7 @@ def traced_run(
         "versions": versions(None),
         "steps": steps,
         "oom": False,
+        "notes": plan_notes(plan),
     }
     t_all = time.perf_counter()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)

@@ -29,7 +29,7 @@ from trainer.run import run  # noqa: E402
 from trainer.traced import traced_run  # noqa: E402
 from trainer.tracker import MemoryTracker  # noqa: E402
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.train, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 REPO = Path(__file__).resolve().parents[2]
 
