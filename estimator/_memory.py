@@ -435,18 +435,23 @@ def training_memory(
 
     # gradients by place: head (lm_head + final norm), embeddings (allocated last), one decoder layer
     L = arch.num_hidden_layers
+    tied = 0
     if plan.method == "full":
         g_head = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.role == "lm_head")
         g_head += sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.layers == 1
                       and t.role == "norm")  # fmt: skip
         g_embed = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.kind == EMBEDDING)
         if arch.tie_word_embeddings:
-            g_head, g_embed = g_head + g_embed, 0  # the tied weight's grad starts in lm_head's backward
+            # the tied weight's gradient from lm_head's backward waits in autograd's input buffer (a live tensor,
+            # not yet a .grad) until the embedding's contribution is added at the very end
+            tied = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.role == "embedding")
+            g_head, g_embed = g_head + tied, g_embed - tied
     else:
         g_head = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in adapters.saved_modules
                      if t.role == "lm_head")  # fmt: skip
         g_embed = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in adapters.saved_modules
                       if t.kind == EMBEDDING)  # fmt: skip
+    tied_buffer = tied if plan.method == "full" and arch.tie_word_embeddings else 0
     g_layers = max(grads_all - g_head - g_embed, 0)
     g_layer = g_layers // L
 
@@ -531,7 +536,13 @@ def training_memory(
         comp["activations"] = stored + final_norm + head_in
         comp["logits"] = peak - static - comp["activations"]
     elif peak_phase == "backward":
-        grads_then = g_head + (g_layers - g_layer if first >= last else 0)
+        if plan.method == "full":  # the MLP's output projection is the first to get its gradient
+            in_layer = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv
+                           if t.layers > 1 and t.role in ("mlp", "expert") and t.in_features == i_eff)  # fmt: skip
+        else:  # the peak is at the start of the MLP's backward: only the down projection's LoRA grads exist
+            in_layer = sum(alloc(4 * plan.lora_r * a.in_features, cuda) + alloc(4 * plan.lora_r * a.out_features, cuda)
+                           for a in adapters.adapted if a.in_features == i_eff and not a.embedding)  # fmt: skip
+        grads_then = g_head - tied_buffer + (g_layers - g_layer + in_layer if first >= last else in_layer)
         comp["gradients"] = grads_then
         comp["activations"] = peak - static - grads_then
     else:

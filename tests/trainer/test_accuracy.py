@@ -1,0 +1,71 @@
+"""The accuracy suite: the analytic estimate against real CPU training runs and traced runs at real sizes.
+
+Tolerances (trainer/accuracy.py): analytic peak within 3 % of the measured live-tensor peak in every case; every
+component within 5 % or 1 MiB; traced peak equal to the real CPU peak within 0.1 % on the tiny configs.
+Regenerate docs/accuracy.md with ``python -m bench.accuracy``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from trainer.accuracy import (  # noqa: E402
+    CPU_CASES,
+    PEAK_TOLERANCE,
+    TRACED_VS_REAL,
+    Case,
+    check_case,
+    traced_cases,
+)
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
+
+def _assert_within(report: dict) -> None:
+    cmp = report["comparison"]
+    peak = cmp["peak"]
+    assert peak["ok"], (
+        f"{report['id']}: peak off by {peak['error']:+.2%} (estimated {peak['estimated']:,}, "
+        f"measured {peak['measured']:,}; tolerance {PEAK_TOLERANCE:.0%})"
+    )
+    bad = {k: v for k, v in cmp["components"].items() if not v["ok"]}
+    assert not bad, f"{report['id']}: components out of tolerance: {bad}"
+
+
+@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: c.id)
+def test_estimate_matches_real_cpu_run(case: Case) -> None:
+    _assert_within(check_case(case, "real"))
+
+
+def test_grid_covers_the_required_dimensions() -> None:
+    types = {c.config["model_type"] for c in CPU_CASES}
+    assert {"llama", "qwen2", "mistral", "gemma2", "phi3", "gpt2", "mixtral"} <= types
+    plans = [c.make_plan() for c in CPU_CASES]
+    assert {p.method for p in plans} == {"full", "lora", "qlora"}
+    assert {p.gradient_checkpointing for p in plans} == {True, False}
+    assert {p.attn_implementation for p in plans} >= {"eager", "sdpa"}
+    assert any(p.lora_dropout > 0 for p in plans) and any(p.lora_dropout == 0 for p in plans)
+    assert len({(p.batch_size, p.seq_len) for p in plans}) >= 3
+    assert len(CPU_CASES) >= 24
+    assert any(c.config.get("tie_word_embeddings") and c.config["model_type"] == "qwen2" for c in CPU_CASES)
+
+
+@pytest.mark.parametrize("case", traced_cases(), ids=lambda c: c.id)
+def test_estimate_matches_traced_run_at_real_size(case: Case) -> None:
+    _assert_within(check_case(case, "traced"))
+
+
+TRACED_VS_REAL_CASES = [c for c in CPU_CASES if c.id in (
+    "llama-qlora-gc", "llama-lora-nogc", "llama-full-gc", "qwen2-qlora-gc", "gpt2-lora-nogc", "mixtral-lora-nogc",
+    "phi3-qlora-gc",
+)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TRACED_VS_REAL_CASES, ids=lambda c: c.id)
+def test_traced_equals_real_on_tiny_configs(case: Case) -> None:
+    real = check_case(case, "real")["result"]["measured"]["peak_allocated"]
+    traced = check_case(case, "traced")["result"]["measured"]["peak_allocated"]
+    assert abs(traced - real) <= TRACED_VS_REAL * real, f"traced {traced:,} vs real {real:,}"
