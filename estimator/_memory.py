@@ -32,11 +32,12 @@ from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 MiB = 1024 * 1024
 COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead")
 
-# GPU runtime overheads (calibrated on an H200 with torch 2.x, see docs/accuracy.md; override per GPU).
-CUDA_CONTEXT_BYTES = 520 * MiB
-CUBLAS_WORKSPACE_BYTES = 32 * MiB
-RESERVED_RATIO = 1.06
-RESERVED_FLOOR = 64 * MiB
+# GPU runtime overheads, calibrated on an H200 (torch 2.11 + CUDA 13.0, driver 580.159; bench/results/gpu_h200.json,
+# docs/accuracy.md). Other GPUs and stacks differ by tens of MiB.
+CUDA_CONTEXT_BYTES = 527 * MiB  # total - free from mem_get_info() before anything is loaded
+CUDA_RUNTIME_BYTES = 233 * MiB  # kernels and library handles loaded during the first step, outside the allocator
+CUBLAS_WORKSPACE_BYTES = 64 * MiB  # cuBLAS/cuBLASLt workspaces: in torch's allocator, so in max_memory_allocated
+ALLOCATOR_CACHE_FLOOR = 512 * MiB  # blocks the caching allocator keeps reserved beyond the allocated peak
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class _Flow:
     dropout: bool
     r: int
     attn: str
+    sdpa_math: bool = False  # CUDA SDPA falls back to the math kernel (fp32 q/k/v with grouped KV heads)
     expert_lora_bytes: int = 0  # one MoE layer's expert stack as PEFT's ParamWrapper materializes it (W + ΔW)
     router_lora: bool = False
 
@@ -297,6 +299,11 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
         total += 4 * f.b * a * f.s * f.s  # fp32 softmax output
         if ad != 4:
             total += ad * f.b * a * f.s * f.s  # its 16-bit copy, saved by the matmul with v
+    elif f.sdpa_math:
+        # CUDA SDPA has no fused kernel for fp32 with grouped KV heads (flash needs 16-bit, memory-efficient has
+        # no GQA), so it falls back to the math path: scaled q, repeated-and-scaled k, repeated v, and the fp32
+        # attention probabilities, b·a·s², per layer (measured on the H200: QLoRA without GC)
+        total += 3 * ad * T * qd + 4 * f.b * a * f.s * f.s
     else:
         qb = 2 if f.attn == "flash_attention_2" else ad
         total += qb * T * (2 * qd + 2 * kd)  # q, k, v, output
@@ -386,8 +393,7 @@ def training_memory(
     adapters: AdapterPlan,
     plan: Plan,
     *,
-    context_bytes: int = CUDA_CONTEXT_BYTES,
-    reserved_ratio: float = RESERVED_RATIO,
+    context_bytes: int = CUDA_CONTEXT_BYTES + CUDA_RUNTIME_BYTES,
 ) -> MemoryEstimate:
     """Peak memory of one steady-state training step (optimizer state already allocated)."""
     arch = inv.arch
@@ -423,7 +429,14 @@ def training_memory(
         T=T, b=b, s=s, ad=ad, ab=ab, mask=1 if cuda else ab, frozen_base=frozen_base, adapted=adapted,
         dropout=plan.lora_dropout > 0 and plan.adapters, r=plan.lora_r, attn=attn,
         expert_lora_bytes=expert_lora_bytes, router_lora=router_lora,
+        sdpa_math=cuda and attn == "sdpa" and ad == 4 and arch.num_key_value_heads != arch.num_attention_heads,
     )  # fmt: skip
+    if flow.sdpa_math:
+        notes.append(
+            "SDPA on CUDA has no fused kernel for fp32 attention with grouped KV heads (the QLoRA stream is fp32 "
+            "after prepare_model_for_kbit_training), so it uses the math path: b·a·s² fp32 probabilities per layer; "
+            "gradient checkpointing or flash_attention_2 avoid most of it"
+        )
 
     # persistent through the step
     weights = weight_bytes(inv, plan, cuda)
@@ -549,10 +562,18 @@ def training_memory(
         comp["gradients"] = grads_all
         comp["activations"] = opt_tmp
 
-    overhead = (context_bytes + CUBLAS_WORKSPACE_BYTES) if cuda else 0
-    comp["overhead"] = overhead
-    reserved = max(int(peak * reserved_ratio), peak + RESERVED_FLOOR) if cuda else peak
-    total = reserved + overhead + opt_managed
+    tensor_peak = peak
+    if cuda:
+        # torch counts the cuBLAS workspace as allocated; the caching allocator then keeps freed blocks reserved:
+        # after the loss about one fp32 logits-sized block (measured 0.6-1.7x of it on the H200 runs), at least
+        # ALLOCATOR_CACHE_FLOOR
+        peak += CUBLAS_WORKSPACE_BYTES
+        reserved = peak + max(4 * n, ALLOCATOR_CACHE_FLOOR)
+        comp["overhead"] = CUBLAS_WORKSPACE_BYTES + context_bytes
+        total = reserved + context_bytes + opt_managed
+    else:
+        reserved = peak
+        total = peak
 
     terms = [
         Term("weights", "weights", weights, "base parameters as held (4-bit/int8 linears + quant state, others as "
@@ -567,8 +588,12 @@ def training_memory(
              else 0, "one residual-stream tensor per layer kept by non-reentrant checkpointing"),
         Term("logits", "logits", ld * n, f"lm_head output, b·s·V in {'fp32' if ld == 4 else '16-bit'}"),
         Term("logits_fp32_copies", "logits", 4 * n, "one fp32 b·s·V tensor (upcast, log-softmax or its gradient)"),
-        Term("cuda_context", "overhead", context_bytes if cuda else 0, "CUDA context and kernels, outside torch"),
-        Term("cublas_workspace", "overhead", CUBLAS_WORKSPACE_BYTES if cuda else 0, "cuBLAS workspace"),
+        Term("cuda_context", "overhead", context_bytes if cuda else 0,
+             "CUDA context, kernels and library handles, outside torch's allocator"),
+        Term("cublas_workspace", "overhead", CUBLAS_WORKSPACE_BYTES if cuda else 0,
+             "cuBLAS workspaces (inside torch's allocator)"),
+        Term("allocator_cache", "overhead", reserved - peak, "freed blocks the caching allocator keeps reserved"),
+        Term("tensor_peak", "activations", tensor_peak, "live tensors at the peak, without the cuBLAS workspace"),
     ]  # fmt: skip
     if plan.use_dora:
         notes.append("DoRA: the per-module weight-norm transient is not modelled; treat the peak as a lower bound")
