@@ -444,6 +444,19 @@ def training_memory(
     adapter_b = 0 if plan.method == "full" else _sum_alloc(trainable, cuda)
     grads_all = _sum_alloc(trainable, cuda)
     opt_visible, opt_managed = optimizer_bytes(trainable, plan, cuda)
+    # multi-GPU data parallelism: what each GPU holds (ZeRO stage 1 shards optimizer state, 2 also gradients,
+    # 3 also parameters, which it gathers one decoder layer at a time)
+    n_gpu = plan.num_gpus
+    shard_opt = n_gpu if plan.sharding in ("zero1", "zero2", "zero3") else 1
+    shard_grad = n_gpu if plan.sharding in ("zero2", "zero3") else 1
+    shard_w = n_gpu if plan.sharding == "zero3" else 1
+    opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
+    gathered = 0
+    if shard_w > 1:
+        per_layer_w = sum(t.numel * param_dtype_bytes(t, plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
+        gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
+        weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
+    ddp_buckets = grads_all if n_gpu > 1 and plan.sharding == "ddp" else 0  # DDP's gradient buckets
     static = weights + adapter_b + opt_visible
 
     # gradients by place: head (lm_head + final norm), embeddings (allocated last), one decoder layer
@@ -466,7 +479,11 @@ def training_memory(
                       if t.kind == EMBEDDING)  # fmt: skip
     tied_buffer = tied if plan.method == "full" and arch.tie_word_embeddings else 0
     g_layers = max(grads_all - g_head - g_embed, 0)
+    if shard_grad > 1:
+        g_head, g_embed, g_layers, tied_buffer = (-(-x // shard_grad) for x in (g_head, g_embed, g_layers, tied_buffer))
+        grads_all = g_head + g_embed + g_layers
     g_layer = g_layers // L
+    static += ddp_buckets
 
     # activations
     moe_layers = len(arch.moe_layers)
@@ -531,7 +548,7 @@ def training_memory(
     # multi-tensor on CUDA (one temporary list as large as all exp_avg_sq)
     if plan.optimizer == "adamw_torch":
         biggest = max((n_ * b_ for n_, b_, _ in trainable), default=0)
-        opt_tmp = sum(alloc(n_ * b_, cuda) * c for n_, b_, c in trainable) if cuda else 2 * biggest
+        opt_tmp = -(-sum(alloc(n_ * b_, cuda) * c for n_, b_, c in trainable) // shard_opt) if cuda else 2 * biggest
     else:
         opt_tmp = 0
     opt_phase = static + grads_all + opt_tmp
@@ -562,6 +579,7 @@ def training_memory(
         comp["gradients"] = grads_all
         comp["activations"] = opt_tmp
 
+    comp["gradients"] += ddp_buckets  # DDP's bucket copies of the gradients (in static, not in the parts above)
     tensor_peak = peak
     if cuda:
         # torch counts the cuBLAS workspace as allocated; the caching allocator then keeps freed blocks reserved:

@@ -1,0 +1,71 @@
+"""Training memory: the totals are derived from named parts, and sharding divides what it should."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from estimator import Plan, estimate
+from estimator._memory import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, CUDA_RUNTIME_BYTES
+
+MODELS = ("llama-3.1-8b", "qwen2.5-1.5b", "mixtral-8x7b", "gpt2", "gemma-2-9b")
+
+
+def _mem(**kw: object) -> dict:
+    return estimate(Plan(**{"lora_dropout": 0.0, "seq_len": 1024} | kw)).to_dict()["memory"]  # type: ignore[arg-type]
+
+
+def _term(mem: dict, name: str) -> int:
+    return next(t["bytes"] for t in mem["terms"] if t["name"] == name)
+
+
+@pytest.mark.parametrize(
+    "model,method,sharding,num_gpus,device,gc",
+    list(
+        itertools.product(MODELS, ("full", "lora", "qlora"), ("ddp", "zero3"), (1, 4), ("cuda", "cpu"), (True, False))
+    ),
+)
+def test_components_add_up_to_the_peak(model: str, method: str, sharding: str, num_gpus: int, device: str,
+                                       gc: bool) -> None:  # fmt: skip
+    mem = _mem(model=model, method=method, sharding=sharding, num_gpus=num_gpus, device=device,
+               gradient_checkpointing=gc)  # fmt: skip
+    comps = mem["components"]
+    assert min(comps.values()) >= 0
+    context = _term(mem, "cuda_context")
+    assert sum(comps.values()) == mem["peak_allocated"] + context
+    assert mem["peak_allocated"] == max(mem["phases"].values()) + (CUBLAS_WORKSPACE_BYTES if device == "cuda" else 0)
+    assert mem["peak_allocated"] <= mem["peak_reserved"] <= mem["total"]
+    if device == "cpu":
+        assert context == 0 and mem["total"] == mem["peak_allocated"] == mem["peak_reserved"]
+    else:
+        assert context == CUDA_CONTEXT_BYTES + CUDA_RUNTIME_BYTES
+
+
+def test_zero_stages_shard_what_they_say() -> None:
+    one = _mem(model="llama-3.1-8b", method="full")["components"]
+    z1 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero1")["components"]
+    z2 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero2")["components"]
+    z3 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero3")["components"]
+    assert z1["optimizer"] == -(-one["optimizer"] // 8)
+    assert z1["weights"] == one["weights"]
+    assert z2["optimizer"] == z1["optimizer"]
+    assert z3["weights"] < one["weights"] // 4  # a shard plus two gathered layers
+
+
+def test_ddp_replicates_and_adds_gradient_buckets() -> None:
+    one = _mem(model="qwen2.5-1.5b", method="full")
+    ddp = _mem(model="qwen2.5-1.5b", method="full", num_gpus=4, sharding="ddp")
+    assert ddp["components"]["weights"] == one["components"]["weights"]
+    assert ddp["peak_allocated"] > one["peak_allocated"]
+
+
+def test_qlora_fp32_gqa_attention_on_cuda_uses_the_math_path() -> None:
+    """Measured on an H200 (bench/results/gpu_h200.json): b·a·s² fp32 per layer without checkpointing."""
+    cuda = _mem(model="llama-3.1-8b", method="qlora", gradient_checkpointing=False, seq_len=2048)
+    cpu = _mem(model="llama-3.1-8b", method="qlora", gradient_checkpointing=False, seq_len=2048, device="cpu")
+    per_layer_s2 = 4 * 32 * 2048 * 2048
+    assert _term(cuda, "activations_per_layer") - _term(cpu, "activations_per_layer") >= per_layer_s2
+    assert any("math path" in n for n in cuda["notes"])
+    lora = _mem(model="llama-3.1-8b", method="lora", gradient_checkpointing=False, seq_len=2048)
+    assert not any("math path" in n for n in lora["notes"])
