@@ -319,10 +319,14 @@ def storage_cmd(
             typer.echo(json.dumps(r.to_dict() | {"why_exact_differs": list(WHY_EXACT_DIFFERS)}, indent=2))
             return
         typer.echo(f"{int(params):,} parameters")
-        typer.echo(f"  FP16 / BF16 (2 B each):        {_fmt(r.fp16)}")
-        typer.echo(f"  4-bit (0.5 B each):            {_fmt(r.int4)}")
-        typer.echo(f"  adapter, {trainable_fraction:.2%} in FP16:    {_fmt(r.adapter)}")
-        typer.echo(f"  QLoRA total (4-bit + adapter): {_fmt(r.qlora_total)}")
+        rows = (
+            ("FP16 / BF16 (2 B each)", r.fp16),
+            ("4-bit (0.5 B each)", r.int4),
+            (f"adapter, {trainable_fraction:.2%} in FP16", r.adapter),
+            ("QLoRA total (4-bit + adapter)", r.qlora_total),
+        )
+        for label, value in rows:
+            typer.echo(f"  {label + ':':31s} {_fmt(value)}")
         typer.echo("Why the exact figure for a real model differs (tuneplan estimate shows it):")
         for why in WHY_EXACT_DIFFERS:
             typer.echo(f"  - {why}")

@@ -132,13 +132,16 @@ def fits(per_gpu: int, plan: Plan) -> list[dict[str, Any]]:
     out = []
     for g in catalog.gpus():
         headroom = g.usable_bytes - per_gpu
+        # bf16 needs compute capability 8.0+: the catalog lists no bf16 rate for older cards (T4, V100)
+        dtype_ok = plan.dtype != "bfloat16" or g.bf16_tflops is not None
         out.append({
             "id": g.id,
             "name": g.name,
             "usable_bytes": g.usable_bytes,
-            "fits": headroom >= 0 and plan.device == "cuda",
+            "fits": headroom >= 0 and plan.device == "cuda" and dtype_ok,
             "headroom_bytes": headroom,
             "utilization": round(per_gpu / g.usable_bytes, 4) if g.usable_bytes else None,
+            "reason": None if dtype_ok else "no bfloat16 support: use dtype float16",
         })  # fmt: skip
     out.sort(key=lambda r: (not r["fits"], r["usable_bytes"]))
     return out
