@@ -431,12 +431,7 @@ def training_memory(
         expert_lora_bytes=expert_lora_bytes, router_lora=router_lora,
         sdpa_math=cuda and attn == "sdpa" and ad == 4 and arch.num_key_value_heads != arch.num_attention_heads,
     )  # fmt: skip
-    if flow.sdpa_math:
-        notes.append(
-            "SDPA on CUDA has no fused kernel for fp32 attention with grouped KV heads (the QLoRA stream is fp32 "
-            "after prepare_model_for_kbit_training), so it uses the math path: b·a·s² fp32 probabilities per layer; "
-            "gradient checkpointing or flash_attention_2 avoid most of it"
-        )
+
 
     # persistent through the step
     weights = weight_bytes(inv, plan, cuda)
@@ -580,6 +575,15 @@ def training_memory(
         comp["activations"] = opt_tmp
 
     comp["gradients"] += ddp_buckets  # DDP's bucket copies of the gradients (in static, not in the parts above)
+    s2_layer = 4 * b * arch.num_attention_heads * s * s
+    s2_kept = s2_layer * (1 if plan.gradient_checkpointing else L)
+    if flow.sdpa_math and s2_kept >= 0.05 * peak:
+        notes.append(
+            f"SDPA on CUDA has no fused kernel for fp32 attention with grouped KV heads (the QLoRA stream is fp32 "
+            f"after prepare_model_for_kbit_training), so it uses the math path: {s2_kept / 2**30:.2f} GiB of fp32 "
+            f"attention probabilities (b·a·s² per layer{'' if plan.gradient_checkpointing else ', every layer'}); "
+            "gradient checkpointing or flash_attention_2 avoid most of it"
+        )
     tensor_peak = peak
     if cuda:
         # torch counts the cuBLAS workspace as allocated; the caching allocator then keeps freed blocks reserved:
