@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from estimator._plan import (
     MAX_BATCH_SIZE,
@@ -169,7 +170,10 @@ class PlanQuery(_PlanFields):
         targets = [t.strip() for t in self.target_modules.split(",") if t.strip()]
         data["target_modules"] = "all-linear" if targets == ["all-linear"] else targets
         data["modules_to_save"] = [t.strip() for t in self.modules_to_save.split(",") if t.strip()]
-        return PlanBody.model_validate(data)
+        try:
+            return PlanBody.model_validate(data)
+        except ValidationError as exc:  # e.g. target_modules=" " splits to nothing: a 422, not a 500
+            raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def _check_modules(name: str, modules: list[str]) -> None:

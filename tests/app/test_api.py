@@ -347,3 +347,10 @@ def test_startup_does_not_import_torch(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_get_estimate_with_blank_target_modules_is_a_422(client) -> None:  # type: ignore[no-untyped-def]
+    """Found by the fuzz run: a query whose target_modules splits to nothing must be a 422 that says why."""
+    r = client.get("/api/estimate", params={"model": "llama-3.1-8b", "target_modules": "\x1f"})
+    assert r.status_code == 422
+    assert "target_modules" in r.text
