@@ -362,7 +362,8 @@ def test_the_page_works_without_javascript(browser: Any, base_url: str) -> None:
     context.close()
 
 
-def test_first_render_is_fast(page: Any, base_url: str) -> None:
+def test_first_render_and_charts_are_marked(page: Any, base_url: str) -> None:
+    """The page paints and marks when every chart is drawn (bench/page_load.py times them; tests do not)."""
     url = base_url + "/?model=llama-3.1-8b&method=compare&gpu=a100-80gb"
     load(page, url)  # warm
     load(page, url)
@@ -375,8 +376,8 @@ def test_first_render_is_fast(page: Any, base_url: str) -> None:
                     charts: charts ? charts.startTime : null};
         }"""
     )
-    assert timing["fcp"] is not None and timing["fcp"] < 1000, timing
-    assert timing["charts"] is not None and timing["charts"] < 2000, timing  # generous: shared CI machines
+    assert timing["fcp"] is not None, timing
+    assert timing["charts"] is not None and timing["charts"] >= timing["fcp"], timing
 
 
 @pytest.mark.skipif(not os.environ.get("TUNEPLAN_SCREENSHOTS"), reason="set TUNEPLAN_SCREENSHOTS=1 to write them")
