@@ -461,3 +461,13 @@ _PARSERS = {
     "starcoder2": _starcoder2,
     "olmo2": _olmo2,
 }
+
+
+NO_SDPA = frozenset({"gemma2"})
+
+
+def attention_implementation(model_type: str, requested: str) -> str:
+    """The attention transformers will run: Gemma 2 has no SDPA path, so ``sdpa`` falls back to ``eager``."""
+    if requested == "sdpa" and model_type in NO_SDPA:
+        return "eager"
+    return requested

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._arch import Architecture
+from ._arch import Architecture, attention_implementation
 from ._inventory import EMBEDDING, Inventory, Tensor
 from ._lora import AdapterPlan
 from ._plan import Plan
@@ -405,9 +405,8 @@ def training_memory(
     notes: list[str] = []
 
     frozen_base = plan.method != "full"
-    attn = plan.attn_implementation
-    if attn == "sdpa" and arch.model_type == "gemma2":
-        attn = "eager"
+    attn = attention_implementation(arch.model_type, plan.attn_implementation)
+    if attn != plan.attn_implementation:
         notes.append("Gemma 2 has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)")
     if plan.method == "qlora" and plan.upcast_non_quantized:
         ad = 4
@@ -431,7 +430,6 @@ def training_memory(
         expert_lora_bytes=expert_lora_bytes, router_lora=router_lora,
         sdpa_math=cuda and attn == "sdpa" and ad == 4 and arch.num_key_value_heads != arch.num_attention_heads,
     )  # fmt: skip
-
 
     # persistent through the step
     weights = weight_bytes(inv, plan, cuda)

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from estimator._arch import attention_implementation
+
 from ._plan import Plan
 
 LEARNING_RATE = 1e-4
@@ -124,7 +126,9 @@ def meta_model(cfg: Any, plan: Plan) -> Any:
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(
-            cfg, dtype=base_dtype(plan), attn_implementation=plan.attn_implementation
+            cfg,
+            dtype=base_dtype(plan),
+            attn_implementation=attention_implementation(cfg.model_type, plan.attn_implementation),
         )
     if plan.method == "qlora":
         replace_with_bnb_linear = _mod("transformers.integrations.bitsandbytes").replace_with_bnb_linear
@@ -298,7 +302,7 @@ def _pretrained_model(cfg: Any, plan: Plan, device: torch.device) -> Any:
         return AutoModelForCausalLM.from_pretrained(
             tmp,
             dtype=base_dtype(plan),
-            attn_implementation=plan.attn_implementation,
+            attn_implementation=attention_implementation(cfg.model_type, plan.attn_implementation),
             device_map={"": str(device)},
             use_safetensors=True,
             **kwargs,
