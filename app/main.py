@@ -43,6 +43,8 @@ Plan the disk and GPU memory of a full, LoRA or QLoRA fine-tune of a Hugging Fac
 * `GET /api/models?q=`: search the catalog; `GET /api/models/{id}`: resolve any model id (catalog, or the
   Hugging Face Hub: config.json plus safetensors headers, no weights).
 * `GET /api/gpus`: the GPU catalog.
+* `POST /api/jobs`: verify a plan with a real run (queued, run as its own process); `GET /api/jobs/{id}`: its
+  status, result and measured-vs-estimated rows; `DELETE /api/jobs/{id}`: cancel it.
 
 Gated or private Hub repos need a token: send `X-HF-Token: hf_...` or `Authorization: Bearer hf_...` (used for
 that request only, never logged or stored), or start the server with `HF_TOKEN` set.
@@ -56,18 +58,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     hub = HubClient(settings)
 
+    from app import jobs
+
+    runner = jobs.JobRunner(settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        hub.close()
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            hub.close()
 
     app = FastAPI(title="tuneplan", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.hub = hub
+    app.state.jobs = runner
 
     from app import api
 
     app.include_router(api.router)
+    app.include_router(jobs.router)
     try:
         from app import pages  # the page engineer's module; optional until it lands
     except ModuleNotFoundError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,18 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600.0, ge=0, description="Age after which a cached Hub config is fetched again."
     )
     max_config_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest inline or Hub config.json.")
+    max_concurrent_jobs: int = Field(
+        default=1, ge=0, le=64, description="Verify runs at once (0: jobs are accepted and queued, none runs)."
+    )
+    job_timeout_s: float = Field(default=1800.0, gt=0, description="A verify run is killed after this long.")
+    verify_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where verify runs go: auto is cuda when nvidia-smi runs, else cpu."
+    )
+    train_module: str = Field(
+        default="torch",
+        min_length=1,
+        description="Module whose presence (found, never imported) means the train extra is installed.",
+    )
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates")
     static_dir: Path = Field(default=PROJECT_ROOT / "static")
 
@@ -56,6 +69,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("hf_endpoint must be an http(s) URL, like https://huggingface.co")
         return value
+
+    @property
+    def jobs_db(self) -> Path:
+        """The SQLite file of the verify jobs."""
+        return self.data_dir / "jobs.sqlite3"
 
     @property
     def cache_dir(self) -> Path:
