@@ -1,0 +1,292 @@
+"""Verify jobs: a real SQLite store, a real worker thread and real ``python -m trainer.run`` processes on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.jobs import INTERRUPTED, JobStore
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_STACK = ("torch", "transformers", "peft", "bitsandbytes")
+
+TINY_RUN_CONFIG: dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1024,
+    "max_position_embeddings": 512,
+}
+TINY_PLAN: dict[str, Any] = {
+    "config": TINY_RUN_CONFIG,
+    "method": "qlora",
+    "batch_size": 1,
+    "seq_len": 64,
+    "lora_dropout": 0.0,
+    "device": "cpu",
+}
+RUN_TIMEOUT_S = 120
+
+needs_train = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in TRAIN_STACK),
+    reason="needs the train extra: pip install -e '.[train]'",
+)
+
+
+def _gpu_here() -> bool:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        return subprocess.run([exe, "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture
+def queue_only(settings: Settings) -> Settings:
+    """Jobs are accepted and stored, none runs (``max_concurrent_jobs=0``)."""
+    return settings.model_copy(update={"max_concurrent_jobs": 0})
+
+
+@pytest.fixture
+def client(queue_only: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(queue_only)) as test_client:
+        yield test_client
+
+
+def _error(response: Any, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    return detail
+
+
+def _wait(client: TestClient, url: str, until: tuple[str, ...], timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(url).json()
+        if job["status"] in until:
+            return job
+        assert time.monotonic() < deadline, f"job still {job['status']} after {timeout} s: {job.get('error')}"
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------------- real runs
+
+
+@needs_train
+def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        posted = client.post("/api/jobs", json=TINY_PLAN)
+        assert posted.status_code == 202, posted.text
+        first = posted.json()
+        assert first["status"] == "queued" and first["url"] == f"/api/jobs/{first['id']}"
+        assert posted.headers["location"] == first["url"]
+
+        # one run at a time: a second job waits in the queue, and can be cancelled there
+        second = client.post("/api/jobs", json=TINY_PLAN).json()
+        assert client.get(second["url"]).json()["status"] == "queued"
+        cancelled = client.delete(second["url"])
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+        job = _wait(client, first["url"], ("done", "failed", "cancelled"))
+        assert job["status"] == "done", job["error"]
+        assert job["device"] == "cpu" and job["estimate"]["plan"]["device"] == "cpu"
+        measured = job["result"]["measured"]
+        assert measured["peak_allocated"] > 0
+        rows = {r["name"]: r for r in job["comparison"]["components"] + job["comparison"]["tiers"]}
+        peak = rows["peak_allocated"]
+        assert peak["measured"] == measured["peak_allocated"]
+        assert peak["estimated"] == job["estimate"]["memory"]["peak_allocated"]
+        assert abs(peak["error_percent"]) <= 3.0, peak
+        assert rows["adapters"]["measured"] == rows["adapters"]["estimated"]  # LoRA tensors are exact
+        assert rows["peak_reserved"]["measured"] is None and rows["total"]["measured"] is None  # CPU: live tensors
+        assert job["comparison"]["oom"] is False
+
+        # a running job is killed by DELETE
+        third = client.post("/api/jobs", json=TINY_PLAN).json()
+        _wait(client, third["url"], ("running",), timeout=30)
+        runner = client.app.state.jobs  # type: ignore[attr-defined]
+        proc = runner._running[third["id"]].proc
+        assert client.delete(third["url"]).json()["status"] == "cancelled"
+        assert proc.wait(timeout=10) != 0
+        assert _wait(client, third["url"], ("cancelled",), timeout=5)["status"] == "cancelled"
+        assert _error(client.delete(first["url"]), 409).startswith(f"job {first['id']} is already done")
+
+        listed = client.get("/api/jobs").json()
+        assert [j["id"] for j in listed] == [third["id"], second["id"], first["id"]]
+        assert [j["status"] for j in listed] == ["cancelled", "cancelled", "done"]
+        assert client.get("/api/jobs?limit=1").json()[0]["id"] == third["id"]
+
+
+@needs_train
+def test_a_run_past_its_deadline_is_killed_and_failed(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"job_timeout_s": 0.5}))) as client:
+        job = client.post("/api/jobs", json=TINY_PLAN).json()
+        failed = _wait(client, job["url"], ("done", "failed"), timeout=30)
+        assert failed["status"] == "failed"
+        assert failed["error"].startswith("the run took longer than 0.5 s and was stopped")
+        assert failed["result"] is None and failed["comparison"] is None
+
+
+@needs_train
+def test_the_web_process_imports_no_torch_creating_and_running_a_job(tmp_path: Path) -> None:
+    probe = f"""
+import json, sys, time
+from pathlib import Path
+from fastapi.testclient import TestClient
+from app.main import create_app
+from app.settings import Settings
+
+settings = Settings(data_dir=Path({str(tmp_path)!r}), max_concurrent_jobs=1)
+with TestClient(create_app(settings)) as client:
+    url = client.post("/api/jobs", json=json.loads({json.dumps(TINY_PLAN)!r})).json()["url"]
+    deadline = time.monotonic() + {RUN_TIMEOUT_S}
+    while (job := client.get(url).json())["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+print(json.dumps({{"status": job["status"], "error": job["error"],
+                  "loaded": [m for m in {TRAIN_STACK!r} if m in sys.modules]}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S + 60
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["status"] == "done", report["error"]
+    assert report["loaded"] == []
+
+
+# ------------------------------------------------------------------------------------------------- persistence
+
+
+def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settings) -> None:
+    with TestClient(create_app(queue_only)) as client:
+        job = client.post("/api/jobs", json=TINY_PLAN)
+        assert job.status_code == 202, job.text
+        queued = job.json()
+        stored = client.get(queued["url"]).json()
+    assert queue_only.jobs_db.is_file()
+
+    # a job the previous server was running when it died
+    store = JobStore(queue_only.jobs_db)
+    running = store.create(
+        device="cpu", steps=1, plan={"model": None, "method": "qlora"}, config=TINY_RUN_CONFIG,
+        estimate=stored["estimate"], status="running",
+    )  # fmt: skip
+    store.close()
+
+    with TestClient(create_app(queue_only)) as client:
+        listed = {j["id"]: j for j in client.get("/api/jobs").json()}
+        assert set(listed) == {queued["id"], running.id}
+        assert listed[queued["id"]]["status"] == "queued"
+        assert listed[running.id]["status"] == "failed" and listed[running.id]["error"] == INTERRUPTED
+        again = client.get(queued["url"]).json()
+        assert again["estimate"] == stored["estimate"] and again["plan"] == stored["plan"]
+        assert client.delete(queued["url"]).json()["status"] == "cancelled"
+
+    with TestClient(create_app(queue_only)) as client:
+        statuses = {j["id"]: j["status"] for j in client.get("/api/jobs").json()}
+        assert statuses == {queued["id"]: "cancelled", running.id: "failed"}
+
+
+def test_a_job_stores_its_plan_estimate_and_config(client: TestClient) -> None:
+    posted = client.post("/api/jobs", json=TINY_PLAN | {"steps": 2})
+    assert posted.status_code == 202, posted.text
+    job = client.get(posted.json()["url"]).json()
+    assert job["status"] == "queued" and job["steps"] == 2 and job["device"] == "cpu"
+    assert job["model"] == "inline config" and job["method"] == "qlora"
+    assert "config" not in job["plan"] and "steps" not in job["plan"]
+    expected = client.post("/api/estimate", json=TINY_PLAN).json()
+    assert job["estimate"]["memory"] == expected["memory"]
+    assert job["result"] is None and job["comparison"] is None and job["error"] is None
+
+
+def test_a_hub_id_is_resolved_through_the_hub_client(client: TestClient) -> None:
+    posted = client.post("/api/jobs", json={"model": "acme/tiny-llama", "seq_len": 64, "device": "cpu"})
+    assert posted.status_code == 202, posted.text
+    job = client.get(posted.json()["url"]).json()
+    assert job["model"] == "acme/tiny-llama"
+    assert job["estimate"]["params"]["total"] > 0
+    _error(client.post("/api/jobs", json={"model": "acme/does-not-exist", "device": "cpu"}), 404)
+
+
+# ------------------------------------------------------------------------------------------------- errors
+
+
+def test_unknown_jobs_are_404(client: TestClient) -> None:
+    assert "no job 'nope'" in _error(client.get("/api/jobs/nope"), 404)
+    _error(client.delete("/api/jobs/nope"), 404)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"steps": 0}, "steps"),
+        ({"steps": 6}, "steps"),
+        ({"device": "tpu"}, "device"),
+        ({"epochs": 3}, "epochs"),
+        ({"seq_len": 100_000}, "seq_len"),
+        ({"lora_r": 0}, "lora_r"),
+        ({"model": "llama-3.1-8b"}, "model"),
+        ({"gpu": "no-such-card"}, "gpu"),
+    ],
+)
+def test_bad_input_is_a_422_that_says_what_to_fix(client: TestClient, change: dict[str, Any], field: str) -> None:
+    assert field in _error(client.post("/api/jobs", json=TINY_PLAN | change), 422)
+    assert client.get("/api/jobs").json() == []
+
+
+def test_bad_bodies_and_limits(client: TestClient) -> None:
+    _error(client.post("/api/jobs", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    _error(client.post("/api/jobs", json=[1, 2]), 422)
+    _error(client.post("/api/jobs", json={"method": "qlora"}), 422)
+    _error(client.get("/api/jobs?limit=0"), 422)
+    _error(client.get("/api/jobs?limit=abc"), 422)
+
+
+@pytest.mark.skipif(_gpu_here(), reason="this server has a GPU")
+def test_cuda_without_a_gpu_is_a_422(queue_only: Settings) -> None:
+    with TestClient(create_app(queue_only)) as client:
+        detail = _error(client.post("/api/jobs", json=TINY_PLAN | {"device": "cuda"}), 422)
+        assert "needs an NVIDIA GPU" in detail and "'cpu'" in detail
+        # auto picks the CPU here
+        job = client.post("/api/jobs", json={k: v for k, v in TINY_PLAN.items() if k != "device"}).json()
+        assert client.get(job["url"]).json()["device"] == "cpu"
+    forced = queue_only.model_copy(update={"verify_device": "cuda"})
+    with TestClient(create_app(forced)) as client:
+        _error(client.post("/api/jobs", json={k: v for k, v in TINY_PLAN.items() if k != "device"}), 422)
+
+
+def test_without_the_train_extra_job_creation_is_a_503(queue_only: Settings) -> None:
+    missing = queue_only.model_copy(update={"train_module": "tuneplan_no_such_training_module"})
+    with TestClient(create_app(missing)) as client:
+        detail = _error(client.post("/api/jobs", json=TINY_PLAN), 503)
+        assert "install the train extra: pip install -e '.[train]'" in detail
+        assert client.get("/api/jobs").json() == []
+        assert client.post("/api/estimate", json=TINY_PLAN).status_code == 200  # estimates still work
+
+
+def test_the_routes_are_in_the_openapi_document(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"post", "get"} <= set(paths["/api/jobs"])
+    assert {"get", "delete"} <= set(paths["/api/jobs/{job_id}"])
+    body = paths["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/JobBody")
