@@ -5,7 +5,8 @@
  * - the URL follows the form (history.replaceState), so a link reproduces the page;
  * - the model field searches the catalog (GET /api/models?q=) as you type;
  * - a dropped or chosen config.json is read here and sent inline as `config` (base64url JSON in the URL);
- * - the charts follow the light / dark colour scheme.
+ * - the charts follow the light / dark colour scheme;
+ * - "Verify with a real run" posts the plan to /api/jobs, polls the job every 2 s and shows measured vs estimated.
  * Vanilla JS, no build step.
  */
 (function () {
@@ -321,6 +322,184 @@
         });
       })
       .catch(function () { /* the datalist keeps its options */ });
+  }
+
+  // ---------------------------------------------------------------- verify with a real run (/api/jobs)
+
+  var verify = {
+    box: document.getElementById("verify"),
+    button: document.getElementById("verify-run"),
+    cancel: document.getElementById("verify-cancel"),
+    status: document.getElementById("verify-status"),
+    out: document.getElementById("verify-result"),
+    job: null,
+    timer: 0
+  };
+  var VERIFY_POLL_MS = 2000;
+  var VERIFY_LABELS = { weights: "Weights", adapters: "Adapters", gradients: "Gradients", optimizer: "Optimizer state",
+    activations: "Activations", logits: "Logits", peak_allocated: "Peak allocated", peak_reserved: "Peak reserved",
+    total: "Total (nvidia-smi)" };
+
+  function detailText(data) {
+    var detail = data && data.detail;
+    if (Array.isArray(detail)) detail = detail.map(function (d) { return d.msg || String(d); }).join("; ");
+    return String(detail || "something went wrong");
+  }
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "—";
+    var gib = n / 1073741824;
+    return Math.abs(gib) >= 1 ? gib.toFixed(2) + " GiB" : (n / 1048576).toFixed(2) + " MiB";
+  }
+
+  function fmtError(p) {
+    if (p === null || p === undefined) return "—";
+    return (p > 0 ? "+" : p < 0 ? "−" : "±") + Math.abs(p).toFixed(2) + " %";
+  }
+
+  function verifyBusy(busy) {
+    verify.button.disabled = busy;
+    verify.cancel.hidden = !busy;
+    verify.box.setAttribute("aria-busy", busy ? "true" : "false");
+  }
+
+  function jsonAnswer(res) {
+    return res.json().catch(function () { return { detail: "the server answered " + res.status }; })
+      .then(function (data) { return { ok: res.ok, data: data }; });
+  }
+
+  function startVerify() {
+    var values = formValues();
+    if (values.method === "compare") {
+      verify.status.textContent = "Pick Full, LoRA or QLoRA: a run verifies one method.";
+      return;
+    }
+    var bad = invalidField();
+    if (bad) { verify.status.textContent = "Fix the form first: a run needs a valid plan."; return; }
+    clearTimeout(verify.timer);
+    verify.job = null;
+    verify.out.innerHTML = "";
+    verifyBusy(true);
+    verify.status.textContent = "Starting the run…";
+    fetch("/api/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(toPlan(values))
+    }).then(jsonAnswer).then(function (answer) {
+      if (!answer.ok) {
+        verifyBusy(false);
+        verify.status.textContent = "Could not start the run: " + detailText(answer.data);
+        return;
+      }
+      verify.job = answer.data;
+      verify.status.textContent = "Queued (job " + answer.data.id + ")…";
+      pollVerify(answer.data.id, Date.now(), "queued");
+    }).catch(function (err) {
+      verifyBusy(false);
+      verify.status.textContent = "Could not reach the server: " + (err && err.message ? err.message : err);
+    });
+  }
+
+  function pollVerify(id, started, last) {
+    verify.timer = setTimeout(function () {
+      fetch("/api/jobs/" + encodeURIComponent(id), { headers: { Accept: "application/json" } })
+        .then(jsonAnswer).then(function (answer) {
+          if (!verify.job || verify.job.id !== id) return;  // a newer run took over
+          if (!answer.ok) {
+            verifyBusy(false);
+            verify.status.textContent = "Lost track of the run: " + detailText(answer.data);
+            return;
+          }
+          var job = answer.data;
+          var secs = Math.round((Date.now() - started) / 1000);
+          if (job.status === "queued" || job.status === "running") {
+            // the live region speaks on changes of state only, not on every poll
+            if (job.status !== last) verify.status.textContent = "Running on " + job.device + "…";
+            pollVerify(id, started, job.status);
+            return;
+          }
+          verifyBusy(false);
+          if (job.status === "done") {
+            renderVerify(job);
+            verify.status.textContent = "Done on " + job.device + " in " + secs + " s" +
+              (job.comparison && job.comparison.oom ? ": the run ran out of memory (figures up to that point)." : ".");
+          } else if (job.status === "cancelled") {
+            verify.status.textContent = "The run was cancelled.";
+          } else {
+            verify.status.textContent = "The run failed: " + String(job.error || "no output").split("\n")[0];
+            if (job.error && job.error.indexOf("\n") >= 0) {
+              var details = document.createElement("details");
+              var summary = document.createElement("summary");
+              summary.textContent = "Output of the run";
+              var pre = document.createElement("pre");
+              pre.textContent = job.error;
+              details.appendChild(summary);
+              details.appendChild(pre);
+              verify.out.appendChild(details);
+            }
+          }
+        }).catch(function () {
+          if (verify.job && verify.job.id === id) pollVerify(id, started, last);  // try again
+        });
+    }, VERIFY_POLL_MS);
+  }
+
+  function cell(tag, text, cls) {
+    var node = document.createElement(tag);
+    node.textContent = text;
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function renderVerify(job) {
+    var cmp = job.comparison;
+    if (!cmp) return;
+    var plan = job.plan || {};
+    var table = document.createElement("table");
+    table.className = "verify-table";
+    table.dataset.job = job.id;
+    table.appendChild(cell("caption", "Measured vs estimated on " + job.device + ": " + job.model + ", " +
+      plan.method + ", batch " + plan.batch_size + " × seq " + plan.seq_len));
+    var head = document.createElement("tr");
+    ["Component", "Estimated", "Measured", "Error"].forEach(function (t, i) {
+      var th = cell("th", t, i ? "num" : "");
+      th.scope = "col";
+      head.appendChild(th);
+    });
+    table.appendChild(document.createElement("thead")).appendChild(head);
+    [cmp.components, cmp.tiers].forEach(function (rows, group) {
+      var body = table.appendChild(document.createElement("tbody"));
+      if (group) body.className = "tiers";
+      rows.forEach(function (r) {
+        var tr = document.createElement("tr");
+        tr.dataset.row = r.name;
+        var th = cell("th", VERIFY_LABELS[r.name] || r.name);
+        th.scope = "row";
+        tr.appendChild(th);
+        var est = tr.appendChild(cell("td", fmtBytes(r.estimated), "num"));
+        est.dataset.bytes = String(r.estimated);
+        var meas = tr.appendChild(cell("td", fmtBytes(r.measured), "num"));
+        if (r.measured !== null && r.measured !== undefined) meas.dataset.bytes = String(r.measured);
+        var err = tr.appendChild(cell("td", fmtError(r.error_percent), "num"));
+        if (r.error_percent !== null && r.error_percent !== undefined) err.dataset.percent = String(r.error_percent);
+        body.appendChild(tr);
+      });
+    });
+    verify.out.innerHTML = "";
+    verify.out.appendChild(table);
+    verify.out.appendChild(cell("p", "Error = (estimated − measured) / measured. “—”: not measured on " + job.device +
+      (job.device === "cpu" ? " (live tensors only; no allocator cache, no driver)." : "."), "hint"));
+  }
+
+  if (verify.box && verify.button) {
+    verify.box.hidden = false;
+    verify.button.addEventListener("click", startVerify);
+    verify.cancel.addEventListener("click", function () {
+      if (!verify.job) return;
+      verify.status.textContent = "Cancelling…";
+      fetch("/api/jobs/" + encodeURIComponent(verify.job.id), { method: "DELETE", headers: { Accept: "application/json" } })
+        .catch(function () { /* the next poll says what happened */ });
+    });
   }
 
   // ---------------------------------------------------------------- wiring
