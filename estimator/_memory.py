@@ -562,7 +562,9 @@ def training_memory(
         if plan.method == "full":  # the MLP's output projection is the first to get its gradient
             in_layer = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv
                            if t.layers > 1 and t.role in ("mlp", "expert") and t.in_features == i_eff)  # fmt: skip
-        else:  # the peak is at the start of the MLP's backward: only the down projection's LoRA grads exist
+        elif ad == 2:  # 16-bit stream: the peak comes as the MLP's backward starts, before any LoRA grad
+            in_layer = 0
+        else:  # fp32 stream: the peak comes once the down projection's LoRA grads exist
             in_layer = sum(alloc(4 * plan.lora_r * a.in_features, cuda) + alloc(4 * plan.lora_r * a.out_features, cuda)
                            for a in adapters.adapted if a.in_features == i_eff and not a.embedding)  # fmt: skip
         grads_then = g_head - tied_buffer + (g_layers - g_layer + in_layer if first >= last else in_layer)

@@ -26,9 +26,7 @@ REQUIRED_GPU_FIELDS = {
 
 
 def _raw(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(
-        (resources.files("estimator") / "data" / name).read_text(encoding="utf-8")
-    )
+    data: dict[str, Any] = json.loads((resources.files("estimator") / "data" / name).read_text(encoding="utf-8"))
     return data
 
 

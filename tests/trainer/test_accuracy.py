@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from trainer.accuracy import (  # noqa: E402
+from trainer.accuracy import (
     CPU_CASES,
     PEAK_TOLERANCE,
     TRACED_VS_REAL,
