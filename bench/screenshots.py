@@ -12,30 +12,18 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``) at ``/usr/bin/chro
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests" / "app"):  # the app, and the browser plumbing the browser tests share
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from browser_support import CHROMIUM, CHROMIUM_ARGS, launch_chromium, load, serve  # noqa: E402
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "SHOTS", "build_app", "serve", "take"]  # bench/page_load.py imports these
 
 # (file name, query string, viewport, colour scheme, element to scroll to the top or None)
 SHOTS: tuple[tuple[str, str, dict[str, int], str, str | None], ...] = (
@@ -94,68 +82,34 @@ def build_app() -> Any:
     return create_app()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread on a free loopback port; yields the base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the app did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
-    from playwright.sync_api import sync_playwright
-
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            for name, query, viewport, scheme, anchor in SHOTS:
-                phone = viewport["width"] < 600
-                context = browser.new_context(
-                    viewport=viewport,  # type: ignore[arg-type]
-                    color_scheme=scheme,  # type: ignore[arg-type]
-                    device_scale_factor=2 if phone else 1,
-                    is_mobile=phone,
-                    has_touch=phone,
+    with launch_chromium(chromium) as browser:
+        for name, query, viewport, scheme, anchor in SHOTS:
+            phone = viewport["width"] < 600
+            context = browser.new_context(
+                viewport=viewport,  # type: ignore[arg-type]
+                color_scheme=scheme,  # type: ignore[arg-type]
+                device_scale_factor=2 if phone else 1,
+                is_mobile=phone,
+                has_touch=phone,
+            )
+            page = context.new_page()
+            load(page, base + "/" + query)
+            if anchor:
+                page.evaluate(
+                    "sel => { const el = document.querySelector(sel).closest('.card') || "
+                    "document.querySelector(sel); window.scrollTo(0, el.getBoundingClientRect().top "
+                    "+ window.scrollY - 8); }",
+                    anchor,
                 )
-                page = context.new_page()
-                page.goto(base + "/" + query)
-                page.wait_for_selector("body[data-charts=ready]", timeout=20_000)
-                if anchor:
-                    page.evaluate(
-                        "sel => { const el = document.querySelector(sel).closest('.card') || "
-                        "document.querySelector(sel); window.scrollTo(0, el.getBoundingClientRect().top "
-                        "+ window.scrollY - 8); }",
-                        anchor,
-                    )
-                page.wait_for_timeout(400)
-                path = out / name
-                page.screenshot(path=str(path))
-                _shrink(path)
-                written.append(path)
-                context.close()
-        finally:
-            browser.close()
+            page.wait_for_timeout(400)
+            path = out / name
+            page.screenshot(path=str(path))
+            _shrink(path)
+            written.append(path)
+            context.close()
     return written
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of the app tests: a local Hub-shaped server with a few repos, and settings pointing at it."""
+"""Fixtures of the app tests: a local Hub-shaped server with a few repos, settings pointing at it, and the
+headless browser of the browser tests (``browser_support.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:  # the project is run from its checkout, not installed
     sys.path.insert(0, _ROOT)
 
+from browser_support import launch_chromium  # noqa: E402
 from hubserver import HubServer  # noqa: E402
 
 from app.settings import Settings  # noqa: E402
@@ -137,3 +139,22 @@ def settings(hub: HubServer, tmp_path: Path) -> Settings:
 def impatient(settings: Settings) -> Settings:
     """The same settings with a 1 s Hub deadline (the ``acme/slow-llama`` repo answers after 3 s)."""
     return settings.model_copy(update={"hub_timeout_s": 1.0})
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for one browser test module (a module skips itself when Chromium or Playwright is missing)."""
+    with launch_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh 1280x900 page; the test fails if the page raised a JavaScript error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,22 +18,12 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from browser_support import CHROMIUM, load, serve
 
 from app import charts
 from app.main import create_app
 from app.settings import Settings
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,54 +32,18 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 
 
-# --- server and browser -----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# --- server ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def base_url(hub: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app under uvicorn in a thread, with the local Hub of conftest.py."""
-    import uvicorn
-
     settings = Settings(data_dir=tmp_path_factory.mktemp("data"), hf_endpoint=hub.url, hf_token=None, hub_timeout_s=2.0)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with serve(create_app(settings)) as url:
+        yield url
 
 
 def api_estimate(base_url: str, plan: dict[str, Any]) -> dict[str, Any]:
@@ -100,11 +51,6 @@ def api_estimate(base_url: str, plan: dict[str, Any]) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
-
-
-def load(page: Any, url: str) -> None:
-    page.goto(url)
-    page.wait_for_selector("body[data-charts=ready]", timeout=20_000)
 
 
 def wait_updates(page: Any, n: int) -> None:

@@ -7,9 +7,6 @@ Skipped when ``/usr/bin/chromium``, Playwright or the train extra is missing.
 from __future__ import annotations
 
 import importlib.util
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,22 +14,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from browser_support import CHROMIUM, load, serve
 
 from app.main import create_app
 from app.pages import encode_config
 from app.settings import Settings
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TINY_RUN_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
@@ -54,53 +41,17 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 
 
 @pytest.fixture(scope="module")
 def base_url(hub: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app under uvicorn in a thread (its lifespan starts the job worker); runs go to the CPU."""
-    import uvicorn
-
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("data"), hf_endpoint=hub.url, hf_token=None, verify_device="cpu"
     )
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with serve(create_app(settings), stop_timeout_s=30) as url:
+        yield url
 
 
 def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, base_url: str) -> None:
@@ -111,8 +62,7 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
         "seq_len": 64,
         "lora_dropout": 0,
     }
-    page.goto(base_url + "/?" + urlencode(query))
-    page.wait_for_selector("body[data-charts=ready]", timeout=20_000)
+    load(page, base_url + "/?" + urlencode(query))
     box = page.locator("#verify")
     assert box.is_visible()
     text = box.inner_text()
