@@ -18,6 +18,7 @@ from browser_support import launch_chromium  # noqa: E402
 from hubserver import HubServer  # noqa: E402
 
 from app.settings import Settings  # noqa: E402
+from tests.trainer.trainer_cases import LLAMA  # noqa: E402
 
 GRANTED_TOKEN = "hf_granted_test_token"
 UNGRANTED_TOKEN = "hf_not_granted_token"
@@ -43,6 +44,11 @@ def tiny_llama_config(**overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+# The tiny Llama the verify runs train (tests/app/test_jobs.py, test_browser_jobs.py): the trainer tests' own
+# (every dimension a multiple of 64, as bitsandbytes' CPU kernels need), with its architecture named.
+TINY_RUN_CONFIG: dict[str, Any] = {"architectures": ["LlamaForCausalLM"], **LLAMA}
 
 
 def llama_tensors(config: dict[str, Any], dtype: str = "BF16") -> dict[str, tuple[str, list[int]]]:

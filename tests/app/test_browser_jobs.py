@@ -15,22 +15,12 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from browser_support import CHROMIUM, load, serve
+from conftest import TINY_RUN_CONFIG
 
 from app.main import create_app
 from app.pages import encode_config
 from app.settings import Settings
 
-TINY_RUN_CONFIG: dict[str, Any] = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 1024,
-    "max_position_embeddings": 512,
-}
 RUN_TIMEOUT_MS = 120_000
 
 pytestmark = [

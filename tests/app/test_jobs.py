@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TINY_RUN_CONFIG
 from fastapi.testclient import TestClient
 
 from app.jobs import INTERRUPTED, JobStore
@@ -22,17 +23,6 @@ from app.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_STACK = ("torch", "transformers", "peft", "bitsandbytes")
 
-TINY_RUN_CONFIG: dict[str, Any] = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 1024,
-    "max_position_embeddings": 512,
-}
 TINY_PLAN: dict[str, Any] = {
     "config": TINY_RUN_CONFIG,
     "method": "qlora",
