@@ -12,6 +12,7 @@ half a second. Bad input exits with code 2 and a message that says what to fix.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from app.compare import compare
+from app.gpu import nvidia_gpu_present
 from estimator import EstimatorError, Plan, estimate
 from estimator._plan import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, METHODS, OPTIMIZERS, QUANT_TYPES
 from estimator._storage import WHY_EXACT_DIFFERS, RuleOfThumb
@@ -208,10 +210,10 @@ def _traced(plan: Plan) -> dict[str, Any]:
 
 def _subprocess_run(module: str, plan: Plan, extra: list[str], timeout: float | None = None) -> dict[str, Any]:
     """Run a trainer recipe in its own process (never in this one) and read its result JSON."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("this needs the train extra: pip install -e '.[train]'") from None
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("this needs the train extra: pip install -e '.[train]'")
+    if "cuda" in extra and not nvidia_gpu_present():
+        raise UsageError("--device cuda needs an NVIDIA GPU and its driver (nvidia-smi finds none); use --device cpu")
     cfg = _resolve_config(plan)
     with tempfile.TemporaryDirectory() as tmp:
         plan_path = Path(tmp, "plan.json")
@@ -223,7 +225,8 @@ def _subprocess_run(module: str, plan: Plan, extra: list[str], timeout: float | 
         cmd = [sys.executable, "-m", module, "--plan", str(plan_path), "--out", str(out), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if not out.exists():
-            raise UsageError(f"the run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            raise UsageError(f"the run failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
         result: dict[str, Any] = json.loads(out.read_text())
         return result
 
