@@ -11,14 +11,14 @@ import dataclasses
 import difflib
 import json
 import logging
-from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.config_guard import guard_config_call
 from app.hub import HubClient, ResolvedModel, clean_token, find_catalog_model
 from app.schemas import (
     ESTIMATE_EXAMPLE,
@@ -33,14 +33,12 @@ from app.schemas import (
 )
 from app.settings import Settings
 from estimator import catalog
-from estimator._errors import ConfigError, EstimatorError, PlanError
+from estimator._errors import EstimatorError, PlanError
 from estimator._plan import Plan
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
-
-T = TypeVar("T")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "gated repo and no token: send X-HF-Token"},
@@ -87,7 +85,7 @@ def _hub(request: Request) -> HubClient:
     return hub
 
 
-def _request_token(request: Request, header_token: str | None) -> str | None:
+def request_token(request: Request, header_token: str | None) -> str | None:
     token = clean_token(header_token)
     if token is None:
         auth = request.headers.get("authorization")
@@ -96,33 +94,11 @@ def _request_token(request: Request, header_token: str | None) -> str | None:
     return token
 
 
-async def _resolve(request: Request, model: str, token: str | None, revision: str = "main") -> ResolvedModel:
+async def resolve_model(request: Request, model: str, token: str | None, revision: str = "main") -> ResolvedModel:
     return await run_in_threadpool(_hub(request).resolve, model, token, revision)
 
 
-def _guard_config_call(fn: Callable[[], T], what: str) -> T:
-    """Run estimator code on a user-supplied config; a crash on odd input becomes a 422, not a 500."""
-    try:
-        return fn()
-    except EstimatorError:
-        raise
-    except (
-        TypeError,
-        ValueError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        ArithmeticError,
-        RecursionError,
-    ) as exc:
-        log.warning("estimator failed on a %s: %r", what, exc, exc_info=True)
-        raise ConfigError(
-            f"the {what} could not be interpreted ({type(exc).__name__}: {exc}); "
-            "check its fields against the model's Hugging Face config.json"
-        ) from None
-
-
-def _check_config_size(config: dict[str, Any], settings: Settings, request: Request) -> None:
+def check_config_size(config: dict[str, Any], settings: Settings, request: Request) -> None:
     length = int(request.headers.get("content-length") or 0)
     if length and length <= settings.max_config_bytes:
         return
@@ -139,7 +115,7 @@ def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _check_gpu(gpu: str | None) -> None:
+def check_gpu(gpu: str | None) -> None:
     if gpu is not None and catalog.find_gpu(gpu) is None:
         close = difflib.get_close_matches(gpu.lower(), [g.id for g in catalog.gpus()], n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -149,19 +125,19 @@ def _check_gpu(gpu: str | None) -> None:
 async def _estimate(request: Request, body: PlanBody, token: str | None) -> Response:
     from estimator import estimate
 
-    _check_gpu(body.gpu)
+    check_gpu(body.gpu)
     if body.config is not None:
-        _check_config_size(body.config, _settings(request), request)
+        check_config_size(body.config, _settings(request), request)
         plan = body.to_plan()
-        result = _guard_config_call(lambda: estimate(plan).to_dict(), "inline config")
+        result = guard_config_call(lambda: estimate(plan).to_dict(), "inline config")
         return _json(result, {"X-Model-Source": "inline"})
     assert body.model is not None
     if find_catalog_model(body.model) is not None:
         plan = body.to_plan()
         return _json(estimate(plan).to_dict(), {"X-Model-Source": "catalog"})
     plan = body.to_plan()  # check the plan before any Hub traffic
-    resolved = await _resolve(request, body.model, token)
-    result = _guard_config_call(lambda: estimate(plan, config=resolved.config).to_dict(), "Hub config")
+    resolved = await resolve_model(request, body.model, token)
+    result = guard_config_call(lambda: estimate(plan, config=resolved.config).to_dict(), "Hub config")
     return _json(result, {"X-Model-Source": resolved.params_source.replace(" ", "-")})
 
 
@@ -194,9 +170,9 @@ def _model_detail(resolved: ResolvedModel) -> dict[str, Any]:
     from estimator import estimate, parse_config
 
     what = "catalog config" if resolved.source == "catalog" else "Hub config"
-    arch = _guard_config_call(lambda: parse_config(resolved.config), what)
+    arch = guard_config_call(lambda: parse_config(resolved.config), what)
     probe = Plan(config=resolved.config, method="full", seq_len=1, allow_long_context=True)
-    params = _guard_config_call(lambda: estimate(probe).to_dict()["params"], what)
+    params = guard_config_call(lambda: estimate(probe).to_dict()["params"], what)
     catalog_total = None
     if resolved.catalog_id is not None:
         entry = catalog.find_model(resolved.catalog_id)
@@ -246,7 +222,7 @@ async def post_estimate(body: PlanBody, request: Request, x_hf_token: TokenHeade
     Hugging Face Hub (``config.json`` and safetensors headers; no weights). The header ``X-Model-Source`` says
     where the config came from: ``inline``, ``catalog``, ``hub-config`` or ``hub-safetensors-metadata``.
     """
-    return await _estimate(request, body, _request_token(request, x_hf_token))
+    return await _estimate(request, body, request_token(request, x_hf_token))
 
 
 @router.get(
@@ -263,7 +239,7 @@ async def get_estimate(
 
     ``target_modules`` and ``modules_to_save`` take comma-separated names. Inline configs need ``POST``.
     """
-    return await _estimate(request, query.to_body(), _request_token(request, x_hf_token))
+    return await _estimate(request, query.to_body(), request_token(request, x_hf_token))
 
 
 @router.get("/api/models", tags=["models"], summary="Search the model catalog", response_model=list[ModelSummary])
@@ -293,7 +269,7 @@ async def get_model(
     ``parameters.source`` says where the exact counts come from: ``catalog``, ``hub config`` or
     ``hub safetensors metadata`` (per-dtype counts of the checkpoint, read with HTTP range requests).
     """
-    resolved = await _resolve(request, repo_id, _request_token(request, x_hf_token), revision)
+    resolved = await resolve_model(request, repo_id, request_token(request, x_hf_token), revision)
     return _json(_model_detail(resolved))
 
 

@@ -47,8 +47,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from starlette.concurrency import run_in_threadpool
 
-from app.api import TokenHeader, _check_config_size, _check_gpu, _guard_config_call, _request_token, _resolve
+from app.api import TokenHeader, check_config_size, check_gpu, request_token, resolve_model
 from app.compare import compare
+from app.config_guard import guard_config_call
 from app.schemas import ErrorBody, PlanBody
 from app.settings import PROJECT_ROOT, Settings
 
@@ -580,18 +581,18 @@ async def create_job(body: JobBody, request: Request, x_hf_token: TokenHeader = 
         raise HTTPException(503, f"verify runs need torch, transformers, peft and bitsandbytes: {TRAIN_EXTRA_MISSING}")
     device = await run_in_threadpool(runner.run_device, body.device)
     plan_body = body.plan_body(device)
-    _check_gpu(plan_body.gpu)
+    check_gpu(plan_body.gpu)
     plan = plan_body.to_plan()
     config: dict[str, Any]
     if plan_body.config is not None:
-        _check_config_size(plan_body.config, runner.settings, request)
+        check_config_size(plan_body.config, runner.settings, request)
         config = dict(plan_body.config)
-        est = _guard_config_call(lambda: estimate(plan).to_dict(), "inline config")
+        est = guard_config_call(lambda: estimate(plan).to_dict(), "inline config")
     else:
         assert plan_body.model is not None
-        resolved = await _resolve(request, plan_body.model, _request_token(request, x_hf_token))
+        resolved = await resolve_model(request, plan_body.model, request_token(request, x_hf_token))
         config = dict(resolved.config)
-        est = _guard_config_call(lambda: estimate(plan, config=config).to_dict(), "Hub config")
+        est = guard_config_call(lambda: estimate(plan, config=config).to_dict(), "Hub config")
     stored_plan = {k: v for k, v in plan.to_dict().items() if k != "config"}
     row = await run_in_threadpool(
         lambda: runner.submit(device=device, steps=body.steps, plan=stored_plan, config=config, estimate=est)

@@ -40,6 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app import charts
+from app.config_guard import guard_config_call
 
 router = APIRouter()
 
@@ -366,28 +367,9 @@ def resolve_config(plan: Any, request: Request | None = None) -> tuple[dict[str,
     return dict(resolved.config), dict(resolved.config)
 
 
-_CONFIG_CRASHES = (
-    TypeError,
-    ValueError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    ArithmeticError,
-    RecursionError,
-)
-
-
 def _estimate(est: Any, plan: Any, config: Mapping[str, Any] | None) -> dict[str, Any]:
     """``estimate(plan, config=config).to_dict()``; a crash on an odd config becomes ``ConfigError``."""
-    try:
-        result: dict[str, Any] = est.estimate(plan, config=config).to_dict()
-    except est.EstimatorError:
-        raise
-    except _CONFIG_CRASHES as exc:
-        raise est.ConfigError(
-            f"the config could not be interpreted ({type(exc).__name__}: {exc}); check its fields against "
-            "the model's Hugging Face config.json"
-        ) from None
+    result: dict[str, Any] = guard_config_call(lambda: est.estimate(plan, config=config).to_dict(), "config")
     return result
 
 
