@@ -21,6 +21,7 @@ The peak is taken over the step's phases (forward, loss backward, layer backward
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._arch import Architecture, attention_implementation
@@ -196,7 +197,7 @@ class _Flow:
     router_lora: bool = False
 
 
-def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int, shared: bool = False) -> tuple[int, str]:
+def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int, shared: bool = False) -> int:
     """Saved bytes for one distinct linear input read by ``readers`` (module leaf names).
 
     ``shared``: the input tensor is already saved by another op (SDPA keeps its output, which o_proj reads), so
@@ -216,7 +217,7 @@ def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int, shared: bool 
         elif f.frozen_base:
             saved += own  # the input itself, shared by the modules reading it
         saved += len(lora) * f.ab * T * f.r  # lora_A output, saved by lora_B
-    return saved, ""
+    return saved
 
 
 def _norm_saved(arch: Architecture, f: _Flow, width: int, trainable: bool) -> int:
@@ -249,13 +250,9 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     trainable_norms = not f.frozen_base
     mt = arch.model_type
     total = 0
-    # norms before the blocks
-    n_pre = 0 if mt == "olmo2" else 1
-    if arch.norms_per_layer == 4 or mt == "olmo2":
-        n_post = 1  # gemma2/3: post-attention norm on the attention output; olmo2: post-attention
-    else:
-        n_post = 0
-    total += n_pre * _norm_saved(arch, f, h, trainable_norms)
+    norm = _norm_saved(arch, f, h, trainable_norms)
+    if mt != "olmo2":  # OLMo 2 normalizes the blocks' outputs, not their inputs
+        total += norm
     # attention input linears
     if mt in ("gpt2",):
         qkv: tuple[str, ...] = ("c_attn",)
@@ -283,9 +280,9 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     else:
         up_names, down_names = ("gate_proj", "up_proj"), ("down_proj",)
     if arch.parallel_block and arch.norms_per_layer == 1:
-        total += _linear_inputs(f, qkv + up_names, h)[0]  # attention and MLP read one normalized input
+        total += _linear_inputs(f, qkv + up_names, h)  # attention and MLP read one normalized input
     else:
-        total += _linear_inputs(f, qkv, h)[0]
+        total += _linear_inputs(f, qkv, h)
     # q/k norms
     qd, kd = a * d, kv * d
     if arch.qk_norm == "head":
@@ -315,20 +312,18 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     if f.attn == "eager" and arch.attn_logit_softcapping:
         total += ad * f.b * a * f.s * f.s  # tanh output of the attention-logit soft-capping
     # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself
-    total += _linear_inputs(f, o, qd, shared=f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2))[0]
-    # MLP
+    total += _linear_inputs(f, o, qd, shared=f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2))
+    # MLP (a single-norm parallel block already counted its input with the attention's)
     if not (arch.parallel_block and arch.norms_per_layer == 1):
         if mt == "olmo2":
-            total += _norm_saved(arch, f, h, trainable_norms)  # post-attention norm on the o_proj output
-            total += _linear_inputs(f, up_names, h)[0]  # the MLP reads the raw stream
+            total += norm  # post-attention norm on the o_proj output
+            total += _linear_inputs(f, up_names, h)  # the MLP reads the raw stream
         else:
-            total += n_post * _norm_saved(arch, f, h, trainable_norms)
-            n_mlp_norm = 1
-            total += n_mlp_norm * _norm_saved(arch, f, h, trainable_norms)
+            if arch.norms_per_layer == 4:
+                total += norm  # Gemma 2/3: post-attention norm on the attention output
+            total += norm  # the MLP's input norm (post_attention_layernorm, ln_2, ln_mlp, ...)
             if not moe:
-                total += _linear_inputs(f, up_names, h)[0]
-    elif arch.parallel_block and arch.norms_per_layer == 2 and mt == "falcon":
-        total += _norm_saved(arch, f, h, trainable_norms) + _linear_inputs(f, up_names, h)[0]
+                total += _linear_inputs(f, up_names, h)
     if moe:
         total += _moe_saved(arch, f)
     else:
@@ -337,16 +332,16 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
             total += 3 * ad * T * i  # activation input, activation output, up output (operands of the product)
         else:
             total += _act_saved(arch, i, f)
-        total += _linear_inputs(f, down_names, i)[0]
+        total += _linear_inputs(f, down_names, i)
     if arch.norms_per_layer == 4 or mt == "olmo2":
-        total += _norm_saved(arch, f, h, trainable_norms)  # post-feedforward norm
+        total += norm  # post-feedforward norm
     return total
 
 
 def _moe_saved(arch: Architecture, f: _Flow) -> int:
     T, h, ad = f.T, arch.hidden_size, f.ad
     e, k, mi = arch.num_experts, arch.num_experts_per_tok, arch.moe_intermediate_size
-    saved = _linear_inputs(f, ("gate",), h)[0] if not f.frozen_base else 0
+    saved = _linear_inputs(f, ("gate",), h) if not f.frozen_base else 0
     saved += T * e * (ad + 4) + T * k * 12  # router logits, fp32 softmax, top-k weights and indices
     pairs = T * k
     saved += pairs * ad * (3 * mi + h) + pairs * ad  # per routed token: gate_up output, act, down output, weight
@@ -360,8 +355,8 @@ def _moe_saved(arch: Architecture, f: _Flow) -> int:
         saved += ad * T * h  # the router's input, kept for the gradient of its W + ΔW
     if arch.shared_expert_intermediate_size:
         si = arch.shared_expert_intermediate_size
-        saved += _linear_inputs(f, ("gate_proj", "up_proj", "shared_expert_gate"), h)[0]
-        saved += 3 * ad * T * si + _linear_inputs(f, ("down_proj",), si)[0]
+        saved += _linear_inputs(f, ("gate_proj", "up_proj", "shared_expert_gate"), h)
+        saved += 3 * ad * T * si + _linear_inputs(f, ("down_proj",), si)
         saved += ad * T * h + 2 * ad * T  # shared output and its sigmoid gate, operands of the product
     return saved
 
@@ -454,22 +449,22 @@ def training_memory(
 
     # gradients by place: head (lm_head + final norm), embeddings (allocated last), one decoder layer
     L = arch.num_hidden_layers
+
+    def held(tensors: Iterable[Tensor]) -> int:  # one instance of each, as its gradient is held
+        return sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in tensors)
+
     tied = 0
     if plan.method == "full":
-        g_head = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.role == "lm_head")
-        g_head += sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.layers == 1
-                      and t.role == "norm")  # fmt: skip
-        g_embed = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.kind == EMBEDDING)
+        g_head = held(t for t in inv if t.role == "lm_head" or (t.layers == 1 and t.role == "norm"))
+        g_embed = held(t for t in inv if t.kind == EMBEDDING)
         if arch.tie_word_embeddings:
             # the tied weight's gradient from lm_head's backward waits in autograd's input buffer (a live tensor,
             # not yet a .grad) until the embedding's contribution is added at the very end
-            tied = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv if t.role == "embedding")
+            tied = held(t for t in inv if t.role == "embedding")
             g_head, g_embed = g_head + tied, g_embed - tied
     else:
-        g_head = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in adapters.saved_modules
-                     if t.role == "lm_head")  # fmt: skip
-        g_embed = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in adapters.saved_modules
-                      if t.kind == EMBEDDING)  # fmt: skip
+        g_head = held(t for t in adapters.saved_modules if t.role == "lm_head")
+        g_embed = held(t for t in adapters.saved_modules if t.kind == EMBEDDING)
     tied_buffer = tied if plan.method == "full" and arch.tie_word_embeddings else 0
     g_layers = max(grads_all - g_head - g_embed, 0)
     if shard_grad > 1:
@@ -560,8 +555,7 @@ def training_memory(
         comp["logits"] = peak - static - comp["activations"]
     elif peak_phase == "backward":
         if plan.method == "full":  # the MLP's output projection is the first to get its gradient
-            in_layer = sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in inv
-                           if t.layers > 1 and t.role in ("mlp", "expert") and t.in_features == i_eff)  # fmt: skip
+            in_layer = held(t for t in inv if t.layers > 1 and t.role in ("mlp", "expert") and t.in_features == i_eff)
         elif ad == 2:  # 16-bit stream: the peak comes as the MLP's backward starts, before any LoRA grad
             in_layer = 0
         else:  # fp32 stream: the peak comes once the down projection's LoRA grads exist
