@@ -50,6 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api import TokenHeader, check_config_size, check_gpu, request_token, resolve_model
 from app.compare import compare
 from app.config_guard import guard_config_call
+from app.gpu import nvidia_gpu_present
 from app.schemas import ErrorBody, PlanBody
 from app.settings import PROJECT_ROOT, Settings
 
@@ -277,7 +278,6 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running: dict[str, _Running] = {}
-        self._gpu: bool | None = None
 
     # ------------------------------------------------------------------------------------------ checks
 
@@ -297,18 +297,8 @@ class JobRunner:
             return False
 
     def has_gpu(self) -> bool:
-        """Whether ``nvidia-smi`` is on PATH and lists a GPU (asked once)."""
-        if self._gpu is None:
-            exe = shutil.which("nvidia-smi")
-            ok = False
-            if exe is not None:
-                try:
-                    out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20)
-                    ok = out.returncode == 0 and "GPU" in out.stdout
-                except (OSError, subprocess.SubprocessError):
-                    ok = False
-            self._gpu = ok
-        return self._gpu
+        """Whether ``nvidia-smi`` is on PATH and lists a GPU (asked once per process)."""
+        return nvidia_gpu_present()
 
     def run_device(self, asked: str | None) -> str:
         """The device of a job: the one asked for, else ``settings.verify_device`` (``auto``: cuda if a GPU)."""
