@@ -406,8 +406,15 @@ def make_optimizer(
 def build(config: Mapping[str, Any], plan: Plan, device: torch.device | str, *, loader: str = "direct") -> Built:
     """Model + optimizer for a real run."""
     model = build_model(config, plan, device, loader=loader)
+    return assemble(model, plan, device, int(make_config(config, plan).vocab_size))
+
+
+def assemble(
+    model: Any, plan: Plan, device: torch.device | str, vocab_size: int, *, foreach: bool | None = None
+) -> Built:
+    """The optimizer over the model's trainable parameters, and the counts a run reports (real and traced runs)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, plan, device)
+    optimizer = make_optimizer(trainable, plan, device, foreach=foreach)
     total, n_trainable = count_params(model)
     autocast = torch_dtype(plan.dtype) if plan.method == "full" and plan.mixed_precision else None
     return Built(
@@ -418,7 +425,7 @@ def build(config: Mapping[str, Any], plan: Plan, device: torch.device | str, *, 
         trainable=trainable,
         params_total=total,
         params_trainable=n_trainable,
-        vocab_size=int(make_config(config, plan).vocab_size),
+        vocab_size=vocab_size,
     )
 
 

@@ -44,15 +44,12 @@ from .build import (
     BuildError,
     Built,
     _mod,
-    count_params,
+    assemble,
     enable_gc,
     lora_config,
     make_config,
-    make_optimizer,
     materialize,
     meta_model,
-    output_embeddings,
-    torch_dtype,
 )
 from .run import CUDA_ROUND, cli, plan_notes, resolve_config, tracked_figures, tracking, train_step, versions
 from .tracker import MemoryTracker
@@ -182,21 +179,8 @@ def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built
     with fake_mode:
         materialize(model, "cpu", fake=True, upcast=plan.upcast_non_quantized, init=False)
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
     foreach = True if plan.device == "cuda" and plan.optimizer in ("adamw_torch", "sgd") else None
-    optimizer = make_optimizer(trainable, plan, "cpu", foreach=foreach)
-    total, n_trainable = count_params(model)
-    autocast = torch_dtype(plan.dtype) if plan.method == "full" and plan.mixed_precision else None
-    return Built(
-        model=model,
-        optimizer=optimizer,
-        lm_head=output_embeddings(model),
-        autocast_dtype=autocast,
-        trainable=trainable,
-        params_total=total,
-        params_trainable=n_trainable,
-        vocab_size=int(cfg.vocab_size),
-    )
+    return assemble(model, plan, "cpu", int(cfg.vocab_size), foreach=foreach)
 
 
 def traced_run(
