@@ -141,6 +141,15 @@ def _print_estimate(d: dict[str, Any]) -> None:
     fits = [g["name"] for g in d["fits"] if g["fits"]]
     if plan["device"] == "cuda":
         con.print("fits on: " + (", ".join(fits[:8]) + (" …" if len(fits) > 8 else "") if fits else "no catalog GPU"))
+    fit = d.get("fit")
+    if fit:
+        verdict = "fits" if fit["fits"] else f"does not fit ({fit['reason']})" if fit["reason"] else "does not fit"
+        con.print(
+            f"on {fit['name']} ({_fmt(fit['usable_bytes'])} usable): {verdict}, "
+            f"headroom {_fmt(fit['headroom_bytes'])}; "
+            f"largest batch at {plan['seq_len']} tokens: {fit['max_batch_size']}; "
+            f"longest sequence at batch {plan['batch_size']}: {fit['max_seq_len']:,} tokens"
+        )
     for note in d["notes"]:
         con.print(f"• {note}")
 

@@ -534,7 +534,8 @@ def _sweep(
     points = []
     for value in values:
         try:
-            peak: int | None = charts.peak_bytes(_estimate(est, plan.replace(**{name: value}), config))
+            # the sweep's capacity line stands for the GPU, so each point skips the estimate's fit search
+            peak: int | None = charts.peak_bytes(_estimate(est, plan.replace(**{name: value}, gpu=None), config))
         except est.EstimatorError:
             peak = None
         points.append({"x": value, "peak": peak, "fits": None if peak is None else peak <= capacity["bytes"]})

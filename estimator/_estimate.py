@@ -11,6 +11,7 @@ from typing import Any
 from . import catalog
 from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError
+from ._fit import fit_search
 from ._inventory import Inventory, build_inventory
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, training_memory
@@ -31,6 +32,7 @@ class Estimate:
     storage: dict[str, Any]
     memory: MemoryEstimate
     fits: tuple[dict[str, Any], ...]
+    fit: dict[str, Any] | None = None
 
     def params(self) -> dict[str, Any]:
         inv = self.inventory
@@ -79,6 +81,7 @@ class Estimate:
             "storage": self.storage,
             "memory": self.memory.to_dict() | {"per_gpu": per_gpu, "num_gpus": self.plan.num_gpus},
             "fits": list(self.fits),
+            "fit": self.fit,
             "notes": explain(self),
         }
 
@@ -114,6 +117,21 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
     inv = build_inventory(arch)
     adapters = adapter_plan(inv, plan)
     mem = training_memory(inv, adapters, plan)
+    fit = None
+    if plan.gpu is not None and plan.device == "cuda":
+        gpu = catalog.find_gpu(plan.gpu)
+        if gpu is None:
+            close = ", ".join(g.id for g in catalog.gpus())
+            raise PlanError(f"gpu {plan.gpu!r} is not in the GPU catalog; known ids: {close}")
+        fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
+            "gpu": gpu.id,
+            "name": gpu.name,
+            "fits": mem.total <= gpu.usable_bytes and (plan.dtype != "bfloat16" or gpu.bf16_tflops is not None),
+            "headroom_bytes": gpu.usable_bytes - mem.total,
+            "reason": None
+            if plan.dtype != "bfloat16" or gpu.bf16_tflops is not None
+            else "no bfloat16 support: use dtype float16",
+        }
     return Estimate(
         plan=plan,
         model_id=model_id,
@@ -124,6 +142,7 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         storage=storage(inv, adapters, plan),
         memory=mem,
         fits=tuple(fits(mem.total, plan)),
+        fit=fit,
     )
 
 

@@ -1,0 +1,47 @@
+"""Fit search: the largest batch and the longest sequence that fit a GPU, checked against the estimate itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from estimator import Plan, PlanError, catalog, estimate
+
+
+def _total(**kw: object) -> int:
+    return estimate(Plan(**kw)).to_dict()["memory"]["total"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "model,method,gpu",
+    [("llama-3.1-8b", "qlora", "rtx-4090"), ("qwen2.5-7b", "lora", "a100-80gb"), ("llama-3.2-1b", "full", "l4")],
+)
+def test_limits_are_the_last_that_fit(model: str, method: str, gpu: str) -> None:
+    base = {"model": model, "method": method, "gpu": gpu, "seq_len": 1024, "lora_dropout": 0.0}
+    fit = estimate(Plan(**base)).to_dict()["fit"]  # type: ignore[arg-type]
+    usable = catalog.find_gpu(gpu).usable_bytes  # type: ignore[union-attr]
+    assert fit["gpu"] == gpu and fit["usable_bytes"] == usable
+    b = fit["max_batch_size"]
+    assert b >= 1
+    assert _total(**base | {"batch_size": b}) <= usable < _total(**base | {"batch_size": b + 1})
+    s = fit["max_seq_len"]
+    assert 1024 <= s <= fit["seq_limit"]
+    if s < fit["seq_limit"]:
+        extended = base | {"allow_long_context": True}
+        assert _total(**base | {"seq_len": s}) <= usable < _total(**extended | {"seq_len": s + 1})
+
+
+def test_nothing_fits_is_zero() -> None:
+    fit = estimate(Plan(model="llama-3.1-70b", method="full", gpu="rtx-3060-12gb", seq_len=512)).to_dict()["fit"]
+    assert fit["max_batch_size"] == 0 and fit["max_seq_len"] == 0 and fit["fits"] is False
+
+
+def test_no_gpu_no_search_and_unknown_gpu_is_refused() -> None:
+    assert estimate(Plan(model="gpt2", seq_len=512)).to_dict()["fit"] is None
+    with pytest.raises(PlanError, match="not in the GPU catalog; known ids: .*h100-sxm"):
+        estimate(Plan(model="gpt2", seq_len=512, gpu="tpu-v9"))
+
+
+def test_bf16_on_a_card_without_it_does_not_fit() -> None:
+    fit = estimate(Plan(model="gpt2", seq_len=512, gpu="t4")).to_dict()["fit"]
+    assert fit["fits"] is False and "bfloat16" in fit["reason"]
+    assert estimate(Plan(model="gpt2", seq_len=512, gpu="t4", dtype="float16")).to_dict()["fit"]["fits"] is True
