@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from estimator import parse_config
+
 from ._plan import Plan
 from .build import (
     BuildError,
@@ -222,10 +224,45 @@ def traced_run(
         built = build_traced(cfg, plan, fake_mode)
         result["load_time_s"] = time.perf_counter() - t0
         result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
-        with fake_mode:
+        with fake_mode, cuda_kernels(plan, cfg):
             result.update(_traced_steps(built, plan, steps, round_to))
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
+
+
+@contextlib.contextmanager
+def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
+    """Make the CPU trace of a CUDA plan allocate what the CUDA kernels allocate (measured on an H200).
+
+    * Dropout: CUDA's fused kernel keeps a bool mask (1 B per element); the CPU path keeps a float one. Route
+      ``F.dropout`` through ``native_dropout``, whose mask is bool on the CPU too.
+    * Attention: SDPA has no CUDA kernel for fp32 q/k/v with grouped KV heads (QLoRA's stream is fp32 after
+      ``prepare_model_for_kbit_training``), so it runs the math path; force the CPU onto the same path.
+    """
+    if plan.device != "cuda":
+        yield
+        return
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    original = F.dropout
+
+    def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+        if not training or p == 0.0 or inplace:
+            return original(x, p, training, inplace)
+        out, _mask = torch.native_dropout(x, p, True)
+        return out
+
+    arch = parse_config(cfg)
+    gqa = arch.num_key_value_heads != arch.num_attention_heads
+    fp32_gqa = plan.method == "qlora" and plan.upcast_non_quantized and gqa
+    F.dropout = dropout  # type: ignore[assignment]
+    try:
+        math = fp32_gqa and plan.attn_implementation == "sdpa"
+        with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
+            yield
+    finally:
+        F.dropout = original
 
 
 def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
