@@ -480,14 +480,15 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
         "## Traced: real sizes under FakeTensorMode",
         "",
         "The same training step at real size, run on fake tensors (`trainer.traced`: nothing is allocated, the "
-        "tracker sees every tensor's size), with `device: cuda` plans (512-byte rounding, foreach AdamW); the "
-        "attention kernel is still the CPU's SDPA, so the CUDA-only math fallback below is not traced. Batch 1, "
+        "tracker sees every tensor's size), with `device: cuda` plans (512-byte rounding, foreach AdamW), and "
+        "CUDA's kernels where they allocate differently from the CPU's (`trainer.traced.cuda_kernels`: bool "
+        "dropout masks, SDPA's math path for fp32 attention with grouped KV heads) — traced so, the GPU matrix's "
+        "tensor peaks are reproduced to within 16 bytes (`tests/trainer/test_traced_vs_gpu.py`). Batch 1, "
         "r=16 all-linear, dropout 0, GC unless named. GiB.",
         "",
-        "`est. peak` is what `trainer.accuracy.check_case` compares: the estimate's `peak_allocated`, which for a "
-        "cuda plan includes the 64 MiB cuBLAS workspace that a trace cannot see. "
-        "`est. tensor_peak` is the estimate's live-tensor term, the like-for-like figure, recomputed from the "
-        "estimator when this page is generated.",
+        "`est. peak` is what `trainer.accuracy.check_case` compares: the estimate's live-tensor term "
+        "(`tensor_peak`, without the 64 MiB cuBLAS workspace that a trace cannot see); `est. tensor_peak` is the "
+        "same term recomputed from the estimator when this page is generated.",
         "",
     ]
     lines += _case_table(traced, _gib, "GiB", tensor_peak=True)

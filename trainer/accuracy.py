@@ -132,8 +132,9 @@ def traced_cases() -> tuple[Case, ...]:
             _catalog_config("qwen2.5-1.5b"),
             real | {"method": "lora", "gradient_checkpointing": False, "seq_len": 1024},
         ),  # fmt: skip
-        # QLoRA of GQA models on CUDA takes SDPA's math path, which a CPU trace cannot show (the GPU matrix in
-        # bench/results/gpu_h200.json measures it); at Mistral's 32k vocabulary it sets the peak, so trace LoRA
+        # QLoRA of a GQA model on CUDA: SDPA's math path (traced as CUDA runs it); at Mistral's 32k vocabulary the
+        # attention backward of the recomputed layer sets the peak
+        Case("mistral-7b-qlora-gc", _catalog_config("mistral-7b-v0.1"), real | {"method": "qlora"}),
         Case("mistral-7b-lora-gc", _catalog_config("mistral-7b-v0.1"), real | {"method": "lora"}),
         Case("qwen2.5-7b-qlora-gc-s4096", _catalog_config("qwen2.5-7b"), real | {"method": "qlora", "seq_len": 4096}),
     )
