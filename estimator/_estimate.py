@@ -126,11 +126,9 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
             "gpu": gpu.id,
             "name": gpu.name,
-            "fits": mem.total <= gpu.usable_bytes and (plan.dtype != "bfloat16" or gpu.bf16_tflops is not None),
+            "fits": mem.total <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
             "headroom_bytes": gpu.usable_bytes - mem.total,
-            "reason": None
-            if plan.dtype != "bfloat16" or gpu.bf16_tflops is not None
-            else "no bfloat16 support: use dtype float16",
+            "reason": _dtype_reason(plan, gpu),
         }
     return Estimate(
         plan=plan,
@@ -151,19 +149,26 @@ def fits(per_gpu: int, plan: Plan) -> list[dict[str, Any]]:
     out = []
     for g in catalog.gpus():
         headroom = g.usable_bytes - per_gpu
-        # bf16 needs compute capability 8.0+: the catalog lists no bf16 rate for older cards (T4, V100)
-        dtype_ok = plan.dtype != "bfloat16" or g.bf16_tflops is not None
+        reason = _dtype_reason(plan, g)
         out.append({
             "id": g.id,
             "name": g.name,
             "usable_bytes": g.usable_bytes,
-            "fits": headroom >= 0 and plan.device == "cuda" and dtype_ok,
+            "fits": headroom >= 0 and plan.device == "cuda" and reason is None,
             "headroom_bytes": headroom,
             "utilization": round(per_gpu / g.usable_bytes, 4) if g.usable_bytes else None,
-            "reason": None if dtype_ok else "no bfloat16 support: use dtype float16",
+            "reason": reason,
         })  # fmt: skip
     out.sort(key=lambda r: (not r["fits"], r["usable_bytes"]))
     return out
+
+
+def _dtype_reason(plan: Plan, gpu: catalog.GPU) -> str | None:
+    """Why the plan's dtype cannot run on ``gpu`` (bf16 needs compute capability 8.0+: the catalog lists no bf16
+    rate for older cards such as the T4 and V100), or None."""
+    if plan.dtype == "bfloat16" and gpu.bf16_tflops is None:
+        return "no bfloat16 support: use dtype float16"
+    return None
 
 
 def _gib(n: int) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ._arch import Architecture, attention_implementation
 from ._inventory import EMBEDDING, Inventory, Tensor
-from ._lora import AdapterPlan
+from ._lora import Adapted, AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 
@@ -129,8 +129,8 @@ def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> lis
     return out
 
 
-def _sum_alloc(tensors: list[tuple[int, int, int]], cuda: bool, scale: int = 1) -> int:
-    return sum(alloc(n * b * scale, cuda) * c for n, b, c in tensors)
+def _sum_alloc(tensors: list[tuple[int, int, int]], cuda: bool) -> int:
+    return sum(alloc(n * b, cuda) * c for n, b, c in tensors)
 
 
 def optimizer_bytes(tensors: list[tuple[int, int, int]], plan: Plan, cuda: bool) -> tuple[int, int]:
@@ -226,7 +226,7 @@ def _norm_saved(arch: Architecture, f: _Flow, width: int, trainable: bool) -> in
         return f.ad * T * width + 8 * T  # input, mean, rstd
     saved = 4 * T * width + 4 * T  # fp32 copy of the input, rsqrt
     if trainable:
-        saved += max(f.ad, 4 if arch.model_type.startswith("gemma") else f.ad) * T * width
+        saved += (4 if arch.model_type.startswith("gemma") else f.ad) * T * width  # Gemma keeps the fp32 output
     return saved
 
 
@@ -453,6 +453,10 @@ def training_memory(
     def held(tensors: Iterable[Tensor]) -> int:  # one instance of each, as its gradient is held
         return sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in tensors)
 
+    def lora_grads(modules: Iterable[Adapted]) -> int:  # fp32 gradients of lora_A and lora_B, one layer
+        return sum(alloc(4 * plan.lora_r * a.in_features, cuda) + alloc(4 * plan.lora_r * a.out_features, cuda)
+                   for a in modules)  # fmt: skip
+
     tied = 0
     if plan.method == "full":
         g_head = held(t for t in inv if t.role == "lm_head" or (t.layers == 1 and t.role == "norm"))
@@ -566,8 +570,7 @@ def training_memory(
     elif peak_phase == "backward":
         if attn_peak:  # in the attention's backward: the MLP's gradients of this layer exist
             mlp = [a for a in adapters.adapted if i_eff in (a.in_features, a.out_features) and not a.embedding]
-            in_layer = sum(alloc(4 * plan.lora_r * a.in_features, cuda) + alloc(4 * plan.lora_r * a.out_features, cuda)
-                           for a in mlp)  # fmt: skip
+            in_layer = lora_grads(mlp)
             if plan.method == "full":
                 in_layer = held(t for t in inv if t.layers > 1 and t.role in ("mlp", "expert"))
         elif plan.method == "full":  # the MLP's output projection is the first to get its gradient
@@ -575,8 +578,7 @@ def training_memory(
         elif ad == 2:  # 16-bit stream: the peak comes as the MLP's backward starts, before any LoRA grad
             in_layer = 0
         else:  # fp32 stream: the peak comes once the down projection's LoRA grads exist
-            in_layer = sum(alloc(4 * plan.lora_r * a.in_features, cuda) + alloc(4 * plan.lora_r * a.out_features, cuda)
-                           for a in adapters.adapted if a.in_features == i_eff and not a.embedding)  # fmt: skip
+            in_layer = lora_grads(a for a in adapters.adapted if a.in_features == i_eff and not a.embedding)
         grads_then = g_head - tied_buffer + (g_layers - g_layer + in_layer if first >= last else in_layer)
         comp["gradients"] = grads_then
         comp["activations"] = peak - static - grads_then
@@ -644,4 +646,4 @@ def training_memory(
     )
 
 
-__all__ = ["COMPONENTS", "EMBEDDING", "MemoryEstimate", "Term", "training_memory"]
+__all__ = ["COMPONENTS", "MemoryEstimate", "Term", "training_memory"]

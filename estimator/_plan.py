@@ -99,8 +99,6 @@ class Plan:
             raise PlanError("use_dora applies to lora and qlora, not to full fine-tuning")
         if self.mixed_precision and self.dtype == "float32":
             raise PlanError("mixed_precision needs a 16-bit dtype (bfloat16 or float16) for the compute")
-        if self.method == "qlora" and self.dtype == "float32" and self.quant_type != "int8":
-            pass  # fp32 compute with 4-bit storage is valid, if unusual
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
             raise PlanError("model must be a non-empty Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id")
 
