@@ -118,12 +118,9 @@ def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> lis
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
     for a in adapters.adapted:
-        if a.embedding:
-            out += [(r * a.in_features, 4, a.layers), (a.out_features * r, 4, a.layers)]
-        else:
-            out += [(r * a.in_features, 4, a.layers), (a.out_features * r, 4, a.layers)]
-            if plan.use_dora:
-                out.append((a.out_features, 4, a.layers))
+        out += [(r * a.in_features, 4, a.layers), (a.out_features * r, 4, a.layers)]
+        if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
+            out.append((a.out_features, 4, a.layers))
     for t in adapters.saved_modules:
         out.append((t.numel, param_dtype_bytes(t, plan), t.layers))
     return out

@@ -69,3 +69,11 @@ def test_qlora_fp32_gqa_attention_on_cuda_uses_the_math_path() -> None:
     assert any("math path" in n for n in cuda["notes"])
     lora = _mem(model="llama-3.1-8b", method="lora", gradient_checkpointing=False, seq_len=2048)
     assert not any("math path" in n for n in lora["notes"])
+
+
+def test_adapter_bytes_count_every_trainable_parameter_dora_on_embeddings_too() -> None:
+    """Adapters in memory are 4 B for each parameter PEFT trains (its count: ``params.lora``)."""
+    for targets in (["embed_tokens", "q_proj"], "all-linear"):
+        d = estimate(Plan(model="llama-3.2-1b", method="lora", use_dora=True, target_modules=targets,
+                          seq_len=512, device="cpu")).to_dict()  # fmt: skip
+        assert d["memory"]["components"]["adapters"] == 4 * d["params"]["lora"]
