@@ -118,11 +118,14 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
     adapters = adapter_plan(inv, plan)
     mem = training_memory(inv, adapters, plan)
     fit = None
-    if plan.gpu is not None and plan.device == "cuda":
-        gpu = catalog.find_gpu(plan.gpu)
-        if gpu is None:
-            close = ", ".join(g.id for g in catalog.gpus())
-            raise PlanError(f"gpu {plan.gpu!r} is not in the GPU catalog; known ids: {close}")
+    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
+    if plan.gpu is not None and gpu is None:
+        close = catalog.close_gpu_matches(plan.gpu)
+        hint = f"did you mean {', '.join(g.id for g in close)}? " if close else ""
+        raise PlanError(
+            f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
+        )
+    if gpu is not None and plan.device == "cuda":
         fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
             "gpu": gpu.id,
             "name": gpu.name,

@@ -1,6 +1,10 @@
-"""The plan: what a user wants to fine-tune, and how.
+"""The plan: what a user wants to fine-tune, and how — declared once.
 
-One schema serves the CLI (kebab-case flags, ``--plan FILE``), the REST body and the job records.
+Each field of ``Plan`` carries its kind, bounds, choices, label, form group and help text in its dataclass metadata
+(a ``FieldSpec``). Everything else is derived from that one declaration: the plan's own validation below, the REST
+API's request models (``app.schemas``), the CLI options (``app.cli``), the page form and the field list the page
+script reads (``app.view.form``). Adding a field here adds it everywhere.
+
 Field names are the ones the training stack uses (transformers ``TrainingArguments``, PEFT ``LoraConfig``,
 ``BitsAndBytesConfig``), so a plan reads like the script it stands for.
 """
@@ -9,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal, get_args
 
 from ._errors import PlanError
@@ -24,83 +30,251 @@ Device = Literal["cuda", "cpu"]
 Sharding = Literal["ddp", "zero1", "zero2", "zero3"]
 
 METHODS: tuple[str, ...] = get_args(Method)
-DTYPES: tuple[str, ...] = get_args(DType)
-QUANT_TYPES: tuple[str, ...] = get_args(QuantType)
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-ATTN_IMPLEMENTATIONS: tuple[str, ...] = get_args(AttnImplementation)
-DEVICES: tuple[str, ...] = get_args(Device)
-SHARDINGS: tuple[str, ...] = get_args(Sharding)
+ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora")
 
 MAX_SEQ_LEN = 4 * 1024 * 1024
 MAX_BATCH_SIZE = 1 << 20
+MAX_MODEL_ID = 200
+MAX_MODULES = 256
+MAX_MODULE_NAME = 128
+
+Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number", "modules", "targets", "gpu"]
+"""How a field's value is typed and shown:
+
+- ``model``: a Hub or catalog id (text); ``config``: an inline config.json object;
+- ``choice``: one of ``choices``; ``bool``; ``tristate``: true, false or None (None: the plan decides);
+- ``int`` / ``number``: bounded by ``low`` / ``high`` (``low_open`` / ``high_open`` exclude the bound);
+- ``modules``: a list of module names; ``targets``: ``"all-linear"`` or a non-empty list of module names;
+- ``gpu``: a catalog GPU id, or None.
+"""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What the rest of tuneplan needs to know about one plan field (its dataclass metadata)."""
+
+    kind: Kind
+    label: str
+    help: str
+    group: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    methods: tuple[str, ...] = ()
+    """The methods the field applies to (the page hides it for the others); empty: every method."""
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanField:
+    """One field of ``Plan``: its name and default with its ``FieldSpec``."""
+
+    name: str
+    default: Any
+    spec: FieldSpec
+
+    @property
+    def flag(self) -> str:
+        """The CLI option (``--seq-len``)."""
+        return "--" + self.name.replace("_", "-")
+
+    def bounds_text(self) -> str:
+        """The allowed values in words, for messages and help (``between 1 and 65536``)."""
+        s = self.spec
+        if s.kind == "choice":
+            return "one of " + ", ".join(s.choices)
+        if s.kind in ("int", "number") and s.low is not None and s.high is not None:
+            if s.low_open or s.high_open:
+                return f"in {'(' if s.low_open else '['}{_num(s.low)}, {_num(s.high)}{')' if s.high_open else ']'}"
+            return f"between {_num(s.low)} and {_num(s.high)}"
+        return ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _spec(default: Any, kind: Kind, label: str, help: str, group: str, **more: Any) -> Any:
+    """A dataclass field whose metadata is its ``FieldSpec`` (``compare=False`` for the inline config)."""
+    compare = kind != "config"
+    return field(default=default, metadata={"spec": FieldSpec(kind, label, help, group, **more)}, compare=compare,
+                 hash=compare)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Plan:
     """A fine-tuning plan. Defaults follow the QLoRA recipe (PEFT + bitsandbytes + transformers)."""
 
-    model: str | None = None
-    """Hub repo id (``org/name``) or catalog id. Exactly one of ``model`` and ``config`` is given."""
-    config: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
-    """An inline Hugging Face ``config.json`` object."""
-    method: Method = "qlora"
-    dtype: DType = "bfloat16"
-    """Dtype of the frozen base weights and of the compute (``bnb_4bit_compute_dtype`` for QLoRA)."""
-    mixed_precision: bool = False
-    """Full fine-tuning only: fp32 master weights with 16-bit autocast (Trainer ``bf16=True`` on an fp32 load)."""
-    quant_type: QuantType = "nf4"
-    double_quant: bool = True
-    prepare_kbit: bool | None = None
-    """Run ``prepare_model_for_kbit_training`` (upcasts non-quantized params to fp32). None: True for qlora."""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] | Literal["all-linear"] = "all-linear"
-    modules_to_save: tuple[str, ...] = ()
-    use_dora: bool = False
-    optimizer: Optimizer = "adamw_torch"
-    batch_size: int = 1
-    seq_len: int = 2048
-    gradient_checkpointing: bool = True
-    attn_implementation: AttnImplementation = "sdpa"
-    gpu: str | None = None
-    num_gpus: int = 1
-    sharding: Sharding = "ddp"
-    device: Device = "cuda"
-    allow_long_context: bool = False
-    """Allow ``seq_len`` beyond the model's ``max_position_embeddings``."""
+    model: str | None = _spec(
+        None,
+        "model",
+        "Catalog or Hub model",
+        "Hub repo id ('org/name') or catalog id; give this or 'config'.",
+        "Model",
+        max_length=MAX_MODEL_ID,
+    )
+    config: Mapping[str, Any] | None = _spec(
+        None, "config", "config.json", "An inline Hugging Face config.json object; give this or 'model'.", "Model"
+    )
+    method: Method = _spec(
+        "qlora", "choice", "Method", "full fine-tuning, LoRA, or QLoRA (4-bit base + LoRA).", "Method", choices=METHODS
+    )
+    dtype: DType = _spec(
+        "bfloat16",
+        "choice",
+        "Weights and compute",
+        "dtype of the frozen base weights and of the compute (bnb_4bit_compute_dtype for QLoRA).",
+        "Precision",
+        choices=get_args(DType),
+    )
+    quant_type: QuantType = _spec(
+        "nf4",
+        "choice",
+        "Quantization",
+        "QLoRA: bitsandbytes quantization (bnb_4bit_quant_type, or LLM.int8).",
+        "Precision",
+        choices=get_args(QuantType),
+        methods=("qlora",),
+    )
+    double_quant: bool = _spec(
+        True,
+        "bool",
+        "Double quantization",
+        "QLoRA: quantize the quantization constants too (bnb_4bit_use_double_quant).",
+        "Precision",
+        methods=("qlora",),
+    )
+    prepare_kbit: bool | None = _spec(
+        None,
+        "tristate",
+        "prepare_model_for_kbit_training",
+        "QLoRA: run prepare_model_for_kbit_training, which upcasts non-quantized parameters to fp32 "
+        "(unset: on, as PEFT's QLoRA recipe does).",
+        "Precision",
+        methods=("qlora",),
+    )
+    mixed_precision: bool = _spec(
+        False,
+        "bool",
+        "Mixed precision (fp32 master weights)",
+        "Full fine-tuning: fp32 master weights with 16-bit autocast (Trainer bf16=True on an fp32 load).",
+        "Precision",
+        methods=("full",),
+    )
+    lora_r: int = _spec(16, "int", "Rank r", "LoRA rank r.", "LoRA", low=1, high=65536, methods=ADAPTER_METHODS)
+    lora_alpha: int | float = _spec(
+        32,
+        "number",
+        "Alpha",
+        "LoRA alpha (scaling = alpha / r); memory does not depend on it.",
+        "LoRA",
+        low=0,
+        high=1e9,
+        low_open=True,
+        methods=ADAPTER_METHODS,
+    )
+    lora_dropout: float = _spec(
+        0.05,
+        "number",
+        "Dropout",
+        "LoRA dropout; above 0 each adapted module keeps a dropped-out copy of its input.",
+        "LoRA",
+        low=0,
+        high=1,
+        high_open=True,
+        methods=ADAPTER_METHODS,
+    )
+    target_modules: tuple[str, ...] | Literal["all-linear"] = _spec(
+        "all-linear",
+        "targets",
+        "Target modules",
+        "'all-linear', or module names separated by commas (e.g. q_proj,v_proj).",
+        "LoRA",
+        methods=ADAPTER_METHODS,
+    )
+    modules_to_save: tuple[str, ...] = _spec(
+        (),
+        "modules",
+        "Modules to save",
+        "Modules trained in full next to the adapters (e.g. lm_head), separated by commas.",
+        "LoRA",
+        methods=ADAPTER_METHODS,
+    )
+    use_dora: bool = _spec(False, "bool", "DoRA", "Weight-decomposed LoRA (use_dora).", "LoRA", methods=ADAPTER_METHODS)
+    batch_size: int = _spec(
+        1, "int", "Batch size per GPU", "Per-device micro-batch size.", "Training", low=1, high=MAX_BATCH_SIZE
+    )
+    seq_len: int = _spec(
+        2048,
+        "int",
+        "Sequence length",
+        "Tokens per sequence, within the model's context unless allow_long_context is set.",
+        "Training",
+        low=1,
+        high=MAX_SEQ_LEN,
+    )
+    gradient_checkpointing: bool = _spec(
+        True, "bool", "Gradient checkpointing", "Recompute each layer's activations in the backward pass.", "Training"
+    )
+    optimizer: Optimizer = _spec(
+        "adamw_torch",
+        "choice",
+        "Optimizer",
+        "Optimizer (transformers TrainingArguments.optim).",
+        "Training",
+        choices=get_args(Optimizer),
+    )
+    attn_implementation: AttnImplementation = _spec(
+        "sdpa",
+        "choice",
+        "Attention",
+        "Attention kernel (attn_implementation).",
+        "Training",
+        choices=get_args(AttnImplementation),
+    )
+    allow_long_context: bool = _spec(
+        False,
+        "bool",
+        "Allow sequences beyond the model's context",
+        "Allow seq_len beyond the model's max_position_embeddings.",
+        "Training",
+    )
+    gpu: str | None = _spec(
+        None,
+        "gpu",
+        "GPU",
+        "A catalog GPU id (tuneplan gpus, GET /api/gpus) to check the fit against and "
+        "search the largest batch and sequence for.",
+        "Hardware",
+        max_length=100,
+    )
+    num_gpus: int = _spec(1, "int", "Number of GPUs", "GPUs in data parallel.", "Hardware", low=1, high=4096)
+    sharding: Sharding = _spec(
+        "ddp",
+        "choice",
+        "Sharding",
+        "How state is split across GPUs: DDP replicates it, ZeRO stages shard "
+        "optimizer state (1), gradients (2) and parameters (3).",
+        "Hardware",
+        choices=get_args(Sharding),
+    )
+    device: Device = _spec(
+        "cuda", "choice", "Device", "Where training runs: cuda counts the allocator's rounding, cache and "
+        "context; cpu counts live tensors.", "Hardware", choices=get_args(Device))  # fmt: skip
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.method, METHODS)
-        _check_choice("dtype", self.dtype, DTYPES)
-        _check_choice("quant_type", self.quant_type, QUANT_TYPES)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("sharding", self.sharding, SHARDINGS)
+        for f in plan_fields():
+            value = _checked(f, getattr(self, f.name))
+            if value is not getattr(self, f.name):
+                object.__setattr__(self, f.name, value)
         if (self.model is None) == (self.config is None):
             raise PlanError("give exactly one of 'model' (a Hub or catalog id) and 'config' (a config.json object)")
-        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
-        _check_int("seq_len", self.seq_len, 1, MAX_SEQ_LEN)
-        _check_int("num_gpus", self.num_gpus, 1, 4096)
-        _check_int("lora_r", self.lora_r, 1, 65536)
-        if not isinstance(self.lora_alpha, int | float) or self.lora_alpha <= 0:
-            raise PlanError("lora_alpha must be a positive number")
-        if not isinstance(self.lora_dropout, int | float) or not 0.0 <= self.lora_dropout < 1.0:
-            raise PlanError("lora_dropout must be in [0, 1)")
-        if self.target_modules != "all-linear":
-            if isinstance(self.target_modules, str) or not all(isinstance(t, str) and t for t in self.target_modules):
-                raise PlanError("target_modules must be 'all-linear' or a list of module names")
-            if not self.target_modules:
-                raise PlanError("target_modules is empty: name at least one module, or use 'all-linear'")
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
         if self.method == "full" and self.use_dora:
             raise PlanError("use_dora applies to lora and qlora, not to full fine-tuning")
         if self.mixed_precision and self.dtype == "float32":
             raise PlanError("mixed_precision needs a 16-bit dtype (bfloat16 or float16) for the compute")
-        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
-            raise PlanError("model must be a non-empty Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id")
 
     @property
     def quantized(self) -> bool:
@@ -108,7 +282,7 @@ class Plan:
 
     @property
     def adapters(self) -> bool:
-        return self.method in ("lora", "qlora")
+        return self.method in ADAPTER_METHODS
 
     @property
     def upcast_non_quantized(self) -> bool:
@@ -141,15 +315,7 @@ class Plan:
         unknown = sorted(set(data) - names)
         if unknown:
             raise PlanError(f"unknown plan field(s): {', '.join(unknown)}; known fields: {', '.join(sorted(names))}")
-        kwargs = dict(data)
-        for key in ("target_modules", "modules_to_save"):
-            value = kwargs.get(key)
-            if isinstance(value, list):
-                kwargs[key] = tuple(value)
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # pragma: no cover - guarded by the names check
-            raise PlanError(str(exc)) from exc
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
@@ -160,13 +326,71 @@ class Plan:
         return cls.from_dict(data)
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise PlanError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+@cache
+def plan_fields() -> tuple[PlanField, ...]:
+    """Every field of ``Plan`` in declaration order, with its default and ``FieldSpec``."""
+    return tuple(PlanField(f.name, f.default, f.metadata["spec"]) for f in dataclasses.fields(Plan))
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PlanError(f"{name} must be an integer; got {value!r}")
-    if not low <= value <= high:
-        raise PlanError(f"{name} must be between {low} and {high}; got {value}")
+def plan_field(name: str) -> PlanField:
+    """The field called ``name`` (KeyError if there is none)."""
+    for f in plan_fields():
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def _checked(f: PlanField, value: Any) -> Any:
+    """``value`` if valid for ``f`` (lists become tuples), else ``PlanError`` naming the field and what it takes."""
+    s, name = f.spec, f.name
+    if s.kind == "choice":
+        if value not in s.choices:
+            raise PlanError(f"{name} must be {f.bounds_text()}; got {value!r}")
+    elif s.kind == "bool":
+        if not isinstance(value, bool):
+            raise PlanError(f"{name} must be true or false; got {value!r}")
+    elif s.kind == "tristate":
+        if value is not None and not isinstance(value, bool):
+            raise PlanError(f"{name} must be true, false or null; got {value!r}")
+    elif s.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PlanError(f"{name} must be an integer; got {value!r}")
+        _check_range(f, value)
+    elif s.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise PlanError(f"{name} must be a number {f.bounds_text()}; got {value!r}")
+        _check_range(f, value)
+    elif s.kind in ("modules", "targets"):
+        return _modules(f, value)
+    elif s.kind in ("model", "gpu"):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            what = "Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id" if s.kind == "model" else "GPU id"
+            raise PlanError(f"{name} must be a non-empty {what}")
+        if value is not None and s.max_length and len(value) > s.max_length:
+            raise PlanError(f"{name} must have at most {s.max_length} characters")
+    elif s.kind == "config" and value is not None and not isinstance(value, Mapping):
+        raise PlanError(f"{name} must be a JSON object (the contents of config.json)")
+    return value
+
+
+def _check_range(f: PlanField, value: float) -> None:
+    s = f.spec
+    low_bad = s.low is not None and (value <= s.low if s.low_open else value < s.low)
+    high_bad = s.high is not None and (value >= s.high if s.high_open else value > s.high)
+    if low_bad or high_bad:
+        raise PlanError(f"{f.name} must be {f.bounds_text()}; got {value}")
+
+
+def _modules(f: PlanField, value: Any) -> Any:
+    if f.spec.kind == "targets" and value == "all-linear":
+        return value
+    what = "'all-linear' or a list of module names" if f.spec.kind == "targets" else "a list of module names"
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise PlanError(f"{f.name} must be {what}; got {value!r}")
+    if not all(isinstance(t, str) and 0 < len(t) <= MAX_MODULE_NAME for t in value):
+        raise PlanError(f"{f.name} must be {what} of 1 to {MAX_MODULE_NAME} characters each")
+    if len(value) > MAX_MODULES:
+        raise PlanError(f"{f.name} lists {len(value)} modules; at most {MAX_MODULES}")
+    if f.spec.kind == "targets" and not value:
+        raise PlanError(f"{f.name} is empty: name at least one module, or use 'all-linear'")
+    return tuple(value)

@@ -31,6 +31,7 @@ from typing import Any
 __all__ = [
     "GPU",
     "CatalogModel",
+    "close_gpu_matches",
     "close_model_matches",
     "find_gpu",
     "find_model",
@@ -189,6 +190,17 @@ def close_model_matches(q: str, n: int = 5) -> list[CatalogModel]:
         m = index[key]
         if m not in out:
             out.append(m)
+    return out[:n]
+
+
+def close_gpu_matches(q: str, n: int = 3) -> list[GPU]:
+    """Up to ``n`` GPUs whose id or name is close to ``q`` (for "did you mean"), best first."""
+    query = q.strip().lower()
+    index = {g.id.lower(): g for g in gpus()} | {g.name.lower(): g for g in gpus()}
+    out: list[GPU] = []
+    for key in difflib.get_close_matches(query, list(index), n=2 * n, cutoff=0.5):
+        if index[key] not in out:
+            out.append(index[key])
     return out[:n]
 
 

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from estimator import Plan, estimate
-from estimator._memory import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, CUDA_RUNTIME_BYTES
+from estimator import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, CUDA_RUNTIME_BYTES, Plan, estimate
 
 MODELS = ("llama-3.1-8b", "qwen2.5-1.5b", "mixtral-8x7b", "gpt2", "gemma-2-9b")
 
@@ -74,6 +73,7 @@ def test_qlora_fp32_gqa_attention_on_cuda_uses_the_math_path() -> None:
 def test_adapter_bytes_count_every_trainable_parameter_dora_on_embeddings_too() -> None:
     """Adapters in memory are 4 B for each parameter PEFT trains (its count: ``params.lora``)."""
     for targets in (["embed_tokens", "q_proj"], "all-linear"):
-        d = estimate(Plan(model="llama-3.2-1b", method="lora", use_dora=True, target_modules=targets,
-                          seq_len=512, device="cpu")).to_dict()  # fmt: skip
+        plan = {"model": "llama-3.2-1b", "method": "lora", "use_dora": True, "target_modules": targets,
+                "seq_len": 512, "device": "cpu"}  # fmt: skip
+        d = estimate(Plan.from_dict(plan)).to_dict()
         assert d["memory"]["components"]["adapters"] == 4 * d["params"]["lora"]

@@ -23,8 +23,14 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"seq_len": 4 * 1024 * 1024 + 1}, r"seq_len must be between 1 and 4194304"),
     ({"num_gpus": 0}, r"num_gpus must be between 1 and 4096"),
     ({"lora_r": 0}, r"lora_r must be between 1 and 65536"),
-    ({"lora_alpha": 0}, r"lora_alpha must be a positive number"),
-    ({"lora_alpha": "8"}, r"lora_alpha must be a positive number"),
+    ({"lora_alpha": 0}, r"lora_alpha must be in \(0, 1000000000\]; got 0"),
+    ({"lora_alpha": "8"}, r"lora_alpha must be a number in \(0, 1000000000\]; got '8'"),
+    ({"double_quant": 1}, r"double_quant must be true or false; got 1"),
+    ({"prepare_kbit": "yes"}, r"prepare_kbit must be true, false or null"),
+    ({"modules_to_save": "lm_head"}, r"modules_to_save must be a list of module names"),
+    ({"modules_to_save": ["x"] * 300}, r"modules_to_save lists 300 modules; at most 256"),
+    ({"gpu": ""}, r"gpu must be a non-empty GPU id"),
+    ({"model": None, "config": [1]}, r"config must be a JSON object"),
     ({"lora_dropout": 1.0}, r"lora_dropout must be in \[0, 1\)"),
     ({"lora_dropout": -0.1}, r"lora_dropout must be in \[0, 1\)"),
     ({"target_modules": "q_proj"}, r"target_modules must be 'all-linear' or a list of module names"),
@@ -64,8 +70,10 @@ def test_from_dict_unknown_keys() -> None:
 
 
 def test_round_trip() -> None:
-    p = Plan(model="llama-3.1-8b", method="lora", target_modules=["q_proj", "v_proj"],  # type: ignore[arg-type]
-             modules_to_save=["lm_head"], lora_r=8, seq_len=4096, device="cpu", use_dora=True)  # fmt: skip
+    p = Plan.from_dict({"model": "llama-3.1-8b", "method": "lora", "target_modules": ["q_proj", "v_proj"],
+                        "modules_to_save": ["lm_head"], "lora_r": 8, "seq_len": 4096, "device": "cpu",
+                        "use_dora": True})  # fmt: skip
+    assert p.target_modules == ("q_proj", "v_proj") and p.modules_to_save == ("lm_head",)  # lists become tuples
     d = p.to_dict()
     assert d["target_modules"] == ["q_proj", "v_proj"] and d["modules_to_save"] == ["lm_head"]
     assert Plan.from_dict(d) == p

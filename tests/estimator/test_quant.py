@@ -8,8 +8,17 @@ from typing import Any
 
 import pytest
 
-from estimator import Plan, build_inventory, parse_config
-from estimator._quant import alloc, bits_per_weight, four_bit_bytes, four_bit_parts, int8_bytes, int8_parts
+from estimator import (
+    Plan,
+    alloc,
+    bits_per_weight,
+    build_inventory,
+    four_bit_bytes,
+    four_bit_parts,
+    int8_bytes,
+    int8_parts,
+    parse_config,
+)
 
 CONFIG = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "llama.json").read_text())
 
@@ -60,7 +69,7 @@ def _nbytes(t: Any) -> int:
 def test_four_bit_matches_bitsandbytes(checkpoint: Path, quant_type: str, double_quant: bool) -> None:
     bnb = pytest.importorskip("bitsandbytes")
     torch = pytest.importorskip("torch")
-    from estimator._memory import weight_bytes
+    from estimator import weight_bytes
 
     model = _load(checkpoint, load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_use_double_quant=double_quant)
     linears = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -82,7 +91,7 @@ def test_four_bit_matches_bitsandbytes(checkpoint: Path, quant_type: str, double
             assert p.dtype == torch.float32, name  # upcast by prepare_model_for_kbit_training
             total += _nbytes(p)
     inv = build_inventory(parse_config(CONFIG))
-    plan = Plan(config=CONFIG, method="qlora", quant_type=quant_type, double_quant=double_quant)
+    plan = Plan.from_dict({"config": CONFIG, "method": "qlora", "quant_type": quant_type, "double_quant": double_quant})
     assert weight_bytes(inv, plan, cuda=False) == total
 
 
@@ -91,7 +100,7 @@ def test_int8_matches_bitsandbytes(checkpoint: Path) -> None:
     """LLM.int8 loads on CPU here: int8 weights plus an fp32 SCB per output row."""
     bnb = pytest.importorskip("bitsandbytes")
     torch = pytest.importorskip("torch")
-    from estimator._memory import weight_bytes
+    from estimator import weight_bytes
 
     model = _load(checkpoint, load_in_8bit=True)
     total = 0

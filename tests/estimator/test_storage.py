@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from estimator import Plan, adapter_plan, build_inventory, parse_config, storage
-from estimator._storage import WHY_EXACT_DIFFERS, RuleOfThumb
+from estimator import WHY_EXACT_DIFFERS, Plan, RuleOfThumb, adapter_plan, build_inventory, parse_config, storage
 
 CONFIG = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "llama.json").read_text())
 KEYS = {"base_fp32", "base_16bit", "base_quantized", "adapter", "adapter_fp32", "adapter_bf16", "optimizer_state",
@@ -31,7 +30,8 @@ def test_keys_present_and_integers() -> None:
         s = _storage(method=method)
         assert KEYS <= set(s)
         for k in KEYS:
-            assert isinstance(s[k], int) and not isinstance(s[k], bool) and s[k] >= 0, (method, k)
+            value = s[k]
+            assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, (method, k)
         assert s["why_exact_differs"] == list(WHY_EXACT_DIFFERS)
         assert abs(s["quantized_bits_per_weight"] - 4.127) < 1e-3  # type: ignore[operator]
 
@@ -46,7 +46,7 @@ def test_exact_sizes_by_hand() -> None:
     assert s["optimizer_state"] == 8 * ap.trainable
     assert s["checkpoint"] == 4 * ap.lora_params + 8 * ap.trainable
     # quantized copy: 4-bit linears (with quant state), everything else 16-bit
-    from estimator._quant import four_bit_bytes
+    from estimator import four_bit_bytes
 
     q = sum((four_bit_bytes(t.numel, True) if t.bnb_quantized else 2 * t.numel) * t.layers for t in inv)
     assert s["base_quantized"] == q < s["base_16bit"]
