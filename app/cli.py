@@ -1,7 +1,9 @@
 """The ``tuneplan`` command line: estimate, storage, verify, serve, models, gpus.
 
-Typer + Rich. ``estimate`` and ``storage`` import neither torch nor the web stack, so they answer in well under
-half a second. Bad input exits with code 2 and a message that says what to fix.
+Typer + Rich. The plan options of ``estimate`` and ``verify`` are derived from ``estimator.Plan``'s field
+declarations (one ``--kebab-case`` option per field, with its help, default and choices), so a field added to the
+plan is an option here without another edit. ``estimate`` and ``storage`` import neither torch nor the web stack.
+Bad input exits with code 2 and a message that says what to fix.
 
     tuneplan estimate meta-llama/Llama-3.1-8B --method qlora --seq-len 2048 --batch-size 1
     tuneplan estimate --config config.json --method lora --json
@@ -13,94 +15,157 @@ half a second. Bad input exits with code 2 and a message that says what to fix.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from app.compare import compare
-from app.gpu import nvidia_gpu_present
-from estimator import EstimatorError, Plan, estimate
-from estimator._plan import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, METHODS, OPTIMIZERS, QUANT_TYPES
-from estimator._storage import WHY_EXACT_DIFFERS, RuleOfThumb
+from app.errors import AppError
+from app.service import EstimateService, Resolved
+from estimator import (
+    WHY_EXACT_DIFFERS,
+    EstimatorError,
+    Plan,
+    PlanField,
+    RuleOfThumb,
+    catalog,
+    compare,
+    gib_text,
+    plan_fields,
+    size_text,
+)
+
+if TYPE_CHECKING:
+    from app.hub import HubClient, ResolvedModel
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Plan the disk and GPU memory of a fine-tune.")
 
-GB = 10**9
-GiB = 2**30
+Opt = typer.Option
 
 
 class UsageError(Exception):
     """Bad input from the command line (exit code 2)."""
 
 
-def _fmt(n: int | float) -> str:
-    return f"{n / GB:,.2f} GB ({n / GiB:,.2f} GiB)"
+# ---------------------------------------------------------------------------------------------- plan options
 
 
-def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}; got {value!r}")
+def _option(f: PlanField) -> inspect.Parameter:
+    """The Typer option of one plan field: ``--seq-len``; choices as a Literal; booleans as ``--x/--no-x``."""
+    s = f.spec
+    annotation: Any
+    if s.kind == "choice":
+        annotation = Literal[s.choices]
+    elif s.kind in ("bool", "tristate"):
+        annotation = bool
+    elif s.kind == "int":
+        annotation = int
+    elif s.kind == "number":
+        annotation = float
+    else:
+        annotation = str
+    shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+    shown = str(shown).lower() if isinstance(shown, bool) else shown
+    default = "" if shown in (None, "") else f" Default: {shown}."
+    bounds = f.bounds_text()
+    help_text = s.help + (f" Allowed: {bounds}." if bounds and s.kind != "choice" else "") + default
+    decls = (f"{f.flag}/--no-{f.flag[2:]}",) if annotation is bool else (f.flag,)
+    option = Opt(None, *decls, help=help_text, show_default=False, rich_help_panel=f"Plan: {s.group}")
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation | None)
 
 
-Opt = typer.Option
+PLAN_OPTIONS = tuple(f for f in plan_fields() if f.spec.kind not in ("model", "config"))
 
 
-def _plan_from(model: str | None, config: Path | None, plan_file: Path | None, fields: dict[str, Any]) -> Plan:
+def with_plan_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` with one option per plan field added to its signature; they reach it as ``fields`` (a dict)."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "fields"]
+    options = [_option(f) for f in PLAN_OPTIONS if f.name not in {p.name for p in own}]
+    names = {p.name for p in own}
+
+    def command(**kwargs: Any) -> None:
+        fn(
+            **{k: v for k, v in kwargs.items() if k in names},
+            fields={k: v for k, v in kwargs.items() if k not in names},
+        )
+
+    command.__signature__ = inspect.Signature([*own, *options])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*own, *options)}
+    command.__doc__ = fn.__doc__
+    command.__name__ = fn.__name__
+    return command
+
+
+def plan_from(model: str | None, config: Path | None, plan_file: Path | None, fields: dict[str, Any]) -> Plan:
+    """The plan of a command line: the plan file, then the model or config, then every option given."""
     data: dict[str, Any] = {}
     if plan_file is not None:
-        try:
-            data = json.loads(plan_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot read the plan file {plan_file}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise UsageError("the plan file must hold a JSON object")
+        data = _read_json(plan_file, "plan")
     if config is not None:
-        try:
-            data["config"] = json.loads(config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot read the config file {config}: {exc}") from exc
-        data.pop("model", None)
+        data = data | {"config": _read_json(config, "config"), "model": None}
     elif model is not None:
-        data["model"] = model
-        data.pop("config", None)
+        data = data | {"model": model, "config": None}
+    kinds = {f.name: f.spec.kind for f in PLAN_OPTIONS}
     for key, value in fields.items():
-        if value is not None:
-            data[key] = value
-    if "target_modules" in data and isinstance(data["target_modules"], str) and data["target_modules"] != "all-linear":
-        data["target_modules"] = [t.strip() for t in data["target_modules"].split(",") if t.strip()]
-    if isinstance(data.get("modules_to_save"), str):
-        data["modules_to_save"] = [t.strip() for t in data["modules_to_save"].split(",") if t.strip()]
-    if "model" not in data and "config" not in data:
+        if value is None:
+            continue
+        if kinds[key] in ("modules", "targets") and value != "all-linear":
+            value = [t.strip() for t in value.replace(" ", ",").split(",") if t.strip()]
+        elif kinds[key] == "number" and float(value).is_integer():
+            value = int(value)
+        data[key] = value
+    if data.get("model") is None and data.get("config") is None:
         raise UsageError("name a model (catalog id or Hub id), or give --config config.json or --plan plan.json")
     return Plan.from_dict(data)
 
 
-def _resolve_config(plan: Plan) -> dict[str, Any] | None:
-    """A Hub id that the catalog does not know is looked up on the Hub (config.json only)."""
-    from estimator import catalog
-
-    if plan.model is None or catalog.find_model(plan.model) is not None:
-        return None
-    from app.hub import HubClient, HubError
-    from app.settings import Settings
-
-    client = HubClient(Settings())
+def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return dict(client.resolve(plan.model, token=os.environ.get("HF_TOKEN")).config)
-    except HubError as exc:
-        raise UsageError(str(exc)) from exc
-    finally:
-        client.close()
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read the {what} file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"the {what} file must hold a JSON object")
+    return data
 
 
-def _estimate_dict(plan: Plan) -> dict[str, Any]:
-    return estimate(plan, config=_resolve_config(plan)).to_dict()
+class _LazyHub:
+    """The Hub client, built on first use: catalog and inline plans never import it."""
+
+    def __init__(self) -> None:
+        self._client: HubClient | None = None
+
+    def resolve(self, repo_id: str, token: str | None = None, revision: str = "main") -> ResolvedModel:
+        if self._client is None:
+            from app.hub import HubClient
+            from app.settings import Settings
+
+            self._client = HubClient(Settings())
+        return self._client.resolve(repo_id, token or os.environ.get("HF_TOKEN"), revision)
+
+
+SERVICE = EstimateService(_LazyHub())
+
+
+def _run(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except (EstimatorError, UsageError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+# ---------------------------------------------------------------------------------------------- estimate
 
 
 def _print_estimate(d: dict[str, Any]) -> None:
@@ -108,8 +173,7 @@ def _print_estimate(d: dict[str, Any]) -> None:
     from rich.table import Table
 
     con = Console()
-    m, p, s, mem = d["model"], d["params"], d["storage"], d["memory"]
-    plan = d["plan"]
+    m, p, s, mem, plan = d["model"], d["params"], d["storage"], d["memory"], d["plan"]
     con.print(
         f"[bold]{m['id'] or 'config'}[/bold] ({m['model_type']}) — {plan['method']}, {plan['dtype']}, "
         f"batch {plan['batch_size']} × seq {plan['seq_len']}, "
@@ -118,7 +182,7 @@ def _print_estimate(d: dict[str, Any]) -> None:
     )
     con.print(f"parameters: {p['total']:,} total, {p['trainable']:,} trainable ({p['trainable_percent']}%)"
               + (f", {p['quantized']:,} quantized" if p["quantized"] else ""))  # fmt: skip
-    st = Table(title="Storage (disk)", show_header=True)
+    st = Table(title="Storage (disk)")
     st.add_column("item")
     st.add_column("size", justify="right")
     for key, label in (("base_16bit", "base model, 16-bit (download)"), ("base_fp32", "base model, fp32"),
@@ -126,113 +190,85 @@ def _print_estimate(d: dict[str, Any]) -> None:
                        ("adapter_fp32", "LoRA adapter, fp32"), ("adapter_bf16", "LoRA adapter, bf16"),
                        ("checkpoint", "training checkpoint (+ optimizer state)"),
                        ("merged", "merged model, 16-bit")):  # fmt: skip
-        st.add_row(label, _fmt(s[key]))
+        st.add_row(label, size_text(s[key]))
     con.print(st)
-    mt = Table(title=f"GPU memory (peak in phase: {mem['peak_phase']})", show_header=True)
+    mt = Table(title=f"GPU memory (peak in phase: {mem['peak_phase']})")
     mt.add_column("component")
     mt.add_column("bytes", justify="right")
     mt.add_column("size", justify="right")
     for name, value in mem["components"].items():
-        mt.add_row(name, f"{value:,}", _fmt(value))
-    mt.add_row("[bold]peak allocated[/bold]", f"{mem['peak_allocated']:,}", _fmt(mem["peak_allocated"]))
-    mt.add_row("peak reserved", f"{mem['peak_reserved']:,}", _fmt(mem["peak_reserved"]))
-    mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", _fmt(mem["total"]))
+        mt.add_row(name, f"{value:,}", size_text(value))
+    mt.add_row("[bold]peak allocated[/bold]", f"{mem['peak_allocated']:,}", size_text(mem["peak_allocated"]))
+    mt.add_row("peak reserved", f"{mem['peak_reserved']:,}", size_text(mem["peak_reserved"]))
+    mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", size_text(mem["total"]))
     con.print(mt)
-    fits = [g["name"] for g in d["fits"] if g["fits"]]
-    if plan["device"] == "cuda":
-        con.print("fits on: " + (", ".join(fits[:8]) + (" …" if len(fits) > 8 else "") if fits else "no catalog GPU"))
-    fit = d.get("fit")
-    if fit:
-        verdict = "fits" if fit["fits"] else f"does not fit ({fit['reason']})" if fit["reason"] else "does not fit"
-        con.print(
-            f"on {fit['name']} ({_fmt(fit['usable_bytes'])} usable): {verdict}, "
-            f"headroom {_fmt(fit['headroom_bytes'])}; "
-            f"largest batch at {plan['seq_len']} tokens: {fit['max_batch_size']}; "
-            f"longest sequence at batch {plan['batch_size']}: {fit['max_seq_len']:,} tokens"
-        )
+    _print_fit(con, d)
     for note in d["notes"]:
         con.print(f"• {note}")
 
 
-def _run(fn: Any) -> None:
-    try:
-        fn()
-    except (EstimatorError, UsageError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+def _print_fit(con: Any, d: dict[str, Any]) -> None:
+    plan, fit = d["plan"], d.get("fit")
+    fits = [g["name"] for g in d["fits"] if g["fits"]]
+    if plan["device"] == "cuda":
+        con.print("fits on: " + (", ".join(fits[:8]) + (" …" if len(fits) > 8 else "") if fits else "no catalog GPU"))
+    if fit:
+        verdict = "fits" if fit["fits"] else f"does not fit ({fit['reason']})" if fit["reason"] else "does not fit"
+        con.print(
+            f"on {fit['name']} ({size_text(fit['usable_bytes'])} usable): {verdict}, "
+            f"headroom {size_text(fit['headroom_bytes'])}; "
+            f"largest batch at {plan['seq_len']} tokens: {fit['max_batch_size']}; "
+            f"longest sequence at batch {plan['batch_size']}: {fit['max_seq_len']:,} tokens"
+        )
 
 
-@cli.command("estimate")
-def estimate_cmd(
+def _estimate(
     model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
     config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
     plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
-    method: Annotated[str | None, Opt(help="full | lora | qlora")] = None,
-    dtype: Annotated[str | None, Opt(help="bfloat16 | float16 | float32")] = None,
-    mixed_precision: Annotated[bool | None, Opt(help="full FT: fp32 master weights + autocast")] = None,
-    quant_type: Annotated[str | None, Opt(help="nf4 | fp4 | int8")] = None,
-    double_quant: Annotated[bool | None, Opt()] = None,
-    prepare_kbit: Annotated[bool | None, Opt(help="prepare_model_for_kbit_training (default on for qlora)")] = None,
-    lora_r: Annotated[int | None, Opt()] = None,
-    lora_alpha: Annotated[int | None, Opt()] = None,
-    lora_dropout: Annotated[float | None, Opt()] = None,
-    target_modules: Annotated[str | None, Opt(help="'all-linear' or a comma-separated list")] = None,
-    modules_to_save: Annotated[str | None, Opt(help="comma-separated module names")] = None,
-    use_dora: Annotated[bool | None, Opt()] = None,
-    optimizer: Annotated[str | None, Opt(help=" | ".join(OPTIMIZERS))] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    seq_len: Annotated[int | None, Opt()] = None,
-    gradient_checkpointing: Annotated[bool | None, Opt()] = None,
-    attn_implementation: Annotated[str | None, Opt(help="eager | sdpa | flash_attention_2")] = None,
-    gpu: Annotated[str | None, Opt(help="catalog GPU id, e.g. h100-sxm")] = None,
-    num_gpus: Annotated[int | None, Opt()] = None,
-    device: Annotated[str | None, Opt(help="cuda | cpu")] = None,
-    allow_long_context: Annotated[bool | None, Opt(help="allow seq_len beyond max_position_embeddings")] = None,
     traced: Annotated[bool, Opt(help="trace a real step under FakeTensorMode (needs the train extra)")] = False,
     as_json: Annotated[bool, Opt("--json", help="print the JSON contract")] = False,
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Storage and GPU memory of a fine-tune, by component."""
-    fields = {k: v for k, v in locals().items() if k not in ("model", "config", "plan", "traced", "as_json")}
 
     def go() -> None:
-        for name, choices in (("method", METHODS), ("dtype", DTYPES), ("quant_type", QUANT_TYPES),
-                              ("optimizer", OPTIMIZERS), ("attn_implementation", ATTN_IMPLEMENTATIONS),
-                              ("device", DEVICES)):  # fmt: skip
-            _choice(name, fields[name], choices)
-        p = _plan_from(model, config, plan, fields)
-        d = _estimate_dict(p)
+        p = plan_from(model, config, plan, fields)
+        contract, resolved = SERVICE.estimate(p)
         if traced:
-            d["traced"] = _traced(p)
+            contract["traced"] = _trainer_run("trainer.traced", p, resolved, [])
         if as_json:
-            typer.echo(json.dumps(d, indent=2))
-        else:
-            _print_estimate(d)
-            if traced:
-                typer.echo(f"traced peak (FakeTensorMode): {_fmt(d['traced']['measured']['peak_allocated'])}")
+            typer.echo(json.dumps(contract, indent=2))
+            return
+        _print_estimate(contract)
+        if traced:
+            typer.echo(f"traced peak (FakeTensorMode): {size_text(contract['traced']['measured']['peak_allocated'])}")
 
     _run(go)
 
 
-def _traced(plan: Plan) -> dict[str, Any]:
-    return _subprocess_run("trainer.traced", plan, [])
+cli.command("estimate")(with_plan_options(_estimate))
 
 
-def _subprocess_run(module: str, plan: Plan, extra: list[str], timeout: float | None = None) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def _trainer_run(module: str, plan: Plan, resolved: Resolved, extra: list[str]) -> dict[str, Any]:
     """Run a trainer recipe in its own process (never in this one) and read its result JSON."""
     if importlib.util.find_spec("torch") is None:
         raise UsageError("this needs the train extra: pip install -e '.[train]'")
-    if "cuda" in extra and not nvidia_gpu_present():
-        raise UsageError("--device cuda needs an NVIDIA GPU and its driver (nvidia-smi finds none); use --device cpu")
-    cfg = _resolve_config(plan)
+    if "cuda" in extra:
+        from app.gpu import nvidia_gpu_present
+
+        if not nvidia_gpu_present():
+            raise UsageError("--device cuda needs an NVIDIA GPU and its driver (nvidia-smi finds none); use cpu")
     with tempfile.TemporaryDirectory() as tmp:
         plan_path = Path(tmp, "plan.json")
-        body = plan.to_dict()
-        if cfg is not None:
-            body["config"], body["model"] = cfg, None
-        plan_path.write_text(json.dumps(body))
+        plan_path.write_text(json.dumps(plan.to_dict() | {"config": dict(resolved.config), "model": None}))
         out = Path(tmp, "result.json")
         cmd = [sys.executable, "-m", module, "--plan", str(plan_path), "--out", str(out), *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if not out.exists():
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             raise UsageError(f"the run failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
@@ -240,39 +276,33 @@ def _subprocess_run(module: str, plan: Plan, extra: list[str], timeout: float | 
         return result
 
 
-@cli.command("verify")
-def verify_cmd(
+def _verify(
     model: Annotated[str | None, typer.Argument(help="catalog id or Hub id")] = None,
-    config: Annotated[Path | None, Opt()] = None,
-    plan: Annotated[Path | None, Opt("--plan")] = None,
-    method: Annotated[str | None, Opt()] = None,
-    lora_r: Annotated[int | None, Opt()] = None,
-    lora_dropout: Annotated[float | None, Opt()] = None,
-    target_modules: Annotated[str | None, Opt()] = None,
-    optimizer: Annotated[str | None, Opt()] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    seq_len: Annotated[int | None, Opt()] = None,
-    gradient_checkpointing: Annotated[bool | None, Opt()] = None,
-    attn_implementation: Annotated[str | None, Opt()] = None,
-    device: Annotated[str, Opt(help="cpu | cuda: where the real run executes")] = "cpu",
+    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
+    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
     steps: Annotated[int, Opt(help="measured steps after one warm-up step")] = 1,
-    as_json: Annotated[bool, Opt("--json")] = False,
+    as_json: Annotated[bool, Opt("--json", help="print the comparison as JSON")] = False,
+    *,
+    fields: dict[str, Any],
 ) -> None:
-    """Run a real training step and print measured next to estimated, per component."""
-    fields = {k: v for k, v in locals().items() if k not in ("model", "config", "plan", "steps", "as_json")}
+    """Run a real training step and print measured next to estimated, per component (--device: where it runs,
+    cpu unless given)."""
 
     def go() -> None:
-        _choice("device", device, DEVICES)
-        p = _plan_from(model, config, plan, fields)
-        est = _estimate_dict(p)
-        result = _subprocess_run("trainer.run", p, ["--device", device, "--steps", str(steps)])
-        report = compare(est, result)
+        p = plan_from(model, config, plan, fields | {"device": fields.get("device") or "cpu"})
+        est, resolved = SERVICE.estimate(p)
+        result = _trainer_run("trainer.run", p, resolved, ["--device", p.device, "--steps", str(steps)])
+        report = compare(est, result) | {"plan": est["plan"], "versions": result.get("versions"),
+                                          "estimate": est, "result": result}  # fmt: skip
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:
             _print_comparison(report)
 
     _run(go)
+
+
+cli.command("verify")(with_plan_options(_verify))
 
 
 def _print_comparison(report: dict[str, Any]) -> None:
@@ -284,18 +314,23 @@ def _print_comparison(report: dict[str, Any]) -> None:
         t.add_column(col, justify="right" if col else "left")
     for r in report["components"] + report["tiers"]:
         m = r["measured"]
+        if m is None and r in report["tiers"]:
+            continue  # not measured on this device (a CPU run has no allocator cache and no driver figure)
         err = "" if r["error_percent"] is None else f"{r['error_percent']:+.2f}%"
-        t.add_row(r["name"], _fmt(r["estimated"]), "—" if m is None else _fmt(m), err)
+        t.add_row(r["name"], size_text(r["estimated"]), "—" if m is None else size_text(m), err)
     Console().print(t)
     if report["oom"]:
         Console().print("[red]the run ran out of memory[/red]")
+
+
+# ---------------------------------------------------------------------------------------------- the rest
 
 
 @cli.command("storage")
 def storage_cmd(
     params: Annotated[float, Opt(help="number of parameters, e.g. 10e9")],
     trainable_fraction: Annotated[float, Opt(help="share of parameters in the adapter")] = 0.01,
-    as_json: Annotated[bool, Opt("--json")] = False,
+    as_json: Annotated[bool, Opt("--json", help="print JSON")] = False,
 ) -> None:
     """The rule of thumb: parameters × bytes per parameter."""
 
@@ -316,7 +351,7 @@ def storage_cmd(
             ("QLoRA total (4-bit + adapter)", r.qlora_total),
         )
         for label, value in rows:
-            typer.echo(f"  {label + ':':31s} {_fmt(value)}")
+            typer.echo(f"  {label + ':':31s} {size_text(value)}")
         typer.echo("Why the exact figure for a real model differs (tuneplan estimate shows it):")
         for why in WHY_EXACT_DIFFERS:
             typer.echo(f"  - {why}")
@@ -325,29 +360,42 @@ def storage_cmd(
 
 
 @cli.command("models")
-def models_cmd(q: Annotated[str, typer.Argument()] = "", as_json: Annotated[bool, Opt("--json")] = False) -> None:
+def models_cmd(
+    q: Annotated[str, typer.Argument(help="search text: id, Hub id, name or family")] = "",
+    as_json: Annotated[bool, Opt("--json", help="print JSON")] = False,
+) -> None:
     """Search the built-in model catalog."""
-    from estimator import catalog
+    from rich.console import Console
+    from rich.table import Table
 
     found = catalog.search_models(q, limit=100) if q else list(catalog.models())
     if as_json:
         typer.echo(json.dumps([{"id": m.id, "hf_id": m.hf_id, "params": m.params} for m in found], indent=2))
         return
+    t = Table(title="Catalog models")
+    for col in ("id", "Hub id", "parameters"):
+        t.add_column(col, justify="right" if col == "parameters" else "left")
     for m in found:
-        typer.echo(f"{m.id:28s} {m.hf_id:45s} {m.params / 1e9:8.2f} B")
+        t.add_row(m.id, m.hf_id, f"{m.params / 1e9:.2f} B")
+    Console().print(t)
 
 
 @cli.command("gpus")
-def gpus_cmd(as_json: Annotated[bool, Opt("--json")] = False) -> None:
+def gpus_cmd(as_json: Annotated[bool, Opt("--json", help="print JSON")] = False) -> None:
     """List the built-in GPU catalog."""
-    from estimator import catalog
+    from rich.console import Console
+    from rich.table import Table
 
     gs = catalog.gpus()
     if as_json:
         typer.echo(json.dumps([{"id": g.id, "name": g.name, "usable_bytes": g.usable_bytes} for g in gs], indent=2))
         return
+    t = Table(title="Catalog GPUs")
+    for col in ("id", "name", "usable"):
+        t.add_column(col, justify="right" if col == "usable" else "left")
     for g in gs:
-        typer.echo(f"{g.id:18s} {g.name:32s} {g.usable_bytes / GiB:7.2f} GiB usable")
+        t.add_row(g.id, g.name, gib_text(g.usable_bytes))
+    Console().print(t)
 
 
 @cli.command("serve")
@@ -356,9 +404,12 @@ def serve_cmd(
     port: Annotated[int, Opt(help="port")] = 8000,
 ) -> None:
     """Start the web app and REST API (http://127.0.0.1:8000, API docs at /docs)."""
-    from app.main import serve
+    import uvicorn
 
-    serve(host, port)
+    from app.main import create_app
+    from app.settings import Settings
+
+    uvicorn.run(create_app(Settings(host=host, port=port)), host=host, port=port, log_level="info")
 
 
 def main() -> None:

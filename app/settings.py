@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.service import DEFAULT_MAX_CONFIG_BYTES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout (or install) root: ``templates/`` and ``static/`` live here."""
 
@@ -46,7 +48,9 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(
         default=7 * 24 * 3600.0, ge=0, description="Age after which a cached Hub config is fetched again."
     )
-    max_config_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest inline or Hub config.json.")
+    max_config_bytes: int = Field(
+        default=DEFAULT_MAX_CONFIG_BYTES, ge=1024, description="Largest inline or Hub config.json."
+    )
     max_concurrent_jobs: int = Field(
         default=1, ge=0, le=64, description="Verify runs at once (0: jobs are accepted and queued, none runs)."
     )

@@ -31,12 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as ``python bench/accuracy.py``
     sys.path.insert(0, str(REPO))
 
-from estimator import Plan, estimate  # noqa: E402
-from estimator._memory import (  # noqa: E402
+from estimator import (  # noqa: E402
     ALLOCATOR_CACHE_FLOOR,
     CUBLAS_WORKSPACE_BYTES,
     CUDA_CONTEXT_BYTES,
     CUDA_RUNTIME_BYTES,
+    Plan,
+    estimate,
 )
 from trainer.accuracy import (  # noqa: E402
     COMPARED,
@@ -141,7 +142,9 @@ def merge(previous: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, An
     return known + list(by_key.values())
 
 
-def save(cases: list[dict[str, Any]], path: Path = CPU_JSON, command: str = "python -m bench.accuracy") -> dict:
+def save(
+    cases: list[dict[str, Any]], path: Path = CPU_JSON, command: str = "python -m bench.accuracy"
+) -> dict[str, Any]:
     versions = next((c["versions"] for c in cases if c.get("versions")), None)
     data = {
         "kind": "accuracy",

@@ -32,7 +32,7 @@ CASES = (
 def in_process(n: int) -> list[tuple[str, float]]:
     out = []
     for model, method in CASES:
-        plan = Plan(model=model, method=method, lora_dropout=0.0, seq_len=1024)
+        plan = Plan.from_dict({"model": model, "method": method, "lora_dropout": 0.0, "seq_len": 1024})
         estimate(plan).to_dict()
         times = []
         for _ in range(n):

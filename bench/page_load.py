@@ -20,15 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from screenshots import CHROMIUM, CHROMIUM_ARGS, build_app, serve  # noqa: E402
+from app.main import create_app
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, serve
 
 PAGES: dict[str, str] = {
     "default (QLoRA, Llama 3.1 8B)": "/",
@@ -100,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         results = measure(args.url.rstrip("/"), args.runs, args.chromium)
     else:
-        with serve(build_app()) as base:
+        with serve(create_app()) as base:
             results = measure(base, args.runs, args.chromium)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -3,8 +3,8 @@
 Starts the app on a free loopback port (or uses ``--url``), drives headless Chromium through Playwright and
 writes small PNGs to ``docs/screenshots/``::
 
-    .venv/bin/python bench/screenshots.py                 # starts the app itself
-    .venv/bin/python bench/screenshots.py --url http://127.0.0.1:8000 --out /tmp/shots
+    .venv/bin/python -m bench.screenshots                 # starts the app itself
+    .venv/bin/python -m bench.screenshots --url http://127.0.0.1:8000 --out /tmp/shots
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) at ``/usr/bin/chromium`` (or ``--chromium``).
 """
@@ -12,18 +12,12 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``) at ``/usr/bin/chro
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
+
+from app.main import create_app
+from bench.browser import CHROMIUM, launch_chromium, load, serve
 
 ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "tests" / "app"):  # the app, and the browser plumbing the browser tests share
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from browser_support import CHROMIUM, CHROMIUM_ARGS, launch_chromium, load, serve  # noqa: E402
-
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "SHOTS", "build_app", "serve", "take"]  # bench/page_load.py imports these
 
 # (file name, query string, viewport, colour scheme, element to scroll to the top or None)
 SHOTS: tuple[tuple[str, str, dict[str, int], str, str | None], ...] = (
@@ -65,23 +59,6 @@ SHOTS: tuple[tuple[str, str, dict[str, int], str, str | None], ...] = (
 )
 
 
-def build_app() -> Any:
-    """The app as served: ``app.main.create_app()`` when it exists, else the page router alone with /static."""
-    try:
-        from app.main import create_app
-    except ImportError:
-        from fastapi import FastAPI
-        from fastapi.staticfiles import StaticFiles
-
-        from app import pages
-
-        app = FastAPI()
-        app.include_router(pages.router)
-        app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
-        return app
-    return create_app()
-
-
 def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -89,8 +66,8 @@ def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
         for name, query, viewport, scheme, anchor in SHOTS:
             phone = viewport["width"] < 600
             context = browser.new_context(
-                viewport=viewport,  # type: ignore[arg-type]
-                color_scheme=scheme,  # type: ignore[arg-type]
+                viewport=viewport,
+                color_scheme=scheme,
                 device_scale_factor=2 if phone else 1,
                 is_mobile=phone,
                 has_touch=phone,
@@ -116,7 +93,7 @@ def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
 def _shrink(path: Path) -> None:
     """Quantize the PNG to a palette when Pillow is around (screenshots stay a few hundred kB)."""
     try:
-        from PIL import Image
+        from PIL import Image  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return
     with Image.open(path) as image:
@@ -133,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         paths = take(args.url.rstrip("/"), args.out, args.chromium)
     else:
-        with serve(build_app()) as base:
+        with serve(create_app()) as base:
             paths = take(base, args.out, args.chromium)
     for path in paths:
         print(f"{path} {path.stat().st_size // 1024} kB")

@@ -18,11 +18,11 @@
   var errorBox = document.getElementById("error");
   var FRAGMENTS = ["summary", "notes", "storage", "fits"];
   var CHARTS = ["memory", "seq_len", "batch_size", "storage"];
-  var BOOLS = ["mixed_precision", "double_quant", "use_dora", "gradient_checkpointing"];
-  var INTS = ["lora_r", "batch_size", "seq_len", "num_gpus"];
-  var ORDER = ["model", "config", "method", "dtype", "mixed_precision", "quant_type", "double_quant", "lora_r",
-    "lora_alpha", "lora_dropout", "target_modules", "use_dora", "optimizer", "batch_size", "seq_len", "gradient_checkpointing",
-    "attn_implementation", "gpu", "num_gpus", "sharding"];
+  // the plan's fields (name, kind, default), derived on the server from estimator.Plan
+  var FIELDS = JSON.parse(document.getElementById("plan-fields").textContent);
+  var ORDER = FIELDS.map(function (f) { return f.name; });
+  var KIND = {};
+  FIELDS.forEach(function (f) { KIND[f.name] = f.kind; });
 
   var state = { timer: 0, controller: null, updates: 0, last: null, figures: null };
   window.tuneplan = state;
@@ -32,7 +32,7 @@
   function el(name) { return form.elements.namedItem(name); }
 
   function fieldValue(name) {
-    if (BOOLS.indexOf(name) >= 0) {
+    if (KIND[name] === "bool") {
       var box = document.getElementById(name);
       return !!(box && box.checked);
     }
@@ -61,21 +61,27 @@
     return params.toString();
   }
 
+  function modules(text) {
+    return String(text || "").split(/[\s,]+/).filter(Boolean);
+  }
+
   function toPlan(values) {
     var plan = {};
-    ORDER.forEach(function (name) {
-      if (name === "model" || name === "config" || name === "gpu") return;
-      var v = values[name];
-      if (INTS.indexOf(name) >= 0) v = Number(v);
-      if (name === "lora_alpha" || name === "lora_dropout") v = Number(v);
-      plan[name] = v;
+    FIELDS.forEach(function (f) {
+      var v = values[f.name];
+      if (f.kind === "model" || f.kind === "config") return;
+      if (f.kind === "int" || f.kind === "number") v = Number(v);
+      else if (f.kind === "tristate") v = v === "" ? null : v === "true";
+      else if (f.kind === "gpu") v = v || null;
+      else if (f.kind === "modules") v = modules(v);
+      else if (f.kind === "targets") {
+        var t = modules(v || "all-linear");
+        v = (t.length === 0 || (t.length === 1 && t[0] === "all-linear")) ? "all-linear" : t;
+      }
+      plan[f.name] = v;
     });
-    var targets = String(values.target_modules || "all-linear").split(/[\s,]+/).filter(Boolean);
-    plan.target_modules = (targets.length === 0 || (targets.length === 1 && targets[0] === "all-linear"))
-      ? "all-linear" : targets;
     if (values.config) plan.config = state.config || decodeConfig(values.config);
     else plan.model = values.model;
-    plan.gpu = values.gpu || null;
     if (plan.method === "full") plan.use_dora = false;
     return plan;
   }
@@ -381,10 +387,12 @@
     verify.out.innerHTML = "";
     verifyBusy(true);
     verify.status.textContent = "Starting the run…";
+    var body = toPlan(values);
+    delete body.device;  // the run goes where the server has hardware (its verify_device); the estimate follows it
     fetch("/api/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: JSON.stringify(toPlan(values))
+      body: JSON.stringify(body)
     }).then(jsonAnswer).then(function (answer) {
       if (!answer.ok) {
         verifyBusy(false);

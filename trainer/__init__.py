@@ -11,8 +11,3 @@ torch import it themselves:
 """
 
 from __future__ import annotations
-
-COMPONENTS: tuple[str, ...] = ("weights", "adapters", "gradients", "optimizer", "activations", "logits")
-PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
-
-__all__ = ["COMPONENTS", "PHASES"]

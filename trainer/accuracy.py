@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from estimator import Plan, estimate
+from estimator import Plan, estimate, relative_error
 
 PEAK_TOLERANCE = 0.03
 COMPONENT_TOLERANCE = 0.05
@@ -151,7 +151,7 @@ def compare(est: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, An
             m = m_comp.get("activations", 0) + m_comp.get("logits", 0)
         else:
             e, m = e_comp[name], m_comp.get(name, 0)
-        rows[name] = {"estimated": e, "measured": m, "error": _err(e, m),
+        rows[name] = {"estimated": e, "measured": m, "error": relative_error(e, m),
                       "ok": abs(e - m) <= max(COMPONENT_TOLERANCE * m, COMPONENT_SLACK)}  # fmt: skip
     # the tracker sees live tensors only: compare with the estimate's tensor peak (no cuBLAS workspace)
     e_peak = next(t["bytes"] for t in est["memory"]["terms"] if t["name"] == "tensor_peak")
@@ -160,17 +160,13 @@ def compare(est: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, An
         "peak": {
             "estimated": e_peak,
             "measured": m_peak,
-            "error": _err(e_peak, m_peak),
+            "error": relative_error(e_peak, m_peak),
             "ok": abs(e_peak - m_peak) <= PEAK_TOLERANCE * m_peak,
         },  # fmt: skip
         "components": rows,
         "estimated_phase": est["memory"]["peak_phase"],
         "measured_phase": measured.get("peak_phase"),
     }
-
-
-def _err(e: int, m: int) -> float | None:
-    return None if not m else (e - m) / m
 
 
 def check_case(case: Case, mode: str = "real") -> dict[str, Any]:

@@ -37,9 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from estimator._arch import attention_implementation
-
-from ._plan import Plan
+from estimator import Plan, attention_implementation
 
 LEARNING_RATE = 1e-4
 DTYPES: dict[str, torch.dtype] = {

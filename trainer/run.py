@@ -36,13 +36,10 @@ from typing import Any
 
 import torch
 
-from ._plan import Plan
+from estimator import CUDA_ALLOC_ROUND, Plan
+
 from .build import BuildError, Built, build, optimizer_state_tensors, quant_state_tensors
 from .tracker import MemoryTracker, attach_logits_scope
-
-PHASES = ("forward", "backward", "optimizer")
-CUDA_ROUND = 512
-
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -277,7 +274,7 @@ def run(
         device = torch.device("cuda", 0)
     cuda = uses_cuda_counters(device)
     if round_to is None:
-        round_to = CUDA_ROUND if cuda else 0
+        round_to = CUDA_ALLOC_ROUND if cuda else 0
     cfg = resolve_config(plan, config)
     result: dict[str, Any] = {
         "mode": "real",

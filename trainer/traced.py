@@ -39,9 +39,8 @@ from typing import Any
 
 import torch
 
-from estimator import parse_config
+from estimator import CUDA_ALLOC_ROUND, Plan, parse_config
 
-from ._plan import Plan
 from .build import (
     BuildError,
     Built,
@@ -53,7 +52,7 @@ from .build import (
     materialize,
     meta_model,
 )
-from .run import CUDA_ROUND, cli, plan_notes, resolve_config, tracked_figures, tracking, train_step, versions
+from .run import cli, plan_notes, resolve_config, tracked_figures, tracking, train_step, versions
 from .tracker import MemoryTracker
 
 
@@ -204,7 +203,7 @@ def traced_run(
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if round_to is None:
-        round_to = CUDA_ROUND if plan.device == "cuda" else 0
+        round_to = CUDA_ALLOC_ROUND if plan.device == "cuda" else 0
     cfg = resolve_config(plan, config)
     result: dict[str, Any] = {
         "mode": "traced",

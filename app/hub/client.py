@@ -26,20 +26,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.errors import HubBadConfig, HubError, HubGated, HubInvalidId, HubRepoNotFound, HubTimeout, HubUnavailable
+from app.hub.cache import ConfigCache
 from app.settings import Settings
+from estimator import catalog
 
 log = logging.getLogger(__name__)
 
@@ -56,64 +56,6 @@ _TOKEN_HINT = (
 _FALLBACK_HINT = "use a catalog model (GET /api/models) or send the model's config.json inline as 'config'"
 
 T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------------------------- errors
-
-
-class HubError(Exception):
-    """A Hub lookup failed in a way the user can act on; ``status_code`` is the HTTP status to answer."""
-
-    status_code = 502
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-
-
-class HubInvalidId(HubError):
-    """The id is not a well-formed Hub repo id."""
-
-    status_code = 422
-
-
-class HubRepoNotFound(HubError):
-    """No such repo (or revision) on the Hub, or a private repo and no token that can see it."""
-
-    status_code = 404
-
-    def __init__(self, message: str, suggestions: tuple[str, ...] = (), **extra: Any) -> None:
-        super().__init__(message, suggestions=list(suggestions), **extra)
-        self.suggestions = suggestions
-
-
-class HubGated(HubError):
-    """A gated repo: 401 without a token, 403 with a token that has not been granted access."""
-
-    status_code = 401
-
-    def __init__(self, message: str, status_code: int = 401, **extra: Any) -> None:
-        super().__init__(message, **extra)
-        self.status_code = status_code
-
-
-class HubUnavailable(HubError):
-    """The Hub could not be reached or answered with a server error."""
-
-    status_code = 503
-
-
-class HubTimeout(HubError):
-    """The Hub did not answer within ``hub_timeout_s``."""
-
-    status_code = 504
-
-
-class HubBadConfig(HubError):
-    """The repo has no usable ``config.json`` (missing, not JSON, not an object, too large)."""
-
-    status_code = 422
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -142,93 +84,6 @@ class ResolvedModel:
         if self.source == "catalog":
             return "catalog"
         return "hub safetensors metadata" if self.safetensors_params else "hub config"
-
-
-# ---------------------------------------------------------------------------------------------- cache
-
-
-class ConfigCache:
-    """Bounded on-disk cache: one JSON file per key, least recently used evicted (mtime, touched on hits)."""
-
-    def __init__(self, directory: Path, max_entries: int, ttl_s: float) -> None:
-        self.directory = directory
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(endpoint: str, repo_id: str, revision: str) -> str:
-        return hashlib.sha256(f"{endpoint}\n{repo_id}\n{revision}".encode()).hexdigest()[:40]
-
-    def _path(self, key: str) -> Path:
-        return self.directory / f"{key}.json"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        if self.max_entries <= 0:
-            return None
-        path = self._path(key)
-        try:
-            with path.open("rb") as fh:
-                entry = json.load(fh)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        fetched = entry.get("fetched_at")
-        if not isinstance(fetched, int | float) or time.time() - fetched > self.ttl_s:
-            return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # mark as recently used
-        return entry
-
-    def put(self, key: str, entry: dict[str, Any]) -> None:
-        if self.max_entries <= 0:
-            return
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh)
-            os.replace(tmp, self._path(key))
-        except OSError as exc:  # a cache that cannot be written is not an error of the request
-            log.warning("could not write the Hub config cache in %s: %s", self.directory, exc)
-            return
-        self._evict()
-
-    def _evict(self) -> None:
-        with self._lock:
-            entries: list[tuple[float, Path]] = []
-            try:
-                for path in self.directory.glob("*.json"):
-                    with contextlib.suppress(OSError):
-                        entries.append((path.stat().st_mtime, path))
-            except OSError:
-                return
-            excess = len(entries) - self.max_entries
-            if excess <= 0:
-                return
-            entries.sort(key=lambda item: item[0])
-            for _, path in entries[:excess]:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-
-    def __len__(self) -> int:
-        try:
-            return sum(1 for _ in self.directory.glob("*.json"))
-        except OSError:
-            return 0
-
-    def clear(self) -> None:
-        with contextlib.suppress(OSError):
-            for path in self.directory.glob("*.json"):
-                with contextlib.suppress(OSError):
-                    path.unlink()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -275,44 +130,16 @@ def check_revision(revision: str) -> str:
 
 
 def catalog_suggestions(query: str, limit: int = 5) -> tuple[str, ...]:
-    """Close catalog matches for an id that did not resolve (empty when the catalog is unavailable)."""
-    try:
-        from estimator import catalog
-    except ImportError:  # pragma: no cover - the catalog ships with the estimator
-        return ()
+    """Close catalog matches for an id that did not resolve: a search on the id and on its name part, else the
+    catalog's fuzzy matches."""
     seen: list[str] = []
-    candidates = [query, query.rsplit("/", 1)[-1]]
-    for text in candidates:
-        try:
-            found = catalog.search_models(text, limit=limit)
-        except Exception:
-            found = []
-        for model in found:
-            if model.id not in seen:
-                seen.append(model.id)
+    for text in (query, query.rsplit("/", 1)[-1]):
+        seen += [m.id for m in catalog.search_models(text, limit=limit) if m.id not in seen]
         if seen:
             break
     if not seen:
-        # fall back to a fuzzy match on ids and Hub ids
-        import difflib
-
-        try:
-            models = catalog.models()
-        except Exception:
-            return ()
-        names = {m.id: m.id for m in models} | {m.hf_id.lower(): m.id for m in models if m.hf_id}
-        for match in difflib.get_close_matches(query.lower(), list(names), n=limit, cutoff=0.4):
-            if names[match] not in seen:
-                seen.append(names[match])
+        seen = [m.id for m in catalog.close_model_matches(query, n=limit)]
     return tuple(seen[:limit])
-
-
-def find_catalog_model(repo_id: str) -> Any | None:
-    try:
-        from estimator import catalog
-    except ImportError:  # pragma: no cover
-        return None
-    return catalog.find_model(repo_id)
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -337,7 +164,7 @@ class HubClient:
         """Resolve ``repo_id`` from the catalog, the cache, or the Hub (in that order)."""
         if not isinstance(repo_id, str) or not repo_id.strip():
             raise HubInvalidId("model is empty: give a Hub id like 'Qwen/Qwen2.5-0.5B' or a catalog id")
-        entry = find_catalog_model(repo_id.strip())
+        entry = catalog.find_model(repo_id.strip())
         if entry is not None and revision == "main":
             return ResolvedModel(
                 repo_id=entry.hf_id or entry.id,

@@ -15,23 +15,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-GIB = 1 << 30
-GB = 10**9
+from estimator import COMPONENTS, GB, GIB, catalog, gb_text, gib_text
 
 METHODS: tuple[str, ...] = ("full", "lora", "qlora")
 METHOD_LABELS: dict[str, str] = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
 METHOD_COLORS: dict[str, str] = {"full": "#d55e00", "lora": "#0072b2", "qlora": "#009e73"}
 
-COMPONENTS: tuple[str, ...] = (
-    "weights",
-    "adapters",
-    "gradients",
-    "optimizer",
-    "activations",
-    "logits",
-    "overhead",
-    "reserve",
-)
 COMPONENT_LABELS: dict[str, str] = {
     "weights": "Weights",
     "adapters": "Adapters",
@@ -39,8 +28,9 @@ COMPONENT_LABELS: dict[str, str] = {
     "optimizer": "Optimizer state",
     "activations": "Activations",
     "logits": "Logits",
-    "overhead": "Overhead",
-    "reserve": "Allocator cache",
+    "overhead": "CUDA context + cuBLAS",
+    "allocator_cache": "Allocator cache",
+    "optimizer_paged": "Paged optimizer (managed)",
 }
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies, readable on light and dark.
 COMPONENT_COLORS: dict[str, str] = {
@@ -51,8 +41,11 @@ COMPONENT_COLORS: dict[str, str] = {
     "activations": "#009e73",
     "logits": "#56b4e9",
     "overhead": "#999999",
-    "reserve": "#c7c7c7",
+    "allocator_cache": "#c7c7c7",
+    "optimizer_paged": "#f0e442",
 }
+PATTERNED = frozenset({"allocator_cache", "optimizer_paged"})
+"""Components outside the live tensors, drawn hatched."""
 
 COMMON_CAPACITIES_GB: tuple[int, ...] = (24, 40, 48, 80, 141)
 """Common accelerator memory sizes, by their marketing figure (which counts GiB, give or take)."""
@@ -83,36 +76,6 @@ def gb(n: float) -> float:
     return round(n / GB, 3)
 
 
-def human_gib(n: float | None) -> str:
-    """``9.31 GiB``; small sizes in MiB."""
-    if n is None:
-        return "—"
-    if abs(n) < GIB:
-        return f"{n / (1 << 20):.1f} MiB"
-    return f"{n / GIB:.2f} GiB"
-
-
-def human_gb(n: float | None) -> str:
-    """``16.1 GB``; small sizes in MB or kB."""
-    if n is None:
-        return "—"
-    if abs(n) >= GB:
-        return f"{n / GB:.1f} GB"
-    if abs(n) >= 10**6:
-        return f"{n / 10**6:.1f} MB"
-    return f"{n / 10**3:.1f} kB"
-
-
-def human_count(n: float | None) -> str:
-    """``8.03B``, ``167.8M``: parameter counts."""
-    if n is None:
-        return "—"
-    for size, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{suffix}" if suffix in ("T", "B") else f"{n / size:.1f}{suffix}"
-    return str(int(n))
-
-
 def method_order(methods: Sequence[str] | Mapping[str, Any]) -> list[str]:
     """Methods in the canonical order (full, lora, qlora), unknown ones after, in their given order."""
     given = list(methods)
@@ -121,29 +84,15 @@ def method_order(methods: Sequence[str] | Mapping[str, Any]) -> list[str]:
 
 
 def components_of(contract: Mapping[str, Any]) -> dict[str, int]:
-    """``memory.components`` of a contract, every component present (missing ones count as 0).
-
-    One derived component is added: ``reserve``, what the caching allocator holds beyond the live tensors
-    (``peak_reserved - peak_allocated``), so that the components add up to ``peak_bytes`` (``memory.total``,
-    the figure ``fits`` compares with a GPU's usable memory).
-    """
-    memory = contract.get("memory", {}) or {}
-    comps = memory.get("components", {}) or {}
-    out = {c: int(comps.get(c) or 0) for c in COMPONENTS if c != "reserve"}
-    out["reserve"] = max(0, peak_bytes(contract) - sum(out.values()))
-    return out
+    """``memory.components`` of a contract in the estimator's order; they add up to ``memory.total``, the figure
+    ``fits`` compares with a GPU's usable memory."""
+    comps = contract["memory"]["components"]
+    return {c: int(comps.get(c, 0)) for c in COMPONENTS}
 
 
 def peak_bytes(contract: Mapping[str, Any]) -> int:
-    """The figure a GPU must hold: ``memory.total`` (what ``fits`` compares with a GPU's usable memory),
-    else ``peak_reserved``, else ``peak_allocated``, else the sum of the components (synthetic contracts)."""
-    memory = contract.get("memory", {}) or {}
-    for key in ("total", "peak_reserved", "peak_allocated"):
-        value = memory.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return int(value)
-    comps = memory.get("components", {}) or {}
-    return sum(int(comps.get(c) or 0) for c in COMPONENTS if c != "reserve")
+    """The figure a GPU must hold: ``memory.total`` (what ``fits`` compares with a GPU's usable memory)."""
+    return int(contract["memory"]["total"])
 
 
 def short_gpu_name(name: str) -> str:
@@ -154,42 +103,31 @@ def short_gpu_name(name: str) -> str:
     return name
 
 
-def capacity_lines(
-    gpus: Sequence[Mapping[str, Any]],
-    selected: str | None = None,
-    common: Sequence[int] = COMMON_CAPACITIES_GB,
-) -> list[dict[str, Any]]:
-    """Horizontal lines for the bar chart: one per common capacity, plus the selected GPU.
+def capacity_lines(selected: str | None = None, common: Sequence[int] = COMMON_CAPACITIES_GB) -> list[dict[str, Any]]:
+    """Horizontal lines for the bar chart: one per common capacity, plus the selected catalog GPU.
 
-    ``gpus`` are catalog GPUs as dicts (``id``, ``name``, ``memory_bytes``, ``usable_bytes``). Lines sit at
-    usable memory (what is left after the driver's reservation; what ``fits`` compares ``memory.total``
-    with), so a bar above a line does not fit that card. A common capacity takes its size from the first
-    catalog GPU sold as that size, else ``capacity * 2**30``. Returns ``{"label", "bytes", "selected"}``
+    Lines sit at usable memory (what is left after the driver's reservation; what ``fits`` compares
+    ``memory.total`` with), so a bar above a line does not fit that card. A common capacity takes its size from the
+    first catalog GPU sold as that size, else ``capacity * 2**30``. Returns ``{"label", "bytes", "selected"}``
     dicts, smallest first.
     """
     lines: list[dict[str, Any]] = []
-    chosen = next((g for g in gpus if g.get("id") == selected), None) if selected else None
-    chosen_cap = _nominal_gb(int(chosen.get("memory_bytes") or 0)) if chosen is not None else None
+    chosen = catalog.find_gpu(selected) if selected else None
+    chosen_cap = nominal_gb(chosen.memory_bytes) if chosen is not None else None
     for cap in common:
         if cap == chosen_cap:
             continue  # the selected GPU's line stands for its size
-        match = next((g for g in gpus if _nominal_gb(int(g.get("memory_bytes") or 0)) == cap), None)
-        size = _usable(match) if match else cap * GIB
+        match = next((g for g in catalog.gpus() if nominal_gb(g.memory_bytes) == cap), None)
+        size = match.usable_bytes if match else cap * GIB
         lines.append({"label": f"{cap} GB", "bytes": size, "selected": False})
     if chosen is not None:
-        name = short_gpu_name(str(chosen.get("name") or chosen.get("id")))
-        lines.append(
-            {"label": f"{name}: {human_gib(_usable(chosen))} usable", "bytes": _usable(chosen), "selected": True}
-        )
+        label = f"{short_gpu_name(chosen.name)}: {gib_text(chosen.usable_bytes)} usable"
+        lines.append({"label": label, "bytes": chosen.usable_bytes, "selected": True})
     lines.sort(key=lambda line: line["bytes"])
     return lines
 
 
-def _usable(gpu: Mapping[str, Any]) -> int:
-    return int(gpu.get("usable_bytes") or gpu["memory_bytes"])
-
-
-def _nominal_gb(memory_bytes: int) -> int:
+def nominal_gb(memory_bytes: int) -> int:
     """The marketing size of a card: 80 for 80 GiB, 141 for an H200's 141 GB (143.8e9 bytes)."""
     if memory_bytes <= 0:
         return 0
@@ -260,6 +198,52 @@ def _legend_line(label: str, *, dash: str) -> dict[str, Any]:
 # --- figures ------------------------------------------------------------------------------------------
 
 
+def _component_traces(methods: list[str], labels: list[str], comps: Mapping[str, Mapping[str, int]]) -> list[Any]:
+    """One stacked bar trace per component that is not zero for every method."""
+    data: list[dict[str, Any]] = []
+    for c in COMPONENTS:
+        values = [comps[m][c] for m in methods]
+        if not any(values):
+            continue
+        pattern = {"pattern": {"shape": "/", "fgcolor": "#888888", "size": 6}} if c in PATTERNED else {}
+        data.append({
+            "type": "bar",
+            "name": COMPONENT_LABELS[c],
+            "x": labels,
+            "y": [gib(v) for v in values],
+            "customdata": values,
+            "marker": {"color": COMPONENT_COLORS[c]} | pattern,
+            "hovertemplate": f"{COMPONENT_LABELS[c]}: %{{y:.2f}} GiB<extra>%{{x}}</extra>",
+            "meta": {"component": c},
+        })  # fmt: skip
+    return data
+
+
+def _capacity_overlays(shown: Sequence[Mapping[str, Any]], top: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """(shapes, annotations, legend traces) of the capacity lines: dotted grey common sizes, the selected GPU solid
+    in the capacity colour and named in the legend."""
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    legend: list[dict[str, Any]] = []
+    last_right: int | None = None
+    for line in shown:
+        selected = bool(line.get("selected"))
+        size = int(line["bytes"])
+        # Labels go on the right (the first bar, usually the tallest, is on the left), unless one would sit
+        # on the previous right-hand label (lines closer than 6% of the axis): then on the left.
+        left = last_right is not None and (size - last_right) < 0.06 * top * 1.12
+        if not left and not selected:
+            last_right = size
+        shape, note = _hline(gib(size), str(line["label"]), color=CAPACITY_COLOR if selected else LINE_COLOR,
+                             dash="solid" if selected else "dot", width=2 if selected else 1.2, left=left)  # fmt: skip
+        shapes.append(shape)
+        if selected:  # named in the legend, where it cannot sit on a bar's label
+            legend.append(_legend_line(str(line["label"]), dash="solid"))
+        else:
+            annotations.append(note)
+    return shapes, annotations, legend
+
+
 def memory_bar_chart(
     estimates: Mapping[str, Mapping[str, Any]],
     gpu_lines: Sequence[Mapping[str, Any]] = (),
@@ -278,91 +262,27 @@ def memory_bar_chart(
     ticks = [f"<b>{label} ◆</b>" if m == selected_method else label for m, label in zip(methods, labels, strict=True)]
     comps = {m: components_of(estimates[m]) for m in methods}
     peaks = {m: peak_bytes(estimates[m]) for m in methods}
-    data: list[dict[str, Any]] = []
-    for c in COMPONENTS:
-        values = [comps[m][c] for m in methods]
-        if not any(values):
-            continue
-        data.append(
-            {
-                "type": "bar",
-                "name": COMPONENT_LABELS[c],
-                "x": labels,
-                "y": [gib(v) for v in values],
-                "customdata": values,
-                "marker": {"color": COMPONENT_COLORS[c]}
-                | ({"pattern": {"shape": "/", "fgcolor": "#888888", "size": 6}} if c == "reserve" else {}),
-                "hovertemplate": f"{COMPONENT_LABELS[c]}: %{{y:.2f}} GiB<extra>%{{x}}</extra>",
-                "meta": {"component": c},
-            }
-        )
+    data = _component_traces(methods, labels, comps)
     stack_tops = {m: sum(comps[m].values()) for m in methods}
     tallest = max([*stack_tops.values(), *peaks.values(), 0])
     shown = _lines_in_view(gpu_lines, tallest)
     top = max([tallest, *(int(line["bytes"]) for line in shown), 1])
-    shapes: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    last_right: int | None = None
-    for line in shown:
-        selected = bool(line.get("selected"))
-        size = int(line["bytes"])
-        # Labels go on the right (the first bar, usually the tallest, is on the left), unless one would sit
-        # on the previous right-hand label (lines closer than 6% of the axis): then on the left.
-        left = last_right is not None and (size - last_right) < 0.06 * top * 1.12
-        if not left and not selected:
-            last_right = size
-        shape, note = _hline(
-            gib(size),
-            str(line["label"]),
-            color=CAPACITY_COLOR if selected else LINE_COLOR,
-            dash="solid" if selected else "dot",
-            width=2 if selected else 1.2,
-            left=left,
-        )
-        shapes.append(shape)
-        if selected:  # named in the legend, where it cannot sit on a bar's label
-            data.append(_legend_line(str(line["label"]), dash="solid"))
-        else:
-            annotations.append(note)
-    for m, label in zip(methods, labels, strict=True):
-        annotations.append(
-            {
-                "x": label,
-                "y": gib(max(stack_tops[m], peaks[m])),
-                "xref": "x",
-                "yref": "y",
-                "yanchor": "bottom",
-                "text": human_gib(peaks[m]),
-                "showarrow": False,
-                "font": {"size": 12},
-            }
-        )
+    shapes, annotations, legend = _capacity_overlays(shown, top)
+    data += legend
+    annotations += [
+        {"x": label, "y": gib(max(stack_tops[m], peaks[m])), "xref": "x", "yref": "y", "yanchor": "bottom",
+         "text": gib_text(peaks[m]), "showarrow": False, "font": {"size": 12}}
+        for m, label in zip(methods, labels, strict=True)
+    ]  # fmt: skip
     layout = _base_layout(
         barmode="stack",
-        title={
-            "text": "Peak GPU memory by component (per GPU)",
-            "x": 0,
-            "xanchor": "left",
-            "font": {"size": 15},
-        },
-        yaxis={
-            "title": {"text": "GiB"},
-            "rangemode": "tozero",
-            "range": [0, gib(top * 1.12)],
-            "automargin": True,
-        },
+        title={"text": "Peak GPU memory by component (per GPU)", "x": 0, "xanchor": "left", "font": {"size": 15}},
+        yaxis={"title": {"text": "GiB"}, "rangemode": "tozero", "range": [0, gib(top * 1.12)], "automargin": True},
         xaxis={"type": "category", "automargin": True, "tickvals": labels, "ticktext": ticks},
         shapes=shapes,
         annotations=annotations,
         bargap=0.35,
-        legend={
-            "orientation": "h",
-            "x": 0,
-            "y": -0.14,
-            "xanchor": "left",
-            "yanchor": "top",
-            "traceorder": "normal",
-        },
+        legend={"orientation": "h", "x": 0, "y": -0.14, "xanchor": "left", "yanchor": "top", "traceorder": "normal"},
         meta={"methods": methods, "peaks": [peaks[m] for m in methods]},
     )
     return {"data": data, "layout": layout}
@@ -393,6 +313,43 @@ def _series(
     return {"": list(points)}
 
 
+def _capacity(capacity: Mapping[str, Any] | int | None) -> tuple[int | None, str]:
+    if capacity is None:
+        return None, ""
+    if isinstance(capacity, Mapping):
+        return int(capacity["bytes"]), str(capacity.get("label") or "GPU memory")
+    return int(capacity), "GPU memory"
+
+
+def _sweep_traces(method: str, points: Sequence[Mapping[str, Any]], cap_bytes: int | None, single: bool) -> tuple[
+    list[dict[str, Any]], Any
+]:  # fmt: skip
+    """The line of one method, and a marker at its first point over the capacity (with where it stops fitting)."""
+    pts = [p for p in points if p.get("peak") is not None]
+    xs, ys = [p["x"] for p in pts], [int(p["peak"]) for p in pts]
+    name = METHOD_LABELS.get(method, method) or "Peak memory"
+    line: dict[str, Any] = {"type": "scatter", "mode": "lines+markers", "name": name, "x": xs,
+                            "y": [gib(y) for y in ys], "customdata": ys,
+                            "hovertemplate": f"{name}: %{{y:.2f}} GiB at %{{x}}<extra></extra>",
+                            "meta": {"method": method}}  # fmt: skip
+    if method in METHOD_COLORS:
+        line["line"] = {"color": METHOD_COLORS[method]}
+    if cap_bytes is None:
+        return [line], None
+    over = next((i for i, y in enumerate(ys) if y > cap_bytes), None)
+    if over is None:
+        return [line], None
+    marker = {
+        "type": "scatter", "mode": "markers+text", "name": f"{name}: stops fitting", "showlegend": False,
+        "x": [xs[over]], "y": [gib(ys[over])], "text": [f"{xs[over]:,}"] if single else [""],
+        "textposition": "top left", "textfont": {"color": CAPACITY_COLOR},
+        "marker": {"symbol": "x", "size": 13, "color": CAPACITY_COLOR, "line": {"width": 2, "color": CAPACITY_COLOR}},
+        "hovertemplate": f"{name} stops fitting at %{{x}}: %{{y:.2f}} GiB<extra></extra>",
+        "meta": {"method": method, "stops_fitting": True},
+    }  # fmt: skip
+    return [line, marker], xs[over]
+
+
 def sweep_line_chart(
     points: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
     capacity: Mapping[str, Any] | int | None,
@@ -409,99 +366,36 @@ def sweep_line_chart(
     point of each line above it is marked as where the plan stops fitting.
     """
     series = _series(points)
-    cap_bytes: int | None
-    cap_label: str
-    if capacity is None:
-        cap_bytes, cap_label = None, ""
-    elif isinstance(capacity, Mapping):
-        cap_bytes, cap_label = int(capacity["bytes"]), str(capacity.get("label") or "GPU memory")
-    else:
-        cap_bytes, cap_label = int(capacity), "GPU memory"
+    cap_bytes, cap_label = _capacity(capacity)
     data: list[dict[str, Any]] = []
     stops: dict[str, Any] = {}
-    all_x: list[float] = []
-    tallest = 0
     for method in method_order(series):
-        pts = [p for p in series[method] if p.get("peak") is not None]
-        xs = [p["x"] for p in pts]
-        ys = [int(p["peak"]) for p in pts]
-        all_x.extend(xs)
-        tallest = max([tallest, *ys])
-        name = METHOD_LABELS.get(method, method) or "Peak memory"
-        trace: dict[str, Any] = {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "name": name,
-            "x": xs,
-            "y": [gib(y) for y in ys],
-            "customdata": ys,
-            "hovertemplate": f"{name}: %{{y:.2f}} GiB at %{{x}}<extra></extra>",
-            "meta": {"method": method},
-        }
-        if method in METHOD_COLORS:
-            trace["line"] = {"color": METHOD_COLORS[method]}
-        data.append(trace)
+        traces, stop = _sweep_traces(method, series[method], cap_bytes, len(series) == 1)
+        data += traces
         if cap_bytes is not None:
-            over = next((i for i, y in enumerate(ys) if y > cap_bytes), None)
-            stops[method] = xs[over] if over is not None else None
-            if over is not None:
-                data.append(
-                    {
-                        "type": "scatter",
-                        "mode": "markers+text",
-                        "name": f"{name}: stops fitting",
-                        "showlegend": False,
-                        "x": [xs[over]],
-                        "y": [gib(ys[over])],
-                        "text": [f"{xs[over]:,}"] if len(series) == 1 else [""],
-                        "textposition": "top left",
-                        "marker": {
-                            "symbol": "x",
-                            "size": 13,
-                            "color": CAPACITY_COLOR,
-                            "line": {"width": 2, "color": CAPACITY_COLOR},
-                        },
-                        "textfont": {"color": CAPACITY_COLOR},
-                        "hovertemplate": f"{name} stops fitting at %{{x}}: %{{y:.2f}} GiB<extra></extra>",
-                        "meta": {"method": method, "stops_fitting": True},
-                    }
-                )
+            stops[method] = stop
+    all_x = [x for t in data if not t["meta"].get("stops_fitting") for x in t["x"]]
+    tallest = max([0, *(y for t in data if not t["meta"].get("stops_fitting") for y in t["customdata"])])
     shapes: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
     if cap_bytes is not None:
-        shape, _ = _hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)
-        shapes.append(shape)
+        shapes.append(_hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)[0])
         data.append(_legend_line(cap_label, dash="dash"))
     xaxis: dict[str, Any] = {"title": {"text": x_title}, "automargin": True}
     if log_x and all_x and min(all_x) > 0:
-        xaxis.update(
-            {
-                "type": "log",
-                "tickvals": sorted(set(all_x)),
-                "ticktext": [_short(x) for x in sorted(set(all_x))],
-            }
-        )
+        ticks = sorted(set(all_x))
+        xaxis.update({"type": "log", "tickvals": ticks, "ticktext": [_short(x) for x in ticks]})
     top = max(tallest, cap_bytes or 0, 1)
     layout = _base_layout(
-        title={
-            "text": title or f"Peak memory vs {x_title.split(' (')[0].lower()}",
-            "x": 0,
-            "xanchor": "left",
-            "font": {"size": 15},
-        },
+        title={"text": title or f"Peak memory vs {x_title.split(' (')[0].lower()}", "x": 0, "xanchor": "left",
+               "font": {"size": 15}},
         xaxis=xaxis,
-        yaxis={
-            "title": {"text": "GiB"},
-            "rangemode": "tozero",
-            "range": [0, gib(top * 1.12)],
-            "automargin": True,
-        },
+        yaxis={"title": {"text": "GiB"}, "rangemode": "tozero", "range": [0, gib(top * 1.12)], "automargin": True},
         shapes=shapes,
-        annotations=annotations,
+        annotations=[],
         legend={"x": 0.01, "y": 0.99, "xanchor": "left", "yanchor": "top", "bgcolor": "rgba(0,0,0,0)"},
         showlegend=len(series) > 1 or cap_bytes is not None,
         meta={"stops_fitting": stops, "capacity": cap_bytes},
-    )
+    )  # fmt: skip
     return {"data": data, "layout": layout}
 
 
@@ -522,10 +416,10 @@ def storage_rows(storage: Mapping[str, Any]) -> list[dict[str, Any]]:
     for key, label, field in STORAGE_ROWS:
         value = storage.get(field)
         size = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-        text = human_gb(size) if size else "—"
+        text = gb_text(size) if size else "—"
         bf16 = storage.get("adapter_bf16")
         if key == "adapter" and size and isinstance(bf16, int) and 0 < bf16 != size:
-            text += f" ({human_gb(bf16)} in bf16)"
+            text += f" ({gb_text(bf16)} in bf16)"
         rows.append({"key": key, "label": label, "field": field, "bytes": size, "text": text})
     return rows
 
@@ -547,7 +441,7 @@ def storage_chart(storage: Mapping[str, Any]) -> dict[str, Any]:
             "y": [r["label"] for r in rows],
             "x": [gb(r["bytes"]) for r in rows],
             "customdata": sizes,
-            "text": [human_gb(r["bytes"]) for r in rows],
+            "text": [gb_text(r["bytes"]) for r in rows],
             "textposition": "outside",
             "cliponaxis": False,
             "marker": {"color": ["#0072b2", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"][: len(rows)]},

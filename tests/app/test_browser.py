@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from browser_support import CHROMIUM, load, serve
 
-from app import charts
 from app.main import create_app
 from app.settings import Settings
+from app.view import charts
+from bench.browser import CHROMIUM, load, serve
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,10 +328,7 @@ def test_first_render_and_charts_are_marked(page: Any, base_url: str) -> None:
 
 @pytest.mark.skipif(not os.environ.get("TUNEPLAN_SCREENSHOTS"), reason="set TUNEPLAN_SCREENSHOTS=1 to write them")
 def test_write_screenshots(base_url: str) -> None:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    import screenshots
+    from bench import screenshots
 
     paths = screenshots.take(base_url, ROOT / "docs" / "screenshots")
     assert all(p.stat().st_size < 600_000 for p in paths)

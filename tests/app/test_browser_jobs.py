@@ -14,12 +14,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from browser_support import CHROMIUM, load, serve
-from conftest import TINY_RUN_CONFIG
 
 from app.main import create_app
-from app.pages import encode_config
 from app.settings import Settings
+from app.view.form import encode_config
+from bench.browser import CHROMIUM, load, serve
+from tests.app.support import TINY_RUN_CONFIG
 
 RUN_TIMEOUT_MS = 120_000
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import GRANTED_TOKEN, TINY_PARAMS
-from hubserver import HubServer
 
 from app.main import create_app
 from app.settings import Settings
 from estimator import catalog
+from tests.app.hubserver import HubServer
+from tests.app.support import GRANTED_TOKEN, TINY_PARAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,10 +99,8 @@ def test_serve_entry_point(hub: HubServer, tmp_path: Path) -> None:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("HF_TOKEN", None)
-    code = f"from app.main import serve; serve('127.0.0.1', {port})"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc=proc)

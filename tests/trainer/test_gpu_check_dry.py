@@ -36,11 +36,8 @@ def test_dry_matrix_runs_two_cases(tmp_path: Path) -> None:
 
 
 def test_full_matrix_shape() -> None:
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
+    from bench import gpu_check
+
     for dry in (True, False):
         cases = gpu_check.matrix(dry)
         assert len(cases) == 3 * 2 * 2 * 2

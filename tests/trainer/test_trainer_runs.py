@@ -21,9 +21,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
-from trainer_cases import BATCH, GPT2, LLAMA, MIXTRAL, QWEN2_TIED, SEQ  # noqa: E402
-
-from trainer._plan import Plan  # noqa: E402
+from estimator import Plan  # noqa: E402
+from tests.trainer.trainer_cases import BATCH, GPT2, LLAMA, MIXTRAL, QWEN2_TIED, SEQ  # noqa: E402
 from trainer.build import BuildError, build, make_optimizer, quant_state_tensors  # noqa: E402
 from trainer.run import run  # noqa: E402
 from trainer.traced import traced_run  # noqa: E402

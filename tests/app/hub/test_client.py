@@ -8,21 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, count, llama_tensors
-from hubserver import HubServer
 
-from app.hub import (
-    ConfigCache,
-    HubBadConfig,
-    HubClient,
-    HubGated,
-    HubInvalidId,
-    HubRepoNotFound,
-    HubTimeout,
-    HubUnavailable,
-    clean_token,
-)
+from app.errors import HubBadConfig, HubGated, HubInvalidId, HubRepoNotFound, HubTimeout, HubUnavailable
+from app.hub import ConfigCache, HubClient, clean_token
 from app.settings import Settings
+from tests.app.hubserver import HubServer
+from tests.app.support import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, count, llama_tensors
 
 
 @pytest.fixture

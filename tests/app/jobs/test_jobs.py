@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_RUN_CONFIG
 from fastapi.testclient import TestClient
 
-from app.jobs import INTERRUPTED, JobStore
+from app.jobs.store import INTERRUPTED, JobStore
 from app.main import create_app
 from app.settings import Settings
+from tests.app.support import TINY_RUN_CONFIG
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRAIN_STACK = ("torch", "transformers", "peft", "bitsandbytes")
 
 TINY_PLAN: dict[str, Any] = {
@@ -114,7 +114,7 @@ def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
         # a running job is killed by DELETE
         third = client.post("/api/jobs", json=TINY_PLAN).json()
         _wait(client, third["url"], ("running",), timeout=30)
-        runner = client.app.state.jobs  # type: ignore[attr-defined]
+        runner = client.app.state.tuneplan.runner  # type: ignore[attr-defined]
         proc = runner._running[third["id"]].proc
         assert client.delete(third["url"]).json()["status"] == "cancelled"
         assert proc.wait(timeout=10) != 0

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, tiny_llama_config
 from fastapi.testclient import TestClient
-from hubserver import HubServer
 
 from app.main import create_app
 from app.settings import Settings
 from estimator import catalog
+from tests.app.hubserver import HubServer
+from tests.app.support import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, tiny_llama_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CATALOG_ID = catalog.models()[0].id
 
 
@@ -233,7 +233,12 @@ def test_estimate_gated_hub_model_with_bearer(client: TestClient) -> None:
 
 
 def test_get_estimate_equals_post(client: TestClient) -> None:
-    query = {"model": CATALOG_ID, "method": "lora", "seq_len": 1024, "target_modules": "q_proj,v_proj"}
+    query: dict[str, str | int] = {
+        "model": CATALOG_ID,
+        "method": "lora",
+        "seq_len": 1024,
+        "target_modules": "q_proj,v_proj",
+    }
     got = client.get("/api/estimate", params=query)
     assert got.status_code == 200, got.text
     posted = client.post("/api/estimate", json={**query, "target_modules": ["q_proj", "v_proj"]})

@@ -5,85 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
-from app import charts
-from app.charts import GB, GIB
-
-GPUS = [
-    {"id": "rtx-3090", "name": "NVIDIA GeForce RTX 3090", "memory_bytes": 24 * GIB, "usable_bytes": 23 * GIB},
-    {
-        "id": "rtx-4090",
-        "name": "NVIDIA GeForce RTX 4090",
-        "memory_bytes": 24 * GIB - 12 * 2**20,
-        "usable_bytes": 23 * GIB,
-    },
-    {"id": "l4", "name": "NVIDIA L4", "memory_bytes": int(22.49 * GIB), "usable_bytes": 22 * GIB},
-    {"id": "a100-40gb", "name": "NVIDIA A100 40GB", "memory_bytes": 40 * GIB, "usable_bytes": 39 * GIB},
-    {
-        "id": "rtx-a6000",
-        "name": "NVIDIA RTX A6000",
-        "memory_bytes": 48 * GIB - 12 * 2**20,
-        "usable_bytes": 47 * GIB,
-    },
-    {"id": "a100-80gb", "name": "NVIDIA A100 80GB", "memory_bytes": 80 * GIB, "usable_bytes": 79 * GIB},
-    {
-        "id": "h200",
-        "name": "NVIDIA H200 SXM 141GB",
-        "memory_bytes": 143_771 * 2**20,
-        "usable_bytes": 139 * GIB,
-    },
-]
-
-
-def contract(
-    weights: int,
-    adapters: int = 0,
-    gradients: int = 0,
-    optimizer: int = 0,
-    activations: int = 0,
-    logits: int = 0,
-    overhead: int = 512 * 2**20,
-    **storage: int,
-) -> dict[str, Any]:
-    """A contract shaped like docs/interfaces.md: peak = the sum of the components."""
-    comps = {
-        "weights": weights,
-        "adapters": adapters,
-        "gradients": gradients,
-        "optimizer": optimizer,
-        "activations": activations,
-        "logits": logits,
-        "overhead": overhead,
-    }
-    peak = sum(comps.values())
-    return {
-        "params": {"total": 8_030_261_248, "trainable": 41_943_040},
-        "storage": {
-            "base_16bit": 16 * GB,
-            "base_quantized": 5 * GB,
-            "adapter": 84 * 10**6,
-            "checkpoint": 500 * 10**6,
-            "merged": 16 * GB,
-            "rule_of_thumb": 16_060_522_496,
-            **storage,
-        },
-        "memory": {
-            "components": comps,
-            "peak_allocated": peak,
-            "peak_reserved": peak,
-            "total": peak,
-            "notes": ["weights dominate"],
-        },
-        "fits": [],
-    }
-
+from app.view import charts
+from estimator import COMPONENTS, GB, GIB, Plan, catalog, estimate, gib_text
 
 ESTIMATES = {
-    "qlora": contract(5 * GIB, adapters=GIB // 4, gradients=GIB // 4, optimizer=GIB // 2, activations=2 * GIB),
-    "full": contract(16 * GIB, gradients=16 * GIB, optimizer=64 * GIB, activations=2 * GIB, logits=GIB),
-    "lora": contract(15 * GIB, adapters=GIB // 4, gradients=GIB // 4, optimizer=GIB // 2, activations=2 * GIB),
+    m: estimate(Plan(model="llama-3.1-8b", method=m, seq_len=2048)).to_dict() for m in ("full", "lora", "qlora")
 }
+
+
+def _usable(gpu_id: str) -> int:
+    gpu = catalog.find_gpu(gpu_id)
+    assert gpu is not None
+    return gpu.usable_bytes
 
 
 def by_name(fig: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -94,58 +27,52 @@ def test_memory_bars_stack_components_per_method_in_canonical_order() -> None:
     fig = charts.memory_bar_chart(ESTIMATES)
     assert fig["layout"]["barmode"] == "stack"
     traces = by_name(fig)
-    # logits are zero for two methods but not all: the trace stays; an all-zero component would be dropped
-    assert list(traces) == [
-        "Weights",
-        "Adapters",
-        "Gradients",
-        "Optimizer state",
-        "Activations",
-        "Logits",
-        "Overhead",
-    ]
+    # the estimator's components, in its order, leaving out those zero for every method
+    shown = [c for c in COMPONENTS if any(ESTIMATES[m]["memory"]["components"][c] for m in ESTIMATES)]
+    assert list(traces) == [charts.COMPONENT_LABELS[c] for c in shown]
+    assert "Paged optimizer (managed)" not in traces  # adamw_torch: nothing in managed memory
     for trace in fig["data"]:
-        assert trace["type"] == "bar"
-        assert trace["x"] == ["Full", "LoRA", "QLoRA"]
-    assert traces["Weights"]["customdata"] == [16 * GIB, 15 * GIB, 5 * GIB]
-    assert traces["Weights"]["y"] == [16.0, 15.0, 5.0]
-    assert traces["Optimizer state"]["y"] == [64.0, 0.5, 0.5]
-    # the stack of each bar is the method's peak
+        assert trace["type"] == "bar" and trace["x"] == ["Full", "LoRA", "QLoRA"]
+    weights = [ESTIMATES[m]["memory"]["components"]["weights"] for m in ("full", "lora", "qlora")]
+    assert traces["Weights"]["customdata"] == weights
+    assert traces["Weights"]["y"] == [round(w / GIB, 3) for w in weights]
+    # each bar stacks up to the figure `fits` compares with a GPU: the estimate's total
     for i, method in enumerate(("full", "lora", "qlora")):
-        assert sum(t["customdata"][i] for t in fig["data"]) == ESTIMATES[method]["memory"]["peak_reserved"]
+        assert sum(t["customdata"][i] for t in fig["data"]) == ESTIMATES[method]["memory"]["total"]
     assert fig["layout"]["meta"]["peaks"] == [charts.peak_bytes(ESTIMATES[m]) for m in ("full", "lora", "qlora")]
+    assert "pattern" in traces["Allocator cache"]["marker"]
     json.dumps(fig)  # plain JSON all the way
 
 
 def test_memory_bars_drop_all_zero_components_and_mark_the_selected_method() -> None:
     fig = charts.memory_bar_chart({"qlora": ESTIMATES["qlora"], "lora": ESTIMATES["lora"]}, selected_method="lora")
-    assert "Logits" not in by_name(fig)
-    assert fig["data"][0]["x"] == ["LoRA", "QLoRA"]
+    assert "Optimizer state" in by_name(fig) and fig["data"][0]["x"] == ["LoRA", "QLoRA"]
+    cpu = estimate(Plan(model="llama-3.1-8b", device="cpu")).to_dict()
+    assert "Allocator cache" not in by_name(charts.memory_bar_chart({"qlora": cpu}))  # no allocator on the CPU
     ticks = fig["layout"]["xaxis"]["ticktext"]
     assert ticks[0].startswith("<b>LoRA") and ticks[1] == "QLoRA"
 
 
 def test_capacity_lines_sit_at_usable_memory_and_the_selected_gpu_replaces_its_class() -> None:
-    lines = charts.capacity_lines(GPUS)
+    lines = charts.capacity_lines()
     assert [line["label"] for line in lines] == ["24 GB", "40 GB", "48 GB", "80 GB", "141 GB"]
     # usable memory of the first catalog card of each size: where a bar stops fitting
-    assert [line["bytes"] for line in lines] == [23 * GIB, 39 * GIB, 47 * GIB, 79 * GIB, 139 * GIB]
+    first = ("rtx-3090", "a100-40gb", "rtx-a6000", "a100-80gb", "h200")
+    assert [line["bytes"] for line in lines] == [_usable(g) for g in first]
     assert not any(line["selected"] for line in lines)
 
-    chosen = charts.capacity_lines(GPUS, selected="rtx-4090")
-    assert [line["label"] for line in chosen] == [
-        "RTX 4090: 23.00 GiB usable", "40 GB", "48 GB", "80 GB", "141 GB",
-    ]  # fmt: skip
-    assert chosen[0]["bytes"] == 23 * GIB and chosen[0]["selected"] is True
+    chosen = charts.capacity_lines(selected="rtx-4090")
+    label = f"RTX 4090: {gib_text(_usable('rtx-4090'))} usable"
+    assert [line["label"] for line in chosen] == [label, "40 GB", "48 GB", "80 GB", "141 GB"]
+    assert chosen[0]["bytes"] == _usable("rtx-4090") and chosen[0]["selected"] is True
 
     # an L4 has 22.5 GiB, sold as 24 GB (decimal): it stands for the 24 GB class
-    odd = charts.capacity_lines(GPUS, selected="l4")
+    odd = charts.capacity_lines(selected="l4")
     assert [line["label"].split(":")[0] for line in odd] == ["L4", "40 GB", "48 GB", "80 GB", "141 GB"]
-    t4 = {"id": "t4", "name": "NVIDIA T4", "memory_bytes": 15 * GIB, "usable_bytes": 14 * GIB}
-    labels = [line["label"] for line in charts.capacity_lines([*GPUS, t4], selected="t4")]
-    assert labels[:2] == ["T4: 14.00 GiB usable", "24 GB"]
-    # without a catalog the marketing size is taken as GiB
-    assert charts.capacity_lines([])[0] == {"label": "24 GB", "bytes": 24 * GIB, "selected": False}
+    labels = [line["label"] for line in charts.capacity_lines(selected="t4")]
+    assert labels[:2] == [f"T4: {gib_text(_usable('t4'))} usable", "24 GB"]
+    # a size no catalog card is sold as is taken as GiB
+    assert charts.capacity_lines(common=(7,)) == [{"label": "7 GB", "bytes": 7 * GIB, "selected": False}]
 
 
 def _line_labels(fig: dict[str, Any]) -> list[str]:
@@ -153,30 +80,32 @@ def _line_labels(fig: dict[str, Any]) -> list[str]:
 
 
 def test_memory_bars_draw_capacity_lines_up_to_the_next_size_above_the_tallest_bar() -> None:
-    small = {"qlora": ESTIMATES["qlora"]}  # ~8.5 GiB
-    fig = charts.memory_bar_chart(small, charts.capacity_lines(GPUS))
+    small = {"qlora": ESTIMATES["qlora"]}  # ~13.5 GiB
+    assert charts.peak_bytes(small["qlora"]) < _usable("rtx-3090")
+    fig = charts.memory_bar_chart(small, charts.capacity_lines())
     assert _line_labels(fig) == ["24 GB"]
-    shapes = fig["layout"]["shapes"]
-    assert [s["y0"] for s in shapes] == [23.0]
-    assert fig["layout"]["yaxis"]["range"][1] >= 23.0
+    assert [s["y0"] for s in fig["layout"]["shapes"]] == [round(_usable("rtx-3090") / GIB, 3)]
+    assert fig["layout"]["yaxis"]["range"][1] >= fig["layout"]["shapes"][0]["y0"]
 
     # the selected GPU is drawn wherever it is, in the capacity colour, solid
-    fig = charts.memory_bar_chart(small, charts.capacity_lines(GPUS, selected="h200"))
+    fig = charts.memory_bar_chart(small, charts.capacity_lines(selected="h200"))
     assert _line_labels(fig) == ["24 GB"]  # the selected GPU is named in the legend
     legend = [t for t in fig["data"] if (t.get("meta") or {}).get("capacity")]
-    assert [t["name"] for t in legend] == ["H200 SXM 141GB: 139.00 GiB usable"]
+    assert [t["name"] for t in legend] == [f"H200 SXM 141GB: {gib_text(_usable('h200'))} usable"]
     selected = fig["layout"]["shapes"][-1]
     assert selected["line"]["color"] == charts.CAPACITY_COLOR and selected["line"]["dash"] == "solid"
-    assert fig["layout"]["yaxis"]["range"][1] >= 139
+    assert fig["layout"]["yaxis"]["range"][1] >= _usable("h200") / GIB
 
-    fig = charts.memory_bar_chart(ESTIMATES, charts.capacity_lines(GPUS))  # full: ~99.5 GiB
+    big = estimate(Plan(model="llama-3.1-8b", method="full", seq_len=8192)).to_dict()
+    fig = charts.memory_bar_chart(ESTIMATES | {"full": big}, charts.capacity_lines())  # over 80 GB
+    assert charts.peak_bytes(big) > _usable("a100-80gb")
     assert _line_labels(fig) == ["24 GB", "40 GB", "48 GB", "80 GB", "141 GB"]
 
 
 def test_memory_bars_label_each_bar_with_its_peak() -> None:
     fig = charts.memory_bar_chart(ESTIMATES)
     totals = [a["text"] for a in fig["layout"]["annotations"] if a.get("xref") == "x"]
-    assert totals == [charts.human_gib(charts.peak_bytes(ESTIMATES[m])) for m in ("full", "lora", "qlora")]
+    assert totals == [gib_text(charts.peak_bytes(ESTIMATES[m])) for m in ("full", "lora", "qlora")]
 
 
 def points(peaks: dict[int, int | None]) -> list[dict[str, Any]]:
@@ -230,15 +159,19 @@ def test_storage_rows_and_chart() -> None:
     storage = ESTIMATES["qlora"]["storage"]
     rows = charts.storage_rows(storage)
     assert [r["key"] for r in rows] == ["download", "base_4bit", "adapter", "checkpoint", "merged"]
-    assert [r["bytes"] for r in rows] == [16 * GB, 5 * GB, 84 * 10**6, 500 * 10**6, 16 * GB]
-    assert [r["text"] for r in rows] == ["16.0 GB", "5.0 GB", "84.0 MB", "500.0 MB", "16.0 GB"]
+    fields = ("base_16bit", "base_quantized", "adapter", "checkpoint", "merged")
+    assert [r["bytes"] for r in rows] == [storage[f] for f in fields]
+    assert rows[0]["text"] == "16.1 GB" and rows[2]["text"].endswith("in bf16)")
 
     fig = charts.storage_chart(storage)
     (bars,) = fig["data"]
     assert bars["orientation"] == "h"
-    assert bars["x"] == [16.0, 5.0, 0.084, 0.5, 16.0]
+    assert bars["x"] == [round(storage[f] / GB, 3) for f in fields]
     assert bars["customdata"] == [r["bytes"] for r in rows]
-    assert fig["layout"]["xaxis"]["type"] == "log"  # 84 MB next to 16 GB
+    sizes = [storage[f] for f in fields]
+    assert (fig["layout"]["xaxis"].get("type") == "log") == (max(sizes) / min(sizes) > 100)
+    lora = estimate(Plan(model="llama-3.1-8b", method="lora", lora_r=4, target_modules=("q_proj",))).to_dict()
+    assert charts.storage_chart(lora["storage"])["layout"]["xaxis"]["type"] == "log"  # MBs next to GBs
 
 
 def test_storage_chart_leaves_out_absent_sizes_and_stays_linear_when_sizes_are_close() -> None:
@@ -258,44 +191,3 @@ def test_storage_chart_leaves_out_absent_sizes_and_stays_linear_when_sizes_are_c
     assert rows["adapter"]["text"] == "—" and rows["adapter"]["bytes"] == 0
     rows = {r["key"]: r for r in charts.storage_rows({"adapter": 168 * 10**6, "adapter_bf16": 84 * 10**6})}
     assert rows["adapter"]["text"] == "168.0 MB (84.0 MB in bf16)"
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (0, "0.0 MiB"),
-        (512 * 2**20, "512.0 MiB"),
-        (GIB, "1.00 GiB"),
-        (int(9.31 * GIB), "9.31 GiB"),
-        (None, "—"),
-    ],
-)
-def test_human_gib(n: int | None, text: str) -> None:
-    assert charts.human_gib(n) == text
-
-
-@pytest.mark.parametrize(("n", "text"), [(8_030_261_248, "8.03B"), (41_943_040, "41.9M"), (1_500, "1.5K"), (12, "12")])
-def test_human_count(n: int, text: str) -> None:
-    assert charts.human_count(n) == text
-
-
-def test_peak_prefers_total_then_reserved_then_allocated_then_the_component_sum() -> None:
-    assert charts.peak_bytes({"memory": {"peak_reserved": 10, "peak_allocated": 8, "total": 12}}) == 12
-    assert charts.peak_bytes({"memory": {"peak_reserved": 10, "peak_allocated": 8}}) == 10
-    assert charts.peak_bytes({"memory": {"peak_allocated": 8}}) == 8
-    assert charts.peak_bytes({"memory": {"components": {"weights": 3, "optimizer": 4}}}) == 7
-
-
-def test_the_allocator_cache_tops_the_stack_up_to_the_total() -> None:
-    """Components hold the live tensors and the CUDA context; ``total`` adds what the caching allocator keeps
-    reserved. The bars show it as its own segment, so each stack reaches the figure ``fits`` uses."""
-    c = contract(10 * GIB, optimizer=GIB, overhead=GIB // 2)
-    c["memory"]["peak_allocated"] = 11 * GIB
-    c["memory"]["peak_reserved"] = 12 * GIB
-    c["memory"]["total"] = 12 * GIB + GIB // 2
-    assert charts.components_of(c)["reserve"] == GIB
-    fig = charts.memory_bar_chart({"full": c})
-    traces = by_name(fig)
-    assert traces["Allocator cache"]["customdata"] == [GIB]
-    assert "pattern" in traces["Allocator cache"]["marker"]
-    assert sum(t["customdata"][0] for t in fig["data"]) == c["memory"]["total"]

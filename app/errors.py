@@ -1,0 +1,106 @@
+"""Typed errors of the app: each carries the HTTP status it answers with and a message that says what to fix.
+
+No web framework here: the job runner and the Hub client raise these, ``app.handlers`` turns them (and the
+estimator's errors) into JSON answers, and the CLI prints them with exit code 2::
+
+    AppError                       status   raised by
+    ├── InvalidRequest              422      service (config too large), page form
+    ├── NotFound                    404      jobs (unknown job id)
+    ├── Conflict                    409      jobs (cancel a finished job)
+    ├── NotAvailable                503      jobs (train extra missing)
+    ├── NoGpu                       422      jobs (cuda asked for on a server without a GPU)
+    └── HubError                    502      app.hub: the Hugging Face Hub lookups
+        ├── HubInvalidId            422
+        ├── HubRepoNotFound         404      (``suggestions``: close catalog ids)
+        ├── HubGated                401/403
+        ├── HubBadConfig            422
+        ├── HubUnavailable          503
+        └── HubTimeout              504
+
+``estimator.EstimatorError`` stays the estimator's own tree (422, ``UnknownModelError`` 404).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """Bad input or an unavailable service that the caller can act on; ``status_code`` is the HTTP answer."""
+
+    status_code = 400
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InvalidRequest(AppError):
+    status_code = 422
+
+
+class NotFound(AppError):
+    status_code = 404
+
+
+class Conflict(AppError):
+    status_code = 409
+
+
+class NotAvailable(AppError):
+    status_code = 503
+
+
+class NoGpu(AppError):
+    status_code = 422
+
+
+class HubError(AppError):
+    """A Hub lookup failed in a way the user can act on."""
+
+    status_code = 502
+
+
+class HubInvalidId(HubError):
+    """The id is not a well-formed Hub repo id."""
+
+    status_code = 422
+
+
+class HubRepoNotFound(HubError):
+    """No such repo (or revision) on the Hub, or a private repo and no token that can see it."""
+
+    status_code = 404
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = (), **extra: Any) -> None:
+        super().__init__(message, suggestions=list(suggestions), **extra)
+        self.suggestions = suggestions
+
+
+class HubGated(HubError):
+    """A gated repo: 401 without a token, 403 with a token that has not been granted access."""
+
+    status_code = 401
+
+    def __init__(self, message: str, status_code: int = 401, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.status_code = status_code
+
+
+class HubUnavailable(HubError):
+    """The Hub could not be reached or answered with a server error."""
+
+    status_code = 503
+
+
+class HubTimeout(HubError):
+    """The Hub did not answer within ``hub_timeout_s``."""
+
+    status_code = 504
+
+
+class HubBadConfig(HubError):
+    """The repo has no usable ``config.json`` (missing, not JSON, not an object, too large)."""
+
+    status_code = 422
