@@ -25,7 +25,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._arch import Architecture, attention_implementation
-from ._inventory import EMBEDDING, Inventory, Tensor
+from ._inventory import (
+    ATTENTION_INPUT,
+    ATTENTION_OUTPUT,
+    EMBEDDING,
+    EXPERT_HIDDEN,
+    EXPERT_INPUT,
+    MLP_HIDDEN,
+    MLP_INPUT,
+    ROUTER_INPUT,
+    SHARED_EXPERT_HIDDEN,
+    SHARED_EXPERT_INPUT,
+    Inventory,
+    Tensor,
+)
 from ._lora import Adapted, AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
@@ -185,7 +198,7 @@ class _Flow:
     ab: int  # bytes per element of adapter compute (PEFT casts inputs to the adapter dtype)
     mask: int  # bytes per element of a dropout mask (float on CPU, bool on CUDA)
     frozen_base: bool
-    adapted: frozenset[str]
+    lora: tuple[str, ...]  # what each adapted module reads (Tensor.reads), one entry per module of a layer
     dropout: bool
     r: int
     attn: str
@@ -194,26 +207,26 @@ class _Flow:
     router_lora: bool = False
 
 
-def _linear_inputs(f: _Flow, readers: tuple[str, ...], width: int, shared: bool = False) -> int:
-    """Saved bytes for one distinct linear input read by ``readers`` (module leaf names).
+def _linear_inputs(f: _Flow, reads: tuple[str, ...], width: int, shared: bool = False) -> int:
+    """Saved bytes for one distinct linear input, read by the modules whose ``Tensor.reads`` is in ``reads``.
 
     ``shared``: the input tensor is already saved by another op (SDPA keeps its output, which o_proj reads), so
     keeping it costs nothing more.
     """
     T = f.T
-    lora = [m for m in readers if m in f.adapted]
+    lora = sum(f.lora.count(r) for r in reads)  # adapted modules reading it
     saved = 0
     own = 0 if shared else f.ad * T * width
-    if not f.frozen_base and readers:
+    if not f.frozen_base:
         saved += own  # the base linear saves its input for the weight gradient
     if lora:
         if f.dropout:
-            saved += len(lora) * (f.ab * T * width + f.mask * T * width)  # dropped-out copy + mask per module
+            saved += lora * (f.ab * T * width + f.mask * T * width)  # dropped-out copy + mask per module
         elif f.ad != f.ab:
-            saved += len(lora) * f.ab * T * width  # one fp32 cast copy per adapted module
+            saved += lora * f.ab * T * width  # one fp32 cast copy per adapted module
         elif f.frozen_base:
             saved += own  # the input itself, shared by the modules reading it
-        saved += len(lora) * f.ab * T * f.r  # lora_A output, saved by lora_B
+        saved += lora * f.ab * T * f.r  # lora_A output, saved by lora_B
     return saved
 
 
@@ -251,35 +264,10 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     if mt != "olmo2":  # OLMo 2 normalizes the blocks' outputs, not their inputs
         total += norm
     # attention input linears
-    if mt in ("gpt2",):
-        qkv: tuple[str, ...] = ("c_attn",)
-        o = ("c_proj",)
-    elif mt in ("gpt_neox", "falcon"):
-        qkv = ("query_key_value",)
-        o = ("dense",)
-    elif arch.fused_qkv:
-        qkv = ("qkv_proj",)
-        o = ("o_proj",)
-    else:
-        qkv = ("q_proj", "k_proj", "v_proj")
-        o = ("dense",) if mt == "phi" else ("o_proj",)
-    if arch.model_type == "gpt2":
-        up_names: tuple[str, ...] = ("c_fc",)
-        down_names: tuple[str, ...] = ("c_proj_mlp",)
-    elif mt == "phi":
-        up_names, down_names = ("fc1",), ("fc2",)
-    elif mt in ("gpt_neox", "falcon"):
-        up_names, down_names = ("dense_h_to_4h",), ("dense_4h_to_h",)
-    elif mt == "starcoder2":
-        up_names, down_names = ("c_fc",), ("c_proj_mlp",)
-    elif arch.fused_gate_up:
-        up_names, down_names = ("gate_up_proj",), ("down_proj",)
-    else:
-        up_names, down_names = ("gate_proj", "up_proj"), ("down_proj",)
     if arch.parallel_block and arch.norms_per_layer == 1:
-        total += _linear_inputs(f, qkv + up_names, h)  # attention and MLP read one normalized input
+        total += _linear_inputs(f, (ATTENTION_INPUT, MLP_INPUT), h)  # attention and MLP read one normalized input
     else:
-        total += _linear_inputs(f, qkv, h)
+        total += _linear_inputs(f, (ATTENTION_INPUT,), h)
     # q/k norms
     qd, kd = a * d, kv * d
     if arch.qk_norm == "head":
@@ -309,18 +297,19 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     if f.attn == "eager" and arch.attn_logit_softcapping:
         total += ad * f.b * a * f.s * f.s  # tanh output of the attention-logit soft-capping
     # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself
-    total += _linear_inputs(f, o, qd, shared=f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2))
+    o_shared = f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2)
+    total += _linear_inputs(f, (ATTENTION_OUTPUT,), qd, shared=o_shared)
     # MLP (a single-norm parallel block already counted its input with the attention's)
     if not (arch.parallel_block and arch.norms_per_layer == 1):
         if mt == "olmo2":
             total += norm  # post-attention norm on the o_proj output
-            total += _linear_inputs(f, up_names, h)  # the MLP reads the raw stream
+            total += _linear_inputs(f, (MLP_INPUT,), h)  # the MLP reads the raw stream
         else:
             if arch.norms_per_layer == 4:
                 total += norm  # Gemma 2/3: post-attention norm on the attention output
             total += norm  # the MLP's input norm (post_attention_layernorm, ln_2, ln_mlp, ...)
             if not moe:
-                total += _linear_inputs(f, up_names, h)
+                total += _linear_inputs(f, (MLP_INPUT,), h)
     if moe:
         total += _moe_saved(arch, f)
     else:
@@ -329,7 +318,7 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
             total += 3 * ad * T * i  # activation input, activation output, up output (operands of the product)
         else:
             total += _act_saved(arch, i, f)
-        total += _linear_inputs(f, down_names, i)
+        total += _linear_inputs(f, (MLP_HIDDEN,), i)
     if arch.norms_per_layer == 4 or mt == "olmo2":
         total += norm  # post-feedforward norm
     return total
@@ -338,7 +327,7 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
 def _moe_saved(arch: Architecture, f: _Flow) -> int:
     T, h, ad = f.T, arch.hidden_size, f.ad
     e, k, mi = arch.num_experts, arch.num_experts_per_tok, arch.moe_intermediate_size
-    saved = _linear_inputs(f, ("gate",), h) if not f.frozen_base else 0
+    saved = _linear_inputs(f, (ROUTER_INPUT,), h) if not f.frozen_base else 0
     saved += T * e * (ad + 4) + T * k * 12  # router logits, fp32 softmax, top-k weights and indices
     pairs = T * k
     saved += pairs * ad * (3 * mi + h) + pairs * ad  # per routed token: gate_up output, act, down output, weight
@@ -352,8 +341,8 @@ def _moe_saved(arch: Architecture, f: _Flow) -> int:
         saved += ad * T * h  # the router's input, kept for the gradient of its W + ΔW
     if arch.shared_expert_intermediate_size:
         si = arch.shared_expert_intermediate_size
-        saved += _linear_inputs(f, ("gate_proj", "up_proj", "shared_expert_gate"), h)
-        saved += 3 * ad * T * si + _linear_inputs(f, ("down_proj",), si)
+        saved += _linear_inputs(f, (SHARED_EXPERT_INPUT,), h)
+        saved += 3 * ad * T * si + _linear_inputs(f, (SHARED_EXPERT_HIDDEN,), si)
         saved += ad * T * h + 2 * ad * T  # shared output and its sigmoid gate, operands of the product
     return saved
 
@@ -372,8 +361,7 @@ def first_layer_delta(arch: Architecture, f: _Flow) -> int:
     if f.ad == 2:
         delta += 2 * T * h  # the 16-bit embedding output is not kept
     if f.dropout:
-        first_readers = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn")
-        delta += sum(1 for m in first_readers if m in f.adapted) * f.mask * T * h
+        delta += f.lora.count(ATTENTION_INPUT) * f.mask * T * h  # the attention's inputs are the first read
     return -delta
 
 
@@ -407,17 +395,13 @@ def training_memory(
     else:
         ad = DTYPE_BYTES[plan.dtype]
     ab = 4
-    adapted = frozenset(
-        (a.module.rsplit(".", 1)[-1] if not a.module.endswith("mlp.c_proj") else "c_proj_mlp")
-        for a in adapters.adapted
-        if not a.module.endswith(("experts.gate_up_proj", "experts.down_proj", "mlp.gate"))
-    )
-    experts_adapted = any(a.module.endswith(("experts.gate_up_proj", "experts.down_proj")) for a in adapters.adapted)
+    lora = tuple(a.reads for a in adapters.adapted)
+    experts_adapted = EXPERT_INPUT in lora or EXPERT_HIDDEN in lora
     expert_numel = sum(t.numel for t in inv if t.kind == "experts")
     expert_lora_bytes = expert_numel * param_dtype_bytes(inv.tensors[0], plan) if experts_adapted else 0
-    router_lora = any(a.module.endswith("mlp.gate") for a in adapters.adapted)
+    router_lora = ROUTER_INPUT in lora
     flow = _Flow(
-        T=T, b=b, s=s, ad=ad, ab=ab, mask=1 if cuda else ab, frozen_base=frozen_base, adapted=adapted,
+        T=T, b=b, s=s, ad=ad, ab=ab, mask=1 if cuda else ab, frozen_base=frozen_base, lora=lora,
         dropout=plan.lora_dropout > 0 and plan.adapters, r=plan.lora_r, attn=attn,
         expert_lora_bytes=expert_lora_bytes, router_lora=router_lora,
         sdpa_math=cuda and attn == "sdpa" and ad == 4 and arch.num_key_value_heads != arch.num_attention_heads,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,25 @@ def test_adapter_bytes_count_every_trainable_parameter_dora_on_embeddings_too() 
         d = estimate(Plan(model="llama-3.2-1b", method="lora", use_dora=True, target_modules=targets,
                           seq_len=512, device="cpu")).to_dict()  # fmt: skip
         assert d["memory"]["components"]["adapters"] == 4 * d["params"]["lora"]
+
+
+def test_saved_lora_inputs_are_counted_by_what_each_adapted_module_reads() -> None:
+    """A dense MLP's ``gate_proj`` and a shared expert's ``gate_proj`` share a leaf name but not a layer: a LoRA on
+    one adds its saved input (dropout copy + mask + lora_A output) to its own layers only."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "qwen2_moe.json"
+    cfg = json.loads(path.read_text()) | {"num_hidden_layers": 6, "decoder_sparse_step": 2, "mlp_only_layers": [3]}
+
+    def activations(*targets: str) -> int:
+        plan = Plan(config=cfg, method="lora", target_modules=("k_proj", *targets), lora_dropout=0.1,
+                    gradient_checkpointing=False, device="cpu", seq_len=64)  # fmt: skip
+        mem = estimate(plan).memory
+        assert mem.peak_phase == "loss_backward"
+        return mem.components["activations"]
+
+    base = activations()
+    dense = activations("mlp.gate_proj") - base  # 4 dense layers (0, 2, 3, 4)
+    shared = activations("shared_expert.gate_proj") - base  # 2 MoE layers (1, 5)
+    both = activations("gate_proj") - base
+    assert dense > 0 and shared > 0
+    assert dense // 4 == shared // 2 and dense % 4 == shared % 2 == 0
+    assert dense + shared == both
