@@ -15,6 +15,10 @@ real CPU runs, traced at real sizes, and measured on an H200; see docs/accuracy.
 * **logits** — lm_head output, transformers' ``logits.float()`` copy, the saved log-softmax and the two fp32
   gradients of the cross-entropy backward: often the peak.
 * **overhead** — CUDA context and cuBLAS workspace (GPU only), reported apart from the allocator's figures.
+* **allocator_cache** — what torch's caching allocator keeps reserved beyond the allocated peak (GPU only).
+* **optimizer_paged** — a paged optimizer's state in CUDA managed memory, outside torch's allocator (GPU only).
+
+On CUDA the components add up to ``total``; on the CPU to ``peak_allocated`` (which is the total there).
 
 The peak is taken over the step's phases (forward, loss backward, layer backward, optimizer step), not summed. Read
 top to bottom, the module follows the step: parameters (``weight_bytes``, ``optimizer_bytes``), the dtype flow
@@ -50,7 +54,13 @@ from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 
 MiB = 1024 * 1024
-COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead")
+# The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
+COMPONENTS = (
+    "weights", "adapters", "gradients", "optimizer", "activations", "logits",  # live tensors at the peak
+    "overhead",  # CUDA context and runtime (outside torch's allocator) + cuBLAS workspace (inside it)
+    "allocator_cache",  # peak_reserved - peak_allocated: freed blocks the caching allocator keeps
+    "optimizer_paged",  # paged optimizer state in CUDA managed memory (outside torch's allocator)
+)  # fmt: skip
 
 # GPU runtime overheads, calibrated on an H200 (torch 2.11 + CUDA 13.0, driver 580.159; bench/results/gpu_h200.json,
 # docs/accuracy.md). Other GPUs and stacks differ by tens of MiB.
@@ -72,6 +82,11 @@ class Term:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """One training step's memory: tiers, phases, the breakdown at the peak and the terms behind it.
+
+    ``components`` (keys ``COMPONENTS``, in order) add up to ``total``; on the CPU ``total == peak_allocated``.
+    """
+
     components: dict[str, int]
     peak_allocated: int
     peak_reserved: int
@@ -738,7 +753,7 @@ def peak_components(
     layers' backward: the gradients made so far (the head's, every other layer's when the peak is at the first
     layer, the layer in progress's own); all else live there is activations and the backward's working tensors. At
     the optimizer step: every gradient, and the step's temporaries as activations. DDP's gradient buckets count as
-    gradients. ``overhead`` and the tiers beyond the allocated peak come from ``runtime_tiers``.
+    gradients. ``overhead``, ``allocator_cache`` and ``optimizer_paged`` come from ``runtime_tiers``.
     """
     comp = dict.fromkeys(COMPONENTS, 0)
     comp["weights"] = state.weights
@@ -815,7 +830,8 @@ def _terms(
         Term("adapters", "adapters", state.adapters, "LoRA A/B (+DoRA magnitude) in fp32 and modules_to_save copies"),
         Term("gradients", "gradients", state.grads, ".grad of every trainable parameter, same dtype"),
         Term("optimizer", "optimizer", state.optimizer, f"{plan.optimizer} state in the allocator"),
-        Term("optimizer_paged", "optimizer", state.optimizer_paged, "paged optimizer state in CUDA managed memory"),
+        Term("optimizer_paged", "optimizer_paged", tiers.optimizer_paged,
+             "paged optimizer state in CUDA managed memory"),
         Term("activations_per_layer", "activations", fwd.layer,
              "tensors autograd saves in one decoder layer (no checkpointing)"),
         Term("checkpointed_inputs", "activations", checkpointed,
@@ -827,7 +843,8 @@ def _terms(
              "CUDA context, kernels and library handles, outside torch's allocator"),
         Term("cublas_workspace", "overhead", CUBLAS_WORKSPACE_BYTES if cuda else 0,
              "cuBLAS workspaces (inside torch's allocator)"),
-        Term("allocator_cache", "overhead", tiers.allocator_cache, "freed blocks the caching allocator keeps reserved"),
+        Term("allocator_cache", "allocator_cache", tiers.allocator_cache,
+             "freed blocks the caching allocator keeps reserved"),
         Term("tensor_peak", "activations", tensor_peak, "live tensors at the peak, without the cuBLAS workspace"),
     )  # fmt: skip
 
@@ -886,6 +903,8 @@ def training_memory(
     comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, opt_tmp)
     tiers = runtime_tiers(tensor_peak, head, state, cuda, context_bytes)
     comp["overhead"] = tiers.overhead
+    comp["allocator_cache"] = tiers.allocator_cache
+    comp["optimizer_paged"] = tiers.optimizer_paged
     return MemoryEstimate(
         components=comp,
         peak_allocated=tiers.allocated,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from estimator import Plan, estimate
+from estimator import COMPONENTS, EstimatorError, Plan, catalog, estimate
 from estimator._memory import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, CUDA_RUNTIME_BYTES
+
+LIVE = ("weights", "adapters", "gradients", "optimizer", "activations", "logits")  # live tensors at the peak
 
 MODELS = ("llama-3.1-8b", "qwen2.5-1.5b", "mixtral-8x7b", "gpt2", "gemma-2-9b")
 
@@ -35,7 +37,8 @@ def test_components_add_up_to_the_peak(model: str, method: str, sharding: str, n
     comps = mem["components"]
     assert min(comps.values()) >= 0
     context = _term(mem, "cuda_context")
-    assert sum(comps.values()) == mem["peak_allocated"] + context
+    assert sum(comps.values()) == mem["total"]
+    assert sum(comps[c] for c in LIVE) + comps["overhead"] == mem["peak_allocated"] + context
     assert mem["peak_allocated"] == max(mem["phases"].values()) + (CUBLAS_WORKSPACE_BYTES if device == "cuda" else 0)
     assert mem["peak_allocated"] <= mem["peak_reserved"] <= mem["total"]
     if device == "cpu":
@@ -101,3 +104,47 @@ def test_saved_lora_inputs_are_counted_by_what_each_adapted_module_reads() -> No
     assert dense > 0 and shared > 0
     assert dense // 4 == shared // 2 and dense % 4 == shared % 2 == 0
     assert dense + shared == both
+
+
+def _many_plans() -> list[Plan]:
+    """Every catalog model × method × device × optimizer (paged or not) × checkpointing × one / four GPUs."""
+    plans = []
+    for model, method, device, optimizer, gc, (gpus, sharding) in itertools.product(
+        catalog.models(), ("full", "lora", "qlora"), ("cuda", "cpu"),
+        ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"), (True, False),
+        ((1, "ddp"), (4, "ddp"), (4, "zero3")),
+    ):  # fmt: skip
+        try:
+            plans.append(Plan(model=model.id, method=method, device=device, optimizer=optimizer,
+                              gradient_checkpointing=gc, num_gpus=gpus, sharding=sharding, seq_len=1024,
+                              allow_long_context=True))  # fmt: skip
+        except EstimatorError:
+            continue
+    return plans
+
+
+def test_components_add_up_to_the_total_over_many_plans() -> None:
+    """On CUDA ``sum(components) == total`` exactly, the allocator cache being ``peak_reserved - peak_allocated`` and
+    paged optimizer state a component of its own; on the CPU ``sum(components) == peak_allocated == total``."""
+    plans = _many_plans()
+    assert len(plans) > 4000
+    paged_seen = 0
+    for plan in plans:
+        try:
+            mem = estimate(plan).memory
+        except EstimatorError:
+            continue
+        comps = mem.components
+        assert tuple(comps) == COMPONENTS
+        assert min(comps.values()) >= 0, plan
+        assert sum(comps.values()) == mem.total, plan
+        assert comps["allocator_cache"] == mem.peak_reserved - mem.peak_allocated
+        if plan.device == "cpu":
+            assert mem.total == mem.peak_allocated == mem.peak_reserved
+            assert comps["overhead"] == comps["allocator_cache"] == comps["optimizer_paged"] == 0
+        if not plan.optimizer.startswith("paged") or plan.device == "cpu":
+            assert comps["optimizer_paged"] == 0
+        paged_seen += comps["optimizer_paged"] > 0
+        tensor_peak = next(t.bytes for t in mem.terms if t.name == "tensor_peak")
+        assert sum(comps[c] for c in LIVE) == tensor_peak == max(mem.phases.values())
+    assert paged_seen > 100
