@@ -72,7 +72,12 @@ ALLOCATOR_CACHE_FLOOR = 512 * MiB  # blocks the caching allocator keeps reserved
 
 @dataclass(frozen=True)
 class Term:
-    """One named quantity of the estimate."""
+    """One named quantity of the estimate, in the component it is part of.
+
+    Terms of one component that are parts of one figure add up to it (the head/loss tensors to ``logits``, the
+    CUDA context and the cuBLAS workspace to ``overhead``); ``tensor_peak`` is the sum of the live-tensor
+    components, part of none (component ``""``).
+    """
 
     name: str
     component: str
@@ -604,6 +609,22 @@ class HeadLoss:
         """The phase where the head and loss hold the most."""
         return "forward" if self.bytes("forward") > self.bytes("loss_backward") else "loss_backward"
 
+    @property
+    def fp32_block(self) -> int:
+        """One fp32 b·s·V tensor."""
+        return 4 * self.elements
+
+
+_HEAD_PARTS = {  # what each of HeadLoss.parts counts, for the terms
+    "lm_head_input": "the final norm's output, live while lm_head runs (b·s·h)",
+    "logits": "lm_head output (b·s·V)",
+    "logits_fp32": "transformers' logits.float() copy (b·s·V fp32)",
+    "log_softmax": "the log-softmax cross-entropy saves for its backward (b·s·V fp32)",
+    "grad_log_softmax": "the nll_loss backward's gradient (b·s·V fp32)",
+    "grad_logits": "the log_softmax backward's gradient of the logits (b·s·V fp32)",
+    "softcap_output": "the final-logit soft-capping's tanh output (b·s·V)",
+}
+
 
 def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     """The logits and cross-entropy transient: the one figure behind the ``logits`` component, its terms and notes.
@@ -799,7 +820,7 @@ def runtime_tiers(tensor_peak: int, head: HeadLoss, state: _State, cuda: bool, c
     if not cuda:
         return _Tiers(tensor_peak, tensor_peak, tensor_peak, 0, 0, 0)
     allocated = tensor_peak + CUBLAS_WORKSPACE_BYTES
-    cache = max(head.log_softmax, ALLOCATOR_CACHE_FLOOR)  # one fp32 b·s·V block
+    cache = max(head.fp32_block, ALLOCATOR_CACHE_FLOOR)
     reserved = allocated + cache
     return _Tiers(
         allocated=allocated, reserved=reserved, total=reserved + context_bytes + state.optimizer_paged,
@@ -817,18 +838,26 @@ def _terms(
     fwd: _Forward,
     head: HeadLoss,
     tiers: _Tiers,
+    peak_phase: str,
     tensor_peak: int,
     context_bytes: int,
 ) -> tuple[Term, ...]:
-    """The named quantities behind the estimate."""
+    """The named quantities behind the estimate.
+
+    The head/loss tensors are those of the peak when it is in the forward or the loss's backward (they add up to the
+    ``logits`` component), else of the head's own largest moment (the loss's backward, in practice).
+    """
     cuda = plan.device == "cuda"
     checkpointed = inv.arch.num_hidden_layers * fwd.stream if plan.gradient_checkpointing else 0
-    ld = "fp32" if head.upcast == 0 else "16-bit"
+    phase = peak_phase if peak_phase in ("forward", "loss_backward") else head.peak_phase
+    where = "in the forward" if phase == "forward" else "in the loss's backward"
+    logits = [Term(k, "logits", v, f"{_HEAD_PARTS[k]}, {where}") for k, v in head.parts(phase).items() if v]
     return (
         Term("weights", "weights", state.weights, "base parameters as held (4-bit/int8 linears + quant state, "
              "others as loaded or fp32 after prepare_model_for_kbit_training)"),
         Term("adapters", "adapters", state.adapters, "LoRA A/B (+DoRA magnitude) in fp32 and modules_to_save copies"),
         Term("gradients", "gradients", state.grads, ".grad of every trainable parameter, same dtype"),
+        Term("gradient_buckets", "gradients", state.ddp_buckets, "DDP's bucket copy of every gradient (multi-GPU)"),
         Term("optimizer", "optimizer", state.optimizer, f"{plan.optimizer} state in the allocator"),
         Term("optimizer_paged", "optimizer_paged", tiers.optimizer_paged,
              "paged optimizer state in CUDA managed memory"),
@@ -836,16 +865,14 @@ def _terms(
              "tensors autograd saves in one decoder layer (no checkpointing)"),
         Term("checkpointed_inputs", "activations", checkpointed,
              "one residual-stream tensor per layer kept by non-reentrant checkpointing"),
-        Term("logits", "logits", head.logits, f"lm_head output, b·s·V in {ld}"),
-        Term("logits_fp32_copies", "logits", head.log_softmax,
-             "one fp32 b·s·V tensor (upcast, log-softmax or its gradient)"),
+        *logits,
         Term("cuda_context", "overhead", context_bytes if cuda else 0,
              "CUDA context, kernels and library handles, outside torch's allocator"),
         Term("cublas_workspace", "overhead", CUBLAS_WORKSPACE_BYTES if cuda else 0,
              "cuBLAS workspaces (inside torch's allocator)"),
         Term("allocator_cache", "allocator_cache", tiers.allocator_cache,
              "freed blocks the caching allocator keeps reserved"),
-        Term("tensor_peak", "activations", tensor_peak, "live tensors at the peak, without the cuBLAS workspace"),
+        Term("tensor_peak", "", tensor_peak, "live tensors at the peak, without the cuBLAS workspace"),
     )  # fmt: skip
 
 
@@ -912,7 +939,7 @@ def training_memory(
         total=tiers.total,
         peak_phase=peak_phase,
         phases=phases,
-        terms=_terms(inv, plan, state, fwd, head, tiers, tensor_peak, context_bytes),
+        terms=_terms(inv, plan, state, fwd, head, tiers, peak_phase, tensor_peak, context_bytes),
         activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[f.ad],
         notes=tuple(_notes(plan, inv.arch, f, tensor_peak)),
     )

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from estimator import COMPONENTS, EstimatorError, Plan, catalog, estimate
-from estimator._memory import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, CUDA_RUNTIME_BYTES
+from estimator import COMPONENTS, EstimatorError, Plan, adapter_plan, build_inventory, catalog, estimate, parse_config
+from estimator._memory import (
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_BYTES,
+    CUDA_RUNTIME_BYTES,
+    HeadLoss,
+    dtype_flow,
+    head_loss,
+)
 
 LIVE = ("weights", "adapters", "gradients", "optimizer", "activations", "logits")  # live tensors at the peak
 
@@ -148,3 +155,61 @@ def test_components_add_up_to_the_total_over_many_plans() -> None:
         tensor_peak = next(t.bytes for t in mem.terms if t.name == "tensor_peak")
         assert sum(comps[c] for c in LIVE) == tensor_peak == max(mem.phases.values())
     assert paged_seen > 100
+
+
+def test_terms_that_are_parts_of_a_figure_add_up_to_it() -> None:
+    """The head/loss terms add up to the ``logits`` component (at a forward or loss-backward peak), the CUDA context
+    and cuBLAS workspace to ``overhead``; one-term components equal their term; names are unique."""
+    seen_logits = 0
+    for plan in _many_plans()[::5]:
+        try:
+            mem = estimate(plan).memory
+        except EstimatorError:
+            continue
+        comps = mem.components
+        names = [t.name for t in mem.terms]
+        assert len(names) == len(set(names))
+        parts = {c: sum(t.bytes for t in mem.terms if t.component == c) for c in COMPONENTS}
+        for c in ("weights", "adapters", "optimizer", "overhead", "allocator_cache", "optimizer_paged"):
+            assert parts[c] == comps[c], (c, plan)
+        if mem.peak_phase in ("forward", "loss_backward"):
+            assert parts["logits"] == comps["logits"] > 0
+            seen_logits += 1
+        else:
+            assert comps["logits"] == 0 and parts["logits"] > 0  # the loss's own peak, not at the step's peak
+        assert {t.name for t in mem.terms if t.component == ""} == {"tensor_peak"}
+    assert seen_logits > 100
+
+
+def test_one_logits_figure_behind_the_component_the_terms_and_the_note() -> None:
+    """Llama 3.1 8B, QLoRA, 1 × 2048: the loss's backward holds the saved log-softmax and the two fp32 gradients of
+    the cross-entropy backward, 12 B × b·s·V; the component, its terms, the allocator's cached fp32 block and the
+    plain-language note are all that figure."""
+    est = estimate(Plan(model="llama-3.1-8b", method="qlora", seq_len=2048))
+    mem, n = est.memory, 2048 * 128_256
+    assert mem.peak_phase == "loss_backward"
+    terms = {t.name: t.bytes for t in mem.terms if t.component == "logits"}
+    assert terms == {"log_softmax": 4 * n, "grad_log_softmax": 4 * n, "grad_logits": 4 * n}
+    assert mem.components["logits"] == 12 * n
+    assert mem.components["allocator_cache"] == 4 * n  # one fp32 b·s·V block (above the 512 MiB floor)
+    assert any(f"cost {12 * n / 2**30:.2f} GiB at the peak" in note for note in est.to_dict()["notes"])
+
+
+def _head(model: str, method: str) -> tuple[HeadLoss, int]:
+    """The head/loss figure of ``model`` at 1 × 512, and its b·s·V."""
+    plan = Plan(model=model, method=method, seq_len=512)  # type: ignore[arg-type]
+    entry = catalog.find_model(model)
+    assert entry is not None
+    inv = build_inventory(parse_config(entry.config))
+    return head_loss(inv.arch, plan, dtype_flow(inv, adapter_plan(inv, plan), plan)), 512 * inv.arch.vocab_size
+
+
+def test_head_loss_parts() -> None:
+    """fp32 logits need no upcast copy; Gemma 2's final-logit soft-capping keeps its tanh output in both phases."""
+    qlora, n = _head("llama-3.1-8b", "qlora")  # lm_head in fp32 after prepare_model_for_kbit_training
+    assert qlora.parts("forward") == {"logits": 4 * n, "logits_fp32": 0, "log_softmax": 4 * n, "softcap_output": 0}
+    lora, n = _head("llama-3.1-8b", "lora")
+    assert lora.bytes("forward") == 10 * n and lora.bytes("loss_backward") == 12 * n
+    gemma, n = _head("gemma-2-9b", "lora")
+    assert gemma.parts("loss_backward")["softcap_output"] == 2 * n
+    assert gemma.bytes("loss_backward") == 14 * n and gemma.peak_phase == "loss_backward"
