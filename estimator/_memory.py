@@ -30,7 +30,7 @@ breakdown at the peak (``peak_components``) with the tiers above it (``runtime_t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ._arch import Architecture, attention_implementation
@@ -121,8 +121,8 @@ class MemoryEstimate:
 # ---------------------------------------------------------------------------------------------- parameters
 
 
-def param_dtype_bytes(t: Tensor, plan: Plan) -> int:
-    """Bytes per element of a non-quantized parameter as held during training."""
+def param_dtype_bytes(plan: Plan) -> int:
+    """Bytes per element of a non-quantized parameter as held during training (every one alike)."""
     if plan.method == "full":
         return 4 if plan.mixed_precision else DTYPE_BYTES[plan.dtype]
     if plan.upcast_non_quantized:
@@ -138,22 +138,24 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
     embeddings, norms and biases are not converted. Ignores buffers (rotary ``inv_freq``: < 1 KiB).
     """
     total = 0
+    quantized, int8, per = plan.quantized, plan.quant_type == "int8", param_dtype_bytes(plan)
     for t in inv:
-        if plan.quantized and t.bnb_quantized:
-            if plan.quant_type == "int8":
+        if quantized and t.bnb_quantized:
+            if int8:
                 one = int8_bytes(t.out_features, t.in_features, cuda)
             else:
                 one = four_bit_bytes(t.numel, plan.double_quant, cuda)
         else:
-            one = alloc(t.numel * param_dtype_bytes(t, plan), cuda)
+            one = alloc(t.numel * per, cuda)
         total += one * t.layers
     return total
 
 
 def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> list[tuple[int, int, int]]:
     """(elements, bytes per element, count) of every trainable parameter tensor."""
+    per = param_dtype_bytes(plan)
     if plan.method == "full":
-        return [(t.numel, param_dtype_bytes(t, plan), t.layers) for t in inv]
+        return [(t.numel, per, t.layers) for t in inv]
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
     for a in adapters.adapted:
@@ -161,7 +163,7 @@ def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> lis
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
     for t in adapters.saved_modules:
-        out.append((t.numel, param_dtype_bytes(t, plan), t.layers))
+        out.append((t.numel, per, t.layers))
     return out
 
 
@@ -254,12 +256,12 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
     ab = 4
     lora = tuple(a.reads for a in adapters.adapted)
     experts_adapted = EXPERT_INPUT in lora or EXPERT_HIDDEN in lora
-    expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS)
+    expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
     return _Flow(
         T=plan.batch_size * plan.seq_len, b=plan.batch_size, s=plan.seq_len, ad=ad, ab=ab, mask=1 if cuda else ab,
         frozen_base=plan.method != "full", lora=lora, dropout=plan.lora_dropout > 0 and plan.adapters,
         r=plan.lora_r, attn=attn,
-        expert_lora_bytes=expert_numel * param_dtype_bytes(inv.tensors[0], plan) if experts_adapted else 0,
+        expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
         router_lora=ROUTER_INPUT in lora,
         sdpa_math=cuda and attn == "sdpa" and ad == 4 and arch.num_key_value_heads != arch.num_attention_heads,
     )  # fmt: skip
@@ -275,7 +277,7 @@ def _linear_inputs(f: _Flow, reads: tuple[str, ...], width: int, shared: bool = 
     keeping it costs nothing more.
     """
     T = f.T
-    lora = sum(f.lora.count(r) for r in reads)  # adapted modules reading it
+    lora = sum(map(f.lora.count, reads))  # adapted modules reading it
     saved = 0
     own = 0 if shared else f.ad * T * width
     if not f.frozen_base:
@@ -442,11 +444,11 @@ class _State:
     optimizer: int  # in torch's allocator
     optimizer_paged: int  # in CUDA managed memory (paged optimizers)
     ddp_buckets: int  # DDP's bucket copy of every gradient
-    trainable: tuple[tuple[int, int, int], ...]  # (elements, bytes per element, count) of each trainable tensor
+    trainable: Sequence[tuple[int, int, int]]  # (elements, bytes per element, count) of each trainable tensor
+    trainable_bytes: int  # one allocation like each trainable tensor (the adapters, every gradient), unsharded
     shard_opt: int  # GPUs the optimizer state is sharded over
     grads: int  # every gradient, from the backward until zero_grad
     grads_head: int  # lm_head + final norm (+ the tied weight's pending gradient)
-    grads_embed: int
     grads_layers: int  # every decoder layer's
     grads_layer: int  # one decoder layer's
     tied_pending: int  # the tied weight's gradient from lm_head, not yet a .grad
@@ -459,7 +461,8 @@ class _State:
 
 def _held(tensors: Iterable[Tensor], plan: Plan, cuda: bool) -> int:
     """One instance of each parameter tensor (or its gradient), in the dtype it is held in."""
-    return sum(alloc(t.numel * param_dtype_bytes(t, plan), cuda) for t in tensors)
+    per = param_dtype_bytes(plan)
+    return sum(alloc(t.numel * per, cuda) for t in tensors)
 
 
 def _lora_grads(modules: Iterable[Adapted], r: int, cuda: bool) -> int:
@@ -478,8 +481,9 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     arch = inv.arch
     weights = weight_bytes(inv, plan, cuda)
     trainable = _trainable_tensors(inv, adapters, plan)
-    adapter_b = 0 if plan.method == "full" else _sum_alloc(trainable, cuda)
-    grads = _sum_alloc(trainable, cuda)
+    trainable_bytes = _sum_alloc(trainable, cuda)
+    adapter_b = 0 if plan.method == "full" else trainable_bytes
+    grads = trainable_bytes
     opt_visible, opt_managed = optimizer_bytes(trainable, plan, cuda)
     n_gpu = plan.num_gpus
     shard_opt = n_gpu if plan.sharding in ("zero1", "zero2", "zero3") else 1
@@ -487,7 +491,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     shard_w = n_gpu if plan.sharding == "zero3" else 1
     opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
     if shard_w > 1:
-        per_layer_w = sum(t.numel * param_dtype_bytes(t, plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
+        per_layer_w = sum(t.numel * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
         weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
@@ -497,8 +501,9 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         grads = head + embed + layers
     return _State(
         weights=weights, adapters=adapter_b, optimizer=opt_visible, optimizer_paged=opt_managed,
-        ddp_buckets=ddp_buckets, trainable=tuple(trainable), shard_opt=shard_opt, grads=grads, grads_head=head,
-        grads_embed=embed, grads_layers=layers, grads_layer=layers // arch.num_hidden_layers, tied_pending=tied,
+        ddp_buckets=ddp_buckets, trainable=trainable, trainable_bytes=trainable_bytes, shard_opt=shard_opt,
+        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // arch.num_hidden_layers,
+        tied_pending=tied,
     )  # fmt: skip
 
 
@@ -513,16 +518,18 @@ def _gradients_by_place(
     embedding's contribution is added; it is counted with the head. LoRA/QLoRA: ``modules_to_save`` copies of
     lm_head or the embeddings.
     """
-    tied = 0
-    if plan.method == "full":
-        head = _held((t for t in inv if t.role == "lm_head" or (t.layers == 1 and t.role == "norm")), plan, cuda)
-        embed = _held((t for t in inv if t.kind == EMBEDDING), plan, cuda)
-        if inv.arch.tie_word_embeddings:
-            tied = _held((t for t in inv if t.role == "embedding"), plan, cuda)
-            head, embed = head + tied, embed - tied
-    else:
-        head = _held((t for t in adapters.saved_modules if t.role == "lm_head"), plan, cuda)
-        embed = _held((t for t in adapters.saved_modules if t.kind == EMBEDDING), plan, cuda)
+    full = plan.method == "full"
+    tie, per = full and inv.arch.tie_word_embeddings, param_dtype_bytes(plan)
+    head = embed = tied = 0
+    for t in inv.tensors if full else adapters.saved_modules:  # one instance each, as its gradient is held
+        if t.role == "lm_head" or (full and t.layers == 1 and t.role == "norm"):  # the final norm
+            head += alloc(t.numel * per, cuda)
+        elif t.kind == EMBEDDING:
+            one = alloc(t.numel * per, cuda)
+            embed += one
+            if tie and t.role == "embedding":
+                tied += one
+    head, embed = head + tied, embed - tied
     return head, embed, max(grads - head - embed, 0), tied
 
 
@@ -579,27 +586,15 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
 
 @dataclass(frozen=True)
 class HeadLoss:
-    """The head's and the loss's tensors of one step (bytes), each b·s·V elements but ``head_input``."""
+    """The head's and the loss's tensors at their largest moment in the forward and in the loss's backward."""
 
     elements: int  # b·s·V
-    head_input: int  # the final norm's output, live while lm_head runs
-    logits: int  # lm_head output, in lm_head's dtype
-    upcast: int  # transformers' ``logits.float()`` (0 when the logits are fp32 already: no copy)
-    log_softmax: int  # fp32, saved by cross-entropy for its backward
-    grad_log_softmax: int  # fp32, the nll_loss backward's gradient
-    grad_logits: int  # fp32, the log_softmax backward's gradient
-    softcap: int  # the tanh output of Gemma's final-logit soft-capping (0 without)
+    forward: dict[str, int]  # name -> bytes (names: _HEAD_PARTS)
+    loss_backward: dict[str, int]
 
     def parts(self, phase: str) -> dict[str, int]:
         """The tensors live at the head's largest moment in ``phase`` ("forward" or "loss_backward")."""
-        if phase == "forward":
-            matmul = {"lm_head_input": self.head_input, "logits": self.logits}
-            loss = {"logits": self.logits, "logits_fp32": self.upcast, "log_softmax": self.log_softmax,
-                    "softcap_output": self.softcap}  # fmt: skip
-            return matmul if sum(matmul.values()) > sum(loss.values()) else loss
-        # in the loss's backward the forward's logits and upcast are already dropped
-        return {"log_softmax": self.log_softmax, "grad_log_softmax": self.grad_log_softmax,
-                "grad_logits": self.grad_logits, "softcap_output": self.softcap}  # fmt: skip
+        return self.forward if phase == "forward" else self.loss_backward
 
     def bytes(self, phase: str) -> int:
         return sum(self.parts(phase).values())
@@ -615,10 +610,10 @@ class HeadLoss:
         return 4 * self.elements
 
 
-_HEAD_PARTS = {  # what each of HeadLoss.parts counts, for the terms
+_HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
     "lm_head_input": "the final norm's output, live while lm_head runs (b·s·h)",
     "logits": "lm_head output (b·s·V)",
-    "logits_fp32": "transformers' logits.float() copy (b·s·V fp32)",
+    "logits_fp32": "transformers' logits.float() copy (b·s·V fp32; none when the logits are fp32 already)",
     "log_softmax": "the log-softmax cross-entropy saves for its backward (b·s·V fp32)",
     "grad_log_softmax": "the nll_loss backward's gradient (b·s·V fp32)",
     "grad_logits": "the log_softmax backward's gradient of the logits (b·s·V fp32)",
@@ -629,21 +624,22 @@ _HEAD_PARTS = {  # what each of HeadLoss.parts counts, for the terms
 def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     """The logits and cross-entropy transient: the one figure behind the ``logits`` component, its terms and notes.
 
-    transformers' ``ForCausalLMLoss`` upcasts the logits (``logits.float()``, a copy unless they are fp32 already)
-    and calls ``cross_entropy``, which saves its fp32 log-softmax; its backward makes two more fp32 b·s·V tensors
-    (the gradients of the log-softmax and of the logits) after the forward's logits are dropped, so the loss's
-    backward (12 B × b·s·V) is the head's peak. Gemma 2's final-logit soft-capping keeps its tanh output. lm_head
-    runs in fp32 after ``prepare_model_for_kbit_training`` or in an fp32 model. Measured on the CPU grid's
-    live-tensor tracker and the H200 runs; ignores the 16-bit cast of the logits' gradient back (made after the
-    fp32 ones are freed) and chunked or fused losses (not modelled).
+    Forward: lm_head's output (in fp32 after ``prepare_model_for_kbit_training`` or in an fp32 model, else 16-bit)
+    while its input is live, then transformers' ``ForCausalLMLoss`` upcasts it (``logits.float()``, a copy unless
+    the logits are fp32 already) and calls ``cross_entropy``, which saves its fp32 log-softmax. Loss backward: the
+    forward's logits are dropped, and the nll_loss and log_softmax backwards make two more fp32 b·s·V tensors (12 B
+    × b·s·V in all: the head's peak). Gemma 2's final-logit soft-capping keeps its tanh output in both. Measured on
+    the CPU grid's live-tensor tracker and the H200 runs; ignores the 16-bit cast of the logits' gradient back (made
+    after the fp32 ones are freed) and chunked or fused losses (not modelled).
     """
     ld = 4 if plan.upcast_non_quantized or plan.dtype == "float32" and not plan.mixed_precision else 2
     n = f.T * arch.vocab_size
-    return HeadLoss(
-        elements=n, head_input=f.ad * f.T * arch.hidden_size, logits=ld * n, upcast=0 if ld == 4 else 4 * n,
-        log_softmax=4 * n, grad_log_softmax=4 * n, grad_logits=4 * n,
-        softcap=ld * n if arch.final_logit_softcapping else 0,
-    )  # fmt: skip
+    softcap = ld * n if arch.final_logit_softcapping else 0
+    matmul = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": ld * n}
+    loss = {"logits": ld * n, "logits_fp32": 0 if ld == 4 else 4 * n, "log_softmax": 4 * n, "softcap_output": softcap}
+    backward = {"log_softmax": 4 * n, "grad_log_softmax": 4 * n, "grad_logits": 4 * n, "softcap_output": softcap}
+    forward = matmul if sum(matmul.values()) > sum(loss.values()) else loss
+    return HeadLoss(elements=n, forward=forward, loss_backward=backward)
 
 
 # ---------------------------------------------------------------------------------------------- layer backward
@@ -655,7 +651,8 @@ class _Backward:
 
     last: int  # in the last layer's backward: every layer's activations still saved
     first: int  # in the first layer's: every other layer's gradients made
-    layer_grads: int  # gradients of the layer in progress that exist at that moment
+    attention: bool  # the peak is in the attention's backward (b·a·s² probabilities), not the MLP's
+    mlp_width: int  # the intermediate size of the layer at the peak (an MoE expert's if every layer is MoE)
 
     @property
     def peak(self) -> int:
@@ -685,8 +682,7 @@ def layer_backward(
         work += fwd.stream
         last = before + fwd.stored + work
         first = before + other_layers + fwd.layer + fwd.rope + work
-    layer_grads = _layer_grads_at_peak(inv, adapters, plan, f, attention, i_eff)
-    return _Backward(last=last, first=first, layer_grads=layer_grads)
+    return _Backward(last=last, first=first, attention=attention, mlp_width=i_eff)
 
 
 def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: int) -> tuple[int, bool]:
@@ -721,17 +717,15 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
     return max(work, attn_work), attn_work > work
 
 
-def _layer_grads_at_peak(
-    inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _Flow, attention: bool, i_eff: int
-) -> int:
+def layer_grads_at_peak(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _Flow, bwd: _Backward) -> int:
     """Gradients of the layer in progress that exist at its backward's peak (traced on the CPU grid and CUDA).
 
     In the attention's backward the MLP's gradients of the layer exist. Otherwise: full fine-tuning, the MLP's
     output projection, the first to get its gradient; LoRA with a 16-bit stream, none (the peak comes as the MLP's
     backward starts); with an fp32 stream, the down projection's LoRA gradients.
     """
-    cuda = plan.device == "cuda"
-    if attention:
+    cuda, i_eff = plan.device == "cuda", bwd.mlp_width
+    if bwd.attention:
         if plan.method == "full":
             return _held((t for t in inv if t.layers > 1 and t.role in ("mlp", "expert")), plan, cuda)
         mlp = [a for a in adapters.adapted if i_eff in (a.in_features, a.out_features) and not a.embedding]
@@ -756,25 +750,25 @@ def optimizer_step(state: _State, plan: Plan, cuda: bool) -> int:
     """
     if plan.optimizer != "adamw_torch":
         return 0
-    trainable = state.trainable
     if cuda:
-        return -(-sum(alloc(n * b, cuda) * c for n, b, c in trainable) // state.shard_opt)
-    return 2 * max((n * b for n, b, _ in trainable), default=0)
+        return -(-state.trainable_bytes // state.shard_opt)
+    return 2 * max((n * b for n, b, _ in state.trainable), default=0)
 
 
 # ---------------------------------------------------------------------------------------------- the peak
 
 
 def peak_components(
-    phase: str, peak: int, state: _State, fwd: _Forward, head: HeadLoss, bwd: _Backward, opt_tmp: int
+    phase: str, peak: int, state: _State, fwd: _Forward, head: HeadLoss, bwd: _Backward, layer_grads: int, opt_tmp: int
 ) -> dict[str, int]:
     """The live tensors at the peak (``peak`` bytes, in ``phase``), by component; they add up to ``peak``.
 
     In the forward or the loss's backward: every saved activation and the head/loss transient (``logits``). In the
     layers' backward: the gradients made so far (the head's, every other layer's when the peak is at the first
-    layer, the layer in progress's own); all else live there is activations and the backward's working tensors. At
-    the optimizer step: every gradient, and the step's temporaries as activations. DDP's gradient buckets count as
-    gradients. ``overhead``, ``allocator_cache`` and ``optimizer_paged`` come from ``runtime_tiers``.
+    layer, the layer in progress's own: ``layer_grads``); all else live there is activations and the backward's
+    working tensors. At the optimizer step: every gradient, and the step's temporaries as activations. DDP's
+    gradient buckets count as gradients. ``overhead``, ``allocator_cache`` and ``optimizer_paged`` come from
+    ``runtime_tiers``.
     """
     comp = dict.fromkeys(COMPONENTS, 0)
     comp["weights"] = state.weights
@@ -784,7 +778,7 @@ def peak_components(
         comp["activations"] = fwd.saved
         comp["logits"] = head.bytes(phase)
     elif phase == "backward":
-        grads = state.grads_head - state.tied_pending + bwd.layer_grads
+        grads = state.grads_head - state.tied_pending + layer_grads
         if bwd.first >= bwd.last:
             grads += state.grads_layers - state.grads_layer
         comp["gradients"] = grads
@@ -927,7 +921,8 @@ def training_memory(
     }
     peak_phase = max(phases, key=phases.__getitem__)
     tensor_peak = phases[peak_phase]
-    comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, opt_tmp)
+    layer_grads = layer_grads_at_peak(inv, adapters, plan, f, bwd) if peak_phase == "backward" else 0
+    comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp)
     tiers = runtime_tiers(tensor_peak, head, state, cuda, context_bytes)
     comp["overhead"] = tiers.overhead
     comp["allocator_cache"] = tiers.allocator_cache
