@@ -177,24 +177,26 @@ def optimizer_bytes(tensors: list[tuple[int, int, int]], plan: Plan, cuda: bool)
     adamw_torch: ``exp_avg`` and ``exp_avg_sq`` like each parameter (same dtype) and a ``step`` scalar (fp32,
     on the CPU unless capturable: 4 B each in a CPU run, none on the GPU). adamw_8bit: bitsandbytes keeps
     tensors of ≥ 4096 elements in uint8 with an fp32 absmax per 256, smaller ones in fp32. Paged variants put
-    states of ≥ 1e5 elements in CUDA managed memory (not in torch's allocator). sgd: HF Trainer's ``sgd`` has no
+    states of ≥ 1e5 elements in CUDA managed memory (not in torch's allocator) on CUDA; on the CPU bitsandbytes
+    (0.50) warns and allocates them as ordinary tensors (``get_state_buffer``). sgd: HF Trainer's ``sgd`` has no
     momentum, so no state. adafactor (Trainer defaults): factored row + column second moments for matrices,
     a full one for vectors, in the gradient's dtype.
     """
     opt = plan.optimizer
+    paged = opt.startswith("paged") and cuda
     visible = managed = 0
     for n, b, c in tensors:
         if opt == "adamw_torch":
             visible += (2 * alloc(n * b, cuda) + (0 if cuda else 4)) * c
         elif opt in ("adamw_8bit", "paged_adamw_8bit"):
             one = 2 * (alloc(n, cuda) + alloc(4 * -(-n // 256), cuda)) if n >= 4096 else 2 * alloc(4 * n, cuda)
-            if opt.startswith("paged") and n >= 100_000:
+            if paged and n >= 100_000:
                 managed += one * c
             else:
                 visible += one * c
         elif opt == "paged_adamw_32bit":
             one = 2 * alloc(4 * n, cuda)
-            if n >= 100_000:
+            if paged and n >= 100_000:
                 managed += one * c
             else:
                 visible += one * c

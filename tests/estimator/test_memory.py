@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from estimator import COMPONENTS, EstimatorError, Plan, adapter_plan, build_inventory, catalog, estimate, parse_config
+from estimator import (
+    COMPONENTS,
+    Estimate,
+    EstimatorError,
+    Plan,
+    adapter_plan,
+    build_inventory,
+    catalog,
+    estimate,
+    parse_config,
+)
 from estimator._memory import (
     CUBLAS_WORKSPACE_BYTES,
     CUDA_CONTEXT_BYTES,
@@ -213,3 +223,22 @@ def test_head_loss_parts() -> None:
     gemma, n = _head("gemma-2-9b", "lora")
     assert gemma.parts("loss_backward")["softcap_output"] == 2 * n
     assert gemma.bytes("loss_backward") == 14 * n and gemma.peak_phase == "loss_backward"
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_paged_optimizer_state_on_the_cpu_is_ordinary_memory(method: str) -> None:
+    """bitsandbytes (0.50, ``Optimizer8bit.get_state_buffer``) falls back to non-paged state on the CPU: a paged
+    optimizer there holds what its non-paged twin holds, in the allocated peak (its large states used to vanish)."""
+
+    def run(optimizer: str, device: str = "cpu") -> Estimate:
+        return estimate(Plan(model="qwen2.5-1.5b", method=method, optimizer=optimizer, device=device,  # type: ignore[arg-type]
+                             seq_len=512))  # fmt: skip
+
+    paged8, plain8 = run("paged_adamw_8bit").memory, run("adamw_8bit").memory
+    assert paged8.components == plain8.components and paged8.total == plain8.total
+    paged32 = run("paged_adamw_32bit")
+    assert paged32.memory.components["optimizer"] == 8 * paged32.params()["trainable"]  # exp_avg + exp_avg_sq, fp32
+    assert paged32.memory.components["optimizer_paged"] == 0
+    assert paged32.memory.total == paged32.memory.peak_allocated == sum(paged32.memory.components.values())
+    if method == "full":  # on CUDA the states of >= 1e5 elements are in managed memory
+        assert run("paged_adamw_32bit", "cuda").memory.components["optimizer_paged"] > 0
