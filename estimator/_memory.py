@@ -654,7 +654,6 @@ class _Backward:
     last: int  # in the last layer's backward: every layer's activations still saved
     first: int  # in the first layer's: every other layer's gradients made
     attention: bool  # the peak is in the attention's backward (b·a·s² probabilities), not the MLP's
-    mlp_width: int  # the intermediate size of the layer at the peak (an MoE expert's if every layer is MoE)
 
     @property
     def peak(self) -> int:
@@ -684,7 +683,7 @@ def layer_backward(
         work += fwd.stream
         last = before + fwd.stored + work
         first = before + other_layers + fwd.layer + fwd.rope + work
-    return _Backward(last=last, first=first, attention=attention, mlp_width=i_eff)
+    return _Backward(last=last, first=first, attention=attention)
 
 
 def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: int) -> tuple[int, bool]:
@@ -723,22 +722,24 @@ def layer_grads_at_peak(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     """Gradients of the layer in progress that exist at its backward's peak (traced on the CPU grid and CUDA).
 
     In the attention's backward the MLP's gradients of the layer exist. Otherwise: full fine-tuning, the MLP's
-    output projection, the first to get its gradient; LoRA with a 16-bit stream, none (the peak comes as the MLP's
-    backward starts); with an fp32 stream, the down projection's LoRA gradients.
+    output projection (weight and bias), the first to get its gradient; LoRA with a 16-bit stream, none (the peak
+    comes as the MLP's backward starts); with an fp32 stream, the down projection's LoRA gradients. The layer is an
+    MoE layer when every layer is (its experts then stand for the MLP in full fine-tuning); LoRA on experts, router
+    and shared expert is not counted here.
     """
-    cuda, i_eff = plan.device == "cuda", bwd.mlp_width
+    cuda = plan.device == "cuda"
+    moe = inv.arch.is_moe and not inv.arch.dense_layers
+    mlp_in, mlp_out = (EXPERT_INPUT, EXPERT_HIDDEN) if moe else (MLP_INPUT, MLP_HIDDEN)
     if bwd.attention:
         if plan.method == "full":
-            return _held((t for t in inv if t.layers > 1 and t.role in ("mlp", "expert")), plan, cuda)
-        mlp = [a for a in adapters.adapted if i_eff in (a.in_features, a.out_features) and not a.embedding]
+            return _held((t for t in inv if t.reads in (mlp_in, mlp_out)), plan, cuda)
+        mlp = [a for a in adapters.adapted if a.reads in (MLP_INPUT, MLP_HIDDEN)]
         return _lora_grads(mlp, plan.lora_r, cuda)
     if plan.method == "full":
-        mlp_out = (t for t in inv if t.layers > 1 and t.role in ("mlp", "expert") and t.in_features == i_eff)
-        return _held(mlp_out, plan, cuda)
+        return _held((t for t in inv if t.reads == mlp_out), plan, cuda)
     if f.ad == 2:
         return 0
-    down = (a for a in adapters.adapted if a.in_features == i_eff and not a.embedding)
-    return _lora_grads(down, plan.lora_r, cuda)
+    return _lora_grads((a for a in adapters.adapted if a.reads == MLP_HIDDEN), plan.lora_r, cuda)
 
 
 # ---------------------------------------------------------------------------------------------- optimizer step

@@ -242,3 +242,27 @@ def test_paged_optimizer_state_on_the_cpu_is_ordinary_memory(method: str) -> Non
     assert paged32.memory.total == paged32.memory.peak_allocated == sum(paged32.memory.components.values())
     if method == "full":  # on CUDA the states of >= 1e5 elements are in managed memory
         assert run("paged_adamw_32bit", "cuda").memory.components["optimizer_paged"] > 0
+
+
+def test_full_fine_tuning_mlp_backward_peak_holds_the_output_projections_gradients() -> None:
+    """At a layer's MLP backward the output projection (weight and bias) has its gradients, by what it reads (the
+    MLP's hidden activation), not by a width: GPT-2's c_proj, not c_fc's bias. The recorded CPU run of
+    ``gpt2-full-gc`` measured exactly that (bench/results/accuracy_cpu.json)."""
+    from trainer.accuracy import CPU_CASES
+
+    recorded = json.loads((Path(__file__).resolve().parents[2] / "bench" / "results" / "accuracy_cpu.json").read_text())
+    measured = next(c for c in recorded["cases"] if c["id"] == "gpt2-full-gc" and c["mode"] == "real")["measured"]
+    mem = estimate(next(c for c in CPU_CASES if c.id == "gpt2-full-gc").make_plan()).memory
+    assert mem.peak_phase == measured["peak_phase"] == "backward"
+    assert mem.components["gradients"] == measured["components"]["gradients"]
+
+
+def test_attention_backward_peak_holds_every_mlp_lora_gradient_of_the_layer() -> None:
+    """In the attention's backward (eager: b·a·s² probabilities) the MLP's LoRA gradients of the layer exist: all
+    of them, Phi-3's fused gate_up_proj as well as down_proj (the width test missed the 2·i-wide gate_up_proj)."""
+    est = estimate(Plan(model="phi-3-mini", method="lora", attn_implementation="eager", batch_size=2, seq_len=1024))
+    mem, r = est.memory, est.plan.lora_r
+    assert mem.peak_phase == "backward" and mem.phases["backward"] > mem.phases["loss_backward"]
+    mlp = [a for a in est.adapters.adapted if a.reads in ("mlp_input", "mlp_hidden")]
+    assert sorted(a.module.rsplit(".", 1)[-1] for a in mlp) == ["down_proj", "gate_up_proj"]
+    assert mem.components["gradients"] == sum(4 * r * (a.in_features + a.out_features) for a in mlp)
