@@ -749,7 +749,8 @@ def optimizer_step(state: _State, plan: Plan, cuda: bool) -> int:
     """Temporaries of ``optimizer.step()`` beyond the state (bytes).
 
     torch AdamW is single-tensor on the CPU (two temporaries of the largest parameter) and multi-tensor on CUDA (one
-    temporary list as large as all ``exp_avg_sq``, sharded like the state). Other optimizers: none counted.
+    temporary list as large as all ``exp_avg_sq``, sharded like the state). Ignores the step temporaries of the
+    bitsandbytes optimizers, SGD and Adafactor (none counted; every recorded run uses adamw_torch).
     """
     if plan.optimizer != "adamw_torch":
         return 0
@@ -874,6 +875,7 @@ def _terms(
 
 
 def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int) -> list[str]:
+    """What the user should know that the numbers do not say: a changed attention path, approximations."""
     notes: list[str] = []
     if f.attn != plan.attn_implementation:
         notes.append("Gemma 2 has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)")
