@@ -26,6 +26,23 @@ EXPERTS = "experts"  # fused 3-D expert weights (transformers 5 ``*Experts`` mod
 
 LINEAR_KINDS = (LINEAR, CONV1D, SUBCLASS_LINEAR)
 
+# What a parameter's module reads: the activation its backward needs (a linear's input, kept for the gradient of its
+# weight or of a LoRA on it), named as the memory model (estimator/_memory.py) counts saved inputs. Modules with the
+# same one share one saved tensor; LoRA adds a copy per adapted module. Norms read the stream they normalize and are
+# counted by their own rule: NO_INPUT.
+NO_INPUT = ""
+INPUT_IDS = "input_ids"  # token and position embeddings: indices, nothing to save
+ATTENTION_INPUT = "attention_input"  # q/k/v_proj, qkv_proj, query_key_value, c_attn: the normalized layer input
+ATTENTION_OUTPUT = "attention_output"  # o_proj, dense, attn.c_proj: the attention output, a·d wide
+MLP_INPUT = "mlp_input"  # gate/up_proj, gate_up_proj, fc1, c_fc, dense_h_to_4h: the MLP's input, h wide
+MLP_HIDDEN = "mlp_hidden"  # down_proj, fc2, mlp.c_proj, dense_4h_to_h: the activated intermediate, i wide
+ROUTER_INPUT = "router_input"  # the MoE router (mlp.gate): the MoE block's input
+EXPERT_INPUT = "expert_input"  # fused experts.gate_up_proj: the routed tokens' inputs
+EXPERT_HIDDEN = "expert_hidden"  # fused experts.down_proj: the routed tokens' intermediates
+SHARED_EXPERT_INPUT = "shared_expert_input"  # shared_expert.gate/up_proj and shared_expert_gate: the MoE input
+SHARED_EXPERT_HIDDEN = "shared_expert_hidden"  # shared_expert.down_proj: the shared expert's intermediate
+HEAD_INPUT = "head_input"  # lm_head: the final norm's output
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -38,6 +55,7 @@ class Tensor:
     kind: str
     is_bias: bool = False
     layers: int = 1
+    reads: str = NO_INPUT  # the activation its module reads (ATTENTION_INPUT, MLP_HIDDEN, ...; see above)
 
     @property
     def numel(self) -> int:
@@ -105,11 +123,13 @@ def build_inventory(arch: Architecture) -> Inventory:
     return Inventory(arch, tuple(_BUILDERS[family](arch)))
 
 
-def _linear(module: str, out_f: int, in_f: int, role: str, bias: bool, layers: int, kind: str = LINEAR) -> list[Tensor]:
+def _linear(
+    module: str, out_f: int, in_f: int, role: str, reads: str, bias: bool, layers: int, kind: str = LINEAR
+) -> list[Tensor]:
     shape = (in_f, out_f) if kind == CONV1D else (out_f, in_f)
-    ts = [Tensor(f"{module}.weight", shape, role, module, kind, False, layers)]
+    ts = [Tensor(f"{module}.weight", shape, role, module, kind, False, layers, reads)]
     if bias:
-        ts.append(Tensor(f"{module}.bias", (out_f,), role, module, kind, True, layers))
+        ts.append(Tensor(f"{module}.bias", (out_f,), role, module, kind, True, layers, reads))
     return ts
 
 
@@ -122,9 +142,9 @@ def _norm(module: str, dim: int, arch: Architecture, layers: int, bias: bool | N
 
 def _head(arch: Architecture, out: list[Tensor]) -> None:
     if not arch.tie_word_embeddings:
-        out.extend(_linear("lm_head", arch.vocab_size, arch.hidden_size, "lm_head", arch.lm_head_bias, 1))
+        out.extend(_linear("lm_head", arch.vocab_size, arch.hidden_size, "lm_head", HEAD_INPUT, arch.lm_head_bias, 1))
     elif arch.lm_head_bias:
-        out.append(Tensor("lm_head.bias", (arch.vocab_size,), "lm_head", "lm_head", LINEAR, True, 1))
+        out.append(Tensor("lm_head.bias", (arch.vocab_size,), "lm_head", "lm_head", LINEAR, True, 1, HEAD_INPUT))
 
 
 def _llama_family(arch: Architecture) -> list[Tensor]:
@@ -132,16 +152,16 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
     h, L, mt = arch.hidden_size, arch.num_hidden_layers, arch.model_type
     p = "model.layers.{i}"
     out: list[Tensor] = [Tensor("model.embed_tokens.weight", (arch.vocab_size, h), "embedding",
-                                "model.embed_tokens", EMBEDDING)]  # fmt: skip
-    a = f"{p}.self_attn"
+                                "model.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
+    a, qkv_in, qkv_b = f"{p}.self_attn", ATTENTION_INPUT, arch.qkv_bias
     if arch.fused_qkv:  # Phi-3
-        out += _linear(f"{a}.qkv_proj", arch.q_dim + 2 * arch.kv_dim, h, "attention", arch.qkv_bias, L)
+        out += _linear(f"{a}.qkv_proj", arch.q_dim + 2 * arch.kv_dim, h, "attention", qkv_in, qkv_b, L)
     else:
-        out += _linear(f"{a}.q_proj", arch.q_dim, h, "attention", arch.qkv_bias, L)
-        out += _linear(f"{a}.k_proj", arch.kv_dim, h, "attention", arch.qkv_bias, L)
-        out += _linear(f"{a}.v_proj", arch.kv_dim, h, "attention", arch.qkv_bias, L)
+        out += _linear(f"{a}.q_proj", arch.q_dim, h, "attention", qkv_in, qkv_b, L)
+        out += _linear(f"{a}.k_proj", arch.kv_dim, h, "attention", qkv_in, qkv_b, L)
+        out += _linear(f"{a}.v_proj", arch.kv_dim, h, "attention", qkv_in, qkv_b, L)
     o_name = "dense" if mt == "phi" else "o_proj"
-    out += _linear(f"{a}.{o_name}", h, arch.q_dim, "attention", arch.o_bias, L)
+    out += _linear(f"{a}.{o_name}", h, arch.q_dim, "attention", ATTENTION_OUTPUT, arch.o_bias, L)
     if arch.qk_norm == "head":
         names = ("q_layernorm", "k_layernorm") if mt == "phi" else ("q_norm", "k_norm")
         for n in names:
@@ -153,32 +173,31 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
     m = f"{p}.mlp"
     dense, moe = arch.dense_layers, len(arch.moe_layers)
     if dense:
-        i = arch.intermediate_size
+        i, b = arch.intermediate_size, arch.mlp_bias
         if mt == "phi":
-            out += _linear(f"{m}.fc1", i, h, "mlp", True, dense)
-            out += _linear(f"{m}.fc2", h, i, "mlp", True, dense)
+            out += _linear(f"{m}.fc1", i, h, "mlp", MLP_INPUT, True, dense)
+            out += _linear(f"{m}.fc2", h, i, "mlp", MLP_HIDDEN, True, dense)
         elif mt == "starcoder2":
-            out += _linear(f"{m}.c_fc", i, h, "mlp", arch.mlp_bias, dense)
-            out += _linear(f"{m}.c_proj", h, i, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.c_fc", i, h, "mlp", MLP_INPUT, b, dense)
+            out += _linear(f"{m}.c_proj", h, i, "mlp", MLP_HIDDEN, b, dense)
         elif arch.fused_gate_up:
-            out += _linear(f"{m}.gate_up_proj", 2 * i, h, "mlp", arch.mlp_bias, dense)
-            out += _linear(f"{m}.down_proj", h, i, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.gate_up_proj", 2 * i, h, "mlp", MLP_INPUT, b, dense)
+            out += _linear(f"{m}.down_proj", h, i, "mlp", MLP_HIDDEN, b, dense)
         else:
-            out += _linear(f"{m}.gate_proj", i, h, "mlp", arch.mlp_bias, dense)
-            out += _linear(f"{m}.up_proj", i, h, "mlp", arch.mlp_bias, dense)
-            out += _linear(f"{m}.down_proj", h, i, "mlp", arch.mlp_bias, dense)
+            out += _linear(f"{m}.gate_proj", i, h, "mlp", MLP_INPUT, b, dense)
+            out += _linear(f"{m}.up_proj", i, h, "mlp", MLP_INPUT, b, dense)
+            out += _linear(f"{m}.down_proj", h, i, "mlp", MLP_HIDDEN, b, dense)
     if moe:
-        e, mi = arch.num_experts, arch.moe_intermediate_size
-        out.append(Tensor(f"{m}.gate.weight", (e, h), "router", f"{m}.gate", ROUTER, False, moe))
-        out.append(Tensor(f"{m}.experts.gate_up_proj", (e, 2 * mi, h), "expert", f"{m}.experts", EXPERTS, False, moe))
-        out.append(Tensor(f"{m}.experts.down_proj", (e, h, mi), "expert", f"{m}.experts", EXPERTS, False, moe))
+        e, mi, x = arch.num_experts, arch.moe_intermediate_size, f"{m}.experts"
+        out.append(Tensor(f"{m}.gate.weight", (e, h), "router", f"{m}.gate", ROUTER, False, moe, ROUTER_INPUT))
+        out.append(Tensor(f"{x}.gate_up_proj", (e, 2 * mi, h), "expert", x, EXPERTS, False, moe, EXPERT_INPUT))
+        out.append(Tensor(f"{x}.down_proj", (e, h, mi), "expert", x, EXPERTS, False, moe, EXPERT_HIDDEN))
         if arch.model_type == "qwen2_moe":  # always built, even at shared_expert_intermediate_size 0
-            si = arch.shared_expert_intermediate_size
-            s = f"{m}.shared_expert"
-            out += _linear(f"{s}.gate_proj", si, h, "shared_expert", False, moe)
-            out += _linear(f"{s}.up_proj", si, h, "shared_expert", False, moe)
-            out += _linear(f"{s}.down_proj", h, si, "shared_expert", False, moe)
-            out += _linear(f"{m}.shared_expert_gate", 1, h, "router", False, moe)
+            si, s = arch.shared_expert_intermediate_size, f"{m}.shared_expert"
+            out += _linear(f"{s}.gate_proj", si, h, "shared_expert", SHARED_EXPERT_INPUT, False, moe)
+            out += _linear(f"{s}.up_proj", si, h, "shared_expert", SHARED_EXPERT_INPUT, False, moe)
+            out += _linear(f"{s}.down_proj", h, si, "shared_expert", SHARED_EXPERT_HIDDEN, False, moe)
+            out += _linear(f"{m}.shared_expert_gate", 1, h, "router", SHARED_EXPERT_INPUT, False, moe)
 
     if mt == "olmo2":
         norm_names: tuple[str, ...] = ("post_attention_layernorm", "post_feedforward_layernorm")
@@ -200,16 +219,17 @@ def _gpt2(arch: Architecture) -> list[Tensor]:
     h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
     p = "transformer.h.{i}"
     out = [
-        Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING),
+        Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING,
+               reads=INPUT_IDS),
         Tensor("transformer.wpe.weight", (arch.position_embeddings, h), "position_embedding", "transformer.wpe",
-               EMBEDDING),
+               EMBEDDING, reads=INPUT_IDS),
     ]  # fmt: skip
     out += _norm(f"{p}.ln_1", h, arch, L)
-    out += _linear(f"{p}.attn.c_attn", 3 * h, h, "attention", True, L, CONV1D)
-    out += _linear(f"{p}.attn.c_proj", h, h, "attention", True, L, CONV1D)
+    out += _linear(f"{p}.attn.c_attn", 3 * h, h, "attention", ATTENTION_INPUT, True, L, CONV1D)
+    out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L, CONV1D)
     out += _norm(f"{p}.ln_2", h, arch, L)
-    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", True, L, CONV1D)
-    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", True, L, CONV1D)
+    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", MLP_INPUT, True, L, CONV1D)
+    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", MLP_HIDDEN, True, L, CONV1D)
     out += _norm("transformer.ln_f", h, arch, 1)
     _head(arch, out)
     return out
@@ -218,13 +238,14 @@ def _gpt2(arch: Architecture) -> list[Tensor]:
 def _gpt_neox(arch: Architecture) -> list[Tensor]:
     h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
     p = "gpt_neox.layers.{i}"
-    out = [Tensor("gpt_neox.embed_in.weight", (arch.vocab_size, h), "embedding", "gpt_neox.embed_in", EMBEDDING)]
+    out = [Tensor("gpt_neox.embed_in.weight", (arch.vocab_size, h), "embedding", "gpt_neox.embed_in", EMBEDDING,
+                  reads=INPUT_IDS)]  # fmt: skip
     out += _norm(f"{p}.input_layernorm", h, arch, L)
     out += _norm(f"{p}.post_attention_layernorm", h, arch, L)
-    out += _linear(f"{p}.attention.query_key_value", 3 * h, h, "attention", arch.qkv_bias, L)
-    out += _linear(f"{p}.attention.dense", h, h, "attention", arch.o_bias, L)
-    out += _linear(f"{p}.mlp.dense_h_to_4h", i, h, "mlp", True, L)
-    out += _linear(f"{p}.mlp.dense_4h_to_h", h, i, "mlp", True, L)
+    out += _linear(f"{p}.attention.query_key_value", 3 * h, h, "attention", ATTENTION_INPUT, arch.qkv_bias, L)
+    out += _linear(f"{p}.attention.dense", h, h, "attention", ATTENTION_OUTPUT, arch.o_bias, L)
+    out += _linear(f"{p}.mlp.dense_h_to_4h", i, h, "mlp", MLP_INPUT, True, L)
+    out += _linear(f"{p}.mlp.dense_4h_to_h", h, i, "mlp", MLP_HIDDEN, True, L)
     out += _norm("gpt_neox.final_layer_norm", h, arch, 1)
     _head(arch, out)
     return out
@@ -235,12 +256,12 @@ def _falcon(arch: Architecture) -> list[Tensor]:
     p = "transformer.h.{i}"
     qkv = arch.q_dim + 2 * arch.kv_dim
     out = [Tensor("transformer.word_embeddings.weight", (arch.vocab_size, h), "embedding",
-                  "transformer.word_embeddings", EMBEDDING)]  # fmt: skip
-    k = SUBCLASS_LINEAR
-    out += _linear(f"{p}.self_attention.query_key_value", qkv, h, "attention", arch.qkv_bias, L, k)
-    out += _linear(f"{p}.self_attention.dense", h, h, "attention", arch.o_bias, L, k)
-    out += _linear(f"{p}.mlp.dense_h_to_4h", i, h, "mlp", arch.mlp_bias, L, k)
-    out += _linear(f"{p}.mlp.dense_4h_to_h", h, i, "mlp", arch.mlp_bias, L, k)
+                  "transformer.word_embeddings", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
+    a, k = f"{p}.self_attention", SUBCLASS_LINEAR
+    out += _linear(f"{a}.query_key_value", qkv, h, "attention", ATTENTION_INPUT, arch.qkv_bias, L, k)
+    out += _linear(f"{a}.dense", h, h, "attention", ATTENTION_OUTPUT, arch.o_bias, L, k)
+    out += _linear(f"{p}.mlp.dense_h_to_4h", i, h, "mlp", MLP_INPUT, arch.mlp_bias, L, k)
+    out += _linear(f"{p}.mlp.dense_4h_to_h", h, i, "mlp", MLP_HIDDEN, arch.mlp_bias, L, k)
     if not arch.parallel_block:
         names: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
     elif arch.norms_per_layer == 2:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import PlanError
-from ._inventory import EMBEDDING, EXPERTS, LINEAR, LINEAR_KINDS, ROUTER, Inventory, Tensor
+from ._inventory import EMBEDDING, EXPERTS, HEAD_INPUT, LINEAR, LINEAR_KINDS, ROUTER, Inventory, Tensor
 from ._plan import Plan
 
 
@@ -26,6 +26,7 @@ class Adapted:
     out_features: int
     layers: int
     embedding: bool = False
+    reads: str = ""  # the activation the module reads (``Tensor.reads`` of the inventory tensor it adapts)
 
     def params(self, r: int, dora: bool) -> int:
         per = r * (self.in_features + self.out_features) + (self.out_features if dora else 0)
@@ -81,10 +82,10 @@ def _moe_parameter_targets(
     for t in inv:
         leaf = t.name.rsplit(".", 2)[-2] if t.kind == ROUTER else t.name.rsplit(".", 1)[-1]
         if t.kind == ROUTER and leaf in params:
-            adapted.append(Adapted(t.module, t.shape[1], t.shape[0], t.layers))
+            adapted.append(Adapted(t.module, t.shape[1], t.shape[0], t.layers, reads=t.reads))
         elif t.kind == EXPERTS and leaf in params:
             k, (e, out_f, in_f) = (2 if leaf == "gate_up_proj" else 1), t.shape
-            adapted.append(Adapted(t.name, k * e * in_f, k * e * out_f, t.layers))
+            adapted.append(Adapted(t.name, k * e * in_f, k * e * out_f, t.layers, reads=t.reads))
     if adapted and plan.use_dora:
         raise PlanError("use_dora is not supported on MoE router and expert parameters (PEFT's ParamWrapper)")
     if adapted and plan.lora_dropout:
@@ -102,14 +103,15 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
     candidates = list(inv)
     if not any(t.name == "lm_head.weight" for t in inv):  # tied: still a module PEFT can adapt or copy
         arch = inv.arch
-        candidates.append(Tensor("lm_head.weight", (arch.vocab_size, arch.hidden_size), "lm_head", "lm_head", LINEAR))
+        shape = (arch.vocab_size, arch.hidden_size)
+        candidates.append(Tensor("lm_head.weight", shape, "lm_head", "lm_head", LINEAR, reads=HEAD_INPUT))
     weights = [t for t in candidates if not t.is_bias]
     adapted: list[Adapted] = []
     if plan.target_modules == "all-linear":
         adapted += _moe_parameter_targets(inv, plan, None)[0]
         for t in weights:
             if t.kind in LINEAR_KINDS and t.role != "lm_head":
-                adapted.append(Adapted(t.module, t.in_features, t.out_features, t.layers))
+                adapted.append(Adapted(t.module, t.in_features, t.out_features, t.layers, reads=t.reads))
     else:
         moe, consumed = _moe_parameter_targets(inv, plan, tuple(plan.target_modules))
         adapted += moe
@@ -120,9 +122,9 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
                 continue
             unmatched -= {x for x in targets if _matches(t.module, (x,))}
             if t.kind in LINEAR_KINDS:
-                adapted.append(Adapted(t.module, t.in_features, t.out_features, t.layers))
+                adapted.append(Adapted(t.module, t.in_features, t.out_features, t.layers, reads=t.reads))
             elif t.kind == EMBEDDING:
-                adapted.append(Adapted(t.module, t.shape[0], t.shape[1], t.layers, embedding=True))
+                adapted.append(Adapted(t.module, t.shape[0], t.shape[1], t.layers, embedding=True, reads=t.reads))
             else:
                 raise PlanError(
                     f"target module {t.module.replace('{i}', 'N')!r} is a {t.kind} module, which LoRA cannot "

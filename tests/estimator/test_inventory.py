@@ -150,3 +150,43 @@ def test_roles_and_quantizable_add_up() -> None:
     linear = sum(t.total for t in inv if t.kind == "linear" and not t.is_bias and t.role != "lm_head")
     assert inv.quantizable == linear
     assert not any(t.bnb_quantized for t in inv if t.kind in ("experts", "router", "embedding", "norm"))
+
+
+# What each module reads (``Tensor.reads``), by the last two parts of its name, over every family.
+READS = {
+    "self_attn.q_proj": "attention_input", "self_attn.k_proj": "attention_input", "self_attn.v_proj": "attention_input",
+    "self_attn.qkv_proj": "attention_input", "attention.query_key_value": "attention_input",
+    "self_attention.query_key_value": "attention_input", "attn.c_attn": "attention_input",
+    "self_attn.o_proj": "attention_output", "self_attn.dense": "attention_output",
+    "attention.dense": "attention_output", "self_attention.dense": "attention_output",
+    "attn.c_proj": "attention_output",
+    "mlp.gate_proj": "mlp_input", "mlp.up_proj": "mlp_input", "mlp.gate_up_proj": "mlp_input", "mlp.fc1": "mlp_input",
+    "mlp.c_fc": "mlp_input", "mlp.dense_h_to_4h": "mlp_input",
+    "mlp.down_proj": "mlp_hidden", "mlp.fc2": "mlp_hidden", "mlp.c_proj": "mlp_hidden",
+    "mlp.dense_4h_to_h": "mlp_hidden",
+    "mlp.gate": "router_input", "experts.gate_up_proj": "expert_input", "experts.down_proj": "expert_hidden",
+    "shared_expert.gate_proj": "shared_expert_input", "shared_expert.up_proj": "shared_expert_input",
+    "mlp.shared_expert_gate": "shared_expert_input", "shared_expert.down_proj": "shared_expert_hidden",
+    "model.embed_tokens": "input_ids", "transformer.wte": "input_ids", "transformer.wpe": "input_ids",
+    "gpt_neox.embed_in": "input_ids", "transformer.word_embeddings": "input_ids", "lm_head": "head_input",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_every_module_says_which_activation_it_reads(path: Path) -> None:
+    """``reads`` is set where the inventory builds each tensor; a linear's input width is that activation's width."""
+    inv = build_inventory(parse_config(json.loads(path.read_text())))
+    arch = inv.arch
+    width = {"attention_input": arch.hidden_size, "attention_output": arch.q_dim, "mlp_input": arch.hidden_size,
+             "mlp_hidden": arch.intermediate_size, "router_input": arch.hidden_size,
+             "expert_input": arch.hidden_size, "expert_hidden": arch.moe_intermediate_size,
+             "shared_expert_input": arch.hidden_size, "shared_expert_hidden": arch.shared_expert_intermediate_size,
+             "head_input": arch.hidden_size}  # fmt: skip
+    for t in inv:
+        if t.kind == "norm":
+            assert t.reads == "", t.name
+            continue
+        name = t.name.removesuffix(".weight").removesuffix(".bias")
+        assert t.reads == READS[".".join(name.split(".")[-2:]) if "." in name else name], t.name
+        if not t.is_bias and t.kind != "embedding":
+            assert t.in_features == width[t.reads], t.name

@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 
-from estimator import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, CUDA_RUNTIME_BYTES, Plan, estimate
+from estimator import (
+    COMPONENTS,
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_BYTES,
+    CUDA_RUNTIME_BYTES,
+    TENSOR_COMPONENTS,
+    Estimate,
+    EstimatorError,
+    HeadLoss,
+    Plan,
+    adapter_plan,
+    build_inventory,
+    catalog,
+    dtype_flow,
+    estimate,
+    head_loss,
+    parse_config,
+)
+
+LIVE = TENSOR_COMPONENTS  # live tensors at the peak
 
 MODELS = ("llama-3.1-8b", "qwen2.5-1.5b", "mixtral-8x7b", "gpt2", "gemma-2-9b")
 
@@ -32,7 +53,8 @@ def test_components_add_up_to_the_peak(model: str, method: str, sharding: str, n
     comps = mem["components"]
     assert min(comps.values()) >= 0
     context = _term(mem, "cuda_context")
-    assert sum(comps.values()) == mem["peak_allocated"] + context
+    assert sum(comps.values()) == mem["total"]
+    assert sum(comps[c] for c in LIVE) + comps["overhead"] == mem["peak_allocated"] + context
     assert mem["peak_allocated"] == max(mem["phases"].values()) + (CUBLAS_WORKSPACE_BYTES if device == "cuda" else 0)
     assert mem["peak_allocated"] <= mem["peak_reserved"] <= mem["total"]
     if device == "cpu":
@@ -77,3 +99,170 @@ def test_adapter_bytes_count_every_trainable_parameter_dora_on_embeddings_too() 
                 "seq_len": 512, "device": "cpu"}  # fmt: skip
         d = estimate(Plan.from_dict(plan)).to_dict()
         assert d["memory"]["components"]["adapters"] == 4 * d["params"]["lora"]
+
+
+def test_saved_lora_inputs_are_counted_by_what_each_adapted_module_reads() -> None:
+    """A dense MLP's ``gate_proj`` and a shared expert's ``gate_proj`` share a leaf name but not a layer: a LoRA on
+    one adds its saved input (dropout copy + mask + lora_A output) to its own layers only."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "qwen2_moe.json"
+    cfg = json.loads(path.read_text()) | {"num_hidden_layers": 6, "decoder_sparse_step": 2, "mlp_only_layers": [3]}
+
+    def activations(*targets: str) -> int:
+        plan = Plan(config=cfg, method="lora", target_modules=("k_proj", *targets), lora_dropout=0.1,
+                    gradient_checkpointing=False, device="cpu", seq_len=64)  # fmt: skip
+        mem = estimate(plan).memory
+        assert mem.peak_phase == "loss_backward"
+        return mem.components["activations"]
+
+    base = activations()
+    dense = activations("mlp.gate_proj") - base  # 4 dense layers (0, 2, 3, 4)
+    shared = activations("shared_expert.gate_proj") - base  # 2 MoE layers (1, 5)
+    both = activations("gate_proj") - base
+    assert dense > 0 and shared > 0
+    assert dense // 4 == shared // 2 and dense % 4 == shared % 2 == 0
+    assert dense + shared == both
+
+
+def _many_plans() -> list[Plan]:
+    """Every catalog model × method × device × optimizer (paged or not) × checkpointing × one / four GPUs."""
+    plans = []
+    for model, method, device, optimizer, gc, (gpus, sharding) in itertools.product(
+        catalog.models(), ("full", "lora", "qlora"), ("cuda", "cpu"),
+        ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"), (True, False),
+        ((1, "ddp"), (4, "ddp"), (4, "zero3")),
+    ):  # fmt: skip
+        try:
+            plans.append(Plan.from_dict({"model": model.id, "method": method, "device": device, "optimizer": optimizer,
+                                         "gradient_checkpointing": gc, "num_gpus": gpus, "sharding": sharding,
+                                         "seq_len": 1024, "allow_long_context": True}))  # fmt: skip
+        except EstimatorError:
+            continue
+    return plans
+
+
+def test_components_add_up_to_the_total_over_many_plans() -> None:
+    """On CUDA ``sum(components) == total`` exactly, the allocator cache being ``peak_reserved - peak_allocated`` and
+    paged optimizer state a component of its own; on the CPU ``sum(components) == peak_allocated == total``."""
+    plans = _many_plans()
+    assert len(plans) > 4000
+    paged_seen = 0
+    for plan in plans:
+        try:
+            mem = estimate(plan).memory
+        except EstimatorError:
+            continue
+        comps = mem.components
+        assert tuple(comps) == COMPONENTS
+        assert min(comps.values()) >= 0, plan
+        assert sum(comps.values()) == mem.total, plan
+        assert comps["allocator_cache"] == mem.peak_reserved - mem.peak_allocated
+        if plan.device == "cpu":
+            assert mem.total == mem.peak_allocated == mem.peak_reserved
+            assert comps["overhead"] == comps["allocator_cache"] == comps["optimizer_paged"] == 0
+        if not plan.optimizer.startswith("paged") or plan.device == "cpu":
+            assert comps["optimizer_paged"] == 0
+        paged_seen += comps["optimizer_paged"] > 0
+        tensor_peak = next(t.bytes for t in mem.terms if t.name == "tensor_peak")
+        assert sum(comps[c] for c in LIVE) == tensor_peak == max(mem.phases.values())
+    assert paged_seen > 100
+
+
+def test_terms_that_are_parts_of_a_figure_add_up_to_it() -> None:
+    """The head/loss terms add up to the ``logits`` component (at a forward or loss-backward peak), the CUDA context
+    and cuBLAS workspace to ``overhead``; one-term components equal their term; names are unique."""
+    seen_logits = 0
+    for plan in _many_plans()[::5]:
+        try:
+            mem = estimate(plan).memory
+        except EstimatorError:
+            continue
+        comps = mem.components
+        names = [t.name for t in mem.terms]
+        assert len(names) == len(set(names))
+        parts = {c: sum(t.bytes for t in mem.terms if t.component == c) for c in COMPONENTS}
+        for c in ("weights", "adapters", "optimizer", "overhead", "allocator_cache", "optimizer_paged"):
+            assert parts[c] == comps[c], (c, plan)
+        if mem.peak_phase in ("forward", "loss_backward"):
+            assert parts["logits"] == comps["logits"] > 0
+            seen_logits += 1
+        else:
+            assert comps["logits"] == 0 and parts["logits"] > 0  # the loss's own peak, not at the step's peak
+        assert {t.name for t in mem.terms if t.component == ""} == {"tensor_peak"}
+    assert seen_logits > 100
+
+
+def test_one_logits_figure_behind_the_component_the_terms_and_the_note() -> None:
+    """Llama 3.1 8B, QLoRA, 1 × 2048: the loss's backward holds the saved log-softmax and the two fp32 gradients of
+    the cross-entropy backward, 12 B × b·s·V; the component, its terms, the allocator's cached fp32 block and the
+    plain-language note are all that figure."""
+    est = estimate(Plan(model="llama-3.1-8b", method="qlora", seq_len=2048))
+    mem, n = est.memory, 2048 * 128_256
+    assert mem.peak_phase == "loss_backward"
+    terms = {t.name: t.bytes for t in mem.terms if t.component == "logits"}
+    assert terms == {"log_softmax": 4 * n, "grad_log_softmax": 4 * n, "grad_logits": 4 * n}
+    assert mem.components["logits"] == 12 * n
+    assert mem.components["allocator_cache"] == 4 * n  # one fp32 b·s·V block (above the 512 MiB floor)
+    assert any(f"cost {12 * n / 2**30:.2f} GiB at the peak" in note for note in est.to_dict()["notes"])
+
+
+def _head(model: str, method: str) -> tuple[HeadLoss, int]:
+    """The head/loss figure of ``model`` at 1 × 512, and its b·s·V."""
+    plan = Plan(model=model, method=method, seq_len=512)  # type: ignore[arg-type]
+    entry = catalog.find_model(model)
+    assert entry is not None
+    inv = build_inventory(parse_config(entry.config))
+    return head_loss(inv.arch, plan, dtype_flow(inv, adapter_plan(inv, plan), plan)), 512 * inv.arch.vocab_size
+
+
+def test_head_loss_parts() -> None:
+    """fp32 logits need no upcast copy; Gemma 2's final-logit soft-capping keeps its tanh output in both phases."""
+    qlora, n = _head("llama-3.1-8b", "qlora")  # lm_head in fp32 after prepare_model_for_kbit_training
+    assert qlora.parts("forward") == {"logits": 4 * n, "logits_fp32": 0, "log_softmax": 4 * n, "softcap_output": 0}
+    lora, n = _head("llama-3.1-8b", "lora")
+    assert lora.bytes("forward") == 10 * n and lora.bytes("loss_backward") == 12 * n
+    gemma, n = _head("gemma-2-9b", "lora")
+    assert gemma.parts("loss_backward")["softcap_output"] == 2 * n
+    assert gemma.bytes("loss_backward") == 14 * n and gemma.peak_phase == "loss_backward"
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_paged_optimizer_state_on_the_cpu_is_ordinary_memory(method: str) -> None:
+    """bitsandbytes (0.50, ``Optimizer8bit.get_state_buffer``) falls back to non-paged state on the CPU: a paged
+    optimizer there holds what its non-paged twin holds, in the allocated peak (its large states used to vanish)."""
+
+    def run(optimizer: str, device: str = "cpu") -> Estimate:
+        return estimate(Plan(model="qwen2.5-1.5b", method=method, optimizer=optimizer, device=device,  # type: ignore[arg-type]
+                             seq_len=512))  # fmt: skip
+
+    paged8, plain8 = run("paged_adamw_8bit").memory, run("adamw_8bit").memory
+    assert paged8.components == plain8.components and paged8.total == plain8.total
+    paged32 = run("paged_adamw_32bit")
+    assert paged32.memory.components["optimizer"] == 8 * paged32.params()["trainable"]  # exp_avg + exp_avg_sq, fp32
+    assert paged32.memory.components["optimizer_paged"] == 0
+    assert paged32.memory.total == paged32.memory.peak_allocated == sum(paged32.memory.components.values())
+    if method == "full":  # on CUDA the states of >= 1e5 elements are in managed memory
+        assert run("paged_adamw_32bit", "cuda").memory.components["optimizer_paged"] > 0
+
+
+def test_full_fine_tuning_mlp_backward_peak_holds_the_output_projections_gradients() -> None:
+    """At a layer's MLP backward the output projection (weight and bias) has its gradients, by what it reads (the
+    MLP's hidden activation), not by a width: GPT-2's c_proj, not c_fc's bias. The recorded CPU run of
+    ``gpt2-full-gc`` measured exactly that (bench/results/accuracy_cpu.json)."""
+    from trainer.accuracy import CPU_CASES
+
+    recorded = json.loads((Path(__file__).resolve().parents[2] / "bench" / "results" / "accuracy_cpu.json").read_text())
+    measured = next(c for c in recorded["cases"] if c["id"] == "gpt2-full-gc" and c["mode"] == "real")["measured"]
+    mem = estimate(next(c for c in CPU_CASES if c.id == "gpt2-full-gc").make_plan()).memory
+    assert mem.peak_phase == measured["peak_phase"] == "backward"
+    assert mem.components["gradients"] == measured["components"]["gradients"]
+
+
+def test_attention_backward_peak_holds_every_mlp_lora_gradient_of_the_layer() -> None:
+    """In the attention's backward (eager: b·a·s² probabilities) the MLP's LoRA gradients of the layer exist: all
+    of them, Phi-3's fused gate_up_proj as well as down_proj (the width test missed the 2·i-wide gate_up_proj)."""
+    est = estimate(Plan(model="phi-3-mini", method="lora", attn_implementation="eager", batch_size=2, seq_len=1024))
+    mem, r = est.memory, est.plan.lora_r
+    assert mem.peak_phase == "backward" and mem.phases["backward"] > mem.phases["loss_backward"]
+    mlp = [a for a in est.adapters.adapted if a.reads in ("mlp_input", "mlp_hidden")]
+    assert sorted(a.module.rsplit(".", 1)[-1] for a in mlp) == ["down_proj", "gate_up_proj"]
+    assert mem.components["gradients"] == sum(4 * r * (a.in_features + a.out_features) for a in mlp)
