@@ -20,7 +20,7 @@ from app.deps import AppState
 from app.handlers import install_error_handlers
 from app.hub import HubClient
 from app.jobs.runner import JobRunner
-from app.middleware import BODY_SLACK_BYTES, BodyLimit
+from app.middleware import BODY_SLACK_BYTES, BodyLimit, ImmutableStaticFiles
 from app.routes import ROUTERS
 from app.service import EstimateService
 from app.settings import Settings
@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     # plotly.min.js (4.6 MB) from the installed package, gzipped for clients that accept it, revalidated by ETag
-    app.mount("/static/vendor", GZipMiddleware(StaticFiles(directory=plotly_dir()), compresslevel=6), name="vendor")
+    vendor = ImmutableStaticFiles(directory=plotly_dir())
+    app.mount("/static/vendor", GZipMiddleware(vendor, compresslevel=6), name="vendor")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     install_error_handlers(app)

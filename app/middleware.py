@@ -1,14 +1,25 @@
-"""ASGI middleware of the app: the request-body limit."""
+"""ASGI pieces of the app: the request-body limit, and static files that browsers may cache for good."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY_SLACK_BYTES = 16 * 1024
 """Room for the plan fields next to an inline config of ``max_config_bytes``."""
+
+
+class ImmutableStaticFiles(StaticFiles):
+    """Static files whose URLs carry their version (``plotly.min.js?v=<plotly version>``): cacheable for a year."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
 
 
 class BodyLimit:

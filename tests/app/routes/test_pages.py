@@ -270,6 +270,7 @@ def test_plotly_js_is_served_from_the_installed_package(client: TestClient) -> N
     assert response.status_code == 200
     assert "javascript" in response.headers["content-type"]
     assert response.content == raw
+    assert "immutable" in response.headers["cache-control"]
     packed = client.get("/static/vendor/plotly.min.js", headers={"Accept-Encoding": "gzip"})
     assert packed.headers["content-encoding"] == "gzip"
     assert len(packed.headers.get("content-length", "0")) and packed.content == raw  # the client inflates
