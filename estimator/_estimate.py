@@ -17,6 +17,7 @@ from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, training_memory
 from ._plan import Plan
 from ._storage import storage
+from ._units import gib_text
 
 SCHEMA_VERSION = 1
 
@@ -129,8 +130,8 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
             "gpu": gpu.id,
             "name": gpu.name,
-            "fits": mem.total <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
-            "headroom_bytes": gpu.usable_bytes - mem.total,
+            "fits": mem.fit_bytes <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
+            "headroom_bytes": gpu.usable_bytes - mem.fit_bytes,
             "reason": _dtype_reason(plan, gpu),
         }
     return Estimate(
@@ -142,7 +143,7 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         adapters=adapters,
         storage=storage(inv, adapters, plan),
         memory=mem,
-        fits=tuple(fits(mem.total, plan)),
+        fits=tuple(fits(mem.fit_bytes, plan)),
         fit=fit,
     )
 
@@ -174,10 +175,6 @@ def _dtype_reason(plan: Plan, gpu: catalog.GPU) -> str | None:
     return None
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 def explain(est: Estimate) -> list[str]:
     """Plain-language notes on the largest terms."""
     mem = est.memory
@@ -187,20 +184,20 @@ def explain(est: Estimate) -> list[str]:
     V = est.arch.vocab_size
     if comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:
         notes.append(
-            f"logits at a {V:,}-token vocabulary cost {_gib(comps['logits'])} at the peak "
+            f"logits at a {V:,}-token vocabulary cost {gib_text(comps['logits'])} at the peak "
             f"({plan.batch_size}×{plan.seq_len}×{V:,} in fp32 copies); a chunked or fused cross-entropy "
             "(e.g. Liger) would remove most of it"
         )
     if comps["activations"] >= 0.3 * mem.peak_allocated and not plan.gradient_checkpointing:
         notes.append(
-            f"activations take {_gib(comps['activations'])}; gradient checkpointing keeps one tensor per layer "
+            f"activations take {gib_text(comps['activations'])}; gradient checkpointing keeps one tensor per layer "
             "and recomputes the rest"
         )
     if plan.method == "qlora" and plan.upcast_non_quantized:
         non_q = est.inventory.total - est.inventory.quantizable
         notes.append(
             f"prepare_model_for_kbit_training upcasts {non_q:,} non-quantized parameters (embeddings, lm_head, "
-            f"norms) to fp32: {_gib(4 * non_q)} instead of {_gib(2 * non_q)}"
+            f"norms) to fp32: {gib_text(4 * non_q)} instead of {gib_text(2 * non_q)}"
         )
     if plan.attn_implementation == "eager" and plan.seq_len >= 1024:
         notes.append("eager attention keeps b·a·s² attention probabilities per layer; sdpa or flash_attention_2 "

@@ -39,7 +39,7 @@ def fit_search(inv: Inventory, adapters: AdapterPlan, plan: Plan, usable_bytes: 
     """
 
     def total(**change: int) -> int:
-        return training_memory(inv, adapters, plan.replace(**change)).total
+        return training_memory(inv, adapters, plan.replace(**change)).fit_bytes
 
     context = inv.arch.max_position_embeddings
     seq_limit = max(context, plan.seq_len) if not plan.allow_long_context else max(4 * context, plan.seq_len)

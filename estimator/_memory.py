@@ -52,6 +52,7 @@ from ._inventory import (
 from ._lora import Adapted, AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
+from ._units import gib_text
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -101,6 +102,11 @@ class MemoryEstimate:
     terms: tuple[Term, ...]
     activation_dtype: str
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def fit_bytes(self) -> int:
+        """The figure a GPU's usable memory is compared with: whether the plan fits, and the fit search."""
+        return self.total
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -884,7 +890,7 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int) -> list[s
     if f.sdpa_math and s2_kept >= 0.05 * tensor_peak:
         notes.append(
             f"SDPA on CUDA has no fused kernel for fp32 attention with grouped KV heads (the QLoRA stream is fp32 "
-            f"after prepare_model_for_kbit_training), so it uses the math path: {s2_kept / 2**30:.2f} GiB of fp32 "
+            f"after prepare_model_for_kbit_training), so it uses the math path: {gib_text(s2_kept)} of fp32 "
             f"attention probabilities (b·a·s² per layer{'' if plan.gradient_checkpointing else ', every layer'}); "
             "gradient checkpointing or flash_attention_2 avoid most of it"
         )

@@ -44,7 +44,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-CATEGORIES: tuple[str, ...] = ("weights", "adapters", "gradients", "optimizer", "activations", "logits")
+from estimator import TENSOR_COMPONENTS
+
+CATEGORIES: tuple[str, ...] = TENSOR_COMPONENTS
 DEFAULT_CATEGORY = "activations"
 
 
