@@ -40,6 +40,7 @@ from ._quant import (
     int8_bytes,
     int8_parts,
 )
+from ._rent import COUNTS, rent
 from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, storage
 from ._time import Mfu, StepFlops, Throughput, TimeEstimate, default_mfu, host_ops, step_flops, step_time, throughput
 from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
@@ -47,6 +48,7 @@ from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
 __all__ = [
     "ALLOCATOR_CACHE_FLOOR",
     "COMPONENTS",
+    "COUNTS",
     "CUBLAS_WORKSPACE_BYTES",
     "CUDA_ALLOC_ROUND",
     "CUDA_CONTEXT_BYTES",
@@ -111,6 +113,7 @@ __all__ = [
     "plan_fields",
     "plan_key",
     "relative_error",
+    "rent",
     "size_text",
     "step_flops",
     "step_time",
