@@ -23,7 +23,6 @@ LEARNING_RATE = 2e-4
 OUTPUT_DIR = "outputs"
 DATASET = "your-org/your-dataset"
 
-TRL_OPTIM = {"adamw_8bit": "adamw_bnb_8bit"}  # tuneplan's names are TrainingArguments.optim's, but for this one
 AXOLOTL_OPTIM = {"adamw_8bit": "adamw_bnb_8bit"}
 AXOLOTL_ATTENTION = {"sdpa": "sdp_attention", "flash_attention_2": "flash_attention", "eager": "eager_attention"}
 
@@ -75,6 +74,9 @@ def _notes(plan: Plan, fmt: str, model_id: str | None) -> list[str]:
                    "master weights have no axolotl option")  # fmt: skip
     if fmt in ("accelerate", "deepspeed") and plan.sharding != "ddp" and plan.dtype != "float32":
         out.append(f"DeepSpeed's {plan.dtype} mode keeps fp32 master weights of what trains in the optimizer")
+    if fmt in ("trl", "trl-python") and (plan.num_gpus > 1 or plan.sharding != "ddp"):
+        out.append(f"{plan.num_gpus} GPUs, {plan.sharding}: launch with accelerate launch --config_file "
+                   "accelerate.yaml (tuneplan export --format accelerate)")  # fmt: skip
     if plan.sharding == "ddp" and fmt == "deepspeed":
         out.append("the plan shards nothing (ddp): ZeRO stage 0")
     return out
@@ -116,8 +118,8 @@ def trl_config(plan: Plan, model: str) -> dict[str, Any]:
     out |= {"dataset_name": DATASET, "output_dir": OUTPUT_DIR, "per_device_train_batch_size": plan.batch_size,
             "gradient_accumulation_steps": plan.gradient_accumulation_steps, "max_length": plan.seq_len,
             "packing": False, "activation_checkpointing": plan.gradient_checkpointing,
-            "activation_checkpointing_kwargs": {"use_reentrant": False}, "optim": TRL_OPTIM.get(plan.optimizer,
-            plan.optimizer), "learning_rate": LEARNING_RATE, "bf16": bf16, "fp16": fp16, **_length(plan)}  # fmt: skip
+            "activation_checkpointing_kwargs": {"use_reentrant": False}, "optim": plan.optimizer,
+            "learning_rate": LEARNING_RATE, "bf16": bf16, "fp16": fp16, **_length(plan)}  # fmt: skip
     return out
 
 

@@ -79,7 +79,7 @@ class _Reader:
         if not self.has(key):
             return
         value = self.data[key]
-        if value not in table:
+        if not isinstance(value, str) or value not in table:
             raise InvalidRequest(f"{self.origin}: {key} {value!r} is not one tuneplan plans; use one of "
                                  + ", ".join(sorted(table)))  # fmt: skip
         self.fields[to] = table[value]
@@ -239,8 +239,8 @@ def _axolotl_runtime(r: _Reader) -> None:
 
 def _deepspeed(r: _Reader, ds: Any) -> None:
     stage: int | None = None
-    if isinstance(ds, Mapping):
-        stage = (ds.get("zero_optimization") or {}).get("stage")
+    if isinstance(ds, Mapping) and isinstance(ds.get("zero_optimization"), Mapping):
+        stage = ds["zero_optimization"].get("stage")
     elif isinstance(ds, str) and (m := re.search(r"zero([0-3])", ds)):
         stage = int(m.group(1))
         r.notes.append(f"ZeRO stage {stage} read from the DeepSpeed file's name {ds!r} (the file is not opened)")

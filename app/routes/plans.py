@@ -74,19 +74,20 @@ def _export(service: EstimateService, plan: Plan, fmt: str, token: str | None) -
     resolved = service.resolve(plan, token)
     service.contract(plan, resolved)  # the plan must estimate (a bad config or plan is a 4xx here)
     out = export_plan(plan, fmt, service.model_id(plan, resolved))
-    headers = {"Content-Disposition": f'attachment; filename="{out.filename}"', "X-Export-Notes": str(len(out.notes))}
-    return Response(out.text, media_type=out.media_type, headers=headers)
+    return json_response({"format": out.format, "filename": out.filename, "media_type": out.media_type,
+                          "text": out.text, "notes": list(out.notes)})  # fmt: skip
 
 
 EXPORT_SUMMARY = "A plan as ready-to-run training configuration"
 EXPORT_OK: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the file: TRL YAML (`trl sft --config`) or Python, axolotl YAML, accelerate YAML, DeepSpeed "
-          "JSON", "content": {"application/yaml": {}, "application/json": {}, "text/x-python": {}}},
+    200: {"description": "``{format, filename, media_type, text, notes}``: ``text`` is the file (TRL YAML for "
+          "`trl sft --config` or a Python script, axolotl YAML, accelerate YAML, DeepSpeed JSON); ``notes`` say "
+          "what the format cannot express", "content": {"application/json": {}}},
 }  # fmt: skip
 EXPORT_RESPONSES = EXPORT_OK | ERRORS
 
 
-@router.post("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_class=Response,
+@router.post("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_model=None,
              responses=EXPORT_RESPONSES)  # fmt: skip
 def post_export(
     body: PlanBody,
@@ -99,7 +100,7 @@ def post_export(
     return _export(service, body.to_plan(), format, token)
 
 
-@router.get("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_class=Response,
+@router.get("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_model=None,
             responses=EXPORT_RESPONSES)  # fmt: skip
 def get_export(
     query: Annotated[PlanQuery, Query()],
