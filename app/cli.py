@@ -1,4 +1,4 @@
-"""The ``tuneplan`` command line: estimate, storage, verify, serve, models, gpus.
+"""The ``tuneplan`` command line: estimate, rent, export, import, storage, verify, serve, models, gpus.
 
 Typer + Rich. The plan options of ``estimate`` and ``verify`` are derived from ``estimator.Plan``'s field
 declarations (one ``--kebab-case`` option per field, with its help, default and choices), so a field added to the
@@ -7,6 +7,9 @@ Bad input exits with code 2 and a message that says what to fix.
 
     tuneplan estimate meta-llama/Llama-3.1-8B --method qlora --seq-len 2048 --batch-size 1
     tuneplan estimate --config config.json --method lora --json
+    tuneplan rent llama-3.1-8b --method qlora --train-tokens 100000000 [--prices prices.json]
+    tuneplan export llama-3.1-8b --method qlora --format axolotl > axolotl.yaml
+    tuneplan import axolotl.yaml > plan.json
     tuneplan storage --params 10e9 --trainable-fraction 0.01
     tuneplan verify llama-3.2-1b --method qlora --device cpu
     tuneplan serve --port 8000
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from app.errors import AppError
-from app.service import EstimateService, Resolved
+from app.service import EstimateService, Resolved, price_table
 from estimator import (
     WHY_EXACT_DIFFERS,
     EstimatorError,
@@ -153,6 +156,19 @@ class _LazyHub:
 
 SERVICE = EstimateService(_LazyHub())
 
+PricesOpt = Annotated[
+    Path | None,
+    Opt("--prices", envvar="TUNEPLAN_PRICES", help="a price table (JSON, like estimator/data/prices.json) to cost "
+        "with instead of the built-in one"),
+]  # fmt: skip
+
+
+def _service(prices: Path | None) -> EstimateService:
+    """The CLI's service, costing with ``prices`` when given."""
+    if prices is None:
+        return SERVICE
+    return EstimateService(SERVICE.hub, SERVICE.max_config_bytes, price_table(prices))
+
 
 def _run(fn: Callable[[], None]) -> None:
     try:
@@ -203,6 +219,7 @@ def _print_estimate(d: dict[str, Any]) -> None:
     mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", size_text(mem["total"]))
     con.print(mt)
     _print_fit(con, d)
+    _print_time(con, d)
     for note in d["notes"]:
         con.print(f"• {note}")
 
@@ -222,20 +239,40 @@ def _print_fit(con: Any, d: dict[str, Any]) -> None:
         )
 
 
+def _print_time(con: Any, d: dict[str, Any]) -> None:
+    t = d.get("time")
+    if not t:
+        return
+    run = f"; {t['steps']:,} steps, {_hours(t['run_s'])} for {t['run_tokens']:,} tokens" if t["run_s"] else ""
+    con.print(
+        f"time on {t['num_gpus']} × {t['gpu']}: {t['step_s']:.3f} s per step of {t['tokens_per_step']:,} tokens, "
+        f"{t['tokens_per_s']:,.0f} tokens/s ({t['bound']}-bound, MFU {t['mfu']['value']:.0%}: {t['mfu']['kind']})" + run
+    )
+    for c in d["cost"][:5]:
+        total = f", ${c['run_usd']:,.2f} for the run" if c["run_usd"] is not None else ""
+        con.print(f"  {c['provider']} {c['offer']} ({c['date']}): ${c['usd_per_hour']:,.2f}/h, "
+                  f"${c['usd_per_million_tokens']:,.3f} per million tokens{total}")  # fmt: skip
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
+
+
 def _estimate(
     model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
     config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
     plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
     traced: Annotated[bool, Opt(help="trace a real step under FakeTensorMode (needs the train extra)")] = False,
+    prices: PricesOpt = None,
     as_json: Annotated[bool, Opt("--json", help="print the JSON contract")] = False,
     *,
     fields: dict[str, Any],
 ) -> None:
-    """Storage and GPU memory of a fine-tune, by component."""
+    """Storage and GPU memory of a fine-tune, by component (with --gpu: time and cost too)."""
 
     def go() -> None:
         p = plan_from(model, config, plan, fields)
-        contract, resolved = SERVICE.estimate(p)
+        contract, resolved = _service(prices).estimate(p)
         if traced:
             contract["traced"] = _trainer_run("trainer.traced", p, resolved, [])
         if as_json:
@@ -321,6 +358,121 @@ def _print_comparison(report: dict[str, Any]) -> None:
     Console().print(t)
     if report["oom"]:
         Console().print("[red]the run ran out of memory[/red]")
+
+
+# ---------------------------------------------------------------------------------------------- rent, configs
+
+
+def _rent(
+    model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
+    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
+    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
+    prices: PricesOpt = None,
+    limit: Annotated[int, Opt(help="show this many options (the JSON has them all)", min=1)] = 20,
+    as_json: Annotated[bool, Opt("--json", help="print JSON")] = False,
+    *,
+    fields: dict[str, Any],
+) -> None:
+    """Which GPU to rent: every catalog GPU and count (1, 2, 4, 8) that fits, cheapest first for the token budget
+    (--train-tokens, or --dataset-tokens × --epochs)."""
+
+    def go() -> None:
+        out = _service(prices).rent(plan_from(model, config, plan, fields))
+        if as_json:
+            typer.echo(json.dumps(out, indent=2))
+        else:
+            _print_rent(out, limit)
+
+    _run(go)
+
+
+cli.command("rent")(with_plan_options(_rent))
+
+
+def _print_rent(out: dict[str, Any], limit: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    by_run = out["sorted_by"] == "run_usd"
+    basis = f"for {out['run_tokens']:,} tokens" if by_run else "per million tokens"
+    t = Table(title=f"GPUs that fit {out['model'] or 'the plan'}, cheapest first ({basis})")
+    for col in ("GPU", "×", "per GPU", "tokens/s", "run", "cheapest price", "cost"):
+        t.add_column(col, justify="left" if col in ("GPU", "cheapest price") else "right")
+    for o in out["options"][:limit]:
+        c = o["cheapest"]
+        price = (
+            "no price listed" if c is None else f"{c['provider']} {c['offer']} ${c['usd_per_gpu_hour']}/h ({c['date']})"
+        )
+        cost = "—" if c is None else f"${c['run_usd']:,.2f}" if by_run else f"${c['usd_per_million_tokens']:,.3f}/M"
+        run = _hours(o["run_s"]) if o["run_s"] is not None else "—"
+        t.add_row(o["gpu"], str(o["num_gpus"]), gib_text(o["per_gpu_bytes"]), f"{o['tokens_per_s']:,.0f}", run,
+                  price, cost)  # fmt: skip
+    Console().print(t)
+    Console().print(f"{len(out['options'])} of {out['checked']} GPU × count options fit; prices: {out['prices']}")
+
+
+def _export(
+    model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
+    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
+    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
+    fmt: Annotated[
+        ExportFormat, Opt("--format", help="trl (trl sft --config YAML), trl-python, axolotl, accelerate or deepspeed")
+    ] = "trl",  # fmt: skip
+    out: Annotated[Path | None, Opt("--out", help="write to this file instead of standard output")] = None,
+    *,
+    fields: dict[str, Any],
+) -> None:
+    """The plan as ready-to-run configuration for TRL, axolotl, accelerate or DeepSpeed."""
+    from app.configs import export_plan
+
+    def go() -> None:
+        p = plan_from(model, config, plan, fields)
+        _, resolved = SERVICE.estimate(p)  # the plan must estimate: a bad plan or config is exit code 2
+        exported = export_plan(p, fmt, SERVICE.model_id(p, resolved))
+        if out is None:
+            typer.echo(exported.text, nl=False)
+        else:
+            out.write_text(exported.text)
+            typer.echo(f"wrote {out} ({fmt})", err=True)
+        for note in exported.notes:
+            typer.echo(f"note: {note}", err=True)
+
+    _run(go)
+
+
+ExportFormat = Literal["trl", "trl-python", "axolotl", "accelerate", "deepspeed"]
+cli.command("export")(with_plan_options(_export))
+
+
+@cli.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="an axolotl YAML or a TRL config (YAML or JSON)")],
+    fmt: Annotated[
+        Literal["axolotl", "trl"] | None, Opt("--format", help="axolotl or trl; default: from the keys")
+    ] = None,  # fmt: skip
+    as_json: Annotated[bool, Opt("--json", help="print mapped and ignored keys too, not only the plan")] = False,
+) -> None:
+    """Read an axolotl or TRL config into a plan (printed as plan JSON for --plan); keys memory does not depend on
+    are listed as ignored."""
+    from app.configs import import_config
+
+    def go() -> None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {file}: {exc}") from None
+        imported = import_config(text, fmt, str(file))
+        if as_json:
+            typer.echo(json.dumps(imported.to_dict(), indent=2))
+            return
+        plan = {k: v for k, v in imported.plan.to_dict().items() if v is not None}
+        typer.echo(json.dumps(plan, indent=2))
+        if imported.ignored:
+            typer.echo(f"ignored (memory does not depend on them): {', '.join(imported.ignored)}", err=True)
+        for note in imported.notes:
+            typer.echo(f"note: {note}", err=True)
+
+    _run(go)
 
 
 # ---------------------------------------------------------------------------------------------- the rest

@@ -22,7 +22,7 @@ from app.hub import HubClient
 from app.jobs.runner import JobRunner
 from app.middleware import BODY_SLACK_BYTES, BodyLimit, ImmutableStaticFiles
 from app.routes import ROUTERS
-from app.service import EstimateService
+from app.service import EstimateService, price_table
 from app.settings import Settings
 
 DESCRIPTION = """\
@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. With no ``settings``, they are read from the environment (``TUNEPLAN_*``)."""
     settings = settings or Settings()
     hub = HubClient(settings)
-    state = AppState(settings, hub, EstimateService(hub, settings.max_config_bytes), JobRunner(settings))
+    service = EstimateService(hub, settings.max_config_bytes, price_table(settings.prices))
+    state = AppState(settings, hub, service, JobRunner(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -18,10 +18,11 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.errors import InvalidRequest
-from estimator import ConfigError, EstimatorError, Plan, catalog, estimate
+from estimator import ConfigError, EstimatorError, Plan, PriceError, PriceTable, catalog, estimate, load_prices, rent
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,17 @@ def config_label(config: Mapping[str, Any]) -> str:
     return f"config.json ({name})"
 
 
+def price_table(path: Path | None) -> PriceTable | None:
+    """The user's price table (``TUNEPLAN_PRICES``, ``--prices``), or None for the built-in one."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PriceError(f"cannot read the price table {path}: {exc}") from None
+    return load_prices(text, str(path))
+
+
 DEFAULT_MAX_CONFIG_BYTES = 256 * 1024
 """Largest inline or Hub config.json (``TUNEPLAN_MAX_CONFIG_BYTES``)."""
 
@@ -100,9 +112,13 @@ class Hub(Protocol):
 class EstimateService:
     """Resolves plans (the Hub client for ids outside the catalog) and estimates them."""
 
-    def __init__(self, hub: Hub, max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> None:
+    def __init__(
+        self, hub: Hub, max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES, prices: PriceTable | None = None
+    ) -> None:
         self.hub = hub
         self.max_config_bytes = max_config_bytes
+        self.prices = prices
+        """The price table costs are computed with (None: the estimator's built-in one)."""
 
     def resolve(self, plan: Plan, token: str | None = None) -> Resolved:
         """The config a plan stands for; ``HubError`` / ``UnknownModelError`` when its model cannot be found."""
@@ -124,7 +140,20 @@ class EstimateService:
     def contract(self, plan: Plan, resolved: Resolved) -> dict[str, Any]:
         """``estimate(plan).to_dict()`` for a resolved plan (a crash on an odd config becomes ``ConfigError``)."""
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
-        return guarded(lambda: estimate(plan, config=resolved.estimate_config).to_dict(), what)
+        return guarded(lambda: estimate(plan, config=resolved.estimate_config, prices=self.prices).to_dict(), what)
+
+    def rent(self, plan: Plan, token: str | None = None) -> dict[str, Any]:
+        """Every catalog GPU and count that fits the plan, cheapest first (``estimator.rent``)."""
+        resolved = self.resolve(plan, token)
+        what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
+        return guarded(lambda: rent(plan, config=resolved.estimate_config, prices=self.prices), what)
+
+    def model_id(self, plan: Plan, resolved: Resolved) -> str | None:
+        """The Hub id a training script loads: a catalog entry's Hub id, a Hub id as given; None for inline configs."""
+        if resolved.source == "inline" or plan.model is None:
+            return None
+        entry = catalog.find_model(plan.model)
+        return entry.hf_id if entry is not None else resolved.label
 
     def estimate(self, plan: Plan, token: str | None = None) -> tuple[dict[str, Any], Resolved]:
         """Resolve and estimate in one call."""

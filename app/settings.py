@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         min_length=1,
         description="Module whose presence (found, never imported) means the train extra is installed.",
     )
+    prices: Path | None = Field(
+        default=None,
+        description="A price table (JSON, like estimator/data/prices.json) that replaces the built-in one.",
+    )
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates")
     static_dir: Path = Field(default=PROJECT_ROOT / "static")
 

@@ -11,7 +11,7 @@ public surface: code outside ``estimator/`` imports these names only (``tests/te
 from . import catalog
 from ._arch import SUPPORTED_MODEL_TYPES, Architecture, attention_implementation, parse_config
 from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
-from ._errors import ConfigError, EstimatorError, PlanError, UnknownModelError, UnsupportedModelError
+from ._errors import ConfigError, EstimatorError, PlanError, PriceError, UnknownModelError, UnsupportedModelError
 from ._estimate import Estimate, estimate, plan_key
 from ._inventory import Inventory, Tensor, build_inventory
 from ._lora import AdapterPlan, adapter_plan
@@ -30,6 +30,7 @@ from ._memory import (
     weight_bytes,
 )
 from ._plan import METHODS, FieldSpec, Plan, PlanField, plan_field, plan_fields
+from ._prices import Price, PriceTable, cost_rows, default_prices, load_prices, parse_prices
 from ._quant import (
     CUDA_ALLOC_ROUND,
     alloc,
@@ -39,12 +40,15 @@ from ._quant import (
     int8_bytes,
     int8_parts,
 )
+from ._rent import COUNTS, rent
 from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, storage
+from ._time import Mfu, StepFlops, Throughput, TimeEstimate, default_mfu, host_ops, step_flops, step_time, throughput
 from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
 
 __all__ = [
     "ALLOCATOR_CACHE_FLOOR",
     "COMPONENTS",
+    "COUNTS",
     "CUBLAS_WORKSPACE_BYTES",
     "CUDA_ALLOC_ROUND",
     "CUDA_CONTEXT_BYTES",
@@ -66,12 +70,19 @@ __all__ = [
     "HeadLoss",
     "Inventory",
     "MemoryEstimate",
+    "Mfu",
     "Plan",
     "PlanError",
     "PlanField",
+    "Price",
+    "PriceError",
+    "PriceTable",
     "RuleOfThumb",
+    "StepFlops",
     "Tensor",
     "Term",
+    "Throughput",
+    "TimeEstimate",
     "UnknownModelError",
     "UnsupportedModelError",
     "adapter_plan",
@@ -81,7 +92,10 @@ __all__ = [
     "build_inventory",
     "catalog",
     "compare",
+    "cost_rows",
     "count_text",
+    "default_mfu",
+    "default_prices",
     "dtype_flow",
     "estimate",
     "four_bit_bytes",
@@ -89,15 +103,22 @@ __all__ = [
     "gb_text",
     "gib_text",
     "head_loss",
+    "host_ops",
     "int8_bytes",
     "int8_parts",
+    "load_prices",
     "parse_config",
+    "parse_prices",
     "plan_field",
     "plan_fields",
     "plan_key",
     "relative_error",
+    "rent",
     "size_text",
+    "step_flops",
+    "step_time",
     "storage",
+    "throughput",
     "training_memory",
     "weight_bytes",
 ]

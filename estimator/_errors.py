@@ -7,7 +7,8 @@ code 2, with the message as it stands, so each message says what to fix::
     ├── PlanError               a plan field is out of range or inconsistent        -> 422
     ├── ConfigError             a config.json is malformed or not a causal LM       -> 422
     │   └── UnsupportedModelError   its model_type is not one we model exactly      -> 422
-    └── UnknownModelError       no catalog entry (and no Hub lookup) for an id      -> 404
+    ├── UnknownModelError       no catalog entry (and no Hub lookup) for an id      -> 404
+    └── PriceError              a price table (JSON) is malformed                   -> 422
 """
 
 from __future__ import annotations
@@ -35,3 +36,7 @@ class UnknownModelError(EstimatorError):
     def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.suggestions = suggestions
+
+
+class PriceError(EstimatorError):
+    """A price table is malformed: what to fix is in the message."""

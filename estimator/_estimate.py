@@ -16,7 +16,9 @@ from ._inventory import Inventory, build_inventory
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, training_memory
 from ._plan import Plan
+from ._prices import PriceTable, cost_rows, default_prices
 from ._storage import storage
+from ._time import TimeEstimate, step_time
 from ._units import gib_text
 
 SCHEMA_VERSION = 1
@@ -34,6 +36,14 @@ class Estimate:
     memory: MemoryEstimate
     fits: tuple[dict[str, Any], ...]
     fit: dict[str, Any] | None = None
+    time: TimeEstimate | None = None
+    prices: PriceTable | None = None
+
+    def cost(self) -> list[dict[str, Any]]:
+        """The plan's cost at every listed price of its GPU (empty without a GPU or a price for it)."""
+        if self.time is None or self.prices is None:
+            return []
+        return cost_rows(self.time, self.prices)
 
     def params(self) -> dict[str, Any]:
         inv = self.inventory
@@ -83,6 +93,8 @@ class Estimate:
             "memory": self.memory.to_dict() | {"per_gpu": per_gpu, "num_gpus": self.plan.num_gpus},
             "fits": list(self.fits),
             "fit": self.fit,
+            "time": None if self.time is None else self.time.to_dict(),
+            "cost": self.cost(),
             "notes": explain(self),
         }
 
@@ -106,8 +118,9 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     return entry.config, "catalog", entry.hf_id
 
 
-def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
-    """Estimate storage and training memory of ``plan``. Pure and fast (well under a millisecond)."""
+def estimate(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceTable | None = None) -> Estimate:
+    """Estimate storage, training memory and (with a GPU) time and cost of ``plan``; ``prices``: the price table
+    (default: the built-in one). Pure and fast (well under a millisecond)."""
     cfg, source, model_id = config_for(plan, config)
     arch = parse_config(cfg)
     if plan.seq_len > arch.max_position_embeddings and not plan.allow_long_context:
@@ -118,7 +131,7 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
     inv = build_inventory(arch)
     adapters = adapter_plan(inv, plan)
     mem = training_memory(inv, adapters, plan)
-    fit = None
+    fit = time = None
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
     if plan.gpu is not None and gpu is None:
         close = catalog.close_gpu_matches(plan.gpu)
@@ -134,6 +147,7 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
             "headroom_bytes": gpu.usable_bytes - mem.fit_bytes,
             "reason": _dtype_reason(plan, gpu),
         }
+        time = step_time(inv, adapters, plan, gpu)
     return Estimate(
         plan=plan,
         model_id=model_id,
@@ -145,6 +159,8 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         memory=mem,
         fits=tuple(fits(mem.fit_bytes, plan)),
         fit=fit,
+        time=time,
+        prices=default_prices() if prices is None else prices,
     )
 
 

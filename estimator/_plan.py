@@ -37,6 +37,8 @@ MAX_BATCH_SIZE = 1 << 20
 MAX_MODEL_ID = 200
 MAX_MODULES = 256
 MAX_MODULE_NAME = 128
+MAX_ACCUMULATION = 1 << 16
+MAX_TOKENS = 10**15
 
 Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number", "modules", "targets", "gpu"]
 """How a field's value is typed and shown:
@@ -263,6 +265,48 @@ class Plan:
     device: Device = _spec(
         "cuda", "choice", "Device", "Where training runs: cuda counts the allocator's rounding, cache and "
         "context; cpu counts live tensors.", "Hardware", choices=get_args(Device))  # fmt: skip
+    gradient_accumulation_steps: int = _spec(
+        1,
+        "int",
+        "Gradient accumulation steps",
+        "Micro-batches per optimizer step (gradient_accumulation_steps): memory does not depend on it; the tokens "
+        "and time of a step do.",
+        "Time and cost",
+        low=1,
+        high=MAX_ACCUMULATION,
+    )
+    train_tokens: int = _spec(
+        0,
+        "int",
+        "Tokens to train on",
+        "The token budget of the run (all GPUs together); 0: dataset_tokens × epochs.",
+        "Time and cost",
+        low=0,
+        high=MAX_TOKENS,
+    )
+    dataset_tokens: int = _spec(
+        0,
+        "int",
+        "Dataset tokens",
+        "Tokens in the training set, counted at seq_len per sequence; with epochs, the run's length when "
+        "train_tokens is 0 (0: no run time, only per-step figures).",
+        "Time and cost",
+        low=0,
+        high=MAX_TOKENS,
+    )
+    epochs: int | float = _spec(
+        1, "number", "Epochs", "Passes over the dataset (num_train_epochs).", "Time and cost", low=0, high=1e6,
+        low_open=True)  # fmt: skip
+    mfu: int | float = _spec(
+        0,
+        "number",
+        "MFU",
+        "Model-FLOPs utilisation the step time assumes, as a fraction of the GPU's dense peak (0: the card's "
+        "figure: measured by a verify run where one did, else public figures).",
+        "Time and cost",
+        low=0,
+        high=1,
+    )
 
     def __post_init__(self) -> None:
         for f in plan_fields():
@@ -290,6 +334,15 @@ class Plan:
         if self.method != "qlora":
             return False
         return True if self.prepare_kbit is None else self.prepare_kbit
+
+    @property
+    def run_tokens(self) -> int | None:
+        """The run's token budget: ``train_tokens``, else ``dataset_tokens × epochs``, else None (not given)."""
+        if self.train_tokens:
+            return self.train_tokens
+        if self.dataset_tokens:
+            return math.ceil(self.dataset_tokens * self.epochs)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the same field names (config included when given)."""

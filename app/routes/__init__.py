@@ -1,9 +1,9 @@
-"""The app's HTTP routes, gathered in one place: the REST API, the verify jobs and the page."""
+"""The app's HTTP routes, gathered in one place: the REST API, rent / prices / configs, the verify jobs, the page."""
 
 from fastapi import APIRouter
 
-from app.routes import api, jobs, pages
+from app.routes import api, jobs, pages, plans
 
-ROUTERS: tuple[APIRouter, ...] = (api.router, jobs.router, pages.router)
+ROUTERS: tuple[APIRouter, ...] = (api.router, plans.router, jobs.router, pages.router)
 
 __all__ = ["ROUTERS"]

@@ -1,0 +1,240 @@
+"""A plan as ready-to-run configuration for the training stack: TRL (a ``trl sft --config`` YAML, or a Python script
+with ``SFTConfig`` + ``LoraConfig`` + ``BitsAndBytesConfig``), axolotl YAML, an accelerate config and a DeepSpeed JSON.
+
+Each export sets what the plan's memory depends on, as the plan means it: the model loaded in ``dtype`` with no
+autocast (tuneplan's LoRA, QLoRA and full plans train in that dtype; only ``mixed_precision`` loads fp32 and
+autocasts), the quantization, the adapters, batch, sequence, accumulation, checkpointing, optimizer, attention and
+the GPUs. Options memory does not depend on (learning rate, dataset, output directory) get ordinary defaults or a
+placeholder to fill in. What a format cannot express is said in ``notes`` (and as comments in YAML and Python).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from estimator import Plan
+
+FORMATS: tuple[str, ...] = ("trl", "trl-python", "axolotl", "accelerate", "deepspeed")
+LEARNING_RATE = 2e-4
+OUTPUT_DIR = "outputs"
+DATASET = "your-org/your-dataset"
+
+AXOLOTL_OPTIM = {"adamw_8bit": "adamw_bnb_8bit"}
+AXOLOTL_ATTENTION = {"sdpa": "sdp_attention", "flash_attention_2": "flash_attention", "eager": "eager_attention"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One exported file: its text, media type and a file name, and what the format could not express."""
+
+    format: str
+    text: str
+    media_type: str
+    filename: str
+    notes: tuple[str, ...]
+
+
+def export_plan(plan: Plan, fmt: str, model_id: str | None) -> Exported:
+    """``plan`` in ``fmt`` (one of ``FORMATS``); ``model_id``: the Hub id to load (None: a placeholder)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    model = model_id or "path/or/hub-id-of-the-model"
+    notes = list(_notes(plan, fmt, model_id))
+    if fmt == "trl":
+        return _yaml(fmt, trl_config(plan, model), "sft.yaml", notes)
+    if fmt == "trl-python":
+        return Exported(fmt, trl_python(plan, model, notes), "text/x-python", "train.py", tuple(notes))
+    if fmt == "axolotl":
+        return _yaml(fmt, axolotl_config(plan, model), "axolotl.yaml", notes)
+    if fmt == "accelerate":
+        return _yaml(fmt, accelerate_config(plan), "accelerate.yaml", notes)
+    text = json.dumps(deepspeed_config(plan), indent=2) + "\n"
+    return Exported(fmt, text, "application/json", "ds_config.json", tuple(notes))
+
+
+def _yaml(fmt: str, data: dict[str, Any], filename: str, notes: list[str]) -> Exported:
+    head = "".join(f"# {n}\n" for n in [f"tuneplan plan exported for {fmt}", *notes])
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return Exported(fmt, head + body, "application/yaml", filename, tuple(notes))
+
+
+def _notes(plan: Plan, fmt: str, model_id: str | None) -> list[str]:
+    out = []
+    if model_id is None:
+        out.append("the plan names its model by an inline config.json: set the model path or Hub id")
+    if plan.method == "qlora" and plan.prepare_kbit is False and fmt in ("trl", "trl-python", "axolotl"):
+        out.append("prepare_kbit false: these trainers always run prepare_model_for_kbit_training on a quantized "
+                   "model (the fp32 upcast the plan leaves out)")  # fmt: skip
+    if fmt == "axolotl" and plan.mixed_precision:
+        out.append("mixed_precision: axolotl's bf16/fp16 switch also loads the weights in 16 bits; the plan's fp32 "
+                   "master weights have no axolotl option")  # fmt: skip
+    if fmt in ("accelerate", "deepspeed") and plan.sharding != "ddp" and plan.dtype != "float32":
+        out.append(f"DeepSpeed's {plan.dtype} mode keeps fp32 master weights of what trains in the optimizer")
+    if fmt in ("trl", "trl-python") and (plan.num_gpus > 1 or plan.sharding != "ddp"):
+        out.append(f"{plan.num_gpus} GPUs, {plan.sharding}: launch with accelerate launch --config_file "
+                   "accelerate.yaml (tuneplan export --format accelerate)")  # fmt: skip
+    if plan.sharding == "ddp" and fmt == "deepspeed":
+        out.append("the plan shards nothing (ddp): ZeRO stage 0")
+    return out
+
+
+def _dtype_flags(plan: Plan) -> tuple[str, bool, bool]:
+    """(dtype the weights load in, bf16 autocast, fp16 autocast): autocast only for mixed precision."""
+    if plan.mixed_precision:
+        return "float32", plan.dtype == "bfloat16", plan.dtype == "float16"
+    return plan.dtype, False, False
+
+
+def _targets(plan: Plan) -> str | list[str]:
+    return plan.target_modules if isinstance(plan.target_modules, str) else list(plan.target_modules)
+
+
+def _length(plan: Plan) -> dict[str, Any]:
+    """Epochs, or the steps of the plan's token budget (one GPU's share of it per step)."""
+    if plan.train_tokens:
+        per_step = plan.batch_size * plan.seq_len * plan.gradient_accumulation_steps * plan.num_gpus
+        return {"max_steps": -(-plan.train_tokens // per_step)}
+    return {"num_train_epochs": plan.epochs}
+
+
+def trl_config(plan: Plan, model: str) -> dict[str, Any]:
+    """Flat keys of ``trl sft --config``: TRL's ``ModelConfig``, ``SFTConfig`` and ``ScriptArguments``."""
+    dtype, bf16, fp16 = _dtype_flags(plan)
+    out: dict[str, Any] = {"model_name_or_path": model, "dtype": dtype, "attn_implementation": plan.attn_implementation}
+    if plan.adapters:
+        out |= {"use_peft": True, "lora_r": plan.lora_r, "lora_alpha": plan.lora_alpha,
+                "lora_dropout": plan.lora_dropout, "lora_target_modules": _targets(plan),
+                "use_dora": plan.use_dora}  # fmt: skip
+        if plan.modules_to_save:
+            out["lora_modules_to_save"] = list(plan.modules_to_save)
+    if plan.quantized and plan.quant_type == "int8":
+        out["load_in_8bit"] = True
+    elif plan.quantized:
+        out |= {"load_in_4bit": True, "bnb_4bit_quant_type": plan.quant_type, "use_bnb_nested_quant": plan.double_quant}
+    out |= {"dataset_name": DATASET, "output_dir": OUTPUT_DIR, "per_device_train_batch_size": plan.batch_size,
+            "gradient_accumulation_steps": plan.gradient_accumulation_steps, "max_length": plan.seq_len,
+            "packing": False, "activation_checkpointing": plan.gradient_checkpointing,
+            "activation_checkpointing_kwargs": {"use_reentrant": False}, "optim": plan.optimizer,
+            "learning_rate": LEARNING_RATE, "bf16": bf16, "fp16": fp16, **_length(plan)}  # fmt: skip
+    return out
+
+
+def trl_python(plan: Plan, model: str, notes: list[str]) -> str:
+    """A script: ``BitsAndBytesConfig`` + ``LoraConfig`` + ``SFTConfig`` built at import, training in ``main()``."""
+    dtype = _dtype_flags(plan)[0]
+    t = trl_config(plan, model)
+    args = {k: t[k] for k in ("output_dir", "per_device_train_batch_size", "gradient_accumulation_steps",
+                              "max_length", "packing", "activation_checkpointing", "activation_checkpointing_kwargs",
+                              "optim", "learning_rate", "bf16", "fp16")} | _length(plan)  # fmt: skip
+    lines = [f'"""Fine-tune {model} as tuneplan planned it; run: python train.py (set DATASET first)."""', ""]
+    lines += [f"# {n}" for n in notes] + ["import torch", "from datasets import load_dataset"]
+    lines += ["from peft import LoraConfig"] if plan.adapters else []
+    lines += ["from transformers import BitsAndBytesConfig"] if plan.quantized else []
+    lines += ["from trl import SFTConfig, SFTTrainer", "", f"MODEL = {model!r}", f"DATASET = {DATASET!r}", ""]
+    init = [f'"dtype": torch.{dtype}', f'"attn_implementation": {plan.attn_implementation!r}']
+    if plan.quantized:
+        lines.append(f"bnb_config = BitsAndBytesConfig({_bnb_args(plan)})")
+        init.append('"quantization_config": bnb_config')
+    lines.append(f"peft_config = {_lora_python(plan)}")
+    lines.append("training_args = SFTConfig(")
+    lines += [f"    {k}={v!r}," for k, v in args.items()] + [f"    model_init_kwargs={{{', '.join(init)}}},", ")"]
+    lines += ["", "", "def main() -> None:", "    dataset = load_dataset(DATASET, split='train')",
+              "    trainer = SFTTrainer(",
+              "        model=MODEL, args=training_args, train_dataset=dataset, peft_config=peft_config",
+              "    )", "    trainer.train()", "", "", 'if __name__ == "__main__":', "    main()", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _bnb_args(plan: Plan) -> str:
+    if plan.quant_type == "int8":
+        return "load_in_8bit=True"
+    return (f"load_in_4bit=True, bnb_4bit_quant_type={plan.quant_type!r}, bnb_4bit_use_double_quant="
+            f"{plan.double_quant}, bnb_4bit_compute_dtype=torch.{plan.dtype}")  # fmt: skip
+
+
+def _lora_python(plan: Plan) -> str:
+    if not plan.adapters:
+        return "None  # full fine-tuning: every weight trains"
+    saved = f", modules_to_save={list(plan.modules_to_save)!r}" if plan.modules_to_save else ""
+    return (f"LoraConfig(r={plan.lora_r}, lora_alpha={plan.lora_alpha!r}, lora_dropout={plan.lora_dropout!r}, "
+            f"target_modules={_targets(plan)!r}, use_dora={plan.use_dora}, bias='none', task_type='CAUSAL_LM'"
+            f"{saved})")  # fmt: skip
+
+
+def axolotl_config(plan: Plan, model: str) -> dict[str, Any]:
+    """axolotl's YAML keys: non-AMP ``bfloat16``/``float16`` load the weights in 16 bits without autocast."""
+    out: dict[str, Any] = {"base_model": model}
+    if plan.adapters:
+        out["adapter"] = "qlora" if plan.quantized and plan.quant_type != "int8" else "lora"
+        if plan.quantized and plan.quant_type == "int8":
+            out["load_in_8bit"] = True
+        elif plan.quantized:
+            out["load_in_4bit"] = True
+            out["bnb_config_kwargs"] = {"bnb_4bit_quant_type": plan.quant_type,
+                                        "bnb_4bit_use_double_quant": plan.double_quant}  # fmt: skip
+        out |= {"lora_r": plan.lora_r, "lora_alpha": plan.lora_alpha, "lora_dropout": plan.lora_dropout}
+        if plan.target_modules == "all-linear":
+            out["lora_target_linear"] = True
+        else:
+            out["lora_target_modules"] = list(plan.target_modules)
+        if plan.modules_to_save:
+            out["lora_modules_to_save"] = list(plan.modules_to_save)
+        if plan.use_dora:
+            out["peft_use_dora"] = True
+    amp = {"bfloat16": "bf16", "float16": "fp16"}
+    if plan.mixed_precision:
+        out[amp[plan.dtype]] = True
+    else:
+        out["bf16"] = False
+        if plan.dtype != "float32":
+            out[plan.dtype] = True  # bfloat16: true / float16: true (axolotl's non-AMP switches)
+    epochs = {"num_epochs": plan.epochs} if not plan.train_tokens else {"max_steps": _length(plan)["max_steps"]}
+    out |= {"sequence_len": plan.seq_len, "micro_batch_size": plan.batch_size,
+            "gradient_accumulation_steps": plan.gradient_accumulation_steps, **epochs,
+            "optimizer": AXOLOTL_OPTIM.get(plan.optimizer, plan.optimizer), "learning_rate": LEARNING_RATE,
+            "gradient_checkpointing": plan.gradient_checkpointing, AXOLOTL_ATTENTION[plan.attn_implementation]: True,
+            "datasets": [{"path": DATASET, "type": "alpaca"}], "output_dir": OUTPUT_DIR}  # fmt: skip
+    if plan.sharding != "ddp":
+        out["deepspeed"] = "ds_config.json"  # tuneplan export --format deepspeed
+    return out
+
+
+def accelerate_config(plan: Plan) -> dict[str, Any]:
+    """``accelerate launch --config_file``: one process per GPU; ZeRO stages through accelerate's DeepSpeed plugin."""
+    n = plan.num_gpus
+    zero = plan.sharding.startswith("zero")
+    distributed = "DEEPSPEED" if zero else ("MULTI_GPU" if n > 1 else "NO")
+    _, bf16, fp16 = _dtype_flags(plan)
+    mixed = "bf16" if bf16 else "fp16" if fp16 else "no"
+    if zero and plan.dtype != "float32":
+        mixed = "bf16" if plan.dtype == "bfloat16" else "fp16"  # DeepSpeed trains 16-bit weights only in its mode
+    out: dict[str, Any] = {"compute_environment": "LOCAL_MACHINE", "distributed_type": distributed,
+                           "mixed_precision": mixed, "num_machines": 1, "num_processes": n, "machine_rank": 0,
+                           "gpu_ids": "all", "use_cpu": False, "rdzv_backend": "static", "same_network": True,
+                           "main_training_function": "main", "debug": False}  # fmt: skip
+    if zero:
+        out["deepspeed_config"] = {"zero_stage": int(plan.sharding[-1]),
+                                   "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+                                   "offload_optimizer_device": "none", "offload_param_device": "none",
+                                   "zero3_init_flag": plan.sharding == "zero3"}  # fmt: skip
+    return out
+
+
+def deepspeed_config(plan: Plan) -> dict[str, Any]:
+    """A DeepSpeed JSON: micro-batch, accumulation, the ZeRO stage of the plan's sharding, the 16-bit mode."""
+    stage = int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": plan.batch_size,
+        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+        "gradient_clipping": 1.0,
+        "zero_optimization": zero,
+        "bf16": {"enabled": plan.dtype == "bfloat16"},
+        "fp16": {"enabled": plan.dtype == "float16"},
+    }

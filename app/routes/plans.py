@@ -1,0 +1,119 @@
+"""What to do with a plan besides estimating it: which GPU to rent, the price table, configs out and in.
+
+Thin routes over ``app.service`` (rent, the model's Hub id) and ``app.configs`` (export, import); errors become 4xx
+JSON in ``app.handlers`` (a bad config file or plan is a 422 that says what to fix).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.configs import FORMATS, IMPORT_FORMATS, export_plan, import_config
+from app.configs.imports import MAX_IMPORT_BYTES
+from app.deps import HubTokenDep, ServiceDep
+from app.routes.api import ERRORS, json_response
+from app.schemas import PlanBody, PlanQuery
+from app.service import EstimateService
+from estimator import COUNTS, Plan, default_prices
+
+assert COUNTS == (1, 2, 4, 8)  # as the rent routes' docs say
+
+router = APIRouter()
+
+ExportFormat = Literal["trl", "trl-python", "axolotl", "accelerate", "deepspeed"]
+ImportFormat = Literal["axolotl", "trl"]
+assert set(FORMATS) == set(ExportFormat.__args__) and set(IMPORT_FORMATS) == set(ImportFormat.__args__)  # type: ignore[attr-defined]
+
+
+class ImportBody(BaseModel):
+    """``POST /api/import``: a training config's text."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "base_model: meta-llama/Llama-3.1-8B\nadapter: qlora\nload_in_4bit: true\nlora_r: 16\n"
+                 "lora_alpha: 32\nlora_target_linear: true\nsequence_len: 2048\nmicro_batch_size: 2\n"
+                 "gradient_accumulation_steps: 4\n"}]})  # fmt: skip
+
+    text: str = Field(max_length=MAX_IMPORT_BYTES, description="the file's contents: axolotl YAML or TRL YAML/JSON")
+    format: ImportFormat | None = Field(None, description="axolotl or trl; default: told apart by the keys")
+
+
+def _rent(service: EstimateService, plan: Plan, token: str | None) -> Response:
+    return json_response(service.rent(plan, token))
+
+
+RENT_SUMMARY = "Which GPU to rent: every catalog GPU and count that fits, cheapest first"
+
+
+@router.post("/api/rent", tags=["rent"], summary=RENT_SUMMARY, response_model=None, responses=ERRORS)
+def post_rent(body: PlanBody, service: ServiceDep, token: HubTokenDep) -> Response:
+    """Every catalog GPU × count (1, 2, 4 and 8 GPUs) where the plan fits, with step time, tokens/s and
+    the cost at each listed price; sorted by the run's cost for the plan's token budget (``train_tokens``, or
+    ``dataset_tokens`` × ``epochs``), else by cost per million tokens. The plan's ``gpu`` and ``num_gpus`` are
+    ignored. GPUs without a price follow, fastest first."""
+    return _rent(service, body.to_plan(), token)
+
+
+@router.get("/api/rent", tags=["rent"], summary=RENT_SUMMARY, response_model=None, responses=ERRORS)
+def get_rent(query: Annotated[PlanQuery, Query()], service: ServiceDep, token: HubTokenDep) -> Response:
+    """``POST /api/rent`` from query parameters: ``/api/rent?model=llama-3.1-8b&method=qlora&train_tokens=1e8``."""
+    return _rent(service, query.to_plan(), token)
+
+
+@router.get("/api/prices", tags=["rent"], summary="The price table in use (each price with its date and source)")
+def get_prices(service: ServiceDep) -> dict[str, Any]:
+    """The server's price table (``TUNEPLAN_PRICES``), else the built-in one; ``origin`` says which."""
+    table = service.prices or default_prices()
+    return {"origin": table.origin, "prices": [p.to_dict() for p in table.prices]}
+
+
+def _export(service: EstimateService, plan: Plan, fmt: str, token: str | None) -> Response:
+    resolved = service.resolve(plan, token)
+    service.contract(plan, resolved)  # the plan must estimate (a bad config or plan is a 4xx here)
+    out = export_plan(plan, fmt, service.model_id(plan, resolved))
+    return json_response({"format": out.format, "filename": out.filename, "media_type": out.media_type,
+                          "text": out.text, "notes": list(out.notes)})  # fmt: skip
+
+
+EXPORT_SUMMARY = "A plan as ready-to-run training configuration"
+EXPORT_OK: dict[int | str, dict[str, Any]] = {
+    200: {"description": "``{format, filename, media_type, text, notes}``: ``text`` is the file (TRL YAML for "
+          "`trl sft --config` or a Python script, axolotl YAML, accelerate YAML, DeepSpeed JSON); ``notes`` say "
+          "what the format cannot express", "content": {"application/json": {}}},
+}  # fmt: skip
+EXPORT_RESPONSES = EXPORT_OK | ERRORS
+
+
+@router.post("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_model=None,
+             responses=EXPORT_RESPONSES)  # fmt: skip
+def post_export(
+    body: PlanBody,
+    service: ServiceDep,
+    token: HubTokenDep,
+    format: Annotated[ExportFormat, Path(description="trl, trl-python, axolotl, accelerate or deepspeed")],
+) -> Response:
+    """The plan's model, quantization, adapters, batch, sequence, accumulation, checkpointing, optimizer, attention
+    and GPUs in the format's own keys; what the format cannot express is a comment in it."""
+    return _export(service, body.to_plan(), format, token)
+
+
+@router.get("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_model=None,
+            responses=EXPORT_RESPONSES)  # fmt: skip
+def get_export(
+    query: Annotated[PlanQuery, Query()],
+    service: ServiceDep,
+    token: HubTokenDep,
+    format: Annotated[ExportFormat, Path(description="trl, trl-python, axolotl, accelerate or deepspeed")],
+) -> Response:
+    """``POST /api/export/{format}`` from query parameters: ``/api/export/axolotl?model=llama-3.1-8b&method=lora``."""
+    return _export(service, query.to_plan(), format, token)
+
+
+@router.post("/api/import", tags=["configs"], summary="An axolotl or TRL config read into a plan", responses=ERRORS)
+def post_import(body: ImportBody) -> dict[str, Any]:
+    """``{"format", "plan", "mapped", "ignored", "notes"}``: ``mapped`` says which key set which plan field,
+    ``ignored`` lists the keys memory does not depend on (accepted, not used)."""
+    return import_config(body.text, body.format, "the config").to_dict()

@@ -1,0 +1,190 @@
+"""Exports loaded by the real libraries' own parsers, and read back into the plan they came from.
+
+TRL: ``trl sft --config`` YAML through ``TrlParser`` (the parser the ``trl`` command uses), then TRL's own
+``get_quantization_config`` / ``get_peft_config``, which build the real ``BitsAndBytesConfig`` and ``LoraConfig``;
+the Python script is loaded as a module (its ``main()`` is not run: it would download a model). accelerate: its
+config file class. DeepSpeed: ``DeepSpeedConfig``, which validates every key with pydantic. axolotl does not
+install next to this stack (it pins other transformers, peft and accelerate versions), so its YAML is held to
+the keys of its config schema and read back by tuneplan's importer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import runpy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.configs import FORMATS, export_plan, import_config
+from estimator import Plan, plan_fields
+
+MODEL = "meta-llama/Llama-3.1-8B"
+QLORA = Plan(model="llama-3.1-8b", method="qlora", batch_size=4, seq_len=4096, gradient_accumulation_steps=8,
+             lora_r=32, lora_alpha=64, lora_dropout=0.1, optimizer="paged_adamw_8bit", attn_implementation="sdpa",
+             train_tokens=10**8)  # fmt: skip
+PLANS = {
+    "qlora": QLORA,
+    "qlora-int8-targets": QLORA.replace(
+        quant_type="int8",
+        target_modules=("q_proj", "v_proj"),
+        use_dora=True,
+        modules_to_save=("lm_head",),
+        train_tokens=0,
+        epochs=2,
+    ),  # fmt: skip
+    "lora-fp16-nogc": QLORA.replace(method="lora", dtype="float16", gradient_checkpointing=False, optimizer="sgd"),
+    "full-mixed": QLORA.replace(method="full", mixed_precision=True, optimizer="adamw_torch"),
+    "full-zero3": QLORA.replace(method="full", num_gpus=8, sharding="zero3", optimizer="adamw_8bit"),
+}
+
+
+def _read_back(plan: Plan, fmt: str) -> Plan:
+    """What tuneplan's importer reads from the export: the plan's memory-relevant fields."""
+    return import_config(export_plan(plan, fmt, MODEL).text, fmt).plan
+
+
+def _same(a: Plan, b: Plan, *ignore: str) -> None:
+    skip = {"model", "config", "gpu", "num_gpus", "sharding", "train_tokens", "epochs", "mfu", "dataset_tokens",
+            "prepare_kbit", "lora_alpha", *ignore}  # fmt: skip
+    skip |= {f.name for f in plan_fields() if f.spec.methods and a.method not in f.spec.methods}
+    da, db = a.to_dict(), b.to_dict()
+    assert {k: v for k, v in da.items() if k not in skip} == {k: v for k, v in db.items() if k not in skip}
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_trl_yaml_loads_in_trls_own_parser(name: str, tmp_path: Path) -> None:
+    trl = pytest.importorskip("trl")  # a module: its names are untyped here, as the tests check them
+    import torch
+
+    utils = importlib.import_module("trl.trainer.utils")
+
+    plan = PLANS[name]
+    path = tmp_path / "sft.yaml"
+    path.write_text(export_plan(plan, "trl", MODEL).text)
+    # TrainingArguments refuses bf16 autocast where no GPU has it (here): say the run is on the CPU
+    cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated option in the export
+        script, sft, model = trl.TrlParser((trl.ScriptArguments, trl.SFTConfig, trl.ModelConfig)).parse_args_and_config(
+            ["--config", str(path), *cpu]
+        )
+    assert model.model_name_or_path == MODEL and model.dtype == ("float32" if plan.mixed_precision else plan.dtype)
+    assert sft.per_device_train_batch_size == plan.batch_size and sft.max_length == plan.seq_len
+    assert sft.gradient_accumulation_steps == plan.gradient_accumulation_steps
+    assert sft.activation_checkpointing is plan.gradient_checkpointing and sft.bf16 is plan.mixed_precision
+    assert model.attn_implementation == plan.attn_implementation and script.dataset_name
+    if plan.train_tokens:
+        assert sft.max_steps == -(-plan.train_tokens // (plan.batch_size * plan.seq_len * 8 * plan.num_gpus))
+    _trl_objects(plan, utils.get_quantization_config(model), utils.get_peft_config(model))
+    _same(plan, _read_back(plan, "trl"))
+
+
+def _trl_objects(plan: Plan, bnb: Any, peft: Any) -> None:
+    if plan.quantized and plan.quant_type == "int8":
+        assert bnb.load_in_8bit
+    elif plan.quantized:
+        assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == plan.quant_type
+        assert bnb.bnb_4bit_use_double_quant is plan.double_quant
+    else:
+        assert bnb is None
+    if not plan.adapters:
+        assert peft is None
+        return
+    targets = plan.target_modules if isinstance(plan.target_modules, str) else set(plan.target_modules)
+    assert peft.r == plan.lora_r and peft.lora_dropout == plan.lora_dropout and peft.target_modules == targets
+    assert peft.use_dora is plan.use_dora and (peft.modules_to_save or []) == list(plan.modules_to_save)
+
+
+@pytest.mark.parametrize("name", ["qlora", "qlora-int8-targets", "full-zero3"])
+def test_trl_python_script_builds_the_real_configs(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    plan = PLANS[name]
+    path = tmp_path / "train.py"
+    path.write_text(export_plan(plan, "trl-python", MODEL).text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = runpy.run_path(str(path), run_name="not_main")  # builds the configs; main() would train
+    args = module["training_args"]
+    assert args.per_device_train_batch_size == plan.batch_size and args.max_length == plan.seq_len
+    assert args.bf16 is plan.mixed_precision and args.activation_checkpointing is plan.gradient_checkpointing
+    assert args.optim == plan.optimizer
+    init = args.model_init_kwargs
+    assert str(init["dtype"]) == "torch." + ("float32" if plan.mixed_precision else plan.dtype)
+    _trl_objects(plan, init.get("quantization_config"), module["peft_config"])
+    assert module["MODEL"] == MODEL and callable(module["main"])
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_accelerate_config_loads_in_accelerates_own_class(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("accelerate")
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    plan = PLANS[name]
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(export_plan(plan, "accelerate", MODEL).text)
+    config = load_config_from_file(str(path))
+    assert config.num_processes == plan.num_gpus
+    zero = plan.sharding.startswith("zero")
+    expected = "DEEPSPEED" if zero else "MULTI_GPU" if plan.num_gpus > 1 else "NO"
+    assert str(config.distributed_type).endswith(expected)
+    if zero:
+        assert config.deepspeed_config["zero_stage"] == int(plan.sharding[-1])
+    mixed = str(config.mixed_precision)
+    assert mixed.endswith("bf16") if plan.mixed_precision or zero else mixed.endswith("no")
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_deepspeed_json_loads_in_deepspeeds_own_class(name: str) -> None:
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    plan = PLANS[name]
+    text = export_plan(plan, "deepspeed", MODEL).text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DeepSpeed warns that it falls back to the CPU accelerator here
+        config = DeepSpeedConfig(yaml.safe_load(text))
+    assert config.train_micro_batch_size_per_gpu == plan.batch_size
+    assert config.gradient_accumulation_steps == plan.gradient_accumulation_steps
+    assert config.zero_optimization_stage == (int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0)
+    assert config.bfloat16_config.enabled is (plan.dtype == "bfloat16")
+
+
+# axolotl's config keys (axolotl.utils.schemas: AxolotlInputConfig and the models it inherits), for those exported
+AXOLOTL_KEYS = {
+    "base_model", "adapter", "load_in_4bit", "load_in_8bit", "bnb_config_kwargs", "lora_r", "lora_alpha",
+    "lora_dropout", "lora_target_linear", "lora_target_modules", "lora_modules_to_save", "peft_use_dora", "bf16",
+    "fp16", "bfloat16", "float16", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "num_epochs",
+    "max_steps", "optimizer", "learning_rate", "gradient_checkpointing", "sdp_attention", "flash_attention",
+    "eager_attention", "datasets", "output_dir", "deepspeed",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_axolotl_yaml_uses_axolotls_keys_and_reads_back(name: str) -> None:
+    plan = PLANS[name]
+    exported = export_plan(plan, "axolotl", MODEL)
+    data = yaml.safe_load(exported.text)
+    assert set(data) <= AXOLOTL_KEYS
+    assert data["base_model"] == MODEL and data["micro_batch_size"] == plan.batch_size
+    assert ("adapter" in data) is plan.adapters
+    # axolotl's non-AMP switch loads the weights in the plan's dtype (its AMP switch also loads in 16 bits)
+    assert data.get("bfloat16", False) is (plan.dtype == "bfloat16" and not plan.mixed_precision)
+    back = _read_back(plan, "axolotl")
+    if plan.mixed_precision:
+        assert any("master weights" in n for n in exported.notes)
+        _same(plan, back, "mixed_precision")
+    else:
+        _same(plan, back)
+
+
+def test_every_format_exports_every_plan() -> None:
+    for plan in PLANS.values():
+        for fmt in FORMATS:
+            out = export_plan(plan, fmt, None)
+            assert out.text and out.filename and "path/or/hub-id-of-the-model" in out.text or fmt in (
+                "accelerate", "deepspeed")  # fmt: skip
+            assert any("inline config" in n for n in out.notes)

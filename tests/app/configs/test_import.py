@@ -1,0 +1,129 @@
+"""axolotl and TRL configs read into plans: the options that matter mapped, the rest listed as ignored, and a clear
+error for a file tuneplan cannot plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.configs import import_config
+from app.errors import InvalidRequest
+from estimator import PlanError
+
+AXOLOTL = """
+base_model: Qwen/Qwen2.5-7B
+adapter: qlora
+load_in_4bit: true
+bnb_config_kwargs:
+  bnb_4bit_quant_type: fp4
+  bnb_4bit_use_double_quant: false
+lora_r: 64
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_modules: [q_proj, k_proj, v_proj, o_proj]
+lora_modules_to_save: [lm_head]
+sequence_len: 4096
+micro_batch_size: 2
+gradient_accumulation_steps: 4
+num_epochs: 3
+optimizer: adamw_bnb_8bit
+bfloat16: true
+bf16: false
+gradient_checkpointing: true
+flash_attention: true
+deepspeed: deepspeed_configs/zero2.json
+learning_rate: 0.0002
+datasets:
+  - path: mhenrichsen/alpaca_2k_test
+    type: alpaca
+wandb_project: demo
+"""
+
+
+def test_axolotl_options_that_matter_are_mapped() -> None:
+    got = import_config(AXOLOTL, origin="axolotl.yaml")
+    assert got.format == "axolotl"
+    p = got.plan
+    assert (p.model, p.method, p.quant_type, p.double_quant) == ("Qwen/Qwen2.5-7B", "qlora", "fp4", False)
+    assert (p.lora_r, p.lora_alpha, p.lora_dropout) == (64, 16, 0.05)
+    assert p.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj") and p.modules_to_save == ("lm_head",)
+    assert (p.seq_len, p.batch_size, p.gradient_accumulation_steps, p.epochs) == (4096, 2, 4, 3)
+    assert (p.optimizer, p.dtype, p.mixed_precision) == ("adamw_8bit", "bfloat16", False)
+    assert (p.gradient_checkpointing, p.attn_implementation, p.sharding) == (True, "flash_attention_2", "zero2")
+    assert got.ignored == ["datasets", "learning_rate", "wandb_project"]
+    assert got.mapped["micro_batch_size"] == "batch_size" and got.mapped["deepspeed"] == "sharding"
+    assert any("zero2.json" in n for n in got.notes)  # the stage comes from the file name, said so
+
+
+def test_axolotl_defaults_are_axolotls() -> None:
+    p = import_config("base_model: meta-llama/Llama-3.1-8B\nmicro_batch_size: 1\ngradient_accumulation_steps: 8\n").plan
+    assert p.method == "full" and p.seq_len == 512 and not p.gradient_checkpointing  # axolotl's defaults
+    assert p.dtype == "bfloat16"  # bf16: auto
+    lora = import_config("base_model: x/y\nadapter: lora\nlora_r: 8\nmicro_batch_size: 1\n")
+    assert lora.plan.target_modules == ("q_proj", "v_proj") and lora.plan.lora_dropout == 0.0
+    assert any("PEFT adapts its default modules" in n for n in lora.notes)
+    eight = import_config("base_model: x/y\nadapter: lora\nload_in_8bit: true\nfp16: true\nlora_r: 8\n").plan
+    assert (eight.method, eight.quant_type, eight.dtype) == ("qlora", "int8", "float16")
+
+
+TRL = {
+    "model_name_or_path": "meta-llama/Llama-3.1-8B",
+    "dtype": "float32",
+    "bf16": True,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "max_length": 2048,
+    "gradient_checkpointing": False,
+    "optim": "adamw_torch_fused",
+    "max_steps": 1000,
+    "learning_rate": 1e-5,
+    "report_to": "none",
+}
+
+
+def test_trl_full_fine_tune_with_autocast_is_mixed_precision() -> None:
+    got = import_config(json.dumps(TRL), origin="sft.json")
+    p = got.plan
+    assert got.format == "trl" and (p.method, p.dtype, p.mixed_precision) == ("full", "bfloat16", True)
+    assert (p.batch_size, p.seq_len, p.gradient_checkpointing, p.optimizer) == (4, 2048, False, "adamw_torch")
+    assert p.train_tokens == 1000 * 4 * 2048 * 2
+    assert got.ignored == ["learning_rate", "report_to"]
+
+
+def test_trl_qlora_with_trls_defaults() -> None:
+    text = "model_name_or_path: Qwen/Qwen2.5-1.5B\ndtype: bfloat16\nbf16: false\nuse_peft: true\nload_in_4bit: true\n"
+    got = import_config(text)
+    p = got.plan
+    assert (p.method, p.quant_type, p.double_quant) == ("qlora", "nf4", False)  # TRL: nested quant off
+    assert (p.lora_r, p.lora_alpha, p.lora_dropout, p.seq_len) == (16, 32, 0.05, 1024)
+    assert p.gradient_checkpointing and p.batch_size == 8  # TRL's and TrainingArguments' defaults
+    assert p.target_modules == ("q_proj", "v_proj") and got.notes
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "message"),
+    [
+        ("{not yaml: [", None, "not valid YAML or JSON"),
+        ("- a\n- b\n", None, "must be a mapping"),
+        ("learning_rate: 1\n", None, "neither an axolotl config .* nor a TRL config"),
+        ("base_model: x/y\nadapter: ia3\n", None, "adapter 'ia3' is not planned"),
+        ("base_model: x/y\nload_in_4bit: true\n", None, "need an adapter"),
+        ("base_model: x/y\nadapter: lora\nlora_r: many\n", None, "lora_r must be an integer; got 'many'"),
+        ("base_model: x/y\nsequence_len: true\n", None, "sequence_len must be an integer"),
+        ("base_model: x/y\noptimizer: lion_8bit\n", None, "optimizer 'lion_8bit' is not one tuneplan plans"),
+        ("model_name_or_path: x/y\nload_in_4bit: true\n", None, "only with use_peft"),
+        ("model_name_or_path: x/y\ndtype: [1]\n", None, "dtype \\[1\\] is not one tuneplan plans"),
+        ("base_model: x/y\n", "keras", "format 'keras' cannot be imported"),
+    ],
+)
+def test_a_file_tuneplan_cannot_plan_says_what_to_fix(text: str, fmt: str | None, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        import_config(text, fmt)
+
+
+def test_values_the_plan_rejects_are_plan_errors() -> None:
+    with pytest.raises(PlanError, match="lora_dropout must be"):
+        import_config("base_model: x/y\nadapter: lora\nlora_dropout: 2.0\n")
+    with pytest.raises(PlanError, match="give exactly one of 'model'"):
+        import_config("micro_batch_size: 2\n", "axolotl")
