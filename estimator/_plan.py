@@ -265,7 +265,7 @@ class Plan:
     device: Device = _spec(
         "cuda", "choice", "Device", "Where training runs: cuda counts the allocator's rounding, cache and "
         "context; cpu counts live tensors.", "Hardware", choices=get_args(Device))  # fmt: skip
-    gradient_accumulation_steps: int = _spec(
+    grad_accum_steps: int = _spec(
         1,
         "int",
         "Gradient accumulation steps",

@@ -325,7 +325,7 @@ def optimizer_traffic(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> int:
 
 def host_ops(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> int:
     """Ops the host dispatches for one optimizer step: each micro-batch's forward + backward, and the update."""
-    return plan.gradient_accumulation_steps * micro_ops(inv, adapters, plan) + optimizer_ops(adapters, plan, inv)
+    return plan.grad_accum_steps * micro_ops(inv, adapters, plan) + optimizer_ops(adapters, plan, inv)
 
 
 def micro_ops(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> int:
@@ -411,7 +411,7 @@ class TimeEstimate:
             "tokens_per_s": round(self.tokens_per_s, 3),
             "tokens_per_s_per_gpu": round(self.tokens_per_s / self.num_gpus, 3),
             "tokens_per_step": self.tokens_per_step,
-            "gradient_accumulation_steps": self.accumulation,
+            "grad_accum_steps": self.accumulation,
             "bound": "gpu" if self.gpu_s >= self.host_s else "host",
             "compute_s": round(self.compute_s, 6),
             "memory_s": round(self.memory_s, 6),
@@ -440,7 +440,7 @@ def step_time(inv: Inventory, adapters: AdapterPlan, plan: Plan, gpu: catalog.GP
     mfu = plan_mfu(plan, gpu.id)
     if any(peak.tflops.get(d, 0.0) <= 0 for d in flops.by_dtype):
         return None
-    ga = plan.gradient_accumulation_steps
+    ga = plan.grad_accum_steps
     micro = sum(n / (peak.tflops[d] * TERA * mfu.value) for d, n in flops.by_dtype.items())
     bandwidth = peak.bandwidth_gbs * GIGA
     memory = (ga * flops.dequant_bytes + flops.optimizer_bytes) / bandwidth

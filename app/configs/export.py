@@ -96,7 +96,7 @@ def _targets(plan: Plan) -> str | list[str]:
 def _length(plan: Plan) -> dict[str, Any]:
     """Epochs, or the steps of the plan's token budget (one GPU's share of it per step)."""
     if plan.train_tokens:
-        per_step = plan.batch_size * plan.seq_len * plan.gradient_accumulation_steps * plan.num_gpus
+        per_step = plan.batch_size * plan.seq_len * plan.grad_accum_steps * plan.num_gpus
         return {"max_steps": -(-plan.train_tokens // per_step)}
     return {"num_train_epochs": plan.epochs}
 
@@ -116,7 +116,7 @@ def trl_config(plan: Plan, model: str) -> dict[str, Any]:
     elif plan.quantized:
         out |= {"load_in_4bit": True, "bnb_4bit_quant_type": plan.quant_type, "use_bnb_nested_quant": plan.double_quant}
     out |= {"dataset_name": DATASET, "output_dir": OUTPUT_DIR, "per_device_train_batch_size": plan.batch_size,
-            "gradient_accumulation_steps": plan.gradient_accumulation_steps, "max_length": plan.seq_len,
+            "gradient_accumulation_steps": plan.grad_accum_steps, "max_length": plan.seq_len,
             "packing": False, "activation_checkpointing": plan.gradient_checkpointing,
             "activation_checkpointing_kwargs": {"use_reentrant": False}, "optim": plan.optimizer,
             "learning_rate": LEARNING_RATE, "bf16": bf16, "fp16": fp16, **_length(plan)}  # fmt: skip
@@ -194,7 +194,7 @@ def axolotl_config(plan: Plan, model: str) -> dict[str, Any]:
             out[plan.dtype] = True  # bfloat16: true / float16: true (axolotl's non-AMP switches)
     epochs = {"num_epochs": plan.epochs} if not plan.train_tokens else {"max_steps": _length(plan)["max_steps"]}
     out |= {"sequence_len": plan.seq_len, "micro_batch_size": plan.batch_size,
-            "gradient_accumulation_steps": plan.gradient_accumulation_steps, **epochs,
+            "gradient_accumulation_steps": plan.grad_accum_steps, **epochs,
             "optimizer": AXOLOTL_OPTIM.get(plan.optimizer, plan.optimizer), "learning_rate": LEARNING_RATE,
             "gradient_checkpointing": plan.gradient_checkpointing, AXOLOTL_ATTENTION[plan.attn_implementation]: True,
             "datasets": [{"path": DATASET, "type": "alpaca"}], "output_dir": OUTPUT_DIR}  # fmt: skip
@@ -218,7 +218,7 @@ def accelerate_config(plan: Plan) -> dict[str, Any]:
                            "main_training_function": "main", "debug": False}  # fmt: skip
     if zero:
         out["deepspeed_config"] = {"zero_stage": int(plan.sharding[-1]),
-                                   "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+                                   "gradient_accumulation_steps": plan.grad_accum_steps,
                                    "offload_optimizer_device": "none", "offload_param_device": "none",
                                    "zero3_init_flag": plan.sharding == "zero3"}  # fmt: skip
     return out
@@ -232,7 +232,7 @@ def deepspeed_config(plan: Plan) -> dict[str, Any]:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
         "train_micro_batch_size_per_gpu": plan.batch_size,
-        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+        "gradient_accumulation_steps": plan.grad_accum_steps,
         "gradient_clipping": 1.0,
         "zero_optimization": zero,
         "bf16": {"enabled": plan.dtype == "bfloat16"},

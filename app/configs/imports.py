@@ -186,7 +186,7 @@ def _axolotl(r: _Reader) -> None:
         r.take("peft_use_dora", "use_dora", bool)
     r.take("sequence_len", "seq_len", int)
     r.take("micro_batch_size", "batch_size", int)
-    r.take("gradient_accumulation_steps", "gradient_accumulation_steps", int)
+    r.take("gradient_accumulation_steps", "grad_accum_steps", int)
     r.take("num_epochs", "epochs", (int, float))
     r.choose("optimizer", "optimizer", OPTIMIZERS)
     _axolotl_precision(r, eight)
@@ -228,7 +228,7 @@ def _axolotl_runtime(r: _Reader) -> None:
             r.mapped[key] = "attn_implementation"
     if isinstance(d.get("max_steps"), int) and not isinstance(d["max_steps"], bool):
         f = r.fields
-        per_step = f.get("batch_size", 1) * f.get("seq_len", 512) * f.get("gradient_accumulation_steps", 1)
+        per_step = f.get("batch_size", 1) * f.get("seq_len", 512) * f.get("grad_accum_steps", 1)
         f["train_tokens"] = d["max_steps"] * per_step
         r.mapped["max_steps"] = "train_tokens"
     r.fields.setdefault("seq_len", 512)  # axolotl's default sequence_len
@@ -279,7 +279,7 @@ def _trl(r: _Reader) -> None:
 def _trl_training(r: _Reader) -> None:
     d = r.data
     r.take("per_device_train_batch_size", "batch_size", int)
-    r.take("gradient_accumulation_steps", "gradient_accumulation_steps", int)
+    r.take("gradient_accumulation_steps", "grad_accum_steps", int)
     length = "max_length" if r.has("max_length") else "max_seq_length"
     r.take(length, "seq_len", int)
     r.fields.setdefault("seq_len", 1024)  # SFTConfig's default max_length
@@ -307,6 +307,6 @@ def _trl_training(r: _Reader) -> None:
     if isinstance(d.get("max_steps"), int) and not isinstance(d["max_steps"], bool) and d["max_steps"] > 0:
         f = r.fields
         r.fields["train_tokens"] = d["max_steps"] * f.get("batch_size", 8) * f["seq_len"] * f.get(
-            "gradient_accumulation_steps", 1)  # fmt: skip
+            "grad_accum_steps", 1)  # fmt: skip
         r.mapped["max_steps"] = "train_tokens"
     r.fields.setdefault("batch_size", 8)  # TrainingArguments' default per_device_train_batch_size

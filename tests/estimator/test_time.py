@@ -134,7 +134,7 @@ def test_mfu_is_an_input_of_the_time() -> None:
 
 
 def test_tokens_steps_and_run_length() -> None:
-    plan = Plan(model="llama-3.1-8b", method="qlora", batch_size=4, seq_len=2048, gradient_accumulation_steps=4,
+    plan = Plan(model="llama-3.1-8b", method="qlora", batch_size=4, seq_len=2048, grad_accum_steps=4,
                 num_gpus=2, dataset_tokens=10_000_000, epochs=3)  # fmt: skip
     t = _time(plan)
     assert t["tokens_per_step"] == 4 * 2048 * 4 * 2
@@ -142,7 +142,7 @@ def test_tokens_steps_and_run_length() -> None:
     assert t["run_s"] == pytest.approx(t["steps"] * t["step_s"], rel=1e-6)
     assert t["tokens_per_s"] == pytest.approx(t["tokens_per_step"] / t["step_s"], rel=1e-5)
     assert t["tokens_per_s_per_gpu"] == pytest.approx(t["tokens_per_s"] / 2, rel=1e-5)
-    one = _time(plan.replace(gradient_accumulation_steps=1))
+    one = _time(plan.replace(grad_accum_steps=1))
     # accumulation repeats the micro-batches; the optimizer's update runs once per step
     assert t["compute_s"] == pytest.approx(4 * one["compute_s"], rel=1e-6)
     assert _time(plan.replace(train_tokens=1_000_000))["run_tokens"] == 1_000_000  # the budget wins

@@ -23,7 +23,7 @@ from app.configs import FORMATS, export_plan, import_config
 from estimator import Plan, plan_fields
 
 MODEL = "meta-llama/Llama-3.1-8B"
-QLORA = Plan(model="llama-3.1-8b", method="qlora", batch_size=4, seq_len=4096, gradient_accumulation_steps=8,
+QLORA = Plan(model="llama-3.1-8b", method="qlora", batch_size=4, seq_len=4096, grad_accum_steps=8,
              lora_r=32, lora_alpha=64, lora_dropout=0.1, optimizer="paged_adamw_8bit", attn_implementation="sdpa",
              train_tokens=10**8)  # fmt: skip
 PLANS = {
@@ -74,7 +74,7 @@ def test_trl_yaml_loads_in_trls_own_parser(name: str, tmp_path: Path) -> None:
         )
     assert model.model_name_or_path == MODEL and model.dtype == ("float32" if plan.mixed_precision else plan.dtype)
     assert sft.per_device_train_batch_size == plan.batch_size and sft.max_length == plan.seq_len
-    assert sft.gradient_accumulation_steps == plan.gradient_accumulation_steps
+    assert sft.gradient_accumulation_steps == plan.grad_accum_steps
     assert sft.activation_checkpointing is plan.gradient_checkpointing and sft.bf16 is plan.mixed_precision
     assert model.attn_implementation == plan.attn_implementation and script.dataset_name
     if plan.train_tokens:
@@ -148,7 +148,7 @@ def test_deepspeed_json_loads_in_deepspeeds_own_class(name: str) -> None:
         warnings.simplefilter("ignore")  # DeepSpeed warns that it falls back to the CPU accelerator here
         config = DeepSpeedConfig(yaml.safe_load(text))
     assert config.train_micro_batch_size_per_gpu == plan.batch_size
-    assert config.gradient_accumulation_steps == plan.gradient_accumulation_steps
+    assert config.gradient_accumulation_steps == plan.grad_accum_steps
     assert config.zero_optimization_stage == (int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0)
     assert config.bfloat16_config.enabled is (plan.dtype == "bfloat16")
 

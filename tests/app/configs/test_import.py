@@ -48,7 +48,7 @@ def test_axolotl_options_that_matter_are_mapped() -> None:
     assert (p.model, p.method, p.quant_type, p.double_quant) == ("Qwen/Qwen2.5-7B", "qlora", "fp4", False)
     assert (p.lora_r, p.lora_alpha, p.lora_dropout) == (64, 16, 0.05)
     assert p.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj") and p.modules_to_save == ("lm_head",)
-    assert (p.seq_len, p.batch_size, p.gradient_accumulation_steps, p.epochs) == (4096, 2, 4, 3)
+    assert (p.seq_len, p.batch_size, p.grad_accum_steps, p.epochs) == (4096, 2, 4, 3)
     assert (p.optimizer, p.dtype, p.mixed_precision) == ("adamw_8bit", "bfloat16", False)
     assert (p.gradient_checkpointing, p.attn_implementation, p.sharding) == (True, "flash_attention_2", "zero2")
     assert got.ignored == ["datasets", "learning_rate", "wandb_project"]
