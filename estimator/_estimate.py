@@ -13,9 +13,11 @@ from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError
 from ._fit import fit_search
 from ._inventory import Inventory, build_inventory
+from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
-from ._memory import MemoryEstimate, training_memory
+from ._memory import MemoryEstimate, dtype_flow, fit_bytes_with, training_memory
 from ._plan import Plan
+from ._runtime import CalibrationProfile, runtime_for
 from ._storage import storage
 from ._units import gib_text
 
@@ -106,8 +108,14 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     return entry.config, "catalog", entry.hf_id
 
 
-def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
-    """Estimate storage and training memory of ``plan``. Pure and fast (well under a millisecond)."""
+def estimate(
+    plan: Plan, config: Mapping[str, Any] | None = None, *, calibration: CalibrationProfile | None = None
+) -> Estimate:
+    """Estimate storage and training memory of ``plan``. Pure and fast (well under a millisecond).
+
+    ``calibration``: runtime constants a verify run measured on the plan's GPU (the app looks them up); used when
+    ``plan.calibration`` is ``auto`` and the profile is for ``plan.gpu``, else the GPU catalog's constants.
+    """
     cfg, source, model_id = config_for(plan, config)
     arch = parse_config(cfg)
     if plan.seq_len > arch.max_position_embeddings and not plan.allow_long_context:
@@ -115,10 +123,6 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
             f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
             "(max_position_embeddings); lower seq_len or set allow_long_context"
         )
-    inv = build_inventory(arch)
-    adapters = adapter_plan(inv, plan)
-    mem = training_memory(inv, adapters, plan)
-    fit = None
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
     if plan.gpu is not None and gpu is None:
         close = catalog.close_gpu_matches(plan.gpu)
@@ -126,8 +130,17 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         raise PlanError(
             f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
         )
+    inv = build_inventory(arch)
+    adapters = adapter_plan(inv, plan)
+    usable = calibration if calibration_applies(plan, gpu, calibration) else None
+    mem = training_memory(inv, adapters, plan, runtime=runtime_for(plan.gpu, usable))
+    fit = None
     if gpu is not None and plan.device == "cuda":
-        fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
+        # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
+        # changes at the plan's own point (its context, runtime and workspace are constants).
+        shift = 0 if usable is None else mem.fit_bytes - training_memory(inv, adapters, plan).fit_bytes
+        fit = fit_search(inv, adapters, plan, gpu.usable_bytes - shift) | {
+            "usable_bytes": gpu.usable_bytes,
             "gpu": gpu.id,
             "name": gpu.name,
             "fits": mem.fit_bytes <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
@@ -143,16 +156,53 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
         adapters=adapters,
         storage=storage(inv, adapters, plan),
         memory=mem,
-        fits=tuple(fits(mem.fit_bytes, plan)),
+        fits=tuple(fits(mem.fit_bytes, plan, _per_architecture(inv, adapters, plan, mem))),
         fit=fit,
     )
 
 
-def fits(per_gpu: int, plan: Plan) -> list[dict[str, Any]]:
-    """Catalog GPUs, each with whether the per-GPU total fits in its usable memory and the headroom."""
+def calibration_applies(plan: Plan, gpu: catalog.GPU | None, calibration: CalibrationProfile | None) -> bool:
+    """Whether a calibration profile is used: ``plan.calibration`` is ``auto`` and it is for the plan's GPU."""
+    return calibration is not None and plan.calibration == "auto" and gpu is not None and calibration.gpu == gpu.id
+
+
+def _per_architecture(inv: Inventory, adapters: AdapterPlan, plan: Plan, mem: MemoryEstimate) -> dict[str, int]:
+    """The fit figure on each catalog GPU architecture, for the GPU list: the tensors of the attention kernel torch
+    picks there (one estimate per distinct kernel; flash and cuDNN keep the same tensors without a mask) with that
+    architecture's runtime constants. The plan's own GPU keeps the estimate's (maybe calibrated) figure; a backend
+    the plan pins that some architecture cannot run is replaced there by torch's own choice."""
+    if plan.device != "cuda" or mem.attention is None:
+        return {}
+    own = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
+    out: dict[str, int] = {own.arch: mem.fit_bytes} if own is not None else {}
+    by_kernel: dict[str, MemoryEstimate] = {_kernel_key(mem.attention): mem}
+    for g in catalog.gpus():
+        if g.arch in out:
+            continue
+        there = plan.replace(gpu=g.id)
+        try:
+            key = _kernel_key(dtype_flow(inv, adapters, there).path)
+        except PlanError:
+            there = there.replace(sdpa_backend="auto")
+            key = _kernel_key(dtype_flow(inv, adapters, there).path)
+        if key not in by_kernel:
+            by_kernel[key] = training_memory(inv, adapters, there)
+        out[g.arch] = fit_bytes_with(by_kernel[key], runtime_for(g.id))
+    return out
+
+
+def _kernel_key(path: AttentionPath) -> str:
+    backend = "flash" if path.backend == "cudnn" and not path.mask else path.backend
+    return f"{path.implementation}/{backend}/{path.mask}"
+
+
+def fits(per_gpu: int, plan: Plan, per_arch: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """Catalog GPUs, each with whether the plan fits in its usable memory and the headroom: ``per_arch`` gives the
+    fit figure on each GPU architecture (else ``per_gpu`` everywhere)."""
     out = []
     for g in catalog.gpus():
-        headroom = g.usable_bytes - per_gpu
+        need = (per_arch or {}).get(g.arch, per_gpu)
+        headroom = g.usable_bytes - need
         reason = _dtype_reason(plan, g)
         out.append({
             "id": g.id,
@@ -160,7 +210,7 @@ def fits(per_gpu: int, plan: Plan) -> list[dict[str, Any]]:
             "usable_bytes": g.usable_bytes,
             "fits": headroom >= 0 and plan.device == "cuda" and reason is None,
             "headroom_bytes": headroom,
-            "utilization": round(per_gpu / g.usable_bytes, 4) if g.usable_bytes else None,
+            "utilization": round(need / g.usable_bytes, 4) if g.usable_bytes else None,
             "reason": reason,
         })  # fmt: skip
     out.sort(key=lambda r: (not r["fits"], r["usable_bytes"]))
