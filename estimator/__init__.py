@@ -14,6 +14,7 @@ from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
 from ._errors import ConfigError, EstimatorError, PlanError, UnknownModelError, UnsupportedModelError
 from ._estimate import Estimate, estimate, plan_key
 from ._inventory import Inventory, Tensor, build_inventory
+from ._kernels import AttentionPath, attention_path, has_mask
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import (
     ALLOCATOR_CACHE_FLOOR,
@@ -39,6 +40,7 @@ from ._quant import (
     int8_bytes,
     int8_parts,
 )
+from ._runtime import CalibrationProfile, Runtime, calibration_from_run, runtime_for
 from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, storage
 from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
 
@@ -59,6 +61,8 @@ __all__ = [
     "WHY_EXACT_DIFFERS",
     "AdapterPlan",
     "Architecture",
+    "AttentionPath",
+    "CalibrationProfile",
     "ConfigError",
     "Estimate",
     "EstimatorError",
@@ -70,6 +74,7 @@ __all__ = [
     "PlanError",
     "PlanField",
     "RuleOfThumb",
+    "Runtime",
     "Tensor",
     "Term",
     "UnknownModelError",
@@ -77,8 +82,10 @@ __all__ = [
     "adapter_plan",
     "alloc",
     "attention_implementation",
+    "attention_path",
     "bits_per_weight",
     "build_inventory",
+    "calibration_from_run",
     "catalog",
     "compare",
     "count_text",
@@ -88,6 +95,7 @@ __all__ = [
     "four_bit_parts",
     "gb_text",
     "gib_text",
+    "has_mask",
     "head_loss",
     "int8_bytes",
     "int8_parts",
@@ -96,6 +104,7 @@ __all__ = [
     "plan_fields",
     "plan_key",
     "relative_error",
+    "runtime_for",
     "size_text",
     "storage",
     "training_memory",

@@ -12,10 +12,10 @@ from . import catalog
 from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError
 from ._fit import fit_search
-from ._inventory import Inventory, build_inventory
+from ._inventory import EXPERTS, Inventory, build_inventory
 from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
-from ._memory import MemoryEstimate, dtype_flow, fit_bytes_with, training_memory
+from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_with, training_memory
 from ._plan import Plan
 from ._runtime import CalibrationProfile, runtime_for
 from ._storage import storage
@@ -45,7 +45,12 @@ class Estimate:
             "total": inv.total,
             "trainable": trainable,
             "trainable_percent": round(100.0 * trainable / inv.total, 4) if inv.total else 0.0,
-            "quantized": inv.quantizable if self.plan.quantized else 0,
+            "quantized": (
+                inv.quantizable
+                + (sum(t.total for t in inv.tensors if t.kind == EXPERTS) if experts_quantized(self.plan) else 0)
+            )
+            if self.plan.quantized
+            else 0,
             "quantizable": inv.quantizable,
             "embedding": roles.get("embedding", 0) + roles.get("position_embedding", 0),
             "lm_head": roles.get("lm_head", 0),
@@ -243,15 +248,40 @@ def explain(est: Estimate) -> list[str]:
             f"activations take {gib_text(comps['activations'])}; gradient checkpointing keeps one tensor per layer "
             "and recomputes the rest"
         )
-    if plan.method == "qlora" and plan.upcast_non_quantized:
-        non_q = est.inventory.total - est.inventory.quantizable
+    notes += _qlora_notes(est)
+    if plan.transformers_version == "4.x" and any(t.kind == EXPERTS for t in est.inventory.tensors):
         notes.append(
-            f"prepare_model_for_kbit_training upcasts {non_q:,} non-quantized parameters (embeddings, lm_head, "
-            f"norms) to fp32: {gib_text(4 * non_q)} instead of {gib_text(2 * non_q)}"
+            "transformers 4.x: the experts' weights are counted as nn.Linear layers (quantized under QLoRA); LoRA on "
+            "the experts and the MoE activations are still modelled as transformers 5.x runs them (not measured)"
         )
     if plan.attn_implementation == "eager" and plan.seq_len >= 1024:
         notes.append("eager attention keeps b·a·s² attention probabilities per layer; sdpa or flash_attention_2 "
                      "keep O(s)")  # fmt: skip
+    return notes
+
+
+def _qlora_notes(est: Estimate) -> list[str]:
+    """QLoRA: what stays unquantized and what prepare_model_for_kbit_training makes of it, MoE experts apart."""
+    plan, inv = est.plan, est.inventory
+    if plan.method != "qlora":
+        return []
+    experts = sum(t.total for t in inv.tensors if t.kind == EXPERTS)
+    quantized = inv.quantizable + (experts if experts_quantized(plan) else 0)
+    notes: list[str] = []
+    if experts and not experts_quantized(plan):
+        per = 4 if plan.upcast_non_quantized else 2
+        upcast = " and prepare_model_for_kbit_training makes them fp32" if per == 4 else ""
+        notes.append(
+            f"transformers 5.x keeps the {experts:,} MoE expert parameters as fused 3-D tensors that bitsandbytes "
+            f"does NOT quantize: they stay 16-bit{upcast}, {gib_text(per * experts)} of experts; under transformers "
+            "4.x (transformers_version 4.x) they are nn.Linear layers that are quantized"
+        )
+    other = inv.total - quantized - (0 if experts_quantized(plan) else experts)
+    if plan.upcast_non_quantized:
+        notes.append(
+            f"prepare_model_for_kbit_training upcasts {other:,} non-quantized parameters (embeddings, lm_head, "
+            f"norms) to fp32: {gib_text(4 * other)} instead of {gib_text(2 * other)}"
+        )
     return notes
 
 

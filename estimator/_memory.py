@@ -160,12 +160,20 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
 
     Counts each parameter tensor once (tied embeddings share one), each a separate allocation. QLoRA: linears that
     transformers' ``replace_with_bnb_linear`` converts are packed 4-bit (or int8) with their quant state; lm_head,
-    embeddings, norms and biases are not converted. Ignores buffers (rotary ``inv_freq``: < 1 KiB).
+    embeddings, norms and biases are not converted. MoE experts: under transformers 5.x they are fused 3-D
+    parameters that bitsandbytes does not convert (16-bit, fp32 after ``prepare_model_for_kbit_training``); under
+    4.x each expert's gate, up and down projections are ``nn.Linear`` layers it quantizes (``experts_quantized``).
+    Ignores buffers (rotary ``inv_freq``: < 1 KiB).
     """
     total = 0
     quantized, int8, per = plan.quantized, plan.quant_type == "int8", param_dtype_bytes(plan)
     for t in inv:
-        if quantized and t.bnb_quantized:
+        if quantized and t.kind == EXPERTS and experts_quantized(plan):
+            e, out, inp = t.shape
+            n = 2 if out == 2 * (inv.arch.moe_intermediate_size or 0) and inp == inv.arch.hidden_size else 1
+            linear = out // n * inp  # gate_up_proj holds the v4 gate (w1) and up (w3) linears of each expert
+            one = e * n * (int8_bytes(out // n, inp, cuda) if int8 else four_bit_bytes(linear, plan.double_quant, cuda))
+        elif quantized and t.bnb_quantized:
             if int8:
                 one = int8_bytes(t.out_features, t.in_features, cuda)
             else:
@@ -174,6 +182,11 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
             one = alloc(t.numel * per, cuda)
         total += one * t.layers
     return total
+
+
+def experts_quantized(plan: Plan) -> bool:
+    """Whether bitsandbytes quantizes MoE experts: transformers 4.x (experts are ``nn.Linear``), QLoRA."""
+    return plan.quantized and plan.transformers_version == "4.x"
 
 
 def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> list[tuple[int, int, int]]:
@@ -1148,4 +1161,4 @@ def training_memory(
     )
 
 
-__all__ = ["COMPONENTS", "MemoryEstimate", "Term", "fit_bytes_with", "training_memory"]
+__all__ = ["COMPONENTS", "MemoryEstimate", "Term", "experts_quantized", "fit_bytes_with", "training_memory"]
