@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. With no ``settings``, they are read from the environment (``TUNEPLAN_*``)."""
     settings = settings or Settings()
     hub = HubClient(settings)
-    state = AppState(settings, hub, EstimateService(hub, settings.max_config_bytes), JobRunner(settings))
+    runner = JobRunner(settings)
+    service = EstimateService(hub, settings.max_config_bytes, calibrations=runner.latest_calibration)
+    state = AppState(settings, hub, service, runner)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
