@@ -400,9 +400,10 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
             total += ad * f.b * a * f.s * f.s  # its 16-bit copy, saved by the matmul with v
     elif f.sdpa_math:
         # SDPA's math path (no fused kernel for this call: fp32 with grouped KV heads, a pinned math, a card
-        # without flash): scaled q, repeated-and-scaled k, repeated v, and the fp32 attention probabilities,
-        # b·a·s², per layer (measured on the H200: QLoRA without GC)
-        total += 3 * ad * T * qd + 4 * f.b * a * f.s * f.s
+        # without flash): scaled q, repeated-and-scaled k, repeated v, and the attention probabilities, b·a·s², per
+        # layer, all in fp32 (torch's math path upcasts 16-bit q/k/v: measured on the CPU; fp32 QLoRA measured on
+        # the H200 without GC)
+        total += 3 * 4 * T * qd + 4 * f.b * a * f.s * f.s
     else:
         qb = 2 if f.attn == "flash_attention_2" else ad
         kv = qd if f.path.repeat_kv else kd  # transformers' repeat_kv (a mask with grouped heads): K/V per q head

@@ -234,6 +234,10 @@ def sdpa_pin(plan: Plan) -> contextlib.AbstractContextManager[Any]:
     return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[plan.sdpa_backend])])
 
 
+def _pin(plan: Plan | None) -> contextlib.AbstractContextManager[Any]:
+    return sdpa_pin(plan) if plan is not None else contextlib.nullcontext()
+
+
 def train_step(
     built: Built,
     batch: Batch,
@@ -261,9 +265,8 @@ def train_step(
     autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if built.autocast_dtype is not None:
         autocast = torch.autocast(device_type=ids.device.type, dtype=built.autocast_dtype)
-    pin = sdpa_pin(plan) if plan is not None else contextlib.nullcontext()
     with phase("forward"):
-        with autocast, pin:
+        with autocast, _pin(plan):
             out = model(**batch, fused_lm_head=True) if chunked else model(**batch)
         loss = out.loss
         if plain:
@@ -274,7 +277,7 @@ def train_step(
     with phase("backward"):
         if tracker is not None:
             tracker.category_override = "logits"  # closed by the hook on the logits' gradient
-        with pin:
+        with _pin(plan):
             loss.backward()
         if tracker is not None:
             tracker.category_override = None
