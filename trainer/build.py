@@ -140,9 +140,10 @@ def meta_model(cfg: Any, plan: Plan) -> Any:
         replace_with_bnb_linear = _mod("transformers.integrations.bitsandbytes").replace_with_bnb_linear
         get_keys_to_not_convert = _mod("transformers.quantizers.base").get_keys_to_not_convert
         qcfg = bnb_config(plan)
-        model = replace_with_bnb_linear(
-            model, modules_to_not_convert=get_keys_to_not_convert(model), quantization_config=qcfg
-        )
+        with torch.device("meta"):  # the bitsandbytes layers too: nothing is allocated or initialised here
+            model = replace_with_bnb_linear(
+                model, modules_to_not_convert=get_keys_to_not_convert(model), quantization_config=qcfg
+            )
         # What from_pretrained sets on a bnb-loaded model; prepare_model_for_kbit_training and PEFT read it.
         if plan.quant_type == "int8":
             model.is_loaded_in_8bit = True
