@@ -144,7 +144,7 @@ def estimate(
         # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
         # changes at the plan's own point (its context, runtime and workspace are constants).
         shift = 0 if usable is None else mem.fit_bytes - training_memory(inv, adapters, plan).fit_bytes
-        fit = fit_search(inv, adapters, plan, gpu.usable_bytes - shift) | {
+        fit = _search(inv, adapters, plan, gpu.usable_bytes - shift) | {
             "usable_bytes": gpu.usable_bytes,
             "gpu": gpu.id,
             "name": gpu.name,
@@ -164,6 +164,16 @@ def estimate(
         fits=tuple(fits(mem.fit_bytes, plan, _per_architecture(inv, adapters, plan, mem))),
         fit=fit,
     )
+
+
+def _search(inv: Inventory, adapters: AdapterPlan, plan: Plan, usable: int) -> dict[str, Any]:
+    """The fit search; where a pinned SDPA backend cannot run at some batch size or length it searches (a single
+    row has no padding mask, so grouped KV heads go to SDPA as they are), torch's own choice stands in there."""
+    try:
+        return fit_search(inv, adapters, plan, usable) | {"note": None}
+    except PlanError as exc:
+        note = f"the search used torch's own SDPA choice where the pinned one cannot run ({exc})"
+        return fit_search(inv, adapters, plan.replace(sdpa_backend="auto"), usable) | {"note": note}
 
 
 def calibration_applies(plan: Plan, gpu: catalog.GPU | None, calibration: CalibrationProfile | None) -> bool:

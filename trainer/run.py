@@ -14,7 +14,8 @@ Recipe (one process, top to bottom):
    own loss (``model(**batch).loss``) or, for ``loss: chunked``, TRL's fused LM head (``fused_lm_head=True``).
    ``training_loop: trainer`` drops the output object before backward, as the Trainer does; ``plain`` keeps it
    (``out = model(**batch); out.loss.backward()``) until the next step's forward replaces it. A pinned
-   ``sdpa_backend`` runs the step under ``torch.nn.attention.sdpa_kernel``.
+   ``sdpa_backend`` runs the step under ``torch.nn.attention.sdpa_kernel``. CUDA: the warm-up step records which
+   SDPA backend torch picked for the attention (``sdpa_backends``, ``recording_sdpa``).
 5. CPU: every step runs under the live-tensor ``MemoryTracker`` (exact bytes per category and per phase).
    CUDA: per phase ``reset_peak_memory_stats()`` then ``max_memory_allocated/reserved()`` and driver-level use
    (total - free); the measured steps run untracked (their time is the step time), then one more step runs under
@@ -238,6 +239,32 @@ def _pin(plan: Plan | None) -> contextlib.AbstractContextManager[Any]:
     return sdpa_pin(plan) if plan is not None else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def recording_sdpa(chosen: set[str]) -> Iterator[None]:
+    """Record which SDPA backend torch picks for each call in the block (``torch._fused_sdp_choice`` with the
+    call's arguments: the selection ``scaled_dot_product_attention`` makes itself; it allocates nothing)."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        try:
+            names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            call = dict(zip(names, args, strict=False)) | kwargs
+            choice = torch._fused_sdp_choice(query, key, value, **call)
+            chosen.add(SDPBackend(choice).name.lower())
+        except Exception as exc:  # a probe must never change the run
+            chosen.add(f"unknown ({type(exc).__name__})")
+        return original(query, key, value, *args, **kwargs)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def train_step(
     built: Built,
     batch: Batch,
@@ -378,8 +405,10 @@ def run(
         first_tracker = MemoryTracker(round_to=round_to)
         probe = CudaProbe(device) if cuda else None
         t0 = time.perf_counter()
-        with tracking(first_tracker, built, plan, batch):
+        chosen: set[str] = set()
+        with tracking(first_tracker, built, plan, batch), recording_sdpa(chosen) if cuda else contextlib.nullcontext():
             loss = train_step(built, batch, tracker=first_tracker, probe=probe, plan=plan)
+        result["sdpa_backends"] = sorted(chosen) if cuda else None
         _sync(device)
         first = {"step_time_s": time.perf_counter() - t0, **tracked_figures(first_tracker)}
         if probe is not None:

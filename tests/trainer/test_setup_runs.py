@@ -59,3 +59,19 @@ def test_a_pinned_sdpa_backend_is_the_one_that_runs() -> None:
     flash, math = _run(), _run(sdpa_backend="math")
     assert math["measured"]["peak_allocated"] > flash["measured"]["peak_allocated"]  # math keeps b·a·s² per layer
     assert math["loss"][0] == pytest.approx(flash["loss"][0], rel=1e-3)
+
+
+def test_the_sdpa_backend_torch_picks_is_recorded() -> None:
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from trainer.run import recording_sdpa
+
+    q, k = torch.randn(1, 4, 16, 8), torch.randn(1, 2, 16, 8)
+    chosen: set[str] = set()
+    with recording_sdpa(chosen):
+        F.scaled_dot_product_attention(q, k, k, is_causal=True, enable_gqa=True)
+        with sdpa_kernel([SDPBackend.MATH]):
+            F.scaled_dot_product_attention(q, k, k, is_causal=True, enable_gqa=True)
+    assert chosen == {"flash_attention", "math"}  # the CPU's flash kernel, then the pinned math path
+    assert F.scaled_dot_product_attention.__module__ != "trainer.run"  # the probe is removed afterwards
