@@ -201,6 +201,8 @@ def _print_estimate(d: dict[str, Any]) -> None:
     mt.add_row("[bold]peak allocated[/bold]", f"{mem['peak_allocated']:,}", size_text(mem["peak_allocated"]))
     mt.add_row("peak reserved", f"{mem['peak_reserved']:,}", size_text(mem["peak_reserved"]))
     mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", size_text(mem["total"]))
+    low, high = mem["range"]["total"]
+    mt.add_row("total range (fits use the high)", f"{low:,} – {high:,}", f"{size_text(low)} – {size_text(high)}")
     con.print(mt)
     _print_fit(con, d)
     for note in d["notes"]:

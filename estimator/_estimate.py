@@ -247,11 +247,11 @@ def explain(est: Estimate) -> list[str]:
     notes: list[str] = list(mem.notes)
     comps = mem.components
     V = est.arch.vocab_size
-    if comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:
+    if plan.loss == "standard" and comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:
         notes.append(
             f"logits at a {V:,}-token vocabulary cost {gib_text(comps['logits'])} at the peak "
-            f"({plan.batch_size}×{plan.seq_len}×{V:,} in fp32 copies); a chunked or fused cross-entropy "
-            "(e.g. Liger) would remove most of it"
+            f"({plan.batch_size}×{plan.seq_len}×{V:,} in fp32 copies); a chunked loss (loss: chunked, TRL's fused "
+            "LM head, what SFTTrainer runs) would remove most of it"
         )
     if comps["activations"] >= 0.3 * mem.peak_allocated and not plan.gradient_checkpointing:
         notes.append(
