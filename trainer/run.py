@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -55,11 +56,10 @@ from .tracker import MemoryTracker, attach_logits_scope
 def versions(device: torch.device | None = None) -> dict[str, Any]:
     """Versions of everything that changes the numbers."""
     out: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "peft", "bitsandbytes", "accelerate"):
-        try:
-            module = __import__(name)
-            out[name] = getattr(module, "__version__", None)
-        except Exception:
+    for name in ("transformers", "peft", "bitsandbytes", "accelerate", "trl"):
+        try:  # the installed distribution's version: importing the package (accelerate, trl) would take seconds
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             out[name] = None
     out["cuda"] = torch.version.cuda
     if device is not None and device.type == "cuda":
