@@ -31,6 +31,7 @@ from app.errors import AppError
 from app.service import EstimateService, Resolved
 from estimator import (
     WHY_EXACT_DIFFERS,
+    CalibrationProfile,
     EstimatorError,
     Plan,
     PlanField,
@@ -151,7 +152,26 @@ class _LazyHub:
         return self._client.resolve(repo_id, token or os.environ.get("HF_TOKEN"), revision)
 
 
-SERVICE = EstimateService(_LazyHub())
+def _calibration(gpu: str) -> CalibrationProfile | None:
+    """The latest calibration this machine's verify runs measured on ``gpu`` (the server's job database, read only
+    when it exists)."""
+    from app.settings import Settings
+
+    db = Settings().jobs_db
+    if not db.exists():
+        return None
+    from sqlalchemy import create_engine
+
+    from app.jobs.calibration import CalibrationStore
+
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        return CalibrationStore(engine).latest(gpu)
+    finally:
+        engine.dispose()
+
+
+SERVICE = EstimateService(_LazyHub(), calibrations=_calibration)
 
 
 def _run(fn: Callable[[], None]) -> None:
