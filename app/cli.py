@@ -34,6 +34,7 @@ from app.errors import AppError
 from app.service import EstimateService, Resolved, price_table
 from estimator import (
     WHY_EXACT_DIFFERS,
+    CalibrationProfile,
     EstimatorError,
     Plan,
     PlanField,
@@ -154,7 +155,26 @@ class _LazyHub:
         return self._client.resolve(repo_id, token or os.environ.get("HF_TOKEN"), revision)
 
 
-SERVICE = EstimateService(_LazyHub())
+def _calibration(gpu: str) -> CalibrationProfile | None:
+    """The latest calibration this machine's verify runs measured on ``gpu`` (the server's job database, read only
+    when it exists)."""
+    from app.settings import Settings
+
+    db = Settings().jobs_db
+    if not db.exists():
+        return None
+    from sqlalchemy import create_engine
+
+    from app.jobs.calibration import CalibrationStore
+
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        return CalibrationStore(engine).latest(gpu)
+    finally:
+        engine.dispose()
+
+
+SERVICE = EstimateService(_LazyHub(), calibrations=_calibration)
 
 PricesOpt = Annotated[
     Path | None,
@@ -217,6 +237,8 @@ def _print_estimate(d: dict[str, Any]) -> None:
     mt.add_row("[bold]peak allocated[/bold]", f"{mem['peak_allocated']:,}", size_text(mem["peak_allocated"]))
     mt.add_row("peak reserved", f"{mem['peak_reserved']:,}", size_text(mem["peak_reserved"]))
     mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", size_text(mem["total"]))
+    low, high = mem["range"]["total"]
+    mt.add_row("total range (fits use the high)", f"{low:,} – {high:,}", f"{size_text(low)} – {size_text(high)}")
     con.print(mt)
     _print_fit(con, d)
     _print_time(con, d)

@@ -54,8 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. With no ``settings``, they are read from the environment (``TUNEPLAN_*``)."""
     settings = settings or Settings()
     hub = HubClient(settings)
-    service = EstimateService(hub, settings.max_config_bytes, price_table(settings.prices))
-    state = AppState(settings, hub, service, JobRunner(settings))
+    runner = JobRunner(settings)
+    service = EstimateService(
+        hub, settings.max_config_bytes, price_table(settings.prices), calibrations=runner.latest_calibration
+    )
+    state = AppState(settings, hub, service, runner)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.errors import InvalidRequest
-from estimator import ConfigError, EstimatorError, Plan, PriceError, PriceTable, catalog, estimate, load_prices, rent
+from estimator import (
+    CalibrationProfile,
+    ConfigError,
+    EstimatorError,
+    Plan,
+    PriceError,
+    PriceTable,
+    catalog,
+    estimate,
+    load_prices,
+    rent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +124,18 @@ class EstimateService:
     """Resolves plans (the Hub client for ids outside the catalog) and estimates them."""
 
     def __init__(
-        self, hub: Hub, max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES, prices: PriceTable | None = None
+        self,
+        hub: Hub,
+        max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+        prices: PriceTable | None = None,
+        calibrations: Callable[[str], CalibrationProfile | None] | None = None,
     ) -> None:
         self.hub = hub
         self.max_config_bytes = max_config_bytes
         self.prices = prices
         """The price table costs are computed with (None: the estimator's built-in one)."""
+        self.calibrations = calibrations
+        """The latest calibration profile for a catalog GPU id (``JobRunner.latest_calibration``), if any."""
 
     def resolve(self, plan: Plan, token: str | None = None) -> Resolved:
         """The config a plan stands for; ``HubError`` / ``UnknownModelError`` when its model cannot be found."""
@@ -140,7 +157,20 @@ class EstimateService:
     def contract(self, plan: Plan, resolved: Resolved) -> dict[str, Any]:
         """``estimate(plan).to_dict()`` for a resolved plan (a crash on an odd config becomes ``ConfigError``)."""
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
-        return guarded(lambda: estimate(plan, config=resolved.estimate_config, prices=self.prices).to_dict(), what)
+        calibration = self.calibration_for(plan)
+        return guarded(
+            lambda: estimate(
+                plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration
+            ).to_dict(),
+            what,
+        )
+
+    def calibration_for(self, plan: Plan) -> CalibrationProfile | None:
+        """The profile for the plan's GPU when its ``calibration`` is ``auto`` and runs measured one."""
+        if self.calibrations is None or plan.gpu is None or plan.calibration != "auto" or plan.device != "cuda":
+            return None
+        gpu = catalog.find_gpu(plan.gpu)
+        return self.calibrations(gpu.id) if gpu is not None else None
 
     def rent(self, plan: Plan, token: str | None = None) -> dict[str, Any]:
         """Every catalog GPU and count that fits the plan, cheapest first (``estimator.rent``)."""

@@ -53,6 +53,7 @@ from trainer.accuracy import (  # noqa: E402
 
 CPU_JSON = REPO / "bench" / "results" / "accuracy_cpu.json"
 GPU_JSON = REPO / "bench" / "results" / "gpu_h200.json"
+SETUPS_JSON = REPO / "bench" / "results" / "gpu_setups_h200.json"  # the setups matrix, once a GPU has run it
 DOC = REPO / "docs" / "accuracy.md"
 
 MiB = 1024 * 1024
@@ -234,6 +235,67 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return out
 
 
+SDP = "pytorch/pytorch `aten/src/ATen/native/transformers/cuda/sdp_utils.cpp` (stored snapshot, commit 001f694)"
+HDR = "`torch/include/ATen/native/transformers/sdp_utils_cpp.h` (torch 2.13.0 wheel)"
+TF = "transformers 5.24.0"
+KERNEL_RULES: tuple[tuple[str, str, str], ...] = (
+    ("transformers builds a bool (b, 1, s, s) mask only when a token is masked: an all-ones padding mask is "
+     "skipped and SDPA runs with `is_causal`", "`padding: padded` with batch 1 or `none`: no mask; padded with "
+     "batch > 1: a mask", f"{TF} `masking_utils.py` `_ignore_causal_mask_sdpa` 252-329 (`padding_mask.all()` at "
+     "329), `sdpa_mask` 395-549 (the skip at 517)"),
+    ("packed sequences (position ids that restart) always get a block-diagonal mask", "`padding: packed`: a mask, "
+     "cos/sin per row", f"{TF} `masking_utils.py` `find_packed_sequence_indices` 735-764, `create_causal_mask` "
+     "991-1001 (`allow_is_causal_skip = False`)"),
+    ("grouped KV heads go to SDPA with `enable_gqa=True` only without a mask and with head dim ≤ 256 (CUDA, CPU); "
+     "otherwise K/V are expanded to the query heads first (`repeat_kv`, a copy per layer)",
+     "`repeat_kv`: K/V saved at a·d per layer; `enable_gqa` else",
+     f"{TF} `integrations/sdpa_attention.py` `use_gqa_in_sdpa` 42-51, `repeat_kv` 19-28, the dispatch 118-127"),
+    ("a backend without grouped-query support refuses K/V heads ≠ query heads", "memory-efficient with "
+     "`enable_gqa`: refused", f"{HDR} `check_batch_size_and_num_heads_dense<supports_gqa>` 397-452 (the GQA "
+     "branch 431-433), `check_grouped_query_attention` 357-395"),
+    ("flash takes no attention mask", "padded/packed: no flash", f"{HDR} `check_for_attn_mask` 260-268; {SDP} "
+     "`can_use_flash_attention` (its constraint list)"),
+    ("flash: sm80-sm121, fp16/bf16, head dim ≤ 256, no training head dim in (192, 224] on sm86/89/120",
+     "fp32 (QLoRA) or a T4/V100: no flash", f"{SDP} `check_flash_attention_hardware_support`, "
+     "`check_dtypes_flash_attention` / `check_dtypes_low_precision`, `check_head_dim_size_flash`, "
+     "`check_requires_grad_and_head_dim_gt192_constraints_on_sm86_89_or_120`"),
+    ("memory-efficient: sm50-sm121, fp16/fp32 (bf16 from sm80), head dim a multiple of 8 (16-bit) or 4 (fp32 on "
+     "sm80+), masks allowed, no grouped heads in torch 2.13 (`check_batch_size_and_num_heads_dense<false>`; "
+     "the newer snapshot admits them)", "QLoRA padded: memory-efficient (O(s)); unpadded: not",
+     f"{SDP} `can_use_mem_efficient_attention`, `check_mem_efficient_hardware_support`, "
+     "`check_head_dim_size_mem_efficient`, `minimum_gemm_alignment`; the H200 runs (torch 2.11, QLoRA on grouped "
+     "heads took the math path)"),
+    ("cuDNN: sm80-sm121, fp16/bf16, head dim ≤ 128 and a multiple of 8, masks and grouped heads allowed",
+     "16-bit on sm90 with or without a mask", f"{SDP} `can_use_cudnn_attention`, `check_cudnn_tensor_shapes`, "
+     "`check_cudnn_hardware_support`"),
+    ("priority: cuDNN first on sm90/sm100 when the bundled cuDNN prefers it, else flash, memory-efficient, math; "
+     "the first that passes runs (cuDNN and flash keep the same tensors)", "`auto`",
+     f"{SDP} `check_prefer_cudnn_attention`, `priority_order`, `select_sdp_backend`"),
+    ("math runs anything; it keeps fp32 q, k, v and the b·a·s² probabilities (16-bit inputs upcast)",
+     "O(s²) per layer", "measured: the H200 runs (fp32) and the CPU grid (`llama-lora-math-nogc`, bf16)"),
+    ("`sdpa_kernel([backend])` enables only that backend: if it cannot run the call, torch raises",
+     "a pinned backend that cannot run: `PlanError` saying why", f"{SDP} `select_sdp_backend` (the error branch); "
+     "`torch/nn/attention/__init__.py` `sdpa_kernel`"),
+    ("CPU: the CPU flash kernel for every float dtype, masks and grouped heads; it keeps the mask converted to the "
+     "q/k/v dtype per layer", "`device: cpu`", "measured on the CPU grid (padded and packed cases, exact)"),
+)  # fmt: skip
+
+
+def _kernel_rules() -> list[str]:
+    lines = [
+        "## The attention kernel: selection rules and their sources",
+        "",
+        "The estimate follows the attention kernel the step actually runs (`estimator/_kernels.py`, "
+        "`memory.attention` in the contract): transformers' dispatch first, then torch's SDPA backend selection "
+        "for the plan's GPU architecture. Each rule is tested (`tests/estimator/test_kernels.py`). Line numbers are "
+        "those of the installed torch 2.13.0 and transformers 5.24.0; torch's CUDA selection file ships compiled, "
+        "so it is cited by function at the stored snapshot it was read in.",
+        "",
+    ]
+    lines += _table(["rule", "what it decides here", "source"], KERNEL_RULES)
+    return lines + [""]
+
+
 def _plan_cells(p: Mapping[str, Any]) -> list[str]:
     return [
         str(p.get("method")),
@@ -241,7 +303,18 @@ def _plan_cells(p: Mapping[str, Any]) -> list[str]:
         str(p.get("attn_implementation")),
         f"{p.get('lora_dropout', 0):g}" if p.get("method") != "full" else "–",
         f"{p.get('batch_size')}×{p.get('seq_len')}",
+        _setup(p),
     ]
+
+
+def _setup(p: Mapping[str, Any]) -> str:
+    """The setup around the model, where it is not the default of the grid (unpadded, Trainer loop, standard loss,
+    torch's SDPA choice)."""
+    parts = [p.get("padding", "none"), p.get("training_loop", "trainer"), p.get("loss", "standard")]
+    parts = [x for x in parts if x not in ("none", "trainer", "standard")]
+    if p.get("sdpa_backend", "auto") != "auto":
+        parts.append(f"sdpa {p['sdpa_backend']}")
+    return ", ".join(parts) or "–"
 
 
 def _tensor_peak_error(c: Mapping[str, Any]) -> str:
@@ -256,10 +329,11 @@ def _tensor_peak_error(c: Mapping[str, Any]) -> str:
 
 
 def _case_table(cases: Sequence[Mapping[str, Any]], fmt: Any, unit: str, tensor_peak: bool = False) -> list[str]:
-    header = ["case", "method", "GC", "attn", "dropout", "batch×seq", f"est. peak ({unit})", f"measured ({unit})",
+    header = ["case", "method", "GC", "attn", "dropout", "batch×seq", "setup", f"est. peak ({unit})",
+              f"measured ({unit})",
               "error", "phase est. / meas."] + [f"{COMPONENT_LABELS[c]} err" for c in COMPARED]  # fmt: skip
     if tensor_peak:
-        header.insert(9, "est. tensor_peak (err)")
+        header.insert(10, "est. tensor_peak (err)")
     rows: list[list[str]] = []
     for c in cases:
         if "error" in c:
@@ -280,7 +354,7 @@ def _case_table(cases: Sequence[Mapping[str, Any]], fmt: Any, unit: str, tensor_
                _pct(peak["error"]) + ("" if peak["ok"] else " ✗"),
                f"{cmp['estimated_phase']} / {cmp['measured_phase']}", *comps]  # fmt: skip
         if tensor_peak:
-            row.insert(9, _tensor_peak_error(c))
+            row.insert(10, _tensor_peak_error(c))
         rows.append(row)
     return _table(header, rows)
 
@@ -383,7 +457,9 @@ def _calibration(ok: Sequence[Mapping[str, Any]]) -> list[str]:
         "### What was calibrated on the GPU",
         "",
         "The live-tensor model was built on the CPU and was not fitted to these runs. The four GPU-only constants "
-        "in `estimator/_memory.py` were read off them:",
+        "of the GPU catalog's sm90 entry (`estimator/data/gpus.json`, `architectures`; exported as the names below) "
+        "were read off them; other architectures have their own entries (docs/architecture.md), and a verify run "
+        "on any card calibrates that card's (`app/jobs/calibration.py`):",
         "",
         "| constant | value | measured source |",
         "|---|---|---|",
@@ -479,6 +555,7 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
     ]
     lines += _case_table(real, _mib, "MiB")
     lines += ["", _summary(real), ""]
+    lines += _kernel_rules()
     lines += [
         "## Traced: real sizes under FakeTensorMode",
         "",
@@ -499,6 +576,7 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
     if gpu is not None:
         lines += _gpu_section(gpu)
         lines += _findings(gpu_rows(gpu))
+    lines += _setups_section(_load_setups())
     lines += _gaps(real, traced, gpu_rows(gpu) if gpu is not None else [])
     lines += _reproduce()
     return "\n".join(lines).rstrip() + "\n"
@@ -624,14 +702,66 @@ def _gaps(
             f"{_pct(min(alloc))} … {_pct(max(alloc))} against `max_memory_allocated`.",
         ]
     lines += [
-        "- **Other GPUs and stacks**: the context, runtime and workspace constants were measured on one H200 with one "
-        "driver and CUDA version; other cards, drivers and CUDA versions differ by tens of MiB.",
-        "- **Traced runs use the CPU attention kernel**: they do not see the CUDA math fallback (the estimate does). "
+        "- **Other GPUs and stacks**: the context and runtime were measured on one H200 (sm90) with one driver and "
+        "CUDA version. Every other architecture in the GPU catalog (`estimator/data/gpus.json`, `architectures`) "
+        "has its cuBLAS workspace derived from torch's code but the H200's context and runtime standing in, "
+        "reported as `uncalibrated` with a wide range (0.2–1.5×) until a verify run on such a card calibrates it "
+        "(`app/jobs/calibration.py`).",
+        "- **Not yet run on a GPU** (the setups matrix, `bench/gpu_check.py`, waits for a lent device): CUDA's "
+        "memory-efficient and cuDNN kernels with a padding mask (whether the mask is kept per layer in the q/k/v "
+        "dtype: the range's high edge holds it), TRL's chunked loss on CUDA (its Triton kernel folds tiles in "
+        "place; the CPU fallback, measured here, keeps 29 bytes per tile element in backward), eager attention's "
+        "extra backward block on CUDA, fp16, ROCm. Their activations carry the wider `UNVERIFIED` band "
+        "(−5 % … +15 %) in the estimate's range.",
+        "- **transformers 4.x**: the MoE experts' weights are counted as 4.x holds them (quantized `nn.Linear` "
+        "layers under QLoRA); LoRA on the experts and the MoE activations are still modelled as 5.x runs them.",
+        "- **Traced runs use the CPU kernels**: the CUDA math path is forced where the kernel rules say CUDA takes "
+        "it; a fused CUDA backend is stood in for by the CPU's flash kernel (with a mask it keeps a per-layer "
+        "converted mask that CUDA's memory-efficient kernel may not); the chunked loss traces its CPU fallback. "
         "DoRA's per-module weight-norm transient and autocast cast caches are approximated (the estimate says so in "
         "its notes).",
         "",
     ]
     return lines
+
+
+def _setups_section(setups: Mapping[str, Any] | None) -> list[str]:
+    """The setups matrix on a GPU: measured figures when recorded, else what it will measure."""
+    lines = ["## GPU: the setups matrix", ""]
+    if setups is None:
+        return lines + [
+            "`python bench/gpu_check.py --out bench/results/gpu_setups_h200.json` (20 cases, about 4 minutes on an "
+            "H200) measures what the estimate was not calibrated on: fp16 vs bf16, SDPA pinned to each backend "
+            "(flash, memory-efficient, cuDNN, math: on one H200 these stand for older cards' choices), eager "
+            "attention, padded vs unpadded batches, the Trainer's loop vs a plain loop, and TRL's chunked loss, for "
+            "LoRA and QLoRA on Llama-3.2-1B at 2 × 2048 tokens and two Llama-3.1-8B QLoRA cases; every run also "
+            "records which SDPA backend torch picked. **Its GPU figures are still to be recorded**: no GPU was "
+            "available when these setups were added. Until then the CUDA-only paths carry the wider band above.",
+            "",
+        ]
+    rows = []
+    for c in setups.get("cases", []):
+        res = c.get("result") or {}
+        m = res.get("measured") or {}
+        if c.get("status") != "ok" or not res:
+            rows.append([f"`{c['name']}`", c.get("status", "?"), "", "", "", "", ""])
+            continue
+        est = estimate(Plan.from_dict({**res["plan"], "model": None, "config": res["config"]})).to_dict()["memory"]
+        rows.append([
+            f"`{c['name']}`", ", ".join(res.get("sdpa_backends") or []) or "–", str(est["attention"]["backend"]),
+            _gib(m["peak_allocated"]), _gib(est["peak_allocated"]),
+            _pct((est["peak_allocated"] - m["peak_allocated"]) / m["peak_allocated"]),
+            "yes" if est["range"]["peak_allocated"][0] <= m["peak_allocated"] <= est["range"]["peak_allocated"][1]
+            else "no",
+        ])  # fmt: skip
+    lines += _table(["case", "SDPA (torch)", "SDPA (estimate)", "max_memory_allocated", "est. peak_allocated",
+                     "err", "in range"], rows)  # fmt: skip
+    return lines + [""]
+
+
+def _load_setups() -> dict[str, Any] | None:
+    path = SETUPS_JSON
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _reproduce() -> list[str]:
@@ -643,7 +773,8 @@ def _reproduce() -> list[str]:
         "python -m bench.accuracy --only llama     # rerun a subset, merged into bench/results/accuracy_cpu.json",
         "python -m bench.accuracy --from-json      # this page from the saved results (and gpu_h200.json)",
         ".venv/bin/pytest tests/trainer/test_accuracy.py tests/estimator/test_gpu_results.py -q",
-        "python bench/gpu_check.py --out gpu.json  # on a CUDA machine: the 24-case matrix, < 8 minutes",
+        "python bench/gpu_check.py --out bench/results/gpu_setups_h200.json   # on a CUDA machine: the setups, < 5 min",
+        "python bench/gpu_check.py --matrix base --out gpu.json               # the first 24-case matrix, < 8 min",
         "```",
         "",
         "On the GPU machine the train stack has to match (torch with CUDA, transformers 5.24.0, peft 0.21.2, "

@@ -1,17 +1,29 @@
 """GPU check: measure a prepared matrix of real training steps on one CUDA device, each case in its own process.
 
-Matrix: Llama-3.2-1B, Qwen2.5-1.5B, Llama-3.1-8B (configs from ``estimator/data/models.json`` when present, else
-the copies embedded below) x QLoRA / LoRA x gradient checkpointing on / off x seq 512 / 2048, batch 1, AdamW, SDPA.
-Each case runs ``python -m trainer.run`` in a subprocess with a timeout, so an OOM, a crash or a hang costs that
-case only. The output is one JSON (``--out``): the card, the versions, and one entry per case (the run's result, or
-its error / timeout / skip). It is rewritten after every case, so a run cut short still leaves what it measured.
+Two matrices (``--matrix``):
 
-    python bench/gpu_check.py --out gpu_results.json                 # on a CUDA machine, < 8 minutes
+* ``setups`` (the default): what changes the figure on a card and stack the estimate was not calibrated on —
+  fp16 vs bf16, SDPA pinned to each backend (flash, memory-efficient, cuDNN, math), eager attention, padded vs
+  unpadded batches, the Trainer's loop vs a plain loop, the chunked loss (TRL's fused LM head), for LoRA and QLoRA
+  on Llama-3.2-1B (grouped KV heads) at batch 2 x 2048 tokens, plus two Llama-3.1-8B QLoRA cases. 20 cases, about
+  4 minutes on an H200. Each run also records which SDPA backend torch picked (``sdpa_backends``), which the
+  estimate's kernel rules predict (``estimator.attention_path``).
+* ``base``: the first H200 matrix (bench/results/gpu_h200.json): Llama-3.2-1B, Qwen2.5-1.5B, Llama-3.1-8B x QLoRA /
+  LoRA x gradient checkpointing on / off x seq 512 / 2048, batch 1, AdamW, SDPA.
+
+Configs come from ``estimator/data/models.json`` when present, else the copies embedded below. Each case runs
+``python -m trainer.run`` in a subprocess with a timeout, so an OOM, a crash or a hang costs that case only. The
+output is one JSON (``--out``): the card, the versions, and one entry per case (the run's result, or its error /
+timeout / skip). It is rewritten after every case, so a run cut short still leaves what it measured.
+
+    python bench/gpu_check.py --out gpu_setups.json                  # on a CUDA machine, < 5 minutes
+    python bench/gpu_check.py --matrix base --out gpu_results.json   # the 24-case matrix, < 8 minutes
     python bench/gpu_check.py --dry --out dry.json --limit 2         # same matrix shape, tiny configs, on CPU
 
-``--dry`` swaps in tiny configs (dims multiples of 64) and the CPU, so the harness itself is tested anywhere.
-``--traced`` runs the same real-size matrix through ``python -m trainer.traced`` on the CPU (fake tensors, the plans
-say cuda so 512-byte rounding and foreach AdamW apply): the prediction to set beside a GPU run's measurements.
+``--dry`` swaps in tiny configs (dims multiples of 64) and the CPU, so the harness itself is tested anywhere (a
+case the CPU cannot run as such, a pinned CUDA-only backend, is run with torch's choice). ``--traced`` runs the
+same real-size matrix through ``python -m trainer.traced`` on the CPU (fake tensors; the plans say cuda so 512-byte
+rounding and foreach AdamW apply): the prediction to set beside a GPU run's measurements.
 
     python bench/gpu_check.py --traced --out traced.json --budget 1200
 """
@@ -154,8 +166,8 @@ def model_configs(dry: bool) -> tuple[dict[str, dict[str, Any]], str]:
     return EMBEDDED, "embedded"
 
 
-def matrix(dry: bool) -> list[dict[str, Any]]:
-    """Cases, small models first: a broken harness fails fast and cheaply."""
+def base_matrix(dry: bool) -> list[dict[str, Any]]:
+    """The first H200 matrix. Cases small models first: a broken harness fails fast and cheaply."""
     configs, source = model_configs(dry)
     cases = []
     # The 8B runs right after the first small model: if the budget runs out, the second small model is what goes.
@@ -181,6 +193,59 @@ def matrix(dry: bool) -> list[dict[str, Any]]:
                     name = f"{model_id}/{method}/{'gc' if gc else 'nogc'}/s{seq}"
                     cases.append({"name": name, "model": model_id, "config_source": source, "plan": plan})
     return cases
+
+
+# The setups matrix: (name, model, plan changes over SETUP_BASE). Unpadded, the 1B's grouped KV heads go to SDPA
+# with enable_gqa (cuDNN/flash for 16-bit, math for QLoRA's fp32); padded, K/V are repeated and a mask is passed
+# (memory-efficient or cuDNN). A pinned backend that cannot run the call is left out (torch would refuse it).
+SETUPS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("lora/bf16", "llama-3.2-1b", {}),
+    ("lora/fp16", "llama-3.2-1b", {"dtype": "float16"}),
+    ("lora/bf16/padded", "llama-3.2-1b", {"padding": "padded"}),
+    ("lora/bf16/plain", "llama-3.2-1b", {"training_loop": "plain"}),
+    ("lora/bf16/chunked", "llama-3.2-1b", {"loss": "chunked"}),
+    ("lora/bf16/flash", "llama-3.2-1b", {"sdpa_backend": "flash"}),
+    ("lora/bf16/cudnn", "llama-3.2-1b", {"sdpa_backend": "cudnn"}),
+    ("lora/bf16/math", "llama-3.2-1b", {"sdpa_backend": "math"}),
+    ("lora/bf16/padded/efficient", "llama-3.2-1b", {"padding": "padded", "sdpa_backend": "efficient"}),
+    ("lora/bf16/eager", "llama-3.2-1b", {"attn_implementation": "eager"}),
+    ("lora/bf16/padded/nogc", "llama-3.2-1b", {"padding": "padded", "gradient_checkpointing": False}),
+    ("qlora", "llama-3.2-1b", {"method": "qlora"}),
+    ("qlora/fp16", "llama-3.2-1b", {"method": "qlora", "dtype": "float16"}),
+    ("qlora/padded", "llama-3.2-1b", {"method": "qlora", "padding": "padded"}),
+    ("qlora/plain", "llama-3.2-1b", {"method": "qlora", "training_loop": "plain"}),
+    ("qlora/chunked", "llama-3.2-1b", {"method": "qlora", "loss": "chunked"}),
+    ("qlora/eager", "llama-3.2-1b", {"method": "qlora", "attn_implementation": "eager"}),
+    ("qlora/padded/nogc", "llama-3.2-1b", {"method": "qlora", "padding": "padded", "gradient_checkpointing": False}),
+    ("8b/qlora/padded", "llama-3.1-8b", {"method": "qlora", "padding": "padded"}),
+    ("8b/qlora/chunked", "llama-3.1-8b", {"method": "qlora", "loss": "chunked"}),
+)
+SETUP_BASE: dict[str, Any] = {
+    "method": "lora", "dtype": "bfloat16", "batch_size": 2, "seq_len": 2048, "gradient_checkpointing": True,
+    "attn_implementation": "sdpa", "sdpa_backend": "auto", "padding": "none", "training_loop": "trainer",
+    "loss": "standard", "optimizer": "adamw_torch", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+    "target_modules": "all-linear",
+}  # fmt: skip
+CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
+
+
+def setups_matrix(dry: bool) -> list[dict[str, Any]]:
+    """The setups matrix (module docstring); on ``--dry`` tiny configs on the CPU."""
+    configs, source = model_configs(dry)
+    cases = []
+    for name, model_id, changes in SETUPS:
+        plan = SETUP_BASE | changes | {"config": configs[model_id], "device": "cpu" if dry else "cuda"}
+        if dry:
+            plan["seq_len"] = DRY_SEQ[2048]
+            if plan["sdpa_backend"] in CUDA_ONLY_BACKENDS:
+                plan["sdpa_backend"] = "auto"
+        cases.append({"name": name, "model": model_id, "config_source": source, "plan": plan})
+    return cases
+
+
+def matrix(dry: bool, which: str = "base") -> list[dict[str, Any]]:
+    """The cases of matrix ``which`` ("setups" or "base")."""
+    return setups_matrix(dry) if which == "setups" else base_matrix(dry)
 
 
 def card() -> dict[str, Any]:
@@ -242,6 +307,7 @@ def run_case(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure the prepared GPU matrix (or --dry on CPU)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--matrix", choices=("setups", "base"), default="setups", help="which matrix (see above)")
     parser.add_argument("--dry", action="store_true", help="tiny configs on CPU: check the harness anywhere")
     parser.add_argument("--traced", action="store_true", help="real sizes through trainer.traced, on CPU")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N cases")
@@ -254,13 +320,14 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cpu" if args.dry or args.traced else "cuda"
     module = "trainer.traced" if args.traced else "trainer.run"
-    cases = matrix(args.dry)
+    cases = matrix(args.dry, args.matrix)
     if args.only:
         cases = [c for c in cases if args.only in c["name"]]
     if args.limit is not None:
         cases = cases[: args.limit]
     report: dict[str, Any] = {
         "kind": "gpu_check",
+        "matrix": args.matrix,
         "dry": args.dry,
         "traced": args.traced,
         "device": device,

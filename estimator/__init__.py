@@ -14,6 +14,7 @@ from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
 from ._errors import ConfigError, EstimatorError, PlanError, PriceError, UnknownModelError, UnsupportedModelError
 from ._estimate import Estimate, estimate, plan_key
 from ._inventory import Inventory, Tensor, build_inventory
+from ._kernels import AttentionPath, attention_path, has_mask
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import (
     ALLOCATOR_CACHE_FLOOR,
@@ -41,6 +42,7 @@ from ._quant import (
     int8_parts,
 )
 from ._rent import COUNTS, rent
+from ._runtime import CalibrationProfile, Runtime, calibration_from_run, runtime_for
 from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, storage
 from ._time import Mfu, StepFlops, Throughput, TimeEstimate, default_mfu, host_ops, step_flops, step_time, throughput
 from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
@@ -63,6 +65,8 @@ __all__ = [
     "WHY_EXACT_DIFFERS",
     "AdapterPlan",
     "Architecture",
+    "AttentionPath",
+    "CalibrationProfile",
     "ConfigError",
     "Estimate",
     "EstimatorError",
@@ -78,6 +82,7 @@ __all__ = [
     "PriceError",
     "PriceTable",
     "RuleOfThumb",
+    "Runtime",
     "StepFlops",
     "Tensor",
     "Term",
@@ -88,8 +93,10 @@ __all__ = [
     "adapter_plan",
     "alloc",
     "attention_implementation",
+    "attention_path",
     "bits_per_weight",
     "build_inventory",
+    "calibration_from_run",
     "catalog",
     "compare",
     "cost_rows",
@@ -102,6 +109,7 @@ __all__ = [
     "four_bit_parts",
     "gb_text",
     "gib_text",
+    "has_mask",
     "head_loss",
     "host_ops",
     "int8_bytes",
@@ -114,6 +122,7 @@ __all__ = [
     "plan_key",
     "relative_error",
     "rent",
+    "runtime_for",
     "size_text",
     "step_flops",
     "step_time",

@@ -12,11 +12,13 @@ from . import catalog
 from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError
 from ._fit import fit_search
-from ._inventory import Inventory, build_inventory
+from ._inventory import EXPERTS, Inventory, build_inventory
+from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
-from ._memory import MemoryEstimate, training_memory
+from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_with, training_memory
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
+from ._runtime import CalibrationProfile, runtime_for
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import gib_text
@@ -53,7 +55,12 @@ class Estimate:
             "total": inv.total,
             "trainable": trainable,
             "trainable_percent": round(100.0 * trainable / inv.total, 4) if inv.total else 0.0,
-            "quantized": inv.quantizable if self.plan.quantized else 0,
+            "quantized": (
+                inv.quantizable
+                + (sum(t.total for t in inv.tensors if t.kind == EXPERTS) if experts_quantized(self.plan) else 0)
+            )
+            if self.plan.quantized
+            else 0,
             "quantizable": inv.quantizable,
             "embedding": roles.get("embedding", 0) + roles.get("position_embedding", 0),
             "lm_head": roles.get("lm_head", 0),
@@ -118,9 +125,19 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     return entry.config, "catalog", entry.hf_id
 
 
-def estimate(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceTable | None = None) -> Estimate:
-    """Estimate storage, training memory and (with a GPU) time and cost of ``plan``; ``prices``: the price table
-    (default: the built-in one). Pure and fast (well under a millisecond)."""
+def estimate(
+    plan: Plan,
+    config: Mapping[str, Any] | None = None,
+    prices: PriceTable | None = None,
+    *,
+    calibration: CalibrationProfile | None = None,
+) -> Estimate:
+    """Estimate storage, training memory and (with a GPU) time and cost of ``plan``. Pure and fast.
+
+    ``prices``: the price table (default: the built-in one). ``calibration``: runtime constants a verify run measured
+    on the plan's GPU (the app looks them up); used when ``plan.calibration`` is ``auto`` and the profile is for
+    ``plan.gpu``, else the GPU catalog's constants.
+    """
     cfg, source, model_id = config_for(plan, config)
     arch = parse_config(cfg)
     if plan.seq_len > arch.max_position_embeddings and not plan.allow_long_context:
@@ -128,10 +145,6 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceT
             f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
             "(max_position_embeddings); lower seq_len or set allow_long_context"
         )
-    inv = build_inventory(arch)
-    adapters = adapter_plan(inv, plan)
-    mem = training_memory(inv, adapters, plan)
-    fit = time = None
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
     if plan.gpu is not None and gpu is None:
         close = catalog.close_gpu_matches(plan.gpu)
@@ -139,8 +152,17 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceT
         raise PlanError(
             f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
         )
+    inv = build_inventory(arch)
+    adapters = adapter_plan(inv, plan)
+    usable = calibration if calibration_applies(plan, gpu, calibration) else None
+    mem = training_memory(inv, adapters, plan, runtime=runtime_for(plan.gpu, usable))
+    fit = time = None
     if gpu is not None and plan.device == "cuda":
-        fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
+        # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
+        # changes at the plan's own point (its context, runtime and workspace are constants).
+        shift = 0 if usable is None else mem.fit_bytes - training_memory(inv, adapters, plan).fit_bytes
+        fit = _search(inv, adapters, plan, gpu.usable_bytes - shift) | {
+            "usable_bytes": gpu.usable_bytes,
             "gpu": gpu.id,
             "name": gpu.name,
             "fits": mem.fit_bytes <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
@@ -157,18 +179,65 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceT
         adapters=adapters,
         storage=storage(inv, adapters, plan),
         memory=mem,
-        fits=tuple(fits(mem.fit_bytes, plan)),
+        fits=tuple(fits(mem.fit_bytes, plan, _per_architecture(inv, adapters, plan, mem))),
         fit=fit,
         time=time,
         prices=default_prices() if prices is None else prices,
     )
 
 
-def fits(per_gpu: int, plan: Plan) -> list[dict[str, Any]]:
-    """Catalog GPUs, each with whether the per-GPU total fits in its usable memory and the headroom."""
+def _search(inv: Inventory, adapters: AdapterPlan, plan: Plan, usable: int) -> dict[str, Any]:
+    """The fit search; where a pinned SDPA backend cannot run at some batch size or length it searches (a single
+    row has no padding mask, so grouped KV heads go to SDPA as they are), torch's own choice stands in there."""
+    try:
+        return fit_search(inv, adapters, plan, usable) | {"note": None}
+    except PlanError as exc:
+        note = f"the search used torch's own SDPA choice where the pinned one cannot run ({exc})"
+        return fit_search(inv, adapters, plan.replace(sdpa_backend="auto"), usable) | {"note": note}
+
+
+def calibration_applies(plan: Plan, gpu: catalog.GPU | None, calibration: CalibrationProfile | None) -> bool:
+    """Whether a calibration profile is used: ``plan.calibration`` is ``auto`` and it is for the plan's GPU."""
+    return calibration is not None and plan.calibration == "auto" and gpu is not None and calibration.gpu == gpu.id
+
+
+def _per_architecture(inv: Inventory, adapters: AdapterPlan, plan: Plan, mem: MemoryEstimate) -> dict[str, int]:
+    """The fit figure on each catalog GPU architecture, for the GPU list: the tensors of the attention kernel torch
+    picks there (one estimate per distinct kernel; flash and cuDNN keep the same tensors without a mask) with that
+    architecture's runtime constants. The plan's own GPU keeps the estimate's (maybe calibrated) figure; a backend
+    the plan pins that some architecture cannot run is replaced there by torch's own choice."""
+    if plan.device != "cuda" or mem.attention is None:
+        return {}
+    own = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
+    out: dict[str, int] = {own.arch: mem.fit_bytes} if own is not None else {}
+    by_kernel: dict[str, MemoryEstimate] = {_kernel_key(mem.attention): mem}
+    for g in catalog.gpus():
+        if g.arch in out:
+            continue
+        there = plan.replace(gpu=g.id)
+        try:
+            key = _kernel_key(dtype_flow(inv, adapters, there).path)
+        except PlanError:
+            there = there.replace(sdpa_backend="auto")
+            key = _kernel_key(dtype_flow(inv, adapters, there).path)
+        if key not in by_kernel:
+            by_kernel[key] = training_memory(inv, adapters, there)
+        out[g.arch] = fit_bytes_with(by_kernel[key], runtime_for(g.id))
+    return out
+
+
+def _kernel_key(path: AttentionPath) -> str:
+    backend = "flash" if path.backend == "cudnn" and not path.mask else path.backend
+    return f"{path.implementation}/{backend}/{path.mask}"
+
+
+def fits(per_gpu: int, plan: Plan, per_arch: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """Catalog GPUs, each with whether the plan fits in its usable memory and the headroom: ``per_arch`` gives the
+    fit figure on each GPU architecture (else ``per_gpu`` everywhere)."""
     out = []
     for g in catalog.gpus():
-        headroom = g.usable_bytes - per_gpu
+        need = (per_arch or {}).get(g.arch, per_gpu)
+        headroom = g.usable_bytes - need
         reason = _dtype_reason(plan, g)
         out.append({
             "id": g.id,
@@ -176,7 +245,7 @@ def fits(per_gpu: int, plan: Plan) -> list[dict[str, Any]]:
             "usable_bytes": g.usable_bytes,
             "fits": headroom >= 0 and plan.device == "cuda" and reason is None,
             "headroom_bytes": headroom,
-            "utilization": round(per_gpu / g.usable_bytes, 4) if g.usable_bytes else None,
+            "utilization": round(need / g.usable_bytes, 4) if g.usable_bytes else None,
             "reason": reason,
         })  # fmt: skip
     out.sort(key=lambda r: (not r["fits"], r["usable_bytes"]))
@@ -198,26 +267,51 @@ def explain(est: Estimate) -> list[str]:
     notes: list[str] = list(mem.notes)
     comps = mem.components
     V = est.arch.vocab_size
-    if comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:
+    if plan.loss == "standard" and comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:
         notes.append(
             f"logits at a {V:,}-token vocabulary cost {gib_text(comps['logits'])} at the peak "
-            f"({plan.batch_size}×{plan.seq_len}×{V:,} in fp32 copies); a chunked or fused cross-entropy "
-            "(e.g. Liger) would remove most of it"
+            f"({plan.batch_size}×{plan.seq_len}×{V:,} in fp32 copies); a chunked loss (loss: chunked, TRL's fused "
+            "LM head, what SFTTrainer runs) would remove most of it"
         )
     if comps["activations"] >= 0.3 * mem.peak_allocated and not plan.gradient_checkpointing:
         notes.append(
             f"activations take {gib_text(comps['activations'])}; gradient checkpointing keeps one tensor per layer "
             "and recomputes the rest"
         )
-    if plan.method == "qlora" and plan.upcast_non_quantized:
-        non_q = est.inventory.total - est.inventory.quantizable
+    notes += _qlora_notes(est)
+    if plan.transformers_version == "4.x" and any(t.kind == EXPERTS for t in est.inventory.tensors):
         notes.append(
-            f"prepare_model_for_kbit_training upcasts {non_q:,} non-quantized parameters (embeddings, lm_head, "
-            f"norms) to fp32: {gib_text(4 * non_q)} instead of {gib_text(2 * non_q)}"
+            "transformers 4.x: the experts' weights are counted as nn.Linear layers (quantized under QLoRA); LoRA on "
+            "the experts and the MoE activations are still modelled as transformers 5.x runs them (not measured)"
         )
     if plan.attn_implementation == "eager" and plan.seq_len >= 1024:
         notes.append("eager attention keeps b·a·s² attention probabilities per layer; sdpa or flash_attention_2 "
                      "keep O(s)")  # fmt: skip
+    return notes
+
+
+def _qlora_notes(est: Estimate) -> list[str]:
+    """QLoRA: what stays unquantized and what prepare_model_for_kbit_training makes of it, MoE experts apart."""
+    plan, inv = est.plan, est.inventory
+    if plan.method != "qlora":
+        return []
+    experts = sum(t.total for t in inv.tensors if t.kind == EXPERTS)
+    quantized = inv.quantizable + (experts if experts_quantized(plan) else 0)
+    notes: list[str] = []
+    if experts and not experts_quantized(plan):
+        per = 4 if plan.upcast_non_quantized else 2
+        upcast = " and prepare_model_for_kbit_training makes them fp32" if per == 4 else ""
+        notes.append(
+            f"transformers 5.x keeps the {experts:,} MoE expert parameters as fused 3-D tensors that bitsandbytes "
+            f"does NOT quantize: they stay 16-bit{upcast}, {gib_text(per * experts)} of experts; under transformers "
+            "4.x (transformers_version 4.x) they are nn.Linear layers that are quantized"
+        )
+    other = inv.total - quantized - (0 if experts_quantized(plan) else experts)
+    if plan.upcast_non_quantized:
+        notes.append(
+            f"prepare_model_for_kbit_training upcasts {other:,} non-quantized parameters (embeddings, lm_head, "
+            f"norms) to fp32: {gib_text(4 * other)} instead of {gib_text(2 * other)}"
+        )
     return notes
 
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._arch import Architecture, attention_implementation
+from . import catalog
+from ._arch import Architecture
 from ._inventory import (
     ATTENTION_INPUT,
     ATTENTION_OUTPUT,
@@ -49,9 +50,11 @@ from ._inventory import (
     Inventory,
     Tensor,
 )
+from ._kernels import AttentionPath, attention_path
 from ._lora import Adapted, AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
+from ._runtime import CACHE, CONTEXT, UNVERIFIED, VERIFIED, WORKSPACE_SCRATCH, Band, Runtime, runtime_for
 from ._units import gib_text
 
 MiB = 1024 * 1024
@@ -63,12 +66,13 @@ COMPONENTS = (
     "optimizer_paged",  # paged optimizer state in CUDA managed memory (outside torch's allocator)
 )  # fmt: skip
 
-# GPU runtime overheads, calibrated on an H200 (torch 2.11 + CUDA 13.0, driver 580.159; bench/results/gpu_h200.json,
-# docs/accuracy.md). Other GPUs and stacks differ by tens of MiB.
-CUDA_CONTEXT_BYTES = 527 * MiB  # total - free from mem_get_info() before anything is loaded
-CUDA_RUNTIME_BYTES = 233 * MiB  # kernels and library handles loaded during the first step, outside the allocator
-CUBLAS_WORKSPACE_BYTES = 64 * MiB  # cuBLAS/cuBLASLt workspaces: in torch's allocator, so in max_memory_allocated
-ALLOCATOR_CACHE_FLOOR = 512 * MiB  # blocks the caching allocator keeps reserved beyond the allocated peak
+# The runtime constants measured on an H200 (torch 2.11 + CUDA 13.0, driver 580.159; bench/results/gpu_h200.json):
+# the GPU catalog's sm90 entry, where every architecture's constants live (estimator/data/gpus.json, catalog.py).
+_SM90 = catalog.architectures()["sm90"]
+CUDA_CONTEXT_BYTES = _SM90.cuda_context_bytes  # total - free from mem_get_info() before anything is loaded
+CUDA_RUNTIME_BYTES = _SM90.cuda_runtime_bytes  # kernels and library handles loaded in the first step
+CUBLAS_WORKSPACE_BYTES = _SM90.cublas_workspace_bytes  # cuBLAS workspaces: inside torch's allocator
+ALLOCATOR_CACHE_FLOOR = _SM90.allocator_cache_floor_bytes  # blocks the caching allocator keeps reserved
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Term:
     component: str
     bytes: int
     counts: str
+    basis: str = "exact"  # "exact", "modelled", or the runtime constants' status ("measured", "calibrated", ...)
 
 
 @dataclass(frozen=True)
@@ -102,26 +107,40 @@ class MemoryEstimate:
     terms: tuple[Term, ...]
     activation_dtype: str
     notes: tuple[str, ...] = field(default=())
+    range: dict[str, tuple[int, int]] = field(default_factory=dict)
+    runtime: Runtime | None = None
+    attention: AttentionPath | None = None
+    tensor_range: tuple[int, int] = (0, 0)  # the live-tensor peak's range (without the workspace)
+    head_block: int = 0  # the head's largest transient block (what the allocator's cache is modelled on)
 
     @property
     def fit_bytes(self) -> int:
-        """The figure a GPU's usable memory is compared with: whether the plan fits, and the fit search."""
-        return self.total
+        """The figure a GPU's usable memory is compared with (whether the plan fits, and the fit search): the high
+        edge of the total's range, so an estimate says "fits" only where its least favourable reading fits."""
+        return self.range["total"][1] if "total" in self.range else self.total
 
     def to_dict(self) -> dict[str, object]:
+        att = self.attention
         return {
             "components": dict(self.components),
             "peak_allocated": self.peak_allocated,
             "peak_reserved": self.peak_reserved,
             "total": self.total,
+            "range": {k: list(v) for k, v in self.range.items()},
             "peak_phase": self.peak_phase,
             "phases": dict(self.phases),
             "activation_dtype": self.activation_dtype,
+            "attention": None if att is None else {
+                "implementation": att.implementation, "backend": att.backend, "mask": att.mask,
+                "repeat_kv": att.repeat_kv, "enable_gqa": att.enable_gqa, "pinned": att.pinned, "reason": att.reason,
+            },
+            "runtime": None if self.runtime is None else self.runtime.to_dict(),
             "terms": [
-                {"name": t.name, "component": t.component, "bytes": t.bytes, "counts": t.counts} for t in self.terms
+                {"name": t.name, "component": t.component, "bytes": t.bytes, "counts": t.counts, "basis": t.basis}
+                for t in self.terms
             ],
             "notes": list(self.notes),
-        }
+        }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -141,12 +160,20 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
 
     Counts each parameter tensor once (tied embeddings share one), each a separate allocation. QLoRA: linears that
     transformers' ``replace_with_bnb_linear`` converts are packed 4-bit (or int8) with their quant state; lm_head,
-    embeddings, norms and biases are not converted. Ignores buffers (rotary ``inv_freq``: < 1 KiB).
+    embeddings, norms and biases are not converted. MoE experts: under transformers 5.x they are fused 3-D
+    parameters that bitsandbytes does not convert (16-bit, fp32 after ``prepare_model_for_kbit_training``); under
+    4.x each expert's gate, up and down projections are ``nn.Linear`` layers it quantizes (``experts_quantized``).
+    Ignores buffers (rotary ``inv_freq``: < 1 KiB).
     """
     total = 0
     quantized, int8, per = plan.quantized, plan.quant_type == "int8", param_dtype_bytes(plan)
     for t in inv:
-        if quantized and t.bnb_quantized:
+        if quantized and t.kind == EXPERTS and experts_quantized(plan):
+            e, out, inp = t.shape
+            n = 2 if out == 2 * (inv.arch.moe_intermediate_size or 0) and inp == inv.arch.hidden_size else 1
+            linear = out // n * inp  # gate_up_proj holds the v4 gate (w1) and up (w3) linears of each expert
+            one = e * n * (int8_bytes(out // n, inp, cuda) if int8 else four_bit_bytes(linear, plan.double_quant, cuda))
+        elif quantized and t.bnb_quantized:
             if int8:
                 one = int8_bytes(t.out_features, t.in_features, cuda)
             else:
@@ -155,6 +182,11 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
             one = alloc(t.numel * per, cuda)
         total += one * t.layers
     return total
+
+
+def experts_quantized(plan: Plan) -> bool:
+    """Whether bitsandbytes quantizes MoE experts: transformers 4.x (experts are ``nn.Linear``), QLoRA."""
+    return plan.quantized and plan.transformers_version == "4.x"
 
 
 def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> list[tuple[int, int, int]]:
@@ -238,23 +270,36 @@ class _Flow:
     dropout: bool
     r: int
     attn: str
-    sdpa_math: bool = False  # CUDA SDPA falls back to the math kernel (fp32 q/k/v with grouped KV heads)
+    path: AttentionPath  # the attention kernel the step runs (estimator._kernels)
+    cuda: bool = True
+    rocm: bool = False  # the plan's GPU is an AMD one (ROCm)
     expert_lora_bytes: int = 0  # one MoE layer's expert stack as PEFT's ParamWrapper materializes it (W + ΔW)
     router_lora: bool = False
 
+    @property
+    def sdpa_math(self) -> bool:
+        """SDPA runs its math path (b·a·s² probabilities per layer)."""
+        return self.path.backend == "math"
+
+
+def gpu_runtime(plan: Plan) -> catalog.ArchRuntime | None:
+    """The runtime constants of the plan's GPU architecture (None when the plan names no GPU)."""
+    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
+    return catalog.architecture(gpu) if gpu is not None else None
+
 
 def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
-    """The dtypes every phase sees, and what the adapters read.
+    """The dtypes every phase sees, what the adapters read, and the attention kernel.
 
     Residual stream and attention: fp32 under QLoRA (``prepare_model_for_kbit_training`` makes the embeddings fp32,
     so everything after them is fp32), 16-bit under mixed precision, else the plan's dtype. Adapter compute: fp32
-    (PEFT's ``autocast_adapter_dtype``). Dropout masks: float tensors on the CPU, bool on CUDA. Gemma 2 runs eager
-    attention whatever is asked (no SDPA path in transformers). CUDA's SDPA has no fused kernel for fp32 with grouped
-    KV heads and takes its math path (measured on the H200 runs, bench/results/gpu_h200.json).
+    (PEFT's ``autocast_adapter_dtype``). Dropout masks: float tensors on the CPU, bool on CUDA. The attention kernel
+    is transformers' dispatch and torch's SDPA selection for the plan's GPU (``estimator._kernels``): for example
+    CUDA's SDPA has no fused kernel for fp32 with grouped KV heads and no mask and takes its math path (measured on
+    the H200 runs, bench/results/gpu_h200.json).
     """
     arch = inv.arch
     cuda = plan.device == "cuda"
-    attn = attention_implementation(arch.model_type, plan.attn_implementation)
     if plan.method == "qlora" and plan.upcast_non_quantized:
         ad = 4
     elif plan.method == "full" and plan.mixed_precision:
@@ -262,16 +307,18 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
     else:
         ad = DTYPE_BYTES[plan.dtype]
     ab = 4
+    gpu = gpu_runtime(plan)
+    path = attention_path(arch, plan, ad, gpu)
     lora = tuple(a.reads for a in adapters.adapted)
     experts_adapted = EXPERT_INPUT in lora or EXPERT_HIDDEN in lora
     expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
     return _Flow(
         T=plan.batch_size * plan.seq_len, b=plan.batch_size, s=plan.seq_len, ad=ad, ab=ab, mask=1 if cuda else ab,
         frozen_base=plan.method != "full", lora=lora, dropout=plan.lora_dropout > 0 and plan.adapters,
-        r=plan.lora_r, attn=attn,
+        r=plan.lora_r, attn=path.implementation, path=path, cuda=cuda,
+        rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
         router_lora=ROUTER_INPUT in lora,
-        sdpa_math=cuda and attn == "sdpa" and ad == 4 and arch.num_key_value_heads != arch.num_attention_heads,
     )  # fmt: skip
 
 
@@ -352,14 +399,17 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
         if ad != 4:
             total += ad * f.b * a * f.s * f.s  # its 16-bit copy, saved by the matmul with v
     elif f.sdpa_math:
-        # CUDA SDPA has no fused kernel for fp32 with grouped KV heads (flash needs 16-bit, memory-efficient has
-        # no GQA), so it falls back to the math path: scaled q, repeated-and-scaled k, repeated v, and the fp32
-        # attention probabilities, b·a·s², per layer (measured on the H200: QLoRA without GC)
-        total += 3 * ad * T * qd + 4 * f.b * a * f.s * f.s
+        # SDPA's math path (no fused kernel for this call: fp32 with grouped KV heads, a pinned math, a card
+        # without flash): scaled q, repeated-and-scaled k, repeated v, and the attention probabilities, b·a·s², per
+        # layer, all in fp32 (torch's math path upcasts 16-bit q/k/v: measured on the CPU; fp32 QLoRA measured on
+        # the H200 without GC)
+        total += 3 * 4 * T * qd + 4 * f.b * a * f.s * f.s
     else:
         qb = 2 if f.attn == "flash_attention_2" else ad
-        total += qb * T * (2 * qd + 2 * kd)  # q, k, v, output
+        kv = qd if f.path.repeat_kv else kd  # transformers' repeat_kv (a mask with grouped heads): K/V per q head
+        total += qb * T * (2 * qd + 2 * kv)  # q, k, v, output
         total += 4 * T * a  # log-sum-exp
+        total += mask_saved_per_layer(f)
     if arch.fused_qkv and arch.model_type != "gpt2":
         # q and k go through rotary embeddings (new tensors) while v stays a view of the fused projection's
         # output, so SDPA's saved v keeps the whole q|k|v storage alive
@@ -369,6 +419,30 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
     # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself
     o_shared = f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2)
     return total + _linear_inputs(f, (ATTENTION_OUTPUT,), qd, shared=o_shared)
+
+
+def mask_saved_per_layer(f: _Flow) -> int:
+    """The attention mask as a fused SDPA kernel keeps it for backward, per layer (bytes).
+
+    torch converts a bool mask to the q/k/v dtype before the CPU flash kernel and the cuDNN kernel
+    (``convert_boolean_attn_mask``), and the kernel keeps that copy: ad·b·s² per layer (measured on the CPU:
+    exact). CUDA's memory-efficient kernel takes the bool mask itself, shared by all layers (counted once, with
+    the mask transformers builds); its backward converts it again as a transient (not counted: the range's high
+    edge holds it). Without a mask, nothing.
+    """
+    if not f.path.mask or f.path.backend not in ("cpu_flash", "cudnn"):
+        return 0
+    return f.ad * f.b * f.s * f.s
+
+
+def attention_mask_bytes(f: _Flow) -> int:
+    """The mask transformers builds once per forward and every layer reads: eager's additive float mask
+    (b·s² in the stream's dtype, always), SDPA's bool mask (b·s², only with padding or packing)."""
+    if f.attn == "eager":
+        return f.ad * f.b * f.s * f.s
+    if f.attn == "sdpa" and f.path.mask:
+        return f.b * f.s * f.s
+    return 0
 
 
 def _mlp_saved(arch: Architecture, f: _Flow, norm: int, moe: bool) -> int:
@@ -551,7 +625,7 @@ class _Forward:
     layer: int  # one decoder layer's saved tensors (the larger of a dense and an MoE layer)
     stream: int  # one residual-stream tensor, b·s·h
     rope: int  # rotary cos and sin, shared by the layers
-    eager_mask: int  # the eager attention's b·s² mask, shared by the layers
+    mask: int  # the attention mask (eager's float one, or SDPA's bool one with padding), shared by the layers
     stored: int  # kept until each layer's backward: checkpointed inputs, or every layer's saved tensors
     head_saved: int  # the final norm's saved tensors and a trainable lm_head's input
 
@@ -565,7 +639,8 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
 
     Without checkpointing every layer keeps ``layer_activations`` (the first one less, ``first_layer_delta``); with
     transformers' per-layer (non-reentrant) gradient checkpointing each layer keeps only its input, one
-    residual-stream tensor. The rotary cos/sin and eager attention's mask are made once and shared by all layers.
+    residual-stream tensor. The rotary cos/sin (one row, or one per row with packed position ids) and the attention
+    mask are made once and shared by all layers; without checkpointing the mask dies with the forward.
     After the last layer: the final norm's saved tensors, and lm_head's input when lm_head is trained. Exact on the
     CPU grid's live-tensor tracker for llama-style layers (docs/accuracy.md).
     """
@@ -575,16 +650,17 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     per_dense = layer_activations(arch, f, moe=False) if dense_layers else 0
     per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
     stream = f.ad * f.T * arch.hidden_size
-    rope = 0 if arch.position_embeddings else 2 * f.s * arch.head_dim * f.ad  # cos and sin
-    eager_mask = f.ad * f.b * f.s * f.s if f.attn == "eager" else 0
+    rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
+    rope = 0 if arch.position_embeddings else 2 * rows * f.s * arch.head_dim * f.ad  # cos and sin
+    mask = attention_mask_bytes(f)
     if plan.gradient_checkpointing:
-        stored = L * stream + rope + eager_mask  # checkpointed layer inputs (+ the shared cos/sin and eager mask)
+        stored = L * stream + rope + mask  # checkpointed layer inputs (+ the shared cos/sin and attention mask)
     else:
         stored = dense_layers * per_dense + moe_layers * per_moe + rope + first_layer_delta(arch, f)
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
     final_norm = _norm_saved(arch, f, arch.hidden_size, not f.frozen_base)
     return _Forward(
-        layer=max(per_dense, per_moe), stream=stream, rope=rope, eager_mask=eager_mask, stored=stored,
+        layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0),
     )  # fmt: skip
 
@@ -594,11 +670,16 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
 
 @dataclass(frozen=True)
 class HeadLoss:
-    """The head's and the loss's tensors at their largest moment in the forward and in the loss's backward."""
+    """The head's and the loss's tensors at their largest moment in the forward and in the loss's backward.
+
+    ``kept``: what the training loop keeps from the step's output through every phase (a plain loop's logits).
+    """
 
     elements: int  # b·s·V
     forward: dict[str, int]  # name -> bytes (names: _HEAD_PARTS)
     loss_backward: dict[str, int]
+    kept: int = 0
+    block: int = 0  # the largest single transient block of the head (the caching allocator keeps one such)
 
     def parts(self, phase: str) -> dict[str, int]:
         """The tensors live at the head's largest moment in ``phase`` ("forward" or "loss_backward")."""
@@ -614,8 +695,8 @@ class HeadLoss:
 
     @property
     def fp32_block(self) -> int:
-        """One fp32 b·s·V tensor."""
-        return 4 * self.elements
+        """The head's largest transient block: one fp32 b·s·V tensor, or the chunked loss's tile buffer."""
+        return self.block or 4 * self.elements
 
 
 _HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
@@ -626,7 +707,16 @@ _HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
     "grad_log_softmax": "the nll_loss backward's gradient (b·s·V fp32)",
     "grad_logits": "the log_softmax backward's gradient of the logits (b·s·V fp32)",
     "softcap_output": "the final-logit soft-capping's tanh output (b·s·V)",
+    "logits_kept": "a plain loop's previous output, kept until the next forward replaces it",
+    "chunk_buffer": "TRL's chunked loss: the projection tile buffer (min(N, 4096) × 32768 in the compute dtype)",
+    "chunk_tiles": "TRL's chunked loss: one tile's temporaries (the CPU fallback's torch ops; none in CUDA's Triton)",
+    "chunk_saved": "TRL's chunked loss: the flattened hidden states, targets and per-token statistics it keeps",
+    "chunk_grad_hidden": "TRL's chunked loss: the fp32 gradient of the hidden states it accumulates",
+    "chunk_grad_weight": "TRL's chunked loss: the fp32 gradient of a trained lm_head it accumulates",
 }
+
+CHUNK_TOKENS = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE
+CHUNK_VOCAB = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE
 
 
 def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
@@ -636,18 +726,58 @@ def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     while its input is live, then transformers' ``ForCausalLMLoss`` upcasts it (``logits.float()``, a copy unless
     the logits are fp32 already) and calls ``cross_entropy``, which saves its fp32 log-softmax. Loss backward: the
     forward's logits are dropped, and the nll_loss and log_softmax backwards make two more fp32 b·s·V tensors (12 B
-    × b·s·V in all: the head's peak). Gemma 2's final-logit soft-capping keeps its tanh output in both. Measured on
-    the CPU grid's live-tensor tracker and the H200 runs; ignores the 16-bit cast of the logits' gradient back (made
-    after the fp32 ones are freed) and chunked or fused losses (not modelled).
+    × b·s·V in all: the head's peak). Gemma 2's final-logit soft-capping keeps its tanh output in both. A plain
+    training loop keeps the output's logits through the whole step (``kept``; measured on the CPU: exact). Measured
+    on the CPU grid's live-tensor tracker and the H200 runs; ignores the 16-bit cast of the logits' gradient back
+    (made after the fp32 ones are freed). ``loss: chunked``: ``chunked_head``.
     """
     ld = 4 if plan.upcast_non_quantized or plan.dtype == "float32" and not plan.mixed_precision else 2
     n = f.T * arch.vocab_size
+    if plan.loss == "chunked":
+        return chunked_head(arch, plan, f, ld)
     softcap = ld * n if arch.final_logit_softcapping else 0
+    kept = ld * n if plan.training_loop == "plain" else 0
     matmul = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": ld * n}
     loss = {"logits": ld * n, "logits_fp32": 0 if ld == 4 else 4 * n, "log_softmax": 4 * n, "softcap_output": softcap}
     backward = {"log_softmax": 4 * n, "grad_log_softmax": 4 * n, "grad_logits": 4 * n, "softcap_output": softcap}
     forward = matmul if sum(matmul.values()) > sum(loss.values()) else loss
-    return HeadLoss(elements=n, forward=forward, loss_backward=backward)
+    if kept:
+        forward, backward = forward | {"logits_kept": kept}, backward | {"logits_kept": kept}
+    return HeadLoss(elements=n, forward=forward, loss_backward=backward, kept=kept)
+
+
+def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
+    """TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head`` + ``trl.kernels.ChunkedLogProbFunction``, as
+    ``SFTTrainer`` runs it): the logits are made one tile of ``min(N, 4096)`` tokens × 32,768 vocabulary entries at
+    a time into one buffer and folded into per-token statistics, so the b·s·V logits never exist whole.
+
+    N = b·(s−1) shifted positions. Kept for backward: the flattened hidden states (a copy: CUDA's Triton path
+    indexes the valid positions, the CPU fallback reshapes a strided slice when b > 1), int64 targets, log-Z and
+    entropy. Forward: the tile buffer, seven fp32 statistics per token and, on the CPU fallback, one tile's torch
+    temporaries (3 fp32 + 1 bool per element at most). Backward: the buffer again, an fp32 gradient of the hidden
+    states (and of a trained lm_head), and on the CPU one tile's temporaries (7 fp32 + 1 bool per element:
+    ``_backward_tile``). Triton folds each tile in place. CPU: exact on the CPU grid (docs/accuracy.md); CUDA: from
+    the code, not yet measured on a GPU.
+    """
+    h, V = arch.hidden_size, arch.vocab_size
+    N = f.b * (f.s - 1)
+    tile = min(N, CHUNK_TOKENS) * min(V, CHUNK_VOCAB)
+    cd = 2 if plan.method == "full" and plan.mixed_precision else f.ad
+    buffer = min(N, CHUNK_TOKENS) * CHUNK_VOCAB * cd
+    copy = f.ad * N * h if f.cuda or f.b > 1 else 0
+    saved = copy + (8 + 4 + 4) * N + 10 * N  # hidden copy, targets, log-Z, entropy; the outputs (fp32, fp32, bool x2)
+    head_trained = plan.method == "full" or "lm_head" in plan.modules_to_save
+    fwd_tiles = 0 if f.cuda else 13 * tile
+    bwd_tiles = 0 if f.cuda else 29 * tile
+    forward = {"chunk_buffer": buffer, "chunk_tiles": fwd_tiles, "chunk_saved": saved + 7 * 4 * N}
+    backward = {
+        "chunk_buffer": buffer, "chunk_tiles": bwd_tiles, "chunk_saved": saved + 4 * N,
+        "chunk_grad_hidden": 4 * N * h, "chunk_grad_weight": 4 * V * h if head_trained else 0,
+    }  # fmt: skip
+    kept = 10 * N if plan.training_loop == "plain" else 0  # the output's per-token fields
+    if kept:
+        forward, backward = forward | {"logits_kept": kept}, backward | {"logits_kept": kept}
+    return HeadLoss(elements=f.T * V, forward=forward, loss_backward=backward, kept=kept, block=buffer)
 
 
 # ---------------------------------------------------------------------------------------------- layer backward
@@ -684,7 +814,7 @@ def layer_backward(
     other_layers = state.grads_layers - state.grads_layer
     if plan.gradient_checkpointing:
         last = before + fwd.stored + fwd.layer + work
-        first = before + other_layers + fwd.stream + fwd.rope + fwd.eager_mask + fwd.layer + work
+        first = before + other_layers + fwd.stream + fwd.rope + fwd.mask + fwd.layer + work
     else:
         work += fwd.stream
         last = before + fwd.stored + work
@@ -701,7 +831,8 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
     gradient of the gate_up half of W + ΔW once the down projection's saved inputs are freed (calibrated on the CPU
     grid). Attention that keeps b·a·s² probabilities (eager, CUDA's SDPA math path) makes their gradient and the
     softmax's fp32 gradient at once, after the MLP's saved tensors are freed (calibrated on a CUDA trace of Mistral
-    7B QLoRA with GC).
+    7B QLoRA with GC); on CUDA eager attention's backward holds one more b·a·s² temporary in the attention dtype
+    (seen in GPU runs of eager plans; the CPU's kernels do not).
     """
     arch, T = inv.arch, f.T
     if plan.method == "full":
@@ -719,6 +850,8 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
     attn_work = 0
     if f.sdpa_math or f.attn == "eager":
         probs = 4 if f.sdpa_math else f.ad
+        if f.attn == "eager" and f.cuda:
+            probs += f.ad  # CUDA's eager backward holds one more b·a·s² temporary in the attention dtype
         mlp_freed = (3 * f.ad + f.ab) * T * i_eff + 2 * 4 * T * arch.hidden_size
         attn_work = (probs + 4) * f.b * arch.num_attention_heads * f.s * f.s - mlp_freed
     return max(work, attn_work), attn_work > work
@@ -776,7 +909,8 @@ def peak_components(
     In the forward or the loss's backward: every saved activation and the head/loss transient (``logits``). In the
     layers' backward: the gradients made so far (the head's, every other layer's when the peak is at the first
     layer, the layer in progress's own: ``layer_grads``); all else live there is activations and the backward's
-    working tensors. At the optimizer step: every gradient, and the step's temporaries as activations. DDP's
+    working tensors. At the optimizer step: every gradient, and the step's temporaries as activations. A plain
+    loop's kept logits are ``logits`` in every phase. DDP's
     gradient buckets count as gradients. ``overhead``, ``allocator_cache`` and ``optimizer_paged`` come from
     ``runtime_tiers``.
     """
@@ -792,9 +926,11 @@ def peak_components(
         if bwd.first >= bwd.last:
             grads += state.grads_layers - state.grads_layer
         comp["gradients"] = grads
-        comp["activations"] = peak - state.static - grads
+        comp["logits"] = head.kept
+        comp["activations"] = peak - state.static - grads - head.kept
     else:
         comp["gradients"] = state.grads
+        comp["logits"] = head.kept
         comp["activations"] = opt_tmp
     comp["gradients"] += state.ddp_buckets
     return comp
@@ -812,24 +948,82 @@ class _Tiers:
     optimizer_paged: int
 
 
-def runtime_tiers(tensor_peak: int, head: HeadLoss, state: _State, cuda: bool, context_bytes: int) -> _Tiers:
+def runtime_tiers(tensor_peak: int, head: HeadLoss, state: _State, cuda: bool, runtime: Runtime) -> _Tiers:
     """The tiers above the live-tensor peak on CUDA (none on the CPU: every tier is the tensor peak).
 
     torch counts the cuBLAS workspace as allocated; the caching allocator then keeps freed blocks reserved: after
-    the loss about one fp32 logits-sized block (measured 0.6-1.7x of it on the H200 runs), at least
-    ``ALLOCATOR_CACHE_FLOOR``. The CUDA context, the runtime's kernels and library handles, and a paged optimizer's
-    state in CUDA managed memory are outside torch's allocator, in the driver's figure. Calibrated on an H200
-    (bench/results/gpu_h200.json); other GPUs and stacks differ by tens of MiB.
+    the loss about one fp32 logits-sized block (measured 0.6-1.7x of it on the H200 runs), at least the
+    architecture's floor (times a calibration's ratio). The CUDA context, the runtime's kernels and library
+    handles, and a paged optimizer's state in CUDA managed memory are outside torch's allocator, in the driver's
+    figure. The constants are the plan's GPU architecture's (``Runtime``: measured, calibrated or uncalibrated).
     """
     if not cuda:
         return _Tiers(tensor_peak, tensor_peak, tensor_peak, 0, 0, 0)
-    allocated = tensor_peak + CUBLAS_WORKSPACE_BYTES
-    cache = max(head.fp32_block, ALLOCATOR_CACHE_FLOOR)
+    allocated = tensor_peak + runtime.cublas_workspace_bytes
+    cache = int(runtime.allocator_cache_ratio * max(head.fp32_block, runtime.allocator_cache_floor_bytes))
     reserved = allocated + cache
     return _Tiers(
-        allocated=allocated, reserved=reserved, total=reserved + context_bytes + state.optimizer_paged,
-        overhead=CUBLAS_WORKSPACE_BYTES + context_bytes, allocator_cache=cache, optimizer_paged=state.optimizer_paged,
+        allocated=allocated, reserved=reserved, total=reserved + runtime.context_bytes + state.optimizer_paged,
+        overhead=runtime.cublas_workspace_bytes + runtime.context_bytes, allocator_cache=cache,
+        optimizer_paged=state.optimizer_paged,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- how sure
+
+
+def modelled_band(plan: Plan, f: _Flow) -> Band:
+    """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
+    grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
+    (CUDA with a mask, CUDA's chunked loss, ROCm)."""
+    if not f.cuda:
+        return VERIFIED
+    if f.path.mask or plan.loss == "chunked" or f.rocm:
+        return UNVERIFIED
+    return VERIFIED
+
+
+def memory_range(f: _Flow, tensor: tuple[int, int], tiers: _Tiers, runtime: Runtime) -> dict[str, tuple[int, int]]:
+    """``[low, high]`` of the peak allocated, reserved and total: exact terms exact, modelled terms within their
+    band (``tensor_range``), the cuBLAS workspace up to
+    ``WORKSPACE_SCRATCH`` of other in-kernel scratch above it, the allocator's cache within ``CACHE``, the context
+    and runtime within the band of their status (``CONTEXT``). ``tensor``: the live-tensor peak's range."""
+    if not f.cuda:
+        return {"peak_allocated": tensor, "peak_reserved": tensor, "total": tensor}
+    ws = runtime.cublas_workspace_bytes
+    allocated = (tensor[0] + ws, tensor[1] + ws + WORKSPACE_SCRATCH)
+    cache = CACHE.apply(tiers.allocator_cache)
+    reserved = (allocated[0] + cache[0], allocated[1] + cache[1])
+    ctx = CONTEXT[runtime.status].apply(runtime.context_bytes)
+    paged = tiers.optimizer_paged
+    return {"peak_allocated": allocated, "peak_reserved": reserved,
+            "total": (reserved[0] + ctx[0] + paged, reserved[1] + ctx[1] + paged)}  # fmt: skip
+
+
+def tensor_range(plan: Plan, f: _Flow, comp: dict[str, int], extra_high: int) -> tuple[int, int]:
+    """The live-tensor peak's range: exact components exact, the modelled ones (activations, logits) in their band
+    (``modelled_band``), plus ``extra_high`` that a path may hold beyond the model (``unmodelled_high``)."""
+    exact = comp["weights"] + comp["adapters"] + comp["gradients"] + comp["optimizer"]
+    lo, hi = modelled_band(plan, f).apply(comp["activations"] + comp["logits"])
+    return exact + lo, exact + hi + extra_high
+
+
+def fit_bytes_with(mem: MemoryEstimate, runtime: Runtime) -> int:
+    """``mem.fit_bytes`` with another GPU's runtime constants (same tensors): the high edge of the total."""
+    cache = int(runtime.allocator_cache_ratio * max(mem.head_block, runtime.allocator_cache_floor_bytes))
+    allocated = mem.tensor_range[1] + runtime.cublas_workspace_bytes + WORKSPACE_SCRATCH
+    context = CONTEXT[runtime.status].apply(runtime.context_bytes)[1]
+    return allocated + CACHE.apply(cache)[1] + context + mem.components["optimizer_paged"]
+
+
+def unmodelled_high(inv: Inventory, plan: Plan, f: _Flow) -> int:
+    """What a path may hold that the model does not count, added to the high edge: CUDA's memory-efficient kernel
+    with a mask, should it keep the mask converted to the q/k/v dtype per layer as the CPU and cuDNN kernels do
+    (ad·b·s² per layer kept: every layer without checkpointing, one with it)."""
+    if f.cuda and f.path.mask and f.path.backend == "efficient":
+        layers = 1 if plan.gradient_checkpointing else inv.arch.num_hidden_layers
+        return layers * f.ad * f.b * f.s * f.s
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- terms and notes
@@ -844,9 +1038,10 @@ def _terms(
     tiers: _Tiers,
     peak_phase: str,
     tensor_peak: int,
-    context_bytes: int,
+    runtime: Runtime,
 ) -> tuple[Term, ...]:
-    """The named quantities behind the estimate.
+    """The named quantities behind the estimate, each with its basis (exact, modelled, or the runtime constants'
+    status).
 
     The head/loss tensors are those of the peak when it is in the forward or the loss's backward (they add up to the
     ``logits`` component), else of the head's own largest moment (the loss's backward, in practice).
@@ -855,7 +1050,9 @@ def _terms(
     checkpointed = inv.arch.num_hidden_layers * fwd.stream if plan.gradient_checkpointing else 0
     phase = peak_phase if peak_phase in ("forward", "loss_backward") else head.peak_phase
     where = "in the forward" if phase == "forward" else "in the loss's backward"
-    logits = [Term(k, "logits", v, f"{_HEAD_PARTS[k]}, {where}") for k, v in head.parts(phase).items() if v]
+    logits = [Term(k, "logits", v, f"{_HEAD_PARTS[k]}, {where}", "modelled") for k, v in head.parts(phase).items()
+              if v]  # fmt: skip
+    st, arch = runtime.status, runtime.arch
     return (
         Term("weights", "weights", state.weights, "base parameters as held (4-bit/int8 linears + quant state, "
              "others as loaded or fp32 after prepare_model_for_kbit_training)"),
@@ -866,22 +1063,25 @@ def _terms(
         Term("optimizer_paged", "optimizer_paged", tiers.optimizer_paged,
              "paged optimizer state in CUDA managed memory"),
         Term("activations_per_layer", "activations", fwd.layer,
-             "tensors autograd saves in one decoder layer (no checkpointing)"),
+             "tensors autograd saves in one decoder layer (no checkpointing)", "modelled"),
         Term("checkpointed_inputs", "activations", checkpointed,
-             "one residual-stream tensor per layer kept by non-reentrant checkpointing"),
+             "one residual-stream tensor per layer kept by non-reentrant checkpointing", "modelled"),
+        Term("attention_mask", "activations", fwd.mask,
+             "the attention mask transformers builds once per forward (b·s²)", "modelled"),
         *logits,
-        Term("cuda_context", "overhead", context_bytes if cuda else 0,
-             "CUDA context, kernels and library handles, outside torch's allocator"),
-        Term("cublas_workspace", "overhead", CUBLAS_WORKSPACE_BYTES if cuda else 0,
-             "cuBLAS workspaces (inside torch's allocator)"),
+        Term("cuda_context", "overhead", runtime.context_bytes if cuda else 0,
+             f"CUDA context, kernels and library handles, outside torch's allocator ({arch}, {st})", st),
+        Term("cublas_workspace", "overhead", runtime.cublas_workspace_bytes if cuda else 0,
+             f"cuBLAS workspaces, one per thread that runs matmuls (inside torch's allocator; {arch})", st),
         Term("allocator_cache", "allocator_cache", tiers.allocator_cache,
-             "freed blocks the caching allocator keeps reserved"),
-        Term("tensor_peak", "", tensor_peak, "live tensors at the peak, without the cuBLAS workspace"),
+             "freed blocks the caching allocator keeps reserved", st if cuda else "exact"),
+        Term("tensor_peak", "", tensor_peak, "live tensors at the peak, without the cuBLAS workspace", "modelled"),
     )  # fmt: skip
 
 
-def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int) -> list[str]:
-    """What the user should know that the numbers do not say: a changed attention path, approximations."""
+def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: Runtime) -> list[str]:
+    """What the user should know that the numbers do not say: the attention path taken, the runtime constants
+    used, approximations."""
     notes: list[str] = []
     if f.attn != plan.attn_implementation:
         notes.append("Gemma 2 has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)")
@@ -889,11 +1089,19 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int) -> list[s
     s2_kept = s2_layer * (1 if plan.gradient_checkpointing else arch.num_hidden_layers)
     if f.sdpa_math and s2_kept >= 0.05 * tensor_peak:
         notes.append(
-            f"SDPA on CUDA has no fused kernel for fp32 attention with grouped KV heads (the QLoRA stream is fp32 "
-            f"after prepare_model_for_kbit_training), so it uses the math path: {gib_text(s2_kept)} of fp32 "
-            f"attention probabilities (b·a·s² per layer{'' if plan.gradient_checkpointing else ', every layer'}); "
-            "gradient checkpointing or flash_attention_2 avoid most of it"
+            f"SDPA runs its math path here ({f.path.reason}), which keeps {gib_text(s2_kept)} of fp32 attention "
+            f"probabilities (b·a·s² per layer{'' if plan.gradient_checkpointing else ', every layer'}); "
+            "gradient checkpointing, padded batches (the memory-efficient kernel) or flash_attention_2 avoid most of it"
         )
+    elif f.attn == "sdpa":
+        notes.append(f"attention: SDPA's {f.path.backend} kernel ({f.path.reason})")
+    if f.path.mask and f.attn == "sdpa":
+        notes.append(
+            "a padded or packed batch makes transformers build a b·s² attention mask and expand K/V to every query "
+            "head (repeat_kv) before SDPA" + (", which also rules out flash attention" if f.cuda else "")
+        )
+    if f.cuda:
+        notes.append(f"runtime constants: {runtime.status}, {runtime.source.split(':')[0]}")
     if plan.use_dora:
         notes.append("DoRA: the per-module weight-norm transient is not modelled; treat the peak as a lower bound")
     if plan.method == "full" and plan.mixed_precision:
@@ -905,19 +1113,17 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int) -> list[s
 
 
 def training_memory(
-    inv: Inventory,
-    adapters: AdapterPlan,
-    plan: Plan,
-    *,
-    context_bytes: int = CUDA_CONTEXT_BYTES + CUDA_RUNTIME_BYTES,
+    inv: Inventory, adapters: AdapterPlan, plan: Plan, *, runtime: Runtime | None = None
 ) -> MemoryEstimate:
     """Peak memory of one steady-state training step (optimizer state already allocated).
 
     Each phase is a function above: what persists through the step, the forward, the loss, the layers' backward,
     the optimizer step. The peak is the largest phase (not a sum of each part's maximum), broken down by component
-    at that moment, with the runtime tiers above it on CUDA.
+    at that moment, with the runtime tiers above it on CUDA (``runtime``: the plan's GPU architecture's constants
+    from the catalog unless a calibration's are given) and the range of each tier.
     """
     cuda = plan.device == "cuda"
+    runtime = runtime or runtime_for(plan.gpu)
     f = dtype_flow(inv, adapters, plan)
     state = persistent_state(inv, adapters, plan, cuda)
     fwd = forward_activations(inv, adapters, plan, f)
@@ -927,14 +1133,14 @@ def training_memory(
     phases = {
         "forward": state.static + fwd.saved + head.bytes("forward"),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward"),
-        "backward": bwd.peak,
-        "optimizer": state.static + state.grads + opt_tmp,
+        "backward": bwd.peak + head.kept,
+        "optimizer": state.static + state.grads + opt_tmp + head.kept,
     }
     peak_phase = max(phases, key=phases.__getitem__)
     tensor_peak = phases[peak_phase]
     layer_grads = layer_grads_at_peak(inv, adapters, plan, f, bwd) if peak_phase == "backward" else 0
     comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp)
-    tiers = runtime_tiers(tensor_peak, head, state, cuda, context_bytes)
+    tiers = runtime_tiers(tensor_peak, head, state, cuda, runtime)
     comp["overhead"] = tiers.overhead
     comp["allocator_cache"] = tiers.allocator_cache
     comp["optimizer_paged"] = tiers.optimizer_paged
@@ -945,10 +1151,15 @@ def training_memory(
         total=tiers.total,
         peak_phase=peak_phase,
         phases=phases,
-        terms=_terms(inv, plan, state, fwd, head, tiers, peak_phase, tensor_peak, context_bytes),
+        terms=_terms(inv, plan, state, fwd, head, tiers, peak_phase, tensor_peak, runtime),
         activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[f.ad],
-        notes=tuple(_notes(plan, inv.arch, f, tensor_peak)),
+        notes=tuple(_notes(plan, inv.arch, f, tensor_peak, runtime)),
+        range=memory_range(f, tensors := tensor_range(plan, f, comp, unmodelled_high(inv, plan, f)), tiers, runtime),
+        runtime=runtime if cuda else None,
+        attention=f.path,
+        tensor_range=tensors,
+        head_block=head.fp32_block,
     )
 
 
-__all__ = ["COMPONENTS", "MemoryEstimate", "Term", "training_memory"]
+__all__ = ["COMPONENTS", "MemoryEstimate", "Term", "experts_quantized", "fit_bytes_with", "training_memory"]

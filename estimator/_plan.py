@@ -11,6 +11,7 @@ Field names are the ones the training stack uses (transformers ``TrainingArgumen
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -28,6 +29,12 @@ Optimizer = Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adam
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Device = Literal["cuda", "cpu"]
 Sharding = Literal["ddp", "zero1", "zero2", "zero3"]
+SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+Padding = Literal["padded", "none", "packed"]
+TrainingLoop = Literal["trainer", "plain"]
+Loss = Literal["standard", "chunked"]
+TransformersVersion = Literal["5.x", "4.x"]
+Calibration = Literal["auto", "none"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora")
@@ -236,6 +243,51 @@ class Plan:
         "Training",
         choices=get_args(AttnImplementation),
     )
+    sdpa_backend: SdpaBackend = _spec(
+        "auto",
+        "choice",
+        "SDPA backend",
+        "auto: the kernel torch picks for this GPU, dtype, mask and head layout; or pin one, as "
+        "torch.nn.attention.sdpa_kernel does (an error if it cannot run this attention).",
+        "Training",
+        choices=get_args(SdpaBackend),
+    )
+    padding: Padding = _spec(
+        "padded",
+        "choice",
+        "Padding",
+        "padded: dynamic padding, an attention mask is passed (TRL SFTTrainer's default); none: every row full "
+        "length (or batch 1), no mask; packed: several sequences per row with position ids (padding-free).",
+        "Training",
+        choices=get_args(Padding),
+    )
+    training_loop: TrainingLoop = _spec(
+        "trainer",
+        "choice",
+        "Training loop",
+        "trainer: transformers Trainer / TRL drop the model outputs before backward; plain: a hand-written "
+        "loop (out = model(**batch); out.loss.backward()) keeps the logits alive through the step.",
+        "Training",
+        choices=get_args(TrainingLoop),
+    )
+    loss: Loss = _spec(
+        "standard",
+        "choice",
+        "Loss kernel",
+        "standard: transformers' cross-entropy over the whole b·s·V logits; chunked: TRL's fused LM head "
+        "(chunked log-probabilities, the logits never exist whole).",
+        "Training",
+        choices=get_args(Loss),
+    )
+    transformers_version: TransformersVersion = _spec(
+        "5.x",
+        "choice",
+        "transformers version",
+        "5.x (the version tuneplan pins): MoE experts are fused 3-D parameters that stay 16-bit under QLoRA; "
+        "4.x: experts are nn.Linear layers that bitsandbytes quantizes.",
+        "Training",
+        choices=get_args(TransformersVersion),
+    )
     allow_long_context: bool = _spec(
         False,
         "bool",
@@ -261,6 +313,15 @@ class Plan:
         "optimizer state (1), gradients (2) and parameters (3).",
         "Hardware",
         choices=get_args(Sharding),
+    )
+    calibration: Calibration = _spec(
+        "auto",
+        "choice",
+        "Calibration",
+        "auto: use the runtime constants measured by this server's own verify runs on the plan's GPU, when "
+        "there are any; none: the GPU catalog's constants only.",
+        "Hardware",
+        choices=get_args(Calibration),
     )
     device: Device = _spec(
         "cuda", "choice", "Device", "Where training runs: cuda counts the allocator's rounding, cache and "
@@ -313,6 +374,10 @@ class Plan:
             value = _checked(f, getattr(self, f.name))
             if value is not getattr(self, f.name):
                 object.__setattr__(self, f.name, value)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """The checks that involve more than one field."""
         if (self.model is None) == (self.config is None):
             raise PlanError("give exactly one of 'model' (a Hub or catalog id) and 'config' (a config.json object)")
         if self.method == "full" and self.use_dora:
@@ -357,7 +422,16 @@ class Plan:
         return out
 
     def replace(self, **changes: Any) -> Plan:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``, validated as a new plan is (only the changed fields are checked again: the fit
+        search and the sweeps make thousands of these)."""
+        new = copy.copy(self)
+        for name, value in changes.items():
+            spec = _FIELDS.get(name)
+            if spec is None:
+                raise TypeError(f"Plan has no field {name!r}")
+            object.__setattr__(new, name, _checked(spec, value))
+        new._check_together()
+        return new
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -387,10 +461,10 @@ def plan_fields() -> tuple[PlanField, ...]:
 
 def plan_field(name: str) -> PlanField:
     """The field called ``name`` (KeyError if there is none)."""
-    for f in plan_fields():
-        if f.name == name:
-            return f
-    raise KeyError(name)
+    return _FIELDS[name]
+
+
+_FIELDS: dict[str, PlanField] = {f.name: f for f in plan_fields()}
 
 
 def _checked(f: PlanField, value: Any) -> Any:

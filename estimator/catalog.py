@@ -16,7 +16,11 @@ Where the numbers come from
     commonly seen to report it (rounded), or derived; each entry's ``memory_note`` says which.
     ``bf16_tflops`` is the dense tensor-core peak without sparsity (``None`` where the card has no bf16
     tensor cores), ``bandwidth_gbs`` the peak memory bandwidth, ``hourly_usd`` an indicative on-demand
-    cloud price per GPU (``None`` where there is no typical one).
+    cloud price per GPU (``None`` where there is no typical one). ``arch`` names the GPU's architecture in
+    ``architectures``: the runtime constants a CUDA training process holds beyond its tensors (context, runtime,
+    cuBLAS workspace, allocator cache floor), each architecture with its ``source`` (measured here, or derived from
+    torch's code) and whether its context and runtime were ``measured`` on such a card. ``device_names`` are the
+    names ``torch.cuda.get_device_name()`` reports for the card, where known: verify runs are matched to it by them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ from typing import Any
 
 __all__ = [
     "GPU",
+    "DEFAULT_ARCH",
+    "ArchRuntime",
     "CatalogModel",
+    "architecture",
+    "architectures",
+    "gpu_for_device",
     "close_gpu_matches",
     "close_model_matches",
     "find_gpu",
@@ -72,6 +81,27 @@ class GPU:
     tdp_w: int
     hourly_usd: float | None
     memory_note: str = ""
+    arch: str = "sm90"
+    device_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArchRuntime:
+    """What a CUDA training process on one GPU architecture holds beyond its live tensors (bytes), and the source.
+
+    ``measured``: the context and runtime were measured on a card of this architecture; otherwise another
+    architecture's figures stand in and the estimate reports them as uncalibrated.
+    """
+
+    key: str
+    name: str
+    compute_capability: tuple[int, int] | None
+    cuda_context_bytes: int
+    cuda_runtime_bytes: int
+    cublas_workspace_bytes: int
+    allocator_cache_floor_bytes: int
+    measured: bool
+    source: str
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -119,9 +149,49 @@ def gpus() -> tuple[GPU, ...]:
                 tdp_w=int(g["tdp_w"]),
                 hourly_usd=None if price is None else float(price),
                 memory_note=str(g.get("memory_note", "")),
+                arch=str(g["arch"]),
+                device_names=tuple(str(n) for n in g.get("device_names", ())),
             )
         )
     return tuple(out)
+
+
+@cache
+def architectures() -> dict[str, ArchRuntime]:
+    """Every GPU architecture's runtime constants, by key (``sm90``, ``gfx942``, ...)."""
+    out: dict[str, ArchRuntime] = {}
+    for key, a in _load("gpus.json")["architectures"].items():
+        cc = a["compute_capability"]
+        out[key] = ArchRuntime(
+            key=key,
+            name=str(a["name"]),
+            compute_capability=None if cc is None else (int(cc[0]), int(cc[1])),
+            cuda_context_bytes=int(a["cuda_context_bytes"]),
+            cuda_runtime_bytes=int(a["cuda_runtime_bytes"]),
+            cublas_workspace_bytes=int(a["cublas_workspace_bytes"]),
+            allocator_cache_floor_bytes=int(a["allocator_cache_floor_bytes"]),
+            measured=bool(a["measured"]),
+            source=str(a["source"]),
+        )
+    return out
+
+
+DEFAULT_ARCH = "sm90"
+"""The architecture assumed when a plan names no GPU: the one the runtime constants were measured on (H200)."""
+
+
+def architecture(gpu: GPU | None) -> ArchRuntime:
+    """The runtime constants of ``gpu``'s architecture (of ``DEFAULT_ARCH`` when no GPU is named)."""
+    return architectures()[gpu.arch if gpu is not None else DEFAULT_ARCH]
+
+
+def gpu_for_device(device_name: str) -> GPU | None:
+    """The catalog GPU a ``torch.cuda.get_device_name()`` string stands for (its device names, id or name)."""
+    key = device_name.strip().lower()
+    for g in gpus():
+        if key in (n.lower() for n in g.device_names):
+            return g
+    return find_gpu(device_name)
 
 
 @cache
@@ -206,8 +276,13 @@ def close_gpu_matches(q: str, n: int = 3) -> list[GPU]:
 
 def find_gpu(id: str) -> GPU | None:
     """The GPU whose id or name matches, ignoring case; ``None`` if there is none."""
-    key = id.strip().lower()
+    return _gpu_index().get(id.strip().lower())
+
+
+@cache
+def _gpu_index() -> dict[str, GPU]:
+    index: dict[str, GPU] = {}
     for g in gpus():
-        if g.id.lower() == key or g.name.lower() == key:
-            return g
-    return None
+        index.setdefault(g.id.lower(), g)
+        index.setdefault(g.name.lower(), g)
+    return index

@@ -69,7 +69,13 @@ class Case:
     plan: dict[str, Any] = field(default_factory=dict)
 
     def make_plan(self) -> Plan:
-        base: dict[str, Any] = {"device": "cpu", "batch_size": 2, "seq_len": 256, "lora_dropout": 0.0}
+        base: dict[str, Any] = {
+            "device": "cpu",
+            "batch_size": 2,
+            "seq_len": 256,
+            "lora_dropout": 0.0,
+            "padding": "none",
+        }
         return Plan.from_dict(base | self.plan | {"config": dict(self.config)})
 
 
@@ -106,6 +112,19 @@ CPU_CASES: tuple[Case, ...] = (
     _c("gpt2-full-gc", GPT2, method="full"),
     _c("mixtral-qlora-gc", MIXTRAL, method="qlora"),
     _c("mixtral-lora-nogc", MIXTRAL, method="lora", gradient_checkpointing=False),
+    # the setup around the model: padding, the training loop, the loss kernel, a pinned SDPA backend
+    _c("llama-lora-padded-nogc", LLAMA, method="lora", padding="padded", gradient_checkpointing=False),
+    _c("llama-qlora-padded-gc", LLAMA, method="qlora", padding="padded"),
+    _c("llama-qlora-packed-nogc", LLAMA, method="qlora", padding="packed", gradient_checkpointing=False),
+    _c("llama-lora-plain-gc", LLAMA, method="lora", training_loop="plain"),
+    _c("llama-qlora-plain-gc", LLAMA, method="qlora", training_loop="plain"),
+    _c("llama-full-plain-nogc", LLAMA, method="full", training_loop="plain", gradient_checkpointing=False),
+    _c("llama-lora-chunked-gc", LLAMA, method="lora", loss="chunked"),
+    _c("llama-qlora-chunked-nogc", LLAMA, method="qlora", loss="chunked", gradient_checkpointing=False),
+    _c("llama-full-chunked-plain-gc", LLAMA, method="full", loss="chunked", training_loop="plain"),
+    _c("qwen2-lora-chunked-padded-b1", QWEN2, method="lora", loss="chunked", padding="padded", batch_size=1),
+    _c("llama-lora-math-nogc", LLAMA, method="lora", sdpa_backend="math", gradient_checkpointing=False),
+    _c("llama-qlora-math-gc", LLAMA, method="qlora", sdpa_backend="math"),
 )
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).
@@ -122,7 +141,7 @@ def _catalog_config(model_id: str) -> dict[str, Any]:
 
 
 def traced_cases() -> tuple[Case, ...]:
-    real = {"device": "cuda", "batch_size": 1, "seq_len": 2048, "lora_dropout": 0.0}
+    real = {"device": "cuda", "batch_size": 1, "seq_len": 2048, "lora_dropout": 0.0, "padding": "none"}
     return (
         Case("llama-3.2-1b-qlora-gc", _catalog_config("llama-3.2-1b"), real | {"method": "qlora"}),
         Case("llama-3.1-8b-qlora-gc", _catalog_config("llama-3.1-8b"), real | {"method": "qlora"}),
@@ -137,7 +156,15 @@ def traced_cases() -> tuple[Case, ...]:
         Case("mistral-7b-qlora-gc", _catalog_config("mistral-7b-v0.1"), real | {"method": "qlora"}),
         Case("mistral-7b-lora-gc", _catalog_config("mistral-7b-v0.1"), real | {"method": "lora"}),
         Case("qwen2.5-7b-qlora-gc-s4096", _catalog_config("qwen2.5-7b"), real | {"method": "qlora", "seq_len": 4096}),
-    )
+        # the setup: a padded batch of two (memory-efficient attention, K/V repeated), a plain loop, the chunked
+        # loss (its CPU fallback: device cpu, as the trace runs it)
+        Case("llama-3.1-8b-qlora-padded-b2", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "padding": "padded", "batch_size": 2}),
+        Case("llama-3.1-8b-lora-plain", _catalog_config("llama-3.1-8b"), real | {"method": "lora",
+             "training_loop": "plain"}),
+        Case("llama-3.1-8b-qlora-chunked-cpu", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "loss": "chunked", "device": "cpu"}),
+    )  # fmt: skip
 
 
 def compare(est: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,12 @@ Optimizers (plan.optimizer, named as transformers' ``TrainingArguments.optim``):
 ``sgd`` torch.optim.SGD exactly as the Trainer builds it (lr only, so momentum 0 and *no* optimizer state);
 ``adafactor`` transformers.optimization.Adafactor(scale_parameter=False, relative_step=False, lr).
 ``trust_remote_code`` is never used.
+
+Loss (plan.loss): ``standard`` is the model's own forward with ``labels`` (transformers' ``ForCausalLMLoss``);
+``chunked`` adds TRL's fused LM head to the base model exactly as ``trl.SFTTrainer`` does
+(``trl.trainer.utils.add_fused_lm_head(..., outputs=("log_probs", "entropy", "is_top1"))``), and a step calls the
+model with ``fused_lm_head=True``: TRL's ``ChunkedLogProbFunction`` scores the tokens tile by tile, so the
+``b x s x V`` logits never exist whole (its torch fallback runs on the CPU, its Triton kernel on CUDA).
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class Built:
     params_total: int = 0
     params_trainable: int = 0
     vocab_size: int = 0
+    kept: dict[str, Any] = field(default_factory=dict)
+    """What the training loop keeps between steps: a plain loop's ``out`` (its logits) until the next forward."""
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -132,9 +140,10 @@ def meta_model(cfg: Any, plan: Plan) -> Any:
         replace_with_bnb_linear = _mod("transformers.integrations.bitsandbytes").replace_with_bnb_linear
         get_keys_to_not_convert = _mod("transformers.quantizers.base").get_keys_to_not_convert
         qcfg = bnb_config(plan)
-        model = replace_with_bnb_linear(
-            model, modules_to_not_convert=get_keys_to_not_convert(model), quantization_config=qcfg
-        )
+        with torch.device("meta"):  # the bitsandbytes layers too: nothing is allocated or initialised here
+            model = replace_with_bnb_linear(
+                model, modules_to_not_convert=get_keys_to_not_convert(model), quantization_config=qcfg
+            )
         # What from_pretrained sets on a bnb-loaded model; prepare_model_for_kbit_training and PEFT read it.
         if plan.quant_type == "int8":
             model.is_loaded_in_8bit = True
@@ -342,8 +351,25 @@ def build_model(config: Mapping[str, Any], plan: Plan, device: torch.device | st
             for p in model.parameters():
                 p.requires_grad_(False)
         model = get_peft_model(model, lora_config(plan))
+    add_chunked_loss(model, plan)
     model.train()
     return model
+
+
+# What trl.SFTTrainer asks of its fused LM head (sft_trainer.py, SFTTrainer.__init__: add_fused_lm_head(...)).
+SFT_FUSED_OUTPUTS = ("log_probs", "entropy", "is_top1")
+
+
+def add_chunked_loss(model: Any, plan: Plan) -> None:
+    """``plan.loss == "chunked"``: TRL's fused LM head on the base model, as ``SFTTrainer`` adds it."""
+    if plan.loss != "chunked":
+        return
+    try:
+        add_fused_lm_head = _mod("trl.trainer.utils").add_fused_lm_head
+    except ImportError as exc:  # pragma: no cover - trl is part of the train extra
+        raise BuildError("loss 'chunked' runs TRL's fused LM head: pip install trl") from exc
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    add_fused_lm_head(base, outputs=SFT_FUSED_OUTPUTS)
 
 
 def output_embeddings(model: Any) -> nn.Module | None:

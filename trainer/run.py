@@ -4,10 +4,18 @@ Recipe (one process, top to bottom):
 
 1. CUDA: ``torch.cuda.init()``; context = total - free from ``mem_get_info()`` before anything is loaded.
 2. Build model + adapters + optimizer (``trainer.build``); CUDA: ``memory_allocated()`` after loading.
-3. A seeded synthetic batch of exactly ``batch_size x seq_len`` token ids, labels a copy of them.
+3. A seeded synthetic batch of exactly ``batch_size x seq_len`` token ids, labels a copy of them, shaped by
+   ``plan.padding`` as a collator shapes it (``make_batch``): ``padded`` passes an ``attention_mask`` with the last
+   row one token short (so transformers builds the mask, as for any batch of uneven rows; a single row is never
+   padded), ``packed`` passes ``position_ids`` that restart mid-row (two sequences per row, no mask, as TRL's
+   padding-free collator does), ``none`` passes ids and labels only.
 4. Warm-up step (reported as ``first_step``: the optimizer state is created in it), then ``steps`` measured steps.
-   A step is forward (``model(input_ids, labels).loss``, the output object dropped as the Trainer drops it),
-   backward, ``optimizer.step()`` + ``zero_grad(set_to_none=True)``.
+   A step is forward, backward, ``optimizer.step()`` + ``zero_grad(set_to_none=True)``. The forward is the model's
+   own loss (``model(**batch).loss``) or, for ``loss: chunked``, TRL's fused LM head (``fused_lm_head=True``).
+   ``training_loop: trainer`` drops the output object before backward, as the Trainer does; ``plain`` keeps it
+   (``out = model(**batch); out.loss.backward()``) until the next step's forward replaces it. A pinned
+   ``sdpa_backend`` runs the step under ``torch.nn.attention.sdpa_kernel``. CUDA: the warm-up step records which
+   SDPA backend torch picked for the attention (``sdpa_backends``, ``recording_sdpa``).
 5. CPU: every step runs under the live-tensor ``MemoryTracker`` (exact bytes per category and per phase).
    CUDA: per phase ``reset_peak_memory_stats()`` then ``max_memory_allocated/reserved()`` and driver-level use
    (total - free); the measured steps run untracked (their time is the step time), then one more step runs under
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -47,11 +56,10 @@ from .tracker import MemoryTracker, attach_logits_scope
 def versions(device: torch.device | None = None) -> dict[str, Any]:
     """Versions of everything that changes the numbers."""
     out: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "peft", "bitsandbytes", "accelerate"):
-        try:
-            module = __import__(name)
-            out[name] = getattr(module, "__version__", None)
-        except Exception:
+    for name in ("transformers", "peft", "bitsandbytes", "accelerate", "trl"):
+        try:  # the installed distribution's version: importing the package (accelerate, trl) would take seconds
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             out[name] = None
     out["cuda"] = torch.version.cuda
     if device is not None and device.type == "cuda":
@@ -103,13 +111,45 @@ def plan_notes(plan: Plan) -> list[str]:
     return notes
 
 
-def make_batch(vocab_size: int, plan: Plan, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+Batch = dict[str, torch.Tensor]
+"""The model's keyword inputs for one step (``input_ids``, ``labels``, maybe ``attention_mask``/``position_ids``)."""
+
+
+def shape_batch(ids: torch.Tensor, plan: Plan) -> Batch:
+    """Labels and the padding inputs for ``ids`` (b x s), as a collator makes them for ``plan.padding``."""
+    b, s = ids.shape
+    labels = ids.clone()
+    batch: Batch = {"input_ids": ids, "labels": labels}
+    if plan.padding == "padded" and b > 1:
+        mask = torch.ones_like(ids)
+        mask[-1, -1] = 0  # the last row one token short: the batch is padded to its longest row
+        labels[-1, -1] = -100
+        batch["attention_mask"] = mask
+    elif plan.padding == "packed":
+        half = s // 2
+        one_row = torch.cat([torch.arange(half), torch.arange(s - half)]).to(ids.device)
+        positions = one_row.expand(b, s).clone()
+        labels[positions == 0] = -100  # TRL's padding-free collator: no loss across a sequence start
+        batch["position_ids"] = positions
+    return batch
+
+
+def make_batch(vocab_size: int, plan: Plan, device: torch.device, seed: int) -> Batch:
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (plan.batch_size, plan.seq_len), generator=gen).to(device)
-    return ids, ids.clone()
+    return shape_batch(ids, plan)
 
 
-def preregister(tracker: MemoryTracker, built: Built, plan: Plan, batch: tuple[torch.Tensor, ...]) -> None:
+def kept_tensors(built: Built) -> list[torch.Tensor]:
+    """Tensors a plain training loop keeps from the previous step (its output object's tensors)."""
+    out = built.kept.get("out")
+    if out is None:
+        return []
+    values = out.values() if hasattr(out, "values") else ()
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def preregister(tracker: MemoryTracker, built: Built, plan: Plan, batch: Batch) -> None:
     """Count everything that exists before the step, each under its category."""
     model = built.model
     trained = "adapters" if plan.adapters else "weights"
@@ -119,11 +159,12 @@ def preregister(tracker: MemoryTracker, built: Built, plan: Plan, batch: tuple[t
     tracker.register_many(quant_state_tensors(model), "weights")
     tracker.register_many(optimizer_state_tensors(built.optimizer), "optimizer")
     tracker.register_many((p.grad for p in model.parameters() if p.grad is not None), "gradients")
-    tracker.register_many(batch, "activations")
+    tracker.register_many(batch.values(), "activations")
+    tracker.register_many(kept_tensors(built), "logits")
 
 
 @contextlib.contextmanager
-def tracking(tracker: MemoryTracker, built: Built, plan: Plan, batch: tuple[torch.Tensor, ...]) -> Iterator[None]:
+def tracking(tracker: MemoryTracker, built: Built, plan: Plan, batch: Batch) -> Iterator[None]:
     """Pre-register, hook the gradients and the logits scope, and run the block under the tracker."""
     preregister(tracker, built, plan, batch)
     handles = [
@@ -181,16 +222,63 @@ class CudaProbe:
         }
 
 
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                 "math": "MATH"}  # fmt: skip
+
+
+def sdpa_pin(plan: Plan) -> contextlib.AbstractContextManager[Any]:
+    """``torch.nn.attention.sdpa_kernel`` with the plan's pinned backend (nothing for ``auto``)."""
+    if plan.sdpa_backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[plan.sdpa_backend])])
+
+
+def _pin(plan: Plan | None) -> contextlib.AbstractContextManager[Any]:
+    return sdpa_pin(plan) if plan is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def recording_sdpa(chosen: set[str]) -> Iterator[None]:
+    """Record which SDPA backend torch picks for each call in the block (``torch._fused_sdp_choice`` with the
+    call's arguments: the selection ``scaled_dot_product_attention`` makes itself; it allocates nothing)."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        try:
+            names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            call = dict(zip(names, args, strict=False)) | kwargs
+            choice = torch._fused_sdp_choice(query, key, value, **call)
+            chosen.add(SDPBackend(choice).name.lower())
+        except Exception as exc:  # a probe must never change the run
+            chosen.add(f"unknown ({type(exc).__name__})")
+        return original(query, key, value, *args, **kwargs)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def train_step(
     built: Built,
-    batch: tuple[torch.Tensor, torch.Tensor],
+    batch: Batch,
     *,
     tracker: MemoryTracker | None = None,
     probe: CudaProbe | None = None,
+    plan: Plan | None = None,
 ) -> torch.Tensor:
-    """One optimizer step; returns the (detached) loss."""
+    """One optimizer step; returns the (detached) loss. ``plan`` chooses the loss, the loop and the SDPA pin
+    (without one: the model's own loss, the Trainer's loop, torch's SDPA choice)."""
     model, optimizer = built.model, built.optimizer
-    ids, labels = batch
+    ids = batch["input_ids"]
+    chunked = plan is not None and plan.loss == "chunked"
+    plain = plan is not None and plan.training_loop == "plain"
 
     @contextlib.contextmanager
     def phase(name: str) -> Iterator[None]:
@@ -205,16 +293,19 @@ def train_step(
     if built.autocast_dtype is not None:
         autocast = torch.autocast(device_type=ids.device.type, dtype=built.autocast_dtype)
     with phase("forward"):
-        with autocast:
-            out = model(input_ids=ids, labels=labels)
+        with autocast, _pin(plan):
+            out = model(**batch, fused_lm_head=True) if chunked else model(**batch)
         loss = out.loss
+        if plain:
+            built.kept["out"] = out  # a hand-written loop keeps `out` (its logits) until the next forward
         del out  # the Trainer keeps only the loss: the logits die here unless autograd saved them
         if tracker is not None:
             tracker.category_override = None
     with phase("backward"):
         if tracker is not None:
             tracker.category_override = "logits"  # closed by the hook on the logits' gradient
-        loss.backward()
+        with _pin(plan):
+            loss.backward()
         if tracker is not None:
             tracker.category_override = None
     with phase("optimizer"):
@@ -314,8 +405,10 @@ def run(
         first_tracker = MemoryTracker(round_to=round_to)
         probe = CudaProbe(device) if cuda else None
         t0 = time.perf_counter()
-        with tracking(first_tracker, built, plan, batch):
-            loss = train_step(built, batch, tracker=first_tracker, probe=probe)
+        chosen: set[str] = set()
+        with tracking(first_tracker, built, plan, batch), recording_sdpa(chosen) if cuda else contextlib.nullcontext():
+            loss = train_step(built, batch, tracker=first_tracker, probe=probe, plan=plan)
+        result["sdpa_backends"] = sorted(chosen) if cuda else None
         _sync(device)
         first = {"step_time_s": time.perf_counter() - t0, **tracked_figures(first_tracker)}
         if probe is not None:
@@ -332,10 +425,10 @@ def run(
         for _ in range(steps):
             t0 = time.perf_counter()
             if cuda:
-                loss = train_step(built, batch, probe=probe)
+                loss = train_step(built, batch, probe=probe, plan=plan)
             else:
                 with tracking(tracker, built, plan, batch):
-                    loss = train_step(built, batch, tracker=tracker)
+                    loss = train_step(built, batch, tracker=tracker, plan=plan)
             _sync(device)
             times.append(time.perf_counter() - t0)
             losses.append(float(loss.item()))
@@ -348,7 +441,7 @@ def run(
             # One more step under the tracker, for the per-category breakdown (the tracker holds no tensor, so
             # it changes no allocation; it only slows the step down, which is why timing used the steps above).
             with tracking(tracker, built, plan, batch):
-                loss = train_step(built, batch, tracker=tracker)
+                loss = train_step(built, batch, tracker=tracker, plan=plan)
             _sync(device)
             losses.append(float(loss.item()))
             tracked = tracked_figures(tracker)
@@ -444,6 +537,7 @@ __all__ = [
     "main",
     "make_batch",
     "preregister",
+    "shape_batch",
     "run",
     "tracking",
     "train_step",

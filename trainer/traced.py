@@ -39,12 +39,13 @@ from typing import Any
 
 import torch
 
-from estimator import CUDA_ALLOC_ROUND, Plan, parse_config
+from estimator import CUDA_ALLOC_ROUND, Plan, adapter_plan, build_inventory, dtype_flow, parse_config
 
 from .build import (
     BuildError,
     Built,
     _mod,
+    add_chunked_loss,
     assemble,
     enable_gc,
     lora_config,
@@ -52,13 +53,24 @@ from .build import (
     materialize,
     meta_model,
 )
-from .run import cli, plan_notes, resolve_config, tracked_figures, tracking, train_step, versions
+from .run import (
+    cli,
+    plan_notes,
+    resolve_config,
+    sdpa_pin,
+    shape_batch,
+    tracked_figures,
+    tracking,
+    train_step,
+    versions,
+)
 from .tracker import MemoryTracker
 
 
 @contextlib.contextmanager
-def fake_patches() -> Iterator[None]:
-    """The global patches the fake run needs; restored on exit."""
+def fake_patches(packed: bool = False) -> Iterator[None]:
+    """The global patches the fake run needs; restored on exit. ``packed``: the batch packs sequences, so
+    transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask)."""
     bnbf = _mod("bitsandbytes.functional")
     mu = _mod("transformers.masking_utils")
     from torch._subclasses.fake_tensor import FakeTensor
@@ -68,8 +80,8 @@ def fake_patches() -> Iterator[None]:
     original = mu.find_packed_sequence_indices
 
     def find_packed_sequence_indices(position_ids: torch.Tensor) -> Any:
-        # Our batches are one sequence per row (positions 0..S-1), for which the real function returns None.
-        if isinstance(position_ids, FakeTensor):
+        # Unpacked batches are one sequence per row (positions 0..S-1), for which the real function returns None.
+        if isinstance(position_ids, FakeTensor) and not packed:
             return None
         return original(position_ids)
 
@@ -150,6 +162,7 @@ def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
         _plain_4bit_weights(model)
     if plan.adapters:
         model = _mod("peft").get_peft_model(model, lora_config(plan))
+    add_chunked_loss(model, plan)
     return model
 
 
@@ -193,7 +206,7 @@ def traced_run(
     seed: int = 0,
     round_to: int | None = None,
 ) -> dict[str, Any]:
-    """Warm-up + ``steps`` traced steps; the result has the shape of ``trainer.run.run``'s, ``mode: traced``.
+    """Optimizer state up front + ``steps`` traced steps; the shape of ``trainer.run.run``'s result, ``mode: traced``.
 
     ``device`` is accepted for CLI symmetry and ignored: the trace always runs on fake CPU tensors.
     """
@@ -218,7 +231,7 @@ def traced_run(
     }
     t_all = time.perf_counter()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_patches():
+    with fake_patches(packed=plan.padding == "packed"):
         t0 = time.perf_counter()
         built = build_traced(cfg, plan, fake_mode)
         result["load_time_s"] = time.perf_counter() - t0
@@ -229,17 +242,27 @@ def traced_run(
     return result
 
 
+def attention_backend(plan: Plan, cfg: Mapping[str, Any]) -> str:
+    """The SDPA backend (or attention implementation) the estimator says the plan's step runs."""
+    inv = build_inventory(parse_config(cfg))
+    return dtype_flow(inv, adapter_plan(inv, plan), plan).path.backend
+
+
 @contextlib.contextmanager
 def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
     """Make the CPU trace of a CUDA plan allocate what the CUDA kernels allocate (measured on an H200).
 
     * Dropout: CUDA's fused kernel keeps a bool mask (1 B per element); the CPU path keeps a float one. Route
       ``F.dropout`` through ``native_dropout``, whose mask is bool on the CPU too.
-    * Attention: SDPA has no CUDA kernel for fp32 q/k/v with grouped KV heads (QLoRA's stream is fp32 after
-      ``prepare_model_for_kbit_training``), so it runs the math path; force the CPU onto the same path.
+    * Attention: where torch's CUDA selection lands on the math path (``estimator``'s kernel rules: fp32 q/k/v with
+      grouped KV heads and no mask, a pinned ``math``, a card without flash...), force the CPU onto the same path;
+      a fused CUDA backend (flash, memory-efficient, cuDNN) is stood in for by the CPU's flash kernel, which keeps
+      the same q, k, v, output and log-sum-exp (with a mask it also keeps the mask converted to the q/k/v dtype,
+      per layer, which CUDA's memory-efficient kernel does not: the trace is then the higher).
     """
     if plan.device != "cuda":
-        yield
+        with sdpa_pin(plan):
+            yield
         return
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -252,37 +275,52 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
         out, _mask = torch.native_dropout(x, p, True)
         return out
 
-    arch = parse_config(cfg)
-    gqa = arch.num_key_value_heads != arch.num_attention_heads
-    fp32_gqa = plan.method == "qlora" and plan.upcast_non_quantized and gqa
     F.dropout = dropout  # type: ignore[assignment]
     try:
-        math = fp32_gqa and plan.attn_implementation == "sdpa"
+        math = attention_backend(plan, cfg) == "math"
         with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
             yield
     finally:
         F.dropout = original
 
 
+def create_optimizer_state(built: Built) -> None:
+    """The optimizer's state, made by the optimizer itself before the traced step: one ``step()`` over zero
+    gradients (what a real warm-up step leaves behind, in size), then ``zero_grad``. A fake tensor holds no values,
+    so the measured step that follows is the steady-state step of a real run, without tracing a warm-up step."""
+    for p in built.trainable:
+        p.grad = torch.zeros_like(p)
+    built.optimizer.step()
+    built.optimizer.zero_grad(set_to_none=True)
+
+
 def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
-    """Warm-up + measured steps under the tracker (call inside the fake mode)."""
+    """Optimizer state up front, then the measured steps under the tracker (call inside the fake mode).
+
+    A plain training loop keeps the previous step's output through the step: one forward without autograd makes
+    it (the logits, in size) before the measured step.
+    """
     ids = torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long)
-    batch = (ids, ids.clone())
-    first_tracker = MemoryTracker(round_to=round_to)
+    batch = shape_batch(ids, plan)
+    step_plan = plan.replace(sdpa_backend="auto") if plan.device == "cuda" else plan  # cuda_kernels stands in
     t0 = time.perf_counter()
-    with tracking(first_tracker, built, plan, batch):
-        train_step(built, batch, tracker=first_tracker)
-    first = {"step_time_s": time.perf_counter() - t0, **tracked_figures(first_tracker)}
+    create_optimizer_state(built)
+    if plan.training_loop == "plain":
+        with torch.no_grad():
+            kwargs = {"fused_lm_head": True} if plan.loss == "chunked" else {}
+            built.kept["out"] = built.model(**batch, **kwargs)
+    setup = time.perf_counter() - t0
     tracker = MemoryTracker(round_to=round_to)
     times: list[float] = []
     for _ in range(steps):
         t0 = time.perf_counter()
         with tracking(tracker, built, plan, batch):
-            train_step(built, batch, tracker=tracker)
+            train_step(built, batch, tracker=tracker, plan=step_plan)
         times.append(time.perf_counter() - t0)
     measured = {"peak_reserved": None, "driver_used": None, "context": None, **tracked_figures(tracker)}
     return {
-        "first_step": first,
+        "first_step": None,
+        "state_setup_s": setup,
         "measured": measured,
         "step_time_s": sum(times) / len(times),
         "step_times_s": times,

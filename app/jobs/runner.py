@@ -30,9 +30,10 @@ from typing import IO, Any
 
 from app.errors import Conflict, NoGpu, NotAvailable, NotFound
 from app.gpu import nvidia_gpu_present
+from app.jobs.calibration import CalibrationStore
 from app.jobs.store import ACTIVE, JobRow, JobStore
 from app.settings import PROJECT_ROOT, Settings
-from estimator import compare
+from estimator import CalibrationProfile, compare
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class JobRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._store: JobStore | None = None
+        self._calibrations: CalibrationStore | None = None
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -96,6 +98,20 @@ class JobRunner:
             if self._store is None:
                 self._store = JobStore(self.settings.jobs_db)
             return self._store
+
+    @property
+    def calibrations(self) -> CalibrationStore:
+        """The calibration profiles, in the job store's database."""
+        with self._lock:
+            if self._calibrations is None:
+                self._calibrations = CalibrationStore(self.store.engine)
+            return self._calibrations
+
+    def latest_calibration(self, gpu: str) -> CalibrationProfile | None:
+        """The latest profile a verify run measured on ``gpu`` (None without one; no database: none)."""
+        if self._store is None and not self.settings.jobs_db.exists():
+            return None  # nothing was ever recorded, and an estimate creates no file
+        return self.calibrations.latest(gpu)
 
     def check_ready(self) -> None:
         """``NotAvailable`` when this server cannot run jobs (the train extra is missing)."""
@@ -155,6 +171,7 @@ class JobRunner:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+                self._calibrations = None
 
     def submit(self, **job: Any) -> JobRow:
         row = self.store.create(**job)
@@ -292,6 +309,7 @@ class JobRunner:
                 result=result,
                 comparison=rows,
             )
+            self.calibrations.record_run(running.job_id, result)  # a CUDA run calibrates its GPU
             log.info("verify job %s done", running.job_id)
             return
         tail = _tail(running.workdir / "output.txt")

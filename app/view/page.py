@@ -54,12 +54,14 @@ def _sweep(service: EstimateService, plan: Plan, resolved: Resolved, name: str, 
     points = []
     for value in values:
         try:
-            # the sweep's capacity line stands for the GPU, so each point skips the estimate's fit search
-            contract = service.contract(plan.replace(**{name: value}, gpu=None), resolved)
+            # each point with the plan's GPU: its kernels and runtime constants; fits as the verdict says (the
+            # high edge of the total's range)
+            contract = service.contract(plan.replace(**{name: value}), resolved)
             peak: int | None = charts.peak_bytes(contract)
+            high = contract["memory"]["range"]["total"][1]
         except EstimatorError:
-            peak = None
-        points.append({"x": value, "peak": peak, "fits": None if peak is None else peak <= capacity["bytes"]})
+            peak = high = None
+        points.append({"x": value, "peak": peak, "fits": None if high is None else high <= capacity["bytes"]})
     return points
 
 

@@ -51,6 +51,10 @@ def test_grid_covers_the_required_dimensions() -> None:
     assert len({(p.batch_size, p.seq_len) for p in plans}) >= 3
     assert len(CPU_CASES) >= 24
     assert any(c.config.get("tie_word_embeddings") and c.config["model_type"] == "qwen2" for c in CPU_CASES)
+    assert {p.padding for p in plans} == {"none", "padded", "packed"}
+    assert {p.training_loop for p in plans} == {"trainer", "plain"}
+    assert {p.loss for p in plans} == {"standard", "chunked"}
+    assert {p.sdpa_backend for p in plans} >= {"auto", "math"}
 
 
 @pytest.mark.parametrize("case", traced_cases(), ids=lambda c: c.id)

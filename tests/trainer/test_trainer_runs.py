@@ -93,7 +93,7 @@ def check_traced_matches(plan: Plan, tolerance: float = 0.001) -> None:
     r, f = real(plan), traced(plan)
     rp, fp = r["measured"]["peak_allocated"], f["measured"]["peak_allocated"]
     assert abs(fp - rp) <= tolerance * rp, (rp, fp)
-    assert abs(f["first_step"]["peak_allocated"] - r["first_step"]["peak_allocated"]) <= tolerance * rp
+    assert f["first_step"] is None  # the trace makes the optimizer state up front instead of a warm-up step
     assert f["params"] == r["params"]
     for name in ("weights", "adapters", "gradients", "optimizer", "logits"):
         assert abs(f["measured"]["components"][name] - r["measured"]["components"][name]) <= tolerance * rp
