@@ -38,10 +38,16 @@ def rent(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceTable
     checked = 0
     for n in COUNTS:
         counted = plan.replace(num_gpus=n, gpu=None)
-        per_gpu = training_memory(inv, adapters, counted).fit_bytes
+        per_arch: dict[str, int | None] = {}  # the attention kernel and runtime constants follow the architecture
         for gpu in catalog.gpus():
             checked += 1
-            option = _option(inv, adapters, counted, gpu, per_gpu, table)
+            if gpu.arch not in per_arch:
+                try:
+                    per_arch[gpu.arch] = training_memory(inv, adapters, counted.replace(gpu=gpu.id)).fit_bytes
+                except PlanError:  # a pinned SDPA backend this architecture cannot run: the plan cannot run there
+                    per_arch[gpu.arch] = None
+            per_gpu = per_arch[gpu.arch]
+            option = None if per_gpu is None else _option(inv, adapters, counted, gpu, per_gpu, table)
             if option is not None:
                 options.append(option)
     by_budget = plan.run_tokens is not None
