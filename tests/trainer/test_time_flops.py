@@ -29,12 +29,12 @@ def _counted(plan: Plan) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         built = build(plan.config, plan, "cpu")
-    ids, labels = make_batch(built.vocab_size, plan, torch.device("cpu"), 0)
-    built.model(input_ids=ids, labels=labels).loss.backward()
+    batch = make_batch(built.vocab_size, plan, torch.device("cpu"), 0)
+    built.model(**batch).loss.backward()
     built.optimizer.zero_grad(set_to_none=True)
     counter = FlopCounterMode(display=False)
     with counter:
-        built.model(input_ids=ids, labels=labels).loss.backward()
+        built.model(**batch).loss.backward()
     return int(counter.get_total_flops())
 
 
@@ -77,7 +77,8 @@ def test_qlora_flops_are_loras_and_bitsandbytes_forward_is_invisible_to_the_coun
 @pytest.mark.parametrize("changes", [{"method": "lora"}, {"method": "full", "gradient_checkpointing": False}])
 def test_dispatched_ops_of_a_three_layer_model(changes: dict[str, Any]) -> None:
     """The ops table (counted on 2 and 4 layers) predicts a 3-layer model's forward + backward exactly."""
-    plan = Plan(config=llama(3), batch_size=1, seq_len=64, device="cpu", **changes)
+    plan = Plan.from_dict({"config": llama(3), "batch_size": 1, "seq_len": 64, "device": "cpu", "padding": "none"}
+                          | changes)  # fmt: skip
     inv = build_inventory(parse_config(llama(3)))
     optimizer_ops = 20  # throughput.json host.optimizer_ops: torch's foreach kernels, not counted here
     assert host_ops(inv, adapter_plan(inv, plan), plan) - optimizer_ops == step_ops(3, **changes)
