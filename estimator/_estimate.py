@@ -127,7 +127,7 @@ def estimate(plan: Plan, config: Mapping[str, Any] | None = None) -> Estimate:
             f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
         )
     if gpu is not None and plan.device == "cuda":
-        fit = fit_search(inv, adapters, plan, gpu.usable_bytes) | {
+        fit = fit_search(inv, adapters, plan, gpu.usable_bytes, mem.fit_bytes) | {
             "gpu": gpu.id,
             "name": gpu.name,
             "fits": mem.fit_bytes <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
@@ -206,6 +206,12 @@ def explain(est: Estimate) -> list[str]:
 
 
 def plan_key(plan: Plan, config: Mapping[str, Any] | None = None) -> str:
-    """A stable hash of a plan and its config (for caches and job records)."""
-    body = json.dumps({"plan": plan.to_dict(), "config": dict(config) if config else None}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    """The SHA-256 (hex) of a plan and the config it is estimated with, as canonical JSON (keys sorted): equal plans
+    have equal keys in every process, and two different plans cannot be made to collide (caches, job records)."""
+    body = json.dumps(
+        {"plan": plan.to_dict(), "config": dict(config) if config is not None else None},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
