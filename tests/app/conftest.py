@@ -47,7 +47,7 @@ def settings(hub: HubServer, tmp_path: Path) -> Settings:
     """Settings for one test: its own data dir, the local Hub, no default token.
 
     The Hub deadline is generous so a busy machine does not turn a slow answer into a 504; the timeout tests
-    shorten it (``impatient``).
+    shorten it (``impatient``). TestClient's requests name the host ``testserver``: allowed here, with loopback.
     """
     return Settings(
         data_dir=tmp_path / "data",
@@ -55,6 +55,7 @@ def settings(hub: HubServer, tmp_path: Path) -> Settings:
         hf_token=None,
         hub_timeout_s=15.0,
         cache_max_entries=16,
+        allowed_hosts=["127.0.0.1", "localhost", "::1", "testserver"],
     )
 
 

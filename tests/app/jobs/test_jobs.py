@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from app.jobs.store import INTERRUPTED, JobStore
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import TINY_RUN_CONFIG
+from tests.app.support import TINY_RUN_CONFIG, local_client
 
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN_STACK = ("torch", "transformers", "peft", "bitsandbytes")
@@ -57,7 +57,7 @@ def queue_only(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(queue_only: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(queue_only)) as test_client:
+    with local_client(create_app(queue_only)) as test_client:
         yield test_client
 
 
@@ -84,7 +84,7 @@ def _wait(client: TestClient, url: str, until: tuple[str, ...], timeout: float =
 
 @needs_train
 def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         posted = client.post("/api/jobs", json=TINY_PLAN)
         assert posted.status_code == 202, posted.text
         first = posted.json()
@@ -129,7 +129,7 @@ def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
 
 @needs_train
 def test_a_run_past_its_deadline_is_killed_and_failed(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"job_timeout_s": 0.5}))) as client:
+    with local_client(create_app(settings.model_copy(update={"job_timeout_s": 0.5}))) as client:
         job = client.post("/api/jobs", json=TINY_PLAN).json()
         failed = _wait(client, job["url"], ("done", "failed"), timeout=30)
         assert failed["status"] == "failed"
@@ -147,7 +147,7 @@ from app.main import create_app
 from app.settings import Settings
 
 settings = Settings(data_dir=Path({str(tmp_path)!r}), max_concurrent_jobs=1)
-with TestClient(create_app(settings)) as client:
+with TestClient(create_app(settings), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as client:
     url = client.post("/api/jobs", json=json.loads({json.dumps(TINY_PLAN)!r})).json()["url"]
     deadline = time.monotonic() + {RUN_TIMEOUT_S}
     while (job := client.get(url).json())["status"] in ("queued", "running") and time.monotonic() < deadline:
@@ -168,7 +168,7 @@ print(json.dumps({{"status": job["status"], "error": job["error"],
 
 
 def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settings) -> None:
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         job = client.post("/api/jobs", json=TINY_PLAN)
         assert job.status_code == 202, job.text
         queued = job.json()
@@ -182,8 +182,9 @@ def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settin
         estimate=stored["estimate"], status="running",
     )  # fmt: skip
     store.close()
+    assert running is not None
 
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         listed = {j["id"]: j for j in client.get("/api/jobs").json()}
         assert set(listed) == {queued["id"], running.id}
         assert listed[queued["id"]]["status"] == "queued"
@@ -192,7 +193,7 @@ def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settin
         assert again["estimate"] == stored["estimate"] and again["plan"] == stored["plan"]
         assert client.delete(queued["url"]).json()["status"] == "cancelled"
 
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         statuses = {j["id"]: j["status"] for j in client.get("/api/jobs").json()}
         assert statuses == {queued["id"]: "cancelled", running.id: "failed"}
 
@@ -254,20 +255,20 @@ def test_bad_bodies_and_limits(client: TestClient) -> None:
 
 @pytest.mark.skipif(_gpu_here(), reason="this server has a GPU")
 def test_cuda_without_a_gpu_is_a_422(queue_only: Settings) -> None:
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         detail = _error(client.post("/api/jobs", json=TINY_PLAN | {"device": "cuda"}), 422)
         assert "needs an NVIDIA GPU" in detail and "'cpu'" in detail
         # auto picks the CPU here
         job = client.post("/api/jobs", json={k: v for k, v in TINY_PLAN.items() if k != "device"}).json()
         assert client.get(job["url"]).json()["device"] == "cpu"
     forced = queue_only.model_copy(update={"verify_device": "cuda"})
-    with TestClient(create_app(forced)) as client:
+    with local_client(create_app(forced)) as client:
         _error(client.post("/api/jobs", json={k: v for k, v in TINY_PLAN.items() if k != "device"}), 422)
 
 
 def test_without_the_train_extra_job_creation_is_a_503(queue_only: Settings) -> None:
     missing = queue_only.model_copy(update={"train_module": "tuneplan_no_such_training_module"})
-    with TestClient(create_app(missing)) as client:
+    with local_client(create_app(missing)) as client:
         detail = _error(client.post("/api/jobs", json=TINY_PLAN), 503)
         assert "install the train extra: pip install -e '.[train]'" in detail
         assert client.get("/api/jobs").json() == []

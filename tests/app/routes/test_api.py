@@ -142,8 +142,9 @@ def test_gated_model_needs_a_token(client: TestClient) -> None:
     _error(client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": UNGRANTED_TOKEN}), 403)
     ok = client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": GRANTED_TOKEN})
     assert ok.status_code == 200 and ok.json()["gated"] is True
+    # 'Authorization: Bearer' carries the server's API token, never a Hub token: the Hub still says no
     bearer = client.get("/api/models/acme/gated-llama", headers={"Authorization": f"Bearer {GRANTED_TOKEN}"})
-    assert bearer.status_code == 200
+    assert "X-HF-Token" in _error(bearer, 401)["detail"]
 
 
 def test_token_is_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -222,14 +223,12 @@ def test_estimate_hub_model_matches_inline(client: TestClient) -> None:
     assert hub.json()["memory"] == inline.json()["memory"]
 
 
-def test_estimate_gated_hub_model_with_bearer(client: TestClient) -> None:
+def test_estimate_gated_hub_model_with_the_callers_token(client: TestClient) -> None:
     _error(client.post("/api/estimate", json={"model": "acme/gated-llama"}), 401)
-    ok = client.post(
-        "/api/estimate",
-        json={"model": "acme/gated-llama"},
-        headers={"Authorization": f"Bearer {GRANTED_TOKEN}"},
-    )
+    ok = client.post("/api/estimate", json={"model": "acme/gated-llama"}, headers={"X-HF-Token": GRANTED_TOKEN})
     assert ok.status_code == 200, ok.text
+    bearer = {"Authorization": f"Bearer {GRANTED_TOKEN}"}  # not a Hub token (the server's API token goes there)
+    _error(client.post("/api/estimate", json={"model": "acme/gated-llama"}, headers=bearer), 401)
 
 
 def test_get_estimate_equals_post(client: TestClient) -> None:
