@@ -1,8 +1,9 @@
 """Typed dependencies of the routes: the app's state, who the caller is, and which Hub token serves it.
 
-``create_app`` puts one ``AppState`` on ``app.state.tuneplan``; routes declare what they need with the ``...Dep``
-aliases below and never reach into ``app.state`` themselves. Every dependency is ``async`` and does no I/O: FastAPI
-runs a plain ``def`` dependency in its thread pool, and a request must not wait for a thread just to learn who it is.
+``create_app`` puts one ``AppState`` on ``app.state.tuneplan``; a route declares ``ContextDep`` (or
+``JobsContextDep``, which also checks that the caller may use the jobs API) and never reaches into ``app.state``
+itself. The dependencies are ``async`` and do no I/O: FastAPI runs a plain ``def`` dependency in its thread pool,
+and a request must not wait for a thread just to learn who it is.
 """
 
 from __future__ import annotations
@@ -32,32 +33,39 @@ class AppState:
     lanes: Lanes
 
 
-async def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.tuneplan
-    return state
+@dataclass(frozen=True)
+class Context:
+    """What a route needs: the app's state and who the caller is (one dependency, so a request solves one, not a
+    dozen: FastAPI's dependency resolution costs about as much per dependency as a cached estimate)."""
 
+    state: AppState
+    caller: Caller
 
-StateDep = Annotated[AppState, Depends(get_state)]
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
 
+    @property
+    def service(self) -> EstimateService:
+        return self.state.service
 
-async def get_settings(state: StateDep) -> Settings:
-    return state.settings
+    @property
+    def runner(self) -> JobRunner:
+        return self.state.runner
 
+    @property
+    def lanes(self) -> Lanes:
+        return self.state.lanes
 
-async def get_hub(state: StateDep) -> HubClient:
-    return state.hub
+    @property
+    def hub(self) -> HubClient:
+        return self.state.hub
 
-
-async def get_service(state: StateDep) -> EstimateService:
-    return state.service
-
-
-async def get_runner(state: StateDep) -> JobRunner:
-    return state.runner
-
-
-async def get_lanes(state: StateDep) -> Lanes:
-    return state.lanes
+    @property
+    def hub_token(self) -> str | None:
+        """The Hub token for the caller's lookups: its own ``X-HF-Token``, else the server's if it carries the API
+        token, else none (public repos only)."""
+        return self.caller.hub_token(self.state.settings)
 
 
 API_TOKEN = HTTPBearer(
@@ -68,9 +76,8 @@ API_TOKEN = HTTPBearer(
 )
 
 
-async def get_caller(
+async def get_context(
     request: Request,
-    state: StateDep,
     x_hf_token: Annotated[
         str | None,
         Header(
@@ -81,32 +88,21 @@ async def get_caller(
         ),
     ] = None,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(API_TOKEN)] = None,
-) -> Caller:
-    """Who sent the request: its API token (checked in constant time), its address, its own Hub token."""
+) -> Context:
+    """The app's state and the caller: its API token (checked in constant time), its address, its own Hub token."""
+    state: AppState = request.app.state.tuneplan
     client = request.client.host if request.client is not None else None
     token = credentials.credentials if credentials is not None else None
-    return identify(state.settings, token, client, clean_token(x_hf_token))
+    return Context(state, identify(state.settings, token, client, clean_token(x_hf_token)))
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+ContextDep = Annotated[Context, Depends(get_context)]
 
 
-async def get_hub_token(caller: CallerDep, state: StateDep) -> str | None:
-    """The Hub token for the caller's lookups: its own ``X-HF-Token``, else the server's if it carries the API
-    token, else none (public repos only)."""
-    return caller.hub_token(state.settings)
+async def get_jobs_context(ctx: ContextDep) -> Context:
+    """The context of a jobs route, once the caller may use the jobs API (401/403 otherwise)."""
+    check_jobs_access(ctx.settings, ctx.caller)
+    return ctx
 
 
-async def get_jobs_caller(caller: CallerDep, state: StateDep) -> Caller:
-    """The caller of a jobs route, once it may use the jobs API (401/403 otherwise)."""
-    check_jobs_access(state.settings, caller)
-    return caller
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-HubDep = Annotated[HubClient, Depends(get_hub)]
-ServiceDep = Annotated[EstimateService, Depends(get_service)]
-RunnerDep = Annotated[JobRunner, Depends(get_runner)]
-LanesDep = Annotated[Lanes, Depends(get_lanes)]
-HubTokenDep = Annotated[str | None, Depends(get_hub_token)]
-JobsCallerDep = Annotated[Caller, Depends(get_jobs_caller)]
+JobsContextDep = Annotated[Context, Depends(get_jobs_context)]

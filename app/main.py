@@ -6,6 +6,7 @@ no configuration. Startup stays light: nothing here imports torch (or anything o
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 from collections.abc import AsyncIterator
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if os.environ.get(SUPERVISOR_ENV) == str(os.getppid()):
             die_with_parent()  # a worker of `tuneplan serve --workers N`: it (and its runs) end with the server
         state.runner.start()
+        gc.freeze()  # what start-up built (routes, models, catalog) is never garbage: keep it out of collections
         try:
             yield
         finally:

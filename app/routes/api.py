@@ -19,10 +19,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app import VERSION
-from app.deps import HubDep, HubTokenDep, LanesDep, ServiceDep, SettingsDep
+from app.deps import Context, ContextDep
 from app.hub import ResolvedModel
 from app.hub.client import hub_timeout
-from app.lanes import Lanes, estimate_answer
+from app.lanes import estimate_answer
 from app.schemas import (
     ERROR_RESPONSES,
     ErrorBody,
@@ -33,8 +33,7 @@ from app.schemas import (
     PlanBody,
     PlanQuery,
 )
-from app.service import EstimateService, guarded
-from app.settings import Settings
+from app.service import guarded
 from estimator import EstimatorError, Plan, catalog, estimate, parse_config
 
 router = APIRouter(responses=ERROR_RESPONSES)
@@ -66,10 +65,8 @@ def json_response(content: Any, headers: dict[str, str] | None = None) -> Respon
     return Response(body, media_type="application/json", headers=headers)
 
 
-async def _estimate(
-    service: EstimateService, lanes: Lanes, settings: Settings, plan: Plan, token: str | None
-) -> Response:
-    body, source = await estimate_answer(service, lanes, plan, token, settings.hub_timeout_s)
+async def _estimate(ctx: Context, plan: Plan) -> Response:
+    body, source = await estimate_answer(ctx.service, ctx.lanes, plan, ctx.hub_token, ctx.settings.hub_timeout_s)
     return Response(body, media_type="application/json", headers={"X-Model-Source": source})
 
 
@@ -80,16 +77,14 @@ async def _estimate(
     response_model=None,
     responses=_estimate_responses(),
 )
-async def post_estimate(
-    body: PlanBody, service: ServiceDep, lanes: LanesDep, settings: SettingsDep, token: HubTokenDep
-) -> Response:
+async def post_estimate(body: PlanBody, ctx: ContextDep) -> Response:
     """The plan (a model id or an inline ``config``) → ``estimate(plan, config=...).to_dict()``.
 
     A catalog id or catalog Hub id is answered from the embedded catalog; any other id is resolved on the
     Hugging Face Hub (``config.json`` and safetensors headers; no weights). The header ``X-Model-Source`` says
     where the config came from: ``inline``, ``catalog``, ``hub-config`` or ``hub-safetensors-metadata``.
     """
-    return await _estimate(service, lanes, settings, body.to_plan(), token)
+    return await _estimate(ctx, body.to_plan())
 
 
 @router.get(
@@ -99,18 +94,12 @@ async def post_estimate(
     response_model=None,
     responses=_estimate_responses(),
 )
-async def get_estimate(
-    query: Annotated[PlanQuery, Query()],
-    service: ServiceDep,
-    lanes: LanesDep,
-    settings: SettingsDep,
-    token: HubTokenDep,
-) -> Response:
+async def get_estimate(query: Annotated[PlanQuery, Query()], ctx: ContextDep) -> Response:
     """Every plan field as a query parameter: ``/api/estimate?model=llama-3.1-8b&method=lora&seq_len=4096``.
 
     ``target_modules`` and ``modules_to_save`` take comma-separated names. Inline configs need ``POST``.
     """
-    return await _estimate(service, lanes, settings, query.to_plan(), token)
+    return await _estimate(ctx, query.to_plan())
 
 
 @lru_cache(maxsize=4096)
@@ -158,12 +147,12 @@ def _model_detail(resolved: ResolvedModel) -> dict[str, Any]:
 
 @router.get("/api/models", tags=["models"], summary="Search the model catalog", response_model=list[ModelSummary])
 async def list_models(
-    lanes: LanesDep,
+    ctx: ContextDep,
     q: Annotated[str, Query(max_length=200, description="search text: id, Hub id, name or family")] = "",
     limit: Annotated[int, Query(ge=1, le=200, description="at most this many results")] = 50,
 ) -> list[ModelSummary]:
     """Catalog models matching ``q`` (best first); an empty ``q`` lists the catalog."""
-    return await lanes.cpu(lambda: [_catalog_summary(m.id) for m in catalog.search_models(q, limit=limit)])
+    return await ctx.lanes.cpu(lambda: [_catalog_summary(m.id) for m in catalog.search_models(q, limit=limit)])
 
 
 @router.get(
@@ -175,10 +164,7 @@ async def list_models(
 )
 async def get_model(
     repo_id: Annotated[str, Path(max_length=200, description="a catalog id or a Hub repo id ('org/name')")],
-    hub: HubDep,
-    lanes: LanesDep,
-    settings: SettingsDep,
-    token: HubTokenDep,
+    ctx: ContextDep,
     revision: Annotated[str, Query(min_length=1, max_length=255, description="Hub branch, tag or commit")] = "main",
 ) -> Response:
     """Catalog models resolve offline; other ids via the Hub (``config.json`` + safetensors headers).
@@ -186,13 +172,14 @@ async def get_model(
     ``parameters.source`` says where the exact counts come from: ``catalog``, ``hub config`` or
     ``hub safetensors metadata`` (per-dtype counts of the checkpoint, read with HTTP range requests).
     """
+    settings, token = ctx.settings, ctx.hub_token
     deadline = time.monotonic() + settings.hub_timeout_s
-    resolved = await lanes.hub(
-        lambda: hub.resolve(repo_id, token, revision, deadline),
+    resolved = await ctx.lanes.hub(
+        lambda: ctx.hub.resolve(repo_id, token, revision, deadline),
         deadline,
         lambda: hub_timeout(repo_id, settings.hub_timeout_s, settings.hf_endpoint),
     )
-    return json_response(await lanes.cpu(lambda: _model_detail(resolved)))
+    return json_response(await ctx.lanes.cpu(lambda: _model_detail(resolved)))
 
 
 @router.get("/api/gpus", tags=["gpus"], summary="The GPU catalog", response_model=list[catalog.GPU])

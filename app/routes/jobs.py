@@ -1,6 +1,6 @@
 """Verify jobs over HTTP: queue a real run of a plan, poll it, cancel it (the runner is ``app.jobs.runner``).
 
-Every route needs the server's API token when it has one (else a loopback client): ``JobsCallerDep``
+Every route needs the server's API token when it has one (else a loopback client): ``JobsContextDep``
 (``app.security``). A job on a private or gated repo is readable only with the API token or the Hub token that
 opened the repo; to anyone else it does not exist (404).
 """
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
-from app.deps import JobsCallerDep, LanesDep, RunnerDep, ServiceDep, SettingsDep
+from app.deps import JobsContextDep
 from app.errors import NotFound
 from app.jobs.limits import preflight
 from app.jobs.store import JobRow
@@ -54,14 +54,7 @@ JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="a job
     response_model=None,
     responses=ERRORS,
 )
-async def create_job(
-    body: JobBody,
-    caller: JobsCallerDep,
-    runner: RunnerDep,
-    service: ServiceDep,
-    lanes: LanesDep,
-    settings: SettingsDep,
-) -> JSONResponse:
+async def create_job(body: JobBody, ctx: JobsContextDep) -> JSONResponse:
     """Estimate the plan for the run's device and queue a real run of it (``python -m trainer.run``).
 
     The run builds the model from its config with random weights (nothing is downloaded) and trains one
@@ -72,13 +65,15 @@ async def create_job(
     ``url`` of the answer).
     """
 
+    runner, service, lanes, settings, caller = ctx.runner, ctx.service, ctx.lanes, ctx.settings, ctx.caller
+
     def where() -> str:
         runner.check_ready()
         return runner.run_device(body.device)
 
     device = await lanes.cpu(where)
     plan = body.plan_for(device)
-    resolved = await resolve_plan(service, lanes, plan, caller.hub_token(settings), settings.hub_timeout_s)
+    resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
 
     def queue() -> JobRow:
         estimate = service.contract(plan, resolved)
@@ -96,25 +91,24 @@ async def create_job(
 
 @router.get("/api/jobs", tags=["verify"], summary="Recent verify jobs, newest first")
 def list_jobs(
-    caller: JobsCallerDep,
-    runner: RunnerDep,
+    ctx: JobsContextDep,
     limit: Annotated[int, Query(ge=1, le=200, description="at most this many jobs")] = 20,
 ) -> list[dict[str, Any]]:
     """Each job's id, status, device, model, method, times and error (no estimate or result: see the job)."""
-    return [row.summary() for row in runner.store.recent(limit) if may_see(row.access, caller)]
+    return [row.summary() for row in ctx.runner.store.recent(limit) if may_see(row.access, ctx.caller)]
 
 
 @router.get("/api/jobs/{job_id}", tags=["verify"], summary="A verify job", responses=ERRORS)
-def get_job(job_id: JobId, caller: JobsCallerDep, runner: RunnerDep) -> dict[str, Any]:
+def get_job(job_id: JobId, ctx: JobsContextDep) -> dict[str, Any]:
     """The job: ``status`` (queued, running, done, failed, cancelled), the plan, the ``estimate`` (for the run's
     device), the trainer's ``result`` (``result.measured``) and ``comparison`` rows (``name``, ``estimated``,
     ``measured``, ``error_percent`` = (estimated - measured) / measured) per component and for the peaks."""
-    return _visible(runner, job_id, caller).detail()
+    return _visible(ctx.runner, job_id, ctx.caller).detail()
 
 
 @router.delete("/api/jobs/{job_id}", tags=["verify"], summary="Cancel a verify job", responses=ERRORS)
-def cancel_job(job_id: JobId, caller: JobsCallerDep, runner: RunnerDep) -> dict[str, Any]:
+def cancel_job(job_id: JobId, ctx: JobsContextDep) -> dict[str, Any]:
     """Cancel a queued job, or kill a running one; the job stays listed as ``cancelled`` (409 once it has finished
     or been cancelled)."""
-    _visible(runner, job_id, caller)
-    return runner.cancel(job_id).detail()
+    _visible(ctx.runner, job_id, ctx.caller)
+    return ctx.runner.cancel(job_id).detail()

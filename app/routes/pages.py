@@ -20,7 +20,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app.deps import CallerDep, HubTokenDep, LanesDep, ServiceDep, SettingsDep
+from app.deps import ContextDep
 from app.errors import AppError
 from app.handlers import error_body
 from app.lanes import resolve_plan
@@ -62,15 +62,9 @@ def verify_box(settings: Settings, caller: Caller) -> dict[str, Any]:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index(
-    request: Request,
-    settings: SettingsDep,
-    service: ServiceDep,
-    lanes: LanesDep,
-    caller: CallerDep,
-    token: HubTokenDep,
-) -> Response:
+async def index(request: Request, ctx: ContextDep) -> Response:
     """The planner: the form filled from the query string, and the results when the plan is valid."""
+    settings, service, lanes = ctx.settings, ctx.service, ctx.lanes
     params = {k: request.query_params.getlist(k) for k in request.query_params}
     state = await lanes.cpu(lambda: page_form.parse_query(params))
     payload: dict[str, Any] | None = None
@@ -79,7 +73,7 @@ async def index(
     if state.plan is not None:
         try:
             plan, view = page_plan(state.plan | {"method": state.method})
-            resolved = await resolve_plan(service, lanes, plan, token, settings.hub_timeout_s)
+            resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
             payload = await lanes.cpu(lambda: compute_resolved(service, plan, view, resolved))
         except (AppError, EstimatorError) as exc:
             error, status = error_body(exc)
@@ -101,24 +95,19 @@ async def index(
             {"id": sid, "href": "?" + page_form.query_string(state.values | {"model": sid, "config": ""})}
             for sid in suggestions
         ],
-        "verify": verify_box(settings, caller),
+        "verify": verify_box(settings, ctx.caller),
     }
     t = templates(settings.templates_dir)
     return await lanes.cpu(lambda: t.TemplateResponse(request, "index.html", context, status_code=status))
 
 
 @router.post("/api/charts", tags=["page"])
-async def api_charts(
-    settings: SettingsDep,
-    service: ServiceDep,
-    lanes: LanesDep,
-    token: HubTokenDep,
-    plan: dict[str, Any] = Body(...),  # noqa: B008
-) -> JSONResponse:
+async def api_charts(ctx: ContextDep, plan: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008
     """Estimates for full, LoRA and QLoRA side by side, sequence-length and batch-size sweeps, and the page's
     Plotly figures, for a plan like ``POST /api/estimate`` (``method`` may be ``compare``)."""
+    settings, service, lanes = ctx.settings, ctx.service, ctx.lanes
     parsed, view = page_plan(plan)
-    resolved = await resolve_plan(service, lanes, parsed, token, settings.hub_timeout_s)
+    resolved = await resolve_plan(service, lanes, parsed, ctx.hub_token, settings.hub_timeout_s)
     t = templates(settings.templates_dir)
 
     def work() -> JSONResponse:
