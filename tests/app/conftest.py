@@ -27,6 +27,7 @@ def hub() -> Iterator[HubServer]:
     server.add_repo("acme/private-llama", TINY, tensors=TINY_TENSORS, private=True)
     server.add_repo("acme/slow-llama", TINY, tensors=TINY_TENSORS, delay_s=3.0)
     server.add_repo("acme/sluggish-llama", TINY, tensors=TINY_TENSORS, delay_s=0.3)
+    server.add_repo("acme/lagging-llama", TINY, tensors=TINY_TENSORS, delay_s=1.0)
     server.add_repo("acme/broken", TINY, fail_status=503)
     server.add_repo("acme/no-config", None, tensors=TINY_TENSORS)
     server.add_repo("acme/bad-json", b"{not json")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -281,3 +284,65 @@ def test_the_routes_are_in_the_openapi_document(client: TestClient) -> None:
     assert {"get", "delete"} <= set(paths["/api/jobs/{job_id}"])
     body = paths["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/JobBody")
+
+
+# ------------------------------------------------------------------------------------------------- limits
+
+
+def test_the_queue_is_bounded_and_old_jobs_are_deleted(queue_only: Settings) -> None:
+    limited = queue_only.model_copy(update={"max_queued_jobs": 3, "job_history": 2})
+    with local_client(create_app(limited)) as client:
+        urls = [client.post("/api/jobs", json=TINY_PLAN).json()["url"] for _ in range(3)]
+        full = client.post("/api/jobs", json=TINY_PLAN)
+        assert "3 verify jobs are already waiting" in _error(full, 429)
+        assert full.headers["retry-after"] == "60"
+        for url in urls:  # cancelled jobs are finished jobs: only the 2 newest are kept
+            assert client.delete(url).status_code == 200
+        assert client.post("/api/jobs", json=TINY_PLAN).status_code == 202  # room again
+        listed = client.get("/api/jobs").json()
+        assert [j["status"] for j in listed] == ["queued", "cancelled", "cancelled"]
+        assert _error(client.get(urls[0]), 404)  # the oldest finished job is gone
+
+
+def test_a_run_over_the_hosts_memory_is_refused_unless_asked_for(queue_only: Settings) -> None:
+    huge = {"model": "llama-3.1-70b", "method": "full", "seq_len": 2048, "device": "cpu"}
+    with local_client(create_app(queue_only)) as client:
+        refused = client.post("/api/jobs", json=huge)
+        body = refused.json()
+        assert "of host memory" in _error(refused, 422) and "allow_oom" in body["detail"]
+        assert body["estimate_bytes"] > body["device_bytes"] > 0
+        assert client.get("/api/jobs").json() == []
+        assert client.post("/api/jobs", json=huge | {"allow_oom": True}).status_code == 202
+    capped = queue_only.model_copy(update={"run_memory_bytes": 2**30})
+    with local_client(create_app(capped)) as client:
+        detail = _error(client.post("/api/jobs", json=TINY_PLAN | {"batch_size": 256, "seq_len": 512}), 422)
+        assert "the run's memory cap" in detail
+
+
+def test_a_job_is_cancelled_once(client: TestClient) -> None:
+    url = client.post("/api/jobs", json=TINY_PLAN).json()["url"]
+    assert client.delete(url).json()["status"] == "cancelled"
+    assert "already cancelled" in _error(client.delete(url), 409)
+
+
+@needs_train
+def test_a_run_killed_by_a_signal_says_so(settings: Settings) -> None:
+    """A real run, capped (its RLIMIT_DATA is the setting), killed as the out-of-memory killer kills."""
+    capped = settings.model_copy(update={"run_memory_bytes": 3 * 2**30})
+    with local_client(create_app(capped)) as client:
+        job = client.post("/api/jobs", json=TINY_PLAN).json()
+        _wait(client, job["url"], ("running",), timeout=30)
+        store = JobStore(settings.jobs_db)
+        deadline = time.monotonic() + 30
+        while (pid := store.get(job["id"]).pid) is None and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.05)
+        store.close()
+        assert pid is not None
+        while b"app.jobs.launch" in Path(f"/proc/{pid}/cmdline").read_bytes():  # until the launcher exec's the run
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        assert re.search(rf"Max data size\s+{3 * 2**30}\s", limits), limits
+        os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        failed = _wait(client, job["url"], ("failed",), timeout=30)
+        assert failed["error"].startswith("the run was killed by SIGKILL: the kernel's out-of-memory killer")
