@@ -4,12 +4,25 @@ The settings come from the environment (``TUNEPLAN_HOST``, ``TUNEPLAN_PORT``, ``
 line's options win and are handed to the worker processes through their environment, so every worker serves with
 the same settings. A server that would expose the jobs API (which launches training processes) beyond loopback with
 no API token refuses to start and says why (docs/security.md).
+
+With ``--workers N`` each worker listens on its own ``SO_REUSEPORT`` socket, so the kernel spreads connections
+over them by hash. uvicorn's own workers share one socket, and the same worker wins most accepts: six times 50
+keep-alive connections were split 17-21 against 29-33 that way, and 23-25 against 25-27 in four of six trials with
+a socket per worker (docs/performance.md); the worker holding more connections sets the latency tail.
+``Workers`` supervises them as uvicorn's supervisor does: restarts a worker that dies, stops all on SIGINT/SIGTERM.
+Where the platform has no ``SO_REUSEPORT``, uvicorn's own workers serve.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
+import signal
+import socket
 import sys
+import time
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -84,6 +97,9 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     )
     if settings.workers > 1:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
+        if hasattr(socket, "SO_REUSEPORT"):
+            Workers(settings.host, settings.port, settings.workers).run()
+            return
     import uvicorn
 
     uvicorn.run(
@@ -94,3 +110,75 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
         workers=settings.workers,
         log_level="info",
     )
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+log = logging.getLogger("uvicorn.error")
+STOP_TIMEOUT_S = 30.0
+
+
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (IPv4 or IPv6), with ``SO_REUSEPORT`` when asked."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def run_worker(host: str, port: int) -> None:
+    """One web worker: its own ``SO_REUSEPORT`` socket on the shared port, the app from the environment."""
+    import uvicorn
+
+    sock = listening_socket(host, port, reuse_port=True)
+    config = uvicorn.Config("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Workers:
+    """Run ``n`` worker processes on one port (``SO_REUSEPORT``), restart any that dies, stop them all on
+    SIGINT/SIGTERM (each stops gracefully: its runs are killed and marked failed)."""
+
+    def __init__(self, host: str, port: int, n: int) -> None:
+        self.host, self.port, self.n = host, port, n
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.stopping = False
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        process = self.context.Process(target=run_worker, args=(self.host, self.port), name="tuneplan-worker")
+        process.start()
+        return process
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        import uvicorn
+
+        uvicorn.Config("app.main:create_app", log_level="info")  # configures uvicorn's logging, as in a worker
+        # the port must be free of anything else (another server would share its connections through SO_REUSEPORT)
+        listening_socket(self.host, self.port, reuse_port=False).close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop)
+        self.processes = [self._spawn() for _ in range(self.n)]
+        log.info("serving on %s:%d with %d workers (pids %s)", self.host, self.port, self.n,
+                 ", ".join(str(p.pid) for p in self.processes))  # fmt: skip
+        while not self.stopping:
+            time.sleep(0.5)
+            for i, process in enumerate(self.processes):
+                if not process.is_alive() and not self.stopping:
+                    log.warning("worker %s exited with %s: starting another", process.pid, process.exitcode)
+                    self.processes[i] = self._spawn()
+        for process in self.processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()

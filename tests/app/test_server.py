@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -124,42 +125,47 @@ def test_serve_entry_point(hub: HubServer, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------- no stalls
 
 
-def _lookups(url: str, repo: str, n: int) -> list[Future[tuple[float, httpx.Response]]]:
-    """``n`` lookups of a slow Hub repo in flight at once (distinct revisions: no cache), each with its duration."""
-    client = httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=n + 10))
-    pool = ThreadPoolExecutor(max_workers=n)
+@contextlib.contextmanager
+def _lookups(url: str, repo: str, n: int) -> Iterator[list[Future[tuple[float, httpx.Response]]]]:
+    """``n`` lookups of a slow Hub repo in flight at once (distinct revisions: no cache), each with its duration;
+    all answered (and the client closed) when the block ends."""
+    limits = httpx.Limits(max_connections=n + 10)
+    with httpx.Client(base_url=url, timeout=60, limits=limits) as client, ThreadPoolExecutor(max_workers=n) as pool:
 
-    def one(i: int) -> tuple[float, httpx.Response]:
-        began = time.monotonic()
-        response = client.get(f"/api/models/{repo}?revision=r{i}")
-        return time.monotonic() - began, response
+        def one(i: int) -> tuple[float, httpx.Response]:
+            began = time.monotonic()
+            response = client.get(f"/api/models/{repo}?revision=r{i}")
+            return time.monotonic() - began, response
 
-    futures = [pool.submit(one, i) for i in range(n)]
-    pool.shutdown(wait=False)
-    return futures
+        futures = [pool.submit(one, i) for i in range(n)]
+        try:
+            yield futures
+        finally:
+            for future in futures:
+                future.exception()
 
 
 def test_healthz_and_estimates_answer_while_hub_lookups_hold_every_thread(server_url: str) -> None:
     """45 Hub lookups in flight, each answered by the Hub after 1 s (more than any thread pool of the server
     holds): /healthz and a catalog estimate are answered while every one of them is still waiting."""
-    lookups = _lookups(server_url, "acme/lagging-llama", 45)
-    time.sleep(0.3)
-    health = httpx.get(f"{server_url}/healthz", timeout=30)
-    estimate = httpx.post(f"{server_url}/api/estimate", json={"model": "gpt2", "seq_len": 512}, timeout=30)
+    with _lookups(server_url, "acme/lagging-llama", 45) as lookups:
+        time.sleep(0.3)
+        health = httpx.get(f"{server_url}/healthz", timeout=30)
+        estimate = httpx.post(f"{server_url}/api/estimate", json={"model": "gpt2", "seq_len": 512}, timeout=30)
+        assert not any(f.done() for f in lookups)  # answered before the first lookup came back
+        assert {f.result()[1].status_code for f in lookups} == {404}  # the Hub has no such revisions
     assert health.status_code == 200 and estimate.status_code == 200
-    assert not any(f.done() for f in lookups)  # answered before the first lookup came back
-    assert {f.result()[1].status_code for f in lookups} == {404}  # the Hub has no such revisions
 
 
 def test_the_hub_deadline_holds_from_the_request_on(settings: Settings) -> None:
-    """100 lookups at once against a 1 s deadline and a Hub that answers in 3 s: each is a 504 at its deadline,
+    """160 lookups at once against a 1 s deadline and a Hub that answers in 3 s: each is a 504 at its deadline,
     waiting for a thread included, not after the Hub has answered."""
     impatient = settings.model_copy(update={"hub_timeout_s": 1.0})
-    with serve(create_app(impatient)) as url:
-        answers = [f.result() for f in _lookups(url, "acme/slow-llama", 100)]
+    with serve(create_app(impatient)) as url, _lookups(url, "acme/slow-llama", 160) as lookups:
+        answers = [f.result() for f in lookups]
     assert {a.status_code for _, a in answers} == {504}
     assert all("within 1 s" in a.json()["detail"] for _, a in answers)
-    assert max(took for took, _ in answers) < 3.0  # every 504 came before the Hub's first answer would have
+    assert max(took for took, _ in answers) < 3.0  # every 504 came before the Hub would have answered
 
 
 def test_a_config_that_sets_too_much_work_is_refused_at_once(server_url: str) -> None:
