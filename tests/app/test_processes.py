@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.jobs.runner import process_identity
+from app.jobs.runner import JobRunner, process_identity
 from app.jobs.store import INTERRUPTED, JobRow, JobStore
 from app.settings import Settings
 from tests.app.hubserver import HubServer
@@ -212,8 +212,6 @@ def test_a_run_left_behind_is_reaped_by_its_recorded_pid(tmp_path: Path) -> None
             jobs.append(job.id)
         (settings.runs_dir / jobs[0]).mkdir(parents=True)
         store.close()
-
-        from app.jobs.runner import JobRunner
 
         runner = JobRunner(settings)
         runner.start()
