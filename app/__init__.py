@@ -6,11 +6,22 @@ client and its cache), ``jobs/`` (the verify-job store and runner), ``view/`` (t
 charts), ``errors.py`` / ``handlers.py`` (typed errors and the one handler), ``cli.py``, ``main.py`` (the factory).
 """
 
-from importlib import metadata
+from typing import Any
 
-try:
-    VERSION = metadata.version("tuneplan")
-except metadata.PackageNotFoundError:  # run from a checkout without an install
-    VERSION = "0.1.0"
+
+def __getattr__(name: str) -> Any:
+    """``VERSION``, read from the installed package metadata on first use (the CLI's estimate never needs it, and
+    ``importlib.metadata`` costs tens of milliseconds to import)."""
+    if name != "VERSION":
+        raise AttributeError(f"module 'app' has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        version = metadata.version("tuneplan")
+    except metadata.PackageNotFoundError:  # run from a checkout without an install
+        version = "0.1.0"
+    globals()["VERSION"] = version
+    return version
+
 
 __all__ = ["VERSION"]

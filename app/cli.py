@@ -1,34 +1,31 @@
-"""The ``tuneplan`` command line: estimate, rent, export, import, storage, verify, serve, models, gpus.
+"""The ``tuneplan`` command line: estimate, verify, rent, export, import, storage, models, gpus, serve.
 
-Typer + Rich. The plan options of ``estimate`` and ``verify`` are derived from ``estimator.Plan``'s field
-declarations (one ``--kebab-case`` option per field, with its help, default and choices), so a field added to the
-plan is an option here without another edit. ``estimate`` and ``storage`` import neither torch nor the web stack.
-Bad input exits with code 2 and a message that says what to fix.
+argparse (standard library) + Rich. The plan options of ``estimate`` and ``verify`` are derived from
+``estimator.Plan``'s field declarations (one ``--kebab-case`` option per field, with its help, default and choices,
+grouped by the field's form group), so a field added to the plan is an option here without another edit. A command
+imports only what it needs: ``estimate`` and ``storage`` import neither torch, nor the web stack, nor pydantic (a
+catalog estimate answers in well under a quarter of a second, docs/performance.md). Bad input exits with code 2 and
+a message that says what to fix.
 
     tuneplan estimate meta-llama/Llama-3.1-8B --method qlora --seq-len 2048 --batch-size 1
     tuneplan estimate --config config.json --method lora --json
-    tuneplan rent llama-3.1-8b --method qlora --train-tokens 100000000 [--prices prices.json]
-    tuneplan export llama-3.1-8b --method qlora --format axolotl > axolotl.yaml
-    tuneplan import axolotl.yaml > plan.json
     tuneplan storage --params 10e9 --trainable-fraction 0.01
     tuneplan verify llama-3.2-1b --method qlora --device cpu
-    tuneplan serve --port 8000
+    tuneplan rent llama-3.1-8b --method qlora --train-tokens 1e9
+    tuneplan export llama-3.1-8b --method qlora --format trl
+    tuneplan serve --port 8000 --workers 2
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
-import inspect
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError
 from app.service import EstimateService, Resolved, price_table
@@ -48,63 +45,54 @@ from estimator import (
 
 if TYPE_CHECKING:
     from app.hub import HubClient, ResolvedModel
-
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Plan the disk and GPU memory of a fine-tune.")
-
-Opt = typer.Option
+    from app.settings import Settings
 
 
 class UsageError(Exception):
     """Bad input from the command line (exit code 2)."""
 
 
+def echo(text: str = "", err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout)
+
+
 # ---------------------------------------------------------------------------------------------- plan options
-
-
-def _option(f: PlanField) -> inspect.Parameter:
-    """The Typer option of one plan field: ``--seq-len``; choices as a Literal; booleans as ``--x/--no-x``."""
-    s = f.spec
-    annotation: Any
-    if s.kind == "choice":
-        annotation = Literal[s.choices]
-    elif s.kind in ("bool", "tristate"):
-        annotation = bool
-    elif s.kind == "int":
-        annotation = int
-    elif s.kind == "number":
-        annotation = float
-    else:
-        annotation = str
-    shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-    shown = str(shown).lower() if isinstance(shown, bool) else shown
-    default = "" if shown in (None, "") else f" Default: {shown}."
-    bounds = f.bounds_text()
-    help_text = s.help + (f" Allowed: {bounds}." if bounds and s.kind != "choice" else "") + default
-    decls = (f"{f.flag}/--no-{f.flag[2:]}",) if annotation is bool else (f.flag,)
-    option = Opt(None, *decls, help=help_text, show_default=False, rich_help_panel=f"Plan: {s.group}")
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation | None)
 
 
 PLAN_OPTIONS = tuple(f for f in plan_fields() if f.spec.kind not in ("model", "config"))
 
 
-def with_plan_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """``fn`` with one option per plan field added to its signature; they reach it as ``fields`` (a dict)."""
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "fields"]
-    options = [_option(f) for f in PLAN_OPTIONS if f.name not in {p.name for p in own}]
-    names = {p.name for p in own}
+def _add_option(group: Any, f: PlanField) -> None:
+    """The option of one plan field: ``--seq-len``; choices as choices; booleans as ``--x/--no-x``."""
+    s = f.spec
+    shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+    shown = str(shown).lower() if isinstance(shown, bool) else shown
+    default = "" if shown in (None, "") else f" Default: {shown}."
+    bounds = f.bounds_text()
+    help_text = (s.help + (f" Allowed: {bounds}." if bounds and s.kind != "choice" else "") + default).replace(
+        "%", "%%"
+    )
+    kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+    if s.kind == "choice":
+        kwargs.update(choices=s.choices, metavar="{" + ",".join(s.choices) + "}")
+    elif s.kind in ("bool", "tristate"):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif s.kind == "int":
+        kwargs.update(type=int, metavar="N")
+    elif s.kind == "number":
+        kwargs.update(type=float, metavar="X")
+    else:
+        kwargs["metavar"] = "TEXT"
+    group.add_argument(f.flag, **kwargs)
 
-    def command(**kwargs: Any) -> None:
-        fn(
-            **{k: v for k, v in kwargs.items() if k in names},
-            fields={k: v for k, v in kwargs.items() if k not in names},
-        )
 
-    command.__signature__ = inspect.Signature([*own, *options])  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in (*own, *options)}
-    command.__doc__ = fn.__doc__
-    command.__name__ = fn.__name__
-    return command
+def add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """One option per plan field, grouped as the page groups them (``Plan: Training``, ...)."""
+    groups: dict[str, Any] = {}
+    for f in PLAN_OPTIONS:
+        if f.spec.group not in groups:
+            groups[f.spec.group] = parser.add_argument_group(f"Plan: {f.spec.group}")
+        _add_option(groups[f.spec.group], f)
 
 
 def plan_from(model: str | None, config: Path | None, plan_file: Path | None, fields: dict[str, Any]) -> Plan:
@@ -130,6 +118,11 @@ def plan_from(model: str | None, config: Path | None, plan_file: Path | None, fi
     return Plan.from_dict(data)
 
 
+def _plan_of(args: argparse.Namespace, **forced: Any) -> Plan:
+    fields = {f.name: getattr(args, f.name) for f in PLAN_OPTIONS} | forced
+    return plan_from(args.model, args.config, args.plan_file, fields)
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -145,22 +138,26 @@ class _LazyHub:
 
     def __init__(self) -> None:
         self._client: HubClient | None = None
+        self._settings: Settings
 
-    def resolve(self, repo_id: str, token: str | None = None, revision: str = "main") -> ResolvedModel:
+    def resolve(
+        self, repo_id: str, token: str | None = None, revision: str = "main", deadline: float | None = None
+    ) -> ResolvedModel:
+        """A Hub lookup with the user's own token (``HF_TOKEN``): the command line runs as the user."""
         if self._client is None:
             from app.hub import HubClient
             from app.settings import Settings
 
-            self._client = HubClient(Settings())
-        return self._client.resolve(repo_id, token or os.environ.get("HF_TOKEN"), revision)
+            self._settings = Settings()
+            self._client = HubClient(self._settings)
+        return self._client.resolve(repo_id, token or self._settings.token(), revision, deadline)
 
 
 def _calibration(gpu: str) -> CalibrationProfile | None:
     """The latest calibration this machine's verify runs measured on ``gpu`` (the server's job database, read only
     when it exists)."""
-    from app.settings import Settings
-
-    db = Settings().jobs_db
+    # the server's default data directory (app.settings.Settings.data_dir), without importing pydantic-settings
+    db = Path(os.environ.get("TUNEPLAN_DATA_DIR") or "data") / "jobs.sqlite3"
     if not db.exists():
         return None
     from sqlalchemy import create_engine
@@ -174,31 +171,13 @@ def _calibration(gpu: str) -> CalibrationProfile | None:
         engine.dispose()
 
 
-SERVICE = EstimateService(_LazyHub(), calibrations=_calibration)
-
-PricesOpt = Annotated[
-    Path | None,
-    Opt("--prices", envvar="TUNEPLAN_PRICES", help="a price table (JSON, like estimator/data/prices.json) to cost "
-        "with instead of the built-in one"),
-]  # fmt: skip
+HUB = _LazyHub()
 
 
-def _service(prices: Path | None) -> EstimateService:
-    """The CLI's service, costing with ``prices`` when given."""
-    if prices is None:
-        return SERVICE
-    return EstimateService(SERVICE.hub, SERVICE.max_config_bytes, price_table(prices))
-
-
-def _run(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except (EstimatorError, UsageError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except AppError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
+def _service(args: argparse.Namespace) -> EstimateService:
+    """The command's service: costs from ``--prices`` (or ``TUNEPLAN_PRICES``) when given, else the built-in table."""
+    prices = getattr(args, "prices", None)
+    return EstimateService(HUB, cache_entries=0, prices=price_table(prices), calibrations=_calibration)
 
 
 # ---------------------------------------------------------------------------------------------- estimate
@@ -280,34 +259,18 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
 
 
-def _estimate(
-    model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
-    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
-    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
-    traced: Annotated[bool, Opt(help="trace a real step under FakeTensorMode (needs the train extra)")] = False,
-    prices: PricesOpt = None,
-    as_json: Annotated[bool, Opt("--json", help="print the JSON contract")] = False,
-    *,
-    fields: dict[str, Any],
-) -> None:
-    """Storage and GPU memory of a fine-tune, by component (with --gpu: time and cost too)."""
-
-    def go() -> None:
-        p = plan_from(model, config, plan, fields)
-        contract, resolved = _service(prices).estimate(p)
-        if traced:
-            contract["traced"] = _trainer_run("trainer.traced", p, resolved, [])
-        if as_json:
-            typer.echo(json.dumps(contract, indent=2))
-            return
-        _print_estimate(contract)
-        if traced:
-            typer.echo(f"traced peak (FakeTensorMode): {size_text(contract['traced']['measured']['peak_allocated'])}")
-
-    _run(go)
-
-
-cli.command("estimate")(with_plan_options(_estimate))
+def estimate_cmd(args: argparse.Namespace) -> None:
+    """Storage and GPU memory of a fine-tune, by component (with --gpu: the fit, time and cost too)."""
+    p = _plan_of(args)
+    contract, resolved = _service(args).estimate(p)
+    if args.traced:
+        contract["traced"] = _trainer_run("trainer.traced", p, resolved, [])
+    if args.as_json:
+        echo(json.dumps(contract, indent=2))
+        return
+    _print_estimate(contract)
+    if args.traced:
+        echo(f"traced peak (FakeTensorMode): {size_text(contract['traced']['measured']['peak_allocated'])}")
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -315,6 +278,9 @@ cli.command("estimate")(with_plan_options(_estimate))
 
 def _trainer_run(module: str, plan: Plan, resolved: Resolved, extra: list[str]) -> dict[str, Any]:
     """Run a trainer recipe in its own process (never in this one) and read its result JSON."""
+    import subprocess
+    import tempfile
+
     if importlib.util.find_spec("torch") is None:
         raise UsageError("this needs the train extra: pip install -e '.[train]'")
     if "cuda" in extra:
@@ -335,33 +301,17 @@ def _trainer_run(module: str, plan: Plan, resolved: Resolved, extra: list[str]) 
         return result
 
 
-def _verify(
-    model: Annotated[str | None, typer.Argument(help="catalog id or Hub id")] = None,
-    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
-    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
-    steps: Annotated[int, Opt(help="measured steps after one warm-up step")] = 1,
-    as_json: Annotated[bool, Opt("--json", help="print the comparison as JSON")] = False,
-    *,
-    fields: dict[str, Any],
-) -> None:
-    """Run a real training step and print measured next to estimated, per component (--device: where it runs,
-    cpu unless given)."""
-
-    def go() -> None:
-        p = plan_from(model, config, plan, fields | {"device": fields.get("device") or "cpu"})
-        est, resolved = SERVICE.estimate(p)
-        result = _trainer_run("trainer.run", p, resolved, ["--device", p.device, "--steps", str(steps)])
-        report = compare(est, result) | {"plan": est["plan"], "versions": result.get("versions"),
-                                          "estimate": est, "result": result}  # fmt: skip
-        if as_json:
-            typer.echo(json.dumps(report, indent=2))
-        else:
-            _print_comparison(report)
-
-    _run(go)
-
-
-cli.command("verify")(with_plan_options(_verify))
+def verify_cmd(args: argparse.Namespace) -> None:
+    """Run a real training step and print measured next to estimated, per component."""
+    p = _plan_of(args, device=args.device or "cpu")
+    est, resolved = _service(args).estimate(p)
+    result = _trainer_run("trainer.run", p, resolved, ["--device", p.device, "--steps", str(args.steps)])
+    report = compare(est, result) | {"plan": est["plan"], "versions": result.get("versions"),
+                                      "estimate": est, "result": result}  # fmt: skip
+    if args.as_json:
+        echo(json.dumps(report, indent=2))
+    else:
+        _print_comparison(report)
 
 
 def _print_comparison(report: dict[str, Any]) -> None:
@@ -385,30 +335,14 @@ def _print_comparison(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- rent, configs
 
 
-def _rent(
-    model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
-    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
-    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
-    prices: PricesOpt = None,
-    limit: Annotated[int, Opt(help="show this many options (the JSON has them all)", min=1)] = 20,
-    as_json: Annotated[bool, Opt("--json", help="print JSON")] = False,
-    *,
-    fields: dict[str, Any],
-) -> None:
+def rent_cmd(args: argparse.Namespace) -> None:
     """Which GPU to rent: every catalog GPU and count (1, 2, 4, 8) that fits, cheapest first for the token budget
     (--train-tokens, or --dataset-tokens × --epochs)."""
-
-    def go() -> None:
-        out = _service(prices).rent(plan_from(model, config, plan, fields))
-        if as_json:
-            typer.echo(json.dumps(out, indent=2))
-        else:
-            _print_rent(out, limit)
-
-    _run(go)
-
-
-cli.command("rent")(with_plan_options(_rent))
+    out = _service(args).rent(_plan_of(args))
+    if args.as_json:
+        echo(json.dumps(out, indent=2))
+    else:
+        _print_rent(out, args.limit)
 
 
 def _print_rent(out: dict[str, Any], limit: int) -> None:
@@ -433,119 +367,83 @@ def _print_rent(out: dict[str, Any], limit: int) -> None:
     Console().print(f"{len(out['options'])} of {out['checked']} GPU × count options fit; prices: {out['prices']}")
 
 
-def _export(
-    model: Annotated[str | None, typer.Argument(help="catalog id or Hugging Face Hub id")] = None,
-    config: Annotated[Path | None, Opt(help="a config.json file instead of a model id")] = None,
-    plan: Annotated[Path | None, Opt("--plan", help="read the whole plan from a JSON file")] = None,
-    fmt: Annotated[
-        ExportFormat, Opt("--format", help="trl (trl sft --config YAML), trl-python, axolotl, accelerate or deepspeed")
-    ] = "trl",  # fmt: skip
-    out: Annotated[Path | None, Opt("--out", help="write to this file instead of standard output")] = None,
-    *,
-    fields: dict[str, Any],
-) -> None:
+EXPORT_FORMATS = ("trl", "trl-python", "axolotl", "accelerate", "deepspeed")
+
+
+def export_cmd(args: argparse.Namespace) -> None:
     """The plan as ready-to-run configuration for TRL, axolotl, accelerate or DeepSpeed."""
     from app.configs import export_plan
 
-    def go() -> None:
-        p = plan_from(model, config, plan, fields)
-        _, resolved = SERVICE.estimate(p)  # the plan must estimate: a bad plan or config is exit code 2
-        exported = export_plan(p, fmt, SERVICE.model_id(p, resolved))
-        if out is None:
-            typer.echo(exported.text, nl=False)
-        else:
-            out.write_text(exported.text)
-            typer.echo(f"wrote {out} ({fmt})", err=True)
-        for note in exported.notes:
-            typer.echo(f"note: {note}", err=True)
-
-    _run(go)
+    service = _service(args)
+    p = _plan_of(args)
+    _, resolved = service.estimate(p)  # the plan must estimate: a bad plan or config is exit code 2
+    exported = export_plan(p, args.format, service.model_id(p, resolved))
+    if args.out is None:
+        sys.stdout.write(exported.text)
+    else:
+        args.out.write_text(exported.text)
+        echo(f"wrote {args.out} ({args.format})", err=True)
+    for note in exported.notes:
+        echo(f"note: {note}", err=True)
 
 
-ExportFormat = Literal["trl", "trl-python", "axolotl", "accelerate", "deepspeed"]
-cli.command("export")(with_plan_options(_export))
-
-
-@cli.command("import")
-def import_cmd(
-    file: Annotated[Path, typer.Argument(help="an axolotl YAML or a TRL config (YAML or JSON)")],
-    fmt: Annotated[
-        Literal["axolotl", "trl"] | None, Opt("--format", help="axolotl or trl; default: from the keys")
-    ] = None,  # fmt: skip
-    as_json: Annotated[bool, Opt("--json", help="print mapped and ignored keys too, not only the plan")] = False,
-) -> None:
+def import_cmd(args: argparse.Namespace) -> None:
     """Read an axolotl or TRL config into a plan (printed as plan JSON for --plan); keys memory does not depend on
     are listed as ignored."""
     from app.configs import import_config
 
-    def go() -> None:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {file}: {exc}") from None
-        imported = import_config(text, fmt, str(file))
-        if as_json:
-            typer.echo(json.dumps(imported.to_dict(), indent=2))
-            return
-        plan = {k: v for k, v in imported.plan.to_dict().items() if v is not None}
-        typer.echo(json.dumps(plan, indent=2))
-        if imported.ignored:
-            typer.echo(f"ignored (memory does not depend on them): {', '.join(imported.ignored)}", err=True)
-        for note in imported.notes:
-            typer.echo(f"note: {note}", err=True)
-
-    _run(go)
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {exc}") from None
+    imported = import_config(text, args.format, str(args.file))
+    if args.as_json:
+        echo(json.dumps(imported.to_dict(), indent=2))
+        return
+    echo(json.dumps({k: v for k, v in imported.plan.to_dict().items() if v is not None}, indent=2))
+    if imported.ignored:
+        echo(f"ignored (memory does not depend on them): {', '.join(imported.ignored)}", err=True)
+    for note in imported.notes:
+        echo(f"note: {note}", err=True)
 
 
 # ---------------------------------------------------------------------------------------------- the rest
 
 
-@cli.command("storage")
-def storage_cmd(
-    params: Annotated[float, Opt(help="number of parameters, e.g. 10e9")],
-    trainable_fraction: Annotated[float, Opt(help="share of parameters in the adapter")] = 0.01,
-    as_json: Annotated[bool, Opt("--json", help="print JSON")] = False,
-) -> None:
+def storage_cmd(args: argparse.Namespace) -> None:
     """The rule of thumb: parameters × bytes per parameter."""
-
-    def go() -> None:
-        if not params >= 1 or params != int(params):
-            raise UsageError("--params must be a whole number of parameters ≥ 1, e.g. 10e9")
-        if not 0 <= trainable_fraction <= 1:
-            raise UsageError("--trainable-fraction must be between 0 and 1")
-        r = RuleOfThumb(int(params), trainable_fraction)
-        if as_json:
-            typer.echo(json.dumps(r.to_dict() | {"why_exact_differs": list(WHY_EXACT_DIFFERS)}, indent=2))
-            return
-        typer.echo(f"{int(params):,} parameters")
-        rows = (
-            ("FP16 / BF16 (2 B each)", r.fp16),
-            ("4-bit (0.5 B each)", r.int4),
-            (f"adapter, {trainable_fraction:.2%} in FP16", r.adapter),
-            ("QLoRA total (4-bit + adapter)", r.qlora_total),
-        )
-        for label, value in rows:
-            typer.echo(f"  {label + ':':31s} {size_text(value)}")
-        typer.echo("Why the exact figure for a real model differs (tuneplan estimate shows it):")
-        for why in WHY_EXACT_DIFFERS:
-            typer.echo(f"  - {why}")
-
-    _run(go)
+    params, fraction = args.params, args.trainable_fraction
+    if not params >= 1 or params != int(params):
+        raise UsageError("--params must be a whole number of parameters ≥ 1, e.g. 10e9")
+    if not 0 <= fraction <= 1:
+        raise UsageError("--trainable-fraction must be between 0 and 1")
+    r = RuleOfThumb(int(params), fraction)
+    if args.as_json:
+        echo(json.dumps(r.to_dict() | {"why_exact_differs": list(WHY_EXACT_DIFFERS)}, indent=2))
+        return
+    echo(f"{int(params):,} parameters")
+    rows = (
+        ("FP16 / BF16 (2 B each)", r.fp16),
+        ("4-bit (0.5 B each)", r.int4),
+        (f"adapter, {fraction:.2%} in FP16", r.adapter),
+        ("QLoRA total (4-bit + adapter)", r.qlora_total),
+    )
+    for label, value in rows:
+        echo(f"  {label + ':':31s} {size_text(value)}")
+    echo("Why the exact figure for a real model differs (tuneplan estimate shows it):")
+    for why in WHY_EXACT_DIFFERS:
+        echo(f"  - {why}")
 
 
-@cli.command("models")
-def models_cmd(
-    q: Annotated[str, typer.Argument(help="search text: id, Hub id, name or family")] = "",
-    as_json: Annotated[bool, Opt("--json", help="print JSON")] = False,
-) -> None:
+def models_cmd(args: argparse.Namespace) -> None:
     """Search the built-in model catalog."""
+    found = catalog.search_models(args.q, limit=100) if args.q else list(catalog.models())
+    if args.as_json:
+        echo(json.dumps([{"id": m.id, "hf_id": m.hf_id, "params": m.params} for m in found], indent=2))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    found = catalog.search_models(q, limit=100) if q else list(catalog.models())
-    if as_json:
-        typer.echo(json.dumps([{"id": m.id, "hf_id": m.hf_id, "params": m.params} for m in found], indent=2))
-        return
     t = Table(title="Catalog models")
     for col in ("id", "Hub id", "parameters"):
         t.add_column(col, justify="right" if col == "parameters" else "left")
@@ -554,16 +452,15 @@ def models_cmd(
     Console().print(t)
 
 
-@cli.command("gpus")
-def gpus_cmd(as_json: Annotated[bool, Opt("--json", help="print JSON")] = False) -> None:
+def gpus_cmd(args: argparse.Namespace) -> None:
     """List the built-in GPU catalog."""
+    gs = catalog.gpus()
+    if args.as_json:
+        echo(json.dumps([{"id": g.id, "name": g.name, "usable_bytes": g.usable_bytes} for g in gs], indent=2))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    gs = catalog.gpus()
-    if as_json:
-        typer.echo(json.dumps([{"id": g.id, "name": g.name, "usable_bytes": g.usable_bytes} for g in gs], indent=2))
-        return
     t = Table(title="Catalog GPUs")
     for col in ("id", "name", "usable"):
         t.add_column(col, justify="right" if col == "usable" else "left")
@@ -572,23 +469,101 @@ def gpus_cmd(as_json: Annotated[bool, Opt("--json", help="print JSON")] = False)
     Console().print(t)
 
 
-@cli.command("serve")
-def serve_cmd(
-    host: Annotated[str, Opt(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, Opt(help="port")] = 8000,
-) -> None:
+def serve_cmd(args: argparse.Namespace) -> None:
     """Start the web app and REST API (http://127.0.0.1:8000, API docs at /docs)."""
-    import uvicorn
+    from app.serve import serve
 
-    from app.main import create_app
-    from app.settings import Settings
-
-    uvicorn.run(create_app(Settings(host=host, port=port)), host=host, port=port, log_level="info")
+    serve(host=args.host, port=args.port, workers=args.workers, jobs=not args.no_jobs)
 
 
-def main() -> None:
-    cli()
+# ---------------------------------------------------------------------------------------------- the parser
+
+
+def _model_inputs(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("model", nargs="?", help=model_help)
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a config.json file instead of a model id")
+    parser.add_argument("--plan", dest="plan_file", type=Path, metavar="FILE", help="read the whole plan from a JSON "
+                        "file")  # fmt: skip
+    parser.add_argument("--prices", type=Path, metavar="FILE", default=os.environ.get("TUNEPLAN_PRICES") or None,
+                        help="a price table (JSON, like estimator/data/prices.json) to cost with instead of the "
+                        "built-in one (default: TUNEPLAN_PRICES)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tuneplan`` command and its subcommands."""
+    parser = argparse.ArgumentParser(prog="tuneplan", description="Plan the disk and GPU memory of a fine-tune.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], None], summary: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=fn.__doc__)
+        p.set_defaults(run=fn)
+        return p
+
+    est = command("estimate", estimate_cmd, "storage and GPU memory of a fine-tune, by component")
+    _model_inputs(est, "catalog id or Hugging Face Hub id")
+    est.add_argument("--traced", action="store_true", help="trace a real step under FakeTensorMode (train extra)")
+    est.add_argument("--json", dest="as_json", action="store_true", help="print the JSON contract")
+    add_plan_options(est)
+
+    ver = command("verify", verify_cmd, "a real training step, measured next to the estimate (train extra)")
+    _model_inputs(ver, "catalog id or Hub id")
+    ver.add_argument("--steps", type=int, default=1, metavar="N", help="measured steps after one warm-up step")
+    ver.add_argument("--json", dest="as_json", action="store_true", help="print the comparison as JSON")
+    add_plan_options(ver)
+
+    rent = command("rent", rent_cmd, "which GPU to rent: every catalog GPU and count that fits, cheapest first")
+    _model_inputs(rent, "catalog id or Hugging Face Hub id")
+    rent.add_argument("--limit", type=int, default=20, metavar="N", help="show this many options (the JSON has all)")
+    rent.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    add_plan_options(rent)
+
+    exp = command("export", export_cmd, "the plan as TRL, axolotl, accelerate or DeepSpeed configuration")
+    _model_inputs(exp, "catalog id or Hugging Face Hub id")
+    exp.add_argument("--format", choices=EXPORT_FORMATS, default="trl", help="trl (trl sft --config YAML), trl-python, "
+                     "axolotl, accelerate or deepspeed (default: trl)")  # fmt: skip
+    exp.add_argument("--out", type=Path, metavar="FILE", help="write to this file instead of standard output")
+    add_plan_options(exp)
+
+    imp = command("import", import_cmd, "an axolotl or TRL config read into a plan")
+    imp.add_argument("file", type=Path, help="an axolotl YAML or a TRL config (YAML or JSON)")
+    imp.add_argument("--format", choices=("axolotl", "trl"), help="axolotl or trl (default: from the keys)")
+    imp.add_argument("--json", dest="as_json", action="store_true", help="print mapped and ignored keys too")
+
+    st = command("storage", storage_cmd, "the rule of thumb: parameters × bytes per parameter")
+    st.add_argument("--params", type=float, required=True, metavar="N", help="number of parameters, e.g. 10e9")
+    st.add_argument("--trainable-fraction", type=float, default=0.01, metavar="X",
+                    help="share of parameters in the adapter (default 0.01)")  # fmt: skip
+    st.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+
+    models = command("models", models_cmd, "search the built-in model catalog")
+    models.add_argument("q", nargs="?", default="", help="search text: id, Hub id, name or family")
+    models.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+
+    gpus = command("gpus", gpus_cmd, "list the built-in GPU catalog")
+    gpus.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+
+    serve = command("serve", serve_cmd, "start the web app and REST API")
+    serve.add_argument("--host", help="interface to bind (default: TUNEPLAN_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: TUNEPLAN_PORT, else 8000)")
+    serve.add_argument("--workers", type=int, metavar="N", help="web worker processes (default: TUNEPLAN_WORKERS, "
+                       "else 1); one of them runs the verify jobs")  # fmt: skip
+    serve.add_argument("--no-jobs", action="store_true", help="serve estimates only: no verify runs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code (2: bad input, with a message on stderr saying what to fix)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (EstimatorError, UsageError) as exc:
+        echo(f"error: {exc}", err=True)
+        return 2
+    except AppError as exc:
+        echo(f"error: {exc.message}", err=True)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,9 +4,12 @@ No web framework here: the job runner and the Hub client raise these, ``app.hand
 estimator's errors) into JSON answers, and the CLI prints them with exit code 2::
 
     AppError                       status   raised by
-    ├── InvalidRequest              422      service (config too large), page form
+    ├── InvalidRequest              422      service (config too large or too deep), page form, jobs (pre-flight)
+    ├── Unauthorized                401      jobs API without the server's API token (or a wrong one)
+    ├── Forbidden                   403      jobs API from a non-loopback client with no API token set, or disabled
     ├── NotFound                    404      jobs (unknown job id)
     ├── Conflict                    409      jobs (cancel a finished job)
+    ├── TooManyJobs                 429      jobs (the queue is full)
     ├── NotAvailable                503      jobs (train extra missing)
     ├── NoGpu                       422      jobs (cuda asked for on a server without a GPU)
     └── HubError                    502      app.hub: the Hugging Face Hub lookups
@@ -29,6 +32,8 @@ class AppError(Exception):
     """Bad input or an unavailable service that the caller can act on; ``status_code`` is the HTTP answer."""
 
     status_code = 400
+    headers: dict[str, str] | None = None
+    """HTTP headers of the answer (``WWW-Authenticate``, ``Retry-After``)."""
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -40,8 +45,22 @@ class InvalidRequest(AppError):
     status_code = 422
 
 
+class Unauthorized(AppError):
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="tuneplan jobs"'}
+
+
+class Forbidden(AppError):
+    status_code = 403
+
+
 class NotFound(AppError):
     status_code = 404
+
+
+class TooManyJobs(AppError):
+    status_code = 429
+    headers = {"Retry-After": "60"}
 
 
 class Conflict(AppError):

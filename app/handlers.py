@@ -2,7 +2,9 @@
 
 * ``app.errors.AppError`` (Hub lookups, jobs, service limits) → its ``status_code``, ``detail`` and extra fields;
 * ``estimator.EstimatorError`` → 422 (``UnknownModelError``: 404 with ``suggestions``);
-* request validation → 422 with one readable ``detail`` and the per-field list under ``errors``;
+* request validation → 422 with one readable ``detail`` and the per-field list under ``errors``; a body the JSON
+  parser could not read at all (nested too deeply) → 422 saying so, not FastAPI's generic 400;
+* other HTTP errors (unknown route, wrong method) → their status, as JSON;
 * anything else is a bug: logged with its traceback, answered 500 as JSON.
 
 ``describe_errors`` is also what the page uses to explain a bad form field.
@@ -17,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from app.errors import AppError
 from estimator import EstimatorError, UnknownModelError
@@ -28,6 +31,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(EstimatorError, _estimator_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
 
 
@@ -42,12 +46,29 @@ def error_body(exc: AppError | EstimatorError) -> tuple[dict[str, Any], int]:
 
 async def _app_error(request: Request, exc: AppError) -> JSONResponse:
     body, status = error_body(exc)
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=exc.headers)
 
 
 async def _estimator_error(request: Request, exc: EstimatorError) -> JSONResponse:
     body, status = error_body(exc)
     return JSONResponse(body, status_code=status)
+
+
+BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 when the body parser itself fails
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """HTTP errors as JSON; FastAPI's generic 400 for an unreadable body becomes a 422 that says what to fix."""
+    if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+        cause = exc.__cause__
+        why = (
+            "it nests objects or lists too deeply (a plan nests 3 or 4 levels)"
+            if isinstance(cause, RecursionError)
+            else f"{type(cause).__name__ if cause else 'parse error'}"
+        )
+        detail = f"the body could not be read as JSON: {why}; send a JSON object with the plan fields"
+        return JSONResponse({"detail": detail, "errors": [{"field": "body", "message": detail}]}, status_code=422)
+    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -67,7 +88,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "missing": lambda e: "is required",
+    "missing": lambda e: (
+        "is required" if len(e.get("loc", ())) > 1 else "the body is required: send a JSON object with the plan fields"
+    ),
     "extra_forbidden": lambda e: "is not a known field (check the spelling against GET /docs)",
     "greater_than_equal": lambda e: f"must be ≥ {e['ctx']['ge']}",
     "greater_than": lambda e: f"must be > {e['ctx']['gt']}",

@@ -157,12 +157,27 @@ class PlanQuery(_QueryFields):
 # ---------------------------------------------------------------------------------------------- responses
 
 
+class FieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str | None = Field(description="the field ('lora_r', 'config.hidden_size'), or null for the whole body")
+    message: str
+
+
 class ErrorBody(BaseModel):
     """Every error: ``detail`` says what to fix; some errors add fields (``suggestions``, ``errors``)."""
 
     model_config = ConfigDict(extra="allow")
 
     detail: str = Field(description="what went wrong and what to do about it")
+    errors: list[FieldError] | None = Field(None, description="request validation: one entry per invalid field")
+    suggestions: list[str] | None = Field(None, description="unknown model: close catalog ids")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "invalid request: `detail` says what to fix, `errors` lists the fields"},
+}
+"""The 422 answer of every route (instead of FastAPI's default ``HTTPValidationError``, which this app never sends)."""
 
 
 class ModelSummary(BaseModel):
@@ -248,6 +263,11 @@ class JobBody(PlanBody):
         None, description="where the run executes; default: the server's verify_device (auto: cuda if a GPU)."
     )
     steps: int = Field(1, ge=1, le=MAX_STEPS, description=f"measured steps after one warm-up step: 1 to {MAX_STEPS}.")
+    allow_oom: bool = Field(
+        False,
+        description="run it even when its estimate exceeds the device's memory (the GPU's, or the host's available "
+        "memory on CPU), to see the out-of-memory; otherwise such a run is refused with a 422.",
+    )
 
     def plan_for(self, device: str) -> Plan:
         """The plan to estimate and run: this body on ``device``."""

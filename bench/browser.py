@@ -71,6 +71,17 @@ def launch_chromium(executable: str = CHROMIUM) -> Iterator[Any]:
             browser.close()
 
 
+def wait_for(page: Any, predicate: str, arg: Any = None, timeout_ms: float = 20_000) -> None:
+    """Poll ``page.evaluate(predicate, arg)`` until it is truthy. Playwright's own ``wait_for_function`` evaluates its
+    predicate with ``eval`` inside the page, which the page's Content-Security-Policy (no 'unsafe-eval') forbids;
+    ``evaluate`` goes through the DevTools protocol, which it does not."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(predicate, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_ms:g} ms for {predicate!r}")
+        page.wait_for_timeout(50)
+
+
 def load(page: Any, url: str) -> None:
     """Open ``url`` and wait until the planner page has drawn its charts."""
     page.goto(url)

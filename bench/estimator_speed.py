@@ -1,11 +1,12 @@
 """Speed of the analytic estimate (in-process) and of the CLI (wall clock, a fresh process each time).
 
-    python bench/estimator_speed.py            # prints a table; targets: < 1 ms per estimate, < 0.5 s per CLI call
+    python bench/estimator_speed.py            # prints a table; targets: < 1 ms per estimate, <= 0.25 s per CLI call
     python bench/estimator_speed.py --runs 20
 
-Measures ``estimate(plan).to_dict()`` for several catalog models and methods (median of many calls after a warm-up)
-and ``tuneplan estimate <model> --json`` / ``tuneplan storage`` as separate processes (median wall time). The CLI
-figure includes Python start-up and imports; it never imports torch.
+Measures ``estimate(plan).to_dict()`` for several catalog models and methods (median of many calls after a warm-up),
+also with a GPU in the plan (the fit search), and ``tuneplan estimate <model> --json`` / ``tuneplan storage`` as
+separate processes (median wall time). The CLI figure includes Python start-up and imports; it imports neither
+torch, nor the web stack, nor pydantic.
 """
 
 from __future__ import annotations
@@ -21,25 +22,28 @@ from pathlib import Path
 from estimator import Plan, estimate
 
 CASES = (
-    ("llama-3.1-8b", "qlora"),
-    ("llama-3.1-70b", "lora"),
-    ("mixtral-8x7b", "full"),
-    ("qwen2.5-7b", "qlora"),
-    ("gpt2", "full"),
+    ("llama-3.1-8b", "qlora", None),
+    ("llama-3.1-70b", "lora", None),
+    ("mixtral-8x7b", "full", None),
+    ("qwen2.5-7b", "qlora", None),
+    ("gpt2", "full", None),
+    ("llama-3.1-8b", "qlora", "rtx-4090"),
+    ("qwen2.5-7b", "lora", "a100-80gb"),
+    ("llama-3.2-1b", "full", "h200"),
 )
 
 
 def in_process(n: int) -> list[tuple[str, float]]:
     out = []
-    for model, method in CASES:
-        plan = Plan.from_dict({"model": model, "method": method, "lora_dropout": 0.0, "seq_len": 1024})
+    for model, method, gpu in CASES:
+        plan = Plan.from_dict({"model": model, "method": method, "lora_dropout": 0.0, "seq_len": 1024, "gpu": gpu})
         estimate(plan).to_dict()
         times = []
         for _ in range(n):
             t = time.perf_counter()
             estimate(plan).to_dict()
             times.append(time.perf_counter() - t)
-        out.append((f"{model} {method}", statistics.median(times) * 1e3))
+        out.append((f"{model} {method}" + (f" on {gpu} (fit search)" if gpu else ""), statistics.median(times) * 1e3))
     return out
 
 
@@ -48,6 +52,14 @@ def cli(runs: int) -> list[tuple[str, float]]:
     commands = {
         "tuneplan estimate llama-3.1-8b --json": [exe, "estimate", "llama-3.1-8b", "--json"],
         "tuneplan estimate (table)": [exe, "estimate", "llama-3.1-8b", "--method", "qlora"],
+        "tuneplan estimate llama-3.1-8b --gpu rtx-4090 --json": [
+            exe,
+            "estimate",
+            "llama-3.1-8b",
+            "--gpu",
+            "rtx-4090",
+            "--json",
+        ],
         "tuneplan storage --params 10e9": [exe, "storage", "--params", "10e9"],
     }
     out = []

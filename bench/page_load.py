@@ -23,7 +23,7 @@ import statistics
 from typing import Any
 
 from app.main import create_app
-from bench.browser import CHROMIUM, CHROMIUM_ARGS, serve
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, serve, wait_for
 
 PAGES: dict[str, str] = {
     "default (QLoRA, Llama 3.1 8B)": "/",
@@ -46,7 +46,7 @@ TIMING_JS = """() => {
 def _load(page: Any, url: str) -> dict[str, Any]:
     page.goto(url)
     page.wait_for_selector("body[data-charts=ready]", timeout=30_000)
-    page.wait_for_function("performance.getEntriesByType('navigation')[0].loadEventEnd > 0")
+    wait_for(page, "performance.getEntriesByType('navigation')[0].loadEventEnd > 0")
     timing: dict[str, Any] = page.evaluate(TIMING_JS)
     return timing
 

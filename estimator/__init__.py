@@ -9,7 +9,14 @@ public surface: code outside ``estimator/`` imports these names only (``tests/te
 """
 
 from . import catalog
-from ._arch import SUPPORTED_MODEL_TYPES, Architecture, attention_implementation, parse_config
+from ._arch import (
+    SIZE_FIELDS,
+    SUPPORTED_MODEL_TYPES,
+    WORK_LIMITS,
+    Architecture,
+    attention_implementation,
+    parse_config,
+)
 from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
 from ._errors import ConfigError, EstimatorError, PlanError, PriceError, UnknownModelError, UnsupportedModelError
 from ._estimate import Estimate, estimate, plan_key
@@ -59,10 +66,12 @@ __all__ = [
     "GIB",
     "METHODS",
     "MIB",
+    "SIZE_FIELDS",
     "SUPPORTED_MODEL_TYPES",
     "TENSOR_COMPONENTS",
     "TIERS",
     "WHY_EXACT_DIFFERS",
+    "WORK_LIMITS",
     "AdapterPlan",
     "Architecture",
     "AttentionPath",

@@ -3,6 +3,16 @@
 A config is data: it is read as a mapping and never executed (no ``auto_map``, no remote code). Field names
 are the Hugging Face ones; each family's defaults are the defaults of its transformers ``*Config`` class
 (transformers 5.x), since a Hub config.json omits fields equal to them.
+
+Two exceptions to "absent means the transformers default":
+
+* The fields that set the model's size (``SIZE_FIELDS``: width, depth, heads, vocabulary, MLP width where its
+  family has no formula for it) are never guessed: ``save_pretrained`` always writes them (they are not fields of
+  the base ``PretrainedConfig``, so its diff against the defaults keeps them), and a config without one is not the
+  model's real config. A default of 4096 for a missing ``hidden_size`` would size another model.
+* The fields that set the amount of work of an estimate (``WORK_LIMITS``: layers, experts, layer lists) are bounded
+  to generous real-world limits, and parsing is linear in the number of layers, so no config can make an estimate
+  slow or large.
 """
 
 from __future__ import annotations
@@ -14,6 +24,27 @@ from typing import Any
 from ._errors import ConfigError, UnsupportedModelError
 
 Norm = str  # "rmsnorm" | "layernorm"
+
+MAX_LAYERS = 1024
+"""Decoder layers (``num_hidden_layers``); the deepest published causal LMs have under 200."""
+MAX_EXPERTS = 1024
+"""Routed experts per MoE layer (``num_experts``); published models have at most a few hundred."""
+
+WORK_LIMITS: dict[str, int] = {
+    "num_hidden_layers": MAX_LAYERS,
+    "n_layer": MAX_LAYERS,
+    "num_experts": MAX_EXPERTS,
+    "num_local_experts": MAX_EXPERTS,
+    "num_experts_per_tok": MAX_EXPERTS,
+    "decoder_sparse_step": MAX_LAYERS,
+}
+"""The config fields that set how much work an estimate does, with their upper bounds (``mlp_only_layers`` holds at
+most ``MAX_LAYERS`` entries). A larger value is a ``ConfigError`` that names the field and the limit."""
+
+SIZE_FIELDS: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                "num_attention_heads")  # fmt: skip
+"""Fields that set the model's size: required when the family's parser reads them (under any alias)."""
+SIZE_FIELDS_SET = frozenset(SIZE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,10 @@ def _parse(config: Mapping[str, Any], model_type: str) -> Architecture:
         raise ConfigError("hidden_size, num_hidden_layers and vocab_size must be positive")
     if arch.num_attention_heads <= 0 or arch.num_key_value_heads <= 0 or arch.head_dim <= 0:
         raise ConfigError("num_attention_heads, num_key_value_heads and head_dim must be positive")
+    if arch.num_experts_per_tok > arch.num_experts:
+        raise ConfigError(
+            f"num_experts_per_tok ({arch.num_experts_per_tok}) must not exceed the experts ({arch.num_experts})"
+        )
     if arch.num_attention_heads % arch.num_key_value_heads:
         raise ConfigError(
             f"num_attention_heads ({arch.num_attention_heads}) must be a multiple of "
@@ -139,18 +174,23 @@ class _Reader:
         self.model_type = model_type
 
     def num(self, name: str, default: int | None = None, *aliases: str) -> int:
+        """The integer field ``name`` (or an alias); ``default`` when absent, except for ``SIZE_FIELDS``."""
         for key in (name, *aliases):
             value = self.c.get(key)
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int):
-                    if isinstance(value, float) and value.is_integer():
-                        return int(value)
-                    raise ConfigError(f"{key} must be an integer; got {value!r}")
+                    if not (isinstance(value, float) and value.is_integer()):
+                        raise ConfigError(f"{key} must be an integer; got {value!r}")
+                    value = int(value)
                 if value < 0:
                     raise ConfigError(f"{key} must not be negative; got {value}")
-                return value
-        if default is None:
-            raise ConfigError(f"the {self.model_type} config is missing '{name}'")
+                return _within_limit(key, value)
+        if default is None or not SIZE_FIELDS_SET.isdisjoint((name, *aliases)):
+            also = f" (or {', '.join(repr(a) for a in aliases)})" if aliases else ""
+            raise ConfigError(
+                f"the {self.model_type} config has no '{name}'{also}: it sets the model's size, so it is never "
+                "guessed; send the model's config.json as published"
+            )
         return default
 
     def opt_int(self, name: str) -> int | None:
@@ -183,6 +223,16 @@ class _Reader:
 
     def max_pos(self, default: int) -> int:
         return self.num("max_position_embeddings", default)
+
+
+def _within_limit(key: str, value: int) -> int:
+    limit = WORK_LIMITS.get(key)
+    if limit is not None and value > limit:
+        raise ConfigError(
+            f"{key} is {value}; at most {limit} is supported (published models stay far below it): "
+            "check the config.json"
+        )
+    return value
 
 
 def _llama_like(r: _Reader, *, defaults: dict[str, Any], **fields: Any) -> Architecture:
@@ -248,13 +298,17 @@ def _qwen2(r: _Reader) -> Architecture:
 
 
 def _moe_layer_indices(r: _Reader, layers: int, experts: int) -> tuple[int, ...]:
+    """Layers whose MLP is the sparse MoE block (transformers' Qwen2-MoE/Qwen3-MoE rule); linear in the layers."""
     if experts <= 0:
         return ()
     step = r.num("decoder_sparse_step", 1)
     only = r.c.get("mlp_only_layers") or []
-    if not isinstance(only, list) or not all(isinstance(i, int) for i in only):
+    if not isinstance(only, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in only):
         raise ConfigError("mlp_only_layers must be a list of layer indices")
-    return tuple(i for i in range(layers) if i not in only and step > 0 and (i + 1) % step == 0)
+    if len(only) > MAX_LAYERS:
+        raise ConfigError(f"mlp_only_layers lists {len(only)} layers; at most {MAX_LAYERS} is supported")
+    dense = set(only)
+    return tuple(i for i in range(layers) if i not in dense and step > 0 and (i + 1) % step == 0)
 
 
 def _qwen2_moe(r: _Reader) -> Architecture:

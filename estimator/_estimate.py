@@ -161,7 +161,7 @@ def estimate(
         # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
         # changes at the plan's own point (its context, runtime and workspace are constants).
         shift = 0 if usable is None else mem.fit_bytes - training_memory(inv, adapters, plan).fit_bytes
-        fit = _search(inv, adapters, plan, gpu.usable_bytes - shift) | {
+        fit = _search(inv, adapters, plan, gpu.usable_bytes - shift, mem.fit_bytes - shift) | {
             "usable_bytes": gpu.usable_bytes,
             "gpu": gpu.id,
             "name": gpu.name,
@@ -186,11 +186,12 @@ def estimate(
     )
 
 
-def _search(inv: Inventory, adapters: AdapterPlan, plan: Plan, usable: int) -> dict[str, Any]:
-    """The fit search; where a pinned SDPA backend cannot run at some batch size or length it searches (a single
-    row has no padding mask, so grouped KV heads go to SDPA as they are), torch's own choice stands in there."""
+def _search(inv: Inventory, adapters: AdapterPlan, plan: Plan, usable: int, fit_bytes: int) -> dict[str, Any]:
+    """The fit search (``fit_bytes``: the plan's own figure, as the search evaluates it); where a pinned SDPA backend
+    cannot run at some batch size or length it searches (a single row has no padding mask, so grouped KV heads go
+    to SDPA as they are), torch's own choice stands in there."""
     try:
-        return fit_search(inv, adapters, plan, usable) | {"note": None}
+        return fit_search(inv, adapters, plan, usable, fit_bytes) | {"note": None}
     except PlanError as exc:
         note = f"the search used torch's own SDPA choice where the pinned one cannot run ({exc})"
         return fit_search(inv, adapters, plan.replace(sdpa_backend="auto"), usable) | {"note": note}
@@ -316,6 +317,12 @@ def _qlora_notes(est: Estimate) -> list[str]:
 
 
 def plan_key(plan: Plan, config: Mapping[str, Any] | None = None) -> str:
-    """A stable hash of a plan and its config (for caches and job records)."""
-    body = json.dumps({"plan": plan.to_dict(), "config": dict(config) if config else None}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    """The SHA-256 (hex) of a plan and the config it is estimated with, as canonical JSON (keys sorted): equal plans
+    have equal keys in every process, and two different plans cannot be made to collide (caches, job records)."""
+    body = json.dumps(
+        {"plan": plan.to_dict(), "config": dict(config) if config is not None else None},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()

@@ -338,9 +338,29 @@
     cancel: document.getElementById("verify-cancel"),
     status: document.getElementById("verify-status"),
     out: document.getElementById("verify-result"),
+    token: document.getElementById("verify-token"),  // only when the server has an API token
     job: null,
     timer: 0
   };
+  var TOKEN_KEY = "tuneplan.apiToken";
+
+  function storedToken() {
+    try { return window.sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
+  }
+
+  // the server's API token, kept for this tab only, sent as Authorization: Bearer to the jobs API
+  function jobHeaders(extra) {
+    var headers = { Accept: "application/json" };
+    Object.keys(extra || {}).forEach(function (k) { headers[k] = extra[k]; });
+    var token = verify.token ? verify.token.value.trim() : "";
+    if (token) headers.Authorization = "Bearer " + token;
+    return headers;
+  }
+
+  function needToken(message) {
+    verify.status.textContent = message;
+    if (verify.token) verify.token.focus();
+  }
   var VERIFY_POLL_MS = 2000;
   var VERIFY_LABELS = { weights: "Weights", adapters: "Adapters", gradients: "Gradients", optimizer: "Optimizer state",
     activations: "Activations", logits: "Logits", peak_allocated: "Peak allocated", peak_reserved: "Peak reserved",
@@ -371,7 +391,7 @@
 
   function jsonAnswer(res) {
     return res.json().catch(function () { return { detail: "the server answered " + res.status }; })
-      .then(function (data) { return { ok: res.ok, data: data }; });
+      .then(function (data) { return { ok: res.ok, status: res.status, data: data }; });
   }
 
   function startVerify() {
@@ -389,13 +409,19 @@
     verify.status.textContent = "Starting the run…";
     var body = toPlan(values);
     delete body.device;  // the run goes where the server has hardware (its verify_device); the estimate follows it
+    if (verify.token && !verify.token.value.trim()) {
+      verifyBusy(false);
+      needToken("Enter this server's API token to start a run.");
+      return;
+    }
     fetch("/api/jobs", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      headers: jobHeaders({ "Content-Type": "application/json" }),
       body: JSON.stringify(body)
     }).then(jsonAnswer).then(function (answer) {
       if (!answer.ok) {
         verifyBusy(false);
+        if (answer.status === 401) { needToken("The server refused the API token: " + detailText(answer.data)); return; }
         verify.status.textContent = "Could not start the run: " + detailText(answer.data);
         return;
       }
@@ -410,7 +436,7 @@
 
   function pollVerify(id, started, last) {
     verify.timer = setTimeout(function () {
-      fetch("/api/jobs/" + encodeURIComponent(id), { headers: { Accept: "application/json" } })
+      fetch("/api/jobs/" + encodeURIComponent(id), { headers: jobHeaders() })
         .then(jsonAnswer).then(function (answer) {
           if (!verify.job || verify.job.id !== id) return;  // a newer run took over
           if (!answer.ok) {
@@ -499,13 +525,20 @@
       (job.device === "cpu" ? " (live tensors only; no allocator cache, no driver)." : "."), "hint"));
   }
 
+  if (verify.token) {
+    verify.token.value = storedToken();
+    verify.token.addEventListener("input", function () {
+      try { window.sessionStorage.setItem(TOKEN_KEY, verify.token.value.trim()); } catch (e) { /* private mode */ }
+    });
+  }
+
   if (verify.box && verify.button) {
     verify.box.hidden = false;
     verify.button.addEventListener("click", startVerify);
     verify.cancel.addEventListener("click", function () {
       if (!verify.job) return;
       verify.status.textContent = "Cancelling…";
-      fetch("/api/jobs/" + encodeURIComponent(verify.job.id), { method: "DELETE", headers: { Accept: "application/json" } })
+      fetch("/api/jobs/" + encodeURIComponent(verify.job.id), { method: "DELETE", headers: jobHeaders() })
         .catch(function () { /* the next poll says what happened */ });
     });
   }

@@ -156,15 +156,23 @@ THROWAWAY = """\
 """
 
 PROBE = """
-import json, sys
-from typer.testing import CliRunner
+import contextlib, io, json, sys
 from fastapi.testclient import TestClient
-from app.cli import cli
+from app.cli import main
 from app.main import create_app
 from estimator import Plan
 
+
+def cli(*args):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        code = main(list(args))
+        return code, out.getvalue()
+    return 0, out.getvalue()
+
+
 report = {"default": Plan(model="gpt2").throwaway_knob}
-with TestClient(create_app()) as client:
+with TestClient(create_app(), base_url="http://127.0.0.1") as client:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     report["body"] = schemas["PlanBody"]["properties"].get("throwaway_knob")
     query = client.get("/openapi.json").json()["paths"]["/api/estimate"]["get"]["parameters"]
@@ -174,10 +182,9 @@ with TestClient(create_app()) as client:
     report["page_status"] = page.status_code
     report["page"] = 'name="throwaway_knob"' in page.text and 'value="4"' in page.text
     report["script"] = '"name": "throwaway_knob"' in page.text or '"name":"throwaway_knob"' in page.text
-result = CliRunner().invoke(cli, ["estimate", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
-report["cli_help"] = "--throwaway-knob" in result.output
-result = CliRunner().invoke(cli, ["estimate", "gpt2", "--seq-len", "256", "--throwaway-knob", "5", "--json"])
-report["cli_plan"] = json.loads(result.output)["plan"]["throwaway_knob"] if result.exit_code == 0 else result.output
+report["cli_help"] = "--throwaway-knob" in cli("estimate", "--help")[1]
+code, output = cli("estimate", "gpt2", "--seq-len", "256", "--throwaway-knob", "5", "--json")
+report["cli_plan"] = json.loads(output)["plan"]["throwaway_knob"] if code == 0 else output
 print(json.dumps(report))
 """
 

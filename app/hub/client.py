@@ -16,7 +16,9 @@ Resolved configs of public repos are cached on disk under ``<data_dir>/hub-cache
 (endpoint, repo, revision), bounded in number, evicting the least recently used (file mtime, touched on
 every hit). Gated and private repos are never cached, so a config behind a gate is served only to a caller
 the Hub lets in.
-Tokens are passed to the Hub and nowhere else: not logged, not cached, not part of any error message.
+Tokens are passed to the Hub and nowhere else: not logged, not cached, not part of any error message. The client
+uses exactly the token it is given: which one serves a request (the caller's own, or the server's ``HF_TOKEN`` for
+callers that carry the API token) is ``app.security``'s decision.
 
 Every failure a user can act on is a ``HubError`` subclass carrying an HTTP status and a message saying
 what to do.
@@ -51,7 +53,7 @@ _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]{0,254}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,95}")
 _TOKEN_HINT = (
     "pass a Hugging Face token with read access: send the header 'X-HF-Token: hf_...' "
-    "(or 'Authorization: Bearer hf_...'), or set HF_TOKEN before 'tuneplan serve'"
+    "(a server's own HF_TOKEN serves only requests that carry its API token)"
 )
 _FALLBACK_HINT = "use a catalog model (GET /api/models) or send the model's config.json inline as 'config'"
 
@@ -142,6 +144,15 @@ def catalog_suggestions(query: str, limit: int = 5) -> tuple[str, ...]:
     return tuple(seen[:limit])
 
 
+def hub_timeout(repo_id: str, timeout_s: float, endpoint: str | None = None) -> HubTimeout:
+    """The 504 of a lookup that ran past its deadline."""
+    return HubTimeout(
+        f"the Hugging Face Hub did not answer for {repo_id[:200]!r} within {timeout_s:g} s: retry later, or "
+        + _FALLBACK_HINT,
+        **({"endpoint": endpoint} if endpoint else {}),
+    )
+
+
 # ---------------------------------------------------------------------------------------------- client
 
 
@@ -160,8 +171,11 @@ class HubClient:
 
     # ------------------------------------------------------------------------------------------------- public
 
-    def resolve(self, repo_id: str, token: str | None = None, revision: str = "main") -> ResolvedModel:
-        """Resolve ``repo_id`` from the catalog, the cache, or the Hub (in that order)."""
+    def resolve(
+        self, repo_id: str, token: str | None = None, revision: str = "main", deadline: float | None = None
+    ) -> ResolvedModel:
+        """Resolve ``repo_id`` from the catalog, the cache, or the Hub (in that order), with ``token`` (None: public
+        repos only) by ``deadline`` (``time.monotonic()``; default: ``hub_timeout_s`` from now)."""
         if not isinstance(repo_id, str) or not repo_id.strip():
             raise HubInvalidId("model is empty: give a Hub id like 'Qwen/Qwen2.5-0.5B' or a catalog id")
         entry = catalog.find_model(repo_id.strip())
@@ -175,7 +189,7 @@ class HubClient:
             )
         repo_id = check_repo_id(repo_id)
         revision = check_revision(revision)
-        token = clean_token(token) or self.settings.token()
+        token = clean_token(token)
 
         key = ConfigCache.key(self.endpoint, repo_id, revision)
         cached = self.cache.get(key)
@@ -191,7 +205,7 @@ class HubClient:
                 notes=tuple(cached.get("notes") or ()),
             )
 
-        deadline = time.monotonic() + self.timeout
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout
         info = self._with_deadline(lambda: self._model_info(repo_id, revision, token), deadline, repo_id)
         commit = info.get("sha") or revision
         config = self._with_deadline(lambda: self._download_config(repo_id, commit, token), deadline, repo_id)
@@ -248,11 +262,7 @@ class HubClient:
             raise self._timeout(repo_id) from None
 
     def _timeout(self, repo_id: str) -> HubTimeout:
-        return HubTimeout(
-            f"the Hugging Face Hub did not answer for {repo_id!r} within {self.timeout:g} s: retry later, or "
-            + _FALLBACK_HINT,
-            endpoint=self.endpoint,
-        )
+        return hub_timeout(repo_id, self.timeout, self.endpoint)
 
     def _api(self) -> Any:
         from huggingface_hub import HfApi

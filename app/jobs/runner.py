@@ -1,10 +1,22 @@
 """The verify-job runner: one worker thread that runs queued jobs, each as its own process::
 
-    python -m trainer.run --plan plan.json --config config.json --device cpu|cuda --steps N --out result.json
+    python -m app.jobs.launch --parent <server pid> --memory-bytes <cap> -- \\
+        -m trainer.run --plan plan.json --config config.json --device cpu|cuda --steps N --out result.json
 
 with a deadline (``settings.job_timeout_s``), at most ``settings.max_concurrent_jobs`` at once. The result JSON and
 the measured-vs-estimated rows (``estimator.compare``) are stored with the job (``app.jobs.store``); a failed run
-keeps the tail of its output in ``error``. Cancelling kills the run's whole process group.
+keeps the tail of its output in ``error``, after a sentence saying what its exit status means.
+
+**One runner per data directory.** Any number of web processes may serve one data directory (``--workers``, or two
+servers): each accepts and lists jobs in the shared SQLite file, but only the process holding the lock on
+``<data_dir>/runner.lock`` (``flock``, released by the kernel when the process dies, ``kill -9`` included) runs them.
+The others retry the lock every ``LOCK_RETRY_S``. A cancel that reaches another process is seen by the runner in the
+database within ``POLL_S``, and the run killed.
+
+**No orphans.** A run dies with its server (``app.jobs.launch``: parent-death signal, memory cap). Its pid, the
+kernel's start time of that pid, and its work directory (``<data_dir>/runs/<job id>``) are recorded with the job;
+a runner that takes the lock kills any run a dead one left behind (only a process whose start time still matches),
+marks those jobs failed, and removes leftover work directories.
 
 No web framework here: bad requests raise ``app.errors`` types. The web process never imports torch: whether the
 train extra is installed is asked of ``importlib.util.find_spec`` (``settings.train_module``), the GPU of
@@ -13,6 +25,7 @@ train extra is installed is asked of ``importlib.util.find_spec`` (``settings.tr
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -21,25 +34,31 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from app.errors import Conflict, NoGpu, NotAvailable, NotFound
+from app.errors import Conflict, NoGpu, NotAvailable, NotFound, TooManyJobs
 from app.gpu import nvidia_gpu_present
 from app.jobs.calibration import CalibrationStore
-from app.jobs.store import ACTIVE, JobRow, JobStore
+from app.jobs.limits import exit_reason, run_memory_cap
+from app.jobs.store import INTERRUPTED, JobRow, JobStore
 from app.settings import PROJECT_ROOT, Settings
 from estimator import CalibrationProfile, compare
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: one runner per process only
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 5
 ERROR_TAIL_CHARS = 4000
 POLL_S = 0.25
+LOCK_RETRY_S = 1.0
 TRAIN_EXTRA_MISSING = "install the train extra: pip install -e '.[train]'"
 STOPPED = "interrupted: the server stopped during the run"
 
@@ -76,6 +95,20 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def process_identity(pid: int) -> str | None:
+    """``<boot id>:<start time>`` of a live process (Linux ``/proc``): a pid recycled after a reboot or by another
+    process has another identity. None when there is no such process (or no ``/proc``)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] == "Z":  # field 3 is the state, field 22 the start time
+        return None
+    return f"{boot}:{fields[19]}"
+
+
 class JobRunner:
     """The job store plus one worker thread that runs queued jobs as ``python -m trainer.run`` processes."""
 
@@ -88,6 +121,8 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running: dict[str, _Running] = {}
+        self._lock_file: IO[bytes] | None = None
+        self._next_lock_try = 0.0
 
     # ------------------------------------------------------------------------------------------ checks
 
@@ -112,6 +147,10 @@ class JobRunner:
         if self._store is None and not self.settings.jobs_db.exists():
             return None  # nothing was ever recorded, and an estimate creates no file
         return self.calibrations.latest(gpu)
+
+    def is_runner(self) -> bool:
+        """Whether this process holds the data directory's runner lock (and so runs its jobs)."""
+        return self._lock_file is not None
 
     def check_ready(self) -> None:
         """``NotAvailable`` when this server cannot run jobs (the train extra is missing)."""
@@ -144,17 +183,14 @@ class JobRunner:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Mark jobs a previous server left running as failed, then start the worker thread."""
-        moved = self.store.fail_interrupted()
-        if moved:
-            log.warning("%d verify job(s) were running when the server stopped: marked failed", moved)
+        """Start the worker thread: it takes the runner lock when it can, then runs queued jobs."""
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="tuneplan-jobs", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the worker, kill the runs in progress (marked failed), close the store."""
+        """Stop the worker, kill the runs in progress (marked failed), release the lock, close the store."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -168,13 +204,22 @@ class JobRunner:
                 if self._store is not None:
                     self._store.set_status(running.job_id, "failed", only_from=("running",), error=STOPPED)
             self._running.clear()
+            self._release_lock()
             if self._store is not None:
                 self._store.close()
                 self._store = None
                 self._calibrations = None
 
     def submit(self, **job: Any) -> JobRow:
-        row = self.store.create(**job)
+        """Queue a job (``TooManyJobs`` when ``max_queued_jobs`` are waiting already); old finished jobs are pruned."""
+        limit = self.settings.max_queued_jobs
+        row = self.store.create(**job, max_queued=limit)
+        if row is None:
+            raise TooManyJobs(
+                f"{limit} verify jobs are already waiting on this server (TUNEPLAN_MAX_QUEUED_JOBS): retry when one "
+                "has run, or cancel one (DELETE /api/jobs/{id})"
+            )
+        self.store.prune(self.settings.job_history)
         self._wake.set()
         return row
 
@@ -186,29 +231,73 @@ class JobRunner:
         return row
 
     def cancel(self, job_id: str) -> JobRow:
-        """Cancel a queued or running job (its process is killed); ``NotFound`` / ``Conflict`` otherwise."""
+        """Cancel a queued or running job (its process is killed, by whichever process runs it); ``NotFound`` /
+        ``Conflict`` otherwise, also when another request cancelled it first."""
         with self._lock:
-            row = self.get(job_id)
-            if row.status not in ACTIVE:
+            if not self.store.cancel(job_id):
+                row = self.get(job_id)
                 raise Conflict(f"job {job_id} is already {row.status}; only queued or running jobs can be cancelled")
-            if self.store.set_status(job_id, "cancelled", only_from=ACTIVE, error="cancelled"):
-                running = self._running.get(job_id)
-                if running is not None:
-                    running.killed = "cancelled"
-                    _kill(running.proc)
+            running = self._running.get(job_id)
+            if running is not None:
+                running.killed = "cancelled"
+                _kill(running.proc)
             self._wake.set()
-            row = self.get(job_id)
-        if row.status != "cancelled":
-            raise Conflict(f"job {job_id} is already {row.status}; only queued or running jobs can be cancelled")
-        return row
+            return self.get(job_id)
+
+    # ------------------------------------------------------------------------------------------ the lock
+
+    def _take_lock(self) -> bool:
+        """Take the data directory's runner lock if it is free (never blocks); whether this process holds it."""
+        if self._lock_file is not None:
+            return True
+        if time.monotonic() < self._next_lock_try:
+            return False
+        self._next_lock_try = time.monotonic() + LOCK_RETRY_S
+        path = self.settings.runner_lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "ab")
+        try:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        log.info("this process runs the verify jobs of %s", self.settings.data_dir)
+        self._recover()
+        return True
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _recover(self) -> None:
+        """What a runner that died left: its runs are killed (by their recorded pids), its jobs failed, its work
+        directories removed. Only the lock holder does this, so no live runner's job is touched."""
+        store = self.store
+        for row in store.running():
+            if row.pid is not None and row.pid_start is not None and process_identity(row.pid) == row.pid_start:
+                log.warning("verify job %s: killing its run (pid %d) left by a stopped server", row.id, row.pid)
+                with contextlib.suppress(OSError):
+                    os.killpg(row.pid, signal.SIGKILL)
+            store.set_status(row.id, "failed", only_from=("running",), error=INTERRUPTED)
+        runs = self.settings.runs_dir
+        if runs.is_dir():
+            for leftover in runs.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------ worker
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._reap()
-                self._launch()
+                if self._take_lock():
+                    self._reap()
+                    self._launch()
             except Exception:  # a bug must not stop the worker; the job keeps its state
                 log.exception("verify worker error")
             self._wake.wait(POLL_S)
@@ -230,22 +319,31 @@ class JobRunner:
                         row.id, "failed", only_from=("running",), error=f"could not start the run: {exc}"
                     )
 
-    def _start(self, row: JobRow) -> _Running:
-        workdir = Path(tempfile.mkdtemp(prefix=f"tuneplan-job-{row.id}-"))
-        plan, config = row.plan, row.config
-        (workdir / "plan.json").write_text(json.dumps({**plan, "model": None, "config": config}))
-        (workdir / "config.json").write_text(json.dumps(config))
-        cmd = [
-            sys.executable, "-m", "trainer.run",
+    def _command(self, row: JobRow, workdir: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "app.jobs.launch",
+            "--parent", str(os.getpid()),
+            "--memory-bytes", str(run_memory_cap(self.settings)),
+            "--",
+            "-m", "trainer.run",
             "--plan", str(workdir / "plan.json"),
             "--config", str(workdir / "config.json"),
             "--device", row.device,
             "--steps", str(row.steps),
             "--out", str(workdir / "result.json"),
         ]  # fmt: skip
+
+    def _start(self, row: JobRow) -> _Running:
+        """Start a job's run in its own session (process group), in ``<data_dir>/runs/<id>``, and record it."""
+        workdir = self.settings.runs_dir / row.id
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        (workdir / "plan.json").write_text(json.dumps({**row.plan, "model": None, "config": row.config}))
+        (workdir / "config.json").write_text(json.dumps(row.config))
+        cmd = self._command(row, workdir)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
-        output = open(workdir / "output.txt", "wb")  # closed when the run is reaped
+        output = open(workdir / "output.txt", "wb")
         try:
             proc = subprocess.Popen(
                 cmd,
@@ -260,11 +358,18 @@ class JobRunner:
             output.close()
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        log.info("verify job %s started: %s", row.id, " ".join(cmd[1:]))
+        self.store.record_process(row.id, proc.pid, process_identity(proc.pid), str(workdir))
+        log.info("verify job %s started (pid %d): %s", row.id, proc.pid, " ".join(cmd[1:]))
         return _Running(row.id, proc, workdir, output, time.monotonic(), row.estimate)
 
     def _reap(self) -> None:
         with self._lock:
+            cancelled = [j for j, s in self.store.statuses(list(self._running)).items() if s == "cancelled"]
+            for job_id in cancelled:  # cancelled through another process
+                running = self._running[job_id]
+                if running.killed is None:
+                    running.killed = "cancelled"
+                    _kill(running.proc)
             for job_id, running in list(self._running.items()):
                 rc = running.proc.poll()
                 if rc is None:
@@ -282,6 +387,7 @@ class JobRunner:
                     self._cleanup(running)
 
     def _finish(self, running: _Running, rc: int) -> None:
+        """Store what a run that ended left: its result and comparison rows, or why it failed."""
         store = self.store
         out = running.workdir / "result.json"
         if running.killed == "cancelled":
@@ -302,22 +408,18 @@ class JobRunner:
                     running.job_id, "failed", only_from=("running",), error=f"unreadable result JSON: {exc}"
                 )
                 return
-            store.set_status(
-                running.job_id,
-                "done",
-                only_from=("running",),
-                result=result,
-                comparison=rows,
-            )
+            store.set_status(running.job_id, "done", only_from=("running",), result=result, comparison=rows)
             self.calibrations.record_run(running.job_id, result)  # a CUDA run calibrates its GPU
             log.info("verify job %s done", running.job_id)
             return
         tail = _tail(running.workdir / "output.txt")
-        error = f"the run failed (exit code {rc})" + (f":\n{tail}" if tail else "")
+        error = exit_reason(rc, tail, run_memory_cap(self.settings)) + (f":\n{tail}" if tail else "")
         store.set_status(running.job_id, "failed", only_from=("running",), error=error)
         log.warning("verify job %s failed (exit code %s)", running.job_id, rc)
 
-    @staticmethod
-    def _cleanup(running: _Running) -> None:
+    def _cleanup(self, running: _Running) -> None:
         running.log.close()
         shutil.rmtree(running.workdir, ignore_errors=True)
+        store = self._store
+        if store is not None:
+            store.prune(self.settings.job_history)

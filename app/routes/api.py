@@ -2,28 +2,41 @@
 
 Thin routes: they take a derived request model (``app.schemas``), hand the plan to the estimate service
 (``app.service``) and return the estimator's JSON contract unchanged. Typed errors become 4xx JSON in
-``app.handlers``. Routes that estimate or look models up are plain ``def``: FastAPI runs them in its thread pool, so
-CPU work and Hub traffic never block the event loop.
+``app.handlers``. The routes are ``async``: an estimate answered from the cache is a dictionary lookup on the event
+loop; estimator work runs on the CPU lane and Hub lookups on the Hub lane (``app.lanes``), each bounded, so neither
+can hold up the other, nor ``/healthz``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app import VERSION
-from app.deps import HubDep, HubTokenDep, ServiceDep, SettingsDep
+from app.deps import Context, ContextDep
 from app.hub import ResolvedModel
-from app.schemas import ErrorBody, Health, ModelDetail, ModelSummary, ParameterCounts, PlanBody, PlanQuery
-from app.service import EstimateService, guarded
+from app.hub.client import hub_timeout
+from app.lanes import estimate_answer
+from app.schemas import (
+    ERROR_RESPONSES,
+    ErrorBody,
+    Health,
+    ModelDetail,
+    ModelSummary,
+    ParameterCounts,
+    PlanBody,
+    PlanQuery,
+)
+from app.service import guarded
 from estimator import EstimatorError, Plan, catalog, estimate, parse_config
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "gated repo and no token: send X-HF-Token"},
@@ -52,9 +65,9 @@ def json_response(content: Any, headers: dict[str, str] | None = None) -> Respon
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _estimate(service: EstimateService, plan: Plan, token: str | None) -> Response:
-    contract, resolved = service.estimate(plan, token)
-    return json_response(contract, {"X-Model-Source": resolved.source})
+async def _estimate(ctx: Context, plan: Plan) -> Response:
+    body, source = await estimate_answer(ctx.service, ctx.lanes, plan, ctx.hub_token, ctx.settings.hub_timeout_s)
+    return Response(body, media_type="application/json", headers={"X-Model-Source": source})
 
 
 @router.post(
@@ -64,14 +77,14 @@ def _estimate(service: EstimateService, plan: Plan, token: str | None) -> Respon
     response_model=None,
     responses=_estimate_responses(),
 )
-def post_estimate(body: PlanBody, service: ServiceDep, token: HubTokenDep) -> Response:
+async def post_estimate(body: PlanBody, ctx: ContextDep) -> Response:
     """The plan (a model id or an inline ``config``) → ``estimate(plan, config=...).to_dict()``.
 
     A catalog id or catalog Hub id is answered from the embedded catalog; any other id is resolved on the
     Hugging Face Hub (``config.json`` and safetensors headers; no weights). The header ``X-Model-Source`` says
     where the config came from: ``inline``, ``catalog``, ``hub-config`` or ``hub-safetensors-metadata``.
     """
-    return _estimate(service, body.to_plan(), token)
+    return await _estimate(ctx, body.to_plan())
 
 
 @router.get(
@@ -81,12 +94,12 @@ def post_estimate(body: PlanBody, service: ServiceDep, token: HubTokenDep) -> Re
     response_model=None,
     responses=_estimate_responses(),
 )
-def get_estimate(query: Annotated[PlanQuery, Query()], service: ServiceDep, token: HubTokenDep) -> Response:
+async def get_estimate(query: Annotated[PlanQuery, Query()], ctx: ContextDep) -> Response:
     """Every plan field as a query parameter: ``/api/estimate?model=llama-3.1-8b&method=lora&seq_len=4096``.
 
     ``target_modules`` and ``modules_to_save`` take comma-separated names. Inline configs need ``POST``.
     """
-    return _estimate(service, query.to_plan(), token)
+    return await _estimate(ctx, query.to_plan())
 
 
 @lru_cache(maxsize=4096)
@@ -133,12 +146,13 @@ def _model_detail(resolved: ResolvedModel) -> dict[str, Any]:
 
 
 @router.get("/api/models", tags=["models"], summary="Search the model catalog", response_model=list[ModelSummary])
-def list_models(
+async def list_models(
+    ctx: ContextDep,
     q: Annotated[str, Query(max_length=200, description="search text: id, Hub id, name or family")] = "",
     limit: Annotated[int, Query(ge=1, le=200, description="at most this many results")] = 50,
 ) -> list[ModelSummary]:
     """Catalog models matching ``q`` (best first); an empty ``q`` lists the catalog."""
-    return [_catalog_summary(m.id) for m in catalog.search_models(q, limit=limit)]
+    return await ctx.lanes.cpu(lambda: [_catalog_summary(m.id) for m in catalog.search_models(q, limit=limit)])
 
 
 @router.get(
@@ -148,10 +162,9 @@ def list_models(
     response_model=ModelDetail,
     responses=ERRORS,
 )
-def get_model(
+async def get_model(
     repo_id: Annotated[str, Path(max_length=200, description="a catalog id or a Hub repo id ('org/name')")],
-    hub: HubDep,
-    token: HubTokenDep,
+    ctx: ContextDep,
     revision: Annotated[str, Query(min_length=1, max_length=255, description="Hub branch, tag or commit")] = "main",
 ) -> Response:
     """Catalog models resolve offline; other ids via the Hub (``config.json`` + safetensors headers).
@@ -159,16 +172,24 @@ def get_model(
     ``parameters.source`` says where the exact counts come from: ``catalog``, ``hub config`` or
     ``hub safetensors metadata`` (per-dtype counts of the checkpoint, read with HTTP range requests).
     """
-    return json_response(_model_detail(hub.resolve(repo_id, token, revision)))
+    settings, token = ctx.settings, ctx.hub_token
+    deadline = time.monotonic() + settings.hub_timeout_s
+    resolved = await ctx.lanes.hub(
+        lambda: ctx.hub.resolve(repo_id, token, revision, deadline),
+        deadline,
+        lambda: hub_timeout(repo_id, settings.hub_timeout_s, settings.hf_endpoint),
+    )
+    return json_response(await ctx.lanes.cpu(lambda: _model_detail(resolved)))
 
 
 @router.get("/api/gpus", tags=["gpus"], summary="The GPU catalog", response_model=list[catalog.GPU])
-def list_gpus() -> tuple[catalog.GPU, ...]:
+async def list_gpus() -> tuple[catalog.GPU, ...]:
     """Every catalog GPU: memory as sold and as usable by one process, bf16 peak, bandwidth."""
     return catalog.gpus()
 
 
 @router.get("/healthz", tags=["health"], summary="Liveness", response_model=Health)
-async def healthz(settings: SettingsDep) -> Health:
-    """Always ``{"status": "ok"}`` while the process serves requests; touches neither the Hub nor the disk."""
-    return Health(version=VERSION, hf_endpoint=settings.hf_endpoint)
+async def healthz(request: Request) -> Health:
+    """Always ``{"status": "ok"}`` while the process serves requests. Answered on the event loop: it waits for no
+    thread, no Hub lookup and no disk."""
+    return Health(version=VERSION, hf_endpoint=request.app.state.tuneplan.settings.hf_endpoint)

@@ -1,4 +1,9 @@
-"""Verify jobs over HTTP: queue a real run of a plan, poll it, cancel it (the runner is ``app.jobs.runner``)."""
+"""Verify jobs over HTTP: queue a real run of a plan, poll it, cancel it (the runner is ``app.jobs.runner``).
+
+Every route needs the server's API token when it has one (else a loopback client): ``JobsContextDep``
+(``app.security``). A job on a private or gated repo is readable only with the API token or the Hub token that
+opened the repo; to anyone else it does not exist (404).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,35 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
-from app.deps import HubTokenDep, RunnerDep, ServiceDep
-from app.schemas import ErrorBody, JobBody
+from app.deps import JobsContextDep
+from app.errors import NotFound
+from app.jobs.limits import preflight
+from app.jobs.store import JobRow
+from app.lanes import resolve_plan
+from app.schemas import ERROR_RESPONSES, ErrorBody, JobBody
+from app.security import Caller, job_access, may_see
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "the server has an API token and the request does not carry it"},
+    403: {"model": ErrorBody, "description": "no API token on the server and the client is not on loopback, or "
+          "verify runs are disabled"},
     404: {"model": ErrorBody, "description": "unknown job id (or unknown model)"},
-    409: {"model": ErrorBody, "description": "the job has already finished"},
-    422: {"model": ErrorBody, "description": "invalid plan, or cuda asked for on a server without a GPU"},
+    409: {"model": ErrorBody, "description": "the job has already finished (or was cancelled)"},
+    422: {"model": ErrorBody, "description": "invalid plan, a run over the device's memory (allow_oom runs it), or "
+          "cuda asked for on a server without a GPU"},
+    429: {"model": ErrorBody, "description": "too many jobs are waiting (TUNEPLAN_MAX_QUEUED_JOBS)"},
     503: {"model": ErrorBody, "description": "the train extra is not installed on the server (or the Hub is down)"},
-}
+}  # fmt: skip
+
+
+def _visible(runner: Any, job_id: str, caller: Caller) -> JobRow:
+    row: JobRow = runner.get(job_id)
+    if not may_see(row.access, caller):
+        raise NotFound(f"no job {job_id[:64]!r}: GET /api/jobs lists the recent ones")
+    return row
+
 
 JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="a job id from POST /api/jobs")]
 
@@ -31,42 +54,61 @@ JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="a job
     response_model=None,
     responses=ERRORS,
 )
-def create_job(body: JobBody, runner: RunnerDep, service: ServiceDep, token: HubTokenDep) -> JSONResponse:
+async def create_job(body: JobBody, ctx: JobsContextDep) -> JSONResponse:
     """Estimate the plan for the run's device and queue a real run of it (``python -m trainer.run``).
 
     The run builds the model from its config with random weights (nothing is downloaded) and trains one
     warm-up step plus ``steps`` measured steps on a synthetic batch. On CUDA it reads the allocator's peaks and
-    the driver's use; on CPU it measures the live tensors. A plan over the device's memory is run anyway: the
-    result then says ``"oom": true``. Poll ``GET /api/jobs/{id}`` (the ``url`` of the answer).
+    the driver's use; on CPU it measures the live tensors. A plan whose estimate exceeds the device's memory (the
+    GPU's, or the host's available memory for a CPU run) is refused with a 422 that gives both, unless
+    ``allow_oom`` is true: it then runs, and the result says ``"oom": true``. Poll ``GET /api/jobs/{id}`` (the
+    ``url`` of the answer).
     """
-    runner.check_ready()
-    device = runner.run_device(body.device)
+
+    runner, service, lanes, settings, caller = ctx.runner, ctx.service, ctx.lanes, ctx.settings, ctx.caller
+
+    def where() -> str:
+        runner.check_ready()
+        return runner.run_device(body.device)
+
+    device = await lanes.cpu(where)
     plan = body.plan_for(device)
-    estimate, resolved = service.estimate(plan, token)
-    stored_plan = {k: v for k, v in plan.to_dict().items() if k != "config"}  # the config is stored on its own
-    row = runner.submit(device=device, steps=body.steps, plan=stored_plan, config=dict(resolved.config),
-                        estimate=estimate)  # fmt: skip
+    resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
+
+    def queue() -> JobRow:
+        estimate = service.contract(plan, resolved)
+        if not body.allow_oom:
+            preflight(settings, device, estimate)
+        stored_plan = {k: v for k, v in plan.to_dict().items() if k != "config"}  # the config is stored on its own
+        private = resolved.hub is not None and bool(resolved.hub.gated)
+        return runner.submit(device=device, steps=body.steps, plan=stored_plan, config=dict(resolved.config),
+                             estimate=estimate, access=job_access(private, caller))  # fmt: skip
+
+    row = await lanes.cpu(queue)
     url = f"/api/jobs/{row.id}"
     return JSONResponse({"id": row.id, "status": row.status, "url": url}, status_code=202, headers={"Location": url})
 
 
 @router.get("/api/jobs", tags=["verify"], summary="Recent verify jobs, newest first")
 def list_jobs(
-    runner: RunnerDep, limit: Annotated[int, Query(ge=1, le=200, description="at most this many jobs")] = 20
+    ctx: JobsContextDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many jobs")] = 20,
 ) -> list[dict[str, Any]]:
     """Each job's id, status, device, model, method, times and error (no estimate or result: see the job)."""
-    return [row.summary() for row in runner.store.recent(limit)]
+    return [row.summary() for row in ctx.runner.store.recent(limit) if may_see(row.access, ctx.caller)]
 
 
 @router.get("/api/jobs/{job_id}", tags=["verify"], summary="A verify job", responses=ERRORS)
-def get_job(job_id: JobId, runner: RunnerDep) -> dict[str, Any]:
+def get_job(job_id: JobId, ctx: JobsContextDep) -> dict[str, Any]:
     """The job: ``status`` (queued, running, done, failed, cancelled), the plan, the ``estimate`` (for the run's
     device), the trainer's ``result`` (``result.measured``) and ``comparison`` rows (``name``, ``estimated``,
     ``measured``, ``error_percent`` = (estimated - measured) / measured) per component and for the peaks."""
-    return runner.get(job_id).detail()
+    return _visible(ctx.runner, job_id, ctx.caller).detail()
 
 
 @router.delete("/api/jobs/{job_id}", tags=["verify"], summary="Cancel a verify job", responses=ERRORS)
-def cancel_job(job_id: JobId, runner: RunnerDep) -> dict[str, Any]:
-    """Cancel a queued job, or kill a running one; the job stays listed as ``cancelled``."""
-    return runner.cancel(job_id).detail()
+def cancel_job(job_id: JobId, ctx: JobsContextDep) -> dict[str, Any]:
+    """Cancel a queued job, or kill a running one; the job stays listed as ``cancelled`` (409 once it has finished
+    or been cancelled)."""
+    _visible(ctx.runner, job_id, ctx.caller)
+    return ctx.runner.cancel(job_id).detail()

@@ -4,6 +4,9 @@
 from the query string and, when the plan is valid, the results rendered on the server: the page is useful before,
 and without, its JavaScript. ``static/app.js`` then updates the results in place through ``POST /api/charts``
 (the payload of ``app.view.page.compute`` plus the result fragments as HTML) and keeps the URL in step.
+
+Both are ``async``: the Hub lookup runs on the Hub lane, the estimates, charts and templates on the CPU lane
+(``app.lanes``).
 """
 
 from __future__ import annotations
@@ -17,15 +20,19 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app.deps import HubTokenDep, ServiceDep, SettingsDep
+from app.deps import ContextDep
 from app.errors import AppError
 from app.handlers import error_body
+from app.lanes import resolve_plan
+from app.schemas import ERROR_RESPONSES
+from app.security import Caller
 from app.service import config_label
+from app.settings import Settings
 from app.view import form as page_form
-from app.view.page import compute, results_view
+from app.view.page import compute_resolved, page_plan, results_view
 from estimator import EstimatorError, catalog, count_text, gb_text, gib_text
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @lru_cache(maxsize=4)
@@ -42,16 +49,32 @@ def render_fragments(t: Jinja2Templates, view: dict[str, Any]) -> dict[str, str]
     return {name: str(getattr(module, name)(view)) for name in ("summary", "notes", "storage", "fits")}
 
 
+def verify_box(settings: Settings, caller: Caller) -> dict[str, Any]:
+    """What the page's verify box needs to know: whether this caller can start runs, and with a token."""
+    needs_token = settings.api_token_value() is not None
+    enabled = settings.jobs_enabled and (needs_token or caller.loopback)
+    reason = ""
+    if not settings.jobs_enabled:
+        reason = "Verify runs are disabled on this server."
+    elif not enabled:
+        reason = "This server runs verify runs only for its own machine (it has no API token)."
+    return {"enabled": enabled, "needs_token": needs_token, "reason": reason}
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def index(request: Request, settings: SettingsDep, service: ServiceDep, token: HubTokenDep) -> Response:
+async def index(request: Request, ctx: ContextDep) -> Response:
     """The planner: the form filled from the query string, and the results when the plan is valid."""
-    state = page_form.parse_query({k: request.query_params.getlist(k) for k in request.query_params})
+    settings, service, lanes = ctx.settings, ctx.service, ctx.lanes
+    params = {k: request.query_params.getlist(k) for k in request.query_params}
+    state = await lanes.cpu(lambda: page_form.parse_query(params))
     payload: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     status = 422 if state.errors else 200
     if state.plan is not None:
         try:
-            payload = compute(service, state.plan | {"method": state.method}, token)
+            plan, view = page_plan(state.plan | {"method": state.method})
+            resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
+            payload = await lanes.cpu(lambda: compute_resolved(service, plan, view, resolved))
         except (AppError, EstimatorError) as exc:
             error, status = error_body(exc)
     suggestions = (error or {}).get("suggestions") or []
@@ -72,19 +95,24 @@ def index(request: Request, settings: SettingsDep, service: ServiceDep, token: H
             {"id": sid, "href": "?" + page_form.query_string(state.values | {"model": sid, "config": ""})}
             for sid in suggestions
         ],
+        "verify": verify_box(settings, ctx.caller),
     }
-    return templates(settings.templates_dir).TemplateResponse(request, "index.html", context, status_code=status)
+    t = templates(settings.templates_dir)
+    return await lanes.cpu(lambda: t.TemplateResponse(request, "index.html", context, status_code=status))
 
 
 @router.post("/api/charts", tags=["page"])
-def api_charts(
-    settings: SettingsDep,
-    service: ServiceDep,
-    token: HubTokenDep,
-    plan: dict[str, Any] = Body(...),  # noqa: B008
-) -> JSONResponse:
+async def api_charts(ctx: ContextDep, plan: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008
     """Estimates for full, LoRA and QLoRA side by side, sequence-length and batch-size sweeps, and the page's
     Plotly figures, for a plan like ``POST /api/estimate`` (``method`` may be ``compare``)."""
-    payload = compute(service, plan, token)
-    payload["html"] = render_fragments(templates(settings.templates_dir), results_view(payload))
-    return JSONResponse(payload)
+    settings, service, lanes = ctx.settings, ctx.service, ctx.lanes
+    parsed, view = page_plan(plan)
+    resolved = await resolve_plan(service, lanes, parsed, ctx.hub_token, settings.hub_timeout_s)
+    t = templates(settings.templates_dir)
+
+    def work() -> JSONResponse:
+        payload = compute_resolved(service, parsed, view, resolved)
+        payload["html"] = render_fragments(t, results_view(payload))
+        return JSONResponse(payload)
+
+    return await lanes.cpu(work)

@@ -1,7 +1,8 @@
 """What to do with a plan besides estimating it: which GPU to rent, the price table, configs out and in.
 
-Thin routes over ``app.service`` (rent, the model's Hub id) and ``app.configs`` (export, import); errors become 4xx
-JSON in ``app.handlers`` (a bad config file or plan is a 422 that says what to fix).
+Thin routes over ``app.service`` (rent, the model's Hub id) and ``app.configs`` (export, import); the work runs on
+the app's lanes (``app.lanes``: Hub lookups on the Hub lane within the deadline, the rest on the CPU lane); errors
+become 4xx JSON in ``app.handlers`` (a bad config file or plan is a 422 that says what to fix).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.configs import FORMATS, IMPORT_FORMATS, export_plan, import_config
 from app.configs.imports import MAX_IMPORT_BYTES
-from app.deps import HubTokenDep, ServiceDep
+from app.deps import Context, ContextDep
+from app.lanes import resolve_plan
 from app.routes.api import ERRORS, json_response
 from app.schemas import PlanBody, PlanQuery
-from app.service import EstimateService
 from estimator import COUNTS, Plan, default_prices
 
 assert COUNTS == (1, 2, 4, 8)  # as the rent routes' docs say
@@ -41,39 +42,46 @@ class ImportBody(BaseModel):
     format: ImportFormat | None = Field(None, description="axolotl or trl; default: told apart by the keys")
 
 
-def _rent(service: EstimateService, plan: Plan, token: str | None) -> Response:
-    return json_response(service.rent(plan, token))
+async def _rent(ctx: Context, plan: Plan) -> Response:
+    service = ctx.service
+    resolved = await resolve_plan(service, ctx.lanes, plan, ctx.hub_token, ctx.settings.hub_timeout_s)
+    return json_response(await ctx.lanes.cpu(lambda: service.rent_resolved(plan, resolved)))
 
 
 RENT_SUMMARY = "Which GPU to rent: every catalog GPU and count that fits, cheapest first"
 
 
 @router.post("/api/rent", tags=["rent"], summary=RENT_SUMMARY, response_model=None, responses=ERRORS)
-def post_rent(body: PlanBody, service: ServiceDep, token: HubTokenDep) -> Response:
+async def post_rent(body: PlanBody, ctx: ContextDep) -> Response:
     """Every catalog GPU × count (1, 2, 4 and 8 GPUs) where the plan fits, with step time, tokens/s and
     the cost at each listed price; sorted by the run's cost for the plan's token budget (``train_tokens``, or
     ``dataset_tokens`` × ``epochs``), else by cost per million tokens. The plan's ``gpu`` and ``num_gpus`` are
     ignored. GPUs without a price follow, fastest first."""
-    return _rent(service, body.to_plan(), token)
+    return await _rent(ctx, body.to_plan())
 
 
 @router.get("/api/rent", tags=["rent"], summary=RENT_SUMMARY, response_model=None, responses=ERRORS)
-def get_rent(query: Annotated[PlanQuery, Query()], service: ServiceDep, token: HubTokenDep) -> Response:
+async def get_rent(query: Annotated[PlanQuery, Query()], ctx: ContextDep) -> Response:
     """``POST /api/rent`` from query parameters: ``/api/rent?model=llama-3.1-8b&method=qlora&train_tokens=1e8``."""
-    return _rent(service, query.to_plan(), token)
+    return await _rent(ctx, query.to_plan())
 
 
 @router.get("/api/prices", tags=["rent"], summary="The price table in use (each price with its date and source)")
-def get_prices(service: ServiceDep) -> dict[str, Any]:
+async def get_prices(ctx: ContextDep) -> dict[str, Any]:
     """The server's price table (``TUNEPLAN_PRICES``), else the built-in one; ``origin`` says which."""
-    table = service.prices or default_prices()
+    table = ctx.service.prices or default_prices()
     return {"origin": table.origin, "prices": [p.to_dict() for p in table.prices]}
 
 
-def _export(service: EstimateService, plan: Plan, fmt: str, token: str | None) -> Response:
-    resolved = service.resolve(plan, token)
-    service.contract(plan, resolved)  # the plan must estimate (a bad config or plan is a 4xx here)
-    out = export_plan(plan, fmt, service.model_id(plan, resolved))
+async def _export(ctx: Context, plan: Plan, fmt: str) -> Response:
+    service = ctx.service
+    resolved = await resolve_plan(service, ctx.lanes, plan, ctx.hub_token, ctx.settings.hub_timeout_s)
+
+    def export() -> Any:
+        service.contract(plan, resolved)  # the plan must estimate (a bad config or plan is a 4xx here)
+        return export_plan(plan, fmt, service.model_id(plan, resolved))
+
+    out = await ctx.lanes.cpu(export)
     return json_response({"format": out.format, "filename": out.filename, "media_type": out.media_type,
                           "text": out.text, "notes": list(out.notes)})  # fmt: skip
 
@@ -89,31 +97,30 @@ EXPORT_RESPONSES = EXPORT_OK | ERRORS
 
 @router.post("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_model=None,
              responses=EXPORT_RESPONSES)  # fmt: skip
-def post_export(
+async def post_export(
     body: PlanBody,
-    service: ServiceDep,
-    token: HubTokenDep,
+    ctx: ContextDep,
     format: Annotated[ExportFormat, Path(description="trl, trl-python, axolotl, accelerate or deepspeed")],
 ) -> Response:
     """The plan's model, quantization, adapters, batch, sequence, accumulation, checkpointing, optimizer, attention
     and GPUs in the format's own keys; what the format cannot express is a comment in it."""
-    return _export(service, body.to_plan(), format, token)
+    return await _export(ctx, body.to_plan(), format)
 
 
 @router.get("/api/export/{format}", tags=["configs"], summary=EXPORT_SUMMARY, response_model=None,
             responses=EXPORT_RESPONSES)  # fmt: skip
-def get_export(
+async def get_export(
     query: Annotated[PlanQuery, Query()],
-    service: ServiceDep,
-    token: HubTokenDep,
+    ctx: ContextDep,
     format: Annotated[ExportFormat, Path(description="trl, trl-python, axolotl, accelerate or deepspeed")],
 ) -> Response:
     """``POST /api/export/{format}`` from query parameters: ``/api/export/axolotl?model=llama-3.1-8b&method=lora``."""
-    return _export(service, query.to_plan(), format, token)
+    return await _export(ctx, query.to_plan(), format)
 
 
 @router.post("/api/import", tags=["configs"], summary="An axolotl or TRL config read into a plan", responses=ERRORS)
-def post_import(body: ImportBody) -> dict[str, Any]:
+async def post_import(body: ImportBody, ctx: ContextDep) -> dict[str, Any]:
     """``{"format", "plan", "mapped", "ignored", "notes"}``: ``mapped`` says which key set which plan field,
     ``ignored`` lists the keys memory does not depend on (accepted, not used)."""
-    return import_config(body.text, body.format, "the config").to_dict()
+    imported = await ctx.lanes.cpu(lambda: import_config(body.text, body.format, "the config"))
+    return imported.to_dict()

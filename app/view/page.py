@@ -89,6 +89,16 @@ def _estimates(
     return estimates, errors, variants
 
 
+def page_plan(plan_data: Mapping[str, Any]) -> tuple[Plan, str]:
+    """The plan of a page request (``method`` may be ``compare``: the plan then holds QLoRA) and the view asked for."""
+    data = dict(plan_data)
+    view = data.get("method", "qlora")
+    if view not in VIEW_METHODS:
+        raise PlanError(f"method must be one of {', '.join(VIEW_METHODS)}; got {view!r}")
+    data["method"] = "qlora" if view == "compare" else view
+    return Plan.from_dict(data), view
+
+
 def compute(service: EstimateService, plan_data: Mapping[str, Any], token: str | None = None) -> dict[str, Any]:
     """The payload of ``POST /api/charts`` for a plan JSON object (``method`` may be ``compare``)::
 
@@ -96,13 +106,12 @@ def compute(service: EstimateService, plan_data: Mapping[str, Any], token: str |
      "sweeps": {"seq_len": {method: [{"x", "peak", "fits"}]}, "batch_size": {...}},
      "capacity": {"label", "name", "bytes", "gpu"}, "charts": {"memory", "seq_len", "batch_size", "storage"}}
     """
-    data = dict(plan_data)
-    view = data.get("method", "qlora")
-    if view not in VIEW_METHODS:
-        raise PlanError(f"method must be one of {', '.join(VIEW_METHODS)}; got {view!r}")
-    data["method"] = "qlora" if view == "compare" else view
-    plan = Plan.from_dict(data)
-    resolved = service.resolve(plan, token)
+    plan, view = page_plan(plan_data)
+    return compute_resolved(service, plan, view, service.resolve(plan, token))
+
+
+def compute_resolved(service: EstimateService, plan: Plan, view: str, resolved: Resolved) -> dict[str, Any]:
+    """``compute`` for a plan whose config is already resolved (the routes resolve on the Hub lane first)."""
     estimates, errors, variants = _estimates(service, plan, resolved, view)
     # comparing: the summary details QLoRA, else the first method the estimator accepts
     primary = plan.method if plan.method in estimates else next(m for m in ("lora", "full") if m in estimates)

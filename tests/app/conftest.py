@@ -27,6 +27,7 @@ def hub() -> Iterator[HubServer]:
     server.add_repo("acme/private-llama", TINY, tensors=TINY_TENSORS, private=True)
     server.add_repo("acme/slow-llama", TINY, tensors=TINY_TENSORS, delay_s=3.0)
     server.add_repo("acme/sluggish-llama", TINY, tensors=TINY_TENSORS, delay_s=0.3)
+    server.add_repo("acme/lagging-llama", TINY, tensors=TINY_TENSORS, delay_s=1.0)
     server.add_repo("acme/broken", TINY, fail_status=503)
     server.add_repo("acme/no-config", None, tensors=TINY_TENSORS)
     server.add_repo("acme/bad-json", b"{not json")
@@ -47,7 +48,7 @@ def settings(hub: HubServer, tmp_path: Path) -> Settings:
     """Settings for one test: its own data dir, the local Hub, no default token.
 
     The Hub deadline is generous so a busy machine does not turn a slow answer into a 504; the timeout tests
-    shorten it (``impatient``).
+    shorten it (``impatient``). TestClient's requests name the host ``testserver``: allowed here, with loopback.
     """
     return Settings(
         data_dir=tmp_path / "data",
@@ -55,6 +56,7 @@ def settings(hub: HubServer, tmp_path: Path) -> Settings:
         hf_token=None,
         hub_timeout_s=15.0,
         cache_max_entries=16,
+        allowed_hosts=["127.0.0.1", "localhost", "::1", "testserver"],
     )
 
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
 from tests.trainer.trainer_cases import LLAMA
 
 GRANTED_TOKEN = "hf_granted_test_token"
 UNGRANTED_TOKEN = "hf_not_granted_token"
+API_TOKEN = "tuneplan-test-api-token-0123456789"
+"""The server's API token in the tests that set one (``TUNEPLAN_API_TOKEN``)."""
+
+
+def local_client(app: FastAPI, **kwargs: Any) -> TestClient:
+    """A TestClient whose requests come from loopback (127.0.0.1) and name it as their host, as a browser on the
+    server's own machine sends them."""
+    return TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 50000), **kwargs)
 
 
 def tiny_llama_config(**overrides: Any) -> dict[str, Any]:

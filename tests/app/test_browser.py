@@ -22,7 +22,7 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from app.view import charts
-from bench.browser import CHROMIUM, load, serve
+from bench.browser import CHROMIUM, load, serve, wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def api_estimate(base_url: str, plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def wait_updates(page: Any, n: int) -> None:
-    page.wait_for_function("n => Number(document.body.dataset.updates || 0) >= n", arg=n, timeout=20_000)
+    wait_for(page, "n => Number(document.body.dataset.updates || 0) >= n", n)
 
 
 def chart(page: Any, name: str) -> list[dict[str, Any]]:
@@ -183,7 +183,7 @@ def test_upload_a_config_json(page: Any, base_url: str) -> None:
     page.set_input_files(
         "#config-file", files=[{"name": "config.json", "mimeType": "application/json", "buffer": b"{nope"}]
     )
-    page.wait_for_function("document.getElementById('error').textContent.includes('not valid JSON')")
+    wait_for(page, "document.getElementById('error').textContent.includes('not valid JSON')")
     page.click("#config-clear")
     wait_updates(page, 3)
     assert not page.is_disabled("#model") and "config" not in query(page)
@@ -220,7 +220,7 @@ def test_unknown_model_is_explained_with_suggestions(page: Any, base_url: str) -
     load(page, base_url + "/?model=llama-3.1-8b")
     page.fill("#model", "lama-3.1-8b")
     page.press("#model", "Enter")
-    page.wait_for_function("document.body.dataset.errors")
+    wait_for(page, "document.body.dataset.errors")
     error = page.locator("#error")
     assert error.get_attribute("role") == "alert"
     assert "lama-3.1-8b" in error.inner_text()
@@ -232,11 +232,12 @@ def test_unknown_model_is_explained_with_suggestions(page: Any, base_url: str) -
 def test_model_type_ahead_searches_the_catalog(page: Any, base_url: str) -> None:
     load(page, base_url + "/")
     page.fill("#model", "qwen3")
-    page.wait_for_function(
+    wait_for(
+        page,
         """() => {
             const opts = [...document.querySelectorAll('#model-list option')].map(o => o.value);
             return opts.length > 0 && opts[0].startsWith('qwen3') && !opts.includes('llama-3.1-8b');
-        }"""
+        }""",
     )
     # partial names are not estimated (nor sent to the Hub); a complete catalog id is
     assert page.evaluate("document.body.dataset.updates") == "0"
@@ -342,3 +343,24 @@ def test_peak_helper_agrees_with_fits(base_url: str) -> None:
     assert charts.peak_bytes(result) == result["memory"]["total"] <= high
     hopper = [r for r in result["fits"] if r["id"] in ("h100-sxm", "h100-pcie", "h200")]
     assert hopper and all(r["usable_bytes"] - r["headroom_bytes"] == high for r in hopper)
+
+
+def test_the_page_and_the_api_docs_work_under_their_content_security_policy(page: Any, base_url: str) -> None:
+    """The page's charts and Swagger UI at /docs run under the server's CSP (no inline script, no eval) with every
+    file from this server: no violation is reported, no request leaves it."""
+    violations: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("request", lambda r: None if r.url.startswith((base_url, "data:", "blob:")) else outside.append(r.url))
+    response = page.goto(base_url + "/?model=llama-3.1-8b&method=compare")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff" and response.headers["x-frame-options"] == "DENY"
+    page.wait_for_selector("body[data-charts=ready]", timeout=20_000)
+    assert page.locator("#chart-memory .main-svg").count() > 0
+    page.goto(base_url + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "tuneplan" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".swagger-ui .opblock").count() >= 8  # every operation is listed
+    assert violations == [] and outside == []

@@ -14,12 +14,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from app.main import create_app
 from app.settings import Settings
 from app.view.form import encode_config
-from bench.browser import CHROMIUM, load, serve
-from tests.app.support import TINY_RUN_CONFIG
+from bench.browser import CHROMIUM, load, serve, wait_for
+from tests.app.support import API_TOKEN, TINY_RUN_CONFIG
 
 RUN_TIMEOUT_MS = 120_000
 
@@ -63,7 +64,7 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
     button = page.locator("#verify-run")
     button.focus()
     page.keyboard.press("Enter")
-    page.wait_for_function("document.getElementById('verify-status').textContent.length > 0", timeout=10_000)
+    wait_for(page, "document.getElementById('verify-status').textContent.length > 0", timeout_ms=10_000)
     assert button.is_disabled()
     page.wait_for_selector("#verify-result table.verify-table", timeout=RUN_TIMEOUT_MS)
     assert "Done on cpu" in page.inner_text("#verify-status")
@@ -83,3 +84,38 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
     assert peak.nth(2).inner_text().endswith("%") and peak.nth(2).inner_text()[0] in "+−±"
     assert rows["peak_reserved"].locator("td").nth(1).inner_text() == "—"  # not measured on CPU
     assert page.locator("table.verify-table th[scope=col]").count() == 4
+
+
+@pytest.fixture(scope="module")
+def token_url(hub: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with an API token whose jobs only queue (no run starts): the page must ask for the token."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("data"), hf_endpoint=hub.url, hf_token=None, verify_device="cpu",
+        api_token=SecretStr(API_TOKEN), max_concurrent_jobs=0,
+    )  # fmt: skip
+    with serve(create_app(settings), stop_timeout_s=30) as url:
+        yield url
+
+
+def test_the_page_asks_for_the_api_token_when_the_server_has_one(page: Any, token_url: str) -> None:
+    query = {"config": encode_config(TINY_RUN_CONFIG), "method": "qlora", "seq_len": 64, "lora_dropout": 0}
+    load(page, token_url + "/?" + urlencode(query))
+    status = "document.getElementById('verify-status').textContent"
+    token = page.locator("#verify-token")
+    assert token.is_visible() and token.get_attribute("type") == "password"
+
+    page.click("#verify-run")  # no token yet: the page asks for it, nothing is sent
+    wait_for(page, f'{status}.includes("Enter this server\'s API token")')
+    page.fill("#verify-token", "not-the-token-of-this-server")
+    page.click("#verify-run")
+    wait_for(page, f"{status}.includes('refused the API token')")
+    page.fill("#verify-token", API_TOKEN)
+    page.click("#verify-run")
+    wait_for(page, f"{status}.startsWith('Queued (job ')")
+
+    assert page.evaluate("sessionStorage.getItem('tuneplan.apiToken')") == API_TOKEN  # this tab only
+    assert page.evaluate("localStorage.length") == 0
+    authorized = {"Authorization": f"Bearer {API_TOKEN}"}
+    jobs = httpx.get(f"{token_url}/api/jobs", headers=authorized, timeout=30).json()
+    assert [j["status"] for j in jobs] == ["queued"]
+    assert httpx.get(f"{token_url}/api/jobs", timeout=30).status_code == 401

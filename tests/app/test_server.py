@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -10,8 +11,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
+from bench.browser import serve
 from estimator import catalog
 from tests.app.hubserver import HubServer
 from tests.app.support import GRANTED_TOKEN, TINY_PARAMS
@@ -33,7 +36,7 @@ def free_port() -> int:
         return port
 
 
-def wait_until_up(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until_up(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -117,3 +120,61 @@ def test_serve_entry_point(hub: HubServer, tmp_path: Path) -> None:
     log = output.decode(errors="replace")
     assert "GET /api/models/acme/tiny-llama" in log
     assert GRANTED_TOKEN not in log
+
+
+# ------------------------------------------------------------------------------------------------- no stalls
+
+
+@contextlib.contextmanager
+def _lookups(url: str, repo: str, n: int) -> Iterator[list[Future[tuple[float, httpx.Response]]]]:
+    """``n`` lookups of a slow Hub repo in flight at once (distinct revisions: no cache), each with its duration;
+    all answered (and the client closed) when the block ends."""
+    limits = httpx.Limits(max_connections=n + 10)
+    with httpx.Client(base_url=url, timeout=60, limits=limits) as client, ThreadPoolExecutor(max_workers=n) as pool:
+
+        def one(i: int) -> tuple[float, httpx.Response]:
+            began = time.monotonic()
+            response = client.get(f"/api/models/{repo}?revision=r{i}")
+            return time.monotonic() - began, response
+
+        futures = [pool.submit(one, i) for i in range(n)]
+        try:
+            yield futures
+        finally:
+            for future in futures:
+                future.exception()
+
+
+def test_healthz_and_estimates_answer_while_hub_lookups_hold_every_thread(server_url: str) -> None:
+    """45 Hub lookups in flight, each answered by the Hub after 1 s (more than any thread pool of the server
+    holds): /healthz and a catalog estimate are answered while every one of them is still waiting."""
+    with _lookups(server_url, "acme/lagging-llama", 45) as lookups:
+        time.sleep(0.3)
+        health = httpx.get(f"{server_url}/healthz", timeout=30)
+        estimate = httpx.post(f"{server_url}/api/estimate", json={"model": "gpt2", "seq_len": 512}, timeout=30)
+        assert not any(f.done() for f in lookups)  # answered before the first lookup came back
+        assert {f.result()[1].status_code for f in lookups} == {404}  # the Hub has no such revisions
+    assert health.status_code == 200 and estimate.status_code == 200
+
+
+def test_the_hub_deadline_holds_from_the_request_on(settings: Settings) -> None:
+    """160 lookups at once against a 1 s deadline and a Hub that answers in 3 s: each is a 504 at its deadline,
+    waiting for a thread included, not after the Hub has answered."""
+    impatient = settings.model_copy(update={"hub_timeout_s": 1.0})
+    with serve(create_app(impatient)) as url, _lookups(url, "acme/slow-llama", 160) as lookups:
+        answers = [f.result() for f in lookups]
+    assert {a.status_code for _, a in answers} == {504}
+    assert all("within 1 s" in a.json()["detail"] for _, a in answers)
+    assert max(took for took, _ in answers) < 3.0  # every 504 came before the Hub would have answered
+
+
+def test_a_config_that_sets_too_much_work_is_refused_at_once(server_url: str) -> None:
+    config = {"model_type": "qwen2_moe", "vocab_size": 1024, "hidden_size": 64, "intermediate_size": 128,
+              "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+              "shared_expert_intermediate_size": 64, "num_hidden_layers": 10_000_000,
+              "mlp_only_layers": list(range(1000))}  # fmt: skip
+    lookups = [httpx.post(f"{server_url}/api/estimate", json={"config": config}, timeout=30) for _ in range(3)]
+    for answer in lookups:
+        assert answer.status_code == 422
+        assert "num_hidden_layers is 10000000; at most 1024 is supported" in answer.json()["detail"]
+    assert httpx.get(f"{server_url}/healthz", timeout=5).status_code == 200

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from estimator import SUPPORTED_MODEL_TYPES, ConfigError, UnsupportedModelError, parse_config
+from estimator import SUPPORTED_MODEL_TYPES, WORK_LIMITS, ConfigError, UnsupportedModelError, parse_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 
@@ -114,3 +114,43 @@ def test_moe_layers() -> None:
 def test_every_supported_type_parses_from_its_fixture() -> None:
     seen = {parse_config(json.loads(p.read_text())).source_model_type for p in CONFIG_DIR.glob("*.json")}
     assert seen == set(SUPPORTED_MODEL_TYPES)
+
+
+@pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"])
+def test_a_size_field_is_never_guessed(field: str) -> None:
+    config = {k: v for k, v in _fixture("llama").items() if k != field}
+    with pytest.raises(ConfigError, match=f"the llama config has no '{field}': it sets the model's size"):
+        parse_config(config)
+    gpt2 = {k: v for k, v in _fixture("gpt2").items() if k not in ("n_embd", "hidden_size")}
+    with pytest.raises(ConfigError, match=r"has no 'n_embd' \(or 'hidden_size'\)"):
+        parse_config(gpt2)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "field", "value"),
+    [
+        ("qwen2_moe", "num_hidden_layers", 10_000_000),
+        ("llama", "num_hidden_layers", 1025),
+        ("gpt2", "n_layer", 5000),
+        ("qwen3_moe", "num_experts", 100_000),
+        ("mixtral", "num_local_experts", 2048),
+        ("qwen2_moe", "decoder_sparse_step", 10**9),
+    ],
+)
+def test_fields_that_set_the_work_are_bounded(fixture: str, field: str, value: int) -> None:
+    limit = WORK_LIMITS[field]
+    with pytest.raises(ConfigError, match=f"{field} is {value}; at most {limit} is supported"):
+        parse_config(_fixture(fixture) | {field: value})
+
+
+def test_the_largest_moe_config_allowed_parses_in_linear_time() -> None:
+    """1024 layers with every other one listed as dense: the MoE layers are the others (a set lookup per layer)."""
+    layers = WORK_LIMITS["num_hidden_layers"]
+    config = _fixture("qwen2_moe") | {"num_hidden_layers": layers, "mlp_only_layers": list(range(0, layers, 2)),
+                                      "num_experts": WORK_LIMITS["num_experts"]}  # fmt: skip
+    arch = parse_config(config)
+    assert arch.moe_layers == tuple(range(1, layers, 2)) and arch.dense_layers == layers // 2
+    with pytest.raises(ConfigError, match="mlp_only_layers lists 1025 layers; at most 1024"):
+        parse_config(config | {"mlp_only_layers": list(range(layers + 1))})
+    with pytest.raises(ConfigError, match=r"num_experts_per_tok \(16\) must not exceed the experts \(8\)"):
+        parse_config(config | {"num_experts_per_tok": 16, "num_experts": 8})

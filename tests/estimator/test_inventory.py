@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from estimator import Inventory, build_inventory, catalog, parse_config
+from estimator import SIZE_FIELDS, ConfigError, Inventory, build_inventory, catalog, parse_config
 
 pytestmark = pytest.mark.train
 
@@ -134,11 +134,22 @@ def test_family_kv_heads_default_when_absent(name: str) -> None:
     _check_exact(cfg)
 
 
-def test_bare_model_type_uses_transformers_defaults() -> None:
-    """A config with nothing but model_type parses to the model transformers builds from its defaults."""
+def _size_fields(model_type: str) -> dict[str, Any]:
+    """The size fields (``SIZE_FIELDS`` and GPT-2's names for them) at the defaults of transformers' config class."""
+    transformers = pytest.importorskip("transformers")
+    defaults = transformers.AutoConfig.for_model(model_type).to_dict()
+    names = (*SIZE_FIELDS, "n_embd", "n_layer", "n_head")
+    return {k: v for k, v in defaults.items() if k in names and v is not None}
+
+
+def test_size_fields_are_required_and_the_rest_uses_transformers_defaults() -> None:
+    """A config with nothing but model_type is refused (its size is never guessed); with its size fields at
+    transformers' defaults, every other field takes transformers' default: the model transformers builds."""
     for mt in ("mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
                "phi", "gpt2", "gpt_neox", "falcon", "olmo2"):  # fmt: skip
-        cfg = {"model_type": mt}
+        with pytest.raises(ConfigError, match="it sets the model's size, so it is never guessed"):
+            parse_config({"model_type": mt})
+        cfg = {"model_type": mt} | _size_fields(mt)
         inv = build_inventory(parse_config(cfg))
         assert inv.total == sum(p.numel() for p in _build_meta(cfg).parameters()), mt
 

@@ -97,12 +97,19 @@ def test_gated_with_granted_token_resolves_sends_bearer_and_is_not_cached(
     _assert_token_not_on_disk(settings.data_dir, GRANTED_TOKEN)
 
 
-def test_default_token_comes_from_hf_token(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_servers_token_is_a_setting_the_client_never_uses_on_its_own(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_TOKEN is read into the settings, but the client uses only the token it is given: which caller the
+    server's token may serve is app.security's decision."""
     monkeypatch.setenv("HF_TOKEN", GRANTED_TOKEN)
     settings = Settings(data_dir=tmp_path / "d", hf_endpoint=hub.url, hub_timeout_s=5)
     assert settings.token() == GRANTED_TOKEN
     assert GRANTED_TOKEN not in repr(settings)
-    assert HubClient(settings).resolve("acme/gated-llama").config == TINY
+    client = HubClient(settings)
+    with pytest.raises(HubGated):
+        client.resolve("acme/gated-llama")
+    assert client.resolve("acme/gated-llama", token=settings.token()).config == TINY
 
 
 def test_private_repo_looks_missing_without_token_and_resolves_with_one(client: HubClient) -> None:

@@ -33,6 +33,7 @@ def _finish_recorded_run(runner: JobRunner, result: dict[str, Any]) -> str:
     plan = {k: v for k, v in result["plan"].items() if k != "config"}
     est = estimate(Plan.from_dict({**plan, "config": result["config"]})).to_dict()
     row = runner.store.create(device="cuda", steps=1, plan=plan, config=result["config"], estimate=est)
+    assert row is not None
     runner.store.set_status(row.id, "running")
     workdir = Path(tempfile.mkdtemp(prefix="calibration-test-"))
     (workdir / "result.json").write_text(json.dumps(result))

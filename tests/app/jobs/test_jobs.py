@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ from fastapi.testclient import TestClient
 from app.jobs.store import INTERRUPTED, JobStore
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import TINY_RUN_CONFIG
+from tests.app.support import TINY_RUN_CONFIG, local_client
 
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN_STACK = ("torch", "transformers", "peft", "bitsandbytes")
@@ -57,7 +60,7 @@ def queue_only(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(queue_only: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(queue_only)) as test_client:
+    with local_client(create_app(queue_only)) as test_client:
         yield test_client
 
 
@@ -84,7 +87,7 @@ def _wait(client: TestClient, url: str, until: tuple[str, ...], timeout: float =
 
 @needs_train
 def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         posted = client.post("/api/jobs", json=TINY_PLAN)
         assert posted.status_code == 202, posted.text
         first = posted.json()
@@ -129,7 +132,7 @@ def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
 
 @needs_train
 def test_a_run_past_its_deadline_is_killed_and_failed(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"job_timeout_s": 0.5}))) as client:
+    with local_client(create_app(settings.model_copy(update={"job_timeout_s": 0.5}))) as client:
         job = client.post("/api/jobs", json=TINY_PLAN).json()
         failed = _wait(client, job["url"], ("done", "failed"), timeout=30)
         assert failed["status"] == "failed"
@@ -147,7 +150,7 @@ from app.main import create_app
 from app.settings import Settings
 
 settings = Settings(data_dir=Path({str(tmp_path)!r}), max_concurrent_jobs=1)
-with TestClient(create_app(settings)) as client:
+with TestClient(create_app(settings), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as client:
     url = client.post("/api/jobs", json=json.loads({json.dumps(TINY_PLAN)!r})).json()["url"]
     deadline = time.monotonic() + {RUN_TIMEOUT_S}
     while (job := client.get(url).json())["status"] in ("queued", "running") and time.monotonic() < deadline:
@@ -168,7 +171,7 @@ print(json.dumps({{"status": job["status"], "error": job["error"],
 
 
 def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settings) -> None:
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         job = client.post("/api/jobs", json=TINY_PLAN)
         assert job.status_code == 202, job.text
         queued = job.json()
@@ -182,8 +185,9 @@ def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settin
         estimate=stored["estimate"], status="running",
     )  # fmt: skip
     store.close()
+    assert running is not None
 
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         listed = {j["id"]: j for j in client.get("/api/jobs").json()}
         assert set(listed) == {queued["id"], running.id}
         assert listed[queued["id"]]["status"] == "queued"
@@ -192,7 +196,7 @@ def test_jobs_survive_restarts_and_running_ones_become_failed(queue_only: Settin
         assert again["estimate"] == stored["estimate"] and again["plan"] == stored["plan"]
         assert client.delete(queued["url"]).json()["status"] == "cancelled"
 
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         statuses = {j["id"]: j["status"] for j in client.get("/api/jobs").json()}
         assert statuses == {queued["id"]: "cancelled", running.id: "failed"}
 
@@ -254,20 +258,20 @@ def test_bad_bodies_and_limits(client: TestClient) -> None:
 
 @pytest.mark.skipif(_gpu_here(), reason="this server has a GPU")
 def test_cuda_without_a_gpu_is_a_422(queue_only: Settings) -> None:
-    with TestClient(create_app(queue_only)) as client:
+    with local_client(create_app(queue_only)) as client:
         detail = _error(client.post("/api/jobs", json=TINY_PLAN | {"device": "cuda"}), 422)
         assert "needs an NVIDIA GPU" in detail and "'cpu'" in detail
         # auto picks the CPU here
         job = client.post("/api/jobs", json={k: v for k, v in TINY_PLAN.items() if k != "device"}).json()
         assert client.get(job["url"]).json()["device"] == "cpu"
     forced = queue_only.model_copy(update={"verify_device": "cuda"})
-    with TestClient(create_app(forced)) as client:
+    with local_client(create_app(forced)) as client:
         _error(client.post("/api/jobs", json={k: v for k, v in TINY_PLAN.items() if k != "device"}), 422)
 
 
 def test_without_the_train_extra_job_creation_is_a_503(queue_only: Settings) -> None:
     missing = queue_only.model_copy(update={"train_module": "tuneplan_no_such_training_module"})
-    with TestClient(create_app(missing)) as client:
+    with local_client(create_app(missing)) as client:
         detail = _error(client.post("/api/jobs", json=TINY_PLAN), 503)
         assert "install the train extra: pip install -e '.[train]'" in detail
         assert client.get("/api/jobs").json() == []
@@ -280,3 +284,65 @@ def test_the_routes_are_in_the_openapi_document(client: TestClient) -> None:
     assert {"get", "delete"} <= set(paths["/api/jobs/{job_id}"])
     body = paths["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/JobBody")
+
+
+# ------------------------------------------------------------------------------------------------- limits
+
+
+def test_the_queue_is_bounded_and_old_jobs_are_deleted(queue_only: Settings) -> None:
+    limited = queue_only.model_copy(update={"max_queued_jobs": 3, "job_history": 2})
+    with local_client(create_app(limited)) as client:
+        urls = [client.post("/api/jobs", json=TINY_PLAN).json()["url"] for _ in range(3)]
+        full = client.post("/api/jobs", json=TINY_PLAN)
+        assert "3 verify jobs are already waiting" in _error(full, 429)
+        assert full.headers["retry-after"] == "60"
+        for url in urls:  # cancelled jobs are finished jobs: only the 2 newest are kept
+            assert client.delete(url).status_code == 200
+        assert client.post("/api/jobs", json=TINY_PLAN).status_code == 202  # room again
+        listed = client.get("/api/jobs").json()
+        assert [j["status"] for j in listed] == ["queued", "cancelled", "cancelled"]
+        assert _error(client.get(urls[0]), 404)  # the oldest finished job is gone
+
+
+def test_a_run_over_the_hosts_memory_is_refused_unless_asked_for(queue_only: Settings) -> None:
+    huge = {"model": "llama-3.1-70b", "method": "full", "seq_len": 2048, "device": "cpu"}
+    with local_client(create_app(queue_only)) as client:
+        refused = client.post("/api/jobs", json=huge)
+        body = refused.json()
+        assert "of host memory" in _error(refused, 422) and "allow_oom" in body["detail"]
+        assert body["estimate_bytes"] > body["device_bytes"] > 0
+        assert client.get("/api/jobs").json() == []
+        assert client.post("/api/jobs", json=huge | {"allow_oom": True}).status_code == 202
+    capped = queue_only.model_copy(update={"run_memory_bytes": 2**30})
+    with local_client(create_app(capped)) as client:
+        detail = _error(client.post("/api/jobs", json=TINY_PLAN | {"batch_size": 256, "seq_len": 512}), 422)
+        assert "the run's memory cap" in detail
+
+
+def test_a_job_is_cancelled_once(client: TestClient) -> None:
+    url = client.post("/api/jobs", json=TINY_PLAN).json()["url"]
+    assert client.delete(url).json()["status"] == "cancelled"
+    assert "already cancelled" in _error(client.delete(url), 409)
+
+
+@needs_train
+def test_a_run_killed_by_a_signal_says_so(settings: Settings) -> None:
+    """A real run, capped (its RLIMIT_DATA is the setting), killed as the out-of-memory killer kills."""
+    capped = settings.model_copy(update={"run_memory_bytes": 3 * 2**30})
+    with local_client(create_app(capped)) as client:
+        job = client.post("/api/jobs", json=TINY_PLAN).json()
+        _wait(client, job["url"], ("running",), timeout=30)
+        store = JobStore(settings.jobs_db)
+        deadline = time.monotonic() + 30
+        while (pid := store.get(job["id"]).pid) is None and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.05)
+        store.close()
+        assert pid is not None
+        while b"app.jobs.launch" in Path(f"/proc/{pid}/cmdline").read_bytes():  # until the launcher exec's the run
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        assert re.search(rf"Max data size\s+{3 * 2**30}\s", limits), limits
+        os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        failed = _wait(client, job["url"], ("failed",), timeout=30)
+        assert failed["error"].startswith("the run was killed by SIGKILL: the kernel's out-of-memory killer")

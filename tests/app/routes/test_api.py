@@ -142,8 +142,9 @@ def test_gated_model_needs_a_token(client: TestClient) -> None:
     _error(client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": UNGRANTED_TOKEN}), 403)
     ok = client.get("/api/models/acme/gated-llama", headers={"X-HF-Token": GRANTED_TOKEN})
     assert ok.status_code == 200 and ok.json()["gated"] is True
+    # 'Authorization: Bearer' carries the server's API token, never a Hub token: the Hub still says no
     bearer = client.get("/api/models/acme/gated-llama", headers={"Authorization": f"Bearer {GRANTED_TOKEN}"})
-    assert bearer.status_code == 200
+    assert "X-HF-Token" in _error(bearer, 401)["detail"]
 
 
 def test_token_is_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -222,14 +223,12 @@ def test_estimate_hub_model_matches_inline(client: TestClient) -> None:
     assert hub.json()["memory"] == inline.json()["memory"]
 
 
-def test_estimate_gated_hub_model_with_bearer(client: TestClient) -> None:
+def test_estimate_gated_hub_model_with_the_callers_token(client: TestClient) -> None:
     _error(client.post("/api/estimate", json={"model": "acme/gated-llama"}), 401)
-    ok = client.post(
-        "/api/estimate",
-        json={"model": "acme/gated-llama"},
-        headers={"Authorization": f"Bearer {GRANTED_TOKEN}"},
-    )
+    ok = client.post("/api/estimate", json={"model": "acme/gated-llama"}, headers={"X-HF-Token": GRANTED_TOKEN})
     assert ok.status_code == 200, ok.text
+    bearer = {"Authorization": f"Bearer {GRANTED_TOKEN}"}  # not a Hub token (the server's API token goes there)
+    _error(client.post("/api/estimate", json={"model": "acme/gated-llama"}, headers=bearer), 401)
 
 
 def test_get_estimate_equals_post(client: TestClient) -> None:
@@ -359,3 +358,32 @@ def test_get_estimate_with_blank_target_modules_is_a_422(client) -> None:  # typ
     r = client.get("/api/estimate", params={"model": "llama-3.1-8b", "target_modules": "\x1f"})
     assert r.status_code == 422
     assert "target_modules" in r.text
+
+
+def _nested(depth: int) -> str:
+    return '{"model_type": "llama", "x": ' + '{"x": ' * depth + "{}" + "}" * depth + "}"
+
+
+def test_a_body_too_deep_to_parse_is_a_422_that_says_so(client: TestClient) -> None:
+    for depth in (1_000, 30_000):  # past the JSON parser's recursion limit, within the body limit
+        raw = ('{"config": ' + _nested(depth) + "}").encode()
+        body = _error(client.post("/api/estimate", content=raw, headers={"content-type": "application/json"}), 422)
+        assert "nests objects or lists too deeply" in body["detail"] and body["errors"][0]["field"] == "body"
+    body = _error(client.post("/api/estimate", content=b"", headers={"content-type": "application/json"}), 422)
+    assert body["detail"] == "the body is required: send a JSON object with the plan fields"
+
+
+def test_an_inline_config_nested_past_any_real_config_is_refused(client: TestClient) -> None:
+    config = json.loads(_nested(40))
+    detail = _error(client.post("/api/estimate", json={"config": config}), 422)["detail"]
+    assert "more than 32 levels deep" in detail
+    assert "more than 32 levels deep" in _error(client.post("/api/charts", json={"config": config}), 422)["detail"]
+    assert (
+        client.post("/api/estimate", json={"config": TINY | {"rope_scaling": {"a": {"b": [1, 2]}}}}).status_code == 200
+    )
+
+
+def test_a_config_without_its_size_is_refused_not_guessed(client: TestClient) -> None:
+    config = {k: v for k, v in TINY.items() if k != "hidden_size"}
+    detail = _error(client.post("/api/estimate", json={"config": config}), 422)["detail"]
+    assert "has no 'hidden_size': it sets the model's size, so it is never guessed" in detail

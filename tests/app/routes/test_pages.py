@@ -3,6 +3,7 @@ plotly.js served from the installed package."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from collections.abc import Iterator
@@ -305,3 +306,11 @@ def test_comparing_shows_the_methods_the_estimator_accepts_and_why_the_others_fa
     assert response.status_code == 200
     assert response.context["form"]["lora_dropout"] == 0  # type: ignore[attr-defined]
     assert set(response.context["result"]["notes"]) == {"full", "lora", "qlora"}  # type: ignore[attr-defined]
+
+
+def test_a_deeply_nested_config_in_the_url_is_explained_not_a_crash(client: TestClient) -> None:
+    for depth in (40, 900, 5_000):
+        raw = '{"model_type": "llama", "x": ' + '{"x": ' * depth + "{}" + "}" * depth + "}"
+        page = client.get("/?config=" + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("="))
+        assert page.status_code == 422, depth
+        assert "levels deep" in page.text or "could not be read" in page.text
