@@ -76,10 +76,10 @@ def preflight(settings: Settings, device: str, estimate: Mapping[str, Any]) -> N
     memory = estimate["memory"]
     if device == "cuda":
         gpu = gpu_memory()
-        need = int(memory["total"])
+        need = int(memory["range"]["total"][1])  # the figure `fits` uses: the high edge of the total's range
         if gpu is not None and need > gpu[1]:
             raise InvalidRequest(
-                f"this run is estimated at {gib_text(need)} of GPU memory (memory.total), more than the "
+                f"this run is estimated at up to {gib_text(need)} of GPU memory (memory.range.total), more than the "
                 f"{gib_text(gpu[1])} of this server's GPU ({gpu[0]}): it would run out of memory; {ALLOW_OOM_HINT}",
                 estimate_bytes=need,
                 device_bytes=gpu[1],

@@ -66,7 +66,12 @@ async def get_rent(query: Annotated[PlanQuery, Query()], ctx: ContextDep) -> Res
     return await _rent(ctx, query.to_plan())
 
 
-@router.get("/api/prices", tags=["rent"], summary="The price table in use (each price with its date and source)")
+@router.get(
+    "/api/prices",
+    tags=["rent"],
+    summary="The price table in use (each price with its date and source)",
+    responses=ERRORS,
+)
 async def get_prices(ctx: ContextDep) -> dict[str, Any]:
     """The server's price table (``TUNEPLAN_PRICES``), else the built-in one; ``origin`` says which."""
     table = ctx.service.prices or default_prices()
