@@ -272,9 +272,11 @@ def train_step(
     tracker: MemoryTracker | None = None,
     probe: CudaProbe | None = None,
     plan: Plan | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """One optimizer step; returns the (detached) loss. ``plan`` chooses the loss, the loop and the SDPA pin
-    (without one: the model's own loss, the Trainer's loop, torch's SDPA choice)."""
+    (without one: the model's own loss, the Trainer's loop, torch's SDPA choice); ``after_backward`` runs once the
+    backward is done."""
     model, optimizer = built.model, built.optimizer
     ids = batch["input_ids"]
     chunked = plan is not None and plan.loss == "chunked"
@@ -308,6 +310,8 @@ def train_step(
             loss.backward()
         if tracker is not None:
             tracker.category_override = None
+        if after_backward is not None:  # a wrapper that sets .grad itself (FSDP2): its gradients are counted here
+            after_backward()
     with phase("optimizer"):
         optimizer.step()
         if tracker is not None:
