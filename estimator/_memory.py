@@ -63,6 +63,7 @@ from ._sharding import (
     base_tensor_dim0,
     fsdp_terms,
     is_root_tensor,
+    loading_host_bytes,
     shard_bytes,
     shard_ranks,
     sharded_alloc,
@@ -124,6 +125,13 @@ class MemoryEstimate:
     attention: AttentionPath | None = None
     tensor_range: tuple[int, int] = (0, 0)  # the live-tensor peak's range (without the workspace)
     head_block: int = 0  # the head's largest transient block (what the allocator's cache is modelled on)
+    per_rank: dict[str, object] = field(default_factory=dict)  # per-GPU figures and the parts sharding splits
+    host: dict[str, int | str] = field(default_factory=dict)  # host RAM per rank, by part
+
+    @property
+    def host_peak(self) -> int:
+        """Bytes of CPU RAM one rank's process holds at its peak (``host_ram``)."""
+        return int(self.host.get("host_peak", 0))
 
     @property
     def fit_bytes(self) -> int:
@@ -147,6 +155,9 @@ class MemoryEstimate:
                 "repeat_kv": att.repeat_kv, "enable_gqa": att.enable_gqa, "pinned": att.pinned, "reason": att.reason,
             },
             "runtime": None if self.runtime is None else self.runtime.to_dict(),
+            "per_rank": dict(self.per_rank),
+            "host_peak": self.host_peak,
+            "host": dict(self.host),
             "terms": [
                 {"name": t.name, "component": t.component, "bytes": t.bytes, "counts": t.counts, "basis": t.basis}
                 for t in self.terms
@@ -1242,7 +1253,55 @@ def training_memory(
         attention=f.path,
         tensor_range=tensors,
         head_block=head.fp32_block,
+        per_rank=per_rank_figures(plan, state, tiers, comp, peak_phase),
+        host=host_ram(inv, plan, state),
     )
+
+
+# ---------------------------------------------------------------------------------------------- per rank, host
+
+
+def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, int], phase: str) -> dict[str, object]:
+    """The per-GPU (per-rank) figures and the parts sharding splits, labelled against the all-GPU total: every
+    other memory figure of the estimate is per GPU too. ``basis``: measured (one GPU, DDP and FSDP2 on gloo CPU
+    runs) or modelled (DeepSpeed ZeRO, offload)."""
+    modelled = plan.sharding.startswith("zero") and plan.num_gpus > 1 or plan.offload != "none"
+    return {
+        "num_gpus": plan.num_gpus,
+        "sharding": plan.sharding,
+        "fsdp_strategy": plan.fsdp_strategy if plan.sharding == "fsdp" else None,
+        "shard_ranks": shard_ranks(plan),
+        "peak_allocated": tiers.allocated,
+        "peak_reserved": tiers.reserved,
+        "total": tiers.total,
+        "all_gpus_total": tiers.total * plan.num_gpus,
+        "peak_phase": phase,
+        "parts": {
+            "weights_shard": state.weights, "adapters_shard": state.adapters, "optimizer_shard": state.optimizer,
+            "gradients_shard": state.grads, "gathered_at_peak": comp["weights"] - state.weights,
+            "ddp_buckets": state.ddp_buckets, "zero_buckets": state.zero_buckets,
+        },
+        "basis": "modelled" if modelled else "measured",
+    }  # fmt: skip
+
+
+HOST_RUNTIME_BYTES = 446_136_320  # a trainer process's own RSS with torch, transformers, peft, bitsandbytes imported
+
+
+def host_ram(inv: Inventory, plan: Plan, state: _State) -> dict[str, int | str]:
+    """CPU RAM of one rank's process at its peak, by part: the process itself (Python and the training stack's
+    libraries: ``HOST_RUNTIME_BYTES``, measured on the CPU build; a CUDA build's libraries add more, not counted),
+    loading (``estimator._sharding.loading_host_bytes``: one checkpoint tensor at a time, or FSDP's rank 0 with the
+    whole 16-bit state dict) and offloaded state (pinned, held through training). Loading ends before the offloaded
+    state is created, so the peak is the larger of the two above the process. On the CPU device every tensor is
+    host memory: the training peak is added. Modelled from the code, not measured."""
+    loading, mode = loading_host_bytes(inv, plan)
+    train = state.host_offload
+    if plan.device == "cpu":
+        train = 0  # the CPU run's tensors are the estimate's own peak (peak_allocated), added by the caller
+    peak = HOST_RUNTIME_BYTES + max(loading, train)
+    return {"host_peak": peak, "runtime": HOST_RUNTIME_BYTES, "loading": loading, "loading_mode": mode,
+            "offload": state.host_offload}  # fmt: skip
 
 
 __all__ = ["COMPONENTS", "MemoryEstimate", "Term", "experts_quantized", "fit_bytes_with", "training_memory"]

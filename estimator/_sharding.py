@@ -82,7 +82,8 @@ class Fsdp:
 
     def gathered(self, moment: str) -> int:
         """Bytes gathered beyond the shards at ``moment``: ``forward`` (the head's peak: the root gathered, the last
-        layer's all-gather output, and every layer under shard_grad_op), ``loss_backward`` (the last layer's all-gather prefetched),
+        layer's all-gather output, and every layer under shard_grad_op), ``loss_backward`` (the last layer's
+        all-gather prefetched),
         ``backward_last`` (the last layer gathered and the next prefetched), ``backward_first`` (the first layer),
         ``optimizer`` (nothing: every group resharded)."""
         if moment == "optimizer":

@@ -187,7 +187,9 @@ def wrapper_buffers(model: nn.Module) -> list[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def dist_tracking(tracker: MemoryTracker, built: Built, plan: Plan, batch: Mapping[str, torch.Tensor]) -> Iterator[None]:
+def dist_tracking(
+    tracker: MemoryTracker, built: Built, plan: Plan, batch: Mapping[str, torch.Tensor]
+) -> Iterator[None]:
     preregister_local(tracker, built, plan, batch)
     remove_logits = attach_logits_scope(tracker, built.lm_head) if built.lm_head is not None else None
     try:
@@ -220,7 +222,9 @@ def rank_run(plan: Plan, config: Mapping[str, Any], device: torch.device, steps:
     round_to = CUDA_ALLOC_ROUND if cuda else 0
     first = MemoryTracker(round_to=round_to)
     with dist_tracking(first, built, plan, batch):
-        loss = train_step(built, batch, tracker=first, plan=plan, after_backward=lambda: _grads_to_tracker(first, built))
+        loss = train_step(
+            built, batch, tracker=first, plan=plan, after_backward=lambda: _grads_to_tracker(first, built)
+        )
     out["first_step"] = tracked_figures(first)
     # One more untracked step: DDP rebuilds its buckets in the second iteration's forward, in the order the
     # gradients became ready; from the third on, every step is alike.
@@ -247,18 +251,20 @@ def rank_run(plan: Plan, config: Mapping[str, Any], device: torch.device, steps:
     return out
 
 
-def _worker(rank: int, world: int, port: int, plan_dict: dict[str, Any], config: dict[str, Any], steps: int,
-            seed: int, threads: int, results: Any) -> None:  # fmt: skip
+def _worker(rank: int, world: int, port: int, plans: list[dict[str, Any]], configs: list[dict[str, Any]],
+            steps: int, seed: int, threads: int, results: Any) -> None:  # fmt: skip
+    """One spawned rank: join the gloo group, run every plan in turn, put each result on ``results``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(threads)
-    plan = Plan.from_dict(plan_dict)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        results.put(rank_run(plan, config, torch.device("cpu"), steps, seed))
-    except BaseException as exc:
-        results.put({"rank": rank, "error": f"{type(exc).__name__}: {exc}"})
-        raise
+        for i, (plan_dict, config) in enumerate(zip(plans, configs, strict=True)):
+            try:
+                results.put((i, rank_run(Plan.from_dict(plan_dict), config, torch.device("cpu"), steps, seed)))
+            except Exception as exc:
+                results.put((i, {"rank": rank, "error": f"{type(exc).__name__}: {exc}"}))
+                raise
     finally:
         dist.destroy_process_group()
 
@@ -274,38 +280,48 @@ def dist_run(
     threads: int = 1, timeout_s: float = 600.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Spawn ``nproc`` (default ``plan.num_gpus``) gloo ranks on this machine's CPU and gather their figures."""
+    return dist_runs([plan], [config], nproc=nproc, steps=steps, seed=seed, threads=threads, timeout_s=timeout_s)[0]
+
+
+def dist_runs(
+    plans: list[Plan], configs: list[Mapping[str, Any] | None] | None = None, *, nproc: int | None = None,
+    steps: int = 1, seed: int = 0, threads: int = 1, timeout_s: float = 600.0,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Several plans on one spawned group of gloo ranks (each rank imports the stack once), one result each."""
     import torch.multiprocessing as mp
 
-    world = nproc or plan.num_gpus
-    cfg = resolve_config(plan, config)
+    world = nproc or plans[0].num_gpus
+    cfgs = [resolve_config(p, c) for p, c in zip(plans, configs or [None] * len(plans), strict=True)]
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()
+    args = ([p.to_dict() for p in plans], cfgs, steps, seed, threads, results)
     port = free_port()
-    procs = [
-        ctx.Process(target=_worker, args=(r, world, port, plan.to_dict(), cfg, steps, seed, threads, results))
-        for r in range(world)
-    ]
+    procs = [ctx.Process(target=_worker, args=(r, world, port, *args)) for r in range(world)]
     for p in procs:
         p.start()
     try:
-        per_rank = _collect(procs, results, world, timeout_s)
+        got = _collect(procs, results, world * len(plans), timeout_s)
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
             p.join()
-    return gather_result(plan, cfg, "cpu", per_rank, steps, seed)
+    by_plan: list[list[dict[str, Any]]] = [[] for _ in plans]
+    for i, one in got:
+        by_plan[i].append(one)
+    return [gather_result(p, c, "cpu", r, steps, seed) for p, c, r in zip(plans, cfgs, by_plan, strict=True)]
 
 
-def _collect(procs: list[Any], results: Any, world: int, timeout_s: float) -> list[dict[str, Any]]:
-    """Every rank's figures; a rank that dies (or a run past ``timeout_s``) ends the run with a ``BuildError``."""
-    per_rank: list[dict[str, Any]] = []
+def _collect(procs: list[Any], results: Any, expected: int, timeout_s: float) -> list[tuple[int, dict[str, Any]]]:
+    """``expected`` results from the ranks; a rank that fails or dies (or a run past ``timeout_s``) ends the run
+    with a ``BuildError``."""
+    got: list[tuple[int, dict[str, Any]]] = []
     deadline = time.monotonic() + timeout_s
-    while len(per_rank) < world:
+    while len(got) < expected:
         if not results.empty():
-            per_rank.append(results.get())
-            if "error" in per_rank[-1]:
-                break
+            got.append(results.get())
+            if "error" in got[-1][1]:
+                raise BuildError(f"rank {got[-1][1]['rank']}: {got[-1][1]['error']}")
             continue
         dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
         if dead and results.empty():
@@ -313,7 +329,7 @@ def _collect(procs: list[Any], results: Any, world: int, timeout_s: float) -> li
         if time.monotonic() > deadline:
             raise BuildError(f"the ranks did not finish within {timeout_s:g} s")
         time.sleep(0.05)
-    return per_rank
+    return got
 
 
 def gather_result(plan: Plan, cfg: Mapping[str, Any], device: str, per_rank: list[dict[str, Any]], steps: int,
