@@ -671,11 +671,11 @@ def offload_state(state: _State, plan: Plan) -> _State:
     if plan.offload == "none" or plan.num_gpus == 1 and plan.sharding != "zero3":
         return state
     host = state.optimizer + state.optimizer_paged
-    changes: dict[str, int] = {"optimizer": 0, "optimizer_paged": 0}
-    if plan.offload == "params":
-        host += state.weights + state.adapters + state.grads
-        changes |= {"weights": 0, "adapters": 0, "grads": 0, "grads_head": 0, "grads_layers": 0, "tied_pending": 0}
-    return dataclasses.replace(state, host_offload=host, **changes)
+    if plan.offload == "optimizer":
+        return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0)
+    host += state.weights + state.adapters + state.grads
+    return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0, weights=0, adapters=0,
+                               grads=0, grads_head=0, grads_layers=0, tied_pending=0)  # fmt: skip
 
 
 def _gradients_by_place(

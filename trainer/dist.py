@@ -73,7 +73,7 @@ class DistBuildError(BuildError):
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The model's decoder layers: the modules whose class is in its ``_no_split_modules`` (what accelerate's
     transformer auto-wrap policy wraps)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
     names = set(getattr(base, "_no_split_modules", None) or ())
     return [m for m in model.modules() if type(m).__name__ in names]
 
@@ -172,8 +172,11 @@ def _recording_allreduce(state: _BucketRecorder, bucket: Any) -> Any:
 
 
 # DDP checks a hook's annotations as objects, which ``from __future__ import annotations`` makes strings
-_recording_allreduce.__annotations__ = {"state": _BucketRecorder, "bucket": dist.GradBucket,
-                                        "return": torch.futures.Future[torch.Tensor]}  # fmt: skip
+_recording_allreduce.__annotations__ = {
+    "state": _BucketRecorder,
+    "bucket": dist.GradBucket,  # type: ignore[attr-defined]
+    "return": torch.futures.Future[torch.Tensor],
+}
 
 
 def wrapper_buffers(model: nn.Module) -> list[torch.Tensor]:

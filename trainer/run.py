@@ -513,6 +513,7 @@ def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], descripti
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--out", required=True, help="result JSON path ('-' for stdout)")
+    parser.add_argument("--print-result", action="store_true", help="also print 'TUNEPLAN-RESULT <json>' (one line)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -524,6 +525,8 @@ def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], descripti
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_json(args.out, result)
+    if args.print_result:  # a Ray job's result comes back in its logs
+        print("TUNEPLAN-RESULT " + json.dumps(result, default=str), flush=True)
     return 0
 
 

@@ -170,7 +170,7 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __enter__(self) -> MemoryTracker:
         _RESIZE_WATCHERS.append(self)
         if len(_RESIZE_WATCHERS) == 1:
-            torch.UntypedStorage.resize_ = _watched_resize  # type: ignore[method-assign]
+            torch.UntypedStorage.resize_ = _watched_resize  # type: ignore[method-assign,assignment]
         try:
             super().__enter__()  # type: ignore[no-untyped-call]
         except BaseException:
@@ -276,7 +276,7 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
 
 _RESIZE_WATCHERS: list[MemoryTracker] = []
-_STORAGE_RESIZE = torch._C.StorageBase.resize_
+_STORAGE_RESIZE = torch._C.StorageBase.resize_  # type: ignore[attr-defined]
 
 
 def _watched_resize(storage: Any, size: int) -> Any:

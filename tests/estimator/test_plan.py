@@ -18,8 +18,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"sharding": "fsdp2"}, r"sharding must be one of ddp, fsdp, zero1, zero2, zero3"),
     ({"offload": "params", "sharding": "ddp", "num_gpus": 2}, r"offload 'params' needs sharding fsdp or zero3"),
     ({"offload": "optimizer", "sharding": "fsdp", "num_gpus": 2}, r"offload 'optimizer' is DeepSpeed ZeRO"),
-    ({"sharding": "fsdp", "fsdp_strategy": "hybrid_shard", "num_gpus": 6, "shard_group_size": 4},
-     r"shard_group_size \(4\) must divide num_gpus \(6\)"),
+    (
+        {"sharding": "fsdp", "fsdp_strategy": "hybrid_shard", "num_gpus": 6, "shard_group_size": 4},
+        r"shard_group_size \(4\) must divide num_gpus \(6\)",
+    ),
     ({"batch_size": 0}, r"batch_size must be between 1 and"),
     ({"batch_size": 1.5}, r"batch_size must be an integer; got 1.5"),
     ({"batch_size": True}, r"batch_size must be an integer; got True"),

@@ -16,16 +16,16 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from estimator import Plan, estimate  # noqa: E402
-from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ  # noqa: E402
-from trainer.dist import dist_runs  # noqa: E402
+from estimator import Plan, estimate
+from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
+from trainer.dist import dist_runs
 
 pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 TOLERANCE = 0.03
 
 
-def plan(method: str, sharding: str, n: int, strategy: str = "full_shard") -> Plan:
+def plan(method: Any, sharding: Any, n: int, strategy: Any = "full_shard") -> Plan:
     return Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method=method, sharding=sharding,
                 num_gpus=n, fsdp_strategy=strategy, dtype="float32" if method == "full" else "bfloat16",
                 lora_dropout=0.0, padding="none")  # fmt: skip
