@@ -2,7 +2,8 @@
 
 Every figure here is per rank (one GPU); ``memory.per_rank`` in the contract reports them. Measured on gloo CPU
 runs of the trainer (``trainer.dist``: 2 and 4 ranks, DDP and FSDP2 full shard / shard-grad-op, LoRA and full;
-docs/accuracy.md) unless a term says otherwise:
+docs/accuracy.md) unless a term says otherwise. DDP is within 0.1 % of those runs; FSDP2 is **under** them by
+0.7 % (LoRA) to 2.4 % (full), and 4.2 % on rank 0 of a 4-rank full fine-tune (docs/accuracy.md): a known gap.
 
 * **DDP** (``torch.nn.parallel.DistributedDataParallel``, defaults): every rank holds the whole model, its
   gradients and optimizer state, plus the reducer's gradient buckets, a flat copy of every gradient in its dtype

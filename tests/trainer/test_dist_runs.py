@@ -31,9 +31,11 @@ def plan(method: Any, sharding: Any, n: int, strategy: Any = "full_shard") -> Pl
                 lora_dropout=0.0, padding="none")  # fmt: skip
 
 
-TWO = [plan("lora", "ddp", 2), plan("full", "ddp", 2), plan("lora", "fsdp", 2), plan("full", "fsdp", 2),
+# a few cases, kept lean for CI; the whole matrix (3 setups x 2 and 4 ranks x LoRA and full) is
+# ``python -m bench.dist_accuracy`` (docs/accuracy.md)
+TWO = [plan("lora", "ddp", 2), plan("lora", "fsdp", 2), plan("full", "fsdp", 2),
        plan("lora", "fsdp", 2, "shard_grad_op")]  # fmt: skip
-FOUR = [plan("lora", "fsdp", 4), plan("full", "fsdp", 4, "shard_grad_op")]
+FOUR = [plan("full", "fsdp", 4, "shard_grad_op")]
 
 
 def check(p: Plan, result: dict[str, Any]) -> None:
@@ -52,7 +54,7 @@ def test_two_ranks_ddp_and_fsdp() -> None:
     results = dist_runs(TWO)
     for p, r in zip(TWO, results, strict=True):
         check(p, r)
-    ddp_lora, _, fsdp_lora, _, _ = results
+    ddp_lora, fsdp_lora, _, _ = results
     # FSDP shards the LoRA adapters and their optimizer state: half of DDP's on each of 2 ranks (but for AdamW's
     # 4-byte step scalars, one per tensor on every rank)
     steps = 4 * 2 * 7 * LLAMA["num_hidden_layers"]
