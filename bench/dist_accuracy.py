@@ -118,9 +118,14 @@ def section(data: Mapping[str, Any] | None) -> list[str]:
         setups = ", ".join(sorted({c["id"].split("/")[0] for c in under}))
         lines += [
             f"**Under-estimates, not yet fixed**: {len(under)} cases ({setups}) are under the measured per-rank "
-            f"peak by {max(lows):.2%} … {min(lows):.2%}, on the unsafe side. In the "
-            "FSDP2 backward the model's gathered working set and unsharded gradients (the root group's gradients "
-            "wait for its reduce-scatter at the end of the backward) fall short of what a rank holds; at 4 ranks "
+            f"peak by {max(lows):.2%} … {min(lows):.2%}, on the unsafe side. What a rank holds at its peak in the "
+            "full fine-tune (live storages listed at the peak, 2 ranks): the first decoder layer's backward, with "
+            "the lm_head's gradient still unsharded (the root group reduce-scatters only at the end of the "
+            "backward) and the layer's flat all-gather output still held beside its copied-out parameters; the "
+            "estimate counts the head's gradient sharded and no all-gather output there, while its single-GPU "
+            "activation and layer-gradient terms come out larger than what the rank holds, so adding the two "
+            "missing tensors alone would over-shoot by about 4 %: the backward's per-layer terms under FSDP2 need "
+            "their own derivation. At 4 ranks "
             "rank 0 of the full fine-tune peaks in the loss's backward instead, where its tracker sees about six "
             "b·s·V fp32 logits-sized tensors live against the three the model counts (not explained yet). DDP is "
             "within 0.1 %. Until the FSDP terms are fixed, add ~5 % headroom to an "
