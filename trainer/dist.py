@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -365,6 +366,31 @@ def gather_result(plan: Plan, cfg: Mapping[str, Any], device: str, per_rank: lis
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
+def torchrun_run(
+    plan: Plan, config: Mapping[str, Any] | None, device_name: str, steps: int, seed: int
+) -> dict[str, Any] | None:
+    """This process as one of torchrun's ranks (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set): NCCL on CUDA (one
+    GPU per rank), gloo on the CPU; rank 0 gathers every rank's figures and returns the result, the others None."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    cuda = device_name == "cuda"
+    device = torch.device("cpu")
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    cfg = resolve_config(plan, config)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        try:
+            one = rank_run(plan, cfg, device, steps, seed)
+        except Exception as exc:  # reported by rank 0 with the others' figures
+            one = {"rank": rank, "error": f"{type(exc).__name__}: {exc}"}
+        gathered: list[Any] | None = [None] * world if rank == 0 else None
+        dist.gather_object(one, gathered, dst=0)
+    finally:
+        dist.destroy_process_group()
+    return gather_result(plan, cfg, device_name, list(gathered), steps, seed) if gathered is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure a data-parallel training step of a plan, per rank")
     parser.add_argument("--plan", required=True)
@@ -374,15 +400,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="under torchrun: cuda when a GPU is visible, else cpu (spawned ranks: cpu)")  # fmt: skip
+    parser.add_argument("--print-result", action="store_true", help="also print 'TUNEPLAN-RESULT <json>' (one line)")
     args = parser.parse_args(argv)
     plan = load_plan(args.plan)
     try:
-        result = dist_run(plan, load_config(args.config), nproc=args.nproc, steps=args.steps, seed=args.seed,
-                          threads=args.threads)  # fmt: skip
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # under torchrun
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            result = torchrun_run(plan, load_config(args.config), device, args.steps, args.seed)
+            if result is None:
+                return 0  # not rank 0: rank 0 writes the result
+        else:
+            result = dist_run(plan, load_config(args.config), nproc=args.nproc, steps=args.steps, seed=args.seed,
+                              threads=args.threads)  # fmt: skip
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_json(args.out, result)
+    if args.print_result:  # a Ray job's result comes back in its logs
+        print("TUNEPLAN-RESULT " + json.dumps(result, default=str), flush=True)
     return 0
 
 

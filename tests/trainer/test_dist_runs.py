@@ -8,6 +8,11 @@ peak); every rank of one run holds the same shards, so their peaks agree to the 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +28,7 @@ from trainer.dist import dist_runs
 pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 TOLERANCE = 0.03
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def plan(method: Any, sharding: Any, n: int, strategy: Any = "full_shard") -> Plan:
@@ -65,3 +71,23 @@ def test_two_ranks_ddp_and_fsdp() -> None:
 def test_four_ranks_fsdp() -> None:
     for p, r in zip(FOUR, dist_runs(FOUR), strict=True):
         check(p, r)
+
+
+def test_under_torchrun_the_ranks_are_torchruns(tmp_path: Path) -> None:
+    """``torchrun -m trainer.dist`` (what a multi-GPU verify run on a Ray cluster runs; NCCL on GPUs): here gloo on
+    the CPU, the same per-rank figures, rank 0 writes and prints the result."""
+    p = TWO[1]
+    (tmp_path / "plan.json").write_text(json.dumps(p.to_dict()))
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "-m", "trainer.dist", "--plan", "plan.json", "--device", "cpu",
+         "--out", "result.json", "--print-result"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["distributed"]["world_size"] == 2 and result["distributed"]["backend"] == "gloo"
+    check(p, result)
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("TUNEPLAN-RESULT ")]
+    assert len(printed) == 1 and json.loads(printed[0].split(" ", 1)[1])["per_rank"] == result["per_rank"]
