@@ -615,7 +615,8 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     shard_w = n_gpu if plan.sharding == "zero3" else 1
     opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
     if shard_w > 1:
-        per_layer_w = sum(t.numel * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
+        # one decoder layer's parameters (``numel`` is one instance's, ``total`` every layer's)
+        per_layer_w = sum(t.total * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
         weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
