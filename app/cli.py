@@ -207,7 +207,10 @@ def _print_estimate(d: dict[str, Any]) -> None:
                        ("merged", "merged model, 16-bit")):  # fmt: skip
         st.add_row(label, size_text(s[key]))
     con.print(st)
-    mt = Table(title=f"GPU memory (peak in phase: {mem['peak_phase']})")
+    rank = mem.get("per_rank") or {}
+    n = int(rank.get("num_gpus") or 1)
+    each = f"per GPU, each of {n} ({rank.get('sharding')}), " if n > 1 else ""
+    mt = Table(title=f"GPU memory ({each}peak in phase: {mem['peak_phase']})")
     mt.add_column("component")
     mt.add_column("bytes", justify="right")
     mt.add_column("size", justify="right")
@@ -218,6 +221,12 @@ def _print_estimate(d: dict[str, Any]) -> None:
     mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", size_text(mem["total"]))
     low, high = mem["range"]["total"]
     mt.add_row("total range (fits use the high)", f"{low:,} – {high:,}", f"{size_text(low)} – {size_text(high)}")
+    if n > 1:
+        every = rank["all_gpus_total"]
+        mt.add_row(f"[bold]all {n} GPUs (total)[/bold]", f"{every:,}", size_text(every))
+    if mem.get("host_peak"):
+        mt.add_row("host RAM (CPU)" + (" per rank" if n > 1 else ""), f"{mem['host_peak']:,}",
+                   size_text(mem["host_peak"]))  # fmt: skip
     con.print(mt)
     _print_fit(con, d)
     _print_time(con, d)

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     estimate_cache_entries: int = Field(
         default=4096, ge=0, le=1_000_000, description="Estimate answers kept in memory, by plan key (LRU)."
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="A Ray cluster's dashboard address (http://host:8265): verify runs become Ray jobs there "
+        "instead of local processes (pip install -e '.[ray]').",
+    )
     verify_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where verify runs go: auto is cuda when nvidia-smi runs, else cpu."
     )

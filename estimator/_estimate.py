@@ -21,7 +21,7 @@ from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
 from ._storage import storage
 from ._time import TimeEstimate, step_time
-from ._units import gib_text
+from ._units import GIB, gib_text
 
 SCHEMA_VERSION = 1
 
@@ -165,9 +165,10 @@ def estimate(
             "usable_bytes": gpu.usable_bytes,
             "gpu": gpu.id,
             "name": gpu.name,
-            "fits": mem.fit_bytes <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
+            "fits": mem.fit_bytes <= gpu.usable_bytes and _reason(plan, gpu, mem) is None,
             "headroom_bytes": gpu.usable_bytes - mem.fit_bytes,
-            "reason": _dtype_reason(plan, gpu),
+            "reason": _reason(plan, gpu, mem),
+            "host": host_check(plan, mem),
         }
         time = step_time(inv, adapters, plan, gpu)
     return Estimate(
@@ -179,7 +180,7 @@ def estimate(
         adapters=adapters,
         storage=storage(inv, adapters, plan),
         memory=mem,
-        fits=tuple(fits(mem.fit_bytes, plan, _per_architecture(inv, adapters, plan, mem))),
+        fits=tuple(fits(mem.fit_bytes, plan, _per_architecture(inv, adapters, plan, mem), host_check(plan, mem))),
         fit=fit,
         time=time,
         prices=default_prices() if prices is None else prices,
@@ -232,14 +233,47 @@ def _kernel_key(path: AttentionPath) -> str:
     return f"{path.implementation}/{backend}/{path.mask}"
 
 
-def fits(per_gpu: int, plan: Plan, per_arch: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+def ranks_per_machine(plan: Plan) -> int:
+    """Ranks (GPUs) that share one machine's host RAM: the hybrid shard group (a machine's GPUs), else up to 8."""
+    if plan.sharding == "fsdp" and plan.fsdp_strategy == "hybrid_shard" and plan.shard_group_size:
+        return plan.shard_group_size
+    return min(plan.num_gpus, 8)
+
+
+def host_check(plan: Plan, mem: MemoryEstimate) -> dict[str, Any]:
+    """Host RAM against ``plan.host_memory_gib``: every rank of a machine holds ``memory.host_peak`` (FSDP's rank 0
+    holds the whole state dict while loading: counted once above the others). ``reason`` says what to change when
+    it does not fit; ``checked`` is False without a host size."""
+    ranks = ranks_per_machine(plan)
+    loading_once = int(mem.host.get("loading", 0)) if mem.host.get("loading_mode") == "full" else 0
+    need = ranks * mem.host_peak - (ranks - 1) * loading_once
+    have = int(plan.host_memory_gib * GIB)
+    out: dict[str, Any] = {"checked": have > 0, "need_bytes": need, "have_bytes": have, "ranks": ranks,
+                           "reason": None}  # fmt: skip
+    if have and need > have:
+        out["reason"] = (
+            f"host RAM: {ranks} rank(s) on a machine need {gib_text(need)} of CPU RAM (loading, offload, the "
+            f"process) and the plan gives {gib_text(have)} (host_memory_gib): offload less, load on rank 0 only, "
+            "or use a machine with more RAM"
+        )
+    return out
+
+
+def _reason(plan: Plan, gpu: catalog.GPU, mem: MemoryEstimate) -> str | None:
+    return _dtype_reason(plan, gpu) or host_check(plan, mem)["reason"]
+
+
+def fits(
+    per_gpu: int, plan: Plan, per_arch: Mapping[str, int] | None = None, host: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Catalog GPUs, each with whether the plan fits in its usable memory and the headroom: ``per_arch`` gives the
-    fit figure on each GPU architecture (else ``per_gpu`` everywhere)."""
+    fit figure on each GPU architecture (else ``per_gpu`` everywhere); ``host``: the host-RAM check
+    (``host_check``), whose reason rules every GPU out."""
     out = []
     for g in catalog.gpus():
         need = (per_arch or {}).get(g.arch, per_gpu)
         headroom = g.usable_bytes - need
-        reason = _dtype_reason(plan, g)
+        reason = _dtype_reason(plan, g) or (host or {}).get("reason")
         out.append({
             "id": g.id,
             "name": g.name,

@@ -30,6 +30,7 @@ breakdown at the peak (``peak_components``) with the tiers above it (``runtime_t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,18 @@ from ._lora import Adapted, AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 from ._runtime import CACHE, CONTEXT, UNVERIFIED, VERIFIED, WORKSPACE_SCRATCH, Band, Runtime, runtime_for
+from ._sharding import (
+    Fsdp,
+    Held,
+    adapter_held,
+    base_tensor_dim0,
+    fsdp_terms,
+    is_root_tensor,
+    loading_host_bytes,
+    shard_bytes,
+    shard_ranks,
+    sharded_alloc,
+)
 from ._units import gib_text
 
 MiB = 1024 * 1024
@@ -112,6 +125,13 @@ class MemoryEstimate:
     attention: AttentionPath | None = None
     tensor_range: tuple[int, int] = (0, 0)  # the live-tensor peak's range (without the workspace)
     head_block: int = 0  # the head's largest transient block (what the allocator's cache is modelled on)
+    per_rank: dict[str, object] = field(default_factory=dict)  # per-GPU figures and the parts sharding splits
+    host: dict[str, int | str] = field(default_factory=dict)  # host RAM per rank, by part
+
+    @property
+    def host_peak(self) -> int:
+        """Bytes of CPU RAM one rank's process holds at its peak (``host_ram``)."""
+        return int(self.host.get("host_peak", 0))
 
     @property
     def fit_bytes(self) -> int:
@@ -135,6 +155,9 @@ class MemoryEstimate:
                 "repeat_kv": att.repeat_kv, "enable_gqa": att.enable_gqa, "pinned": att.pinned, "reason": att.reason,
             },
             "runtime": None if self.runtime is None else self.runtime.to_dict(),
+            "per_rank": dict(self.per_rank),
+            "host_peak": self.host_peak,
+            "host": dict(self.host),
             "terms": [
                 {"name": t.name, "component": t.component, "bytes": t.bytes, "counts": t.counts, "basis": t.basis}
                 for t in self.terms
@@ -165,23 +188,22 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
     4.x each expert's gate, up and down projections are ``nn.Linear`` layers it quantizes (``experts_quantized``).
     Ignores buffers (rotary ``inv_freq``: < 1 KiB).
     """
-    total = 0
+    return sum(tensor_weight_bytes(inv, t, plan, cuda) * t.layers for t in inv)
+
+
+def tensor_weight_bytes(inv: Inventory, t: Tensor, plan: Plan, cuda: bool) -> int:
+    """One instance of ``t`` as held (see ``weight_bytes``)."""
     quantized, int8, per = plan.quantized, plan.quant_type == "int8", param_dtype_bytes(plan)
-    for t in inv:
-        if quantized and t.kind == EXPERTS and experts_quantized(plan):
-            e, out, inp = t.shape
-            n = 2 if out == 2 * (inv.arch.moe_intermediate_size or 0) and inp == inv.arch.hidden_size else 1
-            linear = out // n * inp  # gate_up_proj holds the v4 gate (w1) and up (w3) linears of each expert
-            one = e * n * (int8_bytes(out // n, inp, cuda) if int8 else four_bit_bytes(linear, plan.double_quant, cuda))
-        elif quantized and t.bnb_quantized:
-            if int8:
-                one = int8_bytes(t.out_features, t.in_features, cuda)
-            else:
-                one = four_bit_bytes(t.numel, plan.double_quant, cuda)
-        else:
-            one = alloc(t.numel * per, cuda)
-        total += one * t.layers
-    return total
+    if quantized and t.kind == EXPERTS and experts_quantized(plan):
+        e, out, inp = t.shape
+        n = 2 if out == 2 * (inv.arch.moe_intermediate_size or 0) and inp == inv.arch.hidden_size else 1
+        linear = out // n * inp  # gate_up_proj holds the v4 gate (w1) and up (w3) linears of each expert
+        return e * n * (int8_bytes(out // n, inp, cuda) if int8 else four_bit_bytes(linear, plan.double_quant, cuda))
+    if quantized and t.bnb_quantized:
+        if int8:
+            return int8_bytes(t.out_features, t.in_features, cuda)
+        return four_bit_bytes(t.numel, plan.double_quant, cuda)
+    return alloc(t.numel * per, cuda)
 
 
 def experts_quantized(plan: Plan) -> bool:
@@ -519,7 +541,7 @@ def first_layer_delta(arch: Architecture, f: _Flow) -> int:
 
 @dataclass(frozen=True)
 class _State:
-    """What one GPU holds through the whole step, and its gradients by where the backward makes them."""
+    """What one GPU (one rank) holds through the whole step, and its gradients by where the backward makes them."""
 
     weights: int
     adapters: int
@@ -531,14 +553,27 @@ class _State:
     shard_opt: int  # GPUs the optimizer state is sharded over
     grads: int  # every gradient, from the backward until zero_grad
     grads_head: int  # lm_head + final norm (+ the tied weight's pending gradient)
-    grads_layers: int  # every decoder layer's
-    grads_layer: int  # one decoder layer's
+    grads_layers: int  # every decoder layer's (this rank's share)
+    grads_layer: int  # one decoder layer's, as the backward makes it (unsharded)
     tied_pending: int  # the tied weight's gradient from lm_head, not yet a .grad
+    fsdp: Fsdp | None = None  # FSDP2's gathered working set
+    zero_buckets: int = 0  # DeepSpeed ZeRO 2/3's contiguous gradient buffer (modelled)
+    host_offload: int = 0  # state offloaded to host RAM (optimizer, or parameters + gradients + optimizer)
+    layers: int = 1
 
     @property
     def static(self) -> int:
         """Allocated from before the forward to after the optimizer step."""
-        return self.weights + self.adapters + self.optimizer + self.ddp_buckets
+        return self.weights + self.adapters + self.optimizer + self.ddp_buckets + self.zero_buckets
+
+    @property
+    def other_layers_grads(self) -> int:
+        """Every other decoder layer's gradients (this rank's share) when the first layer's backward runs."""
+        return self.grads_layers - self.grads_layers // self.layers
+
+    def gathered(self, moment: str) -> int:
+        """FSDP's gathered parameters at ``moment`` (``Fsdp.gathered``); 0 without FSDP."""
+        return self.fsdp.gathered(moment) if self.fsdp is not None else 0
 
 
 def _held(tensors: Iterable[Tensor], plan: Plan, cuda: bool) -> int:
@@ -552,14 +587,21 @@ def _lora_grads(modules: Iterable[Adapted], r: int, cuda: bool) -> int:
     return sum(alloc(4 * r * a.in_features, cuda) + alloc(4 * r * a.out_features, cuda) for a in modules)
 
 
-def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
-    """Weights, adapters, optimizer state and gradients, as each GPU holds them.
+ZERO_REDUCE_BUCKET = 500_000_000  # DeepSpeed's reduce_bucket_size default (elements)
 
-    Multi-GPU data parallelism: ZeRO stage 1 shards the optimizer state, 2 also the gradients, 3 also the
-    parameters, which it gathers one decoder layer at a time (the gathered layer and the prefetched next one are
-    held); DDP keeps a bucket copy of every gradient. Against the CPU grid's live-tensor tracker (docs/accuracy.md):
-    adapters and optimizer state exact, weights within 0.7 %; the sharding is not measured.
+
+def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
+    """Weights, adapters, optimizer state and gradients, as each GPU (rank) holds them.
+
+    One GPU, and DDP: everything, plus DDP's bucket copy of every gradient (measured on gloo runs: exact). FSDP:
+    ``fsdp_state``. ZeRO (modelled, not measured): stage 1 shards the optimizer state, 2 also the gradients (and
+    keeps a contiguous gradient buffer of up to ``reduce_bucket_size`` elements), 3 also the parameters, which it
+    gathers one decoder layer at a time (the gathered layer and the prefetched next one are held). Against the CPU
+    grid's live-tensor tracker (docs/accuracy.md): adapters and optimizer state exact, weights within 0.7 %.
+    Offload (``offload_state``) then moves state to host RAM.
     """
+    if plan.sharding == "fsdp" and plan.num_gpus > 1:
+        return offload_state(fsdp_state(inv, adapters, plan, cuda), plan)
     arch = inv.arch
     weights = weight_bytes(inv, plan, cuda)
     trainable = _trainable_tensors(inv, adapters, plan)
@@ -573,20 +615,68 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     shard_w = n_gpu if plan.sharding == "zero3" else 1
     opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
     if shard_w > 1:
-        per_layer_w = sum(t.numel * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
+        # one decoder layer's parameters (``numel`` is one instance's, ``total`` every layer's)
+        per_layer_w = sum(t.total * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
         weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
+    zero_buckets = 0
+    if shard_grad > 1:
+        per = max((b for _, b, _ in trainable), default=0)
+        zero_buckets = alloc(min(ZERO_REDUCE_BUCKET, sum(n * c for n, _, c in trainable)) * per, cuda)
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
     if shard_grad > 1:
         head, embed, layers, tied = (-(-x // shard_grad) for x in (head, embed, layers, tied))
         grads = head + embed + layers
-    return _State(
+    return offload_state(_State(
         weights=weights, adapters=adapter_b, optimizer=opt_visible, optimizer_paged=opt_managed,
         ddp_buckets=ddp_buckets, trainable=trainable, trainable_bytes=trainable_bytes, shard_opt=shard_opt,
         grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // arch.num_hidden_layers,
-        tied_pending=tied,
+        tied_pending=tied, zero_buckets=zero_buckets, layers=arch.num_hidden_layers,
+    ), plan)  # fmt: skip
+
+
+def fsdp_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
+    """One rank's state under FSDP2 (``estimator._sharding``): every parameter, gradient and optimizer state sharded
+    on dim 0 over the shard group (padded), and the gathered working set (``Fsdp``) added per phase. The gradients
+    a layer's backward makes are unsharded until its reduce-scatter; the optimizer (torch AdamW over the sharded
+    DTensors) keeps its state like each shard. Measured on gloo CPU runs (2 and 4 ranks, LoRA and full; see
+    docs/accuracy.md)."""
+    n, L = shard_ranks(plan), inv.arch.num_hidden_layers
+    per = param_dtype_bytes(plan)
+    base = [
+        Held(tensor_weight_bytes(inv, t, plan, False), base_tensor_dim0(t), t.layers, plan.method == "full",
+             t.numel, per if not (plan.quantized and t.bnb_quantized) else 0)
+        for t in inv
+    ]  # fmt: skip
+    extra = adapter_held(adapters, plan, per) if plan.adapters else []
+    trainable = [(shard_bytes(h.nbytes, h.dim0, n) // h.per, h.per, h.layers) for h in base + extra if h.trainable]
+    opt_visible, opt_managed = optimizer_bytes(trainable, plan, cuda)
+    grads = _sum_alloc(trainable, cuda)
+    unsharded = _trainable_tensors(inv, adapters, plan)
+    head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, _sum_alloc(unsharded, cuda))
+    root = [h for t, h in zip(inv, base, strict=True) if is_root_tensor(t)] + [h for h in extra if h.layers == 1]
+    return _State(
+        weights=sharded_alloc(base, n, cuda), adapters=sharded_alloc(extra, n, cuda), optimizer=opt_visible,
+        optimizer_paged=opt_managed, ddp_buckets=0, trainable=trainable, trainable_bytes=grads, shard_opt=1,
+        grads=grads, grads_head=-(-head // n), grads_layers=grads - -(-(head + embed) // n),
+        grads_layer=layers // L, tied_pending=-(-tied // n), layers=L,
+        fsdp=fsdp_terms(base + extra, root, n, L, plan),
     )  # fmt: skip
+
+
+def offload_state(state: _State, plan: Plan) -> _State:
+    """``plan.offload``: ``optimizer`` moves the optimizer state to host RAM; ``params`` also the sharded
+    parameters and gradients (the gathered working set and the gradients a layer's backward makes stay on the
+    GPU). Modelled, not measured."""
+    if plan.offload == "none" or plan.num_gpus == 1 and plan.sharding != "zero3":
+        return state
+    host = state.optimizer + state.optimizer_paged
+    if plan.offload == "optimizer":
+        return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0)
+    host += state.weights + state.adapters + state.grads
+    return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0, weights=0, adapters=0,
+                               grads=0, grads_head=0, grads_layers=0, tied_pending=0)  # fmt: skip
 
 
 def _gradients_by_place(
@@ -790,6 +880,7 @@ class _Backward:
     last: int  # in the last layer's backward: every layer's activations still saved
     first: int  # in the first layer's: every other layer's gradients made
     attention: bool  # the peak is in the attention's backward (b·a·s² probabilities), not the MLP's
+    gathered: tuple[int, int] = (0, 0)  # FSDP's gathered parameters at the last and the first end
 
     @property
     def peak(self) -> int:
@@ -811,7 +902,8 @@ def layer_backward(
     i_eff = arch.moe_intermediate_size if arch.is_moe and not arch.dense_layers else arch.intermediate_size
     work, attention = _backward_work(inv, plan, f, state, i_eff)
     before = state.static + state.grads_head + fwd.stream  # the stream's gradient
-    other_layers = state.grads_layers - state.grads_layer
+    other_layers = state.other_layers_grads
+    last_g, first_g = state.gathered("backward_last"), state.gathered("backward_first")
     if plan.gradient_checkpointing:
         last = before + fwd.stored + fwd.layer + work
         first = before + other_layers + fwd.stream + fwd.rope + fwd.mask + fwd.layer + work
@@ -819,7 +911,7 @@ def layer_backward(
         work += fwd.stream
         last = before + fwd.stored + work
         first = before + other_layers + fwd.layer + fwd.rope + work
-    return _Backward(last=last, first=first, attention=attention)
+    return _Backward(last=last + last_g, first=first + first_g, attention=attention, gathered=(last_g, first_g))
 
 
 def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: int) -> tuple[int, bool]:
@@ -891,8 +983,8 @@ def optimizer_step(state: _State, plan: Plan, cuda: bool) -> int:
     temporary list as large as all ``exp_avg_sq``, sharded like the state). Ignores the step temporaries of the
     bitsandbytes optimizers, SGD and Adafactor (none counted; every recorded run uses adamw_torch).
     """
-    if plan.optimizer != "adamw_torch":
-        return 0
+    if plan.optimizer != "adamw_torch" or state.host_offload:
+        return 0  # an offloaded optimizer steps on the CPU
     if cuda:
         return -(-state.trainable_bytes // state.shard_opt)
     return 2 * max((n * b for n, b, _ in state.trainable), default=0)
@@ -919,20 +1011,23 @@ def peak_components(
     comp["adapters"] = state.adapters
     comp["optimizer"] = state.optimizer
     if phase in ("forward", "loss_backward"):
+        comp["weights"] += state.gathered(phase)
         comp["activations"] = fwd.saved
         comp["logits"] = head.bytes(phase)
     elif phase == "backward":
         grads = state.grads_head - state.tied_pending + layer_grads
+        gathered = bwd.gathered[1] if bwd.first >= bwd.last else bwd.gathered[0]
         if bwd.first >= bwd.last:
-            grads += state.grads_layers - state.grads_layer
+            grads += state.other_layers_grads
         comp["gradients"] = grads
         comp["logits"] = head.kept
-        comp["activations"] = peak - state.static - grads - head.kept
+        comp["weights"] += gathered
+        comp["activations"] = peak - state.static - grads - head.kept - gathered
     else:
         comp["gradients"] = state.grads
         comp["logits"] = head.kept
         comp["activations"] = opt_tmp
-    comp["gradients"] += state.ddp_buckets
+    comp["gradients"] += state.ddp_buckets + state.zero_buckets
     return comp
 
 
@@ -1106,6 +1201,13 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         notes.append("DoRA: the per-module weight-norm transient is not modelled; treat the peak as a lower bound")
     if plan.method == "full" and plan.mixed_precision:
         notes.append("mixed precision: autocast cast caches are approximated")
+    if plan.sharding == "fsdp" and plan.num_gpus > 1:
+        notes.append(
+            "FSDP2: gloo runs measured per-rank peaks 0.7-2.4 % above this estimate (4.2 % on rank 0 of a 4-rank full "
+            "fine-tune; docs/accuracy.md): leave ~5 % headroom per GPU"
+        )
+    elif (plan.sharding in ("zero1", "zero2", "zero3") and plan.num_gpus > 1) or plan.offload != "none":
+        notes.append("ZeRO and offload figures are modelled from DeepSpeed's and torch's code, not measured")
     return notes
 
 
@@ -1131,8 +1233,8 @@ def training_memory(
     bwd = layer_backward(inv, adapters, plan, f, state, fwd)
     opt_tmp = optimizer_step(state, plan, cuda)
     phases = {
-        "forward": state.static + fwd.saved + head.bytes("forward"),
-        "loss_backward": state.static + fwd.saved + head.bytes("loss_backward"),
+        "forward": state.static + fwd.saved + head.bytes("forward") + state.gathered("forward"),
+        "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),
         "backward": bwd.peak + head.kept,
         "optimizer": state.static + state.grads + opt_tmp + head.kept,
     }
@@ -1159,7 +1261,55 @@ def training_memory(
         attention=f.path,
         tensor_range=tensors,
         head_block=head.fp32_block,
+        per_rank=per_rank_figures(plan, state, tiers, comp, peak_phase),
+        host=host_ram(inv, plan, state),
     )
+
+
+# ---------------------------------------------------------------------------------------------- per rank, host
+
+
+def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, int], phase: str) -> dict[str, object]:
+    """The per-GPU (per-rank) figures and the parts sharding splits, labelled against the all-GPU total: every
+    other memory figure of the estimate is per GPU too. ``basis``: measured (one GPU, DDP and FSDP2 on gloo CPU
+    runs) or modelled (DeepSpeed ZeRO, offload)."""
+    modelled = plan.sharding.startswith("zero") and plan.num_gpus > 1 or plan.offload != "none"
+    return {
+        "num_gpus": plan.num_gpus,
+        "sharding": plan.sharding,
+        "fsdp_strategy": plan.fsdp_strategy if plan.sharding == "fsdp" else None,
+        "shard_ranks": shard_ranks(plan),
+        "peak_allocated": tiers.allocated,
+        "peak_reserved": tiers.reserved,
+        "total": tiers.total,
+        "all_gpus_total": tiers.total * plan.num_gpus,
+        "peak_phase": phase,
+        "parts": {
+            "weights_shard": state.weights, "adapters_shard": state.adapters, "optimizer_shard": state.optimizer,
+            "gradients_shard": state.grads, "gathered_at_peak": comp["weights"] - state.weights,
+            "ddp_buckets": state.ddp_buckets, "zero_buckets": state.zero_buckets,
+        },
+        "basis": "modelled" if modelled else "measured",
+    }  # fmt: skip
+
+
+HOST_RUNTIME_BYTES = 446_136_320  # a trainer process's own RSS with torch, transformers, peft, bitsandbytes imported
+
+
+def host_ram(inv: Inventory, plan: Plan, state: _State) -> dict[str, int | str]:
+    """CPU RAM of one rank's process at its peak, by part: the process itself (Python and the training stack's
+    libraries: ``HOST_RUNTIME_BYTES``, measured on the CPU build; a CUDA build's libraries add more, not counted),
+    loading (``estimator._sharding.loading_host_bytes``: one checkpoint tensor at a time, or FSDP's rank 0 with the
+    whole 16-bit state dict) and offloaded state (pinned, held through training). Loading ends before the offloaded
+    state is created, so the peak is the larger of the two above the process. On the CPU device every tensor is
+    host memory: the training peak is added. Modelled from the code, not measured."""
+    loading, mode = loading_host_bytes(inv, plan)
+    train = state.host_offload
+    if plan.device == "cpu":
+        train = 0  # the CPU run's tensors are the estimate's own peak (peak_allocated), added by the caller
+    peak = HOST_RUNTIME_BYTES + max(loading, train)
+    return {"host_peak": peak, "runtime": HOST_RUNTIME_BYTES, "loading": loading, "loading_mode": mode,
+            "offload": state.host_offload}  # fmt: skip
 
 
 __all__ = ["COMPONENTS", "MemoryEstimate", "Term", "experts_quantized", "fit_bytes_with", "training_memory"]

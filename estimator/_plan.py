@@ -28,7 +28,10 @@ QuantType = Literal["nf4", "fp4", "int8"]
 Optimizer = Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"]
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
 Device = Literal["cuda", "cpu"]
-Sharding = Literal["ddp", "zero1", "zero2", "zero3"]
+Sharding = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
+FsdpStrategy = Literal["full_shard", "shard_grad_op", "hybrid_shard"]
+Offload = Literal["none", "optimizer", "params"]
+QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
 SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
 Padding = Literal["padded", "none", "packed"]
 TrainingLoop = Literal["trainer", "plain"]
@@ -309,10 +312,60 @@ class Plan:
         "ddp",
         "choice",
         "Sharding",
-        "How state is split across GPUs: DDP replicates it, ZeRO stages shard "
-        "optimizer state (1), gradients (2) and parameters (3).",
+        "How state is split across GPUs: DDP replicates it; FSDP (FSDP2 fully_shard, per decoder layer) shards "
+        "parameters, gradients and optimizer state; DeepSpeed's ZeRO stages shard optimizer state (1), gradients "
+        "(2) and parameters (3).",
         "Hardware",
         choices=get_args(Sharding),
+    )
+    fsdp_strategy: FsdpStrategy = _spec(
+        "full_shard",
+        "choice",
+        "FSDP strategy",
+        "FSDP: full_shard frees each layer's gathered parameters after its forward (reshard_after_forward=True); "
+        "shard_grad_op keeps them until its backward; hybrid_shard shards within groups of shard_group_size GPUs "
+        "and replicates across groups.",
+        "Hardware",
+        choices=get_args(FsdpStrategy),
+    )
+    shard_group_size: int = _spec(
+        0,
+        "int",
+        "Shard group size",
+        "FSDP hybrid_shard: GPUs each group shards over (a divisor of num_gpus; 0: all of them, e.g. the GPUs of "
+        "one machine).",
+        "Hardware",
+        low=0,
+        high=4096,
+    )
+    offload: Offload = _spec(
+        "none",
+        "choice",
+        "CPU offload",
+        "none; optimizer: optimizer state (and its step) in host RAM (ZeRO offload_optimizer); params: parameters, "
+        "gradients and optimizer state in host RAM (FSDP CPUOffloadPolicy, ZeRO-3 offload_param).",
+        "Hardware",
+        choices=get_args(Offload),
+    )
+    quant_storage: QuantStorage = _spec(
+        "uint8",
+        "choice",
+        "4-bit storage dtype",
+        "QLoRA: bnb_4bit_quant_storage, the dtype packed 4-bit weights are stored in (same bytes); FSDP-QLoRA "
+        "needs it equal to the other parameters' dtype so each layer shards as one buffer.",
+        "Precision",
+        choices=get_args(QuantStorage),
+        methods=("qlora",),
+    )
+    host_memory_gib: int | float = _spec(
+        0,
+        "number",
+        "Host RAM per machine (GiB)",
+        "CPU RAM of each machine, checked against the host-RAM estimate (memory.host_peak times the GPUs per "
+        "machine); 0: not checked.",
+        "Hardware",
+        low=0,
+        high=1e6,
     )
     calibration: Calibration = _spec(
         "auto",
@@ -384,6 +437,25 @@ class Plan:
             raise PlanError("use_dora applies to lora and qlora, not to full fine-tuning")
         if self.mixed_precision and self.dtype == "float32":
             raise PlanError("mixed_precision needs a 16-bit dtype (bfloat16 or float16) for the compute")
+        self._check_sharding()
+
+    def _check_sharding(self) -> None:
+        """Sharding, offload and the hybrid group agree with each other and with num_gpus."""
+        if self.offload == "params" and self.sharding not in ("fsdp", "zero3"):
+            raise PlanError(f"offload 'params' needs sharding fsdp or zero3 (got {self.sharding})")
+        if self.offload == "optimizer" and self.sharding in ("ddp", "fsdp"):
+            raise PlanError(
+                f"offload 'optimizer' is DeepSpeed ZeRO's offload_optimizer: choose sharding zero1, zero2 or zero3 "
+                f"(FSDP offloads parameters, gradients and optimizer state together: offload 'params'; got "
+                f"{self.sharding})"
+            )
+        if self.sharding == "fsdp" and self.fsdp_strategy == "hybrid_shard":
+            group = self.shard_group_size or self.num_gpus
+            if self.num_gpus % group:
+                raise PlanError(
+                    f"shard_group_size ({self.shard_group_size}) must divide num_gpus ({self.num_gpus}) for "
+                    "hybrid_shard"
+                )
 
     @property
     def quantized(self) -> bool:

@@ -37,7 +37,10 @@ def rent(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceTable
     options: list[dict[str, Any]] = []
     checked = 0
     for n in COUNTS:
-        counted = plan.replace(num_gpus=n, gpu=None)
+        try:
+            counted = plan.replace(num_gpus=n, gpu=None)
+        except PlanError:  # a hybrid shard group that does not divide this count
+            continue
         per_arch: dict[str, int | None] = {}  # the attention kernel and runtime constants follow the architecture
         for gpu in catalog.gpus():
             checked += 1

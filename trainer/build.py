@@ -119,7 +119,7 @@ def bnb_config(plan: Plan) -> Any:
         bnb_4bit_quant_type=plan.quant_type,
         bnb_4bit_use_double_quant=plan.double_quant,
         bnb_4bit_compute_dtype=torch_dtype(plan.dtype),
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_quant_storage=torch.uint8 if plan.quant_storage == "uint8" else torch_dtype(plan.quant_storage),
     )
 
 

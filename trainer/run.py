@@ -272,9 +272,11 @@ def train_step(
     tracker: MemoryTracker | None = None,
     probe: CudaProbe | None = None,
     plan: Plan | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """One optimizer step; returns the (detached) loss. ``plan`` chooses the loss, the loop and the SDPA pin
-    (without one: the model's own loss, the Trainer's loop, torch's SDPA choice)."""
+    (without one: the model's own loss, the Trainer's loop, torch's SDPA choice); ``after_backward`` runs once the
+    backward is done."""
     model, optimizer = built.model, built.optimizer
     ids = batch["input_ids"]
     chunked = plan is not None and plan.loss == "chunked"
@@ -308,6 +310,8 @@ def train_step(
             loss.backward()
         if tracker is not None:
             tracker.category_override = None
+        if after_backward is not None:  # a wrapper that sets .grad itself (FSDP2): its gradients are counted here
+            after_backward()
     with phase("optimizer"):
         optimizer.step()
         if tracker is not None:
@@ -509,6 +513,7 @@ def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], descripti
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--out", required=True, help="result JSON path ('-' for stdout)")
+    parser.add_argument("--print-result", action="store_true", help="also print 'TUNEPLAN-RESULT <json>' (one line)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -520,6 +525,8 @@ def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], descripti
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_json(args.out, result)
+    if args.print_result:  # a Ray job's result comes back in its logs
+        print("TUNEPLAN-RESULT " + json.dumps(result, default=str), flush=True)
     return 0
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 
 from estimator import TENSOR_COMPONENTS
@@ -161,6 +161,35 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             assert self._phase is not None
             self.phases[self._phase] = new
 
+    def storage_resized(self, storage: Any) -> None:
+        """A storage changed size in place (``UntypedStorage.resize_``, which bypasses the dispatcher: FSDP2 frees
+        and re-allocates its unsharded parameters so): count its new size, or count it now if it is new here."""
+        self._track_storage(storage, self.category_override or DEFAULT_CATEGORY, force=False)
+        self._update_peaks()
+
+    def __enter__(self) -> MemoryTracker:
+        _RESIZE_WATCHERS.append(self)
+        if len(_RESIZE_WATCHERS) == 1:
+            torch.UntypedStorage.resize_ = _watched_resize  # type: ignore[method-assign,assignment]
+        try:
+            super().__enter__()  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._unwatch()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)  # type: ignore[no-untyped-call]
+        finally:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self in _RESIZE_WATCHERS:
+            _RESIZE_WATCHERS.remove(self)
+        if not _RESIZE_WATCHERS:
+            del torch.UntypedStorage.resize_  # back to torch's own (StorageBase.resize_)
+
     # ------------------------------------------------------------------ public API
     def register(self, tensor: torch.Tensor | None, category: str) -> None:
         """Count ``tensor``'s storage under ``category`` (moving it there if it is already counted)."""
@@ -168,7 +197,8 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
         if tensor is None or not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
             return
-        self._track_storage(tensor.untyped_storage(), category, force=True)
+        for t in local_tensors(tensor):
+            self._track_storage(t.untyped_storage(), category, force=True)
         self._update_peaks()
 
     def register_many(self, tensors: Iterable[torch.Tensor | None], category: str) -> None:
@@ -229,9 +259,13 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         out = func(*args, **(kwargs or {}))
         self.ops += 1
         category = self.category_override or DEFAULT_CATEGORY
-        for t in tree_leaves(out):
-            # Meta tensors hold no memory (a fake tensor reports its fake device, so it is still counted).
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+        for leaf in tree_leaves(out):
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            for t in local_tensors(leaf):  # a DTensor's local shard (the wrapper itself holds no memory)
+                # Meta tensors hold no memory (a fake tensor reports its fake device, so it is still counted).
+                if t.device.type == "meta":
+                    continue
                 try:
                     storage = t.untyped_storage()
                 except (RuntimeError, NotImplementedError):  # sparse / storage-less tensors hold no plain block
@@ -239,6 +273,29 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 self._track_storage(storage, category, force=False)
         self._update_peaks()
         return out
+
+
+_RESIZE_WATCHERS: list[MemoryTracker] = []
+_STORAGE_RESIZE = torch._C.StorageBase.resize_  # type: ignore[attr-defined]
+
+
+def _watched_resize(storage: Any, size: int) -> Any:
+    """``UntypedStorage.resize_`` while a tracker is active: torch's own, then every active tracker is told."""
+    out = _STORAGE_RESIZE(storage, size)
+    for tracker in _RESIZE_WATCHERS:
+        tracker.storage_resized(storage)
+    return out
+
+
+def local_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that hold ``t``'s memory: ``t`` itself, or the inner tensors of a traceable wrapper
+    subclass (FSDP2's ``DTensor`` parameters, gradients and optimizer state: their local shards), recursively.
+    A fake tensor is not a wrapper subclass: it is its own storage."""
+    if not is_traceable_wrapper_subclass(t) or type(t).__name__ == "FakeTensor":
+        return [t]
+    names, _ = t.__tensor_flatten__()
+    inner = (getattr(t, name) for name in names)
+    return [leaf for x in inner if isinstance(x, torch.Tensor) for leaf in local_tensors(x)]
 
 
 def attach_logits_scope(tracker: MemoryTracker, lm_head: torch.nn.Module) -> Callable[[], None]:

@@ -44,6 +44,7 @@ from app.errors import Conflict, NoGpu, NotAvailable, NotFound, TooManyJobs
 from app.gpu import nvidia_gpu_present
 from app.jobs.calibration import CalibrationStore
 from app.jobs.limits import exit_reason, run_memory_cap
+from app.jobs.ray_backend import RayRun, stop_left_over
 from app.jobs.store import INTERRUPTED, JobRow, JobStore
 from app.settings import PROJECT_ROOT, Settings
 from estimator import CalibrationProfile, compare
@@ -66,7 +67,7 @@ STOPPED = "interrupted: the server stopped during the run"
 @dataclass
 class _Running:
     job_id: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | RayRun
     workdir: Path
     log: IO[bytes]
     started: float
@@ -82,8 +83,11 @@ def _tail(path: Path, chars: int = ERROR_TAIL_CHARS) -> str:
     return text[-chars:].strip()
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the run and anything it started (its own process group)."""
+def _kill(proc: subprocess.Popen[bytes] | RayRun) -> None:
+    """Kill the run and anything it started (its own process group; a Ray job: stopped on the cluster)."""
+    if isinstance(proc, RayRun):
+        proc.stop()
+        return
     if proc.poll() is not None:
         return
     try:
@@ -173,7 +177,7 @@ class JobRunner:
         device = asked or self.settings.verify_device
         if device == "auto":
             return "cuda" if self.has_gpu() else "cpu"
-        if device == "cuda" and not self.has_gpu():
+        if device == "cuda" and not self.has_gpu() and not self.settings.ray_address:  # a cluster has its own
             raise NoGpu(
                 "device 'cuda' needs an NVIDIA GPU and this server has none (nvidia-smi is missing or fails): "
                 "ask for device 'cpu', which measures the live tensors of the same step",
@@ -280,6 +284,9 @@ class JobRunner:
         directories removed. Only the lock holder does this, so no live runner's job is touched."""
         store = self.store
         for row in store.running():
+            if row.pid_start is not None and self.settings.ray_address:
+                with contextlib.suppress(Exception):  # a cluster that is gone has nothing left to stop
+                    stop_left_over(self.settings.ray_address, row.pid_start)
             if row.pid is not None and row.pid_start is not None and process_identity(row.pid) == row.pid_start:
                 log.warning("verify job %s: killing its run (pid %d) left by a stopped server", row.id, row.pid)
                 with contextlib.suppress(OSError):
@@ -334,12 +341,15 @@ class JobRunner:
         ]  # fmt: skip
 
     def _start(self, row: JobRow) -> _Running:
-        """Start a job's run in its own session (process group), in ``<data_dir>/runs/<id>``, and record it."""
+        """Start a job's run in its own session (process group), in ``<data_dir>/runs/<id>``, and record it (a
+        Ray job on the cluster at ``settings.ray_address`` when one is set: ``app.jobs.ray_backend``)."""
         workdir = self.settings.runs_dir / row.id
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         (workdir / "plan.json").write_text(json.dumps({**row.plan, "model": None, "config": row.config}))
         (workdir / "config.json").write_text(json.dumps(row.config))
+        if self.settings.ray_address:
+            return self._start_ray(row, workdir)
         cmd = self._command(row, workdir)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
@@ -362,6 +372,17 @@ class JobRunner:
         log.info("verify job %s started (pid %d): %s", row.id, proc.pid, " ".join(cmd[1:]))
         return _Running(row.id, proc, workdir, output, time.monotonic(), row.estimate)
 
+    def _start_ray(self, row: JobRow, workdir: Path) -> _Running:
+        assert self.settings.ray_address is not None
+        try:
+            run = RayRun.submit(self.settings.ray_address, workdir, row.id, row.device, row.steps, row.plan)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        self.store.record_process(row.id, run.pid, run.identity, str(workdir))
+        log.info("verify job %s submitted to Ray as %s", row.id, run.submission_id)
+        return _Running(row.id, run, workdir, open(workdir / "ray.log", "wb"), time.monotonic(), row.estimate)
+
     def _reap(self) -> None:
         with self._lock:
             cancelled = [j for j, s in self.store.statuses(list(self._running)).items() if s == "cancelled"]
@@ -378,6 +399,7 @@ class JobRunner:
                         _kill(running.proc)
                         running.proc.wait(timeout=30)
                         rc = running.proc.returncode
+                        rc = -int(signal.SIGKILL) if rc is None else rc  # a Ray job that did not stop in time
                     else:
                         continue
                 del self._running[job_id]

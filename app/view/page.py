@@ -205,6 +205,25 @@ def results_view(payload: Mapping[str, Any]) -> dict[str, Any]:
         "verdict": verdict,
         "fits_capacity": fits_capacity,
         "num_gpus": payload["plan"]["num_gpus"],
+        "scale": scale_view(contract),
+    }
+
+
+def scale_view(contract: Mapping[str, Any]) -> dict[str, Any]:
+    """Per GPU vs all GPUs together, and the host RAM per rank, labelled for the summary fragment."""
+    mem = contract["memory"]
+    rank = mem.get("per_rank") or {}
+    n = int(rank.get("num_gpus") or 1)
+    setup = str(rank.get("sharding") or "")
+    if setup == "fsdp" and rank.get("fsdp_strategy"):
+        setup += f" {rank['fsdp_strategy']}"
+    host = int(mem.get("host_peak") or 0)
+    return {
+        "num_gpus": n,
+        "setup": setup,
+        "per_gpu_text": gib_text(int(rank.get("total") or mem["total"])),
+        "all_gpus_text": gib_text(int(rank.get("all_gpus_total") or mem["total"] * n)),
+        "host_text": gib_text(host) if host else None,
     }
 
 

@@ -68,6 +68,22 @@ def test_estimate_table() -> None:
     r = _run("estimate", "llama-3.1-8b")
     assert r.returncode == 0, r.stderr
     assert "peak allocated" in r.stdout and "Storage" in r.stdout
+    assert "all 1 GPUs" not in r.stdout and "per rank" not in r.stdout and "host RAM (CPU)" in r.stdout
+
+
+def test_estimate_table_labels_per_gpu_and_all_gpus() -> None:
+    r = _run("estimate", "llama-3.1-8b", "--method", "lora", "--num-gpus", "4", "--sharding", "fsdp", "--json")
+    assert r.returncode == 0, r.stderr
+    mem = json.loads(r.stdout)["memory"]
+    rank = mem["per_rank"]
+    assert rank["num_gpus"] == 4 and rank["peak_allocated"] == mem["peak_allocated"]  # per GPU, not summed
+    assert rank["all_gpus_total"] == 4 * mem["total"]
+    r = _run("estimate", "llama-3.1-8b", "--method", "lora", "--num-gpus", "4", "--sharding", "fsdp")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())  # the table may wrap its title
+    assert "GPU memory (per GPU, each of 4 (fsdp)" in out
+    assert f"all 4 GPUs (total) │ {rank['all_gpus_total']:,}" in out
+    assert f"host RAM (CPU) per rank │ {mem['host_peak']:,}" in out
 
 
 def test_storage_rule_of_thumb() -> None:

@@ -72,6 +72,10 @@ def test_zero_stages_shard_what_they_say() -> None:
     assert z1["weights"] == one["weights"]
     assert z2["optimizer"] == z1["optimizer"]
     assert z3["weights"] < one["weights"] // 4  # a shard plus two gathered layers
+    # the two gathered layers are two whole decoder layers (bf16): Llama-3.1-8B's embeddings and lm_head are
+    # 128256 x 4096 each, its final norm 4096, the rest is 32 decoder layers
+    layer = (one["weights"] - 2 * 128256 * 4096 * 2 - 4096 * 2) / 32
+    assert 2 * layer * 0.999 < z3["weights"] - one["weights"] / 8 < 2 * layer * 1.001
 
 
 def test_ddp_replicates_and_adds_gradient_buckets() -> None:

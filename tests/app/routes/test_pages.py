@@ -18,6 +18,7 @@ from app.settings import PROJECT_ROOT, Settings
 from app.view import charts
 from app.view import form as pages
 from app.view import page as view
+from estimator import gib_text
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "configs"
 
@@ -88,6 +89,15 @@ def test_page_form_is_filled_from_the_query_string_and_results_match_the_api(cli
     assert result["peak"] == charts.peak_bytes(expected)
     breakdown = {b["key"]: b["bytes"] for b in result["breakdown"]}
     assert breakdown == {k: v for k, v in expected["memory"]["components"].items() if v}
+    # per GPU vs all GPUs together, and host RAM per rank, labelled as such (the API's memory.per_rank / host_peak)
+    per_rank, host = expected["memory"]["per_rank"], expected["memory"]["host_peak"]
+    assert per_rank["num_gpus"] == 2 and per_rank["all_gpus_total"] == 2 * per_rank["total"] and host > 0
+    scale = result["scale"]
+    assert (scale["per_gpu_text"], scale["all_gpus_text"]) == (gib_text(per_rank["total"]),
+                                                               gib_text(per_rank["all_gpus_total"]))  # fmt: skip
+    assert f'Per GPU (each of 2, zero2): <strong class="num" data-scale="per-gpu">{scale["per_gpu_text"]}' in html
+    assert f'all 2 GPUs together: <strong class="num" data-scale="all-gpus">{scale["all_gpus_text"]}' in html
+    assert f'Host RAM (CPU) per rank: <strong class="num" data-scale="host">{gib_text(host)}' in html
     assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in html
     for note in expected["memory"]["notes"]:
         assert note.replace("'", "&#39;").replace('"', "&#34;")[:40] in html

@@ -1,0 +1,171 @@
+"""Data parallelism, per rank: what one GPU holds under DDP, FSDP2 and DeepSpeed ZeRO, and what goes to host RAM.
+
+Every figure here is per rank (one GPU); ``memory.per_rank`` in the contract reports them. Measured on gloo CPU
+runs of the trainer (``trainer.dist``: 2 and 4 ranks, DDP and FSDP2 full shard / shard-grad-op, LoRA and full;
+docs/accuracy.md) unless a term says otherwise. DDP is within 0.1 % of those runs; FSDP2 is **under** them by
+0.7 % (LoRA) to 2.4 % (full), and 4.2 % on rank 0 of a 4-rank full fine-tune (docs/accuracy.md): a known gap.
+
+* **DDP** (``torch.nn.parallel.DistributedDataParallel``, defaults): every rank holds the whole model, its
+  gradients and optimizer state, plus the reducer's gradient buckets, a flat copy of every gradient in its dtype
+  (``gradient_as_bucket_view=False``, the Trainer's and accelerate's default), allocated when DDP is built and kept.
+* **FSDP** (FSDP2 ``fully_shard`` on each decoder layer, then on the model): each parameter is sharded on dim 0,
+  padded to a multiple of the group (``ceil(dim0 / n)`` rows per rank), and so are its gradient (views into one flat
+  reduce-scatter output per layer group) and optimizer state (torch AdamW over the sharded DTensors). Before a
+  group runs, its shards are all-gathered into one flat buffer (``n × shard`` bytes) and copied out into unsharded
+  parameters, which live until the group reshards: ``full_shard`` after each layer's forward and backward (the
+  backward prefetches the next layer's all-gather, so two layers are gathered at once there), ``shard_grad_op``
+  only after the backward (every layer stays gathered from its forward to its backward). The root group
+  (embeddings, final norm, lm_head) is gathered through the forward's end and again through the whole backward.
+  ``hybrid_shard``: the same within groups of ``shard_group_size``, replicated across them.
+* **ZeRO 1/2/3** (DeepSpeed): stage 1 shards the optimizer state, 2 also the gradients, 3 also the parameters
+  (gathered one layer at a time, the next prefetched). Modelled from DeepSpeed's source, **not measured** (DeepSpeed
+  does not run on this CPU-only stack): treat its figures as unverified.
+* **offload**: ``optimizer`` moves the optimizer state (and its step) to host RAM (ZeRO ``offload_optimizer``);
+  ``params`` moves the sharded parameters, gradients and optimizer state there (FSDP2 ``CPUOffloadPolicy``, pinned;
+  ZeRO-3 ``offload_param``), leaving the gathered working set on the GPU. Modelled, not measured (a CPU-only run
+  cannot tell host from device memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._inventory import EMBEDDING, Inventory, Tensor
+from ._lora import AdapterPlan
+from ._plan import Plan
+from ._quant import alloc
+
+LOAD_TENSOR = "tensor"  # loading keeps one checkpoint tensor on the host at a time
+LOAD_FULL = "full"  # loading keeps the whole state dict on the host (FSDP's rank 0)
+
+
+def shard_ranks(plan: Plan) -> int:
+    """GPUs one copy of the sharded state is spread over (1 for DDP and a single GPU)."""
+    if plan.num_gpus == 1 or plan.sharding == "ddp":
+        return 1
+    if plan.sharding == "fsdp" and plan.fsdp_strategy == "hybrid_shard":
+        return plan.shard_group_size or plan.num_gpus
+    return plan.num_gpus
+
+
+def shard_bytes(nbytes: int, dim0: int, n: int) -> int:
+    """One rank's share of a tensor of ``nbytes`` with ``dim0`` rows, sharded on dim 0 over ``n`` ranks: FSDP2 pads
+    dim 0 to a multiple of ``n`` (``ceil(dim0 / n)`` rows each)."""
+    if n == 1 or dim0 <= 0:
+        return nbytes
+    row = nbytes // dim0 if nbytes % dim0 == 0 else 0
+    if row == 0:  # not row-major whole rows (a packed 4-bit weight): shard its bytes as one flat dimension
+        return -(-nbytes // n)
+    return -(-dim0 // n) * row
+
+
+@dataclass(frozen=True)
+class Held:
+    """One parameter tensor as a rank holds it (bytes of one instance, repeated over ``layers``)."""
+
+    nbytes: int
+    dim0: int
+    layers: int
+    trainable: bool
+    elements: int
+    per: int  # bytes per element (0 for packed / quantized storage)
+
+
+@dataclass(frozen=True)
+class Fsdp:
+    """FSDP2's per-rank terms: what is gathered at each moment of the step."""
+
+    n: int
+    root: int  # the root group's parameters, gathered (embeddings, final norm, lm_head, their adapters)
+    layer: int  # one decoder layer's parameters, gathered (the all-gather output is as large)
+    layers: int
+    reshard: bool  # full_shard / hybrid_shard: each layer is freed after its forward
+
+    def gathered(self, moment: str) -> int:
+        """Bytes gathered beyond the shards at ``moment``: ``forward`` (the head's peak: the root gathered, the last
+        layer's all-gather output, and every layer under shard_grad_op), ``loss_backward`` (the last layer's
+        all-gather prefetched),
+        ``backward_last`` (the last layer gathered and the next prefetched), ``backward_first`` (the first layer),
+        ``optimizer`` (nothing: every group resharded)."""
+        if moment == "optimizer":
+            return 0
+        every = self.layers * self.layer
+        # FSDP2 keeps each all-gather's output until the next all-gather is issued (``AllGatherState``), so after
+        # the last layer's forward its output is still held when the head runs
+        per_moment = {
+            "forward": self.layer + (0 if self.reshard else every),
+            "loss_backward": self.layer if self.reshard else every,
+            "backward_last": 2 * self.layer if self.reshard else every,
+            "backward_first": self.layer,
+        }
+        return self.root + per_moment[moment]
+
+
+def fsdp_terms(held: list[Held], root_held: list[Held], n: int, layers: int, plan: Plan) -> Fsdp:
+    """The gathered working set of FSDP2 over ``n`` ranks (``held``: every parameter tensor; ``root_held``: those
+    outside the decoder layers)."""
+    layer = sum(n * shard_bytes(h.nbytes, h.dim0, n) for h in held if h.layers > 1)
+    root = sum(n * shard_bytes(h.nbytes, h.dim0, n) * h.layers for h in root_held)
+    return Fsdp(n=n, root=root, layer=layer, layers=layers, reshard=plan.fsdp_strategy != "shard_grad_op")
+
+
+def base_tensor_dim0(t: Tensor) -> int:
+    """The tensor's first dimension as torch holds it (an ``nn.Embedding`` / ``nn.Linear`` weight: rows)."""
+    return t.shape[0] if t.shape else 1
+
+
+def loading_host_bytes(inv: Inventory, plan: Plan) -> tuple[int, str]:
+    """Host RAM that loading holds at once, per rank, and how it loads.
+
+    ``from_pretrained`` with ``low_cpu_mem_usage`` (transformers 5's only path) reads the checkpoint one tensor at a
+    time from the memory-mapped safetensors and moves it to the GPU, where bitsandbytes quantizes it on load: one
+    tensor in its checkpoint dtype (16-bit) at a time. FSDP (accelerate's ``cpu_ram_efficient_loading``, the
+    documented way to load once rather than once per rank): rank 0 holds the whole 16-bit state dict and broadcasts
+    it. Modelled from the loading code, not measured; page cache of the memory-mapped files is not counted.
+    """
+    per = 2 if plan.dtype != "float32" or plan.mixed_precision else 4
+    if plan.method == "full" and plan.mixed_precision:
+        per = 4
+    if plan.sharding == "fsdp" and plan.num_gpus > 1:
+        return sum(t.numel * per * t.layers for t in inv), LOAD_FULL
+    return max((t.numel * per for t in inv), default=0), LOAD_TENSOR
+
+
+def adapter_held(adapters: AdapterPlan, plan: Plan, per_saved: int) -> list[Held]:
+    """The trainable adapter tensors (LoRA A and B, DoRA magnitude: fp32; ``modules_to_save`` copies)."""
+    out: list[Held] = []
+    r = plan.lora_r
+    for a in adapters.adapted:
+        out += [Held(4 * r * a.in_features, r, a.layers, True, r * a.in_features, 4),
+                Held(4 * r * a.out_features, a.out_features, a.layers, True, r * a.out_features, 4)]  # fmt: skip
+        if plan.use_dora:
+            out.append(Held(4 * a.out_features, a.out_features, a.layers, True, a.out_features, 4))
+    for t in adapters.saved_modules:
+        out.append(Held(t.numel * per_saved, base_tensor_dim0(t), t.layers, True, t.numel, per_saved))
+    return out
+
+
+def is_root_tensor(t: Tensor) -> bool:
+    """Held by the root group (outside the decoder layers): embeddings, final norm, lm_head."""
+    return t.layers == 1 or t.kind == EMBEDDING
+
+
+def sharded_alloc(items: list[Held], n: int, cuda: bool) -> int:
+    """Bytes of the shards of ``items`` on one rank (each its own allocation)."""
+    return sum(alloc(shard_bytes(h.nbytes, h.dim0, n), cuda) * h.layers for h in items)
+
+
+__all__ = [
+    "LOAD_FULL",
+    "LOAD_TENSOR",
+    "Fsdp",
+    "Held",
+    "adapter_held",
+    "base_tensor_dim0",
+    "fsdp_terms",
+    "is_root_tensor",
+    "loading_host_bytes",
+    "shard_bytes",
+    "shard_ranks",
+    "sharded_alloc",
+]

@@ -1,0 +1,93 @@
+"""Per-rank peaks of real data-parallel runs (gloo on this CPU, spawned ranks) against the estimate's per-rank figure.
+
+DDP and FSDP2 (full shard and shard-grad-op), 2 and 4 ranks, LoRA and full fine-tuning, on the tiny Llama of the
+trainer tests. Each group of ranks runs its plans in turn (the stack is imported once per rank). Every rank's
+tracked peak is held within 3 % of ``memory.peak_allocated`` (a CPU estimate's per-GPU figure is its live-tensor
+peak); every rank of one run holds the same shards, so their peaks agree to the byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from estimator import Plan, estimate
+from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
+from trainer.dist import dist_runs
+
+pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
+
+TOLERANCE = 0.03
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def plan(method: Any, sharding: Any, n: int, strategy: Any = "full_shard") -> Plan:
+    return Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method=method, sharding=sharding,
+                num_gpus=n, fsdp_strategy=strategy, dtype="float32" if method == "full" else "bfloat16",
+                lora_dropout=0.0, padding="none")  # fmt: skip
+
+
+# a few cases, kept lean for CI; the whole matrix (3 setups x 2 and 4 ranks x LoRA and full) is
+# ``python -m bench.dist_accuracy`` (docs/accuracy.md)
+TWO = [plan("lora", "ddp", 2), plan("lora", "fsdp", 2), plan("full", "fsdp", 2),
+       plan("lora", "fsdp", 2, "shard_grad_op")]  # fmt: skip
+FOUR = [plan("full", "fsdp", 4, "shard_grad_op")]
+
+
+def check(p: Plan, result: dict[str, Any]) -> None:
+    est = estimate(p).to_dict()["memory"]
+    assert est["per_rank"]["peak_allocated"] == est["peak_allocated"]  # per GPU, not the all-GPU total
+    assert est["per_rank"]["all_gpus_total"] == est["total"] * p.num_gpus
+    peaks = [r["measured"]["peak_allocated"] for r in result["per_rank"]]
+    assert len(peaks) == p.num_gpus
+    assert len(set(peaks)) == 1  # the same shards and batch shape on every rank
+    for peak in peaks:
+        error = (est["peak_allocated"] - peak) / peak
+        assert abs(error) <= TOLERANCE, f"{p.sharding}/{p.fsdp_strategy}/{p.method}/{p.num_gpus}: {error:+.4f}"
+
+
+def test_two_ranks_ddp_and_fsdp() -> None:
+    results = dist_runs(TWO)
+    for p, r in zip(TWO, results, strict=True):
+        check(p, r)
+    ddp_lora, fsdp_lora, _, _ = results
+    # FSDP shards the LoRA adapters and their optimizer state: half of DDP's on each of 2 ranks (but for AdamW's
+    # 4-byte step scalars, one per tensor on every rank)
+    steps = 4 * 2 * 7 * LLAMA["num_hidden_layers"]
+    fsdp_opt = fsdp_lora["per_rank"][0]["measured"]["components"]["optimizer"]
+    assert 2 * (fsdp_opt - steps) == ddp_lora["per_rank"][0]["measured"]["components"]["optimizer"] - steps
+
+
+def test_four_ranks_fsdp() -> None:
+    for p, r in zip(FOUR, dist_runs(FOUR), strict=True):
+        check(p, r)
+
+
+def test_under_torchrun_the_ranks_are_torchruns(tmp_path: Path) -> None:
+    """``torchrun -m trainer.dist`` (what a multi-GPU verify run on a Ray cluster runs; NCCL on GPUs): here gloo on
+    the CPU, the same per-rank figures, rank 0 writes and prints the result."""
+    p = TWO[1]
+    (tmp_path / "plan.json").write_text(json.dumps(p.to_dict()))
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "-m", "trainer.dist", "--plan", "plan.json", "--device", "cpu",
+         "--out", "result.json", "--print-result"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["distributed"]["world_size"] == 2 and result["distributed"]["backend"] == "gloo"
+    check(p, result)
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("TUNEPLAN-RESULT ")]
+    assert len(printed) == 1 and json.loads(printed[0].split(" ", 1)[1])["per_rank"] == result["per_rank"]
