@@ -115,6 +115,8 @@ def trl_config(plan: Plan, model: str) -> dict[str, Any]:
         out["load_in_8bit"] = True
     elif plan.quantized:
         out |= {"load_in_4bit": True, "bnb_4bit_quant_type": plan.quant_type, "use_bnb_nested_quant": plan.double_quant}
+        if plan.quant_storage != "uint8":
+            out["bnb_4bit_quant_storage"] = plan.quant_storage
     out |= {"dataset_name": DATASET, "output_dir": OUTPUT_DIR, "per_device_train_batch_size": plan.batch_size,
             "gradient_accumulation_steps": plan.grad_accum_steps, "max_length": plan.seq_len,
             "packing": False, "activation_checkpointing": plan.gradient_checkpointing,
@@ -153,7 +155,8 @@ def _bnb_args(plan: Plan) -> str:
     if plan.quant_type == "int8":
         return "load_in_8bit=True"
     return (f"load_in_4bit=True, bnb_4bit_quant_type={plan.quant_type!r}, bnb_4bit_use_double_quant="
-            f"{plan.double_quant}, bnb_4bit_compute_dtype=torch.{plan.dtype}")  # fmt: skip
+            f"{plan.double_quant}, bnb_4bit_compute_dtype=torch.{plan.dtype}, "
+            f"bnb_4bit_quant_storage=torch.{plan.quant_storage}")  # fmt: skip
 
 
 def _lora_python(plan: Plan) -> str:
@@ -198,16 +201,26 @@ def axolotl_config(plan: Plan, model: str) -> dict[str, Any]:
             "optimizer": AXOLOTL_OPTIM.get(plan.optimizer, plan.optimizer), "learning_rate": LEARNING_RATE,
             "gradient_checkpointing": plan.gradient_checkpointing, AXOLOTL_ATTENTION[plan.attn_implementation]: True,
             "datasets": [{"path": DATASET, "type": "alpaca"}], "output_dir": OUTPUT_DIR}  # fmt: skip
-    if plan.sharding != "ddp":
+    if plan.sharding.startswith("zero"):
         out["deepspeed"] = "ds_config.json"  # tuneplan export --format deepspeed
+    elif plan.sharding == "fsdp" and plan.num_gpus > 1:
+        fsdp = _fsdp_accelerate(plan)
+        out["fsdp_version"] = 2
+        out["fsdp_config"] = {k.removeprefix("fsdp_"): v for k, v in fsdp["fsdp_config"].items() if k != "fsdp_version"}
+        if "parallelism_config" in fsdp:
+            mesh = fsdp["parallelism_config"]
+            out["dp_shard_size"] = mesh["parallelism_config_dp_shard_size"]
+            out["dp_replicate_size"] = mesh["parallelism_config_dp_replicate_size"]
     return out
 
 
 def accelerate_config(plan: Plan) -> dict[str, Any]:
-    """``accelerate launch --config_file``: one process per GPU; ZeRO stages through accelerate's DeepSpeed plugin."""
+    """``accelerate launch --config_file``: one process per GPU; ZeRO stages through accelerate's DeepSpeed plugin,
+    FSDP as FSDP2 (``fully_shard`` per decoder layer, as ``trainer.dist`` measures it)."""
     n = plan.num_gpus
     zero = plan.sharding.startswith("zero")
-    distributed = "DEEPSPEED" if zero else ("MULTI_GPU" if n > 1 else "NO")
+    fsdp = plan.sharding == "fsdp" and n > 1
+    distributed = "DEEPSPEED" if zero else "FSDP" if fsdp else ("MULTI_GPU" if n > 1 else "NO")
     _, bf16, fp16 = _dtype_flags(plan)
     mixed = "bf16" if bf16 else "fp16" if fp16 else "no"
     if zero and plan.dtype != "float32":
@@ -221,6 +234,33 @@ def accelerate_config(plan: Plan) -> dict[str, Any]:
                                    "gradient_accumulation_steps": plan.grad_accum_steps,
                                    "offload_optimizer_device": "none", "offload_param_device": "none",
                                    "zero3_init_flag": plan.sharding == "zero3"}  # fmt: skip
+        if plan.offload != "none":
+            out["deepspeed_config"]["offload_optimizer_device"] = "cpu"
+        if plan.offload == "params":
+            out["deepspeed_config"]["offload_param_device"] = "cpu"
+    if fsdp:
+        out |= _fsdp_accelerate(plan)
+    return out
+
+
+def _fsdp_accelerate(plan: Plan) -> dict[str, Any]:
+    """accelerate's FSDP2 keys: ``reshard_after_forward`` is the strategy (False: shard_grad_op), CPU offload is
+    ``CPUOffloadPolicy`` (parameters, gradients and optimizer state), hybrid shard is a 2-D data-parallel mesh."""
+    out: dict[str, Any] = {
+        "fsdp_config": {
+            "fsdp_version": 2,
+            "fsdp_reshard_after_forward": plan.fsdp_strategy != "shard_grad_op",
+            "fsdp_offload_params": plan.offload == "params",
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_cpu_ram_efficient_loading": True,
+            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+            "fsdp_activation_checkpointing": plan.gradient_checkpointing,
+        }  # fmt: skip
+    }
+    if plan.fsdp_strategy == "hybrid_shard":
+        group = plan.shard_group_size or plan.num_gpus
+        out["parallelism_config"] = {"parallelism_config_dp_replicate_size": plan.num_gpus // group,
+                                     "parallelism_config_dp_shard_size": group}  # fmt: skip
     return out
 
 

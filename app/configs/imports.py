@@ -233,8 +233,36 @@ def _axolotl_runtime(r: _Reader) -> None:
         r.mapped["max_steps"] = "train_tokens"
     r.fields.setdefault("seq_len", 512)  # axolotl's default sequence_len
     _deepspeed(r, d.get("deepspeed"))
-    if d.get("fsdp") or d.get("fsdp_config"):
-        r.notes.append("FSDP is not planned yet: planned as one GPU's DDP share (set num_gpus and sharding)")
+    _fsdp(r, d.get("fsdp"), d.get("fsdp_config"))
+
+
+def _fsdp(r: _Reader, fsdp: Any, config: Any) -> None:
+    """axolotl's FSDP: ``fsdp_config`` (FSDP2 keys, with or without the ``fsdp_`` prefix) or the older ``fsdp``
+    word list (``full_shard``, ``shard_grad_op``, ``hybrid_shard``, ``offload``)."""
+    if not fsdp and not config:
+        return
+    cfg: Mapping[str, Any] = config if isinstance(config, Mapping) else {}
+    words = [str(w).lower() for w in (fsdp if isinstance(fsdp, list) else str(fsdp or "").split())]
+
+    def get(key: str) -> Any:
+        return cfg.get(key, cfg.get("fsdp_" + key))
+
+    strategy = str(get("sharding_strategy") or "").lower()
+    if r.data.get("dp_replicate_size", 1) not in (1, None) and isinstance(r.data.get("dp_shard_size"), int):
+        strategy = "hybrid_shard"
+        r.fields["shard_group_size"] = r.data["dp_shard_size"]
+        r.fields["num_gpus"] = r.data["dp_shard_size"] * int(r.data["dp_replicate_size"])
+        r.mapped |= {"dp_shard_size": "shard_group_size", "dp_replicate_size": "num_gpus"}
+    r.fields["sharding"] = "fsdp"
+    r.mapped["fsdp_config" if cfg else "fsdp"] = "sharding"
+    if get("reshard_after_forward") is False or "shard_grad_op" in (strategy, *words):
+        r.fields["fsdp_strategy"] = "shard_grad_op"
+    elif "hybrid_shard" in (strategy, *words):
+        r.fields["fsdp_strategy"] = "hybrid_shard"
+    if get("offload_params") or "offload" in words:
+        r.fields["offload"] = "params"
+    if "num_gpus" not in r.fields:
+        r.notes.append("FSDP: the config does not say how many GPUs; set num_gpus (planned as 1 until then)")
 
 
 def _deepspeed(r: _Reader, ds: Any) -> None:
@@ -263,6 +291,7 @@ def _trl(r: _Reader) -> None:
     elif four:
         r.choose("bnb_4bit_quant_type", "quant_type", {"nf4": "nf4", "fp4": "fp4"})
         r.take("use_bnb_nested_quant", "double_quant", bool)
+        r.choose("bnb_4bit_quant_storage", "quant_storage", {k: k for k in ("uint8", "bfloat16", "float16", "float32")})
         r.fields.setdefault("double_quant", False)  # TRL's default
     if peft:
         r.fields |= {"lora_r": 16, "lora_alpha": 32}  # TRL's ModelConfig defaults

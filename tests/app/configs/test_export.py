@@ -39,6 +39,13 @@ PLANS = {
     "lora-fp16-nogc": QLORA.replace(method="lora", dtype="float16", gradient_checkpointing=False, optimizer="sgd"),
     "full-mixed": QLORA.replace(method="full", mixed_precision=True, optimizer="adamw_torch"),
     "full-zero3": QLORA.replace(method="full", num_gpus=8, sharding="zero3", optimizer="adamw_8bit"),
+    "full-fsdp-offload": QLORA.replace(method="full", num_gpus=4, sharding="fsdp", offload="params"),
+    "lora-fsdp-hybrid": QLORA.replace(
+        method="lora", num_gpus=8, sharding="fsdp", fsdp_strategy="hybrid_shard", shard_group_size=4
+    ),  # fmt: skip
+    "qlora-fsdp-grad-op": QLORA.replace(
+        num_gpus=2, sharding="fsdp", fsdp_strategy="shard_grad_op", quant_storage="bfloat16"
+    ),  # fmt: skip
 }
 
 
@@ -49,7 +56,7 @@ def _read_back(plan: Plan, fmt: str) -> Plan:
 
 def _same(a: Plan, b: Plan, *ignore: str) -> None:
     skip = {"model", "config", "gpu", "num_gpus", "sharding", "train_tokens", "epochs", "mfu", "dataset_tokens",
-            "prepare_kbit", "lora_alpha", *ignore}  # fmt: skip
+            "prepare_kbit", "lora_alpha", "fsdp_strategy", "offload", "shard_group_size", *ignore}  # fmt: skip
     skip |= {f.name for f in plan_fields() if f.spec.methods and a.method not in f.spec.methods}
     da, db = a.to_dict(), b.to_dict()
     assert {k: v for k, v in da.items() if k not in skip} == {k: v for k, v in db.items() if k not in skip}
@@ -129,12 +136,45 @@ def test_accelerate_config_loads_in_accelerates_own_class(name: str, tmp_path: P
     config = load_config_from_file(str(path))
     assert config.num_processes == plan.num_gpus
     zero = plan.sharding.startswith("zero")
-    expected = "DEEPSPEED" if zero else "MULTI_GPU" if plan.num_gpus > 1 else "NO"
+    fsdp = plan.sharding == "fsdp"
+    expected = "DEEPSPEED" if zero else "FSDP" if fsdp else "MULTI_GPU" if plan.num_gpus > 1 else "NO"
     assert str(config.distributed_type).endswith(expected)
     if zero:
         assert config.deepspeed_config["zero_stage"] == int(plan.sharding[-1])
     mixed = str(config.mixed_precision)
     assert mixed.endswith("bf16") if plan.mixed_precision or zero else mixed.endswith("no")
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(PLANS) if PLANS[n].sharding == "fsdp"])
+def test_accelerate_fsdp_config_launches_as_the_plan_says(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """accelerate launch's own parser reads the file, turns it into the launched processes' environment, and
+    accelerate's FSDP plugin built from that environment is FSDP2 with the plan's strategy, offload and mesh."""
+    pytest.importorskip("accelerate")
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    plan = PLANS[name]
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(export_plan(plan, "accelerate", MODEL).text)
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "t.py"]))
+    env = prepare_multi_gpu_env(args)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert env["ACCELERATE_USE_FSDP"] == "true" and plugin.fsdp_version == 2
+    assert plugin.reshard_after_forward is (plan.fsdp_strategy != "shard_grad_op")
+    assert isinstance(plugin.cpu_offload, CPUOffloadPolicy) is (plan.offload == "params")
+    assert plugin.activation_checkpointing is plan.gradient_checkpointing
+    if plan.fsdp_strategy == "hybrid_shard":
+        group = plan.shard_group_size or plan.num_gpus
+        assert env["PARALLELISM_CONFIG_DP_SHARD_SIZE"] == str(group)
+        assert int(env["PARALLELISM_CONFIG_DP_REPLICATE_SIZE"]) * group == plan.num_gpus
+    else:
+        assert env.get("ACCELERATE_USE_PARALLELISM_CONFIG") != "true"
 
 
 @pytest.mark.parametrize("name", sorted(PLANS))
@@ -159,7 +199,8 @@ AXOLOTL_KEYS = {
     "lora_dropout", "lora_target_linear", "lora_target_modules", "lora_modules_to_save", "peft_use_dora", "bf16",
     "fp16", "bfloat16", "float16", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "num_epochs",
     "max_steps", "optimizer", "learning_rate", "gradient_checkpointing", "sdp_attention", "flash_attention",
-    "eager_attention", "datasets", "output_dir", "deepspeed",
+    "eager_attention", "datasets", "output_dir", "deepspeed", "fsdp_version", "fsdp_config", "dp_shard_size",
+    "dp_replicate_size",
 }  # fmt: skip
 
 
@@ -174,7 +215,11 @@ def test_axolotl_yaml_uses_axolotls_keys_and_reads_back(name: str) -> None:
     # axolotl's non-AMP switch loads the weights in the plan's dtype (its AMP switch also loads in 16 bits)
     assert data.get("bfloat16", False) is (plan.dtype == "bfloat16" and not plan.mixed_precision)
     back = _read_back(plan, "axolotl")
-    if plan.mixed_precision:
+    if plan.sharding == "fsdp":  # FSDP2 in axolotl's keys; its FSDP-QLoRA sets the 4-bit storage dtype itself
+        assert (back.sharding, back.fsdp_strategy, back.offload) == (plan.sharding, plan.fsdp_strategy, plan.offload)
+        assert back.shard_group_size == (plan.shard_group_size if plan.fsdp_strategy == "hybrid_shard" else 0)
+        _same(plan, back, "quant_storage")
+    elif plan.mixed_precision:
         assert any("master weights" in n for n in exported.notes)
         _same(plan, back, "mixed_precision")
     else:
