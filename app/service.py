@@ -231,7 +231,7 @@ class EstimateService:
         if self.calibrations is None or plan.gpu is None or plan.calibration != "auto" or plan.device != "cuda":
             return None
         gpu = catalog.find_gpu(plan.gpu)
-        if gpu is None:
+        if gpu is None or gpu.custom:
             return None
         now = time.monotonic()
         known = self._profiles.get(gpu.id)

@@ -145,13 +145,7 @@ def estimate(
             f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
             "(max_position_embeddings); lower seq_len or set allow_long_context"
         )
-    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
-    if plan.gpu is not None and gpu is None:
-        close = catalog.close_gpu_matches(plan.gpu)
-        hint = f"did you mean {', '.join(g.id for g in close)}? " if close else ""
-        raise PlanError(
-            f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
-        )
+    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = build_inventory(arch)
     adapters = adapter_plan(inv, plan)
     usable = calibration if calibration_applies(plan, gpu, calibration) else None
@@ -169,7 +163,7 @@ def estimate(
             "headroom_bytes": gpu.usable_bytes - mem.fit_bytes,
             "reason": _dtype_reason(plan, gpu),
         }
-        time = step_time(inv, adapters, plan, gpu)
+        time = None if gpu.custom else step_time(inv, adapters, plan, gpu)
     return Estimate(
         plan=plan,
         model_id=model_id,
@@ -210,7 +204,7 @@ def _per_architecture(inv: Inventory, adapters: AdapterPlan, plan: Plan, mem: Me
     if plan.device != "cuda" or mem.attention is None:
         return {}
     own = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
-    out: dict[str, int] = {own.arch: mem.fit_bytes} if own is not None else {}
+    out: dict[str, int] = {own.arch: mem.fit_bytes} if own is not None and not own.custom else {}
     by_kernel: dict[str, MemoryEstimate] = {_kernel_key(mem.attention): mem}
     for g in catalog.gpus():
         if g.arch in out:
@@ -256,7 +250,7 @@ def fits(per_gpu: int, plan: Plan, per_arch: Mapping[str, int] | None = None) ->
 def _dtype_reason(plan: Plan, gpu: catalog.GPU) -> str | None:
     """Why the plan's dtype cannot run on ``gpu`` (bf16 needs compute capability 8.0+: the catalog lists no bf16
     rate for older cards such as the T4 and V100), or None."""
-    if plan.dtype == "bfloat16" and gpu.bf16_tflops is None:
+    if plan.dtype == "bfloat16" and gpu.bf16_tflops is None and not gpu.custom:
         return "no bfloat16 support: use dtype float16"
     return None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, get_args
 
+from . import catalog
 from ._errors import PlanError
 
 Method = Literal["full", "lora", "qlora"]
@@ -54,7 +55,8 @@ Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number",
 - ``choice``: one of ``choices``; ``bool``; ``tristate``: true, false or None (None: the plan decides);
 - ``int`` / ``number``: bounded by ``low`` / ``high`` (``low_open`` / ``high_open`` exclude the bound);
 - ``modules``: a list of module names; ``targets``: ``"all-linear"`` or a non-empty list of module names;
-- ``gpu``: a catalog GPU id, or None.
+- ``gpu``: a GPU, or None: a catalog id, a catalog name or a loose one (``RTX 4090``, ``4090``), or a custom card
+  (``NAME:MEMORY`` text, or a ``{"name", "memory_bytes"}`` object); held as a catalog id or ``NAME:BYTES``.
 """
 
 
@@ -299,8 +301,9 @@ class Plan:
         None,
         "gpu",
         "GPU",
-        "A catalog GPU id (tuneplan gpus, GET /api/gpus) to check the fit against and "
-        "search the largest batch and sequence for.",
+        "The GPU to check the fit against and search the largest batch and sequence for: a catalog id or name "
+        "(tuneplan gpus, GET /api/gpus; loosely matched: 'RTX 4090', '4090'), or your own card as 'NAME:MEMORY' "
+        '(e.g. \'My card:24GiB\'; in JSON also {"name": ..., "memory_bytes": ...}).',
         "Hardware",
         max_length=100,
     )
@@ -418,6 +421,10 @@ class Plan:
                 value = list(value)
             if f.name == "config" and value is not None:
                 value = dict(value)
+            if f.name == "gpu" and value is not None:
+                gpu = catalog.find_gpu(value)
+                if gpu is not None and gpu.custom:
+                    value = {"name": gpu.name, "memory_bytes": gpu.memory_bytes}
             out[f.name] = value
         return out
 
@@ -489,12 +496,18 @@ def _checked(f: PlanField, value: Any) -> Any:
         _check_range(f, value)
     elif s.kind in ("modules", "targets"):
         return _modules(f, value)
-    elif s.kind in ("model", "gpu"):
+    elif s.kind == "model":
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            what = "Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id" if s.kind == "model" else "GPU id"
-            raise PlanError(f"{name} must be a non-empty {what}")
+            raise PlanError(f"{name} must be a non-empty Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id")
         if value is not None and s.max_length and len(value) > s.max_length:
             raise PlanError(f"{name} must have at most {s.max_length} characters")
+    elif s.kind == "gpu" and value is not None:
+        if isinstance(value, str) and s.max_length and len(value) > s.max_length:
+            raise PlanError(f"{name} must have at most {s.max_length} characters")
+        try:
+            return catalog.canonical_gpu(value)
+        except catalog.GpuLookupError as exc:
+            raise PlanError(exc.message) from None
     elif s.kind == "config" and value is not None and not isinstance(value, Mapping):
         raise PlanError(f"{name} must be a JSON object (the contents of config.json)")
     return value

@@ -219,3 +219,51 @@ def test_params_match_instantiated_model(entry: dict[str, Any]) -> None:
     model = _build_on_meta(entry["config"])
     n = sum(p.numel() for p in model.parameters())
     assert n == entry["params"], f"{entry['id']}: built {n:,}, catalog says {entry['params']:,}"
+
+
+# ---------------------------------------------------------------- GPUs as people name them
+
+
+@pytest.mark.parametrize(
+    ("text", "gpu"),
+    [("RTX 4090", "rtx-4090"), ("4090", "rtx-4090"), ("nvidia geforce rtx 4090", "rtx-4090"), ("rtx_4090", "rtx-4090"),
+     ("4070 Ti", "rtx-4070-ti"), ("4070 ti super", "rtx-4070-ti-super"), ("a6000", "rtx-a6000"), ("L40", "l40"),
+     ("l40s", "l40s"), ("4060", "rtx-4060"), ("RTX PRO 6000", "rtx-pro-6000"), ("Tesla T4", "t4")],
+)  # fmt: skip
+def test_gpu_names_are_matched_loosely(text: str, gpu: str) -> None:
+    assert catalog.canonical_gpu(text) == gpu
+
+
+@pytest.mark.parametrize(("text", "ids"), [("A100", ("a100-40gb", "a100-80gb")), ("H100", ("h100-pcie", "h100-sxm")),
+                                           ("3060", ("rtx-3060-8gb", "rtx-3060-ti", "rtx-3060-12gb"))])  # fmt: skip
+def test_an_ambiguous_gpu_name_lists_the_cards_it_may_mean(text: str, ids: tuple[str, ...]) -> None:
+    with pytest.raises(catalog.GpuLookupError, match=f"matches {len(ids)} catalog GPUs") as info:
+        catalog.canonical_gpu(text)
+    assert info.value.candidates == ids
+
+
+def test_a_custom_gpu_from_text_or_an_object() -> None:
+    assert catalog.canonical_gpu("My card:24GiB") == "My card:25769803776"
+    assert catalog.canonical_gpu({"name": "My card", "memory_bytes": 24 << 30}) == "My card:25769803776"
+    assert catalog.canonical_gpu("Box: 16 GB") == "Box:16000000000"
+    g = catalog.find_gpu("My card:25769803776")
+    assert g is not None and g.custom and g.name == "My card" and g.memory_bytes == 24 << 30
+    assert g.usable_bytes == g.memory_bytes - catalog.CUSTOM_RESERVE_BYTES
+    for bad, message in (
+        ("card:12", "between"),
+        ("card:lots", "not a memory size"),
+        (":24GiB", "1 to 60 characters"),
+        ({"name": "x"}, "is an object"),
+        ({"name": "x", "memory_bytes": 1 << 31, "arch": 1}, "arch"),
+    ):
+        with pytest.raises(catalog.GpuLookupError, match=message):
+            catalog.canonical_gpu(bad)
+
+
+def test_new_cards_sit_on_an_architecture_with_its_runtime_constants() -> None:
+    archs = catalog.architectures()
+    for gid in ("rtx-3060-8gb", "rtx-3080", "rtx-4060", "rtx-4070", "rtx-4070-super", "a40", "l40", "rtx-pro-6000",
+                "gh200"):  # fmt: skip
+        g = catalog.find_gpu(gid)
+        assert g is not None and g.arch in archs and archs[g.arch].source, gid
+        assert g.memory_bytes - g.usable_bytes == catalog.CUSTOM_RESERVE_BYTES, gid  # derived, on the safe side
