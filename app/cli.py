@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import AppError
+from app.errors import FALLBACK_HINT, AppError
 from app.service import EstimateService, Resolved, price_table
 from estimator import (
     WHY_EXACT_DIFFERS,
@@ -551,6 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CLI_FALLBACK_HINT = "use a catalog model (tuneplan models) or give its config.json with --config"
+
+
+def cli_message(exc: AppError) -> str:
+    """An app error as the command line says it: its own options instead of the API's, and the catalog models of the
+    same shape family when the model could not be looked up."""
+    message = exc.message.replace(FALLBACK_HINT, CLI_FALLBACK_HINT)
+    suggestions = exc.extra.get("suggestions") or []
+    if suggestions:
+        message += f"; catalog models of the same family or close to it: {', '.join(suggestions)}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit code (2: bad input, with a message on stderr saying what to fix)."""
     args = build_parser().parse_args(argv)
@@ -560,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         echo(f"error: {exc}", err=True)
         return 2
     except AppError as exc:
-        echo(f"error: {exc.message}", err=True)
+        echo(f"error: {cli_message(exc)}", err=True)
         return 2
     return 0
 

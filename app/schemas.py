@@ -183,7 +183,11 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="what went wrong and what to do about it")
     errors: list[FieldError] | None = Field(None, description="request validation: one entry per invalid field")
-    suggestions: list[str] | None = Field(None, description="unknown model: close catalog ids")
+    suggestions: list[str] | None = Field(
+        None,
+        description="a model that did not resolve (unknown, or the Hub unreachable): catalog ids of its shape family "
+        "(instruct, chat and base variants) first, then close matches",
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -115,7 +115,8 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     assert plan.model is not None  # Plan guarantees one of the two
     entry = catalog.find_model(plan.model)
     if entry is None:
-        close = tuple(m.hf_id for m in catalog.close_model_matches(plan.model))
+        family = [m.hf_id for m in catalog.family_matches(plan.model)]
+        close = tuple(dict.fromkeys([*family, *(m.hf_id for m in catalog.close_model_matches(plan.model))]))[:5]
         hint = f"; did you mean: {', '.join(close)}" if close else ""
         raise UnknownModelError(
             f"{plan.model!r} is not in the built-in catalog{hint}. Give a catalog id, upload its config.json, "

@@ -51,6 +51,7 @@ __all__ = [
     "gpu_for_device",
     "close_gpu_matches",
     "close_model_matches",
+    "family_matches",
     "find_gpu",
     "find_model",
     "gpus",
@@ -71,6 +72,8 @@ class CatalogModel:
     params: int
     config: dict[str, Any]
     params_note: str = ""
+    variant_of: str = ""
+    """The catalog id of the base model whose architecture an instruct/chat variant shares ("" for a base)."""
 
     def __hash__(self) -> int:  # config is a dict; the id is unique in the catalog
         return hash(self.id)
@@ -137,6 +140,7 @@ def models() -> tuple[CatalogModel, ...]:
                 params=int(m["params"]),
                 config=dict(m["config"]),
                 params_note=str(m.get("params_note", "")),
+                variant_of=str(m.get("variant_of", "")),
             )
         )
     return tuple(out)
@@ -273,6 +277,33 @@ def close_model_matches(q: str, n: int = 5) -> list[CatalogModel]:
         if m not in out:
             out.append(m)
     return out[:n]
+
+
+_NAME_BREAKS = re.compile(r"[-_/ ]+")
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in _NAME_BREAKS.split(text.strip().lower()) if t]
+
+
+def family_matches(q: str, n: int = 3) -> list[CatalogModel]:
+    """Catalog models of the same shape family as a Hub id that is not in the catalog, best first: those whose id or
+    Hub name appears in its name as whole words (``unsloth/Llama-3.2-1B-Instruct-bnb-4bit`` -> the Llama 3.2 1B
+    Instruct entry, then Llama 3.2 1B; ``Qwen/Qwen2.5-7B-Instruct-1M`` -> Qwen2.5 7B Instruct, Qwen2.5 7B). Instruct,
+    chat and base variants of one model share its architecture, but a repo that only borrows a name may not: these
+    are suggestions, never substitutes."""
+    words = _tokens(q.rsplit("/", 1)[-1])
+    if not words:
+        return []
+    text = "-" + "-".join(words) + "-"
+    scored: list[tuple[int, int, CatalogModel]] = []
+    for pos, m in enumerate(models()):
+        names = {"-".join(_tokens(m.id)), "-".join(_tokens(m.hf_id.rsplit("/", 1)[-1]))}
+        best = max((len(name) for name in names if name and f"-{name}-" in text), default=0)
+        if best:
+            scored.append((-best, pos, m))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    return [m for _, _, m in scored[:n]]
 
 
 def close_gpu_matches(q: str, n: int = 3) -> list[GPU]:

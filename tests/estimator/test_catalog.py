@@ -192,7 +192,7 @@ def test_close_model_matches() -> None:
     assert res and res[0].id == "llama-3.1-8b"
     assert len(res) <= 5
     res = catalog.close_model_matches("Qwen/Qwen2.5-7B-Instruct", n=3)
-    assert res and res[0].id == "qwen2.5-7b" and len(res) <= 3
+    assert res and res[0].id == "qwen2.5-7b-instruct" and len(res) <= 3  # the variant itself is in the catalog
     assert catalog.close_model_matches("") == []
     assert catalog.close_model_matches("xyzzy-plugh") == []
 
@@ -213,8 +213,38 @@ def _build_on_meta(config: dict[str, Any]) -> Any:
         return transformers.AutoModelForCausalLM.from_config(auto)
 
 
+def test_variants_share_their_base_architecture() -> None:
+    """An instruct/chat variant is its base's config with the changes it declares (its own config.json's values), so
+    its parameters are the base's (built and checked below)."""
+    raw = {e["id"]: e for e in _raw("models.json")["models"]}
+    variants = [e for e in raw.values() if e.get("variant_of")]
+    assert len(variants) >= 30
+    for v in variants:
+        base = raw[v["variant_of"]]
+        assert not base.get("variant_of") and v["params"] == base["params"], v["id"]
+        assert v["config"] == base["config"] | v["config_changes"], v["id"]
+        assert v["family"] == base["family"] and v["gated"] == base["gated"], v["id"]
+        assert v["source"].startswith(f"https://huggingface.co/{v['hf_id']}/"), v["id"]
+    for hf_id in ("Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3",
+                  "google/gemma-2-9b-it", "meta-llama/Llama-3.2-1B-Instruct"):  # fmt: skip
+        m = catalog.find_model(hf_id)
+        assert m is not None and m.variant_of, hf_id
+
+
+def test_family_matches_suggest_the_variants_of_a_catalog_model() -> None:
+    def ids(q: str) -> list[str]:
+        return [m.id for m in catalog.family_matches(q)]
+
+    assert ids("Qwen/Qwen2.5-7B-Instruct-1M") == ["qwen2.5-7b-instruct", "qwen2.5-7b"]
+    assert ids("unsloth/Llama-3.2-1B-Instruct-bnb-4bit") == ["llama-3.2-1b-instruct", "llama-3.2-1b"]
+    assert ids("unsloth/mistral-7b-v0.3-bnb-4bit") == ["mistral-7b-v0.3"]
+    assert ids("Qwen/Qwen2.5-Coder-7B-Instruct") == []  # another model that only shares words
+    assert ids("") == []
+
+
 @pytest.mark.train
-@pytest.mark.parametrize("entry", _raw("models.json")["models"], ids=lambda e: e["id"])
+@pytest.mark.parametrize("entry", [e for e in _raw("models.json")["models"] if not e.get("variant_of")],
+                         ids=lambda e: e["id"])  # fmt: skip
 def test_params_match_instantiated_model(entry: dict[str, Any]) -> None:
     model = _build_on_meta(entry["config"])
     n = sum(p.numel() for p in model.parameters())
