@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import catalog
+from ._adjust import Adjustment, adjust_defaults
 from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError
 from ._fit import fit_search
@@ -19,6 +20,7 @@ from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_wi
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
+from ._serving import ServingEstimate, serving_memory
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import gib_text
@@ -40,6 +42,9 @@ class Estimate:
     fit: dict[str, Any] | None = None
     time: TimeEstimate | None = None
     prices: PriceTable | None = None
+    serving: ServingEstimate | None = None
+    adjusted: tuple[Adjustment, ...] = ()
+    """Plan defaults changed for this model (``estimator._adjust``): ``plan`` is the plan after them."""
 
     def cost(self) -> list[dict[str, Any]]:
         """The plan's cost at every listed price of its GPU (empty without a GPU or a price for it)."""
@@ -102,8 +107,19 @@ class Estimate:
             "fit": self.fit,
             "time": None if self.time is None else self.time.to_dict(),
             "cost": self.cost(),
+            "serving": self.serving_dict(),
+            "adjusted": [a.to_dict() for a in self.adjusted],
             "notes": explain(self),
         }
+
+    def serving_dict(self) -> dict[str, Any] | None:
+        """``serving``: the memory to serve the result, and whether it fits the plan's GPU (when one is named)."""
+        if self.serving is None:
+            return None
+        out = self.serving.to_dict()
+        if self.fit is not None:
+            out |= {"usable_bytes": self.fit["usable_bytes"], "fits": self.serving.total <= self.fit["usable_bytes"]}
+        return out
 
 
 def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Mapping[str, Any], str, str | None]:
@@ -141,13 +157,9 @@ def estimate(
     """
     cfg, source, model_id = config_for(plan, config)
     arch = parse_config(cfg)
-    if plan.seq_len > arch.max_position_embeddings and not plan.allow_long_context:
-        raise PlanError(
-            f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
-            "(max_position_embeddings); lower seq_len or set allow_long_context"
-        )
-    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = build_inventory(arch)
+    plan, adjusted = adjust_defaults(plan, inv)
+    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     adapters = adapter_plan(inv, plan)
     usable = calibration if calibration_applies(plan, gpu, calibration) else None
     mem = training_memory(inv, adapters, plan, runtime=runtime_for(plan.gpu, usable))
@@ -178,6 +190,8 @@ def estimate(
         fit=fit,
         time=time,
         prices=default_prices() if prices is None else prices,
+        serving=serving_memory(inv, adapters, plan, mem.runtime),
+        adjusted=adjusted,
     )
 
 
@@ -260,7 +274,7 @@ def explain(est: Estimate) -> list[str]:
     """Plain-language notes on the largest terms."""
     mem = est.memory
     plan = est.plan
-    notes: list[str] = list(mem.notes)
+    notes: list[str] = [a.note for a in est.adjusted] + list(mem.notes)
     comps = mem.components
     V = est.arch.vocab_size
     if plan.loss == "standard" and comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:

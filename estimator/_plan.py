@@ -36,6 +36,7 @@ TrainingLoop = Literal["trainer", "plain"]
 Loss = Literal["standard", "chunked"]
 TransformersVersion = Literal["5.x", "4.x"]
 Calibration = Literal["auto", "none"]
+ServeFormat = Literal["merged_16bit", "merged_4bit", "base_adapter"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora")
@@ -47,6 +48,7 @@ MAX_MODULES = 256
 MAX_MODULE_NAME = 128
 MAX_ACCUMULATION = 1 << 16
 MAX_TOKENS = 10**15
+MAX_CONCURRENCY = 4096
 
 Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number", "modules", "targets", "gpu"]
 """How a field's value is typed and shown:
@@ -370,6 +372,34 @@ class Plan:
         "Time and cost",
         low=0,
         high=1,
+    )
+
+    serve_format: ServeFormat = _spec(
+        "merged_16bit",
+        "choice",
+        "Serve as",
+        "How the fine-tuned model is served: merged_16bit (adapters merged into 16-bit weights), merged_4bit (merged, "
+        "then loaded in 4-bit by bitsandbytes), base_adapter (the base as trained, 4-bit for QLoRA, plus the adapter).",
+        "Serving",
+        choices=get_args(ServeFormat),
+    )
+    serve_context_len: int = _spec(
+        0,
+        "int",
+        "Serving context (tokens)",
+        "Tokens of prompt plus output each served sequence holds in the KV cache (0: the training seq_len).",
+        "Serving",
+        low=0,
+        high=MAX_SEQ_LEN,
+    )
+    serve_concurrency: int = _spec(
+        1,
+        "int",
+        "Concurrent sequences",
+        "Sequences served at once, each with its own KV cache.",
+        "Serving",
+        low=1,
+        high=MAX_CONCURRENCY,
     )
 
     def __post_init__(self) -> None:
