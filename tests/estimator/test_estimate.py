@@ -127,3 +127,31 @@ def test_inline_config_source() -> None:
     d = estimate(Plan(config=LLAMA, method="lora", device="cpu", seq_len=256)).to_dict()
     assert d["model"]["source"] == "inline" and d["model"]["id"] is None and d["plan"]["config"] is None
     assert d["model"]["architecture"]["hidden_size"] == 128
+
+
+def test_from_the_rule_of_thumb_to_the_peak_step_by_step() -> None:
+    """The seed's example: Llama 3.1 8B QLoRA's rule (4-bit weights + a 16-bit adapter: 4.1 GB) becomes a 13.49 GiB
+    peak; each step is one component of the estimate, and the steps add up to the total exactly."""
+    d = estimate(Plan(model="llama-3.1-8b")).to_dict()
+    bridge, mem, rule = d["rule_to_peak"], d["memory"], d["storage"]["rule_of_thumb"]
+    assert bridge["rule"] == rule["qlora_total"] == rule["int4"] + rule["adapter"]
+    assert bridge["rule"] + sum(s["bytes"] for s in bridge["steps"]) == bridge["total"] == mem["total"]
+    steps = {s["key"]: s["bytes"] for s in bridge["steps"]}
+    assert steps["weights"] == mem["components"]["weights"] - rule["int4"]
+    assert steps["logits"] == mem["components"]["logits"] and "gradients" not in steps  # none live at this peak
+    full = estimate(Plan(model="llama-3.1-8b", method="full")).to_dict()
+    assert full["rule_to_peak"]["rule"] == full["storage"]["rule_of_thumb"]["fp16"]
+
+
+def test_components_are_named_by_what_they_hold_at_the_peak() -> None:
+    full = estimate(Plan(model="llama-3.1-8b", method="full")).to_dict()["memory"]
+    assert full["peak_phase"] == "optimizer"
+    assert full["component_labels"]["activations"] == "Optimizer-step temporaries"
+    qlora = estimate(Plan(model="llama-3.1-8b")).to_dict()["memory"]
+    assert qlora["component_labels"]["activations"] == "Saved activations"
+    per_layer = next(t for t in qlora["terms"] if t["name"] == "activations_per_layer")
+    assert "no checkpointing" not in per_layer["counts"] and "recomputed" in per_layer["counts"]
+    off = estimate(Plan(model="llama-3.1-8b", gradient_checkpointing=False)).to_dict()["memory"]
+    assert "all 32 layers (no checkpointing)" in next(
+        t["counts"] for t in off["terms"] if t["name"] == "activations_per_layer"
+    )
