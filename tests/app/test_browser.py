@@ -72,9 +72,8 @@ def components_on_page(page: Any) -> dict[str, list[int]]:
 
 
 def sweep_lines(page: Any, name: str) -> dict[str, dict[str, Any]]:
-    return {
-        t["meta"]["method"]: t for t in chart(page, name) if "method" in t["meta"] and "stops_fitting" not in t["meta"]
-    }
+    """Each method's line (not its over-capacity points, ``meta.over``, nor its fit answer, ``meta.fit``)."""
+    return {t["meta"]["method"]: t for t in chart(page, name) if set(t["meta"]) == {"method"}}
 
 
 def query(page: Any) -> dict[str, list[str]]:

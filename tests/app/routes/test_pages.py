@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app, plotly_dir
+from app.routes import pages as page_routes
 from app.settings import PROJECT_ROOT, Settings
 from app.view import charts
 from app.view import form as pages
@@ -91,7 +92,7 @@ def test_page_form_is_filled_from_the_query_string_and_results_match_the_api(cli
     assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in html
     for note in expected["memory"]["notes"]:
         assert note.replace("'", "&#39;").replace('"', "&#34;")[:40] in html
-    assert result["capacity"]["gpu"] == "a100-40gb"
+    assert result["fit"]["gpu"] == "a100-40gb" and result["fit"]["kind"] == "gpu"
     # the query string the page writes back reads the same
     again = pages.parse_query({k: [v] for k, v in _pairs(pages.query_string(form))})
     assert again.values == form and again.plan == pages.parse_query(_multi(query)).plan
@@ -185,7 +186,8 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
             assert trace["customdata"][i] == comps[component]
         assert sum(t["customdata"][i] for t in traces.values()) == memory_json["total"]
     labels = [a["text"] for a in memory["layout"]["annotations"] if a.get("xref") == "paper"]
-    assert "24 GB" not in labels and "40 GB" in labels
+    assert "RTX 4090: 23.64 GiB usable" not in labels and "A100 (SXM4): 39.50 GiB usable" in labels
+    assert not any(" GB" in label for label in labels)  # GiB only on a memory chart
     (selected,) = [t["name"] for t in memory["data"] if t["meta"].get("capacity")]
     assert selected == data["capacity"]["label"] == "RTX 4090: 23.64 GiB usable"
 
@@ -202,15 +204,15 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
     assert capacity["gpu"] == "rtx-4090"
     assert all(p["fits"] == (p["peak"] <= capacity["bytes"]) for p in seq["full"])
     seq_chart = data["charts"]["seq_len"]
-    lines = {
-        t["meta"]["method"]: t for t in seq_chart["data"] if "method" in t["meta"] and "stops_fitting" not in t["meta"]
-    }
+    lines = {t["meta"]["method"]: t for t in seq_chart["data"] if set(t["meta"]) == {"method"}}
     assert lines["qlora"]["customdata"] == [p["peak"] for p in seq["qlora"]]
     assert seq_chart["layout"]["meta"]["capacity"] == capacity["bytes"]
-    assert seq_chart["layout"]["meta"]["stops_fitting"]["full"] == 256  # full fine-tuning never fits 24 GB
+    # the fit search's answers are drawn, not the first swept point over the line
+    fits = {m: data["estimates"][m]["fit"]["max_seq_len"] for m in ("full", "lora", "qlora")}
+    assert seq_chart["layout"]["meta"]["fits"] == fits and not fits["full"] and fits["qlora"]
 
     assert data["charts"]["storage"]["data"][0]["customdata"][0] == data["estimates"]["qlora"]["storage"]["base_16bit"]
-    assert set(data["html"]) == {"summary", "notes", "storage", "fits"}
+    assert set(data["html"]) == set(page_routes.FRAGMENTS)
     assert "Full vs LoRA vs QLoRA" in data["html"]["summary"]
 
 
@@ -225,7 +227,9 @@ def test_charts_for_one_method_sweep_that_method_only(client: TestClient) -> Non
     summary = data["html"]["summary"]
     assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in summary
     assert str(expected["storage"]["rule_of_thumb"]) in summary or "parameters" in summary
-    assert "(for reference)" in summary  # no GPU chosen: the 80 GB class is the yardstick
+    fitting = [g for g in expected["fits"] if g["fits"]]
+    assert f"Fits on {len(fitting)} of {len(expected['fits'])} catalog GPUs; smallest: " in summary  # no GPU chosen
+    assert "(for reference)" not in summary
     for note in expected["memory"]["notes"]:
         assert note[:30].replace("'", "&#39;") in data["html"]["notes"]
 
