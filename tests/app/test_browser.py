@@ -474,3 +474,25 @@ def test_on_a_phone_the_result_stays_in_view_while_editing(browser: Any, base_ur
     field = page.evaluate("document.getElementById('seq_len').getBoundingClientRect().top")
     assert box["bottom"] <= field  # the bar does not hide the field being edited
     context.close()
+
+
+def test_form_errors_mark_the_field_with_its_range_and_offer_the_long_context_switch(page: Any, base_url: str) -> None:
+    load(page, base_url + "/?model=llama-3.1-8b&method=qlora")
+    page.fill("#lora_r", "0")
+    wait_for(page, "document.getElementById('lora_r').getAttribute('aria-invalid') === 'true'")
+    message = page.inner_text("#lora_r-live-error")
+    assert message.startswith("Rank r: enter a whole number from 1 to ") and "(got 0)" in message
+    assert page.get_attribute("#lora_r", "aria-describedby").endswith("lora_r-live-error")
+    page.fill("#lora_r", "16")
+    wait_updates(page, 1)
+    assert page.get_attribute("#lora_r", "aria-invalid") is None
+
+    # beyond the model's context: the message names the form's switch and a button turns it on
+    page.fill("#seq_len", "200000")
+    wait_for(page, "document.querySelector('#error [data-turn-on]') !== null")
+    assert "Allow sequences beyond the model's context" in page.inner_text("#error")
+    assert "allow_long_context" not in page.inner_text("#error")  # the API's name is for developers
+    page.click("#error [data-turn-on]")
+    wait_updates(page, 2)
+    assert page.is_checked("#allow_long_context") and query(page)["allow_long_context"] == ["true"]
+    assert query(page)["seq_len"] == ["200000"] and page.inner_text("#error") == ""
