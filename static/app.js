@@ -508,7 +508,8 @@
     data.options.slice(0, 10).forEach(function (o) {
       var tr = body.appendChild(document.createElement("tr"));
       tr.dataset.gpu = o.gpu;
-      var th = tr.appendChild(cell("th", o.gpu));
+      var option = document.querySelector('#gpu option[value="' + o.gpu + '"]');  // the card's name, as the form lists it
+      var th = tr.appendChild(cell("th", option ? option.textContent.split(" · ")[0].trim() : o.gpu));
       th.scope = "row";
       tr.appendChild(cell("td", String(o.num_gpus), "num"));
       tr.appendChild(cell("td", fmtGib(o.per_gpu_bytes), "num"));

@@ -345,9 +345,13 @@ def _sweep_traces(method: str, points: Sequence[Mapping[str, Any]], cap_bytes: i
     }]  # fmt: skip
 
 
-def _fit_marks(fits: Mapping[str, int | None], cap_bytes: int, single: bool, low: float) -> tuple[list[Any], list[Any]]:
+def _fit_marks(fits: Mapping[str, int | None], cap_bytes: int, single: bool, low: float,
+               xs: Sequence[float] = ()) -> tuple[list[Any], list[Any]]:  # fmt: skip
     """(traces, shapes) marking each method's answer of the fit search (the largest value that fits): a labelled
-    point on the capacity line and a dashed drop line to the axis; 0 (nothing fits) is said in words."""
+    point on the capacity line and a dashed drop line to the axis; 0 (nothing fits) is said in words. The label
+    sits on the side of the point with more room (``xs``: the swept values), so it is not cut at the plot's edge."""
+    positive = [x for x in xs if x > 0]
+    middle = math.sqrt(min(positive) * max(positive)) if positive else 0.0
     traces: list[dict[str, Any]] = []
     shapes: list[dict[str, Any]] = []
     for method, value in ((m, v) for m, v in fits.items() if v is not None):
@@ -359,7 +363,7 @@ def _fit_marks(fits: Mapping[str, int | None], cap_bytes: int, single: bool, low
         traces.append({
             "type": "scatter", "mode": "markers+text" if single else "markers", "name": text,
             "showlegend": not single, "x": [max(value, 1)], "y": [gib(cap_bytes)], "text": [text],
-            "textposition": "top left" if value else "top right",
+            "textposition": "top left" if value and value > middle else "top right",
             "textfont": {"color": color}, "cliponaxis": False,
             "marker": {"symbol": "diamond" if value else "x", "size": 12, "color": color,
                        "line": {"width": 1.5, "color": "#ffffff"}},
@@ -421,7 +425,7 @@ def sweep_line_chart(
     if cap_bytes is not None:
         shapes.append(_hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)[0])
         data.append(_legend_line(cap_label, dash="dash"))
-        marks, drops = _fit_marks(fits or {}, cap_bytes, len(series) == 1, low)
+        marks, drops = _fit_marks(fits or {}, cap_bytes, len(series) == 1, low, all_x)
         data += marks
         shapes += drops
     for ref in shown_refs:

@@ -229,6 +229,16 @@ def change_text(changes: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _lever_fit(lever: Mapping[str, Any], fit: Mapping[str, Any] | None) -> str:
+    """Whether the plan fits the chosen GPU with the lever applied; where the GPU rules the plan out for another
+    reason than memory (no bfloat16), a lever that does not remove that reason says so instead of "over"."""
+    if lever["fits"]:
+        return "✔ fits"
+    if fit is not None and fit["reason"]:
+        return "✖ still cannot run here"
+    return "✖ still over"
+
+
 def advice_view(contract: Mapping[str, Any], n: int = ADVICE_SHOWN) -> dict[str, Any]:
     """The advisor's levers (the contract's ``advice``) as the page lists them, best first."""
     fit = contract.get("fit")
@@ -237,9 +247,11 @@ def advice_view(contract: Mapping[str, Any], n: int = ADVICE_SHOWN) -> dict[str,
         change_text(lv["plan_changes"]), "total": lv["total"], "total_text": gib_text(lv["total"]),
         "saves": lv["saves_bytes"], "saves_text": gib_text(lv["saves_bytes"]), "fits": lv["fits"],
         "tradeoff": lv["tradeoff"], "step_text": None if lv["step_s"] is None else f"{lv['step_s']:.2f} s",
-        "required": lv["required"]} for lv in contract.get("advice", [])[:n]]  # fmt: skip
+        "required": lv["required"], "fit_text": _lever_fit(lv, fit),
+    } for lv in contract.get("advice", [])[:n]]  # fmt: skip
     needed = fit is not None and not fit["fits"]
-    title = f"Make it fit on {fit['name']}" if needed and fit else "Levers that lower the memory"
+    verb = "run" if fit is not None and fit["reason"] else "fit"
+    title = f"Make it {verb} on {fit['name']}" if needed and fit else "Levers that lower the memory"
     return {"title": title, "needed": needed, "levers": levers, "gpu": fit is not None,
             "peak_text": gib_text(charts.peak_bytes(contract))}  # fmt: skip
 
@@ -271,11 +283,21 @@ def time_view(contract: Mapping[str, Any]) -> dict[str, Any] | None:
               "hour": f"${c['usd_per_hour']:,.2f}", "per_million": f"${c['usd_per_million_tokens']:,.3f}",
               "run": None if c["run_usd"] is None else f"${c['run_usd']:,.2f}"}
              for c in contract["cost"][:4]]  # fmt: skip
-    return {"gpus": f"{t['num_gpus']} × {t['gpu']}", "step": f"{t['step_s']:.3f} s", "tokens_step":
+    card = catalog.find_gpu(t["gpu"])
+    name = charts.short_gpu_name(card.name) if card else t["gpu"]
+    return {"gpus": f"{t['num_gpus']} × {name}", "step": f"{t['step_s']:.3f} s", "tokens_step":
             f"{t['tokens_per_step']:,}", "tokens_s": f"{t['tokens_per_s']:,.0f}", "bound": t["bound"],
             "mfu": f"{t['mfu']['value']:.0%}", "mfu_kind": t["mfu"]["kind"], "run": run,
             "steps": None if t["steps"] is None else f"{t['steps']:,}",
             "run_tokens": None if t["run_tokens"] is None else f"{t['run_tokens']:,}", "costs": costs}  # fmt: skip
+
+
+def _time_missing(contract: Mapping[str, Any]) -> str:
+    """Why there is no step time: no catalog GPU chosen, or the chosen one cannot run the plan."""
+    fit = contract.get("fit")
+    if fit is not None and fit["reason"]:
+        return f"No step time: the plan cannot run on {fit['name']} ({fit['reason']})."
+    return "Pick a catalog GPU in the form for the step time and the cost at listed prices."
 
 
 def bridge_view(contract: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -327,9 +349,15 @@ def results_view(payload: Mapping[str, Any]) -> dict[str, Any]:
         "rows": _method_rows(payload, methods), "notes": notes, "storage": charts.storage_rows(contract["storage"]),
         "fits": fits_rows(contract), "fit": fit_panel(contract), "effective": effective_batch(contract),
         "advice": advice_view(contract), "serving": serving_view(contract), "time": time_view(contract),
-        "params": contract["params"]["total"], "adjusted": payload.get("adjusted", []),
+        "time_missing": _time_missing(contract),
+        "params": contract["params"]["total"], "adjusted": _adjusted(payload),
         "num_gpus": payload["plan"]["num_gpus"], "per_rank": None,
     }  # fmt: skip
+
+
+def _adjusted(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The defaults the estimator changed for this model, each with its field's label."""
+    return [a | {"label": plan_field(a["field"]).spec.label} for a in payload.get("adjusted", [])]
 
 
 def largest_terms(contract: Mapping[str, Any], n: int = 3) -> list[dict[str, Any]]:

@@ -414,6 +414,9 @@ def test_fits_panel_answers_with_the_apis_fit_and_the_t4_gives_its_dtype_reason(
     assert t4["reason"] in text and "short" not in text.split(t4["reason"])[0]
     if t4["headroom_bytes"] >= 0:
         assert "short" not in text
+    # and what to change: float16 first, the other levers saying they do not remove the reason
+    assert page.inner_text("#advice h3") == "Make it run on NVIDIA T4"
+    assert page.get_attribute("#advice li.lever >> nth=0", "data-lever") == "fp16"
     t4_row = page.inner_text("#fits li[data-gpu=t4]")
     assert t4["reason"] in t4_row and ("short" not in t4_row or t4["headroom_bytes"] < 0)
 
