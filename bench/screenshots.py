@@ -88,7 +88,7 @@ def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
                 page.evaluate(
                     "sel => { const el = document.querySelector(sel).closest('.card, .field') || "
                     "document.querySelector(sel); window.scrollTo(0, el.getBoundingClientRect().top "
-                    "+ window.scrollY - (window.innerWidth < 600 ? 120 : 8)); }",
+                    "+ window.scrollY - (window.innerWidth < 600 ? 150 : 8)); }",
                     anchor,
                 )
             page.wait_for_timeout(400)
