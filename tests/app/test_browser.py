@@ -499,3 +499,36 @@ def test_form_errors_mark_the_field_with_its_range_and_offer_the_long_context_sw
     wait_updates(page, 2)
     assert page.is_checked("#allow_long_context") and query(page)["allow_long_context"] == ["true"]
     assert query(page)["seq_len"] == ["200000"] and page.inner_text("#error") == ""
+
+
+def test_time_rent_export_and_the_rule_of_thumb_card(page: Any, base_url: str) -> None:
+    plan = {"model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024, "gpu": "l4", "train_tokens": 10**8}
+    load(page, base_url + "/?" + "&".join(f"{k}={v}" for k, v in plan.items()))
+    expected = api_estimate(base_url, plan)
+    assert page.inner_text("[data-time=step]") == f"{expected['time']['step_s']:.3f} s"
+
+    # which GPU to rent: the server's answer, cheapest first, named as the form names the cards
+    page.click("#rent-show")
+    page.wait_for_selector("#rent-result table.rent-table")
+    rent = httpx.post(base_url + "/api/rent", json=plan, timeout=60).json()
+    rows = page.locator("#rent-result tbody tr")
+    assert rows.count() == min(10, len(rent["options"]))
+    assert [rows.nth(i).get_attribute("data-gpu") for i in range(rows.count())] == [
+        o["gpu"] for o in rent["options"][:10]
+    ]
+    first = rent["options"][0]["gpu"]
+    assert rows.first.locator("th").inner_text() == page.inner_text(f"#gpu option[value='{first}']").split(" · ")[0]
+
+    # an export button downloads the file the API writes for this plan
+    with page.expect_download() as info:
+        page.click("[data-export=axolotl]")
+    exported = httpx.post(base_url + "/api/export/axolotl", json=plan, timeout=30).json()
+    download = info.value
+    assert download.suggested_filename == exported["filename"]
+    assert Path(download.path()).read_text() == exported["text"]
+
+    # the rule of thumb for any count: the seed's 10B example
+    page.fill("#rule-params", "10B")
+    wait_for(page, "document.getElementById('rule-figures').dataset.params === '10000000000'")
+    figures = {k: page.inner_text(f"[data-rule={k}]") for k in ("fp16", "int4", "adapter", "qlora_total")}
+    assert figures == {"fp16": "20.0 GB", "int4": "5.0 GB", "adapter": "200.0 MB", "qlora_total": "5.2 GB"}
