@@ -369,3 +369,22 @@ def test_preflight_says_what_a_run_would_take_and_queues_nothing(client: TestCli
     assert huge.status_code == 200 and huge.json()["runs"] is False and "of host memory" in huge.json()["reason"]
     assert huge.json()["time_s"] > body["time_s"]
     assert client.get("/api/jobs").json() == []
+
+
+def test_the_page_disables_verify_with_the_reason_when_it_cannot_run(queue_only: Settings) -> None:
+    """Said before any click: the button is disabled and the reason is next to it."""
+    page = "/?model=qwen2.5-0.5b&method=lora"
+    missing = queue_only.model_copy(update={"train_module": "tuneplan_no_such_training_module"})
+    with local_client(create_app(missing)) as client:
+        html = client.get(page).text
+        assert 'data-enabled="false"' in html and "the train extra is not installed" in html
+        assert re.search(r'<button type="button" id="verify-run"[^>]* disabled>', html)
+    if not _gpu_here():
+        forced = queue_only.model_copy(update={"verify_device": "cuda"})
+        with local_client(create_app(forced)) as client:
+            html = client.get(page).text
+            assert 'data-enabled="false"' in html and "TUNEPLAN_VERIFY_DEVICE=cuda) and has none" in html
+    with local_client(create_app(queue_only)) as client:
+        html = client.get(page).text
+        ready = importlib.util.find_spec(queue_only.train_module) is not None
+        assert ('data-enabled="true"' in html) == ready
