@@ -1,13 +1,12 @@
 """About how long a verify run takes, said before it starts (``POST /api/jobs/preflight``): rough by design, it says
 whether a run takes seconds, minutes or hours. Pure: no app state, no I/O.
 
-Measured with the trainer on this project's
-2-core CPU test machine (python -m trainer.run ... --progress, docs/performance.md has the runs): a CPU step runs at
-about CPU_FLOPS on the step's FLOPs (estimator.step_flops), a QLoRA step also dequantizes its 4-bit weights at about
-CPU_DEQUANT_BYTES_PER_S, building takes BUILD_S_PER_PARAM per parameter (random init; QLoRA also quantizes), and
-Python with torch, transformers, PEFT and bitsandbytes takes RUN_STARTUP_S to import. A GPU run took 18-30 s in all
-on the H200 (bench/results/gpu_h200.json): GPU_RUN_BASE_S, plus its steps at the time model's step time. Rough by
-design: they say whether a run takes seconds, minutes or hours.
+Set from the trainer's runs on this project's 2-core CPU test machine and checked with ``python -m bench.run_duration``
+(docs/performance.md has the runs): a CPU step runs at about CPU_FLOPS on the step's FLOPs (estimator.step_flops), a
+QLoRA step also dequantizes its 4-bit weights at about CPU_DEQUANT_BYTES_PER_S, building takes BUILD_S_PER_PARAM per
+parameter (random init; QLoRA also quantizes), and Python with torch, transformers, PEFT and bitsandbytes takes
+RUN_STARTUP_S to import. A GPU run took 18-30 s in all on the H200 (bench/results/gpu_h200.json): GPU_RUN_BASE_S,
+plus its steps at the time model's step time.
 """
 
 from __future__ import annotations
