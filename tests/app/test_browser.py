@@ -532,3 +532,19 @@ def test_time_rent_export_and_the_rule_of_thumb_card(page: Any, base_url: str) -
     wait_for(page, "document.getElementById('rule-figures').dataset.params === '10000000000'")
     figures = {k: page.inner_text(f"[data-rule={k}]") for k in ("fp16", "int4", "adapter", "qlora_total")}
     assert figures == {"fp16": "20.0 GB", "int4": "5.0 GB", "adapter": "200.0 MB", "qlora_total": "5.2 GB"}
+
+
+def test_your_own_gpu_by_name_and_memory(page: Any, base_url: str) -> None:
+    load(page, base_url + "/?model=qwen2.5-0.5b&method=lora")
+    page.select_option("#gpu", "custom")
+    assert page.is_visible("#gpu-custom-name")
+    page.fill("#gpu-custom-name", "My card")
+    page.fill("#gpu-custom-memory", "20")
+    wait_for(page, "document.querySelector('#summary .verdict').dataset.kind === 'gpu'")
+    assert query(page)["gpu"] == ["My card:20GiB"]
+    fit = api_estimate(base_url, {"model": "qwen2.5-0.5b", "method": "lora", "gpu": "My card:20GiB"})["fit"]
+    assert fit["name"] == "My card" and "My card" in page.inner_text("#summary .verdict")
+    assert int(page.get_attribute("#summary .verdict", "data-max-seq")) == fit["max_seq_len"]
+    # the link reproduces it: the custom card is an option of the GPU control
+    load(page, page.url)
+    assert page.input_value("#gpu") == "My card:20GiB" and "(your GPU)" in page.inner_text("#gpu option:checked")
