@@ -320,3 +320,21 @@ def test_a_deeply_nested_config_in_the_url_is_explained_not_a_crash(client: Test
         page = client.get("/?config=" + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("="))
         assert page.status_code == 422, depth
         assert "levels deep" in page.text or "could not be read" in page.text
+
+
+def test_errors_on_the_page_are_written_for_a_person_and_the_api_keeps_its_own(client: TestClient) -> None:
+    """The API tells a developer what to send; the page names its own controls and says what to do there."""
+    plan = {"model": "acme/no-such-model-7b-instruct", "method": "lora"}
+    api = client.post("/api/estimate", json=plan)
+    page = client.post("/api/charts", json=plan)
+    assert api.status_code == page.status_code == 404
+    assert "X-HF-Token" in api.json()["detail"]  # a developer's next step
+    message = page.json()["message"]
+    assert message.startswith("There is no model “acme/no-such-model-7b-instruct” on the Hugging Face Hub")
+    assert "X-HF-Token" not in message and "drop the model's config.json in the Model box" in message
+    html = client.get("/?model=acme/no-such-model-7b-instruct&method=lora").text
+    assert "check the spelling, or pick a catalog model" in html and "X-HF-Token" not in html
+
+    long = client.post("/api/charts", json={"model": "gpt2", "method": "lora", "seq_len": 200_000}).json()
+    assert long["fields"] == ["seq_len", "allow_long_context"]  # the fields the page marks and offers to turn on
+    assert "“Allow sequences beyond the model's context”" in long["message"] and "allow_long_context" in long["detail"]
