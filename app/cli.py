@@ -22,12 +22,13 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import AppError
+from app.errors import FALLBACK_HINT, AppError
 from app.service import EstimateService, Resolved, price_table
 from estimator import (
     WHY_EXACT_DIFFERS,
@@ -62,14 +63,26 @@ def echo(text: str = "", err: bool = False) -> None:
 PLAN_OPTIONS = tuple(f for f in plan_fields() if f.spec.kind not in ("model", "config"))
 
 
+_FLAG_NAMES = {f.name: f.flag for f in PLAN_OPTIONS if "_" in f.name}
+_FIELD_WORD = re.compile(r"\b(" + "|".join(sorted(_FLAG_NAMES, key=len, reverse=True)) + r")\b")
+
+
+def flags(text: str) -> str:
+    """Plan field names in a message or help text as the command line spells them (``allow_long_context`` ->
+    ``--allow-long-context``); one-word names (``gpu``, ``loss``) stay words."""
+    return _FIELD_WORD.sub(lambda m: _FLAG_NAMES[m.group(1)], text)
+
+
 def _add_option(group: Any, f: PlanField) -> None:
     """The option of one plan field: ``--seq-len``; choices as choices; booleans as ``--x/--no-x``."""
     s = f.spec
     shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
     shown = str(shown).lower() if isinstance(shown, bool) else shown
-    default = "" if shown in (None, "") else f" Default: {shown}."
+    default = (
+        f" Default: {'unset' if s.kind == 'tristate' else 'none'}." if shown in (None, "") else f" Default: {shown}."
+    )
     bounds = f.bounds_text()
-    help_text = (s.help + (f" Allowed: {bounds}." if bounds and s.kind != "choice" else "") + default).replace(
+    help_text = flags(s.help + (f" Allowed: {bounds}." if bounds and s.kind != "choice" else "") + default).replace(
         "%", "%%"
     )
     kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
@@ -215,7 +228,7 @@ def _print_estimate(d: dict[str, Any]) -> None:
     mt.add_column("bytes", justify="right")
     mt.add_column("size", justify="right")
     for name, value in mem["components"].items():
-        mt.add_row(name, f"{value:,}", size_text(value))
+        mt.add_row(mem["component_labels"][name], f"{value:,}", size_text(value))
     mt.add_row("[bold]peak allocated[/bold]", f"{mem['peak_allocated']:,}", size_text(mem["peak_allocated"]))
     mt.add_row("peak reserved", f"{mem['peak_reserved']:,}", size_text(mem["peak_reserved"]))
     mt.add_row("[bold]total (nvidia-smi)[/bold]", f"{mem['total']:,}", size_text(mem["total"]))
@@ -230,8 +243,50 @@ def _print_estimate(d: dict[str, Any]) -> None:
     con.print(mt)
     _print_fit(con, d)
     _print_time(con, d)
+    _print_serving(con, d)
     for note in d["notes"]:
         con.print(f"• {note}")
+
+
+def _print_advice(d: dict[str, Any]) -> None:
+    """The make-it-fit levers (the contract's ``advice``), best first, with the options that apply each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    fit = d.get("fit")
+    title = f"Make it fit{' on ' + fit['name'] if fit else ''}: levers, best first (each one re-estimated)"
+    t = Table(title=title)
+    for col in ("lever", "options", "total", "saves", "fits", "step"):
+        t.add_column(col, justify="left" if col in ("lever", "options") else "right")
+    for lv in d["advice"]:
+        options = " ".join(_option(k, v) for k, v in lv["plan_changes"].items())
+        fits = "—" if lv["fits"] is None else "yes" if lv["fits"] else "no"
+        step = "—" if lv["step_s"] is None else f"{lv['step_s']:.2f} s"
+        t.add_row(lv["label"], options, gib_text(lv["total"]), gib_text(lv["saves_bytes"]), fits, step)
+    con = Console()
+    con.print(t if d["advice"] else "no lever lowers this plan's memory further")
+    for lv in d["advice"][:3]:
+        con.print(f"• {lv['label']}: {lv['tradeoff']}")
+
+
+def _option(name: str, value: Any) -> str:
+    """A plan change as the command-line option that makes it."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {','.join(value) if isinstance(value, list) else value}"
+
+
+def _print_serving(con: Any, d: dict[str, Any]) -> None:
+    s = d.get("serving")
+    if not s:
+        return
+    verdict = "" if "fits" not in s else f"; {'fits' if s['fits'] else 'does not fit'} on {d['fit']['name']}"
+    con.print(
+        f"serving ({s['format']}, {s['context_len']:,} tokens × {s['concurrency']}): weights {gib_text(s['weights'])}"
+        f" + KV cache {gib_text(s['kv_cache'])} + activations {gib_text(s['activations'])} + overhead "
+        f"{gib_text(s['overhead'])} = {gib_text(s['total'])}{verdict}"
+    )
 
 
 def _print_fit(con: Any, d: dict[str, Any]) -> None:
@@ -278,6 +333,8 @@ def estimate_cmd(args: argparse.Namespace) -> None:
         echo(json.dumps(contract, indent=2))
         return
     _print_estimate(contract)
+    if args.advise:
+        _print_advice(contract)
     if args.traced:
         echo(f"traced peak (FakeTensorMode): {size_text(contract['traced']['measured']['peak_allocated'])}")
 
@@ -489,10 +546,11 @@ def serve_cmd(args: argparse.Namespace) -> None:
 
 
 def _model_inputs(parser: argparse.ArgumentParser, model_help: str) -> None:
-    parser.add_argument("model", nargs="?", help=model_help)
-    parser.add_argument("--config", type=Path, metavar="FILE", help="a config.json file instead of a model id")
+    parser.add_argument("model", nargs="?", help=model_help + " (default: none: give --config or --plan instead)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a config.json file instead of a model id "
+                        "(default: none)")  # fmt: skip
     parser.add_argument("--plan", dest="plan_file", type=Path, metavar="FILE", help="read the whole plan from a JSON "
-                        "file")  # fmt: skip
+                        "file; options given too override its fields (default: none)")  # fmt: skip
     parser.add_argument("--prices", type=Path, metavar="FILE", default=os.environ.get("TUNEPLAN_PRICES") or None,
                         help="a price table (JSON, like estimator/data/prices.json) to cost with instead of the "
                         "built-in one (default: TUNEPLAN_PRICES)")  # fmt: skip
@@ -510,54 +568,78 @@ def build_parser() -> argparse.ArgumentParser:
 
     est = command("estimate", estimate_cmd, "storage and GPU memory of a fine-tune, by component")
     _model_inputs(est, "catalog id or Hugging Face Hub id")
-    est.add_argument("--traced", action="store_true", help="trace a real step under FakeTensorMode (train extra)")
-    est.add_argument("--json", dest="as_json", action="store_true", help="print the JSON contract")
+    est.add_argument("--traced", action="store_true", help="trace a real step under FakeTensorMode (train extra). "
+                     "Default: off")  # fmt: skip
+    est.add_argument("--json", dest="as_json", action="store_true", help="print the JSON contract (it always "
+                     "holds the advice) instead of the tables. Default: tables")  # fmt: skip
+    est.add_argument("--advise", action="store_true", help="also print the make-it-fit advisor's levers: each "
+                     "change that lowers the memory, with the peak it gives. Default: off")  # fmt: skip
     add_plan_options(est)
 
     ver = command("verify", verify_cmd, "a real training step, measured next to the estimate (train extra)")
     _model_inputs(ver, "catalog id or Hub id")
-    ver.add_argument("--steps", type=int, default=1, metavar="N", help="measured steps after one warm-up step")
-    ver.add_argument("--json", dest="as_json", action="store_true", help="print the comparison as JSON")
+    ver.add_argument("--steps", type=int, default=1, metavar="N", help="measured steps after one warm-up step "
+                     "(default: 1)")  # fmt: skip
+    ver.add_argument("--json", dest="as_json", action="store_true", help="print the comparison as JSON (default: "
+                     "a table)")  # fmt: skip
     add_plan_options(ver)
 
     rent = command("rent", rent_cmd, "which GPU to rent: every catalog GPU and count that fits, cheapest first")
     _model_inputs(rent, "catalog id or Hugging Face Hub id")
-    rent.add_argument("--limit", type=int, default=20, metavar="N", help="show this many options (the JSON has all)")
-    rent.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    rent.add_argument("--limit", type=int, default=20, metavar="N", help="show this many options (the JSON has all; "
+                      "default: 20)")  # fmt: skip
+    rent.add_argument("--json", dest="as_json", action="store_true", help="print JSON (default: a table)")
     add_plan_options(rent)
 
     exp = command("export", export_cmd, "the plan as TRL, axolotl, accelerate or DeepSpeed configuration")
     _model_inputs(exp, "catalog id or Hugging Face Hub id")
     exp.add_argument("--format", choices=EXPORT_FORMATS, default="trl", help="trl (trl sft --config YAML), trl-python, "
                      "axolotl, accelerate or deepspeed (default: trl)")  # fmt: skip
-    exp.add_argument("--out", type=Path, metavar="FILE", help="write to this file instead of standard output")
+    exp.add_argument("--out", type=Path, metavar="FILE", help="write to this file (default: standard output)")
     add_plan_options(exp)
 
     imp = command("import", import_cmd, "an axolotl or TRL config read into a plan")
-    imp.add_argument("file", type=Path, help="an axolotl YAML or a TRL config (YAML or JSON)")
+    imp.add_argument("file", type=Path, help="an axolotl YAML or a TRL config (YAML or JSON); required, no default")
     imp.add_argument("--format", choices=("axolotl", "trl"), help="axolotl or trl (default: from the keys)")
-    imp.add_argument("--json", dest="as_json", action="store_true", help="print mapped and ignored keys too")
+    imp.add_argument("--json", dest="as_json", action="store_true", help="print mapped and ignored keys too "
+                     "(default: the plan only)")  # fmt: skip
 
     st = command("storage", storage_cmd, "the rule of thumb: parameters × bytes per parameter")
-    st.add_argument("--params", type=float, required=True, metavar="N", help="number of parameters, e.g. 10e9")
+    st.add_argument("--params", type=float, required=True, metavar="N", help="number of parameters, e.g. 10e9 "
+                    "(required, no default)")  # fmt: skip
     st.add_argument("--trainable-fraction", type=float, default=0.01, metavar="X",
                     help="share of parameters in the adapter (default 0.01)")  # fmt: skip
-    st.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    st.add_argument("--json", dest="as_json", action="store_true", help="print JSON (default: text)")
 
     models = command("models", models_cmd, "search the built-in model catalog")
-    models.add_argument("q", nargs="?", default="", help="search text: id, Hub id, name or family")
-    models.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    models.add_argument("q", nargs="?", default="", help="search text: id, Hub id, name or family (default: list "
+                        "them all)")  # fmt: skip
+    models.add_argument("--json", dest="as_json", action="store_true", help="print JSON (default: a table)")
 
     gpus = command("gpus", gpus_cmd, "list the built-in GPU catalog")
-    gpus.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    gpus.add_argument("--json", dest="as_json", action="store_true", help="print JSON (default: a table)")
 
     serve = command("serve", serve_cmd, "start the web app and REST API")
     serve.add_argument("--host", help="interface to bind (default: TUNEPLAN_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: TUNEPLAN_PORT, else 8000)")
     serve.add_argument("--workers", type=int, metavar="N", help="web worker processes (default: TUNEPLAN_WORKERS, "
                        "else 1); one of them runs the verify jobs")  # fmt: skip
-    serve.add_argument("--no-jobs", action="store_true", help="serve estimates only: no verify runs")
+    serve.add_argument("--no-jobs", action="store_true", help="serve estimates only: no verify runs (default: verify "
+                       "runs on, as TUNEPLAN_JOBS_ENABLED says)")  # fmt: skip
     return parser
+
+
+CLI_FALLBACK_HINT = "use a catalog model (tuneplan models) or give its config.json with --config"
+
+
+def cli_message(exc: AppError) -> str:
+    """An app error as the command line says it: its own options instead of the API's, and the catalog models of the
+    same shape family when the model could not be looked up."""
+    message = exc.message.replace(FALLBACK_HINT, CLI_FALLBACK_HINT)
+    suggestions = exc.extra.get("suggestions") or []
+    if suggestions:
+        message += f"; catalog models of the same family or close to it: {', '.join(suggestions)}"
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,10 +648,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (EstimatorError, UsageError) as exc:
-        echo(f"error: {exc}", err=True)
+        echo(f"error: {flags(str(exc))}", err=True)
         return 2
     except AppError as exc:
-        echo(f"error: {exc.message}", err=True)
+        echo(f"error: {flags(cli_message(exc))}", err=True)
         return 2
     return 0
 

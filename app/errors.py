@@ -17,8 +17,8 @@ estimator's errors) into JSON answers, and the CLI prints them with exit code 2:
         ├── HubRepoNotFound         404      (``suggestions``: close catalog ids)
         ├── HubGated                401/403
         ├── HubBadConfig            422
-        ├── HubUnavailable          503
-        └── HubTimeout              504
+        ├── HubUnavailable          503      (``suggestions``: catalog ids of the model's shape family)
+        └── HubTimeout              504      (``suggestions``: likewise)
 
 ``estimator.EstimatorError`` stays the estimator's own tree (422, ``UnknownModelError`` 404).
 """
@@ -26,6 +26,9 @@ estimator's errors) into JSON answers, and the CLI prints them with exit code 2:
 from __future__ import annotations
 
 from typing import Any
+
+FALLBACK_HINT = "use a catalog model (GET /api/models) or send the model's config.json inline as 'config'"
+"""What the API tells a developer to do when a Hub lookup fails; the page and the CLI say it their own way."""
 
 
 class AppError(Exception):

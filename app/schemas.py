@@ -10,16 +10,26 @@ estimator), so the API never drifts from ``estimate(...).to_dict()``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from app.jobs.runner import MAX_STEPS
-from estimator import Plan, PlanField, plan_fields
+from estimator import Plan, PlanField, catalog, plan_fields
 
 QUERY_LIST_MAX = 4096
 """Longest comma-separated module list in a query string."""
+
+
+class CustomGpu(BaseModel):
+    """A GPU that is not in the catalog: its name and memory (what ``nvidia-smi`` lists as its total, in bytes)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=catalog.MAX_CUSTOM_NAME, description="what to call it")
+    memory_bytes: int = Field(ge=catalog.MIN_CUSTOM_BYTES, le=catalog.MAX_CUSTOM_BYTES,
+                              description="its memory in bytes (24 GiB: 25769803776)")  # fmt: skip
 
 
 def field_type(f: PlanField, *, query: bool = False) -> tuple[Any, FieldInfo]:
@@ -47,9 +57,11 @@ def field_type(f: PlanField, *, query: bool = False) -> tuple[Any, FieldInfo]:
             info["max_length"] = QUERY_LIST_MAX
         else:
             annotation = list[str] if s.kind == "modules" else Literal["all-linear"] | list[str]
-    elif s.kind in ("model", "gpu"):
+    elif s.kind == "model" or (s.kind == "gpu" and query):
         annotation = str | None
         info.update(min_length=1, max_length=s.max_length)
+    elif s.kind == "gpu":
+        annotation = Annotated[str, Field(min_length=1, max_length=s.max_length)] | CustomGpu | None
     else:  # config
         annotation = dict[str, Any] | None
     default = f.default
@@ -171,7 +183,11 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="what went wrong and what to do about it")
     errors: list[FieldError] | None = Field(None, description="request validation: one entry per invalid field")
-    suggestions: list[str] | None = Field(None, description="unknown model: close catalog ids")
+    suggestions: list[str] | None = Field(
+        None,
+        description="a model that did not resolve (unknown, or the Hub unreachable): catalog ids of its shape family "
+        "(instruct, chat and base variants) first, then close matches",
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

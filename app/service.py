@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.errors import InvalidRequest
+from app.jobs.duration import run_seconds
 from estimator import (
     CalibrationProfile,
     ConfigError,
@@ -41,6 +42,7 @@ from estimator import (
     load_prices,
     plan_key,
     rent,
+    step_flops,
 )
 
 log = logging.getLogger(__name__)
@@ -213,16 +215,30 @@ class EstimateService:
         found = self.hub.resolve(plan.model, token, deadline=deadline)
         return Resolved(found.config, found.params_source.replace(" ", "-"), found.repo_id, found)
 
-    def contract(self, plan: Plan, resolved: Resolved) -> dict[str, Any]:
-        """``estimate(plan).to_dict()`` for a resolved plan (a crash on an odd config becomes ``ConfigError``)."""
+    def contract(self, plan: Plan, resolved: Resolved, *, advice: bool = True) -> dict[str, Any]:
+        """``estimate(plan).to_dict()`` for a resolved plan (a crash on an odd config becomes ``ConfigError``);
+        ``advice=False`` leaves out the advisor's levers (the page's sweeps need the memory only)."""
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
         calibration = self.calibration_for(plan)
         return guarded(
             lambda: estimate(
-                plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration
+                plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration, with_advice=advice
             ).to_dict(),
             what,
         )
+
+    def run_seconds(self, plan: Plan, resolved: Resolved, steps: int, gpu_name: str | None) -> float | None:
+        """About how long a verify run of ``plan`` takes on its device (``app.jobs.duration``): the step's FLOPs and
+        dequantized bytes (``estimator.step_flops``); on a GPU the time model's step time on ``gpu_name`` (what
+        nvidia-smi calls the server's card) when it is a catalog card."""
+        est = guarded(lambda: estimate(plan, config=resolved.estimate_config, with_advice=False), "config")
+        work = step_flops(est.inventory, est.adapters, est.plan)
+        gpu = catalog.gpu_for_device(gpu_name) if plan.device == "cuda" and gpu_name else None
+        timed = None
+        if gpu is not None:
+            timed = estimate(est.plan.replace(gpu=gpu.id), config=resolved.estimate_config, with_advice=False).time
+        step = None if timed is None else timed.step_s
+        return run_seconds(plan.device, plan.method, est.inventory.total, work.total, work.dequant_bytes, steps, step)
 
     def calibration_for(self, plan: Plan) -> CalibrationProfile | None:
         """The profile for the plan's GPU when its ``calibration`` is ``auto`` and runs measured one. The latest
@@ -231,7 +247,7 @@ class EstimateService:
         if self.calibrations is None or plan.gpu is None or plan.calibration != "auto" or plan.device != "cuda":
             return None
         gpu = catalog.find_gpu(plan.gpu)
-        if gpu is None:
+        if gpu is None or gpu.custom:
             return None
         now = time.monotonic()
         known = self._profiles.get(gpu.id)

@@ -1,4 +1,5 @@
-"""Screenshots of the planner page for the README: desktop, phone width, dark mode.
+"""Screenshots of the planner page for the README: desktop, compare, sweeps, phone width (the sticky result above
+the form being edited), the make-it-fit advisor, dark mode.
 
 Starts the app on a free loopback port (or uses ``--url``), drives headless Chromium through Playwright and
 writes small PNGs to ``docs/screenshots/``::
@@ -12,9 +13,11 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``) at ``/usr/bin/chro
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from app.main import create_app
+from app.settings import Settings
 from bench.browser import CHROMIUM, launch_chromium, load, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +50,14 @@ SHOTS: tuple[tuple[str, str, dict[str, int], str, str | None], ...] = (
         "?model=qwen2.5-7b&method=lora&seq_len=2048&gpu=l4",
         {"width": 390, "height": 844},
         "light",
-        "#results",
+        "#seq_len",
+    ),
+    (
+        "advisor.png",
+        "?model=llama-3.1-8b&method=qlora&batch_size=4&seq_len=4096&gpu=rtx-4090",
+        {"width": 1280, "height": 900},
+        "light",
+        "#advice",
     ),
     (
         "dark.png",
@@ -76,9 +86,9 @@ def take(base: str, out: Path, chromium: str = CHROMIUM) -> list[Path]:
             load(page, base + "/" + query)
             if anchor:
                 page.evaluate(
-                    "sel => { const el = document.querySelector(sel).closest('.card') || "
+                    "sel => { const el = document.querySelector(sel).closest('.card, .field') || "
                     "document.querySelector(sel); window.scrollTo(0, el.getBoundingClientRect().top "
-                    "+ window.scrollY - 8); }",
+                    "+ window.scrollY - (window.innerWidth < 600 ? 150 : 8)); }",
                     anchor,
                 )
             page.wait_for_timeout(400)
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         paths = take(args.url.rstrip("/"), args.out, args.chromium)
     else:
-        with serve(create_app()) as base:
+        with tempfile.TemporaryDirectory() as data, serve(create_app(Settings(data_dir=Path(data)))) as base:
             paths = take(base, args.out, args.chromium)
     for path in paths:
         print(f"{path} {path.stat().st_size // 1024} kB")

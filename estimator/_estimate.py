@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import catalog
+from ._adjust import Adjustment, adjust_defaults
+from ._advice import Lever, advise
 from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError
 from ._fit import fit_search
@@ -19,11 +21,28 @@ from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_wi
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
+from ._serving import ServingEstimate, serving_memory
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import GIB, gib_text
 
 SCHEMA_VERSION = 1
+
+WEIGHTS_WHY = {
+    "qlora": "only the linear layers are 4-bit (about 4.127 bits each with double quantization); embeddings, lm_head "
+    "and norms stay 16-bit, and prepare_model_for_kbit_training makes them fp32",
+    "lora": "the frozen base in its 16-bit dtype, each tensor a separate allocation",
+    "full": "the trained weights as held (fp32 masters under mixed precision)",
+}
+STEP_WHY = {
+    "gradients": "one gradient per trainable parameter, live at the peak",
+    "optimizer": "the optimizer's state (AdamW: two moments per trainable parameter)",
+    "activations": "what the forward keeps for the backward, or the step's temporaries at the peak",
+    "logits": "the lm_head's b·s·V logits and their fp32 copies in the cross-entropy",
+    "overhead": "the CUDA context, kernels and cuBLAS workspace: outside the model's tensors",
+    "allocator_cache": "freed blocks torch's caching allocator keeps reserved",
+    "optimizer_paged": "paged optimizer state in CUDA managed memory",
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,11 @@ class Estimate:
     fit: dict[str, Any] | None = None
     time: TimeEstimate | None = None
     prices: PriceTable | None = None
+    serving: ServingEstimate | None = None
+    advice: tuple[Lever, ...] = ()
+    """The make-it-fit advisor's levers, best first (``estimator._advice``)."""
+    adjusted: tuple[Adjustment, ...] = ()
+    """Plan defaults changed for this model (``estimator._adjust``): ``plan`` is the plan after them."""
 
     def cost(self) -> list[dict[str, Any]]:
         """The plan's cost at every listed price of its GPU (empty without a GPU or a price for it)."""
@@ -102,8 +126,57 @@ class Estimate:
             "fit": self.fit,
             "time": None if self.time is None else self.time.to_dict(),
             "cost": self.cost(),
+            "serving": self.serving_dict(),
+            "rule_to_peak": self.rule_to_peak(),
+            "adjusted": [a.to_dict() for a in self.adjusted],
+            "advice": [lever.to_dict() for lever in self.advice],
             "notes": explain(self),
         }
+
+    def rule_to_peak(self) -> dict[str, Any]:
+        """From the rule of thumb to the estimate's total, one named step per component (bytes added, with why):
+        ``{"method", "rule", "rule_text", "steps": [{"key", "label", "bytes", "why"}], "total"}``. The rule is
+        params × 0.5 B plus a 16-bit adapter for QLoRA (what "4-bit fits" quotes), params × 2 B otherwise; the
+        steps add up from it to ``memory.total`` exactly (the seed's "a 4.1 GB rule becomes 13.5 GiB of peak")."""
+        rule = self.storage["rule_of_thumb"]
+        mem, plan = self.memory, self.plan
+        labels = mem.component_labels
+        if plan.method == "qlora":
+            start, weights_rule = rule["qlora_total"], rule["int4"]
+            text = f"parameters × 0.5 bytes (4-bit) + a 16-bit adapter ({rule['trainable_fraction']:.2%} of them)"
+        else:
+            start, weights_rule = rule["fp16"], rule["fp16"]
+            text = "parameters × 2 bytes (16-bit)"
+        comps = dict(mem.components)
+        steps = [{"key": "weights", "label": "Weights as held", "bytes": comps["weights"] - weights_rule,
+                  "why": WEIGHTS_WHY[plan.method]}]  # fmt: skip
+        if plan.method == "qlora":
+            steps.append(
+                {
+                    "key": "adapters",
+                    "label": "Adapters as held",
+                    "bytes": comps["adapters"] - rule["adapter"],
+                    "why": "the rule counts the adapter at 2 bytes per parameter; PEFT keeps it in fp32",
+                }
+            )
+        elif comps["adapters"]:
+            steps.append({"key": "adapters", "label": labels["adapters"], "bytes": comps["adapters"],
+                          "why": "LoRA A/B in fp32 (PEFT's autocast_adapter_dtype)"})  # fmt: skip
+        for key in ("gradients", "optimizer", "activations", "logits", "overhead", "allocator_cache",
+                    "optimizer_paged"):  # fmt: skip
+            if comps[key]:
+                steps.append({"key": key, "label": labels[key], "bytes": comps[key], "why": STEP_WHY[key]})
+        assert start + sum(st["bytes"] for st in steps) == mem.total
+        return {"method": plan.method, "rule": start, "rule_text": text, "steps": steps, "total": mem.total}
+
+    def serving_dict(self) -> dict[str, Any] | None:
+        """``serving``: the memory to serve the result, and whether it fits the plan's GPU (when one is named)."""
+        if self.serving is None:
+            return None
+        out = self.serving.to_dict()
+        if self.fit is not None:
+            out |= {"usable_bytes": self.fit["usable_bytes"], "fits": self.serving.total <= self.fit["usable_bytes"]}
+        return out
 
 
 def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Mapping[str, Any], str, str | None]:
@@ -115,7 +188,8 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     assert plan.model is not None  # Plan guarantees one of the two
     entry = catalog.find_model(plan.model)
     if entry is None:
-        close = tuple(m.hf_id for m in catalog.close_model_matches(plan.model))
+        family = [m.hf_id for m in catalog.family_matches(plan.model)]
+        close = tuple(dict.fromkeys([*family, *(m.hf_id for m in catalog.close_model_matches(plan.model))]))[:5]
         hint = f"; did you mean: {', '.join(close)}" if close else ""
         raise UnknownModelError(
             f"{plan.model!r} is not in the built-in catalog{hint}. Give a catalog id, upload its config.json, "
@@ -131,31 +205,24 @@ def estimate(
     prices: PriceTable | None = None,
     *,
     calibration: CalibrationProfile | None = None,
+    with_advice: bool = True,
 ) -> Estimate:
     """Estimate storage, training memory and (with a GPU) time and cost of ``plan``. Pure and fast.
 
     ``prices``: the price table (default: the built-in one). ``calibration``: runtime constants a verify run measured
     on the plan's GPU (the app looks them up); used when ``plan.calibration`` is ``auto`` and the profile is for
-    ``plan.gpu``, else the GPU catalog's constants.
+    ``plan.gpu``, else the GPU catalog's constants. ``with_advice``: also re-estimate the plan with each lever of
+    the make-it-fit advisor (``estimator._advice``; the page's sweeps, which need only the memory, skip it).
     """
     cfg, source, model_id = config_for(plan, config)
     arch = parse_config(cfg)
-    if plan.seq_len > arch.max_position_embeddings and not plan.allow_long_context:
-        raise PlanError(
-            f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
-            "(max_position_embeddings); lower seq_len or set allow_long_context"
-        )
-    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
-    if plan.gpu is not None and gpu is None:
-        close = catalog.close_gpu_matches(plan.gpu)
-        hint = f"did you mean {', '.join(g.id for g in close)}? " if close else ""
-        raise PlanError(
-            f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
-        )
     inv = build_inventory(arch)
+    plan, adjusted = adjust_defaults(plan, inv)
+    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     adapters = adapter_plan(inv, plan)
     usable = calibration if calibration_applies(plan, gpu, calibration) else None
-    mem = training_memory(inv, adapters, plan, runtime=runtime_for(plan.gpu, usable))
+    runtime = runtime_for(plan.gpu, usable)
+    mem = training_memory(inv, adapters, plan, runtime=runtime)
     fit = time = None
     if gpu is not None and plan.device == "cuda":
         # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
@@ -170,7 +237,7 @@ def estimate(
             "reason": _reason(plan, gpu, mem),
             "host": host_check(plan, mem),
         }
-        time = step_time(inv, adapters, plan, gpu)
+        time = None if gpu.custom else step_time(inv, adapters, plan, gpu)
     return Estimate(
         plan=plan,
         model_id=model_id,
@@ -184,6 +251,9 @@ def estimate(
         fit=fit,
         time=time,
         prices=default_prices() if prices is None else prices,
+        serving=serving_memory(inv, adapters, plan, mem.runtime),
+        adjusted=adjusted,
+        advice=advise(inv, plan, mem, runtime, gpu.usable_bytes if gpu is not None else None) if with_advice else (),
     )
 
 
@@ -211,7 +281,7 @@ def _per_architecture(inv: Inventory, adapters: AdapterPlan, plan: Plan, mem: Me
     if plan.device != "cuda" or mem.attention is None:
         return {}
     own = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
-    out: dict[str, int] = {own.arch: mem.fit_bytes} if own is not None else {}
+    out: dict[str, int] = {own.arch: mem.fit_bytes} if own is not None and not own.custom else {}
     by_kernel: dict[str, MemoryEstimate] = {_kernel_key(mem.attention): mem}
     for g in catalog.gpus():
         if g.arch in out:
@@ -290,7 +360,7 @@ def fits(
 def _dtype_reason(plan: Plan, gpu: catalog.GPU) -> str | None:
     """Why the plan's dtype cannot run on ``gpu`` (bf16 needs compute capability 8.0+: the catalog lists no bf16
     rate for older cards such as the T4 and V100), or None."""
-    if plan.dtype == "bfloat16" and gpu.bf16_tflops is None:
+    if plan.dtype == "bfloat16" and gpu.bf16_tflops is None and not gpu.custom:
         return "no bfloat16 support: use dtype float16"
     return None
 
@@ -299,7 +369,7 @@ def explain(est: Estimate) -> list[str]:
     """Plain-language notes on the largest terms."""
     mem = est.memory
     plan = est.plan
-    notes: list[str] = list(mem.notes)
+    notes: list[str] = [a.note for a in est.adjusted] + list(mem.notes)
     comps = mem.components
     V = est.arch.vocab_size
     if plan.loss == "standard" and comps["logits"] and comps["logits"] >= 0.2 * mem.peak_allocated:

@@ -89,6 +89,29 @@ COMPONENTS = (
     "optimizer_paged",  # paged optimizer state in CUDA managed memory (outside torch's allocator)
 )  # fmt: skip
 
+COMPONENT_LABELS = {
+    "weights": "Weights",
+    "adapters": "Adapters",
+    "gradients": "Gradients",
+    "optimizer": "Optimizer state",
+    "activations": "Activations",
+    "logits": "Logits and loss",
+    "overhead": "CUDA context + cuBLAS",
+    "allocator_cache": "Allocator cache",
+    "optimizer_paged": "Paged optimizer (managed)",
+}
+"""Each component's name for people (``MemoryEstimate.component_labels`` names some by the peak's phase)."""
+PHASE_LABELS = {
+    ("optimizer", "activations"): "Optimizer-step temporaries",
+    ("optimizer", "logits"): "Logits kept by the loop",
+    ("backward", "activations"): "Activations and backward temporaries",
+    ("backward", "gradients"): "Gradients made so far",
+    ("backward", "logits"): "Logits kept by the loop",
+    ("forward", "activations"): "Saved activations",
+    ("loss_backward", "activations"): "Saved activations",
+}
+"""(peak phase, component) -> what the component holds at a peak in that phase (``peak_components``)."""
+
 # The runtime constants measured on an H200 (torch 2.11 + CUDA 13.0, driver 580.159; bench/results/gpu_h200.json):
 # the GPU catalog's sm90 entry, where every architecture's constants live (estimator/data/gpus.json, catalog.py).
 _SM90 = catalog.architectures()["sm90"]
@@ -144,6 +167,12 @@ class MemoryEstimate:
         return int(self.host.get("host_peak", 0))
 
     @property
+    def component_labels(self) -> dict[str, str]:
+        """What each live-tensor component holds at the peak, in words: the same component key holds different
+        tensors in different phases (at the optimizer step "activations" are the step's temporaries)."""
+        return {c: PHASE_LABELS.get((self.peak_phase, c), COMPONENT_LABELS[c]) for c in COMPONENTS}
+
+    @property
     def fit_bytes(self) -> int:
         """The figure a GPU's usable memory is compared with (whether the plan fits, and the fit search): the high
         edge of the total's range, so an estimate says "fits" only where its least favourable reading fits."""
@@ -158,6 +187,7 @@ class MemoryEstimate:
             "total": self.total,
             "range": {k: list(v) for k, v in self.range.items()},
             "peak_phase": self.peak_phase,
+            "component_labels": self.component_labels,
             "phases": dict(self.phases),
             "activation_dtype": self.activation_dtype,
             "attention": None if att is None else {
@@ -1175,7 +1205,10 @@ def _terms(
         Term("optimizer_paged", "optimizer_paged", tiers.optimizer_paged,
              "paged optimizer state in CUDA managed memory"),
         Term("activations_per_layer", "activations", fwd.layer,
-             "tensors autograd saves in one decoder layer (no checkpointing)", "modelled"),
+             "what one decoder layer keeps for its backward, recomputed one layer at a time in the backward "
+             "(checkpointing keeps only each layer's input)" if plan.gradient_checkpointing else
+             f"what one decoder layer keeps for its backward, kept for all {inv.arch.num_hidden_layers} layers "
+             "(no checkpointing)", "modelled"),
         Term("checkpointed_inputs", "activations", checkpointed,
              "one residual-stream tensor per layer kept by non-reentrant checkpointing", "modelled"),
         Term("attention_mask", "activations", fwd.mask,

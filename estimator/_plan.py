@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, get_args
 
+from . import catalog
 from ._errors import PlanError
 
 Method = Literal["full", "lora", "qlora"]
@@ -38,6 +39,7 @@ TrainingLoop = Literal["trainer", "plain"]
 Loss = Literal["standard", "chunked"]
 TransformersVersion = Literal["5.x", "4.x"]
 Calibration = Literal["auto", "none"]
+ServeFormat = Literal["merged_16bit", "merged_4bit", "base_adapter"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora")
@@ -49,6 +51,7 @@ MAX_MODULES = 256
 MAX_MODULE_NAME = 128
 MAX_ACCUMULATION = 1 << 16
 MAX_TOKENS = 10**15
+MAX_CONCURRENCY = 4096
 
 Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number", "modules", "targets", "gpu"]
 """How a field's value is typed and shown:
@@ -57,7 +60,8 @@ Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number",
 - ``choice``: one of ``choices``; ``bool``; ``tristate``: true, false or None (None: the plan decides);
 - ``int`` / ``number``: bounded by ``low`` / ``high`` (``low_open`` / ``high_open`` exclude the bound);
 - ``modules``: a list of module names; ``targets``: ``"all-linear"`` or a non-empty list of module names;
-- ``gpu``: a catalog GPU id, or None.
+- ``gpu``: a GPU, or None: a catalog id, a catalog name or a loose one (``RTX 4090``, ``4090``), or a custom card
+  (``NAME:MEMORY`` text, or a ``{"name", "memory_bytes"}`` object); held as a catalog id or ``NAME:BYTES``.
 """
 
 
@@ -302,8 +306,9 @@ class Plan:
         None,
         "gpu",
         "GPU",
-        "A catalog GPU id (tuneplan gpus, GET /api/gpus) to check the fit against and "
-        "search the largest batch and sequence for.",
+        "The GPU to check the fit against and search the largest batch and sequence for: a catalog id or name "
+        "(tuneplan gpus, GET /api/gpus; loosely matched: 'RTX 4090', '4090'), or your own card as 'NAME:MEMORY' "
+        '(e.g. \'My card:24GiB\'; in JSON also {"name": ..., "memory_bytes": ...}).',
         "Hardware",
         max_length=100,
     )
@@ -422,6 +427,34 @@ class Plan:
         high=1,
     )
 
+    serve_format: ServeFormat = _spec(
+        "merged_16bit",
+        "choice",
+        "Serve as",
+        "How the fine-tuned model is served: merged_16bit (adapters merged into 16-bit weights), merged_4bit (merged, "
+        "then loaded in 4-bit by bitsandbytes), base_adapter (the base as trained, 4-bit for QLoRA, plus the adapter).",
+        "Serving",
+        choices=get_args(ServeFormat),
+    )
+    serve_context_len: int = _spec(
+        0,
+        "int",
+        "Serving context (tokens)",
+        "Tokens of prompt plus output each served sequence holds in the KV cache (0: the training seq_len).",
+        "Serving",
+        low=0,
+        high=MAX_SEQ_LEN,
+    )
+    serve_concurrency: int = _spec(
+        1,
+        "int",
+        "Concurrent sequences",
+        "Sequences served at once, each with its own KV cache.",
+        "Serving",
+        low=1,
+        high=MAX_CONCURRENCY,
+    )
+
     def __post_init__(self) -> None:
         for f in plan_fields():
             value = _checked(f, getattr(self, f.name))
@@ -490,6 +523,10 @@ class Plan:
                 value = list(value)
             if f.name == "config" and value is not None:
                 value = dict(value)
+            if f.name == "gpu" and value is not None:
+                gpu = catalog.find_gpu(value)
+                if gpu is not None and gpu.custom:
+                    value = {"name": gpu.name, "memory_bytes": gpu.memory_bytes}
             out[f.name] = value
         return out
 
@@ -561,12 +598,18 @@ def _checked(f: PlanField, value: Any) -> Any:
         _check_range(f, value)
     elif s.kind in ("modules", "targets"):
         return _modules(f, value)
-    elif s.kind in ("model", "gpu"):
+    elif s.kind == "model":
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            what = "Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id" if s.kind == "model" else "GPU id"
-            raise PlanError(f"{name} must be a non-empty {what}")
+            raise PlanError(f"{name} must be a non-empty Hub id like 'meta-llama/Llama-3.1-8B' or a catalog id")
         if value is not None and s.max_length and len(value) > s.max_length:
             raise PlanError(f"{name} must have at most {s.max_length} characters")
+    elif s.kind == "gpu" and value is not None:
+        if isinstance(value, str) and s.max_length and len(value) > s.max_length:
+            raise PlanError(f"{name} must have at most {s.max_length} characters")
+        try:
+            return catalog.canonical_gpu(value)
+        except catalog.GpuLookupError as exc:
+            raise PlanError(exc.message) from None
     elif s.kind == "config" and value is not None and not isinstance(value, Mapping):
         raise PlanError(f"{name} must be a JSON object (the contents of config.json)")
     return value

@@ -134,7 +134,9 @@ def runtime_for(gpu_id: str | None, calibration: CalibrationProfile | None = Non
             source=calibration.label(), allocator_cache_ratio=calibration.allocator_cache_ratio,
         )  # fmt: skip
     where = f"{arch.key} ({arch.name})" + ("" if gpu is not None else ", the default when no GPU is named")
-    status = "measured" if arch.measured else "uncalibrated"
+    if gpu is not None and gpu.custom:
+        where = f"{arch.key} ({arch.name}) standing in for the custom GPU {gpu.name!r}"
+    status = "measured" if arch.measured and not (gpu is not None and gpu.custom) else "uncalibrated"
     return Runtime(
         arch=arch.key, cuda_context_bytes=arch.cuda_context_bytes, cuda_runtime_bytes=arch.cuda_runtime_bytes,
         cublas_workspace_bytes=arch.cublas_workspace_bytes,

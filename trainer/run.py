@@ -360,10 +360,13 @@ def run(
     seed: int = 0,
     loader: str = "direct",
     round_to: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Build, warm up, measure ``steps`` steps; returns the result dict (see the module docstring)."""
+    """Build, warm up, measure ``steps`` steps; returns the result dict (see the module docstring). ``progress`` is
+    told each phase as it begins (``Progress.PHASES``)."""
     if steps < 1:
         raise ValueError("steps must be >= 1")
+    phase = progress or (lambda name: None)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", 0)
@@ -395,6 +398,7 @@ def run(
     stage = "build"
     probe: CudaProbe | None = None
     try:
+        phase("building")
         t0 = time.perf_counter()
         built = build(cfg, plan, device, loader=loader)
         _sync(device)
@@ -406,6 +410,7 @@ def run(
         losses: list[float] = []
 
         stage = "first_step"
+        phase("warm-up")
         first_tracker = MemoryTracker(round_to=round_to)
         probe = CudaProbe(device) if cuda else None
         t0 = time.perf_counter()
@@ -423,6 +428,7 @@ def run(
         losses.append(float(loss.item()))
 
         stage = "measured"
+        phase("measuring")
         tracker = MemoryTracker(round_to=round_to)
         probe = CudaProbe(device) if cuda else None
         times: list[float] = []
@@ -442,6 +448,7 @@ def run(
             assert probe is not None
             cuda_summary = probe.summary()
             stage = "tracked"
+            phase("tracking")
             # One more step under the tracker, for the per-category breakdown (the tracker holds no tensor, so
             # it changes no allocation; it only slows the step down, which is why timing used the steps above).
             with tracking(tracker, built, plan, batch):
@@ -504,6 +511,25 @@ def write_json(path: str, data: Any) -> None:
         fh.write(text + "\n")
 
 
+class Progress:
+    """Where a run is, for the server that started it: the phase it is in and when each began (seconds after the
+    first), written to a small JSON file as each begins (written whole, then renamed, so a reader never sees half)."""
+
+    PHASES = ("building", "warm-up", "measuring", "tracking", "writing")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.started = time.time()
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, phase: str) -> None:
+        self.phases[phase] = round(time.time() - self.started, 3)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"phase": phase, "started": self.started, "phases": self.phases}, fh)
+        os.replace(tmp, self.path)
+
+
 def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], description: str) -> int:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--plan", required=True, help="plan JSON file")
@@ -514,16 +540,21 @@ def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], descripti
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--out", required=True, help="result JSON path ('-' for stdout)")
     parser.add_argument("--print-result", action="store_true", help="also print 'TUNEPLAN-RESULT <json>' (one line)")
+    parser.add_argument("--progress", help="write the phase the run is in to this JSON file as it goes")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = load_plan(args.plan)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    progress = Progress(args.progress) if args.progress else None
+    extra: dict[str, Any] = {"progress": progress} if progress is not None else {}
     try:
-        result = runner(plan, load_config(args.config), device=device, steps=args.steps, seed=args.seed)
+        result = runner(plan, load_config(args.config), device=device, steps=args.steps, seed=args.seed, **extra)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if progress is not None:
+        progress("writing")
     write_json(args.out, result)
     if args.print_result:  # a Ray job's result comes back in its logs
         print("TUNEPLAN-RESULT " + json.dumps(result, default=str), flush=True)
@@ -540,6 +571,7 @@ if __name__ == "__main__":
 
 __all__ = [
     "CudaProbe",
+    "Progress",
     "tracked_figures",
     "main",
     "make_batch",

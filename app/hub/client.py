@@ -38,7 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.errors import HubBadConfig, HubError, HubGated, HubInvalidId, HubRepoNotFound, HubTimeout, HubUnavailable
+from app.errors import (
+    FALLBACK_HINT,
+    HubBadConfig,
+    HubError,
+    HubGated,
+    HubInvalidId,
+    HubRepoNotFound,
+    HubTimeout,
+    HubUnavailable,
+)
 from app.hub.cache import ConfigCache
 from app.settings import Settings
 from estimator import catalog
@@ -55,7 +64,7 @@ _TOKEN_HINT = (
     "pass a Hugging Face token with read access: send the header 'X-HF-Token: hf_...' "
     "(a server's own HF_TOKEN serves only requests that carry its API token)"
 )
-_FALLBACK_HINT = "use a catalog model (GET /api/models) or send the model's config.json inline as 'config'"
+_FALLBACK_HINT = FALLBACK_HINT
 
 T = TypeVar("T")
 
@@ -132,9 +141,12 @@ def check_revision(revision: str) -> str:
 
 
 def catalog_suggestions(query: str, limit: int = 5) -> tuple[str, ...]:
-    """Close catalog matches for an id that did not resolve: a search on the id and on its name part, else the
-    catalog's fuzzy matches."""
-    seen: list[str] = []
+    """Catalog matches for an id that did not resolve: its shape family first (the instruct, chat or base variant of
+    a catalog model, ``catalog.family_matches``), then a search on the id and on its name part, else the catalog's
+    fuzzy matches."""
+    seen: list[str] = [m.id for m in catalog.family_matches(query, n=limit)]
+    if seen:
+        return tuple(seen)
     for text in (query, query.rsplit("/", 1)[-1]):
         seen += [m.id for m in catalog.search_models(text, limit=limit) if m.id not in seen]
         if seen:
@@ -149,6 +161,7 @@ def hub_timeout(repo_id: str, timeout_s: float, endpoint: str | None = None) -> 
     return HubTimeout(
         f"the Hugging Face Hub did not answer for {repo_id[:200]!r} within {timeout_s:g} s: retry later, or "
         + _FALLBACK_HINT,
+        suggestions=list(catalog_suggestions(repo_id)),
         **({"endpoint": endpoint} if endpoint else {}),
     )
 
@@ -430,6 +443,7 @@ class HubClient:
             raise HubUnavailable(
                 f"the Hugging Face Hub at {self.endpoint} could not be reached: retry later, or {_FALLBACK_HINT}",
                 endpoint=self.endpoint,
+                suggestions=list(catalog_suggestions(repo_id)),
             ) from None
         except HfHubHTTPError as exc:
             self._raise_http(exc, repo_id, token)

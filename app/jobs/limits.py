@@ -103,6 +103,25 @@ def preflight(settings: Settings, device: str, estimate: Mapping[str, Any]) -> N
         )
 
 
+def run_preview(settings: Settings, device: str, estimate: Mapping[str, Any], seconds: float | None) -> dict[str, Any]:
+    """What a run of ``estimate``'s plan would take on ``device`` before it starts: host memory, GPU memory, about how
+    long, and whether the pre-flight lets it run (``runs``, else ``reason``)."""
+    memory = estimate["memory"]
+    gpu = gpu_memory() if device == "cuda" else None
+    host = RUN_PROCESS_BYTES + (int(memory["peak_allocated"]) if device == "cpu" else 0)
+    reason = None
+    try:
+        preflight(settings, device, estimate)
+    except InvalidRequest as exc:
+        reason = exc.message
+    return {
+        "device": device, "gpu": gpu[0] if gpu else None, "gpu_bytes": gpu[1] if gpu else None,
+        "estimate_bytes": int(memory["range"]["total"][1]) if device == "cuda" else int(memory["peak_allocated"]),
+        "host_bytes": host, "available_bytes": meminfo().get("MemAvailable"),
+        "time_s": None if seconds is None else round(seconds, 1), "runs": reason is None, "reason": reason,
+    }  # fmt: skip
+
+
 OUT_OF_MEMORY_MARKS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "std::bad_alloc")
 
 

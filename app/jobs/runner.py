@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +62,9 @@ ERROR_TAIL_CHARS = 4000
 POLL_S = 0.25
 LOCK_RETRY_S = 1.0
 TRAIN_EXTRA_MISSING = "install the train extra: pip install -e '.[train]'"
+PROGRESS_FILE = "progress.json"
+RUN_PHASES = ("building", "warm-up", "measuring", "tracking", "writing")
+"""The phases ``trainer.run`` reports (``trainer.run.Progress``), in order; a CPU run has no ``tracking``."""
 STOPPED = "interrupted: the server stopped during the run"
 
 
@@ -73,6 +77,14 @@ class _Running:
     started: float
     estimate: dict[str, Any]
     killed: str | None = None
+
+
+def _epoch(iso: str) -> float:
+    """An ISO 8601 time of the job store as seconds since the epoch (now when it cannot be read)."""
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def _tail(path: Path, chars: int = ERROR_TAIL_CHARS) -> str:
@@ -234,6 +246,26 @@ class JobRunner:
             raise NotFound(f"no job {job_id[:64]!r}: GET /api/jobs lists the recent ones")
         return row
 
+    def progress(self, row: JobRow) -> dict[str, Any] | None:
+        """Where a running job is: the phase its run reported last (``trainer.run.Progress``, a file in the run's
+        work directory, so any process serving this data directory can read it), that phase's number among the
+        run's phases, and the seconds since the job started running. None for a job that is not running."""
+        if row.status != "running":
+            return None
+        elapsed = max(time.time() - _epoch(row.updated_at), 0.0)
+        out: dict[str, Any] = {"phase": "starting", "index": 0, "count": 0, "elapsed_s": round(elapsed, 1)}
+        if not row.workdir:
+            return out
+        try:
+            data = json.loads((Path(row.workdir) / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            return out
+        phases = [p for p in RUN_PHASES if p != "tracking" or row.device == "cuda"]
+        phase = str(data.get("phase", "starting"))
+        if phase in phases:
+            out.update(phase=phase, index=phases.index(phase) + 1, count=len(phases))
+        return out
+
     def cancel(self, job_id: str) -> JobRow:
         """Cancel a queued or running job (its process is killed, by whichever process runs it); ``NotFound`` /
         ``Conflict`` otherwise, also when another request cancelled it first."""
@@ -338,6 +370,7 @@ class JobRunner:
             "--device", row.device,
             "--steps", str(row.steps),
             "--out", str(workdir / "result.json"),
+            "--progress", str(workdir / PROGRESS_FILE),
         ]  # fmt: skip
 
     def _start(self, row: JobRow) -> _Running:

@@ -34,7 +34,7 @@ from app.schemas import (
     PlanQuery,
 )
 from app.service import guarded
-from estimator import EstimatorError, Plan, catalog, estimate, parse_config
+from estimator import WHY_EXACT_DIFFERS, EstimatorError, Plan, RuleOfThumb, catalog, estimate, parse_config
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -180,6 +180,18 @@ async def get_model(
         lambda: hub_timeout(repo_id, settings.hub_timeout_s, settings.hf_endpoint),
     )
     return json_response(await ctx.lanes.cpu(lambda: _model_detail(resolved)))
+
+
+@router.get("/api/rule-of-thumb", tags=["estimate"], summary="The rule of thumb for any parameter count")
+async def rule_of_thumb(
+    params: Annotated[float, Query(ge=1, le=1e15, description="number of parameters, e.g. 1e10")],
+    trainable_fraction: Annotated[float, Query(ge=0, le=1, description="share of parameters in the adapter")] = 0.01,
+) -> dict[str, Any]:
+    """``{params, trainable_fraction, fp16, int4, adapter, qlora_total, why_exact_differs}`` in bytes: params × 2
+    (16-bit), × 0.5 (4-bit), the adapter in 16-bit, and QLoRA's 4-bit base plus adapter; ``why_exact_differs``
+    says why a real model's exact figures are not these (``POST /api/estimate`` gives them)."""
+    rule = RuleOfThumb(int(params), trainable_fraction)
+    return rule.to_dict() | {"why_exact_differs": list(WHY_EXACT_DIFFERS)}
 
 
 @router.get("/api/gpus", tags=["gpus"], summary="The GPU catalog", response_model=list[catalog.GPU])

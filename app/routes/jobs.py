@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import JobsContextDep
 from app.errors import NotFound
-from app.jobs.limits import preflight
+from app.jobs.limits import gpu_memory, preflight, run_preview
 from app.jobs.store import JobRow
 from app.lanes import resolve_plan
 from app.schemas import ERROR_RESPONSES, ErrorBody, JobBody
@@ -89,6 +89,31 @@ async def create_job(body: JobBody, ctx: JobsContextDep) -> JSONResponse:
     return JSONResponse({"id": row.id, "status": row.status, "url": url}, status_code=202, headers={"Location": url})
 
 
+@router.post("/api/jobs/preflight", tags=["verify"], summary="What a verify run of a plan would take", responses=ERRORS)
+async def preflight_job(body: JobBody, ctx: JobsContextDep) -> dict[str, Any]:
+    """Before starting a run: the device it would go to, its host memory (the CPU estimate's tensors plus the
+    process), its GPU memory, about how long it takes in all (``time_s``; rough, from this project's measured
+    runs), and whether the pre-flight lets it start (``runs``; else ``reason``, the 422 ``POST /api/jobs`` would
+    answer). Nothing is queued."""
+    runner, service, lanes, settings = ctx.runner, ctx.service, ctx.lanes, ctx.settings
+
+    def where() -> str:
+        runner.check_ready()
+        return runner.run_device(body.device)
+
+    device = await lanes.cpu(where)
+    plan = body.plan_for(device)
+    resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
+
+    def preview() -> dict[str, Any]:
+        estimate = service.contract(plan, resolved, advice=False)
+        gpu = gpu_memory() if device == "cuda" else None
+        seconds = service.run_seconds(plan, resolved, body.steps, gpu[0] if gpu else None)
+        return run_preview(settings, device, estimate, seconds)
+
+    return await lanes.cpu(preview)
+
+
 @router.get("/api/jobs", tags=["verify"], summary="Recent verify jobs, newest first")
 def list_jobs(
     ctx: JobsContextDep,
@@ -102,8 +127,11 @@ def list_jobs(
 def get_job(job_id: JobId, ctx: JobsContextDep) -> dict[str, Any]:
     """The job: ``status`` (queued, running, done, failed, cancelled), the plan, the ``estimate`` (for the run's
     device), the trainer's ``result`` (``result.measured``) and ``comparison`` rows (``name``, ``estimated``,
-    ``measured``, ``error_percent`` = (estimated - measured) / measured) per component and for the peaks."""
-    return _visible(ctx.runner, job_id, ctx.caller).detail()
+    ``measured``, ``error_percent`` = (estimated - measured) / measured) per component and for the peaks. While it
+    runs, ``progress`` says the phase its run is in (building, warm-up, measuring, tracking, writing), its number
+    (``index`` of ``count``) and the seconds since it started (``elapsed_s``)."""
+    row = _visible(ctx.runner, job_id, ctx.caller)
+    return row.detail() | {"progress": ctx.runner.progress(row)}
 
 
 @router.delete("/api/jobs/{job_id}", tags=["verify"], summary="Cancel a verify job", responses=ERRORS)

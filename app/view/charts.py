@@ -12,6 +12,7 @@ no fixed font colour); the page applies light or dark colours on top.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,8 +27,8 @@ COMPONENT_LABELS: dict[str, str] = {
     "adapters": "Adapters",
     "gradients": "Gradients",
     "optimizer": "Optimizer state",
-    "activations": "Activations",
-    "logits": "Logits",
+    "activations": "Activations and temporaries",
+    "logits": "Logits and loss",
     "overhead": "CUDA context + cuBLAS",
     "allocator_cache": "Allocator cache",
     "optimizer_paged": "Paged optimizer (managed)",
@@ -47,8 +48,8 @@ COMPONENT_COLORS: dict[str, str] = {
 PATTERNED = frozenset({"allocator_cache", "optimizer_paged"})
 """Components outside the live tensors, drawn hatched."""
 
-COMMON_CAPACITIES_GB: tuple[int, ...] = (24, 40, 48, 80, 141)
-"""Common accelerator memory sizes, by their marketing figure (which counts GiB, give or take)."""
+REFERENCE_GPUS: tuple[str, ...] = ("rtx-4090", "a100-40gb", "rtx-a6000", "a100-80gb", "h200")
+"""The cards whose usable memory the bar chart draws for scale (one of each common size: 24, 40, 48, 80, 141 GB)."""
 
 STORAGE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("download", "Download (16-bit weights)", "base_16bit"),
@@ -103,40 +104,36 @@ def short_gpu_name(name: str) -> str:
     return name
 
 
-def capacity_lines(selected: str | None = None, common: Sequence[int] = COMMON_CAPACITIES_GB) -> list[dict[str, Any]]:
-    """Horizontal lines for the bar chart: one per common capacity, plus the selected catalog GPU.
+def chart_gpu_name(name: str) -> str:
+    """``NVIDIA A100 80GB (SXM4)`` -> ``A100 (SXM4)``: the vendor and the marketed size left out, so a memory chart's
+    labels carry one unit only (the GiB figure next to them)."""
+    short = re.sub(r"\s*\b\d+\s*GB\b", "", short_gpu_name(name))
+    return re.sub(r"\s{2,}", " ", short).strip()
 
-    Lines sit at usable memory (what is left after the driver's reservation; what ``fits`` compares
-    ``memory.total`` with), so a bar above a line does not fit that card. A common capacity takes its size from the
-    first catalog GPU sold as that size, else ``capacity * 2**30``. Returns ``{"label", "bytes", "selected"}``
-    dicts, smallest first.
+
+def gpu_line_label(gpu: catalog.GPU) -> str:
+    """A capacity line's label: the card and its usable memory in GiB (``RTX 4090: 23.64 GiB usable``)."""
+    return f"{chart_gpu_name(gpu.name)}: {gib_text(gpu.usable_bytes)} usable"
+
+
+def capacity_lines(selected: str | None = None, reference: Sequence[str] = REFERENCE_GPUS) -> list[dict[str, Any]]:
+    """Horizontal lines for the bar chart: the reference cards' usable memory, plus the selected GPU's.
+
+    Lines sit at usable memory (what ``fits`` compares ``memory.total`` with), labelled in GiB, so a bar above a line
+    does not fit that card. The selected GPU replaces the reference card of its size. Returns ``{"label", "bytes",
+    "selected"}`` dicts, smallest first.
     """
-    lines: list[dict[str, Any]] = []
     chosen = catalog.find_gpu(selected) if selected else None
-    chosen_cap = nominal_gb(chosen.memory_bytes) if chosen is not None else None
-    for cap in common:
-        if cap == chosen_cap:
-            continue  # the selected GPU's line stands for its size
-        match = next((g for g in catalog.gpus() if nominal_gb(g.memory_bytes) == cap), None)
-        size = match.usable_bytes if match else cap * GIB
-        lines.append({"label": f"{cap} GB", "bytes": size, "selected": False})
+    lines: list[dict[str, Any]] = []
+    for gid in reference:
+        g = catalog.find_gpu(gid)
+        if g is None or (chosen is not None and abs(g.usable_bytes - chosen.usable_bytes) < 0.1 * g.usable_bytes):
+            continue
+        lines.append({"label": gpu_line_label(g), "bytes": g.usable_bytes, "selected": False})
     if chosen is not None:
-        label = f"{short_gpu_name(chosen.name)}: {gib_text(chosen.usable_bytes)} usable"
-        lines.append({"label": label, "bytes": chosen.usable_bytes, "selected": True})
+        lines.append({"label": gpu_line_label(chosen), "bytes": chosen.usable_bytes, "selected": True})
     lines.sort(key=lambda line: line["bytes"])
     return lines
-
-
-def nominal_gb(memory_bytes: int) -> int:
-    """The marketing size of a card: 80 for 80 GiB, 141 for an H200's 141 GB (143.8e9 bytes)."""
-    if memory_bytes <= 0:
-        return 0
-    as_gib = memory_bytes / GIB
-    as_gb = memory_bytes / GB
-    for cap in COMMON_CAPACITIES_GB:
-        if abs(as_gib - cap) / cap < 0.03 or abs(as_gb - cap) / cap < 0.03:
-            return cap
-    return round(as_gib)
 
 
 def _base_layout(**extra: Any) -> dict[str, Any]:
@@ -198,8 +195,10 @@ def _legend_line(label: str, *, dash: str) -> dict[str, Any]:
 # --- figures ------------------------------------------------------------------------------------------
 
 
-def _component_traces(methods: list[str], labels: list[str], comps: Mapping[str, Mapping[str, int]]) -> list[Any]:
-    """One stacked bar trace per component that is not zero for every method."""
+def _component_traces(methods: list[str], labels: list[str], comps: Mapping[str, Mapping[str, int]],
+                      names: Mapping[str, Mapping[str, str]]) -> list[Any]:  # fmt: skip
+    """One stacked bar trace per component that is not zero for every method; each bar's hover names what the
+    component holds at that method's peak (``names``: the contracts' ``memory.component_labels``)."""
     data: list[dict[str, Any]] = []
     for c in COMPONENTS:
         values = [comps[m][c] for m in methods]
@@ -212,8 +211,9 @@ def _component_traces(methods: list[str], labels: list[str], comps: Mapping[str,
             "x": labels,
             "y": [gib(v) for v in values],
             "customdata": values,
+            "hovertext": [names.get(m, {}).get(c, COMPONENT_LABELS[c]) for m in methods],
             "marker": {"color": COMPONENT_COLORS[c]} | pattern,
-            "hovertemplate": f"{COMPONENT_LABELS[c]}: %{{y:.2f}} GiB<extra>%{{x}}</extra>",
+            "hovertemplate": "%{hovertext}: %{y:.2f} GiB<extra>%{x}</extra>",
             "meta": {"component": c},
         })  # fmt: skip
     return data
@@ -262,7 +262,8 @@ def memory_bar_chart(
     ticks = [f"<b>{label} ◆</b>" if m == selected_method else label for m, label in zip(methods, labels, strict=True)]
     comps = {m: components_of(estimates[m]) for m in methods}
     peaks = {m: peak_bytes(estimates[m]) for m in methods}
-    data = _component_traces(methods, labels, comps)
+    names = {m: estimates[m]["memory"].get("component_labels", {}) for m in methods}
+    data = _component_traces(methods, labels, comps, names)
     stack_tops = {m: sum(comps[m].values()) for m in methods}
     tallest = max([*stack_tops.values(), *peaks.values(), 0])
     shown = _lines_in_view(gpu_lines, tallest)
@@ -321,82 +322,137 @@ def _capacity(capacity: Mapping[str, Any] | int | None) -> tuple[int | None, str
     return int(capacity), "GPU memory"
 
 
-def _sweep_traces(method: str, points: Sequence[Mapping[str, Any]], cap_bytes: int | None, single: bool) -> tuple[
-    list[dict[str, Any]], Any
-]:  # fmt: skip
-    """The line of one method, and a marker at its first point over the capacity (with where it stops fitting)."""
+def _sweep_traces(method: str, points: Sequence[Mapping[str, Any]], cap_bytes: int | None) -> list[dict[str, Any]]:
+    """The line of one method and, with a capacity, its points above it (open red circles)."""
     pts = [p for p in points if p.get("peak") is not None]
     xs, ys = [p["x"] for p in pts], [int(p["peak"]) for p in pts]
     name = METHOD_LABELS.get(method, method) or "Peak memory"
     line: dict[str, Any] = {"type": "scatter", "mode": "lines+markers", "name": name, "x": xs,
                             "y": [gib(y) for y in ys], "customdata": ys,
-                            "hovertemplate": f"{name}: %{{y:.2f}} GiB at %{{x}}<extra></extra>",
+                            "hovertemplate": f"{name}: %{{y:.2f}} GiB at %{{x:,}}<extra></extra>",
                             "meta": {"method": method}}  # fmt: skip
     if method in METHOD_COLORS:
         line["line"] = {"color": METHOD_COLORS[method]}
-    if cap_bytes is None:
-        return [line], None
-    over = next((i for i, y in enumerate(ys) if y > cap_bytes), None)
-    if over is None:
-        return [line], None
-    marker = {
-        "type": "scatter", "mode": "markers+text", "name": f"{name}: stops fitting", "showlegend": False,
-        "x": [xs[over]], "y": [gib(ys[over])], "text": [f"{xs[over]:,}"] if single else [""],
-        "textposition": "top left", "textfont": {"color": CAPACITY_COLOR},
-        "marker": {"symbol": "x", "size": 13, "color": CAPACITY_COLOR, "line": {"width": 2, "color": CAPACITY_COLOR}},
-        "hovertemplate": f"{name} stops fitting at %{{x}}: %{{y:.2f}} GiB<extra></extra>",
-        "meta": {"method": method, "stops_fitting": True},
-    }  # fmt: skip
-    return [line, marker], xs[over]
+    over = [(x, y) for x, y in zip(xs, ys, strict=True) if cap_bytes is not None and y > cap_bytes]
+    if not over:
+        return [line]
+    return [line, {
+        "type": "scatter", "mode": "markers", "name": f"{name}: over the GPU's memory", "showlegend": False,
+        "x": [x for x, _ in over], "y": [gib(y) for _, y in over], "customdata": [y for _, y in over],
+        "marker": {"symbol": "circle-open", "size": 11, "color": CAPACITY_COLOR, "line": {"width": 2}},
+        "hovertemplate": f"{name} at %{{x:,}}: %{{y:.2f}} GiB, over the GPU's memory<extra></extra>",
+        "meta": {"method": method, "over": True},
+    }]  # fmt: skip
+
+
+def _fit_marks(fits: Mapping[str, int | None], cap_bytes: int, single: bool, low: float,
+               xs: Sequence[float] = ()) -> tuple[list[Any], list[Any]]:  # fmt: skip
+    """(traces, shapes) marking each method's answer of the fit search (the largest value that fits): a labelled
+    point on the capacity line and a dashed drop line to the axis; 0 (nothing fits) is said in words. The label
+    sits on the side of the point with more room (``xs``: the swept values), so it is not cut at the plot's edge."""
+    positive = [x for x in xs if x > 0]
+    middle = math.sqrt(min(positive) * max(positive)) if positive else 0.0
+    traces: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
+    for method, value in ((m, v) for m, v in fits.items() if v is not None):
+        name = METHOD_LABELS.get(method, method) or "Plan"
+        color = METHOD_COLORS.get(method, CAPACITY_COLOR)
+        text = (f"largest that fits: {value:,}" if single else f"{name}: fits up to {value:,}") if value else (
+            "nothing fits" if single else f"{name}: nothing fits")  # fmt: skip
+        # one method: the point carries its label; several: the legend does (labels next to each other collide)
+        traces.append({
+            "type": "scatter", "mode": "markers+text" if single else "markers", "name": text,
+            "showlegend": not single, "x": [max(value, 1)], "y": [gib(cap_bytes)], "text": [text],
+            "textposition": "top left" if value and value > middle else "top right",
+            "textfont": {"color": color}, "cliponaxis": False,
+            "marker": {"symbol": "diamond" if value else "x", "size": 12, "color": color,
+                       "line": {"width": 1.5, "color": "#ffffff"}},
+            "hovertemplate": f"{text}<extra></extra>", "meta": {"method": method, "fit": value},
+        })  # fmt: skip
+        if value:
+            shapes.append({"type": "line", "xref": "x", "yref": "y", "x0": value, "x1": value, "y0": low,
+                           "y1": gib(cap_bytes), "line": {"color": color, "width": 1.5, "dash": "dot"},
+                           "layer": "below"})  # fmt: skip
+    return traces, shapes
+
+
+def _y_axis(values: Sequence[float]) -> dict[str, Any]:
+    """GiB, on a log scale when the values span more than a factor of 20 (a sweep from 256 to 128k tokens), so the
+    small values stay readable; else linear from zero."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= 20:
+        low, high = min(positive) * 0.7, max(positive) * 1.6
+        ticks = [m * 10**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                 for m in (1, 2, 5) if low <= m * 10**e <= high]  # fmt: skip
+        return {"title": {"text": "GiB (log scale)"}, "type": "log", "range": [math.log10(low), math.log10(high)],
+                "tickvals": ticks, "ticktext": [_short_gib(t) for t in ticks], "automargin": True}  # fmt: skip
+    top = max([*positive, 1 / 1024])
+    return {"title": {"text": "GiB"}, "rangemode": "tozero", "range": [0, round(top * 1.12, 3)], "automargin": True}
 
 
 def sweep_line_chart(
     points: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
     capacity: Mapping[str, Any] | int | None,
     *,
+    fits: Mapping[str, int | None] | None = None,
     x_title: str = "Sequence length (tokens)",
     log_x: bool = True,
     title: str | None = None,
+    references: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Peak memory against a swept plan field (sequence length, batch size).
+    """Peak memory against a swept plan field (sequence length, batch size), in GiB.
 
-    ``points`` is a list of ``{"x": value, "peak": bytes}`` (one line) or a mapping from method to such lists
-    (one line per method). Points whose ``peak`` is None (the plan was invalid there) are skipped.
-    ``capacity`` is ``{"label", "bytes"}`` or a byte count: it is drawn as a horizontal line, and the first
-    point of each line above it is marked as where the plan stops fitting.
+    ``points`` is a list of ``{"x": value, "peak": bytes}`` (one line) or a mapping from method to such lists (one
+    line per method); points whose ``peak`` is None (the plan was invalid there) are skipped. ``capacity``
+    (``{"label", "bytes"}`` or a byte count) is drawn as a horizontal line and the points above it as open red
+    circles; ``fits`` gives each method's answer of the fit search (the contract's ``fit.max_seq_len`` /
+    ``max_batch_size``), drawn as a labelled point on that line. Without a capacity, ``references`` (``{"label",
+    "bytes"}``) are drawn as dotted lines for scale. The y axis is logarithmic when the values span decades.
     """
     series = _series(points)
     cap_bytes, cap_label = _capacity(capacity)
     data: list[dict[str, Any]] = []
-    stops: dict[str, Any] = {}
     for method in method_order(series):
-        traces, stop = _sweep_traces(method, series[method], cap_bytes, len(series) == 1)
-        data += traces
-        if cap_bytes is not None:
-            stops[method] = stop
-    all_x = [x for t in data if not t["meta"].get("stops_fitting") for x in t["x"]]
-    tallest = max([0, *(y for t in data if not t["meta"].get("stops_fitting") for y in t["customdata"])])
+        data += _sweep_traces(method, series[method], cap_bytes)
+    lines = [t for t in data if "over" not in t["meta"]]
+    all_x = [x for t in lines for x in t["x"]]
+    values = [y for t in lines for y in t["y"]]
+    shown_refs = [r for r in references if cap_bytes is None and values and gib(r["bytes"]) <= 2 * max(values)]
+    yaxis = _y_axis([*values, *([gib(cap_bytes)] if cap_bytes else []), *(gib(r["bytes"]) for r in shown_refs)])
+    low = 10 ** yaxis["range"][0] if yaxis.get("type") == "log" else 0
     shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     if cap_bytes is not None:
         shapes.append(_hline(gib(cap_bytes), cap_label, color=CAPACITY_COLOR, dash="dash", width=1.8)[0])
         data.append(_legend_line(cap_label, dash="dash"))
+        marks, drops = _fit_marks(fits or {}, cap_bytes, len(series) == 1, low, all_x)
+        data += marks
+        shapes += drops
+    for ref in shown_refs:
+        shape, note = _hline(gib(ref["bytes"]), str(ref["label"]), color=LINE_COLOR, dash="dot", width=1.2)
+        shapes.append(shape)
+        annotations.append(note)
     xaxis: dict[str, Any] = {"title": {"text": x_title}, "automargin": True}
     if log_x and all_x and min(all_x) > 0:
         ticks = sorted(set(all_x))
         xaxis.update({"type": "log", "tickvals": ticks, "ticktext": [_short(x) for x in ticks]})
-    top = max(tallest, cap_bytes or 0, 1)
     layout = _base_layout(
         title={"text": title or f"Peak memory vs {x_title.split(' (')[0].lower()}", "x": 0, "xanchor": "left",
                "font": {"size": 15}},
-        xaxis=xaxis,
-        yaxis={"title": {"text": "GiB"}, "rangemode": "tozero", "range": [0, gib(top * 1.12)], "automargin": True},
-        shapes=shapes,
-        annotations=[],
-        legend={"x": 0.01, "y": 0.99, "xanchor": "left", "yanchor": "top", "bgcolor": "rgba(0,0,0,0)"},
+        xaxis=xaxis, yaxis=yaxis, shapes=shapes, annotations=annotations,
+        legend={"orientation": "h", "x": 0, "y": -0.3, "xanchor": "left", "yanchor": "top", "traceorder": "normal"},
         showlegend=len(series) > 1 or cap_bytes is not None,
-        meta={"stops_fitting": stops, "capacity": cap_bytes},
+        meta={"fits": dict(fits or {}) if cap_bytes is not None else {}, "capacity": cap_bytes,
+              "log_y": yaxis.get("type") == "log"},
     )  # fmt: skip
     return {"data": data, "layout": layout}
+
+
+def _short_gib(x: float) -> str:
+    """A log axis tick in GiB: 0.5, 2, 50, 1k, 20k."""
+    if x >= 1000:
+        return f"{x / 1000:g}k"
+    return f"{x:g}"
 
 
 def _short(x: float) -> str:

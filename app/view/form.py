@@ -169,5 +169,7 @@ def form_groups(state: FormState) -> list[tuple[str, list[FormField]]]:
 
 
 def script_fields() -> list[dict[str, Any]]:
-    """What ``static/app.js`` needs of each field: name, kind and default."""
-    return [{"name": f.name, "kind": f.spec.kind, "default": display(f, f.default)} for f in plan_fields()]
+    """What ``static/app.js`` needs of each field: name, kind, default, label, and the bounds its messages state."""
+    return [{"name": f.name, "kind": f.spec.kind, "default": display(f, f.default), "label": f.spec.label,
+             "low": f.spec.low, "high": f.spec.high, "low_open": f.spec.low_open, "high_open": f.spec.high_open,
+             "allowed": f.bounds_text()} for f in plan_fields()]  # fmt: skip

@@ -10,6 +10,7 @@ browser with ``apt-get install -y chromium``; never ``playwright install``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,9 +73,8 @@ def components_on_page(page: Any) -> dict[str, list[int]]:
 
 
 def sweep_lines(page: Any, name: str) -> dict[str, dict[str, Any]]:
-    return {
-        t["meta"]["method"]: t for t in chart(page, name) if "method" in t["meta"] and "stops_fitting" not in t["meta"]
-    }
+    """Each method's line (not its over-capacity points, ``meta.over``, nor its fit answer, ``meta.fit``)."""
+    return {t["meta"]["method"]: t for t in chart(page, name) if set(t["meta"]) == {"method"}}
 
 
 def query(page: Any) -> dict[str, list[str]]:
@@ -364,3 +364,187 @@ def test_the_page_and_the_api_docs_work_under_their_content_security_policy(page
     assert "tuneplan" in page.inner_text(".swagger-ui .info .title")
     assert page.locator(".swagger-ui .opblock").count() >= 8  # every operation is listed
     assert violations == [] and outside == []
+
+
+# --- the three questions: does it fit, what is the most I can run, what do I change ------------------------
+
+
+def layout(page: Any, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(f"document.getElementById('chart-{name}').layout")
+    return result
+
+
+def test_fits_panel_answers_with_the_apis_fit_and_the_t4_gives_its_dtype_reason(page: Any, base_url: str) -> None:
+    plan = {"model": "llama-3.1-8b", "method": "qlora", "seq_len": 4096, "gpu": "rtx-4090"}
+    load(page, base_url + "/?model=llama-3.1-8b&method=qlora&seq_len=4096&gpu=rtx-4090")
+    fit = api_estimate(base_url, plan)["fit"]
+    verdict = page.locator("#summary .verdict")
+    assert verdict.get_attribute("data-gpu") == "rtx-4090" and fit["fits"] and fit["max_batch_size"] >= 1
+    assert int(verdict.get_attribute("data-max-batch")) == fit["max_batch_size"]
+    assert int(verdict.get_attribute("data-max-seq")) == fit["max_seq_len"]
+    assert int(verdict.get_attribute("data-headroom-bytes")) == fit["headroom_bytes"] > 0
+    assert page.inner_text("[data-fit=max_seq_len]") == f"{fit['max_seq_len']:,} tokens"
+    assert page.inner_text("[data-fit=max_batch_size]") == f"{fit['max_batch_size']:,}"
+    # the same answers are drawn on the sweeps, labelled, where the capacity line is
+    marks = {n: [t for t in chart(page, n) if "fit" in t["meta"]] for n in ("seq_len", "batch_size")}
+    assert [(t["meta"]["fit"], t["name"]) for t in marks["seq_len"]] == [
+        (fit["max_seq_len"], f"largest that fits: {fit['max_seq_len']:,}")
+    ]
+    assert [t["meta"]["fit"] for t in marks["batch_size"]] == [fit["max_batch_size"]]
+    # readable at 256 tokens: QLoRA at 128k is thousands of GiB, so the axis is logarithmic and the 256-token
+    # point sits well above the bottom of the plot instead of on a flat line at zero
+    y = layout(page, "seq_len")["yaxis"]
+    line = sweep_lines(page, "seq_len")["qlora"]
+    at_256 = line["customdata"][line["x"].index(256)] / 2**30
+    assert y["type"] == "log" and max(line["customdata"]) / min(line["customdata"]) > 100
+    low, high = y["range"]
+
+    def height(gib: float) -> float:  # where a value sits, as a share of the plot's height
+        return (math.log10(gib) - low) / (high - low)
+
+    at_16k = line["customdata"][line["x"].index(16384)] / 2**30
+    assert 0 < height(at_256) and height(at_16k) - height(at_256) > 0.15  # 256 to 16k tokens: no flat line
+
+    # the T4 has no bfloat16: the page says so (the API's reason), not a shortfall it does not have
+    page.select_option("#gpu", "t4")
+    wait_updates(page, 1)
+    t4 = api_estimate(base_url, plan | {"gpu": "t4"})["fit"]
+    assert t4["reason"] and "float16" in t4["reason"] and not t4["fits"]
+    text = page.inner_text("#summary .verdict")
+    assert t4["reason"] in text and "short" not in text.split(t4["reason"])[0]
+    if t4["headroom_bytes"] >= 0:
+        assert "short" not in text
+    # and what to change: float16 first, the other levers saying they do not remove the reason
+    assert page.inner_text("#advice h3") == "Make it run on NVIDIA T4"
+    assert page.get_attribute("#advice li.lever >> nth=0", "data-lever") == "fp16"
+    t4_row = page.inner_text("#fits li[data-gpu=t4]")
+    assert t4["reason"] in t4_row and ("short" not in t4_row or t4["headroom_bytes"] < 0)
+
+    # no GPU: how many catalog GPUs it fits, and the smallest of them
+    page.select_option("#gpu", "")
+    wait_updates(page, 2)
+    rows = api_estimate(base_url, plan | {"gpu": None})["fits"]
+    fitting = [g for g in rows if g["fits"]]
+    smallest = min(fitting, key=lambda g: g["usable_bytes"])
+    assert f"Fits on {len(fitting)} of {len(rows)} catalog GPUs; smallest: {smallest['name']}" in page.inner_text(
+        "#summary"
+    )
+
+
+def test_an_advisor_lever_applied_changes_the_plan_and_the_peak_as_listed(page: Any, base_url: str) -> None:
+    plan = {"model": "llama-3.1-8b", "method": "qlora", "batch_size": 4, "seq_len": 4096, "gpu": "rtx-4090"}
+    load(page, base_url + "/?" + "&".join(f"{k}={v}" for k, v in plan.items()))
+    advice = api_estimate(base_url, plan)["advice"]
+    levers = page.locator("#advice li.lever")
+    assert [levers.nth(i).get_attribute("data-lever") for i in range(levers.count())] == [
+        a["lever"] for a in advice[: levers.count()]
+    ]
+    first = advice[0]
+    assert int(levers.first.get_attribute("data-total-bytes")) == first["total"]
+    assert not page.locator("#summary .verdict").get_attribute("class").endswith(" fits")  # it does not fit now
+    levers.first.locator("button.apply").click()
+    wait_updates(page, 1)
+    q = query(page)
+    for name, value in first["plan_changes"].items():
+        shown = ",".join(value) if isinstance(value, list) else str(value).lower()
+        assert q[name] == [shown], name
+    assert int(page.get_attribute("#peak-value", "data-peak-bytes")) == first["total"]
+    applied = api_estimate(base_url, plan | first["plan_changes"])
+    assert applied["memory"]["total"] == first["total"] and applied["fit"]["fits"] == first["fits"]
+
+
+def test_on_a_phone_the_result_stays_in_view_while_editing(browser: Any, base_url: str) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    load(page, base_url + "/?model=qwen2.5-7b&method=lora&seq_len=2048&gpu=l4")
+    before = int(page.get_attribute("#peak-value", "data-peak-bytes"))
+    page.locator("#seq_len").scroll_into_view_if_needed()
+    page.evaluate("window.scrollBy(0, 200)")  # the field being edited, the summary far above
+    summary = page.evaluate("(() => { const r = document.getElementById('summary').getBoundingClientRect(); "
+                            "return [r.top, r.bottom]; })()")  # fmt: skip
+    assert summary[1] <= 0 or summary[0] >= 844  # the summary card itself is out of view
+    page.fill("#seq_len", "8192")
+    wait_updates(page, 1)
+    after = int(page.get_attribute("#peak-value", "data-peak-bytes"))
+    expected = api_estimate(base_url, {"model": "qwen2.5-7b", "method": "lora", "seq_len": 8192, "gpu": "l4"})
+    assert after == expected["memory"]["total"] != before
+    box = page.evaluate("(() => { const r = document.getElementById('sticky').getBoundingClientRect(); "
+                        "return {top: r.top, bottom: r.bottom, visible: getComputedStyle(document.getElementById("
+                        "'sticky')).visibility}; })()")  # fmt: skip
+    assert 0 <= box["top"] < box["bottom"] <= 844 and box["visible"] == "visible"
+    sticky = page.inner_text("#sticky")
+    assert page.inner_text("#peak-value") in sticky and ("Fits" in sticky or "Does not fit" in sticky)
+    field = page.evaluate("document.getElementById('seq_len').getBoundingClientRect().top")
+    assert box["bottom"] <= field  # the bar does not hide the field being edited
+    context.close()
+
+
+def test_form_errors_mark_the_field_with_its_range_and_offer_the_long_context_switch(page: Any, base_url: str) -> None:
+    load(page, base_url + "/?model=llama-3.1-8b&method=qlora")
+    page.fill("#lora_r", "0")
+    wait_for(page, "document.getElementById('lora_r').getAttribute('aria-invalid') === 'true'")
+    message = page.inner_text("#lora_r-live-error")
+    assert message.startswith("Rank r: enter a whole number from 1 to ") and "(got 0)" in message
+    assert page.get_attribute("#lora_r", "aria-describedby").endswith("lora_r-live-error")
+    page.fill("#lora_r", "16")
+    wait_updates(page, 1)
+    assert page.get_attribute("#lora_r", "aria-invalid") is None
+
+    # beyond the model's context: the message names the form's switch and a button turns it on
+    page.fill("#seq_len", "200000")
+    wait_for(page, "document.querySelector('#error [data-turn-on]') !== null")
+    assert "Allow sequences beyond the model's context" in page.inner_text("#error")
+    assert "allow_long_context" not in page.inner_text("#error")  # the API's name is for developers
+    page.click("#error [data-turn-on]")
+    wait_updates(page, 2)
+    assert page.is_checked("#allow_long_context") and query(page)["allow_long_context"] == ["true"]
+    assert query(page)["seq_len"] == ["200000"] and page.inner_text("#error") == ""
+
+
+def test_time_rent_export_and_the_rule_of_thumb_card(page: Any, base_url: str) -> None:
+    plan = {"model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024, "gpu": "l4", "train_tokens": 10**8}
+    load(page, base_url + "/?" + "&".join(f"{k}={v}" for k, v in plan.items()))
+    expected = api_estimate(base_url, plan)
+    assert page.inner_text("[data-time=step]") == f"{expected['time']['step_s']:.3f} s"
+
+    # which GPU to rent: the server's answer, cheapest first, named as the form names the cards
+    page.click("#rent-show")
+    page.wait_for_selector("#rent-result table.rent-table")
+    rent = httpx.post(base_url + "/api/rent", json=plan, timeout=60).json()
+    rows = page.locator("#rent-result tbody tr")
+    assert rows.count() == min(10, len(rent["options"]))
+    assert [rows.nth(i).get_attribute("data-gpu") for i in range(rows.count())] == [
+        o["gpu"] for o in rent["options"][:10]
+    ]
+    first = rent["options"][0]["gpu"]
+    assert rows.first.locator("th").inner_text() == page.inner_text(f"#gpu option[value='{first}']").split(" · ")[0]
+
+    # an export button downloads the file the API writes for this plan
+    with page.expect_download() as info:
+        page.click("[data-export=axolotl]")
+    exported = httpx.post(base_url + "/api/export/axolotl", json=plan, timeout=30).json()
+    download = info.value
+    assert download.suggested_filename == exported["filename"]
+    assert Path(download.path()).read_text() == exported["text"]
+
+    # the rule of thumb for any count: the seed's 10B example
+    page.fill("#rule-params", "10B")
+    wait_for(page, "document.getElementById('rule-figures').dataset.params === '10000000000'")
+    figures = {k: page.inner_text(f"[data-rule={k}]") for k in ("fp16", "int4", "adapter", "qlora_total")}
+    assert figures == {"fp16": "20.0 GB", "int4": "5.0 GB", "adapter": "200.0 MB", "qlora_total": "5.2 GB"}
+
+
+def test_your_own_gpu_by_name_and_memory(page: Any, base_url: str) -> None:
+    load(page, base_url + "/?model=qwen2.5-0.5b&method=lora")
+    page.select_option("#gpu", "custom")
+    assert page.is_visible("#gpu-custom-name")
+    page.fill("#gpu-custom-name", "My card")
+    page.fill("#gpu-custom-memory", "20")
+    wait_for(page, "document.querySelector('#summary .verdict').dataset.kind === 'gpu'")
+    assert query(page)["gpu"] == ["My card:20GiB"]
+    fit = api_estimate(base_url, {"model": "qwen2.5-0.5b", "method": "lora", "gpu": "My card:20GiB"})["fit"]
+    assert fit["name"] == "My card" and "My card" in page.inner_text("#summary .verdict")
+    assert int(page.get_attribute("#summary .verdict", "data-max-seq")) == fit["max_seq_len"]
+    # the link reproduces it: the custom card is an option of the GPU control
+    load(page, page.url)
+    assert page.input_value("#gpu") == "My card:20GiB" and "(your GPU)" in page.inner_text("#gpu option:checked")

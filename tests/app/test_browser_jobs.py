@@ -53,12 +53,20 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
         "seq_len": 64,
         "lora_dropout": 0,
     }
+    plan = {"config": TINY_RUN_CONFIG, "method": "qlora", "batch_size": 1, "seq_len": 64, "lora_dropout": 0}
     load(page, base_url + "/?" + urlencode(query))
     box = page.locator("#verify")
     assert box.is_visible()
     text = box.inner_text()
     assert "random weights" in text and "live tensors" in text
     assert page.get_attribute("#verify-status", "aria-live") == "polite"
+
+    # before it starts: where it goes, its host memory and about how long it takes (POST /api/jobs/preflight)
+    wait_for(page, "document.getElementById('verify-plan').dataset.device === 'cpu'")
+    preview = httpx.post(f"{base_url}/api/jobs/preflight", json=plan, timeout=30)
+    assert preview.status_code == 200, preview.text
+    assert int(page.get_attribute("#verify-plan", "data-host-bytes")) == preview.json()["host_bytes"]
+    assert "host memory" in page.inner_text("#verify-plan") and " in all" in page.inner_text("#verify-plan")
 
     # keyboard only: focus the button and press Enter
     button = page.locator("#verify-run")
@@ -75,14 +83,15 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
     assert job["status"] == "done" and job["estimate"]["plan"]["device"] == "cpu"
     rows = {row.get_attribute("data-row"): row for row in page.locator("table.verify-table tr[data-row]").all()}
     names = ["weights", "adapters", "gradients", "optimizer", "activations", "logits"]
-    assert list(rows) == [*names, "peak_allocated", "peak_reserved", "total"]
+    # on the CPU there is no allocator cache and no driver: no reserved or nvidia-smi row
+    assert list(rows) == [*names, "peak_allocated"] and "nvidia-smi" not in page.inner_text("#verify-result")
+    assert "Estimated for the CPU" in page.inner_text("table.verify-table")
     peak = rows["peak_allocated"].locator("td")
     assert int(peak.nth(0).get_attribute("data-bytes")) == job["estimate"]["memory"]["peak_allocated"]
     assert int(peak.nth(1).get_attribute("data-bytes")) == job["result"]["measured"]["peak_allocated"]
     error = float(peak.nth(2).get_attribute("data-percent"))
     assert abs(error) <= 3.0
     assert peak.nth(2).inner_text().endswith("%") and peak.nth(2).inner_text()[0] in "+−±"
-    assert rows["peak_reserved"].locator("td").nth(1).inner_text() == "—"  # not measured on CPU
     assert page.locator("table.verify-table th[scope=col]").count() == 4
 
 

@@ -98,7 +98,7 @@ def test_storage_rule_of_thumb() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("estimate", "llama-3.1-8b", "--batch-size", "0"), "batch_size must be between 1"),
+        (("estimate", "llama-3.1-8b", "--batch-size", "0"), "--batch-size must be between 1"),
         (("estimate", "llama-3.1-8b", "--method", "bogus"), "invalid choice: 'bogus'"),
         (("estimate", "llama-3.1-8b", "--seq-len", "many"), "invalid int value: 'many'"),
         (("estimate", "acme/no-such-model"), "error:"),
@@ -132,3 +132,39 @@ def test_a_catalog_estimate_imports_neither_torch_nor_the_web_stack() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == []
+
+
+def test_every_option_says_what_it_does_and_its_default() -> None:
+    import argparse
+
+    from app.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {a.option_strings or a.dest}"
+        for name, parser in sub.choices.items()
+        for a in parser._actions
+        if not isinstance(a, argparse._HelpAction) and "default" not in (a.help or "").lower()
+    ]
+    assert missing == []
+    shown = " ".join(_run("estimate", "--help").stdout.split())
+    assert "--allow-long-context" in shown and "unless --allow-long-context is set" in shown
+    assert "--sharding {ddp,zero1,zero2,zero3}" in shown and "--advise" in shown
+
+
+def test_advise_prints_the_levers_with_the_options_that_apply_them() -> None:
+    r = _run("estimate", "llama-3.1-8b", "--gpu", "RTX 4090", "--batch-size", "4", "--seq-len", "4096", "--advise")
+    assert r.returncode == 0, r.stderr
+    assert "Make it fit on NVIDIA GeForce RTX 4090" in r.stdout and "--seq-len 1024" in r.stdout
+    d = json.loads(_run("estimate", "llama-3.1-8b", "--gpu", "4090", "--batch-size", "4", "--seq-len", "4096",
+                        "--json").stdout)  # fmt: skip
+    assert d["plan"]["gpu"] == "rtx-4090" and d["advice"][0]["plan_changes"] == {"seq_len": 1024, "grad_accum_steps": 4}
+
+
+def test_messages_name_the_options() -> None:
+    r = _run("estimate", "gpt2", "--seq-len", "4096")
+    assert r.returncode == 2 and "set --allow-long-context" in r.stderr and "lower --seq-len" in r.stderr
+    r = _run("estimate", "llama-3.1-8b", "--gpu", "A100")
+    assert r.returncode == 2 and "matches 2 catalog GPUs: a100-40gb" in r.stderr
+    ok = _run("estimate", "llama-3.1-8b", "--gpu", "My card:12GiB", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["fit"]["name"] == "My card"

@@ -43,14 +43,17 @@ def _aim_at_the_estimator(case: schemathesis.Case, model: str | None) -> None:
     The schema cannot say "exactly one of model and config"; keep one: the sampled model, or the generated
     inline config when ``model`` is None (random configs exercise the config parser).
     """
+    # change copies, never the generated objects: schemathesis may hold on to them (examples, dictionaries), and a
+    # value changed in place makes a later draw differ from its replay (hypothesis's FlakyStrategyDefinition)
     if isinstance(case.body, dict):
+        case.body = dict(case.body)
         if model is None and isinstance(case.body.get("config"), dict):
             case.body.pop("model", None)
         else:
             case.body.pop("config", None)
             case.body["model"] = model or MODELS[0]
     if isinstance(case.query, dict) and "model" in case.query:
-        case.query["model"] = model or MODELS[0]
+        case.query = {**case.query, "model": model or MODELS[0]}
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])

@@ -192,7 +192,7 @@ def test_close_model_matches() -> None:
     assert res and res[0].id == "llama-3.1-8b"
     assert len(res) <= 5
     res = catalog.close_model_matches("Qwen/Qwen2.5-7B-Instruct", n=3)
-    assert res and res[0].id == "qwen2.5-7b" and len(res) <= 3
+    assert res and res[0].id == "qwen2.5-7b-instruct" and len(res) <= 3  # the variant itself is in the catalog
     assert catalog.close_model_matches("") == []
     assert catalog.close_model_matches("xyzzy-plugh") == []
 
@@ -213,9 +213,87 @@ def _build_on_meta(config: dict[str, Any]) -> Any:
         return transformers.AutoModelForCausalLM.from_config(auto)
 
 
+def test_variants_share_their_base_architecture() -> None:
+    """An instruct/chat variant is its base's config with the changes it declares (its own config.json's values), so
+    its parameters are the base's (built and checked below)."""
+    raw = {e["id"]: e for e in _raw("models.json")["models"]}
+    variants = [e for e in raw.values() if e.get("variant_of")]
+    assert len(variants) >= 30
+    for v in variants:
+        base = raw[v["variant_of"]]
+        assert not base.get("variant_of") and v["params"] == base["params"], v["id"]
+        assert v["config"] == base["config"] | v["config_changes"], v["id"]
+        assert v["family"] == base["family"] and v["gated"] == base["gated"], v["id"]
+        assert v["source"].startswith(f"https://huggingface.co/{v['hf_id']}/"), v["id"]
+    for hf_id in ("Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3",
+                  "google/gemma-2-9b-it", "meta-llama/Llama-3.2-1B-Instruct"):  # fmt: skip
+        m = catalog.find_model(hf_id)
+        assert m is not None and m.variant_of, hf_id
+
+
+def test_family_matches_suggest_the_variants_of_a_catalog_model() -> None:
+    def ids(q: str) -> list[str]:
+        return [m.id for m in catalog.family_matches(q)]
+
+    assert ids("Qwen/Qwen2.5-7B-Instruct-1M") == ["qwen2.5-7b-instruct", "qwen2.5-7b"]
+    assert ids("unsloth/Llama-3.2-1B-Instruct-bnb-4bit") == ["llama-3.2-1b-instruct", "llama-3.2-1b"]
+    assert ids("unsloth/mistral-7b-v0.3-bnb-4bit") == ["mistral-7b-v0.3"]
+    assert ids("Qwen/Qwen2.5-Coder-7B-Instruct") == []  # another model that only shares words
+    assert ids("") == []
+
+
 @pytest.mark.train
-@pytest.mark.parametrize("entry", _raw("models.json")["models"], ids=lambda e: e["id"])
+@pytest.mark.parametrize("entry", [e for e in _raw("models.json")["models"] if not e.get("variant_of")],
+                         ids=lambda e: e["id"])  # fmt: skip
 def test_params_match_instantiated_model(entry: dict[str, Any]) -> None:
     model = _build_on_meta(entry["config"])
     n = sum(p.numel() for p in model.parameters())
     assert n == entry["params"], f"{entry['id']}: built {n:,}, catalog says {entry['params']:,}"
+
+
+# ---------------------------------------------------------------- GPUs as people name them
+
+
+@pytest.mark.parametrize(
+    ("text", "gpu"),
+    [("RTX 4090", "rtx-4090"), ("4090", "rtx-4090"), ("nvidia geforce rtx 4090", "rtx-4090"), ("rtx_4090", "rtx-4090"),
+     ("4070 Ti", "rtx-4070-ti"), ("4070 ti super", "rtx-4070-ti-super"), ("a6000", "rtx-a6000"), ("L40", "l40"),
+     ("l40s", "l40s"), ("4060", "rtx-4060"), ("RTX PRO 6000", "rtx-pro-6000"), ("Tesla T4", "t4")],
+)  # fmt: skip
+def test_gpu_names_are_matched_loosely(text: str, gpu: str) -> None:
+    assert catalog.canonical_gpu(text) == gpu
+
+
+@pytest.mark.parametrize(("text", "ids"), [("A100", ("a100-40gb", "a100-80gb")), ("H100", ("h100-pcie", "h100-sxm")),
+                                           ("3060", ("rtx-3060-8gb", "rtx-3060-ti", "rtx-3060-12gb"))])  # fmt: skip
+def test_an_ambiguous_gpu_name_lists_the_cards_it_may_mean(text: str, ids: tuple[str, ...]) -> None:
+    with pytest.raises(catalog.GpuLookupError, match=f"matches {len(ids)} catalog GPUs") as info:
+        catalog.canonical_gpu(text)
+    assert info.value.candidates == ids
+
+
+def test_a_custom_gpu_from_text_or_an_object() -> None:
+    assert catalog.canonical_gpu("My card:24GiB") == "My card:25769803776"
+    assert catalog.canonical_gpu({"name": "My card", "memory_bytes": 24 << 30}) == "My card:25769803776"
+    assert catalog.canonical_gpu("Box: 16 GB") == "Box:16000000000"
+    g = catalog.find_gpu("My card:25769803776")
+    assert g is not None and g.custom and g.name == "My card" and g.memory_bytes == 24 << 30
+    assert g.usable_bytes == g.memory_bytes - catalog.CUSTOM_RESERVE_BYTES
+    for bad, message in (
+        ("card:12", "between"),
+        ("card:lots", "not a memory size"),
+        (":24GiB", "1 to 60 characters"),
+        ({"name": "x"}, "is an object"),
+        ({"name": "x", "memory_bytes": 1 << 31, "arch": 1}, "arch"),
+    ):
+        with pytest.raises(catalog.GpuLookupError, match=message):
+            catalog.canonical_gpu(bad)
+
+
+def test_new_cards_sit_on_an_architecture_with_its_runtime_constants() -> None:
+    archs = catalog.architectures()
+    for gid in ("rtx-3060-8gb", "rtx-3080", "rtx-4060", "rtx-4070", "rtx-4070-super", "a40", "l40", "rtx-pro-6000",
+                "gh200"):  # fmt: skip
+        g = catalog.find_gpu(gid)
+        assert g is not None and g.arch in archs and archs[g.arch].source, gid
+        assert g.memory_bytes - g.usable_bytes == catalog.CUSTOM_RESERVE_BYTES, gid  # derived, on the safe side

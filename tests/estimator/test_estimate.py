@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from estimator import COMPONENTS, Plan, PlanError, UnknownModelError, estimate
+from estimator import COMPONENTS, Plan, PlanError, UnknownModelError, catalog, estimate
 
 LLAMA = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "llama.json").read_text())
 
@@ -77,9 +77,40 @@ def test_unknown_catalog_id_suggests() -> None:
 
 
 def test_seq_len_beyond_context() -> None:
-    with pytest.raises(PlanError, match=r"seq_len 1024 exceeds the model's context of 512 tokens"):
+    with pytest.raises(PlanError, match=r"seq_len 1,024 exceeds the model's context of 512 tokens .*at most 512, or "
+                       "set allow_long_context"):  # fmt: skip
         estimate(Plan(config=LLAMA, seq_len=1024))
     assert estimate(Plan(config=LLAMA, seq_len=1024, allow_long_context=True)).memory.peak_allocated > 0
+
+
+def test_the_default_seq_len_is_clamped_to_the_context_with_a_note() -> None:
+    """GPT-2 has 1,024 positions: the default 2,048 becomes 1,024 and the estimate says so; the figures are those
+    of the plan at 1,024."""
+    est = estimate(Plan(model="gpt2"))
+    d = est.to_dict()
+    assert d["plan"]["seq_len"] == 1024 and est.plan.seq_len == 1024
+    assert d["adjusted"] == [{"field": "seq_len", "from": 2048, "to": 1024, "why": "the default 2,048 tokens is "
+                              "beyond this model's context of 1,024 (max_position_embeddings)"}]  # fmt: skip
+    assert d["notes"][0].startswith("seq_len 2048 → 1024: the default")
+    assert d["memory"] == estimate(Plan(model="gpt2", seq_len=1024)).to_dict()["memory"]
+    assert estimate(Plan(model="gpt2", seq_len=1024)).adjusted == ()
+
+
+def test_the_default_dropout_becomes_0_on_moe_experts_with_a_note() -> None:
+    """all-linear targets a transformers 5 MoE model's fused expert parameters, which PEFT's ParamWrapper adapts
+    without dropout: every catalog model estimates with the default plan."""
+    for mid in ("mixtral-8x7b", "qwen3-30b-a3b"):
+        d = estimate(Plan(model=mid)).to_dict()
+        assert d["plan"]["lora_dropout"] == 0.0 and [a["field"] for a in d["adjusted"]] == ["lora_dropout"], mid
+        assert d["memory"] == estimate(Plan(model=mid, lora_dropout=0.0)).to_dict()["memory"]
+    with pytest.raises(PlanError, match="needs lora_dropout 0"):  # a dropout the user chose is not changed
+        estimate(Plan(model="mixtral-8x7b", lora_dropout=0.1))
+    assert estimate(Plan(model="mixtral-8x7b", target_modules=("q_proj",))).plan.lora_dropout == 0.05
+
+
+def test_every_catalog_model_estimates_with_the_default_plan() -> None:
+    for m in catalog.models():
+        assert estimate(Plan(model=m.id)).memory.total > 0, m.id
 
 
 def test_absurd_but_valid_input_returns_numbers() -> None:
@@ -96,3 +127,31 @@ def test_inline_config_source() -> None:
     d = estimate(Plan(config=LLAMA, method="lora", device="cpu", seq_len=256)).to_dict()
     assert d["model"]["source"] == "inline" and d["model"]["id"] is None and d["plan"]["config"] is None
     assert d["model"]["architecture"]["hidden_size"] == 128
+
+
+def test_from_the_rule_of_thumb_to_the_peak_step_by_step() -> None:
+    """The seed's example: Llama 3.1 8B QLoRA's rule (4-bit weights + a 16-bit adapter: 4.1 GB) becomes a 13.49 GiB
+    peak; each step is one component of the estimate, and the steps add up to the total exactly."""
+    d = estimate(Plan(model="llama-3.1-8b")).to_dict()
+    bridge, mem, rule = d["rule_to_peak"], d["memory"], d["storage"]["rule_of_thumb"]
+    assert bridge["rule"] == rule["qlora_total"] == rule["int4"] + rule["adapter"]
+    assert bridge["rule"] + sum(s["bytes"] for s in bridge["steps"]) == bridge["total"] == mem["total"]
+    steps = {s["key"]: s["bytes"] for s in bridge["steps"]}
+    assert steps["weights"] == mem["components"]["weights"] - rule["int4"]
+    assert steps["logits"] == mem["components"]["logits"] and "gradients" not in steps  # none live at this peak
+    full = estimate(Plan(model="llama-3.1-8b", method="full")).to_dict()
+    assert full["rule_to_peak"]["rule"] == full["storage"]["rule_of_thumb"]["fp16"]
+
+
+def test_components_are_named_by_what_they_hold_at_the_peak() -> None:
+    full = estimate(Plan(model="llama-3.1-8b", method="full")).to_dict()["memory"]
+    assert full["peak_phase"] == "optimizer"
+    assert full["component_labels"]["activations"] == "Optimizer-step temporaries"
+    qlora = estimate(Plan(model="llama-3.1-8b")).to_dict()["memory"]
+    assert qlora["component_labels"]["activations"] == "Saved activations"
+    per_layer = next(t for t in qlora["terms"] if t["name"] == "activations_per_layer")
+    assert "no checkpointing" not in per_layer["counts"] and "recomputed" in per_layer["counts"]
+    off = estimate(Plan(model="llama-3.1-8b", gradient_checkpointing=False)).to_dict()["memory"]
+    assert "all 32 layers (no checkpointing)" in next(
+        t["counts"] for t in off["terms"] if t["name"] == "activations_per_layer"
+    )

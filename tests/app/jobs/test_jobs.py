@@ -116,7 +116,11 @@ def test_a_real_cpu_run_end_to_end_and_cancelling(settings: Settings) -> None:
 
         # a running job is killed by DELETE
         third = client.post("/api/jobs", json=TINY_PLAN).json()
-        _wait(client, third["url"], ("running",), timeout=30)
+        running = _wait(client, third["url"], ("running",), timeout=30)
+        # while it runs: the phase it reported last (a file in its work directory) and the time since it started
+        assert running["progress"]["phase"] in ("starting", "building", "warm-up", "measuring", "writing")
+        assert running["progress"]["elapsed_s"] >= 0
+        assert job["progress"] is None  # a finished job has none
         runner = client.app.state.tuneplan.runner  # type: ignore[attr-defined]
         proc = runner._running[third["id"]].proc
         assert client.delete(third["url"]).json()["status"] == "cancelled"
@@ -346,3 +350,41 @@ def test_a_run_killed_by_a_signal_says_so(settings: Settings) -> None:
         os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
         failed = _wait(client, job["url"], ("failed",), timeout=30)
         assert failed["error"].startswith("the run was killed by SIGKILL: the kernel's out-of-memory killer")
+
+
+@needs_train
+def test_preflight_says_what_a_run_would_take_and_queues_nothing(client: TestClient) -> None:
+    """POST /api/jobs/preflight: the device, the host memory (the CPU estimate's tensors plus the process), about
+    how long, and whether it may start, with the 422's reason when not."""
+    from app.jobs.limits import RUN_PROCESS_BYTES
+
+    preview = client.post("/api/jobs/preflight", json=TINY_PLAN)
+    assert preview.status_code == 200, preview.text
+    body = preview.json()
+    estimate = client.post("/api/estimate", json=TINY_PLAN).json()
+    assert body["device"] == "cpu" and body["runs"] is True and body["reason"] is None
+    assert body["host_bytes"] == RUN_PROCESS_BYTES + estimate["memory"]["peak_allocated"]
+    assert body["estimate_bytes"] == estimate["memory"]["peak_allocated"] and 0 < body["time_s"] < 600
+    huge = client.post("/api/jobs/preflight", json={"model": "llama-3.1-70b", "method": "full", "device": "cpu"})
+    assert huge.status_code == 200 and huge.json()["runs"] is False and "of host memory" in huge.json()["reason"]
+    assert huge.json()["time_s"] > body["time_s"]
+    assert client.get("/api/jobs").json() == []
+
+
+def test_the_page_disables_verify_with_the_reason_when_it_cannot_run(queue_only: Settings) -> None:
+    """Said before any click: the button is disabled and the reason is next to it."""
+    page = "/?model=qwen2.5-0.5b&method=lora"
+    missing = queue_only.model_copy(update={"train_module": "tuneplan_no_such_training_module"})
+    with local_client(create_app(missing)) as client:
+        html = client.get(page).text
+        assert 'data-enabled="false"' in html and "the train extra is not installed" in html
+        assert re.search(r'<button type="button" id="verify-run"[^>]* disabled>', html)
+    if not _gpu_here():
+        forced = queue_only.model_copy(update={"verify_device": "cuda"})
+        with local_client(create_app(forced)) as client:
+            html = client.get(page).text
+            assert 'data-enabled="false"' in html and "TUNEPLAN_VERIFY_DEVICE=cuda) and has none" in html
+    with local_client(create_app(queue_only)) as client:
+        html = client.get(page).text
+        ready = importlib.util.find_spec(queue_only.train_module) is not None
+        assert ('data-enabled="true"' in html) == ready

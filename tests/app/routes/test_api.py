@@ -258,7 +258,8 @@ def test_get_estimate_equals_post(client: TestClient) -> None:
         ({}, "exactly one of 'model'"),
         ({"model": CATALOG_ID, "target_modules": []}, "target_modules is empty"),
         ({"model": CATALOG_ID, "target_modules": 5}, "target_modules must be one of 'all-linear', or must be a list"),
-        ({"model": CATALOG_ID, "gpu": "h100"}, "did you mean"),
+        ({"model": CATALOG_ID, "gpu": "h100"}, "matches 2 catalog GPUs: h100-pcie"),
+        ({"model": CATALOG_ID, "gpu": "h100-sxn"}, "did you mean h100-sxm"),
         ({"model": CATALOG_ID, "method": "full", "use_dora": True}, "use_dora"),
         ({"config": TINY, "seq_len": 8192}, "allow_long_context"),
         ({"config": {"hidden_size": 64}}, "model_type"),
@@ -387,3 +388,13 @@ def test_a_config_without_its_size_is_refused_not_guessed(client: TestClient) ->
     config = {k: v for k, v in TINY.items() if k != "hidden_size"}
     detail = _error(client.post("/api/estimate", json={"config": config}), 422)["detail"]
     assert "has no 'hidden_size': it sets the model's size, so it is never guessed" in detail
+
+
+def test_the_rule_of_thumb_for_any_parameter_count(client: TestClient) -> None:
+    """The seed's example: 10B parameters -> 20 GB in 16-bit, 5 GB in 4-bit, a 0.2 GB adapter, 5.2 GB for QLoRA."""
+    rule = client.get("/api/rule-of-thumb", params={"params": 1e10}).json()
+    assert (rule["fp16"], rule["int4"], rule["adapter"], rule["qlora_total"]) == (20 * 10**9, 5 * 10**9, 2 * 10**8,
+                                                                                   52 * 10**8)  # fmt: skip
+    assert rule["params"] == 10**10 and rule["why_exact_differs"]
+    response = client.get("/api/rule-of-thumb", params={"params": 0})
+    assert response.status_code == 422 and "params" in response.text

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app, plotly_dir
+from app.routes import pages as page_routes
 from app.settings import PROJECT_ROOT, Settings
 from app.view import charts
 from app.view import form as pages
@@ -101,7 +102,7 @@ def test_page_form_is_filled_from_the_query_string_and_results_match_the_api(cli
     assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in html
     for note in expected["memory"]["notes"]:
         assert note.replace("'", "&#39;").replace('"', "&#34;")[:40] in html
-    assert result["capacity"]["gpu"] == "a100-40gb"
+    assert result["fit"]["gpu"] == "a100-40gb" and result["fit"]["kind"] == "gpu"
     # the query string the page writes back reads the same
     again = pages.parse_query({k: [v] for k, v in _pairs(pages.query_string(form))})
     assert again.values == form and again.plan == pages.parse_query(_multi(query)).plan
@@ -195,7 +196,8 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
             assert trace["customdata"][i] == comps[component]
         assert sum(t["customdata"][i] for t in traces.values()) == memory_json["total"]
     labels = [a["text"] for a in memory["layout"]["annotations"] if a.get("xref") == "paper"]
-    assert "24 GB" not in labels and "40 GB" in labels
+    assert "RTX 4090: 23.64 GiB usable" not in labels and "A100 (SXM4): 39.50 GiB usable" in labels
+    assert not any(" GB" in label for label in labels)  # GiB only on a memory chart
     (selected,) = [t["name"] for t in memory["data"] if t["meta"].get("capacity")]
     assert selected == data["capacity"]["label"] == "RTX 4090: 23.64 GiB usable"
 
@@ -212,15 +214,15 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
     assert capacity["gpu"] == "rtx-4090"
     assert all(p["fits"] == (p["peak"] <= capacity["bytes"]) for p in seq["full"])
     seq_chart = data["charts"]["seq_len"]
-    lines = {
-        t["meta"]["method"]: t for t in seq_chart["data"] if "method" in t["meta"] and "stops_fitting" not in t["meta"]
-    }
+    lines = {t["meta"]["method"]: t for t in seq_chart["data"] if set(t["meta"]) == {"method"}}
     assert lines["qlora"]["customdata"] == [p["peak"] for p in seq["qlora"]]
     assert seq_chart["layout"]["meta"]["capacity"] == capacity["bytes"]
-    assert seq_chart["layout"]["meta"]["stops_fitting"]["full"] == 256  # full fine-tuning never fits 24 GB
+    # the fit search's answers are drawn, not the first swept point over the line
+    fits = {m: data["estimates"][m]["fit"]["max_seq_len"] for m in ("full", "lora", "qlora")}
+    assert seq_chart["layout"]["meta"]["fits"] == fits and not fits["full"] and fits["qlora"]
 
     assert data["charts"]["storage"]["data"][0]["customdata"][0] == data["estimates"]["qlora"]["storage"]["base_16bit"]
-    assert set(data["html"]) == {"summary", "notes", "storage", "fits"}
+    assert set(data["html"]) == set(page_routes.FRAGMENTS)
     assert "Full vs LoRA vs QLoRA" in data["html"]["summary"]
 
 
@@ -235,7 +237,9 @@ def test_charts_for_one_method_sweep_that_method_only(client: TestClient) -> Non
     summary = data["html"]["summary"]
     assert f'data-peak-bytes="{charts.peak_bytes(expected)}"' in summary
     assert str(expected["storage"]["rule_of_thumb"]) in summary or "parameters" in summary
-    assert "(for reference)" in summary  # no GPU chosen: the 80 GB class is the yardstick
+    fitting = [g for g in expected["fits"] if g["fits"]]
+    assert f"Fits on {len(fitting)} of {len(expected['fits'])} catalog GPUs; smallest: " in summary  # no GPU chosen
+    assert "(for reference)" not in summary
     for note in expected["memory"]["notes"]:
         assert note[:30].replace("'", "&#39;") in data["html"]["notes"]
 
@@ -305,17 +309,19 @@ def test_seq_sweep_values() -> None:
 
 
 def test_comparing_shows_the_methods_the_estimator_accepts_and_why_the_others_fail(client: TestClient) -> None:
-    # LoRA on MoE experts needs lora_dropout 0: with the default 0.05 only full fine-tuning is estimated
-    data = client.post("/api/charts", json={"model": "qwen3-30b-a3b", "method": "compare"}).json()
+    # LoRA on MoE experts needs lora_dropout 0: a dropout the user chose (0.1) leaves only full fine-tuning
+    body = {"model": "qwen3-30b-a3b", "method": "compare", "lora_dropout": 0.1}
+    data = client.post("/api/charts", json=body).json()
     assert set(data["estimates"]) == {"full"} and set(data["errors"]) == {"lora", "qlora"}
     assert data["primary"] == "full"
     assert "lora_dropout" in data["html"]["summary"]
-    assert client.post("/api/charts", json={"model": "qwen3-30b-a3b", "method": "qlora"}).status_code == 422
+    assert client.post("/api/charts", json=body | {"method": "qlora"}).status_code == 422
 
-    response = client.get("/?model=qwen3-30b-a3b&method=compare&lora_dropout=0")
+    # the default dropout is set to 0 for it, and the page says so
+    response = client.get("/?model=qwen3-30b-a3b&method=compare")
     assert response.status_code == 200
-    assert response.context["form"]["lora_dropout"] == 0  # type: ignore[attr-defined]
     assert set(response.context["result"]["notes"]) == {"full", "lora", "qlora"}  # type: ignore[attr-defined]
+    assert "lora_dropout 0.05 → 0.0" in response.text
 
 
 def test_a_deeply_nested_config_in_the_url_is_explained_not_a_crash(client: TestClient) -> None:
@@ -324,3 +330,21 @@ def test_a_deeply_nested_config_in_the_url_is_explained_not_a_crash(client: Test
         page = client.get("/?config=" + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("="))
         assert page.status_code == 422, depth
         assert "levels deep" in page.text or "could not be read" in page.text
+
+
+def test_errors_on_the_page_are_written_for_a_person_and_the_api_keeps_its_own(client: TestClient) -> None:
+    """The API tells a developer what to send; the page names its own controls and says what to do there."""
+    plan = {"model": "acme/no-such-model-7b-instruct", "method": "lora"}
+    api = client.post("/api/estimate", json=plan)
+    page = client.post("/api/charts", json=plan)
+    assert api.status_code == page.status_code == 404
+    assert "X-HF-Token" in api.json()["detail"]  # a developer's next step
+    message = page.json()["message"]
+    assert message.startswith("There is no model “acme/no-such-model-7b-instruct” on the Hugging Face Hub")
+    assert "X-HF-Token" not in message and "drop the model's config.json in the Model box" in message
+    html = client.get("/?model=acme/no-such-model-7b-instruct&method=lora").text
+    assert "check the spelling, or pick a catalog model" in html and "X-HF-Token" not in html
+
+    long = client.post("/api/charts", json={"model": "gpt2", "method": "lora", "seq_len": 200_000}).json()
+    assert long["fields"] == ["seq_len", "allow_long_context"]  # the fields the page marks and offers to turn on
+    assert "“Allow sequences beyond the model's context”" in long["message"] and "allow_long_context" in long["detail"]

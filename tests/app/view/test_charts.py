@@ -53,26 +53,26 @@ def test_memory_bars_drop_all_zero_components_and_mark_the_selected_method() -> 
     assert ticks[0].startswith("<b>LoRA") and ticks[1] == "QLoRA"
 
 
-def test_capacity_lines_sit_at_usable_memory_and_the_selected_gpu_replaces_its_class() -> None:
+def _label(gpu_id: str) -> str:
+    return f"{charts.chart_gpu_name(catalog.find_gpu(gpu_id).name)}: {gib_text(_usable(gpu_id))} usable"  # type: ignore[union-attr]
+
+
+def test_capacity_lines_sit_at_usable_memory_labelled_in_gib() -> None:
+    """One reference card per common size, at its usable memory (where a bar stops fitting), labelled by the card and
+    that figure in GiB: no GB next to a GiB axis."""
     lines = charts.capacity_lines()
-    assert [line["label"] for line in lines] == ["24 GB", "40 GB", "48 GB", "80 GB", "141 GB"]
-    # usable memory of the first catalog card of each size: where a bar stops fitting
-    first = ("rtx-3090", "a100-40gb", "rtx-a6000", "a100-80gb", "h200")
-    assert [line["bytes"] for line in lines] == [_usable(g) for g in first]
-    assert not any(line["selected"] for line in lines)
+    assert [line["label"] for line in lines] == [_label(g) for g in charts.REFERENCE_GPUS]
+    assert [line["label"] for line in lines][:2] == ["RTX 4090: 23.64 GiB usable", "A100 (SXM4): 39.50 GiB usable"]
+    assert [line["bytes"] for line in lines] == [_usable(g) for g in charts.REFERENCE_GPUS]
+    assert not any(line["selected"] for line in lines) and not any(" GB" in line["label"] for line in lines)
+    assert charts.chart_gpu_name("NVIDIA H200 SXM 141GB") == "H200 SXM"
 
-    chosen = charts.capacity_lines(selected="rtx-4090")
-    label = f"RTX 4090: {gib_text(_usable('rtx-4090'))} usable"
-    assert [line["label"] for line in chosen] == [label, "40 GB", "48 GB", "80 GB", "141 GB"]
-    assert chosen[0]["bytes"] == _usable("rtx-4090") and chosen[0]["selected"] is True
-
-    # an L4 has 22.5 GiB, sold as 24 GB (decimal): it stands for the 24 GB class
-    odd = charts.capacity_lines(selected="l4")
-    assert [line["label"].split(":")[0] for line in odd] == ["L4", "40 GB", "48 GB", "80 GB", "141 GB"]
-    labels = [line["label"] for line in charts.capacity_lines(selected="t4")]
-    assert labels[:2] == [f"T4: {gib_text(_usable('t4'))} usable", "24 GB"]
-    # a size no catalog card is sold as is taken as GiB
-    assert charts.capacity_lines(common=(7,)) == [{"label": "7 GB", "bytes": 7 * GIB, "selected": False}]
+    # the selected GPU replaces the reference card of its size; another size joins them
+    chosen = charts.capacity_lines(selected="l4")
+    assert [line["label"] for line in chosen][0] == _label("l4") and chosen[0]["selected"] is True
+    assert _label("rtx-4090") not in [line["label"] for line in chosen]
+    t4 = charts.capacity_lines(selected="t4")
+    assert [line["label"] for line in t4][:2] == [_label("t4"), _label("rtx-4090")]
 
 
 def _line_labels(fig: dict[str, Any]) -> list[str]:
@@ -81,17 +81,17 @@ def _line_labels(fig: dict[str, Any]) -> list[str]:
 
 def test_memory_bars_draw_capacity_lines_up_to_the_next_size_above_the_tallest_bar() -> None:
     small = {"qlora": ESTIMATES["qlora"]}  # ~13.5 GiB
-    assert charts.peak_bytes(small["qlora"]) < _usable("rtx-3090")
+    assert charts.peak_bytes(small["qlora"]) < _usable("rtx-4090")
     fig = charts.memory_bar_chart(small, charts.capacity_lines())
-    assert _line_labels(fig) == ["24 GB"]
-    assert [s["y0"] for s in fig["layout"]["shapes"]] == [round(_usable("rtx-3090") / GIB, 3)]
+    assert _line_labels(fig) == [_label("rtx-4090")]
+    assert [s["y0"] for s in fig["layout"]["shapes"]] == [round(_usable("rtx-4090") / GIB, 3)]
     assert fig["layout"]["yaxis"]["range"][1] >= fig["layout"]["shapes"][0]["y0"]
 
     # the selected GPU is drawn wherever it is, in the capacity colour, solid
     fig = charts.memory_bar_chart(small, charts.capacity_lines(selected="h200"))
-    assert _line_labels(fig) == ["24 GB"]  # the selected GPU is named in the legend
+    assert _line_labels(fig) == [_label("rtx-4090")]  # the selected GPU is named in the legend
     legend = [t for t in fig["data"] if (t.get("meta") or {}).get("capacity")]
-    assert [t["name"] for t in legend] == [f"H200 SXM 141GB: {gib_text(_usable('h200'))} usable"]
+    assert [t["name"] for t in legend] == [f"H200 SXM: {gib_text(_usable('h200'))} usable"]
     selected = fig["layout"]["shapes"][-1]
     assert selected["line"]["color"] == charts.CAPACITY_COLOR and selected["line"]["dash"] == "solid"
     assert fig["layout"]["yaxis"]["range"][1] >= _usable("h200") / GIB
@@ -99,7 +99,16 @@ def test_memory_bars_draw_capacity_lines_up_to_the_next_size_above_the_tallest_b
     big = estimate(Plan(model="llama-3.1-8b", method="full", seq_len=8192)).to_dict()
     fig = charts.memory_bar_chart(ESTIMATES | {"full": big}, charts.capacity_lines())  # over 80 GB
     assert charts.peak_bytes(big) > _usable("a100-80gb")
-    assert _line_labels(fig) == ["24 GB", "40 GB", "48 GB", "80 GB", "141 GB"]
+    assert _line_labels(fig) == [_label(g) for g in charts.REFERENCE_GPUS]
+
+
+def test_each_bar_says_what_its_components_hold_at_its_peak() -> None:
+    """Full fine-tuning peaks at the optimizer step: its "activations" are the step's temporaries, and its bar says
+    so; LoRA's are saved activations."""
+    fig = charts.memory_bar_chart(ESTIMATES)
+    acts = by_name(fig)["Activations and temporaries"]
+    assert acts["hovertext"] == [ESTIMATES[m]["memory"]["component_labels"]["activations"] for m in ESTIMATES]
+    assert acts["hovertext"][0] == "Optimizer-step temporaries"
 
 
 def test_memory_bars_label_each_bar_with_its_peak() -> None:
@@ -112,47 +121,62 @@ def points(peaks: dict[int, int | None]) -> list[dict[str, Any]]:
     return [{"x": x, "peak": p} for x, p in peaks.items()]
 
 
-def test_sweep_marks_the_first_point_over_capacity() -> None:
+def test_sweep_marks_the_points_over_capacity_and_the_fit_answer() -> None:
     series = points({256: 6 * GIB, 512: 7 * GIB, 1024: 9 * GIB, 2048: 13 * GIB, 4096: 21 * GIB, 8192: 37 * GIB})
-    fig = charts.sweep_line_chart(series, {"label": "RTX 4090: 23.6 GiB usable", "bytes": 24 * GIB})
-    line, stop, legend = fig["data"]
+    fig = charts.sweep_line_chart(series, {"label": "RTX 4090: 23.6 GiB usable", "bytes": 24 * GIB}, fits={"": 5078})
+    line, over, legend, mark = fig["data"]
     assert legend["name"] == "RTX 4090: 23.6 GiB usable" and legend["meta"]["capacity"]
     assert line["x"] == [256, 512, 1024, 2048, 4096, 8192]
     assert line["customdata"] == [p["peak"] for p in series]
     assert line["y"] == [6.0, 7.0, 9.0, 13.0, 21.0, 37.0]
-    assert stop["x"] == [8192] and stop["y"] == [37.0] and stop["meta"]["stops_fitting"]
-    assert stop["text"] == ["8,192"]
-    assert fig["layout"]["meta"]["stops_fitting"] == {"": 8192}
+    assert over["x"] == [8192] and over["meta"]["over"] and "text" not in over  # no number that reads as an answer
+    # the fit search's answer, labelled, on the capacity line, with a drop line to the axis
+    assert mark["x"] == [5078] and mark["y"] == [24.0] and mark["text"] == ["largest that fits: 5,078"]
+    assert mark["meta"] == {"method": "", "fit": 5078} and mark["mode"] == "markers+text"
+    assert [s["x0"] for s in fig["layout"]["shapes"] if s.get("xref") == "x"] == [5078]
+    assert fig["layout"]["meta"]["fits"] == {"": 5078}
     assert fig["layout"]["shapes"][0]["y0"] == 24.0
     assert fig["layout"]["xaxis"]["type"] == "log"
     assert fig["layout"]["xaxis"]["ticktext"] == ["256", "512", "1k", "2k", "4k", "8k"]
+    assert fig["layout"]["yaxis"].get("type") != "log"  # 6 to 37 GiB: a linear axis reads fine
 
 
-def test_sweep_with_one_line_per_method_skips_invalid_points_and_never_fitting_is_none() -> None:
+def test_sweeps_spanning_decades_get_a_log_axis_readable_at_the_small_end() -> None:
+    """QLoRA at 128k tokens is thousands of GiB, at 256 a few: on a log axis the small end is not a flat line."""
+    series = points({256: 10 * GIB, 4096: 40 * GIB, 131072: 6000 * GIB})
+    fig = charts.sweep_line_chart(series, 80 * GIB)
+    y = fig["layout"]["yaxis"]
+    assert y["type"] == "log" and y["title"]["text"] == "GiB (log scale)"
+    assert 10 ** y["range"][0] < 10 and 10 ** y["range"][1] > 6000
+    assert y["ticktext"][:3] == ["10", "20", "50"] and "1k" in y["ticktext"]
+    assert fig["layout"]["meta"]["log_y"] is True
+
+
+def test_sweep_with_one_line_per_method_labels_each_fit_in_the_legend() -> None:
     fig = charts.sweep_line_chart(
-        {
-            "qlora": points({1: 5 * GIB, 2: 6 * GIB, 4: None}),
-            "full": points({1: 90 * GIB, 2: 95 * GIB, 4: None}),
-        },
+        {"qlora": points({1: 5 * GIB, 2: 6 * GIB, 4: None}), "full": points({1: 90 * GIB, 2: 95 * GIB, 4: None})},
         80 * GIB,
+        fits={"qlora": 37, "full": 0},
         x_title="Batch size",
         log_x=False,
     )
-    lines = [t for t in fig["data"] if (t.get("meta") or {}).get("method") and not t["meta"].get("stops_fitting")]
-    assert [t["name"] for t in lines] == ["Full", "QLoRA"]
-    assert lines[0]["x"] == [1, 2]
-    assert fig["layout"]["meta"]["stops_fitting"] == {"full": 1, "qlora": None}
-    stops = [t for t in fig["data"] if (t.get("meta") or {}).get("stops_fitting")]
-    assert [t["meta"]["method"] for t in stops] == ["full"]
-    assert "type" not in fig["layout"]["xaxis"]
-    assert fig["layout"]["showlegend"] is True
+    lines = [t for t in fig["data"] if (t.get("meta") or {}).get("method") and set(t["meta"]) == {"method"}]
+    assert [t["name"] for t in lines] == ["Full", "QLoRA"] and lines[0]["x"] == [1, 2]
+    marks = {t["meta"]["method"]: t for t in fig["data"] if "fit" in (t.get("meta") or {})}
+    assert marks["qlora"]["name"] == "QLoRA: fits up to 37" and marks["qlora"]["showlegend"] is True
+    assert marks["full"]["name"] == "Full: nothing fits" and marks["full"]["marker"]["symbol"] == "x"
+    over = [t for t in fig["data"] if (t.get("meta") or {}).get("over")]
+    assert [t["meta"]["method"] for t in over] == ["full"]
+    assert "type" not in fig["layout"]["xaxis"] and fig["layout"]["showlegend"] is True
 
 
-def test_sweep_without_capacity_has_no_line() -> None:
+def test_sweep_without_capacity_draws_reference_cards_for_scale() -> None:
     fig = charts.sweep_line_chart(points({256: GIB}), None)
-    assert fig["layout"]["shapes"] == []
-    assert len(fig["data"]) == 1
-    assert fig["layout"]["showlegend"] is False
+    assert fig["layout"]["shapes"] == [] and len(fig["data"]) == 1 and fig["layout"]["showlegend"] is False
+    refs = charts.capacity_lines()
+    fig = charts.sweep_line_chart(points({256: 10 * GIB, 512: 15 * GIB}), None, references=refs, fits={"": 3})
+    assert [a["text"] for a in fig["layout"]["annotations"]] == [_label("rtx-4090")]  # those up to 2x the tallest
+    assert not any("fit" in (t.get("meta") or {}) for t in fig["data"])  # no GPU: no fit answer
 
 
 def test_storage_rows_and_chart() -> None:
