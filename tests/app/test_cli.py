@@ -149,7 +149,7 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     assert missing == []
     shown = " ".join(_run("estimate", "--help").stdout.split())
     assert "--allow-long-context" in shown and "unless --allow-long-context is set" in shown
-    assert "--sharding {ddp,zero1,zero2,zero3}" in shown and "--advise" in shown
+    assert "--sharding {ddp,fsdp,zero1,zero2,zero3}" in shown and "--advise" in shown
 
 
 def test_advise_prints_the_levers_with_the_options_that_apply_them() -> None:
