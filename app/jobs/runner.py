@@ -199,9 +199,14 @@ class JobRunner:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the worker thread: it takes the runner lock when it can, then runs queued jobs."""
+        """Start the worker thread: it takes the runner lock when it can, then runs queued jobs. The first try
+        happens here, so a restarted server has failed its dead predecessor's runs before it answers a request."""
         if self._thread is None:
             self._stop.clear()
+            try:
+                self._take_lock()
+            except Exception:  # the worker retries; a bug must not stop the app from starting
+                log.exception("verify worker error")
             self._thread = threading.Thread(target=self._loop, name="tuneplan-jobs", daemon=True)
             self._thread.start()
 
