@@ -37,7 +37,7 @@ from ._memory import (
     training_memory,
     weight_bytes,
 )
-from ._plan import METHODS, FieldSpec, Plan, PlanField, plan_field, plan_fields
+from ._plan import METHODS, OBJECTIVES, FieldSpec, Plan, PlanField, parse_pair, plan_field, plan_fields
 from ._prices import Price, PriceTable, cost_rows, default_prices, load_prices, parse_prices
 from ._quant import (
     CUDA_ALLOC_ROUND,
@@ -66,6 +66,7 @@ __all__ = [
     "GIB",
     "METHODS",
     "MIB",
+    "OBJECTIVES",
     "SIZE_FIELDS",
     "SUPPORTED_MODEL_TYPES",
     "TENSOR_COMPONENTS",
@@ -125,6 +126,7 @@ __all__ = [
     "int8_parts",
     "load_prices",
     "parse_config",
+    "parse_pair",
     "parse_prices",
     "plan_field",
     "plan_fields",
