@@ -10,11 +10,13 @@ public surface: code outside ``estimator/`` imports these names only (``tests/te
 
 from . import catalog
 from ._arch import (
+    LEGACY_MODEL_TYPES,
     SIZE_FIELDS,
     SUPPORTED_MODEL_TYPES,
     WORK_LIMITS,
     Architecture,
     attention_implementation,
+    legacy_config,
     parse_config,
 )
 from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
@@ -64,6 +66,7 @@ __all__ = [
     "CUDA_RUNTIME_BYTES",
     "GB",
     "GIB",
+    "LEGACY_MODEL_TYPES",
     "METHODS",
     "MIB",
     "OBJECTIVES",
@@ -124,6 +127,7 @@ __all__ = [
     "host_ops",
     "int8_bytes",
     "int8_parts",
+    "legacy_config",
     "load_prices",
     "parse_config",
     "parse_pair",
