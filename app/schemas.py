@@ -52,7 +52,7 @@ def field_type(f: PlanField, *, query: bool = False) -> tuple[Any, FieldInfo]:
         info.update(min_length=1, max_length=s.max_length)
     elif s.kind == "pair":
         side = Annotated[int, Field(ge=s.low, le=s.high)]
-        annotation = (str | None) if query else (tuple[side, side] | None)  # type: ignore[valid-type]
+        annotation = (str | None) if query else (tuple[side, side] | None)
         if query:
             info["max_length"] = 64
     else:  # config
