@@ -23,7 +23,7 @@ from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
 
-Norm = str  # "rmsnorm" | "layernorm"
+Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
 MAX_LAYERS = 1024
 """Decoder layers (``num_hidden_layers``); the deepest published causal LMs have under 200."""
@@ -102,6 +102,9 @@ class Architecture:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     attention_sinks: bool = False  # gpt-oss: one learned sink logit per head
+    sliding_window: int = 0  # some layers attend within a window (sliding, or Llama 4's chunks): a mask from there
+    kv_broadcast: bool = False  # one K/V head broadcast to the query heads in SDPA (Falcon's old multi-query)
+    dense_experts: bool = False  # every expert runs on every token (Llama 4 in transformers 5: E·T rows, not k·T)
     logits_scaled: bool = False  # the head scales the logits (Cohere logit_scale, Granite logits_scaling): a copy
     checkpoint_format: str = ""  # "mxfp4" (gpt-oss experts), "fp8" (DeepSeek-V3 block-wise): how the Hub files store it
     # soft-capping (Gemma 2)
@@ -121,6 +124,16 @@ class Architecture:
         if self.mla:
             return self.num_attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
         return self.num_attention_heads * self.head_dim
+
+    @property
+    def attn_head_dim(self) -> int:
+        """The head dim of q and k in the attention kernel (nope + rope under MLA)."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.mla else self.head_dim
+
+    @property
+    def v_head_dim_differs(self) -> bool:
+        """v's head dim differs from q/k's (MLA): fused kernels that need one head dim cannot run."""
+        return self.mla and self.v_head_dim != self.attn_head_dim
 
     @property
     def o_in(self) -> int:
@@ -296,6 +309,15 @@ def _within_limit(key: str, value: int) -> int:
     return value
 
 
+def _window(r: _Reader, name: str = "sliding_window", flag: str | None = None) -> int:
+    """The local attention window of the layers that use one (0: none): ``sliding_window``, or Llama 4's
+    ``attention_chunk_size``; families that switch it on with a flag (``use_sliding_window``) need the flag."""
+    if flag is not None and not r.flag(flag, False):
+        return 0
+    value = r.c.get(name)
+    return 0 if value is None else r.num(name)
+
+
 def _llama_like(r: _Reader, *, defaults: dict[str, Any], **fields: Any) -> Architecture:
     hidden = r.num("hidden_size", defaults.get("hidden_size"))
     heads = r.num("num_attention_heads", defaults.get("num_attention_heads"))
@@ -333,6 +355,7 @@ def _mistral(r: _Reader) -> Architecture:
         r,
         defaults=dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32),
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -346,6 +369,7 @@ def _mixtral(r: _Reader) -> Architecture:
         num_experts_per_tok=r.num("num_experts_per_tok", 2),
         moe_intermediate_size=r.num("intermediate_size", 14336),
         moe_layers=tuple(range(layers)),
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -355,6 +379,7 @@ def _qwen2(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768),
         qkv_bias=True,
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -386,6 +411,7 @@ def _qwen2_moe(r: _Reader) -> Architecture:
         shared_expert_intermediate_size=r.num("shared_expert_intermediate_size", 5632),
         shared_experts_name="shared_expert", shared_expert_gate=True,
         moe_layers=_moe_layer_indices(r, layers, experts),
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -396,6 +422,7 @@ def _qwen3(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, head_dim=128, max_position_embeddings=32768),
         qkv_bias=bias, o_bias=bias, qk_norm="head",
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -412,6 +439,7 @@ def _qwen3_moe(r: _Reader) -> Architecture:
         num_experts_per_tok=r.num("num_experts_per_tok", 8),
         moe_intermediate_size=r.num("moe_intermediate_size", 768),
         moe_layers=_moe_layer_indices(r, layers, experts),
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -447,7 +475,9 @@ def _gemma3_text(r: _Reader) -> Architecture:
     d = dict(_GEMMA_DEFAULTS, vocab_size=262208, hidden_size=2304, intermediate_size=9216,
              num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
              max_position_embeddings=131072)  # fmt: skip
-    return _llama_like(r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4, qk_norm="head")
+    return _llama_like(
+        r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4, qk_norm="head", sliding_window=_window(r)
+    )
 
 
 def _phi(r: _Reader) -> Architecture:
@@ -467,6 +497,7 @@ def _phi3(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                       num_attention_heads=32, max_position_embeddings=4096),
         fused_qkv=True, fused_gate_up=True,
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -532,7 +563,7 @@ def _falcon(r: _Reader) -> Architecture:
         hidden_act=r.text("activation", "gelu"),
         qkv_bias=r.flag("bias", False), o_bias=r.flag("bias", False), fused_qkv=True,
         mlp_gated=False, mlp_bias=r.flag("bias", False), norm="layernorm", norm_bias=True,
-        norms_per_layer=norms, parallel_block=parallel,
+        norms_per_layer=norms, parallel_block=parallel, kv_broadcast=not new_arch and multi_query,
     )  # fmt: skip
 
 
@@ -545,6 +576,7 @@ def _starcoder2(r: _Reader) -> Architecture:
                       hidden_act="gelu_pytorch_tanh"),
         num_key_value_heads=r.num("num_key_value_heads", 2),
         qkv_bias=bias, o_bias=bias, mlp_gated=False, mlp_bias=bias, norm="layernorm", norm_bias=True,
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -566,6 +598,7 @@ def _smollm3(r: _Reader) -> Architecture:
                       num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=32768,
                       tie_word_embeddings=True),
         qkv_bias=bias, o_bias=bias, mlp_bias=r.flag("mlp_bias", False),
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -599,8 +632,9 @@ def _cohere(r: _Reader) -> Architecture:
         r,
         defaults=dict(vocab_size=256000, hidden_size=8192, intermediate_size=22528, num_hidden_layers=40,
                       num_attention_heads=64, max_position_embeddings=8192, tie_word_embeddings=True),
-        qkv_bias=bias, o_bias=bias, norm="layernorm", norms_per_layer=1, parallel_block=True,
+        qkv_bias=bias, o_bias=bias, norm="cohere", norms_per_layer=1, parallel_block=True,
         qk_norm="head_per_head" if qk else "none", logits_scaled=_scaled(r, "logit_scale", 1.0),
+        sliding_window=_window(r) if r.model_type == "cohere2" else 0,
     )  # fmt: skip
 
 
@@ -611,6 +645,7 @@ def _olmo3(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                       num_attention_heads=32),
         qkv_bias=bias, o_bias=bias, qk_norm="full",
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -732,6 +767,7 @@ def _gpt_oss(r: _Reader) -> Architecture:
         moe_intermediate_size=r.num("intermediate_size", 2880), moe_layers=tuple(range(layers)),
         router_name="router", router_bias=True, experts_in_out=True, expert_bias=True,
         checkpoint_format="mxfp4" if _quant_method(r) == "mxfp4" else "",
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -759,6 +795,8 @@ def _llama4_text(r: _Reader) -> Architecture:
         num_experts=r.num("num_local_experts", 16), num_experts_per_tok=r.num("num_experts_per_tok", 1),
         moe_intermediate_size=mi, shared_expert_intermediate_size=mi, shared_experts_name="shared_expert",
         moe_layers=moe, moe_block="feed_forward", router_name="router", router_linear=True, experts_in_out=True,
+        sliding_window=_window(r, "attention_chunk_size"), dense_experts=True,
+        qk_norm="l2" if r.flag("use_qk_norm", True) else "none",
     )  # fmt: skip
 
 
@@ -796,11 +834,12 @@ _PARSERS = {
 }
 
 
-NO_SDPA = frozenset({"gemma2"})
+NO_SDPA = frozenset({"gemma2", "gpt_oss"})
 
 
 def attention_implementation(model_type: str, requested: str) -> str:
-    """The attention transformers will run: Gemma 2 has no SDPA path, so ``sdpa`` falls back to ``eager``."""
+    """The attention transformers will run: Gemma 2 and gpt-oss have no SDPA path (``_supports_sdpa = False``), so
+    ``sdpa`` falls back to ``eager``."""
     if requested == "sdpa" and model_type in NO_SDPA:
         return "eager"
     return requested

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import PlanError
-from ._inventory import EMBEDDING, EXPERTS, HEAD_INPUT, LINEAR, LINEAR_KINDS, ROUTER, Inventory, Tensor
+from ._inventory import EMBEDDING, EXPERTS, HEAD_INPUT, LINEAR, LINEAR_KINDS, ROUTER, ROUTER_INPUT, Inventory, Tensor
 from ._plan import Plan
 
 
@@ -142,6 +142,12 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
                 f"target_modules {sorted(targets)} match no module of this model; its linear modules are: "
                 + ", ".join(names)
             )
+    if inv.arch.router_linear and any(a.reads == ROUTER_INPUT and not a.embedding for a in adapted):
+        raise PlanError(
+            "LoRA on Llama 4's router cannot run: the router is an nn.Linear subclass that returns a tuple, which "
+            "PEFT's LoRA layer cannot wrap (its forward fails); 'all-linear' takes it too. Name the targets instead, "
+            "e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+        )
     saved: list[Tensor] = []
     for t in candidates:
         # PEFT matches modules_to_save by a plain suffix ("norm" takes input_layernorm too)

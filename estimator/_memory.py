@@ -42,6 +42,8 @@ from ._inventory import (
     EXPERT_HIDDEN,
     EXPERT_INPUT,
     EXPERTS,
+    MLA_KV_LATENT,
+    MLA_Q_LATENT,
     MLP_HIDDEN,
     MLP_INPUT,
     ROUTER_INPUT,
@@ -55,6 +57,7 @@ from ._lora import Adapted, AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 from ._runtime import CACHE, CONTEXT, UNVERIFIED, VERIFIED, WORKSPACE_SCRATCH, Band, Runtime, runtime_for
+from ._shape import step_shape
 from ._units import gib_text
 
 MiB = 1024 * 1024
@@ -163,7 +166,7 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
     embeddings, norms and biases are not converted. MoE experts: under transformers 5.x they are fused 3-D
     parameters that bitsandbytes does not convert (16-bit, fp32 after ``prepare_model_for_kbit_training``); under
     4.x each expert's gate, up and down projections are ``nn.Linear`` layers it quantizes (``experts_quantized``).
-    Ignores buffers (rotary ``inv_freq``: < 1 KiB).
+    Buffers: ``buffer_bytes``.
     """
     total = 0
     quantized, int8, per = plan.quantized, plan.quant_type == "int8", param_dtype_bytes(plan)
@@ -181,7 +184,16 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
         else:
             one = alloc(t.numel * per, cuda)
         total += one * t.layers
-    return total
+    return total + buffer_bytes(inv.arch, cuda)
+
+
+def buffer_bytes(arch: Architecture, cuda: bool) -> int:
+    """Buffers large enough to count: GPT-BigCode's bool causal mask of n_positions² (``GPTBigCodeModel.bias``,
+    64 MiB at StarCoder's 8192 positions; measured on the CPU grid). Rotary ``inv_freq`` buffers (< 1 KiB) are
+    ignored."""
+    if arch.model_type == "gpt_bigcode":
+        return alloc(arch.max_position_embeddings**2, cuda)
+    return 0
 
 
 def experts_quantized(plan: Plan) -> bool:
@@ -308,12 +320,13 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         ad = DTYPE_BYTES[plan.dtype]
     ab = 4
     gpu = gpu_runtime(plan)
-    path = attention_path(arch, plan, ad, gpu)
+    shape = step_shape(arch, plan)
+    path = attention_path(arch, plan, ad, gpu, shape.length)
     lora = tuple(a.reads for a in adapters.adapted)
     experts_adapted = EXPERT_INPUT in lora or EXPERT_HIDDEN in lora
     expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
     return _Flow(
-        T=plan.batch_size * plan.seq_len, b=plan.batch_size, s=plan.seq_len, ad=ad, ab=ab, mask=1 if cuda else ab,
+        T=shape.tokens, b=shape.rows, s=shape.length, ad=ad, ab=ab, mask=1 if cuda else ab,
         frozen_base=plan.method != "full", lora=lora, dropout=plan.lora_dropout > 0 and plan.adapters,
         r=plan.lora_r, attn=path.implementation, path=path, cuda=cuda,
         rocm=gpu is not None and gpu.compute_capability is None,
@@ -350,6 +363,8 @@ def _linear_inputs(f: _Flow, reads: tuple[str, ...], width: int, shared: bool = 
 
 def _norm_saved(arch: Architecture, f: _Flow, width: int, trainable: bool) -> int:
     T = f.T
+    if arch.norm == "cohere":  # CohereLayerNorm in Python: fp32 centred input and normalized output, rsqrt
+        return 8 * T * width + 4 * T
     if arch.norm == "layernorm":
         return f.ad * T * width + 8 * T  # input, mean, rstd
     saved = 4 * T * width + 4 * T  # fp32 copy of the input, rsqrt
@@ -375,7 +390,7 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     """
     h = arch.hidden_size
     norm = _norm_saved(arch, f, h, not f.frozen_base)
-    total = 0 if arch.model_type == "olmo2" else norm  # OLMo 2 normalizes the blocks' outputs, not their inputs
+    total = 0 if arch.model_type in ("olmo2", "olmo3") else norm  # OLMo 2/3 normalize the blocks' outputs
     if arch.parallel_block and arch.norms_per_layer == 1:
         total += _linear_inputs(f, (ATTENTION_INPUT, MLP_INPUT), h)  # attention and MLP read one normalized input
     else:
@@ -383,17 +398,54 @@ def layer_activations(arch: Architecture, f: _Flow, moe: bool) -> int:
     return total + _attention_saved(arch, f) + _mlp_saved(arch, f, norm, moe)
 
 
+def _mla_saved(arch: Architecture, f: _Flow) -> int:
+    """DeepSeek's multi-head latent attention after its input projections: the latents' RMSNorms and what reads
+    them (q_b_proj, kv_b_proj), the attention core over q/k of nope + rope dims and v of v_head_dim, o_proj's input.
+
+    v's head dim differs from q/k's, so flash attention (CUDA, and the CPU's flash kernel) cannot run it: the CPU
+    takes SDPA's math path (fp32 q, kᵀ, v and the b·a·s² probabilities; measured on the CPU grid), CUDA the
+    memory-efficient kernel (O(s), from torch's selection rules). Ignores the rotary halves and the expanded shared
+    rotary key (views or unsaved copies).
+    """
+    T, ad, a = f.T, f.ad, arch.num_attention_heads
+    qk, v = arch.attn_head_dim, arch.v_head_dim
+    trainable = not f.frozen_base
+    total = 0
+    if arch.q_lora_rank:
+        total += _norm_saved(arch, f, arch.q_lora_rank, trainable)
+        total += _linear_inputs(f, (MLA_Q_LATENT,), arch.q_lora_rank)
+    total += _norm_saved(arch, f, arch.kv_lora_rank, trainable)
+    total += _linear_inputs(f, (MLA_KV_LATENT,), arch.kv_lora_rank)
+    if f.attn == "eager" or f.sdpa_math:
+        pd = 4 if f.sdpa_math else ad
+        total += pd * T * a * (2 * qk + v) + 4 * f.b * a * f.s * f.s
+        if f.attn == "eager" and ad != 4:
+            total += ad * f.b * a * f.s * f.s
+    else:
+        qb = 2 if f.attn == "flash_attention_2" else ad
+        total += qb * T * a * (2 * qk + 2 * v) + 4 * T * a + mask_saved_per_layer(f)
+    o_shared = f.attn != "eager" and not f.sdpa_math and (f.attn != "flash_attention_2" or ad == 2)
+    return total + _linear_inputs(f, (ATTENTION_OUTPUT,), a * v, shared=o_shared)
+
+
 def _attention_saved(arch: Architecture, f: _Flow) -> int:
     """The attention's saved tensors after its input projections: q/k norms, the attention core, o_proj's input."""
+    if arch.mla:
+        return _mla_saved(arch, f)
     T, ad = f.T, f.ad
     a, kv, d = arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim
     qd, kd = a * d, kv * d
     total = 0
-    if arch.qk_norm == "head":
+    if arch.qk_norm in ("head", "l2"):  # per-head norms (Llama 4's L2 norm has no weight)
         total += 4 * T * (qd + kd) + 4 * T * (a + kv)
+    elif arch.qk_norm == "head_per_head":  # Cohere's per-head LayerNorms, as its input norm saves
+        total += 8 * T * (qd + kd) + 4 * T * (a + kv)
     elif arch.qk_norm == "full":
         total += 4 * T * (qd + kd) + 8 * T
-    if f.attn == "eager":
+    if f.attn == "eager" and arch.attention_sinks:
+        # gpt-oss: the sink logit joins each row (s + 1 columns), softmax in the attention dtype, the max's indices
+        total += 3 * ad * T * qd + ad * f.b * a * f.s * (f.s + 1) + 8 * f.b * a * f.s
+    elif f.attn == "eager":
         total += 3 * ad * T * qd  # q, and k and v repeated to the query heads
         total += 4 * f.b * a * f.s * f.s  # fp32 softmax output
         if ad != 4:
@@ -410,7 +462,7 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
         total += qb * T * (2 * qd + 2 * kv)  # q, k, v, output
         total += 4 * T * a  # log-sum-exp
         total += mask_saved_per_layer(f)
-    if arch.fused_qkv and arch.model_type != "gpt2":
+    if arch.fused_qkv and arch.model_type != "gpt2" and not f.sdpa_math:
         # q and k go through rotary embeddings (new tensors) while v stays a view of the fused projection's
         # output, so SDPA's saved v keeps the whole q|k|v storage alive
         total += ad * T * (qd + kd)
@@ -450,7 +502,7 @@ def _mlp_saved(arch: Architecture, f: _Flow, norm: int, moe: bool) -> int:
     T, h, ad = f.T, arch.hidden_size, f.ad
     total = 0
     if not (arch.parallel_block and arch.norms_per_layer == 1):  # else its input is counted with the attention's
-        if arch.model_type == "olmo2":
+        if arch.model_type in ("olmo2", "olmo3"):
             total += norm  # post-attention norm on the o_proj output
             total += _linear_inputs(f, (MLP_INPUT,), h)  # the MLP reads the raw stream
         else:
@@ -468,7 +520,7 @@ def _mlp_saved(arch: Architecture, f: _Flow, norm: int, moe: bool) -> int:
         else:
             total += _act_saved(arch, i, f)
         total += _linear_inputs(f, (MLP_HIDDEN,), i)
-    if arch.norms_per_layer == 4 or arch.model_type == "olmo2":
+    if arch.norms_per_layer == 4 or arch.model_type in ("olmo2", "olmo3"):
         total += norm  # post-feedforward norm
     return total
 
@@ -478,8 +530,10 @@ def _moe_saved(arch: Architecture, f: _Flow) -> int:
     e, k, mi = arch.num_experts, arch.num_experts_per_tok, arch.moe_intermediate_size
     saved = _linear_inputs(f, (ROUTER_INPUT,), h) if not f.frozen_base else 0
     saved += T * e * (ad + 4) + T * k * 12  # router logits, fp32 softmax, top-k weights and indices
-    pairs = T * k
+    pairs = T * (e if arch.dense_experts else k)  # Llama 4 runs every expert on every token (scores 0 elsewhere)
     saved += pairs * ad * (3 * mi + h) + pairs * ad  # per routed token: gate_up output, act, down output, weight
+    if arch.model_type == "gpt_oss":
+        saved += 3 * pairs * ad * mi  # its clamped SwiGLU: both clamps, the sigmoid and the gated product
     if not f.frozen_base:
         saved += pairs * ad * (h + mi)  # expert linears save their inputs
     if f.expert_lora_bytes:
@@ -707,6 +761,7 @@ _HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
     "grad_log_softmax": "the nll_loss backward's gradient (b·s·V fp32)",
     "grad_logits": "the log_softmax backward's gradient of the logits (b·s·V fp32)",
     "softcap_output": "the final-logit soft-capping's tanh output (b·s·V)",
+    "scaled_logits": "the scaled logits (Cohere's logit_scale, Granite's logits_scaling), made next to the output",
     "logits_kept": "a plain loop's previous output, kept until the next forward replaces it",
     "chunk_buffer": "TRL's chunked loss: the projection tile buffer (min(N, 4096) × 32768 in the compute dtype)",
     "chunk_tiles": "TRL's chunked loss: one tile's temporaries (the CPU fallback's torch ops; none in CUDA's Triton)",
@@ -738,6 +793,8 @@ def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     softcap = ld * n if arch.final_logit_softcapping else 0
     kept = ld * n if plan.training_loop == "plain" else 0
     matmul = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": ld * n}
+    if arch.logits_scaled:  # Cohere's logit_scale, Granite's logits_scaling: the scaled copy next to the output
+        matmul["scaled_logits"] = ld * n
     loss = {"logits": ld * n, "logits_fp32": 0 if ld == 4 else 4 * n, "log_softmax": 4 * n, "softcap_output": softcap}
     backward = {"log_softmax": 4 * n, "grad_log_softmax": 4 * n, "grad_logits": 4 * n, "softcap_output": softcap}
     forward = matmul if sum(matmul.values()) > sum(loss.values()) else loss
@@ -829,7 +886,8 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
     the MLP's intermediate (in the adapter's and the compute dtype), bitsandbytes' dequantized weight in a 4-bit
     backward (2 B × the largest quantized linear), dropout's backward transient and, with LoRA on fused experts, the
     gradient of the gate_up half of W + ΔW once the down projection's saved inputs are freed (calibrated on the CPU
-    grid). Attention that keeps b·a·s² probabilities (eager, CUDA's SDPA math path) makes their gradient and the
+    grid); gpt-oss's clamped SwiGLU adds four routed-token temporaries of the expert width. Attention that keeps
+    b·a·s² probabilities (eager, CUDA's SDPA math path) makes their gradient and the
     softmax's fp32 gradient at once, after the MLP's saved tensors are freed (calibrated on a CUDA trace of Mistral
     7B QLoRA with GC); on CUDA eager attention's backward holds one more b·a·s² temporary in the attention dtype
     (seen in GPU runs of eager plans; the CPU's kernels do not).
@@ -847,6 +905,14 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
         if f.expert_lora_bytes:
             pairs_mi = T * arch.num_experts_per_tok * f.ad * arch.moe_intermediate_size
             work += max(2 * f.expert_lora_bytes // 3 - pairs_mi, 0)
+    if arch.dense_experts:
+        # Llama 4 runs every expert on every token: the expert bmm's backward makes the gradients of E·T-row
+        # input (calibrated on the CPU grid)
+        work += f.ad * T * arch.num_experts * arch.hidden_size
+    if arch.model_type == "gpt_oss":
+        # the clamped SwiGLU's backward: four temporaries per routed token of the expert width (calibrated on the
+        # CPU grid: the gap grew with moe_intermediate_size, not with the number of experts)
+        work += 8 * f.ad * T * arch.num_experts_per_tok * arch.moe_intermediate_size
     attn_work = 0
     if f.sdpa_math or f.attn == "eager":
         probs = 4 if f.sdpa_math else f.ad
@@ -1084,7 +1150,9 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
     used, approximations."""
     notes: list[str] = []
     if f.attn != plan.attn_implementation:
-        notes.append("Gemma 2 has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)")
+        notes.append(
+            f"{arch.model_type} has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)"
+        )
     s2_layer = 4 * f.b * arch.num_attention_heads * f.s * f.s
     s2_kept = s2_layer * (1 if plan.gradient_checkpointing else arch.num_hidden_layers)
     if f.sdpa_math and s2_kept >= 0.05 * tensor_peak:

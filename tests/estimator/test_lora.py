@@ -51,7 +51,11 @@ def _peft_trainable(name: str, plan: Plan) -> tuple[int, int]:
 
 CASES: list[tuple[str, dict[str, Any]]] = [
     # PEFT's ParamWrapper (MoE router/experts of mixtral, qwen3_moe) refuses dropout
-    *[(n, {"target_modules": "all-linear", "lora_dropout": 0.0 if n in MOE_REMAPPED else 0.05}) for n in ALL_FIXTURES],
+    *[
+        (n, {"target_modules": "all-linear", "lora_dropout": 0.0 if n in MOE_REMAPPED else 0.05})
+        for n in ALL_FIXTURES
+        if n != "llama4_text"
+    ],
     ("llama", {"target_modules": ("q_proj", "v_proj")}),
     ("llama", {"target_modules": ATTN_MLP}),
     ("llama", {"target_modules": ("q_proj",), "lora_r": 7}),
@@ -68,7 +72,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("deepseek_v3", {"target_modules": ("gate_proj", "up_proj", "down_proj", "q_a_proj"), "lora_dropout": 0.0}),
     ("deepseek_v2", {"target_modules": ("kv_b_proj", "o_proj")}),
     ("glm4_moe", {"target_modules": ("q_proj", "gate"), "lora_dropout": 0.0}),
-    ("llama4_text", {"target_modules": ("router", "gate_proj")}),
+    ("llama4_text", {"target_modules": ("q_proj", "gate_proj", "down_proj")}),
     ("gpt_oss", {"target_modules": ("q_proj", "o_proj")}),
     ("gpt_bigcode", {"target_modules": ("c_attn",)}),
     ("cohere", {"target_modules": ("q_proj", "down_proj"), "modules_to_save": ("lm_head",)}),  # tied lm_head
@@ -99,6 +103,13 @@ def test_trainable_matches_peft(name: str, kw: dict[str, Any]) -> None:
     trainable, lora = _peft_trainable(name, plan)
     assert (ap.trainable, ap.lora_params) == (trainable, lora)
     assert ap.trainable > 0
+
+
+def test_llama4_router_lora_is_refused_with_what_to_target() -> None:
+    for targets in ("all-linear", ("router",)):
+        inv, plan = _plan("llama4_text", target_modules=targets)
+        with pytest.raises(PlanError, match="LoRA on Llama 4's router cannot run.*Name the targets instead"):
+            adapter_plan(inv, plan)
 
 
 def test_full_has_no_adapters() -> None:
