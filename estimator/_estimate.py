@@ -16,6 +16,7 @@ from ._inventory import EXPERTS, Inventory, build_inventory
 from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_with, training_memory
+from ._objective import vllm_reserved
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
@@ -161,12 +162,13 @@ def estimate(
         # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
         # changes at the plan's own point (its context, runtime and workspace are constants).
         shift = 0 if usable is None else mem.fit_bytes - training_memory(inv, adapters, plan).fit_bytes
-        fit = _search(inv, adapters, plan, gpu.usable_bytes - shift, mem.fit_bytes - shift) | {
-            "usable_bytes": gpu.usable_bytes,
+        room = training_usable(plan, gpu)
+        fit = _search(inv, adapters, plan, room - shift, mem.fit_bytes - shift) | {
+            "usable_bytes": room,
             "gpu": gpu.id,
             "name": gpu.name,
-            "fits": mem.fit_bytes <= gpu.usable_bytes and _dtype_reason(plan, gpu) is None,
-            "headroom_bytes": gpu.usable_bytes - mem.fit_bytes,
+            "fits": mem.fit_bytes <= room and _dtype_reason(plan, gpu) is None,
+            "headroom_bytes": room - mem.fit_bytes,
             "reason": _dtype_reason(plan, gpu),
         }
         time = step_time(inv, adapters, plan, gpu)
@@ -232,21 +234,28 @@ def _kernel_key(path: AttentionPath) -> str:
     return f"{path.implementation}/{backend}/{path.mask}"
 
 
+def training_usable(plan: Plan, gpu: catalog.GPU) -> int:
+    """What the training step may use of ``gpu``: its usable memory, less vLLM's reservation when GRPO generates
+    with vLLM in the same process (``vllm_mode: colocate``: ``vllm_gpu_memory_utilization`` of the device)."""
+    return gpu.usable_bytes - vllm_reserved(plan, gpu.memory_bytes)
+
+
 def fits(per_gpu: int, plan: Plan, per_arch: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """Catalog GPUs, each with whether the plan fits in its usable memory and the headroom: ``per_arch`` gives the
-    fit figure on each GPU architecture (else ``per_gpu`` everywhere)."""
+    """Catalog GPUs, each with whether the plan fits in its usable memory (less vLLM's colocated share) and the
+    headroom: ``per_arch`` gives the fit figure on each GPU architecture (else ``per_gpu`` everywhere)."""
     out = []
     for g in catalog.gpus():
         need = (per_arch or {}).get(g.arch, per_gpu)
-        headroom = g.usable_bytes - need
+        room = training_usable(plan, g)
+        headroom = room - need
         reason = _dtype_reason(plan, g)
         out.append({
             "id": g.id,
             "name": g.name,
-            "usable_bytes": g.usable_bytes,
+            "usable_bytes": room,
             "fits": headroom >= 0 and plan.device == "cuda" and reason is None,
             "headroom_bytes": headroom,
-            "utilization": round(need / g.usable_bytes, 4) if g.usable_bytes else None,
+            "utilization": round(need / room, 4) if room > 0 else None,
             "reason": reason,
         })  # fmt: skip
     out.sort(key=lambda r: (not r["fits"], r["usable_bytes"]))

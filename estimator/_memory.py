@@ -54,6 +54,13 @@ from ._inventory import (
 )
 from ._kernels import AttentionPath, attention_path
 from ._lora import Adapted, AdapterPlan
+from ._objective import (
+    fused_head,
+    generation,
+    objective_notes,
+    reference_copy,
+    reference_forward,
+)
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 from ._runtime import CACHE, CONTEXT, UNVERIFIED, VERIFIED, WORKSPACE_SCRATCH, Band, Runtime, runtime_for
@@ -63,7 +70,7 @@ from ._units import gib_text
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
 COMPONENTS = (
-    "weights", "adapters", "gradients", "optimizer", "activations", "logits",  # live tensors at the peak
+    "weights", "adapters", "gradients", "optimizer", "reference", "activations", "logits",  # live tensors at the peak
     "overhead",  # CUDA context and runtime (outside torch's allocator) + cuBLAS workspace (inside it)
     "allocator_cache",  # peak_reserved - peak_allocated: freed blocks the caching allocator keeps
     "optimizer_paged",  # paged optimizer state in CUDA managed memory (outside torch's allocator)
@@ -201,19 +208,30 @@ def experts_quantized(plan: Plan) -> bool:
     return plan.quantized and plan.transformers_version == "4.x"
 
 
-def _trainable_tensors(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> list[tuple[int, int, int]]:
-    """(elements, bytes per element, count) of every trainable parameter tensor."""
+def trl_casts_adapters(plan: Plan) -> bool:
+    """TRL's trainers (DPO, KTO, GRPO, reward, ...; not the plain SFT step) cast a quantized model's trainable
+    parameters to bf16 after wrapping it, the DoRA magnitude excepted (``param.data.to(torch.bfloat16)`` for
+    ``_is_quantized_model``): QLoRA adapters, their gradients and AdamW state are then 2 bytes an element."""
+    return plan.method == "qlora" and plan.objective != "sft"
+
+
+def _trainable_tensors(
+    inv: Inventory, adapters: AdapterPlan, plan: Plan, *, as_made: bool = False
+) -> list[tuple[int, int, int]]:
+    """(elements, bytes per element, count) of every trainable parameter tensor (``as_made``: in the dtype PEFT
+    makes them, before TRL's bf16 cast)."""
     per = param_dtype_bytes(plan)
     if plan.method == "full":
         return [(t.numel, per, t.layers) for t in inv]
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
+    lo = 2 if trl_casts_adapters(plan) and not as_made else 4
     for a in adapters.adapted:
-        out += [(r * a.in_features, 4, a.layers), (a.out_features * r, 4, a.layers)]
+        out += [(r * a.in_features, lo, a.layers), (a.out_features * r, lo, a.layers)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
     for t in adapters.saved_modules:
-        out.append((t.numel, per, t.layers))
+        out.append((t.numel, 2 if lo == 2 else per, t.layers))
     return out
 
 
@@ -588,11 +606,12 @@ class _State:
     grads_layers: int  # every decoder layer's
     grads_layer: int  # one decoder layer's
     tied_pending: int  # the tied weight's gradient from lm_head, not yet a .grad
+    reference: int = 0  # a frozen reference copy of the model (full fine-tuning with DPO, KTO, GRPO with beta > 0)
 
     @property
     def static(self) -> int:
         """Allocated from before the forward to after the optimizer step."""
-        return self.weights + self.adapters + self.optimizer + self.ddp_buckets
+        return self.weights + self.adapters + self.optimizer + self.ddp_buckets + self.reference
 
 
 def _held(tensors: Iterable[Tensor], plan: Plan, cuda: bool) -> int:
@@ -612,13 +631,19 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     Multi-GPU data parallelism: ZeRO stage 1 shards the optimizer state, 2 also the gradients, 3 also the
     parameters, which it gathers one decoder layer at a time (the gathered layer and the prefetched next one are
     held); DDP keeps a bucket copy of every gradient. Against the CPU grid's live-tensor tracker (docs/accuracy.md):
-    adapters and optimizer state exact, weights within 0.7 %; the sharding is not measured.
+    adapters and optimizer state exact, weights within 0.7 %; the sharding is not measured. The reference copy
+    (``reference_copy``) is held like the weights (ZeRO-3 shards it too); with adapters, TRL's trainers handed a
+    PEFT model add a frozen copy of the adapter named "ref" for the reference forward (exact on the CPU grid; none
+    when the trainer wraps the model itself from ``peft_config``: an upper bound by the adapter's size).
     """
     arch = inv.arch
     weights = weight_bytes(inv, plan, cuda)
+    reference = weights if reference_copy(plan) else 0
     trainable = _trainable_tensors(inv, adapters, plan)
     trainable_bytes = _sum_alloc(trainable, cuda)
     adapter_b = 0 if plan.method == "full" else trainable_bytes
+    if plan.adapters and plan.holds_reference:  # TRL's frozen "ref" copy of the adapter, made before its bf16 cast
+        reference = _sum_alloc(_trainable_tensors(inv, adapters, plan, as_made=True), cuda)
     grads = trainable_bytes
     opt_visible, opt_managed = optimizer_bytes(trainable, plan, cuda)
     n_gpu = plan.num_gpus
@@ -630,6 +655,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         per_layer_w = sum(t.numel * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
         weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
+        reference = -(-reference // shard_w) + (gathered if reference else 0)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
     if shard_grad > 1:
@@ -639,7 +665,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         weights=weights, adapters=adapter_b, optimizer=opt_visible, optimizer_paged=opt_managed,
         ddp_buckets=ddp_buckets, trainable=trainable, trainable_bytes=trainable_bytes, shard_opt=shard_opt,
         grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // arch.num_hidden_layers,
-        tied_pending=tied,
+        tied_pending=tied, reference=reference,
     )  # fmt: skip
 
 
@@ -774,6 +800,19 @@ CHUNK_TOKENS = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE
 CHUNK_VOCAB = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE
 
 
+def head_dtype_bytes(plan: Plan) -> int:
+    """Bytes per element of lm_head's output: fp32 after ``prepare_model_for_kbit_training`` or in an fp32 model."""
+    return 4 if plan.upcast_non_quantized or plan.dtype == "float32" and not plan.mixed_precision else 2
+
+
+def reference_work(fwd: _Forward) -> int:
+    """The reference forward's own tensors while the policy's saved activations wait for the backward: under
+    ``torch.no_grad`` nothing is saved, so about two residual-stream tensors (a layer's input and output) live at
+    once; its fused head's tile buffer and temporaries are counted with the head's forward. Measured on the CPU
+    grid (DPO cases, docs/accuracy.md)."""
+    return 2 * fwd.stream
+
+
 def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     """The logits and cross-entropy transient: the one figure behind the ``logits`` component, its terms and notes.
 
@@ -784,12 +823,17 @@ def head_loss(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     × b·s·V in all: the head's peak). Gemma 2's final-logit soft-capping keeps its tanh output in both. A plain
     training loop keeps the output's logits through the whole step (``kept``; measured on the CPU: exact). Measured
     on the CPU grid's live-tensor tracker and the H200 runs; ignores the 16-bit cast of the logits' gradient back
-    (made after the fp32 ones are freed). ``loss: chunked``: ``chunked_head``.
+    (made after the fp32 ones are freed). ``loss: chunked`` and TRL's DPO, KTO and GRPO: ``chunked_head``; ORPO,
+    SimPO: ``pair_logits_head``; reward: ``score_head``.
     """
-    ld = 4 if plan.upcast_non_quantized or plan.dtype == "float32" and not plan.mixed_precision else 2
+    ld = head_dtype_bytes(plan)
     n = f.T * arch.vocab_size
-    if plan.loss == "chunked":
+    if fused_head(plan):
         return chunked_head(arch, plan, f, ld)
+    if plan.objective in ("orpo", "simpo"):
+        return pair_logits_head(arch, plan, f, ld)
+    if plan.objective == "reward":
+        return score_head(arch, plan, f)
     softcap = ld * n if arch.final_logit_softcapping else 0
     kept = ld * n if plan.training_loop == "plain" else 0
     matmul = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": ld * n}
@@ -826,6 +870,11 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     head_trained = plan.method == "full" or "lm_head" in plan.modules_to_save
     fwd_tiles = 0 if f.cuda else 13 * tile
     bwd_tiles = 0 if f.cuda else 29 * tile
+    if plan.objective == "grpo" and not f.cuda:
+        # GRPOTrainer's step holds about 15 more bytes per tile element in the forward and 22 in the backward on the
+        # CPU fallback (calibrated on two CPU runs of a tiny Llama with LoRA, N = 126 and 254: +3.4 % and +2 % on the
+        # peak; which tensors they are is not yet traced)
+        fwd_tiles, bwd_tiles = fwd_tiles + 15 * tile, bwd_tiles + 22 * tile
     forward = {"chunk_buffer": buffer, "chunk_tiles": fwd_tiles, "chunk_saved": saved + 7 * 4 * N}
     backward = {
         "chunk_buffer": buffer, "chunk_tiles": bwd_tiles, "chunk_saved": saved + 4 * N,
@@ -835,6 +884,31 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     if kept:
         forward, backward = forward | {"logits_kept": kept}, backward | {"logits_kept": kept}
     return HeadLoss(elements=f.T * V, forward=forward, loss_backward=backward, kept=kept, block=buffer)
+
+
+def pair_logits_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
+    """ORPO and SimPO as TRL's experimental ORPO/CPO trainers run them (``concatenated_forward``): the model's full
+    logits over the 2·b rows (no labels passed: no fp32 copy), the chosen half's shifted ``contiguous()`` copy and
+    the log-softmax ``CrossEntropyLoss`` saves of it (the NLL term), and ``selective_log_softmax`` over every row
+    (16-bit logits: a per-row log-softmax each saved for backward, b·s·V in all; fp32: a per-row logsumexp, small).
+    Loss backward adds the gradient of the logits. Derived from the code (trl 1.16), not measured.
+    """
+    n = f.T * arch.vocab_size
+    forward = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": ld * n, "logits_fp32": ld * n // 2,
+               "log_softmax": ld * n // 2 + (0 if ld == 4 else ld * n)}  # fmt: skip
+    backward = forward | {"grad_logits": ld * n}
+    kept = ld * n if plan.training_loop == "plain" else 0
+    if kept:
+        forward, backward = forward | {"logits_kept": kept}, backward | {"logits_kept": kept}
+    return HeadLoss(elements=n, forward=forward, loss_backward=backward, kept=kept)
+
+
+def score_head(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
+    """A reward model (``AutoModelForSequenceClassification``, as TRL's ``RewardTrainer`` loads it): the ``score``
+    linear maps every position's hidden state to one logit (b·s fp32 at most), then the last token's is pooled;
+    no b·s·V logits. Kept: the final norm's output as the score's input. Derived from the code, not measured."""
+    forward = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": 4 * f.T}
+    return HeadLoss(elements=f.T, forward=forward, loss_backward={"logits": 4 * f.T, "grad_logits": 4 * f.T})
 
 
 # ---------------------------------------------------------------------------------------------- layer backward
@@ -976,7 +1050,9 @@ def peak_components(
     layers' backward: the gradients made so far (the head's, every other layer's when the peak is at the first
     layer, the layer in progress's own: ``layer_grads``); all else live there is activations and the backward's
     working tensors. At the optimizer step: every gradient, and the step's temporaries as activations. A plain
-    loop's kept logits are ``logits`` in every phase. DDP's
+    loop's kept logits are ``logits`` in every phase. In the reference forward (``reference_work``) the policy's
+    saved activations with the reference's working tensors; in GRPO's generation its KV cache and transient, as
+    activations. The reference copy is ``reference`` in every phase. DDP's
     gradient buckets count as gradients. ``overhead``, ``allocator_cache`` and ``optimizer_paged`` come from
     ``runtime_tiers``.
     """
@@ -984,9 +1060,12 @@ def peak_components(
     comp["weights"] = state.weights
     comp["adapters"] = state.adapters
     comp["optimizer"] = state.optimizer
-    if phase in ("forward", "loss_backward"):
-        comp["activations"] = fwd.saved
-        comp["logits"] = head.bytes(phase)
+    comp["reference"] = state.reference
+    if phase in ("forward", "loss_backward", "reference"):
+        comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
+        comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
+    elif phase == "generation":
+        comp["activations"] = peak - state.static
     elif phase == "backward":
         grads = state.grads_head - state.tied_pending + layer_grads
         if bwd.first >= bwd.last:
@@ -1038,13 +1117,19 @@ def runtime_tiers(tensor_peak: int, head: HeadLoss, state: _State, cuda: bool, r
 # ---------------------------------------------------------------------------------------------- how sure
 
 
+UNVERIFIED_OBJECTIVES = ("orpo", "simpo", "reward", "grpo")
+"""Objectives whose step is derived from TRL's code and not yet held against a real run."""
+
+
 def modelled_band(plan: Plan, f: _Flow) -> Band:
     """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
     grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
     (CUDA with a mask, CUDA's chunked loss, ROCm)."""
+    if plan.objective in UNVERIFIED_OBJECTIVES:
+        return UNVERIFIED
     if not f.cuda:
         return VERIFIED
-    if f.path.mask or plan.loss == "chunked" or f.rocm:
+    if f.path.mask or fused_head(plan) or f.rocm:
         return UNVERIFIED
     return VERIFIED
 
@@ -1126,6 +1211,8 @@ def _terms(
         Term("gradients", "gradients", state.grads, ".grad of every trainable parameter, same dtype"),
         Term("gradient_buckets", "gradients", state.ddp_buckets, "DDP's bucket copy of every gradient (multi-GPU)"),
         Term("optimizer", "optimizer", state.optimizer, f"{plan.optimizer} state in the allocator"),
+        Term("reference", "reference", state.reference, "the frozen reference copy of the model (full fine-tuning "
+             "with DPO, KTO, or GRPO with beta > 0), held like the weights"),
         Term("optimizer_paged", "optimizer_paged", tiers.optimizer_paged,
              "paged optimizer state in CUDA managed memory"),
         Term("activations_per_layer", "activations", fwd.layer,
@@ -1174,7 +1261,7 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         notes.append("DoRA: the per-module weight-norm transient is not modelled; treat the peak as a lower bound")
     if plan.method == "full" and plan.mixed_precision:
         notes.append("mixed precision: autocast cast caches are approximated")
-    return notes
+    return notes + objective_notes(plan)
 
 
 # ---------------------------------------------------------------------------------------------- the step
@@ -1204,6 +1291,11 @@ def training_memory(
         "backward": bwd.peak + head.kept,
         "optimizer": state.static + state.grads + opt_tmp + head.kept,
     }
+    if reference_forward(plan):
+        phases["reference"] = state.static + fwd.saved + reference_work(fwd) + head.bytes("forward")
+    gen = generation(inv.arch, plan, f.ad, head_dtype_bytes(plan))
+    if gen is not None:
+        phases["generation"] = state.static + gen.bytes
     peak_phase = max(phases, key=phases.__getitem__)
     tensor_peak = phases[peak_phase]
     layer_grads = layer_grads_at_peak(inv, adapters, plan, f, bwd) if peak_phase == "backward" else 0

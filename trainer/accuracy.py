@@ -24,8 +24,8 @@ TRACED_VS_REAL = 0.001
 
 # Components compared one by one; activations and logits are compared together, since backward temporaries of
 # the loss cannot be told apart from layer activations by a live-tensor tracker.
-EXACT_COMPONENTS = ("weights", "adapters", "optimizer")
-COMPARED = ("weights", "adapters", "gradients", "optimizer", "activations+logits")
+EXACT_COMPONENTS = ("weights", "adapters", "optimizer", "reference")
+COMPARED = ("weights", "adapters", "gradients", "optimizer", "reference", "activations+logits")
 
 
 def _tiny(model_type: str, **extra: Any) -> dict[str, Any]:
@@ -186,6 +186,18 @@ CPU_CASES: tuple[Case, ...] = (
     _c("gpt-bigcode-lora-nogc", GPT_BIGCODE, method="lora", gradient_checkpointing=False),
     _c("refinedwebmodel-lora-nogc", REFINED_WEB_MODEL, method="lora", gradient_checkpointing=False),
     _c("refinedweb-qlora-gc", REFINED_WEB, method="qlora"),
+    # objectives, with TRL's own trainers (trainer.objectives): the reference copy, the "ref" adapter, bf16 QLoRA
+    _c("llama-dpo-qlora-gc", LLAMA, method="qlora", objective="dpo"),
+    _c("llama-dpo-full-gc", LLAMA, method="full", objective="dpo"),
+    _c(
+        "llama-grpo-lora-gc",
+        LLAMA,
+        method="lora",
+        objective="grpo",
+        seq_len=64,
+        max_completion_length=64,
+        num_generations=2,
+    ),  # generation with transformers' generate, then TRL's loss
     _c("olmoe-qlora-gc", OLMOE, method="qlora"),
     _c("granitemoe-qlora-gc", GRANITEMOE, method="qlora"),
     _c("glm4-moe-qlora-gc", GLM4_MOE, method="qlora"),
