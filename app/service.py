@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.errors import InvalidRequest
+from app.inventory import transformers_parameters
 from estimator import (
     CalibrationProfile,
     ConfigError,
@@ -36,6 +37,7 @@ from estimator import (
     Plan,
     PriceError,
     PriceTable,
+    UnsupportedModelError,
     catalog,
     estimate,
     load_prices,
@@ -217,12 +219,21 @@ class EstimateService:
         """``estimate(plan).to_dict()`` for a resolved plan (a crash on an odd config becomes ``ConfigError``)."""
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
         calibration = self.calibration_for(plan)
-        return guarded(
-            lambda: estimate(
-                plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration
-            ).to_dict(),
-            what,
-        )
+
+        def run() -> dict[str, Any]:
+            try:
+                return estimate(
+                    plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration
+                ).to_dict()
+            except UnsupportedModelError:
+                params = transformers_parameters(resolved.config)  # any other model type transformers can build
+                if params is None:
+                    raise  # its message names the train extra
+                return estimate(
+                    plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration, params=params
+                ).to_dict()
+
+        return guarded(run, what)
 
     def calibration_for(self, plan: Plan) -> CalibrationProfile | None:
         """The profile for the plan's GPU when its ``calibration`` is ``auto`` and runs measured one. The latest

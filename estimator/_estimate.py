@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import catalog
 from ._arch import Architecture, parse_config
-from ._errors import PlanError, UnknownModelError
+from ._errors import PlanError, UnknownModelError, UnsupportedModelError
 from ._fit import fit_search
+from ._generic import generic_architecture, generic_inventory
 from ._inventory import EXPERTS, Inventory, build_inventory
 from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
@@ -132,15 +133,27 @@ def estimate(
     prices: PriceTable | None = None,
     *,
     calibration: CalibrationProfile | None = None,
+    params: Sequence[Mapping[str, Any]] | None = None,
 ) -> Estimate:
     """Estimate storage, training memory and (with a GPU) time and cost of ``plan``. Pure and fast.
 
     ``prices``: the price table (default: the built-in one). ``calibration``: runtime constants a verify run measured
     on the plan's GPU (the app looks them up); used when ``plan.calibration`` is ``auto`` and the profile is for
-    ``plan.gpu``, else the GPU catalog's constants.
+    ``plan.gpu``, else the GPU catalog's constants. ``params``: the parameters transformers builds for a model type
+    with no hand-written family (``trainer.inventory``'s list; the app gets it in a subprocess), used only then.
     """
     cfg, source, model_id = config_for(plan, config)
-    arch = parse_config(cfg)
+    try:
+        arch = parse_config(cfg)
+        inv = build_inventory(arch)
+    except UnsupportedModelError as exc:
+        if params is None:
+            raise UnsupportedModelError(
+                f"{exc}. With the train extra installed (pip install 'tuneplan[train]'), any other model type "
+                "transformers can build is estimated from its own parameter list"
+            ) from None
+        arch = generic_architecture(cfg)
+        inv = generic_inventory(arch, params)
     if plan.seq_len > arch.max_position_embeddings and not plan.allow_long_context:
         raise PlanError(
             f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
@@ -153,7 +166,6 @@ def estimate(
         raise PlanError(
             f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
         )
-    inv = build_inventory(arch)
     adapters = adapter_plan(inv, plan)
     usable = calibration if calibration_applies(plan, gpu, calibration) else None
     mem = training_memory(inv, adapters, plan, runtime=runtime_for(plan.gpu, usable))
