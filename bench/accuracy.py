@@ -69,6 +69,7 @@ COMPONENT_LABELS = {
     "adapters": "adapters",
     "gradients": "grads",
     "optimizer": "optim",
+    "reference": "ref",
     "activations+logits": "act+logits",
 }
 
@@ -314,6 +315,8 @@ def _setup(p: Mapping[str, Any]) -> str:
     parts = [x for x in parts if x not in ("none", "trainer", "standard")]
     if p.get("sdpa_backend", "auto") != "auto":
         parts.append(f"sdpa {p['sdpa_backend']}")
+    if p.get("objective", "sft") != "sft":
+        parts.append(f"{p['objective']} (TRL)")
     return ", ".join(parts) or "–"
 
 
@@ -343,7 +346,7 @@ def _case_table(cases: Sequence[Mapping[str, Any]], fmt: Any, unit: str, tensor_
         peak = cmp["peak"]
         comps = []
         for name in COMPARED:
-            v = cmp["components"][name]
+            v = cmp["components"].get(name, {"measured": 0, "estimated": 0, "error": None})  # earlier runs: no "ref"
             if not v["measured"] and not v["estimated"]:
                 comps.append("0 = 0")
             elif v["error"] is None:

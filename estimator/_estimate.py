@@ -159,6 +159,12 @@ def estimate(
             f"seq_len {plan.seq_len} exceeds the model's context of {arch.max_position_embeddings} tokens "
             "(max_position_embeddings); lower seq_len or set allow_long_context"
         )
+    if plan.images_per_sample or plan.video_frames:
+        raise PlanError(
+            f"image and video inputs are not modelled yet for any model type ({arch.model_type} included): the "
+            "vision encoder's activations and the image tokens are not counted, so an estimate would be low; set "
+            "images_per_sample and video_frames to 0 and add the image tokens the processor makes to seq_len"
+        )
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
     if plan.gpu is not None and gpu is None:
         close = catalog.close_gpu_matches(plan.gpu)

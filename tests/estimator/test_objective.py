@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from estimator import Plan, catalog, estimate
+from estimator import Plan, PlanError, catalog, estimate
 
 MODEL = "llama-3.1-8b"
 
@@ -75,3 +75,9 @@ def test_vllm_colocate_takes_its_share_of_each_gpu() -> None:
     assert colo.fit["usable_bytes"] == gpu.usable_bytes - int(0.3 * gpu.memory_bytes)
     row = next(r for r in colo.fits if r["id"] == gpu.id)
     assert row["usable_bytes"] == colo.fit["usable_bytes"]
+
+
+def test_images_are_refused_until_a_vision_path_is_modelled() -> None:
+    with pytest.raises(PlanError, match="image and video inputs are not modelled yet"):
+        estimate(Plan(model=MODEL, images_per_sample=1, image_size=(448, 448)))
+    assert estimate(Plan(model=MODEL, image_size=(448, 448))).memory.total > 0  # no images: the size is unused
