@@ -17,7 +17,7 @@ from ._inventory import EXPERTS, Inventory, build_inventory
 from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_with, training_memory
-from ._objective import vllm_reserved
+from ._objective import objective_inventory, vllm_reserved
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
@@ -172,6 +172,7 @@ def estimate(
         raise PlanError(
             f"gpu {plan.gpu[:100]!r} is not in the GPU catalog: {hint}'tuneplan gpus' or GET /api/gpus lists the ids"
         )
+    inv = objective_inventory(inv, plan)
     adapters = adapter_plan(inv, plan)
     usable = calibration if calibration_applies(plan, gpu, calibration) else None
     mem = training_memory(inv, adapters, plan, runtime=runtime_for(plan.gpu, usable))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._arch import Architecture
+from ._inventory import HEAD_INPUT, LINEAR, Inventory, Tensor
 from ._plan import Plan
 
 FUSED_HEAD_OBJECTIVES: tuple[str, ...] = ("dpo", "kto", "grpo")
@@ -24,6 +25,17 @@ def fused_head(plan: Plan) -> bool:
     """Whether the step's head is TRL's fused, chunked log-prob head (``loss: chunked``, or an objective whose
     trainer always patches it in)."""
     return plan.loss == "chunked" or plan.objective in FUSED_HEAD_OBJECTIVES
+
+
+def objective_inventory(inv: Inventory, plan: Plan) -> Inventory:
+    """The model the objective trains: a reward model is ``AutoModelForSequenceClassification`` (TRL's
+    ``RewardTrainer``, ``num_labels=1``): the same backbone with a bias-free ``score`` linear of one output in place
+    of lm_head (tied or not). Other objectives train the causal LM as it is."""
+    if plan.objective != "reward":
+        return inv
+    kept = tuple(t for t in inv if t.role != "lm_head")
+    score = Tensor("score.weight", (1, inv.arch.hidden_size), "lm_head", "score", LINEAR, False, 1, HEAD_INPUT)
+    return Inventory(inv.arch, (*kept, score))
 
 
 def reference_copy(plan: Plan) -> bool:
@@ -119,5 +131,5 @@ def objective_notes(plan: Plan) -> list[str]:
         else:
             notes.append("generation with transformers' generate: its KV cache is the 'generation' phase")
     if o == "reward":
-        notes.append("reward: the sequence-classification head replaces lm_head (no b·s·V logits)")
+        notes.append("reward: the sequence-classification score head (one logit) replaces lm_head: no b·s·V logits")
     return notes

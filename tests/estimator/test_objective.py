@@ -81,3 +81,20 @@ def test_images_are_refused_until_a_vision_path_is_modelled() -> None:
     with pytest.raises(PlanError, match="image and video inputs are not modelled yet"):
         estimate(Plan(model=MODEL, images_per_sample=1, image_size=(448, 448)))
     assert estimate(Plan(model=MODEL, image_size=(448, 448))).memory.total > 0  # no images: the size is unused
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("name", ["LLAMA", "QWEN2", "GPT2"])
+def test_reward_model_parameters_equal_transformers_sequence_classification(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from trainer import accuracy
+
+    cfg = getattr(accuracy, name)
+    with torch.device("meta"):
+        model = transformers.AutoModelForSequenceClassification.from_config(
+            transformers.AutoConfig.for_model(**{**cfg, "num_labels": 1})
+        )
+    inv = estimate(Plan(config=cfg, objective="reward", method="full", seq_len=128)).inventory
+    assert inv.total == sum(p.numel() for p in model.parameters())
+    assert next(t for t in inv if t.name == "score.weight").shape == tuple(model.score.weight.shape)
