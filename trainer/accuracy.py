@@ -189,6 +189,7 @@ CPU_CASES: tuple[Case, ...] = (
     # objectives, with TRL's own trainers (trainer.objectives): the reference copy, the "ref" adapter, bf16 QLoRA
     _c("llama-dpo-qlora-gc", LLAMA, method="qlora", objective="dpo"),
     _c("llama-dpo-full-gc", LLAMA, method="full", objective="dpo"),
+    _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
     _c(
         "llama-grpo-lora-gc",
         LLAMA,

@@ -1,12 +1,14 @@
-"""Preference objectives run by TRL's own trainers: the step's loss is the trainer's ``compute_loss``.
+"""Preference and RL objectives run by TRL's own trainers: the step's loss is the trainer's ``compute_loss``.
 
 For ``objective`` other than ``sft`` the run builds TRL's trainer around the model ``trainer.build`` made (its
 adapters, quantization and gradient checkpointing as the plan says): ``DPOTrainer`` for ``dpo`` (with a frozen
 reference copy for full fine-tuning unless ``precompute_ref_log_probs``; with LoRA/QLoRA TRL disables the adapters
 for the reference forward). The batch is the trainer's own collator applied to seeded random token ids: each row
 ``seq_len`` tokens, the first half the prompt, chosen and rejected the rest (``padded``: the last rejected one token
-short). The optimizer stays the run's (torch AdamW, as the Trainer makes it); the tokenizer is a word-level one over
-the model's vocabulary, built here (nothing is downloaded).
+short); ``KTOTrainer`` for ``kto`` (the same ids unpaired, each with its neighbour's completion as the KL
+completion); ``GRPOTrainer`` for ``grpo`` (generation, then the loss). The optimizer stays the run's (torch AdamW,
+as the Trainer makes it); the tokenizer is a word-level one over the model's vocabulary, built here (nothing is
+downloaded).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from estimator import Plan
 
 from .build import GC_KWARGS, BuildError, _mod, build_model
 
-SUPPORTED = ("sft", "dpo", "grpo")
+SUPPORTED = ("sft", "dpo", "kto", "grpo")
 """Objectives the real run reproduces with TRL's trainers (the others are estimated from TRL's code only)."""
 
 
@@ -81,29 +83,49 @@ def _reference(config: Mapping[str, Any], plan: Plan, device: torch.device) -> A
     return ref
 
 
-def dpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device, vocab: int, seed: int) -> Objective:
-    """TRL's ``DPOTrainer`` around ``model``: its collator's batch, its ``compute_loss``."""
-    Dataset, trl = _mod("datasets").Dataset, _mod("trl")
-    DPOConfig, DPOTrainer = trl.DPOConfig, trl.DPOTrainer
+def _common_args(plan: Plan, device: torch.device, name: str) -> dict[str, Any]:
+    """Config fields every TRL trainer gets here: the plan's batch, no mixed precision switch, no logging or saving,
+    and gradient checkpointing left as ``trainer.build`` set it (the trainer must not change it)."""
+    return dict(
+        output_dir=tempfile.mkdtemp(prefix=f"tuneplan-{name}-"), per_device_train_batch_size=plan.batch_size,
+        report_to=[], use_cpu=device.type == "cpu", bf16=False, fp16=False, gradient_checkpointing=False,
+        gradient_checkpointing_kwargs=dict(GC_KWARGS), logging_steps=10**6, save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
 
+
+def _references(model: Any, ref: Any) -> list[torch.Tensor]:
+    """The reference's tensors: the frozen copy, or the "ref" adapter TRL adds to a PEFT model it is handed."""
+    if ref is not None:
+        return [*ref.parameters(), *ref.buffers()]
+    return [p for n, p in model.named_parameters() if ".ref." in n]
+
+
+def _preference(
+    kind: str, model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device, vocab: int, seed: int
+) -> Objective:
+    """TRL's ``DPOTrainer`` (``kind`` "dpo") or ``KTOTrainer`` ("kto") around ``model``: its collator's batch, its
+    ``compute_loss``. KTO's examples are unpaired (label alternating), each with the next example's completion as
+    its KL completion, as TRL's dataset preparation makes them."""
+    Dataset, trl = _mod("datasets").Dataset, _mod("trl")
     ref = _reference(config, plan, device) if plan.method == "full" and plan.holds_reference else None
-    data = Dataset.from_dict({"prompt": ["t5 t6"], "chosen": ["t7"], "rejected": ["t8"]})
-    with _quiet():  # the model is already checkpointed (or not) as the plan says: the trainer must not change it
-        args = DPOConfig(
-            output_dir=tempfile.mkdtemp(prefix="tuneplan-dpo-"), per_device_train_batch_size=plan.batch_size,
-            report_to=[], use_cpu=device.type == "cpu", bf16=False, fp16=False, gradient_checkpointing=False,
-            gradient_checkpointing_kwargs=dict(GC_KWARGS), precompute_ref_log_probs=False, logging_steps=10**6,
-            save_strategy="no", disable_tqdm=True,
-        )  # fmt: skip
-        trainer = DPOTrainer(
-            model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tokenizer(vocab)
-        )
-    batch = {k: v.to(device) for k, v in trainer.data_collator(preference_examples(plan, vocab, seed)).items()}
-    if (
-        plan.precompute_ref_log_probs
-    ):  # the reference log-probs come with the batch, as the precomputed dataset has them
-        batch["ref_chosen_logps"] = torch.zeros(plan.batch_size, device=device)
-        batch["ref_rejected_logps"] = torch.zeros(plan.batch_size, device=device)
+    pairs = preference_examples(plan, vocab, seed)
+    if kind == "dpo":
+        Config, Trainer = trl.DPOConfig, trl.DPOTrainer
+        data = Dataset.from_dict({"prompt": ["t5 t6"], "chosen": ["t7"], "rejected": ["t8"]})
+        examples: list[dict[str, Any]] = pairs
+    else:
+        Config, Trainer = trl.KTOConfig, trl.KTOTrainer
+        data = Dataset.from_dict({"prompt": ["t5 t6", "t5"], "completion": ["t7", "t8"], "label": [True, False]})
+        examples = [{"prompt_ids": e["prompt_ids"], "completion_ids": e["chosen_ids"],
+                     "KL_completion_ids": pairs[(i + 1) % len(pairs)]["chosen_ids"], "label": i % 2 == 0}
+                    for i, e in enumerate(pairs)]  # fmt: skip
+    with _quiet():
+        args = Config(**_common_args(plan, device, kind), precompute_ref_log_probs=False)
+        trainer = Trainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tokenizer(vocab))
+    batch = {k: v.to(device) for k, v in trainer.data_collator(examples).items() if isinstance(v, torch.Tensor)}
+    if plan.precompute_ref_log_probs:  # the reference log-probs come with the batch, as the precomputed dataset has
+        keys = ("ref_chosen_logps", "ref_rejected_logps") if kind == "dpo" else ("ref_logps", "ref_KL_logps")
+        batch |= {k: torch.zeros(plan.batch_size, device=device) for k in keys}
         trainer.precompute_ref_logps = True
 
     def loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -111,11 +133,7 @@ def dpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device,
             out: torch.Tensor = trainer.compute_loss(model, b)
         return out
 
-    # the reference: the frozen copy, or the "ref" adapter TRL adds to a PEFT model it is handed
-    reference = (
-        [p for n, p in model.named_parameters() if ".ref." in n] if ref is None else [*ref.parameters(), *ref.buffers()]
-    )
-    return Objective(loss=loss, batch=batch, reference=reference, trainer=trainer)
+    return Objective(loss=loss, batch=batch, reference=_references(model, ref), trainer=trainer)
 
 
 def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device, vocab: int, seed: int) -> Objective:
@@ -137,13 +155,13 @@ def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device
 
     with _quiet():
         args = GRPOConfig(
-            output_dir=tempfile.mkdtemp(prefix="tuneplan-grpo-"), per_device_train_batch_size=plan.batch_size,
-            gradient_accumulation_steps=plan.grad_accum_steps, num_generations=plan.num_generations,
-            max_completion_length=plan.max_completion_length, beta=plan.beta, report_to=[],
-            use_cpu=device.type == "cpu", bf16=False, fp16=False, gradient_checkpointing=False,
-            gradient_checkpointing_kwargs=dict(GC_KWARGS), logging_steps=10**6,
-            save_strategy="no", disable_tqdm=True, generation_kwargs={"min_new_tokens": plan.max_completion_length},
-        )  # fmt: skip
+            **_common_args(plan, device, "grpo"),
+            gradient_accumulation_steps=plan.grad_accum_steps,
+            num_generations=plan.num_generations,
+            max_completion_length=plan.max_completion_length,
+            beta=plan.beta,
+            generation_kwargs={"min_new_tokens": plan.max_completion_length},
+        )
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=reward,
@@ -163,9 +181,7 @@ def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device
             out: torch.Tensor = trainer.compute_loss(model, inputs)
         return out
 
-    reference = (
-        [p for n, p in model.named_parameters() if ".ref." in n] if ref is None else [*ref.parameters(), *ref.buffers()]
-    )
+    reference = _references(model, ref)
     batch = {"input_ids": torch.empty(0, dtype=torch.long, device=device)}  # the step makes its own
     return Objective(loss=loss, batch=batch, reference=reference, trainer=trainer)
 
@@ -176,8 +192,8 @@ def objective(
     """The objective's loss and batch (None for ``sft``: the model's own loss on the run's batch)."""
     if plan.objective == "sft":
         return None
-    if plan.objective == "dpo":
-        return dpo(model, config, plan, device, vocab, seed)
+    if plan.objective in ("dpo", "kto"):
+        return _preference(plan.objective, model, config, plan, device, vocab, seed)
     if plan.objective == "grpo":
         return grpo(model, config, plan, device, vocab, seed)
     raise BuildError(
