@@ -10,6 +10,7 @@ notes say so.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,17 +75,29 @@ def _place(name: str, module: str, shape: tuple[int, ...]) -> tuple[str, str, st
 
 def generic_inventory(arch: Architecture, params: Sequence[Mapping[str, Any]]) -> Inventory:
     """The inventory of ``params`` (``{"name", "shape", "module"}`` each, as ``trainer.inventory`` lists them): one
-    tensor per parameter, its role and what its module reads from the module class and name (an ``nn.Linear`` named
-    like an attention or MLP projection is adapted and quantized as PEFT and bitsandbytes do: by module class)."""
-    tensors: list[Tensor] = []
+        tensor per parameter, its role and what its module reads from the module class and name (an ``nn.Linear`` named
+        like an attention or MLP projection is adapted and quantized as PEFT and bitsandbytes do: by module class). The
+    same parameter of every decoder layer (``.layers.{i}.``, one shape) is one tensor repeated over ``layers``, as the
+    hand-written inventories hold them."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[int]] = {}
     for p in params:
         name, module, shape = p.get("name"), p.get("module"), p.get("shape")
         if not isinstance(name, str) or not isinstance(module, str) or not isinstance(shape, list | tuple):
             raise ConfigError("a parameter list entry needs 'name', 'shape' and 'module'")
-        dims = tuple(int(d) for d in shape)
-        role, kind, reads = _place(name, module, dims)
-        is_bias = name.endswith(".bias")
-        tensors.append(Tensor(name, dims, role, name.rsplit(".", 1)[0], kind, is_bias, 1, reads))
+        m = _LAYER.search(name)
+        template = name if m is None else f"{name[: m.start()]}.layers.{{i}}.{name[m.end() :]}"
+        groups.setdefault((template, module, tuple(int(d) for d in shape)), []).append(int(m.group(1)) if m else -1)
+    tensors: list[Tensor] = []
+    for (template, module, dims), indices in groups.items():
+        role, kind, reads = _place(template, module, dims)
+        tensors.append(
+            Tensor(template, dims, role, template.rsplit(".", 1)[0], kind, template.endswith(".bias"), len(indices),
+                   reads)
+        )  # fmt: skip
     if not tensors:
         raise ConfigError("transformers built no parameters for this config")
     return Inventory(arch, tuple(tensors))
+
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+"""A decoder layer's index in a parameter name: tensors of every layer become one ``Tensor`` with ``layers``."""

@@ -33,7 +33,9 @@ def test_the_inventory_holds_every_parameter_by_name_and_shape() -> None:
     params = transformers_parameters(STABLELM)
     assert params is not None
     inv = estimate(Plan(config=STABLELM, method="qlora", seq_len=128), params=params).inventory
-    assert {(t.name, t.shape) for t in inv} == {(p["name"], tuple(p["shape"])) for p in params}
+    names = {(t.name.replace("{i}", str(i)), t.shape) for t in inv for i in range(t.layers)}
+    assert names == {(p["name"], tuple(p["shape"])) for p in params}
+    assert next(t for t in inv if t.name.endswith("q_proj.weight")).layers == STABLELM["num_hidden_layers"]
     q = next(t for t in inv if t.name.endswith("self_attn.q_proj.weight"))
     assert (q.role, q.reads, q.bnb_quantized) == ("attention", "attention_input", True)
 
