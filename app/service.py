@@ -225,8 +225,11 @@ class EstimateService:
                 return estimate(
                     plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration
                 ).to_dict()
-            except UnsupportedModelError:
-                params = transformers_parameters(resolved.config)  # any other model type transformers can build
+            except UnsupportedModelError as refused:
+                try:  # any other model type transformers can build
+                    params = transformers_parameters(resolved.config)
+                except UnsupportedModelError as exc:
+                    raise UnsupportedModelError(f"{refused}; transformers could not build it either: {exc}") from None
                 if params is None:
                     raise  # its message names the train extra
                 return estimate(

@@ -726,16 +726,18 @@ def _gaps(
         "- **Newer families not held by a CPU case**: Llama 4's language model (LoRA/QLoRA on the tiny config: the "
         "estimate was 6–8 % low, so its cases are out of the grid until the gap is found), DeepSeek-V3 QLoRA with "
         "GC (peak within 3 %, activations+logits 7 % high), Granite MoE and GLM-4 MoE traced at real size (not run).",
-        "- **Objectives**: DPO (QLoRA, full), KTO (QLoRA) and GRPO (LoRA) run with TRL 1.16's own trainers; GRPO's CPU head "
-        "carries a term calibrated on two runs (15 and 22 bytes per tile element, not yet traced to its tensors), "
-        "its generation phase (KV cache) and the reference forward inside GRPO's generation are from the code. "
+        "- **Objectives**: DPO (QLoRA, full), KTO (QLoRA) and GRPO (LoRA) run with TRL 1.16's own trainers; "
+        "GRPO's CPU head carries a term calibrated on two runs (15 and 22 bytes per tile element, not yet traced "
+        "to its tensors), its generation phase (KV cache) and the reference forward inside GRPO's generation are "
+        "from the code. "
         "ORPO, SimPO and reward modelling are derived from TRL's code only (the `UNVERIFIED` band; a reward "
         "model's parameters are exact: the one-logit score head in place of lm_head). No objective is "
         "traced at real size or run on a GPU yet.",
         "- **Model types with no hand-written family** (read from transformers' own parameters): storage and "
         "parameters exact by construction, activations by the generic llama-style rules, not held by a run.",
-        "- **Vision-language models**: images and video are refused (PlanError) until the vision encoder and the "
-        "image tokens are modelled.",
+        "- **Vision-language models**: the parameters (transformers' own, `params.vision` for the tower and its "
+        "projector) are exact; images and video are refused (PlanError, naming the image tokens Qwen2-VL's "
+        "processor makes) until the vision encoder's activations and the image tokens in the rows are modelled.",
         "",
     ]
     return lines

@@ -24,6 +24,7 @@ from ._runtime import CalibrationProfile, runtime_for
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import gib_text
+from ._vision import image_tokens
 
 SCHEMA_VERSION = 1
 
@@ -66,6 +67,7 @@ class Estimate:
             "quantizable": inv.quantizable,
             "embedding": roles.get("embedding", 0) + roles.get("position_embedding", 0),
             "lm_head": roles.get("lm_head", 0),
+            "vision": sum(t.total for t in inv.tensors if t.role == "vision"),  # the tower and its projector
             "lora": self.adapters.lora_params,
             "modules_to_save": self.adapters.saved_params,
             "adapted_modules": sum(a.layers for a in self.adapters.adapted),
@@ -160,10 +162,12 @@ def estimate(
             "(max_position_embeddings); lower seq_len or set allow_long_context"
         )
     if plan.images_per_sample or plan.video_frames:
+        tokens = image_tokens(cfg, plan)
+        made = f" (this model's processor makes {tokens} tokens per image of that size)" if tokens else ""
         raise PlanError(
             f"image and video inputs are not modelled yet for any model type ({arch.model_type} included): the "
             "vision encoder's activations and the image tokens are not counted, so an estimate would be low; set "
-            "images_per_sample and video_frames to 0 and add the image tokens the processor makes to seq_len"
+            f"images_per_sample and video_frames to 0 and add the image tokens the processor makes to seq_len{made}"
         )
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
     if plan.gpu is not None and gpu is None:

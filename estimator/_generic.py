@@ -52,8 +52,21 @@ def generic_architecture(config: Mapping[str, Any]) -> Architecture:
     return _with(arch, source_model_type=model_type, notes=(GENERIC_NOTE.format(t=model_type),))
 
 
+VISION_PREFIXES = ("visual.", "vision_tower.", "vision_model.", "multi_modal_projector.", "vision_encoder.")
+"""Where multimodal models keep the vision tower and its projector (``params.vision``)."""
+
+
+def is_vision(name: str) -> bool:
+    """Whether a parameter belongs to the vision tower or its projector (by its module path)."""
+    return any(f".{p}" in f".{name}" for p in VISION_PREFIXES)
+
+
 def _place(name: str, module: str, shape: tuple[int, ...]) -> tuple[str, str, str]:
-    """(role, kind, reads) of one parameter from its module's class and name."""
+    """(role, kind, reads) of one parameter from its module's class and name. The vision tower's tensors are role
+    ``vision`` and read nothing the memory model counts: a text batch never runs the tower."""
+    if is_vision(name):
+        kind = EMBEDDING if "Embedding" in module else LINEAR if module in ("Linear", "Conv1D") else PARAMETER
+        return "vision", NORM if "Norm" in module else kind, NO_INPUT
     leaf = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else name
     if "Embedding" in module:
         return "embedding", EMBEDDING, INPUT_IDS

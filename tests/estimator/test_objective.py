@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from estimator import Plan, PlanError, catalog, estimate
+
+
+def parameters(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """transformers' parameter list, as the app's subprocess gets it (in-process here)."""
+    pytest.importorskip("transformers")
+    from trainer.inventory import parameters as listed
+
+    return listed(config)
+
 
 MODEL = "llama-3.1-8b"
 
@@ -98,3 +108,48 @@ def test_reward_model_parameters_equal_transformers_sequence_classification(name
     inv = estimate(Plan(config=cfg, objective="reward", method="full", seq_len=128)).inventory
     assert inv.total == sum(p.numel() for p in model.parameters())
     assert next(t for t in inv if t.name == "score.weight").shape == tuple(model.score.weight.shape)
+
+
+@pytest.mark.train
+def test_qwen_vl_image_tokens_follow_the_processors_resize() -> None:
+    import ast
+    import importlib.util
+    import math
+
+    spec = importlib.util.find_spec("transformers")
+    assert spec is not None and spec.submodule_search_locations
+    # transformers' own smart_resize, read from its source (its module imports torchvision, not installed here)
+    path = f"{spec.submodule_search_locations[0]}/models/qwen2_vl/image_processing_qwen2_vl.py"
+    with open(path, encoding="utf-8") as fh:
+        fn = next(n for n in ast.parse(fh.read()).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
+    scope: dict[str, Any] = {"math": math}
+    exec(compile(ast.Module([fn], []), path, "exec"), scope)
+    from estimator._vision import image_tokens, smart_resize
+
+    for h, w in [(448, 448), (1080, 1920), (100, 3000), (30, 40), (4000, 3000)]:
+        for mp in (28 * 28 * 1280, 200_000):
+            assert smart_resize(h, w, 28, 56 * 56, mp) == scope["smart_resize"](h, w, 28, 56 * 56, mp)
+    assert image_tokens(QWEN2_VL, Plan(model=MODEL, image_size=(448, 448))) == 16 * 16 + 2
+    params = parameters(QWEN2_VL)
+    with pytest.raises(PlanError, match="makes 258 tokens per image"):
+        estimate(Plan(config=QWEN2_VL, images_per_sample=1, image_size=(448, 448)), params=params)
+
+
+QWEN2_VL = {
+    "model_type": "qwen2_vl",
+    "text_config": {"model_type": "qwen2_vl_text", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 2048, "bos_token_id": 1,
+                    "eos_token_id": 2},
+    "vision_config": {"depth": 2, "embed_dim": 64, "hidden_size": 256, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
+                      "spatial_merge_size": 2},
+}  # fmt: skip
+
+
+@pytest.mark.train
+def test_qwen2_vl_vision_parameters_as_transformers_builds_them() -> None:
+    pytest.importorskip("transformers")
+    params = parameters(QWEN2_VL)
+    est = estimate(Plan(config=QWEN2_VL, method="qlora", seq_len=128), params=params)
+    vision = sum(math.prod(p["shape"]) for p in params if ".visual." in p["name"])
+    assert est.params()["vision"] == vision > 0
+    assert est.inventory.total == sum(math.prod(p["shape"]) for p in params)
