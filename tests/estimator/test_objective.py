@@ -153,3 +153,14 @@ def test_qwen2_vl_vision_parameters_as_transformers_builds_them() -> None:
     vision = sum(math.prod(p["shape"]) for p in params if ".visual." in p["name"])
     assert est.params()["vision"] == vision > 0
     assert est.inventory.total == sum(math.prod(p["shape"]) for p in params)
+
+
+def test_rent_takes_vllm_colocate_share_too() -> None:
+    from estimator import rent
+
+    colo = rent(Plan(model=MODEL, method="qlora", objective="grpo", vllm_mode="colocate", device="cuda"))
+    apart = rent(Plan(model=MODEL, method="qlora", objective="grpo", vllm_mode="server", device="cuda"))
+    for option in colo["options"]:
+        gpu = catalog.find_gpu(option["gpu"])
+        assert gpu is not None and option["usable_bytes"] == gpu.usable_bytes - int(0.3 * gpu.memory_bytes)
+    assert len(colo["options"]) < len(apart["options"])
