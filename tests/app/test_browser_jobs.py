@@ -74,7 +74,7 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
     job = httpx.get(f"{base_url}/api/jobs/{job_id}", timeout=30).json()
     assert job["status"] == "done" and job["estimate"]["plan"]["device"] == "cpu"
     rows = {row.get_attribute("data-row"): row for row in page.locator("table.verify-table tr[data-row]").all()}
-    names = ["weights", "adapters", "gradients", "optimizer", "activations", "logits"]
+    names = ["weights", "adapters", "gradients", "optimizer", "reference", "activations", "logits"]
     assert list(rows) == [*names, "peak_allocated", "peak_reserved", "total"]
     peak = rows["peak_allocated"].locator("td")
     assert int(peak.nth(0).get_attribute("data-bytes")) == job["estimate"]["memory"]["peak_allocated"]

@@ -124,15 +124,14 @@ def test_qwen_vl_image_tokens_follow_the_processors_resize() -> None:
         fn = next(n for n in ast.parse(fh.read()).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
     scope: dict[str, Any] = {"math": math}
     exec(compile(ast.Module([fn], []), path, "exec"), scope)
-    from estimator._vision import image_tokens, smart_resize
-
+    params = parameters(QWEN2_VL)
     for h, w in [(448, 448), (1080, 1920), (100, 3000), (30, 40), (4000, 3000)]:
         for mp in (28 * 28 * 1280, 200_000):
-            assert smart_resize(h, w, 28, 56 * 56, mp) == scope["smart_resize"](h, w, 28, 56 * 56, mp)
-    assert image_tokens(QWEN2_VL, Plan(model=MODEL, image_size=(448, 448))) == 16 * 16 + 2
-    params = parameters(QWEN2_VL)
-    with pytest.raises(PlanError, match="makes 258 tokens per image"):
-        estimate(Plan(config=QWEN2_VL, images_per_sample=1, image_size=(448, 448)), params=params)
+            rh, rw = scope["smart_resize"](h, w, 28, 56 * 56, mp)
+            tokens = (rh // 14) * (rw // 14) // 4 + 2  # merged 2x2 patches, between <|vision_start|> and <|vision_end|>
+            plan = Plan(config=QWEN2_VL, images_per_sample=1, image_size=(h, w), max_pixels=mp)
+            with pytest.raises(PlanError, match=f"makes {tokens} tokens per image"):
+                estimate(plan, params=params)
 
 
 QWEN2_VL = {
