@@ -112,6 +112,7 @@ class Architecture:
     final_logit_softcapping: float = 0.0
     # bookkeeping
     source_model_type: str = ""
+    generic: bool = False  # no hand-written family: sizes read the generic way, parameters from transformers
     notes: tuple[str, ...] = ()
 
     @property

@@ -38,6 +38,7 @@ WEIGHTS_WHY = {
     "full": "the trained weights as held (fp32 masters under mixed precision)",
 }
 STEP_WHY = {
+    "reference": "the objective's frozen reference model (a copy of the weights, or PEFT's 'ref' adapter copy)",
     "gradients": "one gradient per trainable parameter, live at the peak",
     "optimizer": "the optimizer's state (AdamW: two moments per trainable parameter)",
     "activations": "what the forward keeps for the backward, or the step's temporaries at the peak",
@@ -166,7 +167,7 @@ class Estimate:
         elif comps["adapters"]:
             steps.append({"key": "adapters", "label": labels["adapters"], "bytes": comps["adapters"],
                           "why": "LoRA A/B in fp32 (PEFT's autocast_adapter_dtype)"})  # fmt: skip
-        for key in ("gradients", "optimizer", "activations", "logits", "overhead", "allocator_cache",
+        for key in ("gradients", "optimizer", "reference", "activations", "logits", "overhead", "allocator_cache",
                     "optimizer_paged"):  # fmt: skip
             if comps[key]:
                 steps.append({"key": key, "label": labels[key], "bytes": comps[key], "why": STEP_WHY[key]})

@@ -49,7 +49,7 @@ def generic_architecture(config: Mapping[str, Any]) -> Architecture:
     source = config if not isinstance(text, Mapping) else dict(text, model_type=config.get("model_type"))
     model_type = str(config.get("model_type"))
     arch = _llama_like(_Reader(source, model_type), defaults={})
-    return _with(arch, source_model_type=model_type, notes=(GENERIC_NOTE.format(t=model_type),))
+    return _with(arch, source_model_type=model_type, generic=True, notes=(GENERIC_NOTE.format(t=model_type),))
 
 
 VISION_PREFIXES = ("visual.", "vision_tower.", "vision_model.", "multi_modal_projector.", "vision_encoder.")

@@ -368,6 +368,8 @@ class _Flow:
     rocm: bool = False  # the plan's GPU is an AMD one (ROCm)
     expert_lora_bytes: int = 0  # one MoE layer's expert stack as PEFT's ParamWrapper materializes it (W + ΔW)
     router_lora: bool = False
+    model_type: str = ""
+    generic: bool = False  # a model type with no hand-written family (transformers' own parameter list)
 
     @property
     def sdpa_math(self) -> bool:
@@ -412,7 +414,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         r=plan.lora_r, attn=path.implementation, path=path, cuda=cuda,
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
-        router_lora=ROUTER_INPUT in lora,
+        router_lora=ROUTER_INPUT in lora, model_type=arch.model_type, generic=arch.generic,
     )  # fmt: skip
 
 
@@ -1259,11 +1261,23 @@ UNVERIFIED_OBJECTIVES = ("orpo", "simpo", "reward", "grpo")
 """Objectives whose step is derived from TRL's code and not yet held against a real run."""
 
 
+LOW_FAMILIES = {
+    t: Band(-0.05, 0.2, "Llama 4: tiny-config CPU runs measured activations and logits 7-11 % above the model "
+            "(not yet explained); the high edge covers them")
+    for t in ("llama4_text", "llama4")
+}  # fmt: skip
+"""Families whose CPU runs measured more than the model counts, until the gap is found (docs/accuracy.md)."""
+
+
 def modelled_band(plan: Plan, f: _Flow) -> Band:
     """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
     grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
     (CUDA with a mask, CUDA's chunked loss, ROCm)."""
     if plan.objective in UNVERIFIED_OBJECTIVES:
+        return UNVERIFIED
+    if f.model_type in LOW_FAMILIES:
+        return LOW_FAMILIES[f.model_type]
+    if f.generic:
         return UNVERIFIED
     if not f.cuda:
         return VERIFIED
@@ -1296,7 +1310,7 @@ def tensor_range(plan: Plan, f: _Flow, comp: dict[str, int], extra_high: int) ->
     FSDP2 over several ranks: the per-rank model is below the gloo runs' measured peaks (by 0.7-4.2 %,
     ``bench/results/dist_gloo.json``), so the high edge carries ``FSDP_PER_RANK`` of the whole peak until those terms
     are derived (``tests/estimator/test_dist_results.py`` holds every measured rank under the high edge)."""
-    exact = comp["weights"] + comp["adapters"] + comp["gradients"] + comp["optimizer"]
+    exact = comp["weights"] + comp["adapters"] + comp["gradients"] + comp["optimizer"] + comp["reference"]
     modelled = comp["activations"] + comp["logits"]
     lo, hi = modelled_band(plan, f).apply(modelled)
     if plan.sharding == "fsdp" and plan.num_gpus > 1:

@@ -163,3 +163,14 @@ def test_rent_takes_vllm_colocate_share_too() -> None:
         gpu = catalog.find_gpu(option["gpu"])
         assert gpu is not None and option["usable_bytes"] == gpu.usable_bytes - int(0.3 * gpu.memory_bytes)
     assert len(colo["options"]) < len(apart["options"])
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo", "orpo", "simpo", "kto", "reward", "grpo"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_the_range_holds_the_figure_and_the_reference_copy(objective: str, method: str) -> None:
+    """The reference model is an exact component: the range's edges move with it, never below the figure."""
+    mem = estimate(Plan.from_dict({"model": "llama-3.2-1b", "method": method, "objective": objective})).memory
+    for key in ("peak_allocated", "total"):
+        low, high = mem.range[key]
+        figure = getattr(mem, key)
+        assert low <= figure <= high, (key, low, figure, high)
