@@ -40,6 +40,7 @@ from estimator import (
     catalog,
     compare,
     gib_text,
+    parse_pair,
     plan_fields,
     size_text,
 )
@@ -94,6 +95,8 @@ def _add_option(group: Any, f: PlanField) -> None:
         kwargs.update(type=int, metavar="N")
     elif s.kind == "number":
         kwargs.update(type=float, metavar="X")
+    elif s.kind == "pair":
+        kwargs["metavar"] = "HxW"
     else:
         kwargs["metavar"] = "TEXT"
     group.add_argument(f.flag, **kwargs)
@@ -125,6 +128,8 @@ def plan_from(model: str | None, config: Path | None, plan_file: Path | None, fi
             value = [t.strip() for t in value.replace(" ", ",").split(",") if t.strip()]
         elif kinds[key] == "number" and float(value).is_integer():
             value = int(value)
+        elif kinds[key] == "pair":
+            value = parse_pair(value)
         data[key] = value
     if data.get("model") is None and data.get("config") is None:
         raise UsageError("name a model (catalog id or Hub id), or give --config config.json or --plan plan.json")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from app.jobs.runner import MAX_STEPS
-from estimator import Plan, PlanField, catalog, plan_fields
+from estimator import Plan, PlanField, catalog, parse_pair, plan_fields
 
 QUERY_LIST_MAX = 4096
 """Longest comma-separated module list in a query string."""
@@ -62,6 +62,11 @@ def field_type(f: PlanField, *, query: bool = False) -> tuple[Any, FieldInfo]:
         info.update(min_length=1, max_length=s.max_length)
     elif s.kind == "gpu":
         annotation = Annotated[str, Field(min_length=1, max_length=s.max_length)] | CustomGpu | None
+    elif s.kind == "pair":
+        side = Annotated[int, Field(ge=s.low, le=s.high)]
+        annotation = (str | None) if query else (tuple[side, side] | None)
+        if query:
+            info["max_length"] = 64
     else:  # config
         annotation = dict[str, Any] | None
     default = f.default
@@ -86,10 +91,13 @@ class PlanModel(BaseModel):
         out = dict(data)
         for f in plan_fields():
             value = out.get(f.name)
+            annotation = cls.model_fields.get(f.name)
+            as_text = annotation is not None and annotation.annotation in (str, str | None)
             if f.spec.kind in ("modules", "targets") and isinstance(value, str) and value != "all-linear":
-                annotation = cls.model_fields.get(f.name)
-                if annotation is not None and annotation.annotation is not str:
+                if not as_text:
                     out[f.name] = split_modules(value)
+            elif f.spec.kind == "pair" and isinstance(value, str) and not as_text:
+                out[f.name] = parse_pair(value)
         return out
 
     def plan_data(self) -> dict[str, Any]:
@@ -99,6 +107,8 @@ class PlanModel(BaseModel):
         for name, value in data.items():
             if names[name].spec.kind in ("modules", "targets") and isinstance(value, str) and value != "all-linear":
                 data[name] = split_modules(value)
+            elif names[name].spec.kind == "pair":
+                data[name] = list(value) if isinstance(value, tuple) else parse_pair(value)
         return data
 
     def to_plan(self) -> Plan:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.errors import InvalidRequest
+from app.inventory import transformers_parameters
 from app.jobs.duration import run_seconds
 from estimator import (
     CalibrationProfile,
@@ -37,6 +38,7 @@ from estimator import (
     Plan,
     PriceError,
     PriceTable,
+    UnsupportedModelError,
     catalog,
     estimate,
     load_prices,
@@ -220,12 +222,33 @@ class EstimateService:
         ``advice=False`` leaves out the advisor's levers (the page's sweeps need the memory only)."""
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
         calibration = self.calibration_for(plan)
-        return guarded(
-            lambda: estimate(
-                plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration, with_advice=advice
-            ).to_dict(),
-            what,
-        )
+
+        def run() -> dict[str, Any]:
+            try:
+                return estimate(
+                    plan,
+                    config=resolved.estimate_config,
+                    prices=self.prices,
+                    calibration=calibration,
+                    with_advice=advice,
+                ).to_dict()
+            except UnsupportedModelError as refused:
+                try:  # any other model type transformers can build
+                    params = transformers_parameters(resolved.config)
+                except UnsupportedModelError as exc:
+                    raise UnsupportedModelError(f"{refused}; transformers could not build it either: {exc}") from None
+                if params is None:
+                    raise  # its message names the train extra
+                return estimate(
+                    plan,
+                    config=resolved.estimate_config,
+                    prices=self.prices,
+                    calibration=calibration,
+                    params=params,
+                    with_advice=advice,
+                ).to_dict()
+
+        return guarded(run, what)
 
     def run_seconds(self, plan: Plan, resolved: Resolved, steps: int, gpu_name: str | None) -> float | None:
         """About how long a verify run of ``plan`` takes on its device (``app.jobs.duration``): the step's FLOPs and

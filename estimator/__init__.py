@@ -10,11 +10,13 @@ public surface: code outside ``estimator/`` imports these names only (``tests/te
 
 from . import catalog
 from ._arch import (
+    LEGACY_MODEL_TYPES,
     SIZE_FIELDS,
     SUPPORTED_MODEL_TYPES,
     WORK_LIMITS,
     Architecture,
     attention_implementation,
+    legacy_config,
     parse_config,
 )
 from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
@@ -37,7 +39,7 @@ from ._memory import (
     training_memory,
     weight_bytes,
 )
-from ._plan import METHODS, FieldSpec, Plan, PlanField, plan_field, plan_fields
+from ._plan import METHODS, OBJECTIVES, FieldSpec, Plan, PlanField, parse_pair, plan_field, plan_fields
 from ._prices import Price, PriceTable, cost_rows, default_prices, load_prices, parse_prices
 from ._quant import (
     CUDA_ALLOC_ROUND,
@@ -64,8 +66,10 @@ __all__ = [
     "CUDA_RUNTIME_BYTES",
     "GB",
     "GIB",
+    "LEGACY_MODEL_TYPES",
     "METHODS",
     "MIB",
+    "OBJECTIVES",
     "SIZE_FIELDS",
     "SUPPORTED_MODEL_TYPES",
     "TENSOR_COMPONENTS",
@@ -123,8 +127,10 @@ __all__ = [
     "host_ops",
     "int8_bytes",
     "int8_parts",
+    "legacy_config",
     "load_prices",
     "parse_config",
+    "parse_pair",
     "parse_prices",
     "plan_field",
     "plan_fields",

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
 
-Norm = str  # "rmsnorm" | "layernorm"
+Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
 MAX_LAYERS = 1024
 """Decoder layers (``num_hidden_layers``); the deepest published causal LMs have under 200."""
@@ -86,16 +86,60 @@ class Architecture:
     moe_intermediate_size: int = 0
     shared_expert_intermediate_size: int = 0
     moe_layers: tuple[int, ...] = ()
+    # how transformers 5 names and lays out the MoE block
+    moe_block: str = "mlp"  # the decoder layer's feed-forward attribute: mlp, feed_forward (Llama 4), block_sparse_moe
+    router_name: str = "gate"  # gate, or router (gpt-oss, Llama 4, Granite MoE)
+    router_bias: bool = False  # gpt-oss
+    router_linear: bool = False  # the router is an nn.Linear subclass (Llama 4): LoRA's all-linear takes it
+    experts_in_out: bool = False  # fused experts stored (E, in, out) (gpt-oss, Llama 4) instead of (E, out, in)
+    expert_bias: bool = False  # gpt-oss: gate_up_proj_bias, down_proj_bias
+    shared_experts_name: str = ""  # shared_expert (Qwen2-MoE, Llama 4) or shared_experts (DeepSeek, GLM-4 MoE)
+    shared_expert_gate: bool = False  # Qwen2-MoE's sigmoid gate of the shared expert (Linear(h, 1))
+    # multi-head latent attention (DeepSeek-V2/V3): kv_lora_rank > 0
+    q_lora_rank: int = 0  # 0: q_proj straight from the hidden size
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    attention_sinks: bool = False  # gpt-oss: one learned sink logit per head
+    sliding_window: int = 0  # some layers attend within a window (sliding, or Llama 4's chunks): a mask from there
+    kv_broadcast: bool = False  # one K/V head broadcast to the query heads in SDPA (Falcon's old multi-query)
+    dense_experts: bool = False  # every expert runs on every token (Llama 4 in transformers 5: E·T rows, not k·T)
+    logits_scaled: bool = False  # the head scales the logits (Cohere logit_scale, Granite logits_scaling): a copy
+    checkpoint_format: str = ""  # "mxfp4" (gpt-oss experts), "fp8" (DeepSeek-V3 block-wise): how the Hub files store it
     # soft-capping (Gemma 2)
     attn_logit_softcapping: float = 0.0
     final_logit_softcapping: float = 0.0
     # bookkeeping
     source_model_type: str = ""
+    generic: bool = False  # no hand-written family: sizes read the generic way, parameters from transformers
     notes: tuple[str, ...] = ()
 
     @property
+    def mla(self) -> bool:
+        """Multi-head latent attention (DeepSeek-V2/V3)."""
+        return self.kv_lora_rank > 0
+
+    @property
     def q_dim(self) -> int:
+        if self.mla:
+            return self.num_attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
         return self.num_attention_heads * self.head_dim
+
+    @property
+    def attn_head_dim(self) -> int:
+        """The head dim of q and k in the attention kernel (nope + rope under MLA)."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.mla else self.head_dim
+
+    @property
+    def v_head_dim_differs(self) -> bool:
+        """v's head dim differs from q/k's (MLA): fused kernels that need one head dim cannot run."""
+        return self.mla and self.v_head_dim != self.attn_head_dim
+
+    @property
+    def o_in(self) -> int:
+        """o_proj's input width: the attention output, a·v_head_dim under MLA."""
+        return self.num_attention_heads * self.v_head_dim if self.mla else self.q_dim
 
     @property
     def kv_dim(self) -> int:
@@ -113,7 +157,11 @@ class Architecture:
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
+    "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
+    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text",
 )  # fmt: skip
+LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
+"""Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
 
 
 def parse_config(config: Mapping[str, Any]) -> Architecture:
@@ -129,6 +177,10 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError("the config has no 'model_type'; upload the model's config.json as published on the Hub")
     notes: list[str] = []
+    if model_type in LEGACY_MODEL_TYPES:
+        arch = _parse(legacy_config(config), LEGACY_MODEL_TYPES[model_type])
+        note = f"{model_type}: the legacy Falcon config, read as transformers' falcon (its conversion's field names)"
+        return _with(arch, source_model_type=model_type, notes=(note, *arch.notes))
     if model_type == "gemma3":
         text = config.get("text_config")
         if not isinstance(text, Mapping):
@@ -138,9 +190,32 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _with(arch, source_model_type="gemma3", notes=tuple(notes) + arch.notes)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
-            f"model_type {model_type!r} is not supported; supported model types: " + ", ".join(SUPPORTED_MODEL_TYPES)
+            f"model_type {model_type!r} is not supported; supported model types: "
+            + ", ".join((*SUPPORTED_MODEL_TYPES, *LEGACY_MODEL_TYPES))
         )
     return _parse(config, model_type)
+
+
+def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A legacy Falcon config (``RefinedWebModel`` / ``RefinedWeb``, written for the repo's own remote code) as the
+    ``falcon`` config transformers reads: its conversion script (``models/falcon/convert_custom_code_checkpoint.py``)
+    renames ``n_head``, ``n_layer`` and ``n_head_kv`` (whose presence means the new decoder architecture) and drops
+    ``auto_map``. Any other config is returned as a plain copy."""
+    data = dict(config)
+    if data.get("model_type") not in LEGACY_MODEL_TYPES:
+        return data
+    data["model_type"] = "falcon"
+    data.pop("auto_map", None)
+    for old, new in (("n_head", "num_attention_heads"), ("n_layer", "num_hidden_layers")):
+        if old in data:
+            data[new] = data.pop(old)
+    if "n_head_kv" in data:
+        data["new_decoder_architecture"] = True
+        data["num_kv_heads"] = data.pop("n_head_kv")
+        data.pop("multi_query", None)
+    else:
+        data["new_decoder_architecture"] = False
+    return data
 
 
 def _with(arch: Architecture, **changes: Any) -> Architecture:
@@ -235,6 +310,15 @@ def _within_limit(key: str, value: int) -> int:
     return value
 
 
+def _window(r: _Reader, name: str = "sliding_window", flag: str | None = None) -> int:
+    """The local attention window of the layers that use one (0: none): ``sliding_window``, or Llama 4's
+    ``attention_chunk_size``; families that switch it on with a flag (``use_sliding_window``) need the flag."""
+    if flag is not None and not r.flag(flag, False):
+        return 0
+    value = r.c.get(name)
+    return 0 if value is None else r.num(name)
+
+
 def _llama_like(r: _Reader, *, defaults: dict[str, Any], **fields: Any) -> Architecture:
     hidden = r.num("hidden_size", defaults.get("hidden_size"))
     heads = r.num("num_attention_heads", defaults.get("num_attention_heads"))
@@ -248,7 +332,7 @@ def _llama_like(r: _Reader, *, defaults: dict[str, Any], **fields: Any) -> Archi
         num_hidden_layers=r.num("num_hidden_layers", defaults.get("num_hidden_layers")),
         num_attention_heads=heads,
         num_key_value_heads=absent.get("num_key_value_heads") or r.kv_heads(heads),
-        head_dim=absent.get("head_dim") or r.head_dim(hidden, heads),
+        head_dim=fields.pop("head_dim", None) or absent.get("head_dim") or r.head_dim(hidden, heads),
         max_position_embeddings=r.max_pos(defaults.get("max_position_embeddings", 2048)),
         tie_word_embeddings=r.flag("tie_word_embeddings", defaults.get("tie_word_embeddings", False)),
         hidden_act=r.text("hidden_act", defaults.get("hidden_act", "silu")),
@@ -272,6 +356,7 @@ def _mistral(r: _Reader) -> Architecture:
         r,
         defaults=dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32),
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -285,6 +370,7 @@ def _mixtral(r: _Reader) -> Architecture:
         num_experts_per_tok=r.num("num_experts_per_tok", 2),
         moe_intermediate_size=r.num("intermediate_size", 14336),
         moe_layers=tuple(range(layers)),
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -294,6 +380,7 @@ def _qwen2(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768),
         qkv_bias=True,
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -323,7 +410,9 @@ def _qwen2_moe(r: _Reader) -> Architecture:
         num_experts_per_tok=r.num("num_experts_per_tok", 4),
         moe_intermediate_size=r.num("moe_intermediate_size", 1408),
         shared_expert_intermediate_size=r.num("shared_expert_intermediate_size", 5632),
+        shared_experts_name="shared_expert", shared_expert_gate=True,
         moe_layers=_moe_layer_indices(r, layers, experts),
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -334,6 +423,7 @@ def _qwen3(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, head_dim=128, max_position_embeddings=32768),
         qkv_bias=bias, o_bias=bias, qk_norm="head",
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -350,6 +440,7 @@ def _qwen3_moe(r: _Reader) -> Architecture:
         num_experts_per_tok=r.num("num_experts_per_tok", 8),
         moe_intermediate_size=r.num("moe_intermediate_size", 768),
         moe_layers=_moe_layer_indices(r, layers, experts),
+        sliding_window=_window(r, flag="use_sliding_window"),
     )  # fmt: skip
 
 
@@ -385,7 +476,9 @@ def _gemma3_text(r: _Reader) -> Architecture:
     d = dict(_GEMMA_DEFAULTS, vocab_size=262208, hidden_size=2304, intermediate_size=9216,
              num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
              max_position_embeddings=131072)  # fmt: skip
-    return _llama_like(r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4, qk_norm="head")
+    return _llama_like(
+        r, defaults=d, qkv_bias=bias, o_bias=bias, norms_per_layer=4, qk_norm="head", sliding_window=_window(r)
+    )
 
 
 def _phi(r: _Reader) -> Architecture:
@@ -405,6 +498,7 @@ def _phi3(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                       num_attention_heads=32, max_position_embeddings=4096),
         fused_qkv=True, fused_gate_up=True,
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -470,7 +564,7 @@ def _falcon(r: _Reader) -> Architecture:
         hidden_act=r.text("activation", "gelu"),
         qkv_bias=r.flag("bias", False), o_bias=r.flag("bias", False), fused_qkv=True,
         mlp_gated=False, mlp_bias=r.flag("bias", False), norm="layernorm", norm_bias=True,
-        norms_per_layer=norms, parallel_block=parallel,
+        norms_per_layer=norms, parallel_block=parallel, kv_broadcast=not new_arch and multi_query,
     )  # fmt: skip
 
 
@@ -483,6 +577,7 @@ def _starcoder2(r: _Reader) -> Architecture:
                       hidden_act="gelu_pytorch_tanh"),
         num_key_value_heads=r.num("num_key_value_heads", 2),
         qkv_bias=bias, o_bias=bias, mlp_gated=False, mlp_bias=bias, norm="layernorm", norm_bias=True,
+        sliding_window=_window(r),
     )  # fmt: skip
 
 
@@ -493,6 +588,216 @@ def _olmo2(r: _Reader) -> Architecture:
         defaults=dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                       num_attention_heads=32),
         qkv_bias=bias, o_bias=bias, qk_norm="full",
+    )  # fmt: skip
+
+
+def _smollm3(r: _Reader) -> Architecture:
+    bias = r.flag("attention_bias", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=128256, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                      num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=32768,
+                      tie_word_embeddings=True),
+        qkv_bias=bias, o_bias=bias, mlp_bias=r.flag("mlp_bias", False),
+        sliding_window=_window(r, flag="use_sliding_window"),
+    )  # fmt: skip
+
+
+def _scaled(r: _Reader, name: str, neutral: float) -> bool:
+    """Whether a logits multiplier/divisor field differs from its neutral value (the head then makes a copy)."""
+    value = r.c.get(name, neutral)
+    if value is None:
+        return False
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number; got {value!r}")
+    return float(value) != neutral
+
+
+def _granite(r: _Reader) -> Architecture:
+    bias = r.flag("attention_bias", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32),
+        qkv_bias=bias, o_bias=bias, mlp_bias=r.flag("mlp_bias", False),
+        logits_scaled=_scaled(r, "logits_scaling", 1.0),
+    )  # fmt: skip
+
+
+def _cohere(r: _Reader) -> Architecture:
+    """Cohere (Command R) and Cohere2 (Command R7B / A): one LayerNorm without bias feeding attention and MLP in
+    parallel, tied embeddings, logits scaled by ``logit_scale``; Cohere's optional per-head q/k LayerNorms."""
+    bias = r.flag("attention_bias", False)
+    qk = r.model_type == "cohere" and r.flag("use_qk_norm", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=256000, hidden_size=8192, intermediate_size=22528, num_hidden_layers=40,
+                      num_attention_heads=64, max_position_embeddings=8192, tie_word_embeddings=True),
+        qkv_bias=bias, o_bias=bias, norm="cohere", norms_per_layer=1, parallel_block=True,
+        qk_norm="head_per_head" if qk else "none", logits_scaled=_scaled(r, "logit_scale", 1.0),
+        sliding_window=_window(r) if r.model_type == "cohere2" else 0,
+    )  # fmt: skip
+
+
+def _olmo3(r: _Reader) -> Architecture:
+    bias = r.flag("attention_bias", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32),
+        qkv_bias=bias, o_bias=bias, qk_norm="full",
+        sliding_window=_window(r),
+    )  # fmt: skip
+
+
+def _gpt_bigcode(r: _Reader) -> Architecture:
+    """GPT-BigCode (StarCoder 1, SantaCoder): GPT-2 layout with nn.Linear layers and multi-query attention."""
+    hidden = r.num("n_embd", 768, "hidden_size")
+    heads = r.num("n_head", 12, "num_attention_heads")
+    positions = r.num("n_positions", 1024, "max_position_embeddings")
+    return Architecture(
+        model_type="gpt_bigcode",
+        vocab_size=r.num("vocab_size", 50257),
+        hidden_size=hidden,
+        intermediate_size=r.opt_int("n_inner") or 4 * hidden,
+        num_hidden_layers=r.num("n_layer", 12, "num_hidden_layers"),
+        num_attention_heads=heads,
+        num_key_value_heads=1 if r.flag("multi_query", True) else heads,
+        head_dim=r.head_dim(hidden, heads),
+        max_position_embeddings=positions,
+        tie_word_embeddings=r.flag("tie_word_embeddings", True),
+        hidden_act=r.text("activation_function", "gelu_pytorch_tanh"),
+        qkv_bias=True, o_bias=True, fused_qkv=True, mlp_gated=False, mlp_bias=True,
+        norm="layernorm", norm_bias=True, position_embeddings=positions,
+    )  # fmt: skip
+
+
+def _olmoe(r: _Reader) -> Architecture:
+    layers = r.num("num_hidden_layers", 16)
+    bias = r.flag("attention_bias", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=50304, hidden_size=2048, intermediate_size=2048, num_hidden_layers=16,
+                      num_attention_heads=16, max_position_embeddings=4096),
+        qkv_bias=bias, o_bias=bias, qk_norm="full",
+        num_experts=r.num("num_experts", 64), num_experts_per_tok=r.num("num_experts_per_tok", 8),
+        moe_intermediate_size=r.num("intermediate_size", 2048), moe_layers=tuple(range(layers)),
+    )  # fmt: skip
+
+
+def _granitemoe(r: _Reader) -> Architecture:
+    layers = r.num("num_hidden_layers", 32)
+    bias = r.flag("attention_bias", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32),
+        qkv_bias=bias, o_bias=bias,
+        num_experts=r.num("num_local_experts", 8), num_experts_per_tok=r.num("num_experts_per_tok", 2),
+        moe_intermediate_size=r.num("intermediate_size", 11008), moe_layers=tuple(range(layers)),
+        moe_block="block_sparse_moe", router_name="router", logits_scaled=_scaled(r, "logits_scaling", 1.0),
+    )  # fmt: skip
+
+
+def _first_dense(r: _Reader, layers: int, default: int) -> tuple[int, ...]:
+    """DeepSeek / GLM-4 MoE: the first ``first_k_dense_replace`` layers are dense, the others MoE."""
+    first = r.num("first_k_dense_replace", default)
+    return tuple(range(min(first, layers), layers))
+
+
+def _glm4_moe(r: _Reader) -> Architecture:
+    layers = r.num("num_hidden_layers", 46)
+    bias = r.flag("attention_bias", False)
+    hidden, heads = r.num("hidden_size", 4096), r.num("num_attention_heads", 96)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=151552, hidden_size=4096, intermediate_size=10944, num_hidden_layers=46,
+                      num_attention_heads=96, num_key_value_heads=8, max_position_embeddings=131072),
+        head_dim=r.opt_int("head_dim") or hidden // heads,  # Glm4MoeAttention: hidden_size // heads, floored
+        qkv_bias=bias, qk_norm="head" if r.flag("use_qk_norm", False) else "none",
+        num_experts=r.num("n_routed_experts", 128), num_experts_per_tok=r.num("num_experts_per_tok", 8),
+        moe_intermediate_size=r.num("moe_intermediate_size", 1408),
+        shared_expert_intermediate_size=r.num("moe_intermediate_size", 1408) * r.num("n_shared_experts", 1),
+        shared_experts_name="shared_experts", moe_layers=_first_dense(r, layers, 1),
+    )  # fmt: skip
+
+
+def _deepseek(r: _Reader) -> Architecture:
+    """DeepSeek-V2 / V3: multi-head latent attention (q through a low-rank q_a/q_b pair unless q_lora_rank is null,
+    k/v through one compressed latent), the first ``first_k_dense_replace`` layers dense, the others MoE with
+    ``n_shared_experts`` shared experts fused into one MLP."""
+    v3 = r.model_type == "deepseek_v3"
+    layers = r.num("num_hidden_layers", 61 if v3 else 32)
+    d = dict(vocab_size=129280, hidden_size=7168, intermediate_size=18432, num_hidden_layers=61,
+             num_attention_heads=128) if v3 else dict(vocab_size=102400, hidden_size=4096, intermediate_size=11008,
+                                                      num_hidden_layers=32, num_attention_heads=32)  # fmt: skip
+    mi = r.num("moe_intermediate_size", 2048 if v3 else 1407)
+    rope, nope = r.num("qk_rope_head_dim", 64), r.num("qk_nope_head_dim", 128)
+    q_rank = r.c.get("q_lora_rank", 1536)
+    return _llama_like(
+        r,
+        defaults=d | dict(max_position_embeddings=4096 if v3 else 2048),
+        head_dim=rope, qkv_bias=r.flag("attention_bias", False),
+        q_lora_rank=0 if q_rank is None else r.num("q_lora_rank"), kv_lora_rank=r.num("kv_lora_rank", 512),
+        qk_nope_head_dim=nope, qk_rope_head_dim=rope, v_head_dim=r.num("v_head_dim", 128),
+        num_experts=r.num("n_routed_experts", 256 if v3 else 64),
+        num_experts_per_tok=r.num("num_experts_per_tok", 8 if v3 else 6),
+        moe_intermediate_size=mi, shared_expert_intermediate_size=mi * r.num("n_shared_experts", 1 if v3 else 2),
+        shared_experts_name="shared_experts", moe_layers=_first_dense(r, layers, 3 if v3 else 0),
+        checkpoint_format="fp8" if _quant_method(r) == "fp8" else "",
+    )  # fmt: skip
+
+
+def _quant_method(r: _Reader) -> str:
+    q = r.c.get("quantization_config")
+    method = q.get("quant_method") if isinstance(q, Mapping) else None
+    return method if isinstance(method, str) else ""
+
+
+def _gpt_oss(r: _Reader) -> Architecture:
+    """gpt-oss: attention with biases and per-head sinks, MoE experts with biases stored (E, in, out), a router with
+    a bias; the Hub checkpoints store the experts in MXFP4 (``quantization_config.quant_method: mxfp4``)."""
+    layers = r.num("num_hidden_layers", 36)
+    bias = r.flag("attention_bias", True)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+                      num_attention_heads=64, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072),
+        qkv_bias=bias, o_bias=bias, attention_sinks=True,
+        num_experts=r.num("num_local_experts", 128), num_experts_per_tok=r.num("num_experts_per_tok", 4),
+        moe_intermediate_size=r.num("intermediate_size", 2880), moe_layers=tuple(range(layers)),
+        router_name="router", router_bias=True, experts_in_out=True, expert_bias=True,
+        checkpoint_format="mxfp4" if _quant_method(r) == "mxfp4" else "",
+        sliding_window=_window(r),
+    )  # fmt: skip
+
+
+def _llama4_text(r: _Reader) -> Architecture:
+    """Llama 4's language model: MoE layers every ``interleave_moe_layer_step`` (or at ``moe_layers``) with one
+    shared expert, dense layers with ``intermediate_size_mlp``; experts stored (E, in, out)."""
+    layers = r.num("num_hidden_layers", 48)
+    step = r.num("interleave_moe_layer_step", 1)
+    listed = r.c.get("moe_layers")
+    if listed is not None:
+        if not isinstance(listed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in listed):
+            raise ConfigError("moe_layers must be a list of layer indices")
+        if len(listed) > MAX_LAYERS:
+            raise ConfigError(f"moe_layers lists {len(listed)} layers; at most {MAX_LAYERS} is supported")
+        moe = tuple(i for i in range(layers) if i in set(listed))
+    else:
+        moe = tuple(range(step - 1, layers, step)) if step > 0 else ()
+    mi = r.num("intermediate_size", 8192)
+    bias = r.flag("attention_bias", False)
+    return _llama_like(
+        r,
+        defaults=dict(vocab_size=202048, hidden_size=5120, intermediate_size_mlp=16384, num_hidden_layers=48,
+                      num_attention_heads=40, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072),
+        intermediate_size=r.num("intermediate_size_mlp", 16384), qkv_bias=bias, o_bias=bias,
+        num_experts=r.num("num_local_experts", 16), num_experts_per_tok=r.num("num_experts_per_tok", 1),
+        moe_intermediate_size=mi, shared_expert_intermediate_size=mi, shared_experts_name="shared_expert",
+        moe_layers=moe, moe_block="feed_forward", router_name="router", router_linear=True, experts_in_out=True,
+        sliding_window=_window(r, "attention_chunk_size"), dense_experts=True,
+        qk_norm="l2" if r.flag("use_qk_norm", True) else "none",
     )  # fmt: skip
 
 
@@ -514,14 +819,28 @@ _PARSERS = {
     "falcon": _falcon,
     "starcoder2": _starcoder2,
     "olmo2": _olmo2,
+    "smollm3": _smollm3,
+    "granite": _granite,
+    "cohere": _cohere,
+    "cohere2": _cohere,
+    "olmo3": _olmo3,
+    "gpt_bigcode": _gpt_bigcode,
+    "olmoe": _olmoe,
+    "granitemoe": _granitemoe,
+    "glm4_moe": _glm4_moe,
+    "deepseek_v2": _deepseek,
+    "deepseek_v3": _deepseek,
+    "gpt_oss": _gpt_oss,
+    "llama4_text": _llama4_text,
 }
 
 
-NO_SDPA = frozenset({"gemma2"})
+NO_SDPA = frozenset({"gemma2", "gpt_oss"})
 
 
 def attention_implementation(model_type: str, requested: str) -> str:
-    """The attention transformers will run: Gemma 2 has no SDPA path, so ``sdpa`` falls back to ``eager``."""
+    """The attention transformers will run: Gemma 2 and gpt-oss have no SDPA path (``_supports_sdpa = False``), so
+    ``sdpa`` falls back to ``eager``."""
     if requested == "sdpa" and model_type in NO_SDPA:
         return "eager"
     return requested

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-TENSOR_COMPONENTS: tuple[str, ...] = ("weights", "adapters", "gradients", "optimizer", "activations", "logits")
+TENSOR_COMPONENTS: tuple[str, ...] = (
+    "weights",
+    "adapters",
+    "gradients",
+    "optimizer",
+    "reference",
+    "activations",
+    "logits",
+)
 """The components a live-tensor tracker can attribute (the runtime tiers are measured as totals only)."""
 TIERS: tuple[tuple[str, str], ...] = (
     ("peak_allocated", "peak_allocated"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +12,14 @@ from . import catalog
 from ._adjust import Adjustment, adjust_defaults
 from ._advice import Lever, advise
 from ._arch import Architecture, parse_config
-from ._errors import PlanError, UnknownModelError
+from ._errors import PlanError, UnknownModelError, UnsupportedModelError
 from ._fit import fit_search
+from ._generic import generic_architecture, generic_inventory
 from ._inventory import EXPERTS, Inventory, build_inventory
 from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_with, training_memory
+from ._objective import objective_inventory, vllm_reserved
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
@@ -25,6 +27,7 @@ from ._serving import ServingEstimate, serving_memory
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import GIB, gib_text
+from ._vision import image_tokens
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +38,7 @@ WEIGHTS_WHY = {
     "full": "the trained weights as held (fp32 masters under mixed precision)",
 }
 STEP_WHY = {
+    "reference": "the objective's frozen reference model (a copy of the weights, or PEFT's 'ref' adapter copy)",
     "gradients": "one gradient per trainable parameter, live at the peak",
     "optimizer": "the optimizer's state (AdamW: two moments per trainable parameter)",
     "activations": "what the forward keeps for the backward, or the step's temporaries at the peak",
@@ -88,6 +92,7 @@ class Estimate:
             "quantizable": inv.quantizable,
             "embedding": roles.get("embedding", 0) + roles.get("position_embedding", 0),
             "lm_head": roles.get("lm_head", 0),
+            "vision": sum(t.total for t in inv.tensors if t.role == "vision"),  # the tower and its projector
             "lora": self.adapters.lora_params,
             "modules_to_save": self.adapters.saved_params,
             "adapted_modules": sum(a.layers for a in self.adapters.adapted),
@@ -162,7 +167,7 @@ class Estimate:
         elif comps["adapters"]:
             steps.append({"key": "adapters", "label": labels["adapters"], "bytes": comps["adapters"],
                           "why": "LoRA A/B in fp32 (PEFT's autocast_adapter_dtype)"})  # fmt: skip
-        for key in ("gradients", "optimizer", "activations", "logits", "overhead", "allocator_cache",
+        for key in ("gradients", "optimizer", "reference", "activations", "logits", "overhead", "allocator_cache",
                     "optimizer_paged"):  # fmt: skip
             if comps[key]:
                 steps.append({"key": key, "label": labels[key], "bytes": comps[key], "why": STEP_WHY[key]})
@@ -206,6 +211,7 @@ def estimate(
     *,
     calibration: CalibrationProfile | None = None,
     with_advice: bool = True,
+    params: Sequence[Mapping[str, Any]] | None = None,
 ) -> Estimate:
     """Estimate storage, training memory and (with a GPU) time and cost of ``plan``. Pure and fast.
 
@@ -213,12 +219,32 @@ def estimate(
     on the plan's GPU (the app looks them up); used when ``plan.calibration`` is ``auto`` and the profile is for
     ``plan.gpu``, else the GPU catalog's constants. ``with_advice``: also re-estimate the plan with each lever of
     the make-it-fit advisor (``estimator._advice``; the page's sweeps, which need only the memory, skip it).
+    ``params``: the parameters transformers builds for a model type with no hand-written family
+    (``trainer.inventory``'s list; the app gets it in a subprocess), used only then.
     """
     cfg, source, model_id = config_for(plan, config)
-    arch = parse_config(cfg)
-    inv = build_inventory(arch)
+    try:
+        arch = parse_config(cfg)
+        inv = build_inventory(arch)
+    except UnsupportedModelError as exc:
+        if params is None:
+            raise UnsupportedModelError(
+                f"{exc}. With the train extra installed (pip install 'tuneplan[train]'), any other model type "
+                "transformers can build is estimated from its own parameter list"
+            ) from None
+        arch = generic_architecture(cfg)
+        inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
+    if plan.images_per_sample or plan.video_frames:
+        tokens = image_tokens(cfg, plan)
+        made = f" (this model's processor makes {tokens} tokens per image of that size)" if tokens else ""
+        raise PlanError(
+            f"image and video inputs are not modelled yet for any model type ({arch.model_type} included): the "
+            "vision encoder's activations and the image tokens are not counted, so an estimate would be low; set "
+            f"images_per_sample and video_frames to 0 and add the image tokens the processor makes to seq_len{made}"
+        )
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
+    inv = objective_inventory(inv, plan)
     adapters = adapter_plan(inv, plan)
     usable = calibration if calibration_applies(plan, gpu, calibration) else None
     runtime = runtime_for(plan.gpu, usable)
@@ -228,12 +254,13 @@ def estimate(
         # The fit search evaluates the catalog's constants; a calibration shifts the usable memory by what it
         # changes at the plan's own point (its context, runtime and workspace are constants).
         shift = 0 if usable is None else mem.fit_bytes - training_memory(inv, adapters, plan).fit_bytes
-        fit = _search(inv, adapters, plan, gpu.usable_bytes - shift, mem.fit_bytes - shift) | {
-            "usable_bytes": gpu.usable_bytes,
+        room = training_usable(plan, gpu)
+        fit = _search(inv, adapters, plan, room - shift, mem.fit_bytes - shift) | {
+            "usable_bytes": room,
             "gpu": gpu.id,
             "name": gpu.name,
-            "fits": mem.fit_bytes <= gpu.usable_bytes and _reason(plan, gpu, mem) is None,
-            "headroom_bytes": gpu.usable_bytes - mem.fit_bytes,
+            "fits": mem.fit_bytes <= room and _reason(plan, gpu, mem) is None,
+            "headroom_bytes": room - mem.fit_bytes,
             "reason": _reason(plan, gpu, mem),
             "host": host_check(plan, mem),
         }
@@ -253,7 +280,9 @@ def estimate(
         prices=default_prices() if prices is None else prices,
         serving=serving_memory(inv, adapters, plan, mem.runtime),
         adjusted=adjusted,
-        advice=advise(inv, plan, mem, runtime, gpu.usable_bytes if gpu is not None else None) if with_advice else (),
+        advice=advise(inv, plan, mem, runtime, None if gpu is None else training_usable(plan, gpu))
+        if with_advice
+        else (),
     )
 
 
@@ -303,6 +332,12 @@ def _kernel_key(path: AttentionPath) -> str:
     return f"{path.implementation}/{backend}/{path.mask}"
 
 
+def training_usable(plan: Plan, gpu: catalog.GPU) -> int:
+    """What the training step may use of ``gpu``: its usable memory, less vLLM's reservation when GRPO generates
+    with vLLM in the same process (``vllm_mode: colocate``: ``vllm_gpu_memory_utilization`` of the device)."""
+    return gpu.usable_bytes - vllm_reserved(plan, gpu.memory_bytes)
+
+
 def ranks_per_machine(plan: Plan) -> int:
     """Ranks (GPUs) that share one machine's host RAM: the hybrid shard group (a machine's GPUs), else up to 8."""
     if plan.sharding == "fsdp" and plan.fsdp_strategy == "hybrid_shard" and plan.shard_group_size:
@@ -342,15 +377,16 @@ def fits(
     out = []
     for g in catalog.gpus():
         need = (per_arch or {}).get(g.arch, per_gpu)
-        headroom = g.usable_bytes - need
+        room = training_usable(plan, g)
+        headroom = room - need
         reason = _dtype_reason(plan, g) or (host or {}).get("reason")
         out.append({
             "id": g.id,
             "name": g.name,
-            "usable_bytes": g.usable_bytes,
+            "usable_bytes": room,
             "fits": headroom >= 0 and plan.device == "cuda" and reason is None,
             "headroom_bytes": headroom,
-            "utilization": round(need / g.usable_bytes, 4) if g.usable_bytes else None,
+            "utilization": round(need / room, 4) if room > 0 else None,
             "reason": reason,
         })  # fmt: skip
     out.sort(key=lambda r: (not r["fits"], r["usable_bytes"]))

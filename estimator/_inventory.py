@@ -23,6 +23,7 @@ EMBEDDING = "embedding"
 NORM = "norm"
 ROUTER = "router"  # MoE router holding a plain weight Parameter (not nn.Linear in transformers 5)
 EXPERTS = "experts"  # fused 3-D expert weights (transformers 5 ``*Experts`` modules), not nn.Linear
+PARAMETER = "parameter"  # a bare Parameter of a module that is none of the above (gpt-oss's attention sinks)
 
 LINEAR_KINDS = (LINEAR, CONV1D, SUBCLASS_LINEAR)
 
@@ -42,6 +43,8 @@ EXPERT_HIDDEN = "expert_hidden"  # fused experts.down_proj: the routed tokens' i
 SHARED_EXPERT_INPUT = "shared_expert_input"  # shared_expert.gate/up_proj and shared_expert_gate: the MoE input
 SHARED_EXPERT_HIDDEN = "shared_expert_hidden"  # shared_expert.down_proj: the shared expert's intermediate
 HEAD_INPUT = "head_input"  # lm_head: the final norm's output
+MLA_Q_LATENT = "mla_q_latent"  # q_b_proj: q_a_layernorm's output, q_lora_rank wide
+MLA_KV_LATENT = "mla_kv_latent"  # kv_b_proj: kv_a_layernorm's output, kv_lora_rank wide
 
 
 @dataclass(frozen=True)
@@ -148,12 +151,39 @@ def _head(arch: Architecture, out: list[Tensor]) -> None:
 
 
 def _llama_family(arch: Architecture) -> list[Tensor]:
-    """Llama, Mistral, Mixtral, Qwen2/3 (+MoE), Gemma 1/2/3, Phi, Phi-3, StarCoder2, OLMo 2."""
+    """Llama, Mistral, Mixtral, Qwen2/3 (+MoE), Gemma 1/2/3, Phi, Phi-3, StarCoder2, OLMo 2/3, OLMoE, SmolLM3,
+    Granite (+MoE), Cohere 1/2, GLM-4 MoE, DeepSeek-V2/V3, gpt-oss, Llama 4 (text)."""
     h, L, mt = arch.hidden_size, arch.num_hidden_layers, arch.model_type
     p = "model.layers.{i}"
     out: list[Tensor] = [Tensor("model.embed_tokens.weight", (arch.vocab_size, h), "embedding",
                                 "model.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
-    a, qkv_in, qkv_b = f"{p}.self_attn", ATTENTION_INPUT, arch.qkv_bias
+    out += _mla(arch, f"{p}.self_attn") if arch.mla else _attention(arch, f"{p}.self_attn")
+    m = f"{p}.{arch.moe_block}"
+    dense = arch.dense_layers
+    if dense:
+        out += _dense_mlp(arch, m, dense)
+    if arch.moe_layers:
+        out += _moe(arch, m, len(arch.moe_layers))
+    if mt in ("olmo2", "olmo3"):
+        norm_names: tuple[str, ...] = ("post_attention_layernorm", "post_feedforward_layernorm")
+    elif arch.norms_per_layer == 4:
+        norm_names = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                      "post_feedforward_layernorm")  # fmt: skip
+    elif arch.norms_per_layer == 1:
+        norm_names = ("input_layernorm",)
+    else:
+        norm_names = ("input_layernorm", "post_attention_layernorm")
+    for n in norm_names:
+        out += _norm(f"{p}.{n}", h, arch, L)
+    out += _norm("model.final_layernorm" if mt == "phi" else "model.norm", h, arch, 1)
+    _head(arch, out)
+    return out
+
+
+def _attention(arch: Architecture, a: str) -> list[Tensor]:
+    """q/k/v (or a fused qkv_proj), o_proj, q/k norms and gpt-oss's sinks."""
+    h, L, mt, qkv_in, qkv_b = arch.hidden_size, arch.num_hidden_layers, arch.model_type, ATTENTION_INPUT, arch.qkv_bias
+    out: list[Tensor] = []
     if arch.fused_qkv:  # Phi-3
         out += _linear(f"{a}.qkv_proj", arch.q_dim + 2 * arch.kv_dim, h, "attention", qkv_in, qkv_b, L)
     else:
@@ -166,51 +196,100 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
         names = ("q_layernorm", "k_layernorm") if mt == "phi" else ("q_norm", "k_norm")
         for n in names:
             out += _norm(f"{a}.{n}", arch.head_dim, arch, L, bias=arch.qk_norm_bias)
+    elif arch.qk_norm == "head_per_head":  # Cohere: a LayerNorm weight per head, (heads, head_dim)
+        d = arch.head_dim
+        out.append(Tensor(f"{a}.q_norm.weight", (arch.num_attention_heads, d), "norm", f"{a}.q_norm", NORM, False, L))
+        out.append(Tensor(f"{a}.k_norm.weight", (arch.num_key_value_heads, d), "norm", f"{a}.k_norm", NORM, False, L))
     elif arch.qk_norm == "full":
         out += _norm(f"{a}.q_norm", arch.q_dim, arch, L)
         out += _norm(f"{a}.k_norm", arch.kv_dim, arch, L)
+    if arch.attention_sinks:
+        out.append(Tensor(f"{a}.sinks", (arch.num_attention_heads,), "attention", a, PARAMETER, False, L))
+    return out
 
-    m = f"{p}.mlp"
-    dense, moe = arch.dense_layers, len(arch.moe_layers)
-    if dense:
-        i, b = arch.intermediate_size, arch.mlp_bias
-        if mt == "phi":
-            out += _linear(f"{m}.fc1", i, h, "mlp", MLP_INPUT, True, dense)
-            out += _linear(f"{m}.fc2", h, i, "mlp", MLP_HIDDEN, True, dense)
-        elif mt == "starcoder2":
-            out += _linear(f"{m}.c_fc", i, h, "mlp", MLP_INPUT, b, dense)
-            out += _linear(f"{m}.c_proj", h, i, "mlp", MLP_HIDDEN, b, dense)
-        elif arch.fused_gate_up:
-            out += _linear(f"{m}.gate_up_proj", 2 * i, h, "mlp", MLP_INPUT, b, dense)
-            out += _linear(f"{m}.down_proj", h, i, "mlp", MLP_HIDDEN, b, dense)
-        else:
-            out += _linear(f"{m}.gate_proj", i, h, "mlp", MLP_INPUT, b, dense)
-            out += _linear(f"{m}.up_proj", i, h, "mlp", MLP_INPUT, b, dense)
-            out += _linear(f"{m}.down_proj", h, i, "mlp", MLP_HIDDEN, b, dense)
-    if moe:
-        e, mi, x = arch.num_experts, arch.moe_intermediate_size, f"{m}.experts"
-        out.append(Tensor(f"{m}.gate.weight", (e, h), "router", f"{m}.gate", ROUTER, False, moe, ROUTER_INPUT))
-        out.append(Tensor(f"{x}.gate_up_proj", (e, 2 * mi, h), "expert", x, EXPERTS, False, moe, EXPERT_INPUT))
-        out.append(Tensor(f"{x}.down_proj", (e, h, mi), "expert", x, EXPERTS, False, moe, EXPERT_HIDDEN))
-        if arch.model_type == "qwen2_moe":  # always built, even at shared_expert_intermediate_size 0
-            si, s = arch.shared_expert_intermediate_size, f"{m}.shared_expert"
-            out += _linear(f"{s}.gate_proj", si, h, "shared_expert", SHARED_EXPERT_INPUT, False, moe)
-            out += _linear(f"{s}.up_proj", si, h, "shared_expert", SHARED_EXPERT_INPUT, False, moe)
-            out += _linear(f"{s}.down_proj", h, si, "shared_expert", SHARED_EXPERT_HIDDEN, False, moe)
-            out += _linear(f"{m}.shared_expert_gate", 1, h, "router", SHARED_EXPERT_INPUT, False, moe)
 
-    if mt == "olmo2":
-        norm_names: tuple[str, ...] = ("post_attention_layernorm", "post_feedforward_layernorm")
-    elif arch.norms_per_layer == 4:
-        norm_names = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
-                      "post_feedforward_layernorm")  # fmt: skip
-    elif arch.norms_per_layer == 1:
-        norm_names = ("input_layernorm",)
+def _mla(arch: Architecture, a: str) -> list[Tensor]:
+    """DeepSeek's multi-head latent attention: q through q_a_proj → q_a_layernorm → q_b_proj (or one q_proj), k/v
+    through kv_a_proj_with_mqa (the latent and the shared rotary key) → kv_a_layernorm → kv_b_proj; o_proj."""
+    h, L, a_h = arch.hidden_size, arch.num_hidden_layers, arch.num_attention_heads
+    qk = arch.qk_nope_head_dim + arch.qk_rope_head_dim
+    out: list[Tensor] = []
+    if arch.q_lora_rank:
+        out += _linear(f"{a}.q_a_proj", arch.q_lora_rank, h, "attention", ATTENTION_INPUT, arch.qkv_bias, L)
+        out += _norm(f"{a}.q_a_layernorm", arch.q_lora_rank, arch, L)
+        out += _linear(f"{a}.q_b_proj", a_h * qk, arch.q_lora_rank, "attention", MLA_Q_LATENT, False, L)
     else:
-        norm_names = ("input_layernorm", "post_attention_layernorm")
-    for n in norm_names:
-        out += _norm(f"{p}.{n}", h, arch, L)
-    out += _norm("model.final_layernorm" if mt == "phi" else "model.norm", h, arch, 1)
+        out += _linear(f"{a}.q_proj", a_h * qk, h, "attention", ATTENTION_INPUT, False, L)
+    kv_a = arch.kv_lora_rank + arch.qk_rope_head_dim
+    out += _linear(f"{a}.kv_a_proj_with_mqa", kv_a, h, "attention", ATTENTION_INPUT, arch.qkv_bias, L)
+    out += _norm(f"{a}.kv_a_layernorm", arch.kv_lora_rank, arch, L)
+    kv_b = a_h * (arch.qk_nope_head_dim + arch.v_head_dim)
+    out += _linear(f"{a}.kv_b_proj", kv_b, arch.kv_lora_rank, "attention", MLA_KV_LATENT, False, L)
+    out += _linear(f"{a}.o_proj", h, arch.o_in, "attention", ATTENTION_OUTPUT, arch.o_bias, L)
+    return out
+
+
+def _dense_mlp(arch: Architecture, m: str, layers: int) -> list[Tensor]:
+    h, i, b, mt = arch.hidden_size, arch.intermediate_size, arch.mlp_bias, arch.model_type
+    if mt == "phi":
+        return _linear(f"{m}.fc1", i, h, "mlp", MLP_INPUT, True, layers) + _linear(
+            f"{m}.fc2", h, i, "mlp", MLP_HIDDEN, True, layers
+        )
+    if mt == "starcoder2":
+        return _linear(f"{m}.c_fc", i, h, "mlp", MLP_INPUT, b, layers) + _linear(
+            f"{m}.c_proj", h, i, "mlp", MLP_HIDDEN, b, layers
+        )
+    if arch.fused_gate_up:
+        return _linear(f"{m}.gate_up_proj", 2 * i, h, "mlp", MLP_INPUT, b, layers) + _linear(
+            f"{m}.down_proj", h, i, "mlp", MLP_HIDDEN, b, layers
+        )
+    out = _linear(f"{m}.gate_proj", i, h, "mlp", MLP_INPUT, b, layers)
+    out += _linear(f"{m}.up_proj", i, h, "mlp", MLP_INPUT, b, layers)
+    return out + _linear(f"{m}.down_proj", h, i, "mlp", MLP_HIDDEN, b, layers)
+
+
+def _moe(arch: Architecture, m: str, moe: int) -> list[Tensor]:
+    """The sparse block: router, fused experts (E, out, in) or (E, in, out), biases, shared experts and gate."""
+    h, e, mi, x = arch.hidden_size, arch.num_experts, arch.moe_intermediate_size, f"{m}.experts"
+    g = f"{m}.{arch.router_name}"
+    kind = SUBCLASS_LINEAR if arch.router_linear else ROUTER
+    out = [Tensor(f"{g}.weight", (e, h), "router", g, kind, False, moe, ROUTER_INPUT)]
+    if arch.router_bias:
+        out.append(Tensor(f"{g}.bias", (e,), "router", g, ROUTER, True, moe, ROUTER_INPUT))
+    gate_up, down = ((e, h, 2 * mi), (e, mi, h)) if arch.experts_in_out else ((e, 2 * mi, h), (e, h, mi))
+    out.append(Tensor(f"{x}.gate_up_proj", gate_up, "expert", x, EXPERTS, False, moe, EXPERT_INPUT))
+    if arch.expert_bias:
+        out.append(Tensor(f"{x}.gate_up_proj_bias", (e, 2 * mi), "expert", x, EXPERTS, True, moe, EXPERT_INPUT))
+    out.append(Tensor(f"{x}.down_proj", down, "expert", x, EXPERTS, False, moe, EXPERT_HIDDEN))
+    if arch.expert_bias:
+        out.append(Tensor(f"{x}.down_proj_bias", (e, h), "expert", x, EXPERTS, True, moe, EXPERT_HIDDEN))
+    if arch.shared_experts_name:  # Qwen2-MoE builds it even at shared_expert_intermediate_size 0
+        si, s = arch.shared_expert_intermediate_size, f"{m}.{arch.shared_experts_name}"
+        out += _linear(f"{s}.gate_proj", si, h, "shared_expert", SHARED_EXPERT_INPUT, False, moe)
+        out += _linear(f"{s}.up_proj", si, h, "shared_expert", SHARED_EXPERT_INPUT, False, moe)
+        out += _linear(f"{s}.down_proj", h, si, "shared_expert", SHARED_EXPERT_HIDDEN, False, moe)
+    if arch.shared_expert_gate:
+        out += _linear(f"{m}.shared_expert_gate", 1, h, "router", SHARED_EXPERT_INPUT, False, moe)
+    return out
+
+
+def _gpt_bigcode(arch: Architecture) -> list[Tensor]:
+    """GPT-BigCode: GPT-2's names with nn.Linear layers (weights (out, in)) and one fused q|k|v of h + 2·kv_dim."""
+    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
+    p = "transformer.h.{i}"
+    out = [
+        Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING,
+               reads=INPUT_IDS),
+        Tensor("transformer.wpe.weight", (arch.position_embeddings, h), "position_embedding", "transformer.wpe",
+               EMBEDDING, reads=INPUT_IDS),
+    ]  # fmt: skip
+    out += _norm(f"{p}.ln_1", h, arch, L)
+    out += _linear(f"{p}.attn.c_attn", h + 2 * arch.kv_dim, h, "attention", ATTENTION_INPUT, True, L)
+    out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L)
+    out += _norm(f"{p}.ln_2", h, arch, L)
+    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", MLP_INPUT, True, L)
+    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", MLP_HIDDEN, True, L)
+    out += _norm("transformer.ln_f", h, arch, 1)
     _head(arch, out)
     return out
 
@@ -275,5 +354,6 @@ def _falcon(arch: Architecture) -> list[Tensor]:
     return out
 
 
-_FAMILY = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "falcon": "falcon"}
-_BUILDERS = {"llama": _llama_family, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "falcon": _falcon}
+_FAMILY = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "falcon": "falcon", "gpt_bigcode": "gpt_bigcode"}
+_BUILDERS = {"llama": _llama_family, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "falcon": _falcon,
+             "gpt_bigcode": _gpt_bigcode}  # fmt: skip

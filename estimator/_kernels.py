@@ -62,10 +62,12 @@ class AttentionPath:
         return self.backend in ("math", "eager")
 
 
-def has_mask(plan: Plan) -> bool:
-    """Whether transformers builds an attention mask: some row padded (``padded`` with more than one row: a single
-    row is never padded, and an all-ones mask is skipped), or packed sequences (always a block-diagonal mask)."""
-    return plan.padding == "packed" or (plan.padding == "padded" and plan.batch_size > 1)
+def has_mask(plan: Plan, rows: int | None = None) -> bool:
+    """Whether transformers builds an attention mask for padding: some row padded (``padded`` with more than one row:
+    a single row is never padded, and an all-ones mask is skipped), or packed sequences (always a block-diagonal
+    mask). ``rows``: the forward's rows (default the plan's: pairs run chosen and rejected as two rows)."""
+    rows = plan.rows if rows is None else rows
+    return plan.padding == "packed" or (plan.padding == "padded" and rows > 1)
 
 
 def _cuda_checks(arch: Architecture, cc: tuple[int, int], dtype: str, mask: bool, gqa: bool) -> dict[str, str]:
@@ -73,13 +75,15 @@ def _cuda_checks(arch: Architecture, cc: tuple[int, int], dtype: str, mask: bool
 
     ``dtype``: "float32", "float16" or "bfloat16" (q/k/v); ``gqa``: grouped KV heads passed with ``enable_gqa``.
     """
-    d, sm = arch.head_dim, f"sm{cc[0]}{cc[1]}"
+    d, sm = arch.attn_head_dim, f"sm{cc[0]}{cc[1]}"
     half = dtype != "float32"
     flash = ""
     if not (8, 0) <= cc <= (12, 1):
         flash = f"flash attention needs sm80-sm121 (this GPU is {sm})"
     elif not half:
         flash = "flash attention needs fp16/bf16 q/k/v"
+    elif arch.v_head_dim_differs:
+        flash = f"flash attention needs one head dim for q, k and v (MLA: {d} and {arch.v_head_dim})"
     elif mask:
         flash = "flash attention takes no attention mask"
     elif d > 256:
@@ -101,7 +105,7 @@ def _cuda_checks(arch: Architecture, cc: tuple[int, int], dtype: str, mask: bool
         cudnn = f"cuDNN attention needs sm80-sm121 (this GPU is {sm})"
     elif not half:
         cudnn = "cuDNN attention needs fp16/bf16 q/k/v"
-    elif d > 128 or d % 8:
+    elif d > 128 or d % 8 or arch.v_head_dim_differs and (arch.v_head_dim > 128 or arch.v_head_dim % 8):
         cudnn = f"cuDNN attention needs head dim ≤ 128 and a multiple of 8 (it is {d})"
     return {"flash": flash, "efficient": efficient, "cudnn": cudnn, "math": ""}
 
@@ -119,26 +123,38 @@ def attention_dtype(plan: Plan, dtype_bytes: int) -> str:
     return "float16" if plan.dtype == "float16" else "bfloat16"
 
 
-def attention_path(arch: Architecture, plan: Plan, dtype_bytes: int, gpu: ArchRuntime | None) -> AttentionPath:
+def attention_path(
+    arch: Architecture, plan: Plan, dtype_bytes: int, gpu: ArchRuntime | None, length: int | None = None
+) -> AttentionPath:
     """The attention kernel the plan's training step runs (``gpu``: the plan's GPU architecture, None for the
-    default architecture's rules; ignored on the CPU). ``PlanError`` when a pinned backend cannot run it."""
+    default architecture's rules; ignored on the CPU; ``length``: the row length, default the plan's text tokens).
+    ``PlanError`` when a pinned backend cannot run it. A padding mask, or a local window (sliding window, chunked
+    attention) no longer than the row, gives a mask; the window's layers are then counted as all the layers."""
     impl = attention_implementation(arch.model_type, plan.attn_implementation)
-    mask = has_mask(plan)
+    length = plan.row_text_tokens if length is None else length
+    mask = has_mask(plan) or (arch.sliding_window > 0 and length >= arch.sliding_window)
     grouped = arch.num_key_value_heads != arch.num_attention_heads
-    enable_gqa = grouped and not mask and arch.head_dim <= 256
+    enable_gqa = grouped and not mask and arch.attn_head_dim <= 256
     repeat = grouped and not enable_gqa
     pinned = plan.sdpa_backend != "auto"
     if impl != "sdpa":
-        why = "Gemma 2 has no SDPA path in transformers" if impl != plan.attn_implementation else "as asked"
+        who = {"gemma2": "Gemma 2", "gpt_oss": "gpt-oss"}.get(arch.model_type, arch.model_type)
+        why = f"{who} has no SDPA path in transformers" if impl != plan.attn_implementation else "as asked"
         return AttentionPath(impl, impl, mask, impl == "eager" and grouped, False, dtype_bytes, pinned, why)
+    if arch.kv_broadcast:  # SDPA broadcasts the single K/V head: no fused kernel takes heads that differ
+        why = "one K/V head broadcast to every query head (Falcon's multi-query): SDPA's math path"
+        return AttentionPath(impl, "math", mask, False, False, dtype_bytes, pinned, why)
     if plan.device == "cpu":
-        backend = {"auto": "cpu_flash", "flash": "cpu_flash", "math": "math"}.get(plan.sdpa_backend)
+        auto = "math" if arch.v_head_dim_differs else "cpu_flash"  # the CPU flash kernel needs one head dim
+        backend = {"auto": auto, "flash": "cpu_flash", "math": "math"}.get(plan.sdpa_backend)
         if backend is None:
             raise PlanError(
                 f"sdpa_backend {plan.sdpa_backend!r} has no CPU kernel (the CPU runs flash or math); "
                 "use 'auto', 'flash' or 'math' with device cpu"
             )
         why = "pinned with sdpa_kernel" if pinned else "the CPU's flash kernel (any float dtype, masks, grouped heads)"
+        if backend == "math" and not pinned:
+            why = "the CPU's flash kernel needs one head dim for q, k and v (MLA): SDPA's math path"
         return AttentionPath("sdpa", backend, mask, repeat, enable_gqa, dtype_bytes, pinned, why)
     cc = gpu.compute_capability if gpu is not None and gpu.compute_capability is not None else (9, 0)
     why_not = _cuda_checks(arch, cc, attention_dtype(plan, dtype_bytes), mask, enable_gqa)

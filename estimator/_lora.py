@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import PlanError
-from ._inventory import EMBEDDING, EXPERTS, HEAD_INPUT, LINEAR, LINEAR_KINDS, ROUTER, Inventory, Tensor
+from ._inventory import EMBEDDING, EXPERTS, HEAD_INPUT, LINEAR, LINEAR_KINDS, ROUTER, ROUTER_INPUT, Inventory, Tensor
 from ._plan import Plan
 
 
@@ -56,13 +56,18 @@ def _matches(module: str, targets: tuple[str, ...]) -> bool:
 
 
 # PEFT 0.21 on transformers 5 maps the v4 names of MoE routers and experts onto their v5 parameters
-# (``target_parameters``) for these model types; ``all-linear`` takes them all. The router weight (E × h) gets LoRA
-# like a linear; each fused expert parameter (E × out × in) a ParamWrapper with lora_A (k·r·E × in) and lora_B
-# (out × k·r·E), k the number of v4 linears fused into it (gate_up_proj: 2). It is recorded as an ``Adapted`` of
-# k·E·in → k·E·out so that r·in and out·r are the sizes of its two tensors. (qwen2_moe is not remapped.)
+# (``target_parameters``) for the model types transformers' conversion mapping files under mixtral or qwen2_moe
+# (``transformers.conversion_mapping._MODEL_TO_CONVERSION_PATTERN``; qwen2_moe itself is not remapped);
+# ``all-linear`` takes them all. The router weight (E × h) gets LoRA like a linear; each fused expert parameter
+# (E × out × in) a ParamWrapper with lora_A (k·r·E × in) and lora_B (out × k·r·E), k the number of v4 linears fused
+# into it (gate_up_proj: 2). It is recorded as an ``Adapted`` of k·E·in → k·E·out so that r·in and out·r are the
+# sizes of its two tensors. The v4 names are consumed by the remap: a dense or shared-expert linear with the same
+# name (DeepSeek's first layers, GLM-4 MoE's shared experts) is then not adapted, by name or by ``all-linear``.
+_MIXTRAL_V4 = {"gate": "gate", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"}
+_QWEN2_MOE_V4 = {"gate": "gate", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "down_proj": "down_proj"}
 _MOE_V4_NAMES = {
-    "mixtral": {"gate": "gate", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
-    "qwen3_moe": {"gate": "gate", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "down_proj": "down_proj"},
+    "mixtral": _MIXTRAL_V4,
+    **dict.fromkeys(("qwen3_moe", "deepseek_v2", "deepseek_v3", "glm4_moe", "olmoe"), _QWEN2_MOE_V4),
 }
 
 
@@ -109,8 +114,9 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
     adapted: list[Adapted] = []
     if plan.target_modules == "all-linear":
         adapted += _moe_parameter_targets(inv, plan, None)[0]
+        consumed_v4 = set(_MOE_V4_NAMES.get(inv.arch.model_type, {}))
         for t in weights:
-            if t.kind in LINEAR_KINDS and t.role != "lm_head":
+            if t.kind in LINEAR_KINDS and t.role != "lm_head" and t.leaf not in consumed_v4:
                 adapted.append(Adapted(t.module, t.in_features, t.out_features, t.layers, reads=t.reads))
     else:
         moe, consumed = _moe_parameter_targets(inv, plan, tuple(plan.target_modules))
@@ -136,6 +142,12 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
                 f"target_modules {sorted(targets)} match no module of this model; its linear modules are: "
                 + ", ".join(names)
             )
+    if inv.arch.router_linear and any(a.reads == ROUTER_INPUT and not a.embedding for a in adapted):
+        raise PlanError(
+            "LoRA on Llama 4's router cannot run: the router is an nn.Linear subclass that returns a tuple, which "
+            "PEFT's LoRA layer cannot wrap (its forward fails); 'all-linear' takes it too. Name the targets instead, "
+            "e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+        )
     saved: list[Tensor] = []
     for t in candidates:
         # PEFT matches modules_to_save by a plain suffix ("norm" takes input_layernorm too)

@@ -40,9 +40,20 @@ Loss = Literal["standard", "chunked"]
 TransformersVersion = Literal["5.x", "4.x"]
 Calibration = Literal["auto", "none"]
 ServeFormat = Literal["merged_16bit", "merged_4bit", "base_adapter"]
+Objective = Literal["sft", "dpo", "orpo", "simpo", "kto", "reward", "grpo"]
+VllmMode = Literal["none", "colocate", "server"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora")
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+PAIR_OBJECTIVES: tuple[str, ...] = ("dpo", "orpo", "simpo", "reward")
+"""Objectives whose batch holds chosen/rejected pairs, run as one concatenated forward of 2 × batch_size rows."""
+REFERENCE_OBJECTIVES: tuple[str, ...] = ("dpo", "kto", "grpo")
+"""Objectives whose loss compares with a frozen reference model (GRPO only when ``beta > 0``)."""
+MAX_IMAGES = 256
+MAX_IMAGE_SIDE = 65536
+MAX_FRAMES = 4096
+MAX_GENERATIONS = 4096
 
 MAX_SEQ_LEN = 4 * 1024 * 1024
 MAX_BATCH_SIZE = 1 << 20
@@ -53,7 +64,7 @@ MAX_ACCUMULATION = 1 << 16
 MAX_TOKENS = 10**15
 MAX_CONCURRENCY = 4096
 
-Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number", "modules", "targets", "gpu"]
+Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number", "modules", "targets", "gpu", "pair"]
 """How a field's value is typed and shown:
 
 - ``model``: a Hub or catalog id (text); ``config``: an inline config.json object;
@@ -62,6 +73,7 @@ Kind = Literal["model", "config", "choice", "bool", "tristate", "int", "number",
 - ``modules``: a list of module names; ``targets``: ``"all-linear"`` or a non-empty list of module names;
 - ``gpu``: a GPU, or None: a catalog id, a catalog name or a loose one (``RTX 4090``, ``4090``), or a custom card
   (``NAME:MEMORY`` text, or a ``{"name", "memory_bytes"}`` object); held as a catalog id or ``NAME:BYTES``.
+- ``pair``: two integers (``[height, width]``), each bounded by ``low`` / ``high``, or None.
 """
 
 
@@ -101,6 +113,8 @@ class PlanField:
         s = self.spec
         if s.kind == "choice":
             return "one of " + ", ".join(s.choices)
+        if s.kind == "pair" and s.low is not None and s.high is not None:
+            return f"two integers [height, width], each between {_num(s.low)} and {_num(s.high)}"
         if s.kind in ("int", "number") and s.low is not None and s.high is not None:
             if s.low_open or s.high_open:
                 return f"in {'(' if s.low_open else '['}{_num(s.low)}, {_num(s.high)}{')' if s.high_open else ']'}"
@@ -136,6 +150,73 @@ class Plan:
     )
     method: Method = _spec(
         "qlora", "choice", "Method", "full fine-tuning, LoRA, or QLoRA (4-bit base + LoRA).", "Method", choices=METHODS
+    )
+    objective: Objective = _spec(
+        "sft",
+        "choice",
+        "Objective",
+        "What the step trains, as TRL 1.16's trainer runs it: sft (next-token loss), dpo (chosen and rejected in "
+        "one forward of 2 × batch_size rows, a reference model), orpo and simpo (pairs, no reference), kto "
+        "(unpaired, a reference and a KL batch), reward (a sequence-classification head on pairs), grpo "
+        "(generation of num_generations completions per prompt, then a log-prob pass over prompt + completion).",
+        "Objective",
+        choices=OBJECTIVES,
+    )
+    beta: int | float = _spec(
+        0.0,
+        "number",
+        "beta (GRPO KL)",
+        "GRPO: the KL coefficient; above 0 the step compares with a reference model (TRL's default 0.0 holds "
+        "none). DPO and KTO always hold a reference unless precomputed; their beta does not change memory.",
+        "Objective",
+        low=0,
+        high=1e6,
+    )
+    precompute_ref_log_probs: bool = _spec(
+        False,
+        "bool",
+        "Precompute reference log-probs",
+        "DPO/KTO: the reference log-probs are computed once before training (precompute_ref_log_probs), so no "
+        "reference model is held or run during the step.",
+        "Objective",
+    )
+    num_generations: int = _spec(
+        8,
+        "int",
+        "Generations per prompt",
+        "GRPO: completions sampled per prompt (num_generations); the generation batch is batch_size × "
+        "grad_accum_steps completions, so it must be a multiple of it.",
+        "Objective",
+        low=1,
+        high=MAX_GENERATIONS,
+    )
+    max_completion_length: int = _spec(
+        512,
+        "int",
+        "Max completion length",
+        "GRPO: tokens generated per completion (max_completion_length); each row is seq_len prompt tokens plus these.",
+        "Objective",
+        low=1,
+        high=MAX_SEQ_LEN,
+    )
+    vllm_mode: VllmMode = _spec(
+        "none",
+        "choice",
+        "Generation engine",
+        "GRPO: none generates with transformers' generate on the training GPU (a KV cache); colocate runs vLLM in "
+        "the training process on a share of the GPU (vllm_gpu_memory_utilization); server generates on other GPUs.",
+        "Objective",
+        choices=get_args(VllmMode),
+    )
+    vllm_gpu_memory_utilization: int | float = _spec(
+        0.3,
+        "number",
+        "vLLM GPU share",
+        "GRPO with vllm_mode colocate: the fraction of the GPU's memory vLLM reserves (TRL's default 0.3).",
+        "Objective",
+        low=0,
+        high=1,
+        low_open=True,
     )
     dtype: DType = _spec(
         "bfloat16",
@@ -301,6 +382,45 @@ class Plan:
         "Allow sequences beyond the model's context",
         "Allow seq_len beyond the model's max_position_embeddings.",
         "Training",
+    )
+    images_per_sample: int = _spec(
+        0,
+        "int",
+        "Images per sample",
+        "Vision-language models: images in each sample (each row of a pair holds them again). Their tokens are "
+        "added to seq_len's text tokens.",
+        "Images",
+        low=0,
+        high=MAX_IMAGES,
+    )
+    image_size: tuple[int, int] | None = _spec(
+        None,
+        "pair",
+        "Image size",
+        "[height, width] of each image in pixels (e.g. 448x448); unset: the processor's largest (max_pixels for "
+        "dynamic-resolution models, the fixed input size otherwise).",
+        "Images",
+        low=1,
+        high=MAX_IMAGE_SIDE,
+    )
+    max_pixels: int = _spec(
+        0,
+        "int",
+        "Max pixels",
+        "Dynamic-resolution models (Qwen-VL, Pixtral): the processor's max_pixels cap an image is resized under "
+        "(0: the processor's default).",
+        "Images",
+        low=0,
+        high=MAX_IMAGE_SIDE * MAX_IMAGE_SIDE,
+    )
+    video_frames: int = _spec(
+        0,
+        "int",
+        "Video frames",
+        "Models that take video (Qwen-VL): frames of one video per sample, each of image_size.",
+        "Images",
+        low=0,
+        high=MAX_FRAMES,
     )
     gpu: str | None = _spec(
         None,
@@ -506,6 +626,28 @@ class Plan:
         return True if self.prepare_kbit is None else self.prepare_kbit
 
     @property
+    def pairs(self) -> bool:
+        """Whether each sample is a chosen/rejected pair, run as two rows of one concatenated forward."""
+        return self.objective in PAIR_OBJECTIVES
+
+    @property
+    def rows(self) -> int:
+        """Rows of the training forward: 2 × batch_size for pairs (TRL concatenates chosen and rejected)."""
+        return 2 * self.batch_size if self.pairs else self.batch_size
+
+    @property
+    def row_text_tokens(self) -> int:
+        """Text tokens of one row: seq_len, plus the completion for GRPO (seq_len is then the prompt)."""
+        return self.seq_len + (self.max_completion_length if self.objective == "grpo" else 0)
+
+    @property
+    def holds_reference(self) -> bool:
+        """Whether the step runs a reference forward (DPO/KTO unless precomputed; GRPO with beta > 0)."""
+        if self.objective == "grpo":
+            return self.beta > 0
+        return self.objective in REFERENCE_OBJECTIVES and not self.precompute_ref_log_probs
+
+    @property
     def run_tokens(self) -> int | None:
         """The run's token budget: ``train_tokens``, else ``dataset_tokens × epochs``, else None (not given)."""
         if self.train_tokens:
@@ -610,6 +752,8 @@ def _checked(f: PlanField, value: Any) -> Any:
             return catalog.canonical_gpu(value)
         except catalog.GpuLookupError as exc:
             raise PlanError(exc.message) from None
+    elif s.kind == "pair":
+        return _pair(f, value)
     elif s.kind == "config" and value is not None and not isinstance(value, Mapping):
         raise PlanError(f"{name} must be a JSON object (the contents of config.json)")
     return value
@@ -621,6 +765,32 @@ def _check_range(f: PlanField, value: float) -> None:
     high_bad = s.high is not None and (value >= s.high if s.high_open else value > s.high)
     if low_bad or high_bad:
         raise PlanError(f"{f.name} must be {f.bounds_text()}; got {value}")
+
+
+def parse_pair(value: Any) -> Any:
+    """``"448x448"``, ``"448,448"`` or ``"448 448"`` as ``[448, 448]``, an empty text as None; anything else as given
+    (the plan then says what a pair must be). How the CLI and query strings write a ``pair`` field."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    parts = [p for p in text.lower().replace("×", "x").replace(",", "x").replace(" ", "x").split("x") if p]
+    if len(parts) == 2 and all(p.isdigit() and len(p) <= 9 for p in parts):
+        return [int(parts[0]), int(parts[1])]
+    return value
+
+
+def _pair(f: PlanField, value: Any) -> tuple[int, int] | None:
+    """A ``pair`` value: None, or two integers within the bounds (a list becomes a tuple)."""
+    if value is None:
+        return None
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise PlanError(f"{f.name} must be {f.bounds_text()} or null; got {value!r}")
+    for v in value:
+        _check_range(f, v)
+    return (value[0], value[1])
 
 
 def _modules(f: PlanField, value: Any) -> Any:

@@ -15,10 +15,11 @@ from typing import Any
 from . import catalog
 from ._arch import parse_config
 from ._errors import PlanError
-from ._estimate import _dtype_reason, config_for
+from ._estimate import _dtype_reason, config_for, training_usable
 from ._inventory import Inventory, build_inventory
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import training_memory
+from ._objective import objective_inventory
 from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._time import step_time
@@ -32,7 +33,7 @@ def rent(plan: Plan, config: Mapping[str, Any] | None = None, prices: PriceTable
         raise PlanError("renting a GPU is for plans with device 'cuda'")
     table = default_prices() if prices is None else prices
     cfg, _, model_id = config_for(plan, config)
-    inv = build_inventory(parse_config(cfg))
+    inv = objective_inventory(build_inventory(parse_config(cfg)), plan)
     adapters = adapter_plan(inv, plan)
     options: list[dict[str, Any]] = []
     checked = 0
@@ -70,7 +71,8 @@ def _option(
     inv: Inventory, adapters: AdapterPlan, plan: Plan, gpu: catalog.GPU, per_gpu: int, prices: PriceTable
 ) -> dict[str, Any] | None:
     """One GPU × count where the plan fits, with its time and every listed price (cheapest first); else None."""
-    if per_gpu > gpu.usable_bytes or _dtype_reason(plan, gpu) is not None:
+    room = training_usable(plan, gpu)  # less vLLM's colocated share
+    if per_gpu > room or _dtype_reason(plan, gpu) is not None:
         return None
     time = step_time(inv, adapters, plan, gpu)
     if time is None:
@@ -82,8 +84,8 @@ def _option(
         "name": gpu.name,
         "num_gpus": plan.num_gpus,
         "per_gpu_bytes": per_gpu,
-        "usable_bytes": gpu.usable_bytes,
-        "headroom_bytes": gpu.usable_bytes - per_gpu,
+        "usable_bytes": room,
+        "headroom_bytes": room - per_gpu,
         "step_s": t["step_s"],
         "tokens_per_s": t["tokens_per_s"],
         "bound": t["bound"],

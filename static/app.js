@@ -96,6 +96,17 @@
     return String(text || "").split(/[\s,]+/).filter(Boolean);
   }
 
+  // a "pair" field ("448x448", "448,448"): [height, width], null when empty, else the text for the server to refuse
+  function pair(text) {
+    var t = String(text || "").trim();
+    if (!t) return null;
+    var parts = t.toLowerCase().replace(/×/g, "x").split(/[x,\s]+/).filter(Boolean);
+    if (parts.length === 2 && parts.every(function (p) { return /^\d{1,9}$/.test(p); })) {
+      return [Number(parts[0]), Number(parts[1])];
+    }
+    return t;
+  }
+
   function toPlan(values) {
     var plan = {};
     FIELDS.forEach(function (f) {
@@ -104,6 +115,7 @@
       if (f.kind === "int" || f.kind === "number") v = Number(v);
       else if (f.kind === "tristate") v = v === "" ? null : v === "true";
       else if (f.kind === "gpu") v = v || null;
+      else if (f.kind === "pair") v = pair(v);
       else if (f.kind === "modules") v = modules(v);
       else if (f.kind === "targets") {
         var t = modules(v || "all-linear");

@@ -24,8 +24,8 @@ TRACED_VS_REAL = 0.001
 
 # Components compared one by one; activations and logits are compared together, since backward temporaries of
 # the loss cannot be told apart from layer activations by a live-tensor tracker.
-EXACT_COMPONENTS = ("weights", "adapters", "optimizer")
-COMPARED = ("weights", "adapters", "gradients", "optimizer", "activations+logits")
+EXACT_COMPONENTS = ("weights", "adapters", "optimizer", "reference")
+COMPARED = ("weights", "adapters", "gradients", "optimizer", "reference", "activations+logits")
 
 
 def _tiny(model_type: str, **extra: Any) -> dict[str, Any]:
@@ -56,6 +56,58 @@ GEMMA2 = _tiny("gemma2", head_dim=64, tie_word_embeddings=True, final_logit_soft
 PHI3 = _tiny("phi3", num_key_value_heads=4)
 OLMO2 = _tiny("olmo2")
 MIXTRAL = _tiny("mixtral", num_local_experts=4, num_experts_per_tok=2, intermediate_size=256)
+
+
+def _small(model_type: str, **extra: Any) -> dict[str, Any]:
+    """The newer families' tiny configs: hidden 256, MLP 512, 2 layers, 4 heads / 2 KV heads, vocabulary 2048."""
+    cfg: dict[str, Any] = {
+        "model_type": model_type, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 2048, "max_position_embeddings": 512,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    }  # fmt: skip
+    cfg.update(extra)
+    return cfg
+
+
+SMOLLM3 = _small("smollm3", tie_word_embeddings=True)
+GRANITE = _small("granite", logits_scaling=8.0, embedding_multiplier=12.0, residual_multiplier=0.22,
+                 attention_multiplier=0.0078125)  # fmt: skip
+COHERE = _small("cohere", use_qk_norm=True, logit_scale=0.0625)
+COHERE2 = _small("cohere2", logit_scale=0.25, sliding_window=256)
+OLMO3 = _small("olmo3", sliding_window=256)
+OLMOE = _small("olmoe", intermediate_size=128, num_experts=4, num_experts_per_tok=2)
+GRANITEMOE = _small("granitemoe", intermediate_size=128, num_local_experts=4, num_experts_per_tok=2, logits_scaling=4.0)
+_ROUTED = dict(num_hidden_layers=3, moe_intermediate_size=128, n_routed_experts=4, num_experts_per_tok=2,
+               first_k_dense_replace=1)  # fmt: skip
+GLM4_MOE = _small("glm4_moe", **_ROUTED, n_shared_experts=1, head_dim=64, attention_bias=True, use_qk_norm=True,
+                  n_group=1, topk_group=1)  # fmt: skip
+_MLA = dict(kv_lora_rank=64, qk_nope_head_dim=64, qk_rope_head_dim=64, v_head_dim=64, num_key_value_heads=4)
+DEEPSEEK_V3 = _small("deepseek_v3", **_ROUTED, **_MLA, n_shared_experts=1, q_lora_rank=128, n_group=1, topk_group=1)
+DEEPSEEK_V2 = _small("deepseek_v2", **_ROUTED, **_MLA, n_shared_experts=2, q_lora_rank=None)
+GPT_OSS = _small("gpt_oss", intermediate_size=128, head_dim=64, num_local_experts=4, num_experts_per_tok=2,
+                 sliding_window=128)  # fmt: skip
+LLAMA4_TEXT = _small(
+    "llama4_text",
+    num_hidden_layers=4,
+    intermediate_size=128,
+    intermediate_size_mlp=512,
+    head_dim=64,
+    num_local_experts=4,
+    num_experts_per_tok=1,
+    interleave_moe_layer_step=2,
+    attention_chunk_size=256,
+)
+GPT_BIGCODE: dict[str, Any] = {
+    "model_type": "gpt_bigcode", "n_embd": 256, "n_layer": 2, "n_head": 4, "vocab_size": 2048, "n_positions": 512,
+    "multi_query": True, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "pad_token_id": 0,
+    "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
+_RW = {"vocab_size": 2048, "hidden_size": 256, "n_head": 4, "n_layer": 2, "parallel_attn": True, "bias": False,
+       "alibi": False, "hidden_dropout": 0.0, "attention_dropout": 0.0, "pad_token_id": 0, "bos_token_id": 1,
+       "eos_token_id": 2}  # fmt: skip
+REFINED_WEB_MODEL = {"model_type": "RefinedWebModel", **_RW, "multi_query": True}  # Falcon-7B's legacy layout
+REFINED_WEB = {"model_type": "RefinedWeb", **_RW, "n_head_kv": 2}  # Falcon-40B's legacy layout
+LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
     "bos_token_id": 0, "eos_token_id": 0, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
@@ -125,6 +177,35 @@ CPU_CASES: tuple[Case, ...] = (
     _c("qwen2-lora-chunked-padded-b1", QWEN2, method="lora", loss="chunked", padding="padded", batch_size=1),
     _c("llama-lora-math-nogc", LLAMA, method="lora", sdpa_backend="math", gradient_checkpointing=False),
     _c("llama-qlora-math-gc", LLAMA, method="qlora", sdpa_backend="math"),
+    # newer and legacy families (tiny: hidden 256, 2-4 layers)
+    _c("smollm3-qlora-gc", SMOLLM3, method="qlora"),
+    _c("granite-qlora-gc", GRANITE, method="qlora"),
+    _c("cohere-lora-nogc", COHERE, method="lora", gradient_checkpointing=False),
+    _c("cohere2-qlora-gc", COHERE2, method="qlora"),  # sliding window at the row's length: a mask
+    _c("olmo3-lora-nogc", OLMO3, method="lora", gradient_checkpointing=False),
+    _c("gpt-bigcode-lora-nogc", GPT_BIGCODE, method="lora", gradient_checkpointing=False),
+    _c("refinedwebmodel-lora-nogc", REFINED_WEB_MODEL, method="lora", gradient_checkpointing=False),
+    _c("refinedweb-qlora-gc", REFINED_WEB, method="qlora"),
+    # objectives, with TRL's own trainers (trainer.objectives): the reference copy, the "ref" adapter, bf16 QLoRA
+    _c("llama-dpo-qlora-gc", LLAMA, method="qlora", objective="dpo"),
+    _c("llama-dpo-full-gc", LLAMA, method="full", objective="dpo"),
+    _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
+    _c(
+        "llama-grpo-lora-gc",
+        LLAMA,
+        method="lora",
+        objective="grpo",
+        seq_len=64,
+        max_completion_length=64,
+        num_generations=2,
+    ),  # generation with transformers' generate, then TRL's loss
+    _c("olmoe-qlora-gc", OLMOE, method="qlora"),
+    _c("granitemoe-qlora-gc", GRANITEMOE, method="qlora"),
+    _c("glm4-moe-qlora-gc", GLM4_MOE, method="qlora"),
+    _c("deepseek-v3-lora-nogc", DEEPSEEK_V3, method="lora", gradient_checkpointing=False),
+    _c("deepseek-v2-lora-nogc", DEEPSEEK_V2, method="lora", gradient_checkpointing=False),
+    _c("gpt-oss-qlora-gc", GPT_OSS, method="qlora"),  # eager attention with sinks
+    _c("gpt-oss-lora-nogc", GPT_OSS, method="lora", gradient_checkpointing=False),
 )
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from estimator import Plan, attention_implementation
+from estimator import Plan, attention_implementation, legacy_config
 
 LEARNING_RATE = 1e-4
 DTYPES: dict[str, torch.dtype] = {
@@ -87,7 +87,7 @@ def make_config(config: Mapping[str, Any], plan: Plan) -> Any:
     """A transformers config object from a config.json dict (no remote code, no download)."""
     AutoConfig = _mod("transformers").AutoConfig
 
-    data = dict(config)
+    data = legacy_config(config)  # a RefinedWebModel / RefinedWeb config as transformers' falcon
     model_type = data.pop("model_type", None)
     if not model_type:
         raise BuildError("the config has no model_type")

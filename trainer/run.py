@@ -48,6 +48,7 @@ import torch
 from estimator import CUDA_ALLOC_ROUND, Plan
 
 from .build import BuildError, Built, build, optimizer_state_tensors, quant_state_tensors
+from .objectives import objective
 from .tracker import MemoryTracker, attach_logits_scope
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -161,6 +162,7 @@ def preregister(tracker: MemoryTracker, built: Built, plan: Plan, batch: Batch) 
     tracker.register_many((p.grad for p in model.parameters() if p.grad is not None), "gradients")
     tracker.register_many(batch.values(), "activations")
     tracker.register_many(kept_tensors(built), "logits")
+    tracker.register_many(built.kept.get("reference", ()), "reference")
 
 
 @contextlib.contextmanager
@@ -295,9 +297,13 @@ def train_step(
     if built.autocast_dtype is not None:
         autocast = torch.autocast(device_type=ids.device.type, dtype=built.autocast_dtype)
     with phase("forward"):
+        objective_loss = built.kept.get("objective_loss")
         with autocast, _pin(plan):
-            out = model(**batch, fused_lm_head=True) if chunked else model(**batch)
-        loss = out.loss
+            if objective_loss is not None:  # TRL's trainer's compute_loss (trainer.objectives)
+                out = {"loss": objective_loss(batch)}
+            else:
+                out = model(**batch, fused_lm_head=True) if chunked else model(**batch)
+        loss = out["loss"]
         if plain:
             built.kept["out"] = out  # a hand-written loop keeps `out` (its logits) until the next forward
         del out  # the Trainer keeps only the loss: the logits die here unless autograd saved them
@@ -407,6 +413,11 @@ def run(
         if cuda:
             measured["after_load"] = torch.cuda.memory_allocated(device)
         batch = make_batch(built.vocab_size, plan, device, seed)
+        obj = objective(built.model, cfg, plan, device, built.vocab_size, seed)
+        if obj is not None:
+            batch = obj.batch
+            built.kept["objective_loss"] = obj.loss
+            built.kept["reference"] = obj.reference
         losses: list[float] = []
 
         stage = "first_step"

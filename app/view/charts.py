@@ -27,6 +27,7 @@ COMPONENT_LABELS: dict[str, str] = {
     "adapters": "Adapters",
     "gradients": "Gradients",
     "optimizer": "Optimizer state",
+    "reference": "Reference model",
     "activations": "Activations and temporaries",
     "logits": "Logits and loss",
     "overhead": "CUDA context + cuBLAS",
@@ -39,6 +40,7 @@ COMPONENT_COLORS: dict[str, str] = {
     "adapters": "#cc79a7",
     "gradients": "#e69f00",
     "optimizer": "#d55e00",
+    "reference": "#00466e",  # a darker weights blue: a frozen copy of the weights (or of the adapter)
     "activations": "#009e73",
     "logits": "#56b4e9",
     "overhead": "#999999",

@@ -109,6 +109,8 @@ def display(f: PlanField, value: Any) -> Any:
     """A plan value as the form shows it (module lists comma-separated, None as empty text)."""
     if f.spec.kind in ("modules", "targets") and not isinstance(value, str):
         return ",".join(value)
+    if f.spec.kind == "pair" and isinstance(value, list | tuple):
+        return "x".join(str(v) for v in value)
     return "" if value is None else value
 
 

@@ -82,7 +82,7 @@ def test_verify_button_runs_the_plan_and_shows_measured_vs_estimated(page: Any, 
     job = httpx.get(f"{base_url}/api/jobs/{job_id}", timeout=30).json()
     assert job["status"] == "done" and job["estimate"]["plan"]["device"] == "cpu"
     rows = {row.get_attribute("data-row"): row for row in page.locator("table.verify-table tr[data-row]").all()}
-    names = ["weights", "adapters", "gradients", "optimizer", "activations", "logits"]
+    names = ["weights", "adapters", "gradients", "optimizer", "reference", "activations", "logits"]
     # on the CPU there is no allocator cache and no driver: no reserved or nvidia-smi row
     assert list(rows) == [*names, "peak_allocated"] and "nvidia-smi" not in page.inner_text("#verify-result")
     assert "Estimated for the CPU" in page.inner_text("table.verify-table")

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from estimator import SUPPORTED_MODEL_TYPES, WORK_LIMITS, ConfigError, UnsupportedModelError, parse_config
+from estimator import (
+    LEGACY_MODEL_TYPES,
+    SUPPORTED_MODEL_TYPES,
+    WORK_LIMITS,
+    ConfigError,
+    UnsupportedModelError,
+    legacy_config,
+    parse_config,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 
@@ -31,7 +39,7 @@ def test_no_model_type(cfg: dict[str, Any]) -> None:
 
 def test_unsupported_model_type_lists_the_supported_ones() -> None:
     with pytest.raises(UnsupportedModelError, match=r"model_type 'bert' is not supported; supported model types: "
-                       r"llama, mistral, .*olmo2$"):  # fmt: skip
+                       r"llama, mistral, .*olmo2, .*deepseek_v3, .*RefinedWeb$"):  # fmt: skip
         parse_config({"model_type": "bert"})
     try:
         parse_config({"model_type": "t5"})
@@ -113,7 +121,19 @@ def test_moe_layers() -> None:
 
 def test_every_supported_type_parses_from_its_fixture() -> None:
     seen = {parse_config(json.loads(p.read_text())).source_model_type for p in CONFIG_DIR.glob("*.json")}
-    assert seen == set(SUPPORTED_MODEL_TYPES)
+    assert seen == set(SUPPORTED_MODEL_TYPES) | set(LEGACY_MODEL_TYPES)
+
+
+def test_legacy_falcon_configs_read_as_transformers_falcon() -> None:
+    old = parse_config(_fixture("RefinedWebModel"))
+    assert (old.model_type, old.source_model_type) == ("falcon", "RefinedWebModel")
+    assert (old.num_attention_heads, old.num_hidden_layers, old.num_key_value_heads) == (4, 2, 1)  # multi_query
+    new = parse_config(_fixture("RefinedWeb"))
+    assert (new.num_attention_heads, new.num_key_value_heads, new.norms_per_layer) == (4, 2, 2)  # ln_attn, ln_mlp
+    assert any("legacy Falcon config" in n for n in new.notes)
+    converted = legacy_config(_fixture("RefinedWeb"))
+    assert converted["model_type"] == "falcon" and converted["new_decoder_architecture"] is True
+    assert "auto_map" not in converted and "n_head" not in converted and converted["num_kv_heads"] == 2
 
 
 @pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from estimator import SIZE_FIELDS, ConfigError, Inventory, build_inventory, catalog, parse_config
+from estimator import SIZE_FIELDS, ConfigError, Inventory, build_inventory, catalog, legacy_config, parse_config
 
 pytestmark = pytest.mark.train
 
@@ -27,7 +27,7 @@ def _build_meta(config: dict[str, Any]) -> Any:
     with torch.device("meta"):
         if config["model_type"] == "gemma3":  # the language model only, as the estimator counts it
             return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
-        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**legacy_config(config)))
 
 
 def _expand(inv: Inventory) -> dict[str, tuple[int, ...]]:
@@ -180,6 +180,14 @@ READS = {
     "mlp.shared_expert_gate": "shared_expert_input", "shared_expert.down_proj": "shared_expert_hidden",
     "model.embed_tokens": "input_ids", "transformer.wte": "input_ids", "transformer.wpe": "input_ids",
     "gpt_neox.embed_in": "input_ids", "transformer.word_embeddings": "input_ids", "lm_head": "head_input",
+    # MLA (DeepSeek), the MoE blocks' other names (Llama 4, Granite MoE, gpt-oss, DeepSeek / GLM-4 MoE), sinks
+    "self_attn.q_a_proj": "attention_input", "self_attn.kv_a_proj_with_mqa": "attention_input",
+    "self_attn.q_b_proj": "mla_q_latent", "self_attn.kv_b_proj": "mla_kv_latent",
+    "feed_forward.gate_proj": "mlp_input", "feed_forward.up_proj": "mlp_input", "feed_forward.down_proj": "mlp_hidden",
+    "feed_forward.router": "router_input", "block_sparse_moe.router": "router_input", "mlp.router": "router_input",
+    "experts.gate_up_proj_bias": "expert_input", "experts.down_proj_bias": "expert_hidden",
+    "shared_experts.gate_proj": "shared_expert_input", "shared_experts.up_proj": "shared_expert_input",
+    "shared_experts.down_proj": "shared_expert_hidden", "self_attn.sinks": "",
 }  # fmt: skip
 
 
@@ -188,7 +196,8 @@ def test_every_module_says_which_activation_it_reads(path: Path) -> None:
     """``reads`` is set where the inventory builds each tensor; a linear's input width is that activation's width."""
     inv = build_inventory(parse_config(json.loads(path.read_text())))
     arch = inv.arch
-    width = {"attention_input": arch.hidden_size, "attention_output": arch.q_dim, "mlp_input": arch.hidden_size,
+    width = {"attention_input": arch.hidden_size, "attention_output": arch.o_in, "mlp_input": arch.hidden_size,
+             "mla_q_latent": arch.q_lora_rank, "mla_kv_latent": arch.kv_lora_rank,
              "mlp_hidden": arch.intermediate_size, "router_input": arch.hidden_size,
              "expert_input": arch.hidden_size, "expert_hidden": arch.moe_intermediate_size,
              "shared_expert_input": arch.hidden_size, "shared_expert_hidden": arch.shared_expert_intermediate_size,
@@ -199,5 +208,5 @@ def test_every_module_says_which_activation_it_reads(path: Path) -> None:
             continue
         name = t.name.removesuffix(".weight").removesuffix(".bias")
         assert t.reads == READS[".".join(name.split(".")[-2:]) if "." in name else name], t.name
-        if not t.is_bias and t.kind != "embedding":
+        if not t.is_bias and t.kind not in ("embedding", "parameter", "experts"):
             assert t.in_features == width[t.reads], t.name

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from estimator import Plan, PlanError, adapter_plan, build_inventory, parse_config
+from estimator import Plan, PlanError, adapter_plan, build_inventory, legacy_config, parse_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 ALL_FIXTURES = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-MOE_REMAPPED = ("mixtral", "qwen3_moe")
+MOE_REMAPPED = ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3", "glm4_moe", "olmoe")
 ATTN_MLP = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -36,7 +36,8 @@ def _peft_trainable(name: str, plan: Plan) -> tuple[int, int]:
         if cfg["model_type"] == "gemma3":
             model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**cfg["text_config"]))
         else:
-            model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**cfg))
+            auto = transformers.AutoConfig.for_model(**legacy_config(cfg))
+            model = transformers.AutoModelForCausalLM.from_config(auto)
     tm = plan.target_modules if isinstance(plan.target_modules, str) else list(plan.target_modules)
     lc = peft.LoraConfig(
         r=plan.lora_r, lora_alpha=plan.lora_alpha, lora_dropout=plan.lora_dropout, target_modules=tm,
@@ -50,7 +51,11 @@ def _peft_trainable(name: str, plan: Plan) -> tuple[int, int]:
 
 CASES: list[tuple[str, dict[str, Any]]] = [
     # PEFT's ParamWrapper (MoE router/experts of mixtral, qwen3_moe) refuses dropout
-    *[(n, {"target_modules": "all-linear", "lora_dropout": 0.0 if n in MOE_REMAPPED else 0.05}) for n in ALL_FIXTURES],
+    *[
+        (n, {"target_modules": "all-linear", "lora_dropout": 0.0 if n in MOE_REMAPPED else 0.05})
+        for n in ALL_FIXTURES
+        if n != "llama4_text"
+    ],
     ("llama", {"target_modules": ("q_proj", "v_proj")}),
     ("llama", {"target_modules": ATTN_MLP}),
     ("llama", {"target_modules": ("q_proj",), "lora_r": 7}),
@@ -63,6 +68,14 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("qwen3_moe", {"target_modules": ("q_proj", "gate"), "lora_dropout": 0.0}),
     ("qwen2_moe", {"target_modules": ("gate_proj", "up_proj", "down_proj")}),
     ("qwen2_moe", {"target_modules": ("shared_expert_gate",)}),
+    # DeepSeek / GLM-4 MoE: the v4 names are remapped to the experts, so the dense and shared MLPs are not adapted
+    ("deepseek_v3", {"target_modules": ("gate_proj", "up_proj", "down_proj", "q_a_proj"), "lora_dropout": 0.0}),
+    ("deepseek_v2", {"target_modules": ("kv_b_proj", "o_proj")}),
+    ("glm4_moe", {"target_modules": ("q_proj", "gate"), "lora_dropout": 0.0}),
+    ("llama4_text", {"target_modules": ("q_proj", "gate_proj", "down_proj")}),
+    ("gpt_oss", {"target_modules": ("q_proj", "o_proj")}),
+    ("gpt_bigcode", {"target_modules": ("c_attn",)}),
+    ("cohere", {"target_modules": ("q_proj", "down_proj"), "modules_to_save": ("lm_head",)}),  # tied lm_head
     ("gpt2", {"target_modules": ("c_attn",)}),
     ("gpt2", {"target_modules": ("c_proj",)}),
     ("falcon", {"target_modules": ("query_key_value",)}),
@@ -90,6 +103,13 @@ def test_trainable_matches_peft(name: str, kw: dict[str, Any]) -> None:
     trainable, lora = _peft_trainable(name, plan)
     assert (ap.trainable, ap.lora_params) == (trainable, lora)
     assert ap.trainable > 0
+
+
+def test_llama4_router_lora_is_refused_with_what_to_target() -> None:
+    for targets in ("all-linear", ("router",)):
+        inv, plan = _plan("llama4_text", target_modules=targets)
+        with pytest.raises(PlanError, match="LoRA on Llama 4's router cannot run.*Name the targets instead"):
+            adapter_plan(inv, plan)
 
 
 def test_full_has_no_adapters() -> None:

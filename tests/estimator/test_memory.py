@@ -270,3 +270,25 @@ def test_attention_backward_peak_holds_every_mlp_lora_gradient_of_the_layer() ->
     mlp = [a for a in est.adapters.adapted if a.reads in ("mlp_input", "mlp_hidden")]
     assert sorted(a.module.rsplit(".", 1)[-1] for a in mlp) == ["down_proj", "gate_up_proj"]
     assert mem.components["gradients"] == sum(4 * r * (a.in_features + a.out_features) for a in mlp)
+
+
+LLAMA4_TINY = {
+    "model_type": "llama4_text", "hidden_size": 256, "intermediate_size": 128, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 2048, "max_position_embeddings": 512,
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "intermediate_size_mlp": 512, "head_dim": 64,
+    "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2, "attention_chunk_size": 256,
+}  # fmt: skip
+LLAMA4_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@pytest.mark.parametrize(
+    ("method", "measured"),
+    # live-tensor peaks of real CPU runs of this plan (trainer.accuracy's LLAMA4_TEXT, run 2026-12-02): the model
+    # counts 6-8 % less (not yet explained); Llama 4's band lifts the range's high edge over them
+    [("qlora", 33_145_608), ("lora", 26_323_944)],
+)
+def test_llama4_measured_runs_sit_inside_the_range(method: str, measured: int) -> None:
+    plan = Plan.from_dict({"config": LLAMA4_TINY, "method": method, "device": "cpu", "batch_size": 2, "seq_len": 256,
+                           "target_modules": list(LLAMA4_TARGETS), "lora_dropout": 0.0, "padding": "none"})  # fmt: skip
+    mem = estimate(plan).memory
+    assert mem.peak_allocated < measured <= mem.range["peak_allocated"][1]

@@ -1,0 +1,43 @@
+"""The shape of one training step: how many rows the forward runs and how long each row is.
+
+The plan says what a sample holds (``batch_size`` samples of ``seq_len`` text tokens, images, an objective); the
+model sees rows: chosen and rejected of a pair are two rows of one concatenated forward (TRL's preference and reward
+trainers), GRPO's rows are prompt + completion, and a vision-language model's rows hold the image tokens its
+processor inserts next to the text. Every phase of the memory model, the attention kernel and the time model read
+the step's shape from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._arch import Architecture
+from ._plan import Plan
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """Rows and row length of the training forward, and what the length is made of."""
+
+    rows: int  # rows of the training forward (2 × batch_size for pairs)
+    length: int  # tokens per row the language model sees (text + image tokens)
+    text: int  # text tokens per row (seq_len, plus the completion for GRPO)
+    image_tokens: int = 0  # image and video tokens per row in the language model
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the forward: rows × length."""
+        return self.rows * self.length
+
+
+def step_shape(arch: Architecture, plan: Plan) -> StepShape:
+    """The rows and row length ``plan`` runs on ``arch``."""
+    text = plan.row_text_tokens
+    return StepShape(rows=plan.rows, length=text, text=text)
+
+
+def local_mask(arch: Architecture, length: int) -> bool:
+    """Whether layers with a local window (sliding window, Llama 4's chunked attention) get a materialized mask:
+    transformers skips it only while the row is shorter than the window (``_ignore_causal_mask_sdpa``:
+    ``kv_length >= local_attention_size`` keeps it)."""
+    return arch.sliding_window > 0 and length >= arch.sliding_window

@@ -1,0 +1,66 @@
+"""Every parameter of a model as transformers builds it, on the meta device: the inventory of model types the
+estimator has no hand-written family for (``estimator._generic``).
+
+    python -m trainer.inventory < config.json        # prints [{"name", "shape", "module"}, ...] as JSON
+
+The config is data: ``AutoConfig.for_model`` with the config's ``model_type`` (never ``trust_remote_code``: a
+``model_type`` only a repo's own code defines is refused); ``auto_map`` and other code pointers are dropped. The
+model is built under ``torch.device("meta")`` (nothing is allocated) by the causal-LM auto class, else the
+image-text-to-text one (vision-language models), else the bare ``AutoModel``. Exit code 2 with a message when
+transformers cannot build it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .build import _mod
+
+AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModel")
+
+
+def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``[{"name", "shape", "module"}]`` of every parameter transformers builds for ``config`` (tied weights once)."""
+    import torch
+
+    transformers = _mod("transformers")
+    data = {k: v for k, v in config.items() if k not in ("auto_map", "_name_or_path", "transformers_version")}
+    model_type = data.pop("model_type", None)
+    if not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
+        raise ValueError(f"model_type {model_type!r} is not one transformers {transformers.__version__} knows")
+    cfg = transformers.AutoConfig.for_model(model_type, **data)
+    errors = []
+    for auto in AUTO_CLASSES:
+        try:
+            with torch.device("meta"):
+                model = getattr(transformers, auto).from_config(cfg, trust_remote_code=False)
+            break
+        except (ValueError, KeyError, TypeError) as exc:
+            errors.append(f"{auto}: {str(exc).splitlines()[0][:200]}")
+    else:
+        raise ValueError("transformers cannot build it: " + "; ".join(errors))
+    modules = dict(model.named_modules())
+    return [
+        {"name": name, "shape": list(p.shape), "module": type(modules[name.rsplit(".", 1)[0]]).__name__}
+        for name, p in model.named_parameters()
+    ]
+
+
+def main() -> int:
+    try:
+        config = json.load(sys.stdin)
+        if not isinstance(config, dict):
+            raise ValueError("a config.json is a JSON object")
+        out = parameters(config)
+    except (ValueError, TypeError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
