@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -223,15 +224,14 @@ class EstimateService:
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
         calibration = self.calibration_for(plan)
 
+        one = partial(
+            estimate, plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration,
+            with_advice=advice,
+        )  # fmt: skip
+
         def run() -> dict[str, Any]:
             try:
-                return estimate(
-                    plan,
-                    config=resolved.estimate_config,
-                    prices=self.prices,
-                    calibration=calibration,
-                    with_advice=advice,
-                ).to_dict()
+                return one().to_dict()
             except UnsupportedModelError as refused:
                 try:  # any other model type transformers can build
                     params = transformers_parameters(resolved.config)
@@ -239,14 +239,7 @@ class EstimateService:
                     raise UnsupportedModelError(f"{refused}; transformers could not build it either: {exc}") from None
                 if params is None:
                     raise  # its message names the train extra
-                return estimate(
-                    plan,
-                    config=resolved.estimate_config,
-                    prices=self.prices,
-                    calibration=calibration,
-                    params=params,
-                    with_advice=advice,
-                ).to_dict()
+                return one(params=params).to_dict()
 
         return guarded(run, what)
 

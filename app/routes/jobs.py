@@ -20,6 +20,8 @@ from app.jobs.store import JobRow
 from app.lanes import resolve_plan
 from app.schemas import ERROR_RESPONSES, ErrorBody, JobBody
 from app.security import Caller, job_access, may_see
+from app.service import Resolved
+from estimator import Plan
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -46,6 +48,19 @@ def _visible(runner: Any, job_id: str, caller: Caller) -> JobRow:
 JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="a job id from POST /api/jobs")]
 
 
+async def _placed(body: JobBody, ctx: JobsContextDep) -> tuple[str, Plan, Resolved]:
+    """The device a run of ``body`` goes to (the runner must be ready), the plan for it, and its resolved model."""
+    runner = ctx.runner
+
+    def where() -> str:
+        runner.check_ready()
+        return runner.run_device(body.device)
+
+    device = await ctx.lanes.cpu(where)
+    plan = body.plan_for(device)
+    return device, plan, await resolve_plan(ctx.service, ctx.lanes, plan, ctx.hub_token, ctx.settings.hub_timeout_s)
+
+
 @router.post(
     "/api/jobs",
     tags=["verify"],
@@ -66,14 +81,7 @@ async def create_job(body: JobBody, ctx: JobsContextDep) -> JSONResponse:
     """
 
     runner, service, lanes, settings, caller = ctx.runner, ctx.service, ctx.lanes, ctx.settings, ctx.caller
-
-    def where() -> str:
-        runner.check_ready()
-        return runner.run_device(body.device)
-
-    device = await lanes.cpu(where)
-    plan = body.plan_for(device)
-    resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
+    device, plan, resolved = await _placed(body, ctx)
 
     def queue() -> JobRow:
         estimate = service.contract(plan, resolved)
@@ -95,15 +103,8 @@ async def preflight_job(body: JobBody, ctx: JobsContextDep) -> dict[str, Any]:
     process), its GPU memory, about how long it takes in all (``time_s``; rough, from this project's measured
     runs), and whether the pre-flight lets it start (``runs``; else ``reason``, the 422 ``POST /api/jobs`` would
     answer). Nothing is queued."""
-    runner, service, lanes, settings = ctx.runner, ctx.service, ctx.lanes, ctx.settings
-
-    def where() -> str:
-        runner.check_ready()
-        return runner.run_device(body.device)
-
-    device = await lanes.cpu(where)
-    plan = body.plan_for(device)
-    resolved = await resolve_plan(service, lanes, plan, ctx.hub_token, settings.hub_timeout_s)
+    service, lanes, settings = ctx.service, ctx.lanes, ctx.settings
+    device, plan, resolved = await _placed(body, ctx)
 
     def preview() -> dict[str, Any]:
         estimate = service.contract(plan, resolved, advice=False)
