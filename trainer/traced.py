@@ -231,9 +231,6 @@ def traced_run(
     }
     t_all = time.perf_counter()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    # The dispatch cache hashes every op's arguments; one step repeats few (op, shapes) pairs per layer, so the
-    # hashing costs more than it saves (about 15 % of the CPU time of an 8B step; docs/performance.md).
-    fake_mode.cache_enabled = False
     with fake_patches(packed=plan.padding == "packed"):
         t0 = time.perf_counter()
         built = build_traced(cfg, plan, fake_mode)
