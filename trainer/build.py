@@ -54,7 +54,7 @@ DTYPES: dict[str, torch.dtype] = {
 GC_KWARGS: dict[str, Any] = {"use_reentrant": False}
 
 
-def _mod(name: str) -> Any:
+def stack_module(name: str) -> Any:
     """Import a training-stack module untyped: transformers / peft / bitsandbytes ship partial annotations that
     would make every call site an error, and the shapes of their objects are checked by the tests instead."""
     return importlib.import_module(name)
@@ -85,7 +85,7 @@ class Built:
 
 def make_config(config: Mapping[str, Any], plan: Plan) -> Any:
     """A transformers config object from a config.json dict (no remote code, no download)."""
-    AutoConfig = _mod("transformers").AutoConfig
+    AutoConfig = stack_module("transformers").AutoConfig
 
     data = legacy_config(config)  # a RefinedWebModel / RefinedWeb config as transformers' falcon
     model_type = data.pop("model_type", None)
@@ -110,7 +110,7 @@ def base_dtype(plan: Plan) -> torch.dtype:
 
 
 def bnb_config(plan: Plan) -> Any:
-    BitsAndBytesConfig = _mod("transformers").BitsAndBytesConfig
+    BitsAndBytesConfig = stack_module("transformers").BitsAndBytesConfig
 
     if plan.quant_type == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -128,7 +128,7 @@ def bnb_config(plan: Plan) -> Any:
 
 def meta_model(cfg: Any, plan: Plan) -> Any:
     """The model on the meta device; for QLoRA with its linears already swapped for bitsandbytes layers."""
-    AutoModelForCausalLM = _mod("transformers").AutoModelForCausalLM
+    AutoModelForCausalLM = stack_module("transformers").AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(
@@ -137,8 +137,8 @@ def meta_model(cfg: Any, plan: Plan) -> Any:
             attn_implementation=attention_implementation(cfg.model_type, plan.attn_implementation),
         )
     if plan.method == "qlora":
-        replace_with_bnb_linear = _mod("transformers.integrations.bitsandbytes").replace_with_bnb_linear
-        get_keys_to_not_convert = _mod("transformers.quantizers.base").get_keys_to_not_convert
+        replace_with_bnb_linear = stack_module("transformers.integrations.bitsandbytes").replace_with_bnb_linear
+        get_keys_to_not_convert = stack_module("transformers.quantizers.base").get_keys_to_not_convert
         qcfg = bnb_config(plan)
         with torch.device("meta"):  # the bitsandbytes layers too: nothing is allocated or initialised here
             model = replace_with_bnb_linear(
@@ -164,7 +164,7 @@ def _init_std(model: nn.Module) -> float:
 
 def _is_bnb_layer(module: nn.Module) -> bool:
     try:
-        bnb = _mod("bitsandbytes")
+        bnb = stack_module("bitsandbytes")
     except ImportError:  # pragma: no cover - bitsandbytes is part of the train extra
         return False
     return isinstance(module, bnb.nn.Linear4bit | bnb.nn.Linear8bitLt)
@@ -229,7 +229,7 @@ def materialize(
 def _quantized_weight(
     module: Any, meta_weight: Any, device: torch.device, *, fake: bool, init: bool, std: float
 ) -> Any:
-    bnb = _mod("bitsandbytes")
+    bnb = stack_module("bitsandbytes")
 
     out_features, in_features = module.out_features, module.in_features
     if isinstance(module, bnb.nn.Linear8bitLt):
@@ -282,7 +282,7 @@ def enable_gc(model: Any) -> None:
 
 
 def lora_config(plan: Plan) -> Any:
-    LoraConfig = _mod("peft").LoraConfig
+    LoraConfig = stack_module("peft").LoraConfig
 
     target: Any = plan.target_modules if plan.target_modules == "all-linear" else list(plan.target_modules)
     return LoraConfig(
@@ -298,7 +298,7 @@ def lora_config(plan: Plan) -> Any:
 
 def _pretrained_model(cfg: Any, plan: Plan, device: torch.device) -> Any:
     """The ordinary route (tiny models only): random checkpoint -> from_pretrained with the bnb config."""
-    AutoModelForCausalLM = _mod("transformers").AutoModelForCausalLM
+    AutoModelForCausalLM = stack_module("transformers").AutoModelForCausalLM
 
     with tempfile.TemporaryDirectory(prefix="tuneplan-ckpt-") as tmp:
         torch.manual_seed(0)
@@ -331,7 +331,7 @@ def build_model(config: Mapping[str, Any], plan: Plan, device: torch.device | st
     model.config.use_cache = False
     if plan.method == "qlora":
         if plan.upcast_non_quantized:
-            prepare_model_for_kbit_training = _mod("peft").prepare_model_for_kbit_training
+            prepare_model_for_kbit_training = stack_module("peft").prepare_model_for_kbit_training
             with _quiet():
                 model = prepare_model_for_kbit_training(
                     model,
@@ -346,7 +346,7 @@ def build_model(config: Mapping[str, Any], plan: Plan, device: torch.device | st
     elif plan.gradient_checkpointing:
         enable_gc(model)
     if plan.adapters:
-        get_peft_model = _mod("peft").get_peft_model
+        get_peft_model = stack_module("peft").get_peft_model
         if plan.method == "lora":
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -365,7 +365,7 @@ def add_chunked_loss(model: Any, plan: Plan) -> None:
     if plan.loss != "chunked":
         return
     try:
-        add_fused_lm_head = _mod("trl.trainer.utils").add_fused_lm_head
+        add_fused_lm_head = stack_module("trl.trainer.utils").add_fused_lm_head
     except ImportError as exc:  # pragma: no cover - trl is part of the train extra
         raise BuildError("loss 'chunked' runs TRL's fused LM head: pip install trl") from exc
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -407,14 +407,14 @@ def make_optimizer(
         # The Trainer passes only lr: plain SGD, momentum 0, so no state at all.
         return torch.optim.SGD(params, lr=LEARNING_RATE, foreach=foreach)
     if name == "adafactor":
-        Adafactor = _mod("transformers.optimization").Adafactor
+        Adafactor = stack_module("transformers.optimization").Adafactor
         adafactor: torch.optim.Optimizer = Adafactor(
             params, lr=LEARNING_RATE, scale_parameter=False, relative_step=False
         )
         return adafactor
     if name.startswith("paged_") and device.type != "cuda":
         raise BuildError(f"optimizer {name} pages its state through CUDA unified memory and needs a CUDA device")
-    bnb = _mod("bitsandbytes")
+    bnb = stack_module("bitsandbytes")
     optimizer: torch.optim.Optimizer
     if name == "adamw_8bit":
         optimizer = bnb.optim.AdamW(params, lr=LEARNING_RATE, optim_bits=8, is_paged=False)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .build import _mod
+from .build import stack_module
 
 AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModel")
 
@@ -26,7 +26,7 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``[{"name", "shape", "module"}]`` of every parameter transformers builds for ``config`` (tied weights once)."""
     import torch
 
-    transformers = _mod("transformers")
+    transformers = stack_module("transformers")
     data = {k: v for k, v in config.items() if k not in ("auto_map", "_name_or_path", "transformers_version")}
     model_type = data.pop("model_type", None)
     if not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:

@@ -24,7 +24,7 @@ import torch
 
 from estimator import Plan
 
-from .build import GC_KWARGS, BuildError, _mod, build_model
+from .build import GC_KWARGS, BuildError, build_model, stack_module
 
 SUPPORTED = ("sft", "dpo", "kto", "grpo")
 """Objectives the real run reproduces with TRL's trainers (the others are estimated from TRL's code only)."""
@@ -51,11 +51,11 @@ def _quiet() -> Iterator[None]:
 
 def tokenizer(vocab_size: int) -> Any:
     """A word-level tokenizer whose ids are the model's vocabulary (t0 pad, t1 bos, t2 eos)."""
-    tok = _mod("tokenizers")
+    tok = stack_module("tokenizers")
     vocab = {f"t{i}": i for i in range(vocab_size)}
     words = tok.Tokenizer(tok.models.WordLevel(vocab, unk_token="t0"))
     words.pre_tokenizer = tok.pre_tokenizers.WhitespaceSplit()
-    fast = _mod("transformers").PreTrainedTokenizerFast
+    fast = stack_module("transformers").PreTrainedTokenizerFast
     return fast(tokenizer_object=words, pad_token="t0", bos_token="t1", eos_token="t2")
 
 
@@ -106,7 +106,7 @@ def _preference(
     """TRL's ``DPOTrainer`` (``kind`` "dpo") or ``KTOTrainer`` ("kto") around ``model``: its collator's batch, its
     ``compute_loss``. KTO's examples are unpaired (label alternating), each with the next example's completion as
     its KL completion, as TRL's dataset preparation makes them."""
-    Dataset, trl = _mod("datasets").Dataset, _mod("trl")
+    Dataset, trl = stack_module("datasets").Dataset, stack_module("trl")
     ref = _reference(config, plan, device) if plan.method == "full" and plan.holds_reference else None
     pairs = preference_examples(plan, vocab, seed)
     if kind == "dpo":
@@ -141,7 +141,7 @@ def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device
     ``generate`` (``_prepare_inputs``: ``batch_size × grad_accum_steps`` completions, ``num_generations`` per
     prompt, exactly ``max_completion_length`` tokens each: ``min_new_tokens`` keeps a random model from stopping
     early), scores them, then runs the trainer's ``compute_loss`` (the reference forward when ``beta > 0``)."""
-    Dataset, trl = _mod("datasets").Dataset, _mod("trl")
+    Dataset, trl = stack_module("datasets").Dataset, stack_module("trl")
     GRPOConfig, GRPOTrainer = trl.GRPOConfig, trl.GRPOTrainer
 
     ref = _reference(config, plan, device) if plan.method == "full" and plan.holds_reference else None

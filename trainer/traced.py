@@ -44,7 +44,6 @@ from estimator import CUDA_ALLOC_ROUND, Plan, adapter_plan, build_inventory, dty
 from .build import (
     BuildError,
     Built,
-    _mod,
     add_chunked_loss,
     assemble,
     enable_gc,
@@ -52,6 +51,7 @@ from .build import (
     make_config,
     materialize,
     meta_model,
+    stack_module,
 )
 from .run import (
     cli,
@@ -71,8 +71,8 @@ from .tracker import MemoryTracker
 def fake_patches(packed: bool = False) -> Iterator[None]:
     """The global patches the fake run needs; restored on exit. ``packed``: the batch packs sequences, so
     transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask)."""
-    bnbf = _mod("bitsandbytes.functional")
-    mu = _mod("transformers.masking_utils")
+    bnbf = stack_module("bitsandbytes.functional")
+    mu = stack_module("transformers.masking_utils")
     from torch._subclasses.fake_tensor import FakeTensor
 
     if "dynamic" not in bnbf.name2qmap:
@@ -101,11 +101,11 @@ def _patch_dora_dequantize() -> Callable[[], None]:
     class name; the fake 4-bit weight is a plain ``Parameter`` with a ``quant_state``, so dequantize it with the
     same bitsandbytes op the real path uses."""
     try:
-        dora = _mod("peft.tuners.lora.dora")
+        dora = stack_module("peft.tuners.lora.dora")
     except ImportError:  # pragma: no cover
         return lambda: None
     original = dora.dequantize_module_weight
-    bnbf = _mod("bitsandbytes.functional")
+    bnbf = stack_module("bitsandbytes.functional")
 
     def dequantize_module_weight(module: torch.nn.Module) -> Any:
         weight = getattr(module, "weight", None)
@@ -129,7 +129,7 @@ def _patch_grouped_mm(fake_type: type) -> Callable[[], None]:
     goes on, so for fake non-bf16 weights transformers' ``grouped_mm_fallback`` op (same output) is used.
     """
     try:
-        moe = _mod("transformers.integrations.moe")
+        moe = stack_module("transformers.integrations.moe")
     except ImportError:  # pragma: no cover - older transformers without fused experts
         return lambda: None
     original = getattr(moe, "_can_use_grouped_mm", None)
@@ -161,7 +161,7 @@ def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
     if plan.method == "qlora" and plan.use_dora:
         _plain_4bit_weights(model)
     if plan.adapters:
-        model = _mod("peft").get_peft_model(model, lora_config(plan))
+        model = stack_module("peft").get_peft_model(model, lora_config(plan))
     add_chunked_loss(model, plan)
     return model
 
@@ -173,7 +173,7 @@ def _plain_4bit_weights(model: Any) -> None:
     """DoRA + QLoRA: PEFT deep-copies each ``Linear4bit`` when it sets DoRA up, which a meta ``Params4bit`` does
     not survive. Give those layers a plain meta ``Parameter`` carrying the same quantization attributes (what
     PEFT's dispatcher and ``materialize`` read); the fake 4-bit weight replaces it at materialization anyway."""
-    bnb = _mod("bitsandbytes")
+    bnb = stack_module("bitsandbytes")
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit) and type(module.weight).__name__ == "Params4bit":
             old = module.weight
