@@ -273,16 +273,22 @@ def _moe(arch: Architecture, m: str, moe: int) -> list[Tensor]:
     return out
 
 
-def _gpt_bigcode(arch: Architecture) -> list[Tensor]:
-    """GPT-BigCode: GPT-2's names with nn.Linear layers (weights (out, in)) and one fused q|k|v of h + 2·kv_dim."""
-    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
-    p = "transformer.h.{i}"
-    out = [
+def _gpt2_embeddings(arch: Architecture) -> list[Tensor]:
+    """GPT-2's and GPT-BigCode's token and learned position embeddings."""
+    h = arch.hidden_size
+    return [
         Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING,
                reads=INPUT_IDS),
         Tensor("transformer.wpe.weight", (arch.position_embeddings, h), "position_embedding", "transformer.wpe",
                EMBEDDING, reads=INPUT_IDS),
     ]  # fmt: skip
+
+
+def _gpt_bigcode(arch: Architecture) -> list[Tensor]:
+    """GPT-BigCode: GPT-2's names with nn.Linear layers (weights (out, in)) and one fused q|k|v of h + 2·kv_dim."""
+    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
+    p = "transformer.h.{i}"
+    out = _gpt2_embeddings(arch)
     out += _norm(f"{p}.ln_1", h, arch, L)
     out += _linear(f"{p}.attn.c_attn", h + 2 * arch.kv_dim, h, "attention", ATTENTION_INPUT, True, L)
     out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L)
@@ -297,12 +303,7 @@ def _gpt_bigcode(arch: Architecture) -> list[Tensor]:
 def _gpt2(arch: Architecture) -> list[Tensor]:
     h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
     p = "transformer.h.{i}"
-    out = [
-        Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING,
-               reads=INPUT_IDS),
-        Tensor("transformer.wpe.weight", (arch.position_embeddings, h), "position_embedding", "transformer.wpe",
-               EMBEDDING, reads=INPUT_IDS),
-    ]  # fmt: skip
+    out = _gpt2_embeddings(arch)
     out += _norm(f"{p}.ln_1", h, arch, L)
     out += _linear(f"{p}.attn.c_attn", 3 * h, h, "attention", ATTENTION_INPUT, True, L, CONV1D)
     out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L, CONV1D)
