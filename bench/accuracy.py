@@ -713,7 +713,7 @@ def _gaps(
         "has its cuBLAS workspace derived from torch's code but the H200's context and runtime standing in, "
         "reported as `uncalibrated` with a wide range (0.2–1.5×) until a verify run on such a card calibrates it "
         "(`app/jobs/calibration.py`).",
-        "- **Not yet run on a GPU** (the setups matrix, `bench/gpu_check.py`, waits for a lent device): CUDA's "
+        "- **Not yet run on a GPU** (the setups matrix, `bench/gpu_check.py`, waits for a GPU): CUDA's "
         "memory-efficient and cuDNN kernels with a padding mask (whether the mask is kept per layer in the q/k/v "
         "dtype: the range's high edge holds it), TRL's chunked loss on CUDA (its Triton kernel folds tiles in "
         "place; the CPU fallback, measured here, keeps 29 bytes per tile element in backward), eager attention's "
