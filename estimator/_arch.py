@@ -502,22 +502,23 @@ def _phi3(r: _Reader) -> Architecture:
     )  # fmt: skip
 
 
-def _gpt2(r: _Reader) -> Architecture:
+def _gpt2(r: _Reader, model_type: str = "gpt2", act: str = "gelu_new", multi_query: bool = False) -> Architecture:
+    """GPT-2's config names; GPT-BigCode reads the same ones (its own activation default, one K/V head)."""
     hidden = r.num("n_embd", 768, "hidden_size")
     heads = r.num("n_head", 12, "num_attention_heads")
     positions = r.num("n_positions", 1024, "max_position_embeddings")
     return Architecture(
-        model_type="gpt2",
+        model_type=model_type,
         vocab_size=r.num("vocab_size", 50257),
         hidden_size=hidden,
         intermediate_size=r.opt_int("n_inner") or 4 * hidden,
         num_hidden_layers=r.num("n_layer", 12, "num_hidden_layers"),
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=1 if multi_query else heads,
         head_dim=r.head_dim(hidden, heads),
         max_position_embeddings=positions,
         tie_word_embeddings=r.flag("tie_word_embeddings", True),
-        hidden_act=r.text("activation_function", "gelu_new"),
+        hidden_act=r.text("activation_function", act),
         qkv_bias=True, o_bias=True, fused_qkv=True, mlp_gated=False, mlp_bias=True,
         norm="layernorm", norm_bias=True, position_embeddings=positions,
     )  # fmt: skip
@@ -652,24 +653,7 @@ def _olmo3(r: _Reader) -> Architecture:
 
 def _gpt_bigcode(r: _Reader) -> Architecture:
     """GPT-BigCode (StarCoder 1, SantaCoder): GPT-2 layout with nn.Linear layers and multi-query attention."""
-    hidden = r.num("n_embd", 768, "hidden_size")
-    heads = r.num("n_head", 12, "num_attention_heads")
-    positions = r.num("n_positions", 1024, "max_position_embeddings")
-    return Architecture(
-        model_type="gpt_bigcode",
-        vocab_size=r.num("vocab_size", 50257),
-        hidden_size=hidden,
-        intermediate_size=r.opt_int("n_inner") or 4 * hidden,
-        num_hidden_layers=r.num("n_layer", 12, "num_hidden_layers"),
-        num_attention_heads=heads,
-        num_key_value_heads=1 if r.flag("multi_query", True) else heads,
-        head_dim=r.head_dim(hidden, heads),
-        max_position_embeddings=positions,
-        tie_word_embeddings=r.flag("tie_word_embeddings", True),
-        hidden_act=r.text("activation_function", "gelu_pytorch_tanh"),
-        qkv_bias=True, o_bias=True, fused_qkv=True, mlp_gated=False, mlp_bias=True,
-        norm="layernorm", norm_bias=True, position_embeddings=positions,
-    )  # fmt: skip
+    return _gpt2(r, "gpt_bigcode", "gelu_pytorch_tanh", multi_query=r.flag("multi_query", True))
 
 
 def _olmoe(r: _Reader) -> Architecture:
