@@ -273,43 +273,24 @@ def _moe(arch: Architecture, m: str, moe: int) -> list[Tensor]:
     return out
 
 
-def _gpt2_embeddings(arch: Architecture) -> list[Tensor]:
-    """GPT-2's and GPT-BigCode's token and learned position embeddings."""
-    h = arch.hidden_size
-    return [
+def _gpt2(arch: Architecture) -> list[Tensor]:
+    """GPT-2 (``Conv1D`` layers: weights (in, out)) and GPT-BigCode (the same names with ``nn.Linear`` layers,
+    weights (out, in), and one fused q|k|v of h + 2·kv_dim: 3h for GPT-2's full heads)."""
+    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
+    kind = LINEAR if arch.model_type == "gpt_bigcode" else CONV1D
+    p = "transformer.h.{i}"
+    out = [
         Tensor("transformer.wte.weight", (arch.vocab_size, h), "embedding", "transformer.wte", EMBEDDING,
                reads=INPUT_IDS),
         Tensor("transformer.wpe.weight", (arch.position_embeddings, h), "position_embedding", "transformer.wpe",
                EMBEDDING, reads=INPUT_IDS),
     ]  # fmt: skip
-
-
-def _gpt_bigcode(arch: Architecture) -> list[Tensor]:
-    """GPT-BigCode: GPT-2's names with nn.Linear layers (weights (out, in)) and one fused q|k|v of h + 2·kv_dim."""
-    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
-    p = "transformer.h.{i}"
-    out = _gpt2_embeddings(arch)
     out += _norm(f"{p}.ln_1", h, arch, L)
-    out += _linear(f"{p}.attn.c_attn", h + 2 * arch.kv_dim, h, "attention", ATTENTION_INPUT, True, L)
-    out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L)
+    out += _linear(f"{p}.attn.c_attn", h + 2 * arch.kv_dim, h, "attention", ATTENTION_INPUT, True, L, kind)
+    out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L, kind)
     out += _norm(f"{p}.ln_2", h, arch, L)
-    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", MLP_INPUT, True, L)
-    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", MLP_HIDDEN, True, L)
-    out += _norm("transformer.ln_f", h, arch, 1)
-    _head(arch, out)
-    return out
-
-
-def _gpt2(arch: Architecture) -> list[Tensor]:
-    h, L, i = arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size
-    p = "transformer.h.{i}"
-    out = _gpt2_embeddings(arch)
-    out += _norm(f"{p}.ln_1", h, arch, L)
-    out += _linear(f"{p}.attn.c_attn", 3 * h, h, "attention", ATTENTION_INPUT, True, L, CONV1D)
-    out += _linear(f"{p}.attn.c_proj", h, h, "attention", ATTENTION_OUTPUT, True, L, CONV1D)
-    out += _norm(f"{p}.ln_2", h, arch, L)
-    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", MLP_INPUT, True, L, CONV1D)
-    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", MLP_HIDDEN, True, L, CONV1D)
+    out += _linear(f"{p}.mlp.c_fc", i, h, "mlp", MLP_INPUT, True, L, kind)
+    out += _linear(f"{p}.mlp.c_proj", h, i, "mlp", MLP_HIDDEN, True, L, kind)
     out += _norm("transformer.ln_f", h, arch, 1)
     _head(arch, out)
     return out
@@ -357,4 +338,4 @@ def _falcon(arch: Architecture) -> list[Tensor]:
 
 _FAMILY = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "falcon": "falcon", "gpt_bigcode": "gpt_bigcode"}
 _BUILDERS = {"llama": _llama_family, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "falcon": _falcon,
-             "gpt_bigcode": _gpt_bigcode}  # fmt: skip
+             "gpt_bigcode": _gpt2}  # fmt: skip
