@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
+from ._vision import QWEN_VL, VisionTower, vision_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
@@ -110,6 +111,8 @@ class Architecture:
     # soft-capping (Gemma 2)
     attn_logit_softcapping: float = 0.0
     final_logit_softcapping: float = 0.0
+    # vision-language models: the vision tower (its parameters are role "vision")
+    vision: VisionTower | None = None
     # bookkeeping
     source_model_type: str = ""
     generic: bool = False  # no hand-written family: sizes read the generic way, parameters from transformers
@@ -188,12 +191,31 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         notes.append("gemma3: the language model (text_config) only; the vision tower is not counted")
         arch = _parse(dict(text, model_type="gemma3_text"), "gemma3_text")
         return _with(arch, source_model_type="gemma3", notes=tuple(notes) + arch.notes)
+    if model_type in QWEN_VL:
+        return _qwen_vl(config, model_type)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported model types: "
             + ", ".join((*SUPPORTED_MODEL_TYPES, *LEGACY_MODEL_TYPES))
         )
     return _parse(config, model_type)
+
+
+def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """Qwen2-VL / Qwen2.5-VL: a Qwen2 language model (``text_config``, or the top-level fields of the published
+    configs, which transformers moves into it) and the vision tower of ``vision_config``."""
+    text = config.get("text_config")
+    source = dict(text) if isinstance(text, Mapping) else {k: v for k, v in config.items() if k != "vision_config"}
+    if "tie_word_embeddings" in config:  # a composite config's own flag decides the tie (PreTrainedModel)
+        source["tie_word_embeddings"] = config["tie_word_embeddings"]
+    arch = _parse(dict(source, model_type="qwen2"), "qwen2")
+    tower = vision_tower(config, arch.hidden_size)
+    note = (
+        f"{model_type}: the language model and the vision tower ({tower.depth} blocks of width {tower.embed_dim}); "
+        "bitsandbytes quantizes the tower's and the merger's linears too, and LoRA's all-linear adapts them (as "
+        "transformers and PEFT do); the Conv3d patch embedding stays 16-bit and is not adapted"
+    )
+    return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 
 
 def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -236,12 +236,13 @@ def estimate(
         inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
     if plan.images_per_sample or plan.video_frames:
-        tokens = image_tokens(cfg, plan)
+        tower = arch.vision
+        tokens = image_tokens(tower, plan.image_size, plan.max_pixels) if tower else 0
         made = f" (this model's processor makes {tokens} tokens per image of that size)" if tokens else ""
         raise PlanError(
             f"image and video inputs are not modelled yet for any model type ({arch.model_type} included): the "
-            "vision encoder's activations and the image tokens are not counted, so an estimate would be low; set "
-            f"images_per_sample and video_frames to 0 and add the image tokens the processor makes to seq_len{made}"
+            "vision encoder's activations are not counted, so an estimate would be low; set images_per_sample and "
+            f"video_frames to 0 and add the image tokens the processor makes to seq_len{made}"
         )
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = objective_inventory(inv, plan)

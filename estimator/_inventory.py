@@ -13,6 +13,7 @@ from functools import cached_property
 from math import prod
 
 from ._arch import Architecture
+from ._vision import VisionTower
 
 # Module kinds. bitsandbytes (through transformers' ``replace_with_bnb_linear``) converts modules whose type is
 # exactly ``nn.Linear`` or ``Conv1D``; PEFT's ``all-linear`` matches any ``nn.Linear`` subclass or ``Conv1D``.
@@ -154,9 +155,10 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
     """Llama, Mistral, Mixtral, Qwen2/3 (+MoE), Gemma 1/2/3, Phi, Phi-3, StarCoder2, OLMo 2/3, OLMoE, SmolLM3,
     Granite (+MoE), Cohere 1/2, GLM-4 MoE, DeepSeek-V2/V3, gpt-oss, Llama 4 (text)."""
     h, L, mt = arch.hidden_size, arch.num_hidden_layers, arch.model_type
-    p = "model.layers.{i}"
-    out: list[Tensor] = [Tensor("model.embed_tokens.weight", (arch.vocab_size, h), "embedding",
-                                "model.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
+    base = "model.language_model" if arch.vision else "model"  # a VLM's decoder sits under its language_model
+    p = f"{base}.layers.{{i}}"
+    out: list[Tensor] = [Tensor(f"{base}.embed_tokens.weight", (arch.vocab_size, h), "embedding",
+                                f"{base}.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
     out += _mla(arch, f"{p}.self_attn") if arch.mla else _attention(arch, f"{p}.self_attn")
     m = f"{p}.{arch.moe_block}"
     dense = arch.dense_layers
@@ -175,9 +177,45 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
         norm_names = ("input_layernorm", "post_attention_layernorm")
     for n in norm_names:
         out += _norm(f"{p}.{n}", h, arch, L)
-    out += _norm("model.final_layernorm" if mt == "phi" else "model.norm", h, arch, 1)
+    out += _norm("model.final_layernorm" if mt == "phi" else f"{base}.norm", h, arch, 1)
     _head(arch, out)
+    if arch.vision is not None:
+        out += vision_tensors(arch.vision)
     return out
+
+
+def vision_tensors(tower: VisionTower) -> list[Tensor]:
+    """The vision tower and its merger as ``Qwen2VisionTransformerPretrainedModel`` /
+    ``Qwen2_5_VisionTransformerPretrainedModel`` build them (module ``model.visual``). Role ``vision``; the
+    linears are ``nn.Linear`` (bitsandbytes converts them, PEFT's all-linear matches them), the Conv3d patch
+    embedding is neither; they read nothing the decoder's activation rules count (``estimator._vision`` counts the
+    tower's own activations)."""
+    v, e, d, w = "model.visual", tower.embed_dim, tower.depth, tower.mlp_width
+    conv = (e, tower.in_channels, tower.temporal_patch_size, tower.patch_size, tower.patch_size)
+    out = [Tensor(f"{v}.patch_embed.proj.weight", conv, "vision", f"{v}.patch_embed.proj", PARAMETER)]
+    b = f"{v}.blocks.{{i}}"
+    layernorm = not tower.gated
+    out += _vision_norm(f"{b}.norm1", e, layernorm, d) + _vision_norm(f"{b}.norm2", e, layernorm, d)
+    out += _linear(f"{b}.attn.qkv", 3 * e, e, "vision", NO_INPUT, True, d)
+    out += _linear(f"{b}.attn.proj", e, e, "vision", NO_INPUT, True, d)
+    if tower.gated:
+        for name, o, i in (("gate_proj", w, e), ("up_proj", w, e), ("down_proj", e, w)):
+            out += _linear(f"{b}.mlp.{name}", o, i, "vision", NO_INPUT, True, d)
+    else:
+        out += _linear(f"{b}.mlp.fc1", w, e, "vision", NO_INPUT, True, d)
+        out += _linear(f"{b}.mlp.fc2", e, w, "vision", NO_INPUT, True, d)
+    merged = e * tower.spatial_merge_size**2
+    out += _vision_norm(f"{v}.merger.ln_q", e, layernorm, 1)
+    out += _linear(f"{v}.merger.mlp.0", merged, merged, "vision", NO_INPUT, True, 1)
+    out += _linear(f"{v}.merger.mlp.2", tower.out_hidden_size, merged, "vision", NO_INPUT, True, 1)
+    return out
+
+
+def _vision_norm(module: str, dim: int, layernorm: bool, layers: int) -> list[Tensor]:
+    ts = [Tensor(f"{module}.weight", (dim,), "vision", module, NORM, False, layers)]
+    if layernorm:
+        ts.append(Tensor(f"{module}.bias", (dim,), "vision", module, NORM, True, layers))
+    return ts
 
 
 def _attention(arch: Architecture, a: str) -> list[Tensor]:

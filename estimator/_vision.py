@@ -1,23 +1,99 @@
-"""Image tokens as a vision-language model's processor makes them (the language model's share of an image).
+"""Vision-language models: the vision tower's structure and the image tokens its processor makes.
 
-Qwen2-VL and Qwen2.5-VL (``Qwen2VLImageProcessor``, transformers 5.24): an image is resized by ``smart_resize`` so
-both sides are multiples of ``patch_size × spatial_merge_size`` (28) and its area lies in ``[min_pixels,
-max_pixels]`` (56², 28²·1280 by default); the vision encoder sees ``(h/14)·(w/14)`` patches, and the merger hands the
-language model one token per ``spatial_merge_size²`` (4) of them, between ``<|vision_start|>`` and
-``<|vision_end|>``. Other families: not yet.
+Qwen2-VL and Qwen2.5-VL (transformers 5.24, ``modeling_qwen2_vl.py`` / ``modeling_qwen2_5_vl.py``): a Conv3d patch
+embedding (``in_channels × temporal_patch_size × patch_size²`` per patch, no bias), ``depth`` pre-norm blocks
+(Qwen2-VL: LayerNorm, fused ``qkv`` and ``proj`` with biases, ``fc1``/``fc2`` MLP of ``embed_dim · mlp_ratio``;
+Qwen2.5-VL: RMSNorm, the same attention, a gated ``gate_proj``/``up_proj``/``down_proj`` MLP of
+``intermediate_size``, all with biases) and a merger (``ln_q`` then two linears over ``spatial_merge_size²``
+concatenated patches, to the language model's width).
+
+Image tokens (``Qwen2VLImageProcessor``): an image is resized by ``smart_resize`` so both sides are multiples of
+``patch_size × spatial_merge_size`` (28) and its area lies in ``[min_pixels, max_pixels]`` (56², 28²·1280 by
+default); the vision encoder sees ``(h/14)·(w/14)`` patches, and the merger hands the language model one token per
+``spatial_merge_size²`` (4) of them, between ``<|vision_start|>`` and ``<|vision_end|>``. Other families: not yet.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ._plan import Plan
+from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    """A Qwen2-VL / Qwen2.5-VL vision encoder's sizes (``vision_config`` field names)."""
+
+    model_type: str  # qwen2_vl | qwen2_5_vl
+    depth: int
+    embed_dim: int  # the blocks' width (Qwen2.5-VL calls it hidden_size)
+    num_heads: int
+    mlp_width: int  # Qwen2-VL: embed_dim · mlp_ratio; Qwen2.5-VL: intermediate_size
+    out_hidden_size: int  # the merger's output: the language model's hidden size
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    in_channels: int = 3
+    spatial_merge_size: int = 2
+
+    @property
+    def gated(self) -> bool:
+        """Qwen2.5-VL's blocks have a gated MLP and RMSNorm; Qwen2-VL's a GELU MLP and LayerNorm."""
+        return self.model_type == "qwen2_5_vl"
+
+    @property
+    def patch_features(self) -> int:
+        """Values per flattened patch (``pixel_values``' second dimension): 3·2·14·14 = 1176."""
+        return self.in_channels * self.temporal_patch_size * self.patch_size**2
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+
+def _int(vc: Mapping[str, Any], name: str, default: int) -> int:
+    value = vc.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > MAX_VISION_SIZE:
+        raise ConfigError(f"vision_config.{name} must be a positive integer up to {MAX_VISION_SIZE}, got {value!r}")
+    return value
+
+
+MAX_VISION_SIZE = 1 << 20
+"""Bound of any vision_config size (published towers are at most a few thousand wide, a few dozen deep)."""
+
+
+def vision_tower(config: Mapping[str, Any], text_hidden: int) -> VisionTower:
+    """The tower of a Qwen2-VL / Qwen2.5-VL config (its ``vision_config``, transformers 5.24's defaults for absent
+    fields); ``text_hidden`` is the language model's width (Qwen2-VL's merger outputs ``vision_config.hidden_size``,
+    Qwen2.5-VL's ``out_hidden_size``)."""
+    model_type = str(config.get("model_type"))
+    raw = config.get("vision_config")
+    vc: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    if model_type == "qwen2_5_vl":
+        embed = _int(vc, "hidden_size", 3584)
+        mlp = _int(vc, "intermediate_size", 3420)
+        out = _int(vc, "out_hidden_size", 3584)
+    else:
+        embed = _int(vc, "embed_dim", 1280)
+        mlp = embed * _int(vc, "mlp_ratio", 4)
+        out = _int(vc, "hidden_size", 3584)
+    heads = _int(vc, "num_heads", 16)
+    if embed % heads:
+        raise ConfigError(f"the vision tower's width ({embed}) must be a multiple of vision_config.num_heads ({heads})")
+    del text_hidden  # the merger's width is the config's own (equal to the text width in every published model)
+    return VisionTower(
+        model_type=model_type, depth=_int(vc, "depth", 32), embed_dim=embed, num_heads=heads, mlp_width=mlp,
+        out_hidden_size=out, patch_size=_int(vc, "patch_size", 14),
+        temporal_patch_size=_int(vc, "temporal_patch_size", 2),
+        in_channels=_int(vc, "in_channels", _int(vc, "in_chans", 3)),
+        spatial_merge_size=_int(vc, "spatial_merge_size", 2),
+    )  # fmt: skip
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -33,18 +109,18 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
-def image_tokens(config: Mapping[str, Any], plan: Plan) -> int:
-    """Language-model tokens of one image of ``plan.image_size`` (unset: an image at ``max_pixels``), the two
-    vision delimiters included; 0 for a model type whose processor is not modelled."""
-    if config.get("model_type") not in QWEN_VL:
-        return 0
-    vision = config.get("vision_config")
-    vc: Mapping[str, Any] = vision if isinstance(vision, Mapping) else {}
-    patch, merge = int(vc.get("patch_size", 14)), int(vc.get("spatial_merge_size", 2))
-    max_pixels = plan.max_pixels or MAX_PIXELS
-    if plan.image_size is None:
-        side = math.isqrt(max_pixels)
-        h, w = smart_resize(side, side, patch * merge, MIN_PIXELS, max_pixels)
-    else:
-        h, w = smart_resize(plan.image_size[0], plan.image_size[1], patch * merge, MIN_PIXELS, max_pixels)
-    return (h // patch) * (w // patch) // (merge * merge) + 2
+def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
+    """Patches the vision encoder sees for one image of ``image_size`` (unset: a square at ``max_pixels``; 0:
+    the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``."""
+    patch, merge = tower.patch_size, tower.spatial_merge_size
+    cap = max_pixels or MAX_PIXELS
+    if image_size is None:
+        side = math.isqrt(cap)
+        image_size = (side, side)
+    h, w = smart_resize(image_size[0], image_size[1], patch * merge, MIN_PIXELS, cap)
+    return (h // patch) * (w // patch)
+
+
+def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
+    """Language-model tokens of one image: one per merged group of patches, and the two vision delimiters."""
+    return image_patches(tower, image_size, max_pixels) // (tower.spatial_merge_size**2) + 2

@@ -126,12 +126,27 @@ def bnb_config(plan: Plan) -> Any:
 # ---------------------------------------------------------------------------------------------------- model
 
 
+def model_class(cfg: Any) -> Any:
+    """The auto class that builds the trainable model: the causal LM, or for a vision-language model type (which
+    has none) the image-text-to-text one (``Qwen2VLForConditionalGeneration``: its LM head and loss are the same)."""
+    transformers = stack_module("transformers")
+    causal = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if cfg.model_type in causal:
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModelForImageTextToText
+
+
+def text_vocab_size(cfg: Any) -> int:
+    """The language model's vocabulary (a multimodal config keeps it in its text config)."""
+    return int(cfg.get_text_config().vocab_size)
+
+
 def meta_model(cfg: Any, plan: Plan) -> Any:
     """The model on the meta device; for QLoRA with its linears already swapped for bitsandbytes layers."""
-    AutoModelForCausalLM = stack_module("transformers").AutoModelForCausalLM
+    auto = model_class(cfg)
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(
+        model = auto.from_config(
             cfg,
             dtype=base_dtype(plan),
             attn_implementation=attention_implementation(cfg.model_type, plan.attn_implementation),
@@ -298,15 +313,15 @@ def lora_config(plan: Plan) -> Any:
 
 def _pretrained_model(cfg: Any, plan: Plan, device: torch.device) -> Any:
     """The ordinary route (tiny models only): random checkpoint -> from_pretrained with the bnb config."""
-    AutoModelForCausalLM = stack_module("transformers").AutoModelForCausalLM
+    auto = model_class(cfg)
 
     with tempfile.TemporaryDirectory(prefix="tuneplan-ckpt-") as tmp:
         torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(cfg, dtype=base_dtype(plan)).save_pretrained(tmp)
+        auto.from_config(cfg, dtype=base_dtype(plan)).save_pretrained(tmp)
         kwargs: dict[str, Any] = {}
         if plan.method == "qlora":
             kwargs["quantization_config"] = bnb_config(plan)
-        return AutoModelForCausalLM.from_pretrained(
+        return auto.from_pretrained(
             tmp,
             dtype=base_dtype(plan),
             attn_implementation=attention_implementation(cfg.model_type, plan.attn_implementation),
@@ -430,7 +445,7 @@ def make_optimizer(
 def build(config: Mapping[str, Any], plan: Plan, device: torch.device | str, *, loader: str = "direct") -> Built:
     """Model + optimizer for a real run."""
     model = build_model(config, plan, device, loader=loader)
-    return assemble(model, plan, device, int(make_config(config, plan).vocab_size))
+    return assemble(model, plan, device, text_vocab_size(make_config(config, plan)))
 
 
 def assemble(

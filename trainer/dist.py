@@ -49,7 +49,15 @@ from torch import nn
 
 from estimator import CUDA_ALLOC_ROUND, Plan
 
-from .build import BuildError, Built, assemble, build_model, make_config, optimizer_state_tensors
+from .build import (
+    BuildError,
+    Built,
+    assemble,
+    build_model,
+    make_config,
+    optimizer_state_tensors,
+    text_vocab_size,
+)
 from .run import (
     CudaProbe,
     load_config,
@@ -122,7 +130,7 @@ def wrap(model: nn.Module, plan: Plan, device: torch.device) -> nn.Module:
 def dist_build(config: Mapping[str, Any], plan: Plan, device: torch.device) -> Built:
     """Model + wrapper + optimizer of one rank."""
     model = build_model(config, plan, device)
-    vocab = int(make_config(config, plan).vocab_size)
+    vocab = text_vocab_size(make_config(config, plan))
     wrapped = wrap(model, plan, device)
     built = assemble(wrapped, plan, device, vocab)
     built.lm_head = _inner_lm_head(model)

@@ -52,6 +52,7 @@ from .build import (
     materialize,
     meta_model,
     stack_module,
+    text_vocab_size,
 )
 from .run import (
     cli,
@@ -194,7 +195,7 @@ def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built
         materialize(model, "cpu", fake=True, upcast=plan.upcast_non_quantized, init=False)
     model.train()
     foreach = True if plan.device == "cuda" and plan.optimizer in ("adamw_torch", "sgd") else None
-    return assemble(model, plan, "cpu", int(cfg.vocab_size), foreach=foreach)
+    return assemble(model, plan, "cpu", text_vocab_size(cfg), foreach=foreach)
 
 
 def traced_run(

@@ -210,6 +210,8 @@ def _build_on_meta(config: dict[str, Any]) -> Any:
             text = transformers.Gemma3TextConfig(**cfg["text_config"])
             return transformers.Gemma3ForCausalLM(text)
         auto = transformers.AutoConfig.for_model(**cfg)
+        if cfg["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # vision-language: the tower is counted
+            return transformers.AutoModelForImageTextToText.from_config(auto)
         return transformers.AutoModelForCausalLM.from_config(auto)
 
 
