@@ -24,10 +24,11 @@ from ._plan import Plan
 from ._prices import PriceTable, cost_rows, default_prices
 from ._runtime import CalibrationProfile, runtime_for
 from ._serving import ServingEstimate, serving_memory
+from ._shape import step_shape
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import GIB, gib_text
-from ._vision import image_tokens
+from ._vision import QWEN_VL
 
 SCHEMA_VERSION = 1
 
@@ -99,6 +100,19 @@ class Estimate:
             "by_role": roles,
         }
 
+    def inputs(self) -> dict[str, int]:
+        """What one step's forward runs on: rows, tokens per row (text and, for a vision-language model, the image
+        tokens its processor inserts) and the patches the vision encoder sees."""
+        shape = step_shape(self.arch, self.plan)
+        return {
+            "rows": shape.rows,
+            "tokens_per_row": shape.length,
+            "text_tokens_per_row": shape.text,
+            "image_tokens_per_row": shape.image_tokens,
+            "vision_patches": shape.patches,
+            "patches_per_image": shape.patches_per_image,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         arch = self.arch
         per_gpu = self.memory.total
@@ -125,6 +139,7 @@ class Estimate:
             },
             "plan": self.plan.to_dict() | {"config": None},
             "params": self.params(),
+            "inputs": self.inputs(),
             "storage": self.storage,
             "memory": self.memory.to_dict() | {"per_gpu": per_gpu, "num_gpus": self.plan.num_gpus},
             "fits": list(self.fits),
@@ -235,14 +250,12 @@ def estimate(
         arch = generic_architecture(cfg)
         inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
-    if plan.images_per_sample or plan.video_frames:
-        tower = arch.vision
-        tokens = image_tokens(tower, plan.image_size, plan.max_pixels) if tower else 0
-        made = f" (this model's processor makes {tokens} tokens per image of that size)" if tokens else ""
+    if plan.video_frames or (plan.images_per_sample and arch.vision is None):
+        what = "video inputs" if plan.video_frames else f"image inputs of {arch.model_type}"
         raise PlanError(
-            f"image and video inputs are not modelled yet for any model type ({arch.model_type} included): the "
-            "vision encoder's activations are not counted, so an estimate would be low; set images_per_sample and "
-            f"video_frames to 0 and add the image tokens the processor makes to seq_len{made}"
+            f"{what} are not modelled yet (images are, for {', '.join(QWEN_VL)}): the vision encoder's activations "
+            "and the image tokens would not be counted, so an estimate would be low; set images_per_sample and "
+            "video_frames to 0 and add the image tokens the processor makes to seq_len"
         )
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = objective_inventory(inv, plan)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import catalog
 from ._arch import Architecture
@@ -89,6 +89,7 @@ from ._sharding import (
     sharded_alloc,
 )
 from ._units import gib_text
+from ._vision import VisionTower
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -279,17 +280,22 @@ def trl_casts_adapters(plan: Plan) -> bool:
 
 
 def _trainable_tensors(
-    inv: Inventory, adapters: AdapterPlan, plan: Plan, *, as_made: bool = False
+    inv: Inventory, adapters: AdapterPlan, plan: Plan, *, as_made: bool = False, stepped: bool = False
 ) -> list[tuple[int, int, int]]:
     """(elements, bytes per element, count) of every trainable parameter tensor (``as_made``: in the dtype PEFT
-    makes them, before TRL's bf16 cast)."""
+    makes them, before TRL's bf16 cast; ``stepped``: only those that get a gradient and optimizer state: a
+    vision-language model's tower runs only on images, so without them its parameters get neither: AdamW skips a
+    parameter whose ``grad`` is None)."""
     per = param_dtype_bytes(plan)
+    tower_idle = stepped and inv.arch.vision is not None and not plan.images_per_sample
     if plan.method == "full":
-        return [(t.numel, per, t.layers) for t in inv]
+        return [(t.numel, per, t.layers) for t in inv if not (tower_idle and t.role == "vision")]
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
     lo = 2 if trl_casts_adapters(plan) and not as_made else 4
     for a in adapters.adapted:
+        if tower_idle and a.module.startswith("model.visual."):
+            continue
         out += [(r * a.in_features, lo, a.layers), (a.out_features * r, lo, a.layers)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
@@ -370,6 +376,7 @@ class _Flow:
     router_lora: bool = False
     model_type: str = ""
     generic: bool = False  # a model type with no hand-written family (transformers' own parameter list)
+    vision: bool = False  # the step runs a vision tower on images
 
     @property
     def sdpa_math(self) -> bool:
@@ -415,6 +422,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
         router_lora=ROUTER_INPUT in lora, model_type=arch.model_type, generic=arch.generic,
+        vision=shape.patches > 0,
     )  # fmt: skip
 
 
@@ -725,9 +733,9 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     arch = inv.arch
     weights = weight_bytes(inv, plan, cuda)
     reference = weights if reference_copy(plan) else 0
-    trainable = _trainable_tensors(inv, adapters, plan)
+    adapter_b = 0 if plan.method == "full" else _sum_alloc(_trainable_tensors(inv, adapters, plan), cuda)
+    trainable = _trainable_tensors(inv, adapters, plan, stepped=True)
     trainable_bytes = _sum_alloc(trainable, cuda)
-    adapter_b = 0 if plan.method == "full" else trainable_bytes
     if plan.adapters and plan.holds_reference:  # TRL's frozen "ref" copy of the adapter, made before its bf16 cast
         reference = _sum_alloc(_trainable_tensors(inv, adapters, plan, as_made=True), cuda)
     grads = trainable_bytes
@@ -827,7 +835,28 @@ def _gradients_by_place(
             if tie and t.role == "embedding":
                 tied += one
     head, embed = head + tied, embed - tied
+    embed += _vision_grads(inv, adapters, plan, cuda)
     return head, embed, max(grads - head - embed, 0), tied
+
+
+def tower_backward_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, state: _State) -> int:
+    """Gradients that exist in the vision tower's backward: every one but the token embeddings' (autograd runs the
+    tower's backward first: it was recorded after the embedding lookup)."""
+    cuda = plan.device == "cuda"
+    embeddings = state.grads - state.grads_head - state.grads_layers - _vision_grads(inv, adapters, plan, cuda)
+    return state.grads - max(embeddings, 0)
+
+
+def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> int:
+    """Gradients of the vision tower (its parameters, or the adapters on its linears): its backward runs after
+    every decoder layer's, so they are made at the end, with the embeddings'."""
+    if inv.arch.vision is None or not plan.images_per_sample:
+        return 0  # no tower, or it never runs: no gradient
+    if plan.method == "full":
+        per = param_dtype_bytes(plan)
+        return sum(alloc(t.numel * per, cuda) * t.layers for t in inv if t.role == "vision")
+    tower = [a for a in adapters.adapted if a.module.startswith("model.visual.")]
+    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in tower)
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -843,10 +872,13 @@ class _Forward:
     mask: int  # the attention mask (eager's float one, or SDPA's bool one with padding), shared by the layers
     stored: int  # kept until each layer's backward: checkpointed inputs, or every layer's saved tensors
     head_saved: int  # the final norm's saved tensors and a trainable lm_head's input
+    vision: int = 0  # the vision tower's saved tensors and pixels, held until the tower's backward (the step's end)
+    vision_backward: int = 0  # the tower's backward at its peak (one block's tensors and working gradients)
+    pixels: int = 0  # the batch's pixel_values (part of ``vision``), alive through the optimizer step too
 
     @property
     def saved(self) -> int:
-        return self.stored + self.head_saved
+        return self.stored + self.head_saved + self.vision
 
 
 def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _Flow) -> _Forward:
@@ -874,10 +906,112 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
         stored = dense_layers * per_dense + moe_layers * per_moe + rope + first_layer_delta(arch, f)
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
     final_norm = _norm_saved(arch, f, arch.hidden_size, not f.frozen_base)
+    held, tower_backward = vision_activations(arch, adapters, plan, f)
     return _Forward(
         layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
-        head_saved=final_norm + (stream if head_trainable else 0),
+        head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
+        pixels=pixel_bytes(arch, plan),
     )  # fmt: skip
+
+
+def _tower_input(
+    f: _Flow, adapters: AdapterPlan, modules: tuple[str, ...], rows: int, width: int, shared: bool = False
+) -> int:
+    """Bytes the tower's linears ``modules`` (e.g. ``blocks.{i}.mlp.gate_proj``), which read one input of ``rows ×
+    width``, keep of it, by the decoder's rules (``_linear_inputs``): each adapter's fp32 or dropped-out copy and
+    mask, or the input itself once, lora_A's outputs; the input when the base is trained."""
+    names = {a.module for a in adapters.adapted}
+    adapted = tuple(m for m in modules if f"model.visual.{m}" in names)
+    return _linear_inputs(replace(f, T=rows, lora=adapted), modules, width, shared)
+
+
+def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int) -> int:
+    """One vision block's saved tensors over ``patches`` patches (``Qwen2VLVisionBlock`` /
+    ``Qwen2_5_VLVisionBlock``, SDPA per image), from the code: the norms' saved tensors (LayerNorm: input and
+    statistics; RMSNorm: its fp32 input copy and rsqrt), the linears' inputs as their adapters keep them
+    (``_tower_input``), the fused qkv output (3E, kept whole: v is a view of it), the rotated q and k and SDPA's
+    output (E each; the rotation's fp32 copies are not saved: its products' backward needs only cos and sin), and
+    the MLP's intermediates (Qwen2-VL: fc1's output and quick_gelu's sigmoid; Qwen2.5-VL: gate, up and SiLU's
+    output). Without checkpointing, on the CPU grid's tracker: 4.7 % above the two blocks' measured tensors (448²,
+    LoRA); the checkpointed (default) path recomputes it in the tower's backward only.
+    """
+    e, m, n, ad = tower.embed_dim, tower.mlp_width, patches, f.ad
+    norm = 2 * ((ad * e + 8) if not tower.gated else (4 * e + 4)) * n
+    b = "blocks.{i}."
+    linears = _tower_input(f, adapters, (b + "attn.qkv",), n, e)
+    linears += _tower_input(f, adapters, (b + "attn.proj",), n, e, shared=True)
+    if tower.gated:
+        linears += _tower_input(f, adapters, (b + "mlp.gate_proj", b + "mlp.up_proj"), n, e)
+        linears += _tower_input(f, adapters, (b + "mlp.down_proj",), n, m)
+    else:
+        linears += _tower_input(f, adapters, (b + "mlp.fc1",), n, e)
+        linears += _tower_input(f, adapters, (b + "mlp.fc2",), n, m)
+    attention = (3 + 2 + 1) * n * e * ad
+    return norm + linears + attention + (3 if tower.gated else 2) * n * m * ad
+
+
+def pixel_bytes(arch: Architecture, plan: Plan) -> int:
+    """The processor's fp32 ``pixel_values`` of the step (patches × 3·2·14²), in the batch from before the forward
+    to after the optimizer step."""
+    tower = arch.vision
+    return 4 * step_shape(arch, plan).patches * tower.patch_features if tower is not None else 0
+
+
+def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> tuple[int, int]:
+    """(held, backward) bytes of the vision tower of a step with images (0, 0 without).
+
+    Held from the tower's forward to its backward at the very end of the step, so at every phase's peak: the
+    processor's fp32 ``pixel_values`` (``pixel_bytes``; full fine-tuning in 16 bits: also the Conv3d patch
+    embedding's 16-bit copy of them, kept for its weight's gradient), the rotary cos and sin (fp32, patches ×
+    head_dim each), the blocks' saved tensors (with checkpointing each block's input, patches × E; without,
+    ``vision_block``; Qwen2.5-VL: also the patch embeddings before their window reordering, a leaf autograd keeps),
+    and the merger's: ``ln_q``'s saved input (the last block's output) and statistics, each merger linear's input
+    as its adapter keeps it (``_tower_input``, over patches / merge² rows of merge²·E), the GELU's input, and the
+    image features it hands the language model (rows × its width). The tower runs in the decoder's activation dtype
+    (fp32 under QLoRA's upcast norms). Its backward comes after the decoder's, the merger's tensors freed by then:
+    one block's saved tensors (recomputed under checkpointing) and the block's working gradients
+    (``tower_backward_work``). transformers' ``enable_input_require_grads`` hooks the tower's patch embedding too,
+    so the blocks keep their inputs whether the tower is adapted or not. Measured on the CPU grid (Qwen2-VL and
+    Qwen2.5-VL, LoRA, QLoRA and full, 224² to 448² images: docs/accuracy.md).
+    """
+    tower = arch.vision
+    shape = step_shape(arch, plan)
+    p = shape.patches
+    if tower is None or not p:
+        return 0, 0
+    ad, e = f.ad, tower.embed_dim
+    pixels = pixel_bytes(arch, plan)
+    if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
+        pixels += param_dtype_bytes(plan) * p * tower.patch_features
+    rope = 2 * 4 * p * tower.head_dim
+    block = vision_block(tower, adapters, f, p)
+    blocks = tower.depth * p * e * ad if plan.gradient_checkpointing else tower.depth * block
+    rows, wide = p // tower.spatial_merge_size**2, e * tower.spatial_merge_size**2
+    ln = p * e * ad + (8 * p if not tower.gated else 4 * p * e + 4 * p)
+    linears = _tower_input(f, adapters, ("merger.mlp.0",), rows, wide)
+    linears += _tower_input(f, adapters, ("merger.mlp.2",), rows, wide)
+    merger = ln + linears + rows * wide * ad + rows * tower.out_hidden_size * ad
+    window = p * e * ad if tower.gated else 0  # Qwen2.5-VL's window-ordered copy of the patch embeddings
+    # in the tower's backward the merger's tensors are freed before the blocks': the last block's recomputed
+    # tensors and working gradients replace them
+    work = tower_backward_work(tower, plan, f, p)
+    return pixels + rope + blocks + merger + window, block + work - merger
+
+
+def tower_backward_work(tower: VisionTower, plan: Plan, f: _Flow, patches: int) -> int:
+    """A vision block's backward working tensors, as the CPU grid's tracker sees them in the MLP's backward (the
+    tower's peak): the gradient of the block's output (the stream, E wide) and, full fine-tuning, of its
+    intermediate; LoRA/QLoRA, three gradients of the MLP's intermediate (the frozen base's in the activation dtype,
+    the adapter's in its own, their sum) and dropout's fp32 transient. (The decoder's rule, ``_backward_work``,
+    counts less: its peak comes at another moment of the layer's backward.)"""
+    n, m = patches, tower.mlp_width
+    stream = f.ad * n * tower.embed_dim
+    if plan.method == "full":
+        return stream + f.ad * n * m
+    work = stream + (2 * f.ad + f.ab) * n * m
+    if f.dropout:
+        work += f.ab * n * m
+    return work
 
 
 # ---------------------------------------------------------------------------------------------- logits and loss
@@ -1077,7 +1211,7 @@ def layer_backward(
     arch = inv.arch
     i_eff = arch.moe_intermediate_size if arch.is_moe and not arch.dense_layers else arch.intermediate_size
     work, attention = _backward_work(inv, plan, f, state, i_eff)
-    before = state.static + state.grads_head + fwd.stream  # the stream's gradient
+    before = state.static + state.grads_head + fwd.stream + fwd.vision  # the stream's gradient, the tower's tensors
     other_layers = state.other_layers_grads
     last_g, first_g = state.gathered("backward_last"), state.gathered("backward_first")
     if plan.gradient_checkpointing:
@@ -1179,7 +1313,15 @@ def optimizer_step(state: _State, plan: Plan, cuda: bool) -> int:
 
 
 def peak_components(
-    phase: str, peak: int, state: _State, fwd: _Forward, head: HeadLoss, bwd: _Backward, layer_grads: int, opt_tmp: int
+    phase: str,
+    peak: int,
+    state: _State,
+    fwd: _Forward,
+    head: HeadLoss,
+    bwd: _Backward,
+    layer_grads: int,
+    opt_tmp: int,
+    tower_grads: int = 0,
 ) -> dict[str, int]:
     """The live tensors at the peak (``peak`` bytes, in ``phase``), by component; they add up to ``peak``.
 
@@ -1202,6 +1344,10 @@ def peak_components(
         comp["weights"] += state.gathered("forward" if phase == "reference" else phase)
         comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
         comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
+    elif phase == "vision_backward":
+        comp["gradients"] = tower_grads
+        comp["logits"] = head.kept
+        comp["activations"] = peak - state.static - tower_grads - head.kept
     elif phase == "generation":
         comp["activations"] = peak - state.static
     elif phase == "backward":
@@ -1216,7 +1362,7 @@ def peak_components(
     else:
         comp["gradients"] = state.grads
         comp["logits"] = head.kept
-        comp["activations"] = opt_tmp
+        comp["activations"] = opt_tmp + fwd.pixels
     comp["gradients"] += state.ddp_buckets + state.zero_buckets
     return comp
 
@@ -1272,7 +1418,7 @@ LOW_FAMILIES = {
 def modelled_band(plan: Plan, f: _Flow) -> Band:
     """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
     grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
-    (CUDA with a mask, CUDA's chunked loss, ROCm)."""
+    (CUDA with a mask, CUDA's chunked loss, ROCm, a vision tower on images)."""
     if plan.objective in UNVERIFIED_OBJECTIVES:
         return UNVERIFIED
     if f.model_type in LOW_FAMILIES:
@@ -1281,7 +1427,7 @@ def modelled_band(plan: Plan, f: _Flow) -> Band:
         return UNVERIFIED
     if not f.cuda:
         return VERIFIED
-    if f.path.mask or fused_head(plan) or f.rocm:
+    if f.path.mask or fused_head(plan) or f.rocm or f.vision:  # the vision tower: CPU runs only
         return UNVERIFIED
     return VERIFIED
 
@@ -1417,6 +1563,14 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             "a padded or packed batch makes transformers build a b·s² attention mask and expand K/V to every query "
             "head (repeat_kv) before SDPA" + (", which also rules out flash attention" if f.cuda else "")
         )
+    if f.vision:
+        shape = step_shape(arch, plan)
+        notes.append(
+            f"images: {shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image, one "
+            f"token per merged {arch.vision.spatial_merge_size if arch.vision else 2}² and two delimiters) and the "
+            "vision tower's activations are counted (its backward runs last, after the decoder's)"
+            + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
+        )
     if f.cuda:
         notes.append(f"runtime constants: {runtime.status}, {runtime.source.split(':')[0]}")
     if plan.use_dora:
@@ -1458,8 +1612,11 @@ def training_memory(
         "forward": state.static + fwd.saved + head.bytes("forward") + state.gathered("forward"),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),
         "backward": bwd.peak + head.kept,
-        "optimizer": state.static + state.grads + opt_tmp + head.kept,
+        "optimizer": state.static + state.grads + opt_tmp + head.kept + fwd.pixels,
     }
+    tower_grads = tower_backward_grads(inv, adapters, plan, state)
+    if fwd.vision:  # the vision tower's backward, after the decoder's
+        phases["vision_backward"] = state.static + tower_grads + fwd.vision + fwd.vision_backward + head.kept
     if reference_forward(plan):
         phases["reference"] = state.static + fwd.saved + reference_work(fwd) + head.bytes("forward")
     gen = generation(inv.arch, plan, f.ad, head_dtype_bytes(plan))
@@ -1468,7 +1625,7 @@ def training_memory(
     peak_phase = max(phases, key=phases.__getitem__)
     tensor_peak = phases[peak_phase]
     layer_grads = layer_grads_at_peak(inv, adapters, plan, f, bwd) if peak_phase == "backward" else 0
-    comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp)
+    comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp, tower_grads)
     tiers = runtime_tiers(tensor_peak, head, state, cuda, runtime)
     comp["overhead"] = tiers.overhead
     comp["allocator_cache"] = tiers.allocator_cache

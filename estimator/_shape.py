@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ._arch import Architecture
 from ._plan import Plan
+from ._vision import image_patches, image_tokens
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class StepShape:
     length: int  # tokens per row the language model sees (text + image tokens)
     text: int  # text tokens per row (seq_len, plus the completion for GRPO)
     image_tokens: int = 0  # image and video tokens per row in the language model
+    patches: int = 0  # patches the vision encoder sees in the step (all rows' images)
+    patches_per_image: int = 0
 
     @property
     def tokens(self) -> int:
@@ -33,7 +36,15 @@ class StepShape:
 def step_shape(arch: Architecture, plan: Plan) -> StepShape:
     """The rows and row length ``plan`` runs on ``arch``."""
     text = plan.row_text_tokens
-    return StepShape(rows=plan.rows, length=text, text=text)
+    tower = arch.vision
+    if tower is None or not plan.images_per_sample:
+        return StepShape(rows=plan.rows, length=text, text=text)
+    per_image = image_patches(tower, plan.image_size, plan.max_pixels)
+    tokens = plan.images_per_sample * image_tokens(tower, plan.image_size, plan.max_pixels)
+    return StepShape(
+        rows=plan.rows, length=text + tokens, text=text, image_tokens=tokens,
+        patches=plan.rows * plan.images_per_sample * per_image, patches_per_image=per_image,
+    )  # fmt: skip
 
 
 def local_mask(arch: Architecture, length: int) -> bool:

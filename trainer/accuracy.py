@@ -107,6 +107,33 @@ _RW = {"vocab_size": 2048, "hidden_size": 256, "n_head": 4, "n_layer": 2, "paral
        "eos_token_id": 2}  # fmt: skip
 REFINED_WEB_MODEL = {"model_type": "RefinedWebModel", **_RW, "multi_query": True}  # Falcon-7B's legacy layout
 REFINED_WEB = {"model_type": "RefinedWeb", **_RW, "n_head_kv": 2}  # Falcon-40B's legacy layout
+# Vision-language (tiny towers: width 128, 2-4 blocks; token ids inside the tiny vocabulary)
+_VL_TOKENS = {"image_token_id": 2000, "vision_start_token_id": 2001, "vision_end_token_id": 2002,
+              "video_token_id": 2003}  # fmt: skip
+_VL_TEXT: dict[str, Any] = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 2048, "bos_token_id": 1, "eos_token_id": 2,
+            "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]}}  # fmt: skip
+QWEN2_VL: dict[str, Any] = {
+    "model_type": "qwen2_vl",
+    **_VL_TOKENS,
+    "text_config": {"model_type": "qwen2_vl_text", **_VL_TEXT},
+    "vision_config": {"depth": 2, "embed_dim": 128, "hidden_size": 256, "num_heads": 4, "mlp_ratio": 2},
+}
+QWEN2_5_VL: dict[str, Any] = {
+    "model_type": "qwen2_5_vl",
+    **_VL_TOKENS,
+    "text_config": {"model_type": "qwen2_5_vl_text", **_VL_TEXT},
+    "vision_config": {
+        "depth": 4,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_heads": 4,
+        "out_hidden_size": 256,
+        "window_size": 112,
+        "fullatt_block_indexes": [1, 3],
+    },
+}
+# fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
@@ -206,7 +233,14 @@ CPU_CASES: tuple[Case, ...] = (
     _c("deepseek-v2-lora-nogc", DEEPSEEK_V2, method="lora", gradient_checkpointing=False),
     _c("gpt-oss-qlora-gc", GPT_OSS, method="qlora"),  # eager attention with sinks
     _c("gpt-oss-lora-nogc", GPT_OSS, method="lora", gradient_checkpointing=False),
-)
+    # vision-language: images through the model's own processor (trainer.vision), the tower's activations
+    _c("qwen2-vl-lora-gc-448", QWEN2_VL, method="lora", images_per_sample=1, image_size=(448, 448), seq_len=64,
+       batch_size=1),
+    _c("qwen2.5-vl-qlora-gc-448", QWEN2_5_VL, method="qlora", images_per_sample=1, image_size=(448, 448),
+       seq_len=64, batch_size=1),
+    _c("qwen2-vl-full-nogc-2x224", QWEN2_VL, method="full", gradient_checkpointing=False, images_per_sample=1,
+       image_size=(224, 336), seq_len=64),
+)  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).
 TRACED_CASES: tuple[Case, ...] = ()

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 
-from estimator import Plan, PlanError, catalog, estimate
-
-
-def parameters(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """transformers' parameter list, as the app's subprocess gets it (in-process here)."""
-    pytest.importorskip("transformers")
-    from trainer.inventory import parameters as listed
-
-    return listed(config)
-
+from estimator import Plan, catalog, estimate
 
 MODEL = "llama-3.1-8b"
 
@@ -87,12 +77,6 @@ def test_vllm_colocate_takes_its_share_of_each_gpu() -> None:
     assert row["usable_bytes"] == colo.fit["usable_bytes"]
 
 
-def test_images_are_refused_until_a_vision_path_is_modelled() -> None:
-    with pytest.raises(PlanError, match="image and video inputs are not modelled yet"):
-        estimate(Plan(model=MODEL, images_per_sample=1, image_size=(448, 448)))
-    assert estimate(Plan(model=MODEL, image_size=(448, 448))).memory.total > 0  # no images: the size is unused
-
-
 @pytest.mark.train
 @pytest.mark.parametrize("name", ["LLAMA", "QWEN2", "GPT2"])
 def test_reward_model_parameters_equal_transformers_sequence_classification(name: str) -> None:
@@ -108,50 +92,6 @@ def test_reward_model_parameters_equal_transformers_sequence_classification(name
     inv = estimate(Plan(config=cfg, objective="reward", method="full", seq_len=128)).inventory
     assert inv.total == sum(p.numel() for p in model.parameters())
     assert next(t for t in inv if t.name == "score.weight").shape == tuple(model.score.weight.shape)
-
-
-@pytest.mark.train
-def test_qwen_vl_image_tokens_follow_the_processors_resize() -> None:
-    import ast
-    import importlib.util
-    import math
-
-    spec = importlib.util.find_spec("transformers")
-    assert spec is not None and spec.submodule_search_locations
-    # transformers' own smart_resize, read from its source (its module imports torchvision, not installed here)
-    path = f"{spec.submodule_search_locations[0]}/models/qwen2_vl/image_processing_qwen2_vl.py"
-    with open(path, encoding="utf-8") as fh:
-        fn = next(n for n in ast.parse(fh.read()).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
-    scope: dict[str, Any] = {"math": math}
-    exec(compile(ast.Module([fn], []), path, "exec"), scope)
-    params = parameters(QWEN2_VL)
-    for h, w in [(448, 448), (1080, 1920), (100, 3000), (30, 40), (4000, 3000)]:
-        for mp in (28 * 28 * 1280, 200_000):
-            rh, rw = scope["smart_resize"](h, w, 28, 56 * 56, mp)
-            tokens = (rh // 14) * (rw // 14) // 4 + 2  # merged 2x2 patches, between <|vision_start|> and <|vision_end|>
-            plan = Plan(config=QWEN2_VL, images_per_sample=1, image_size=(h, w), max_pixels=mp)
-            with pytest.raises(PlanError, match=f"makes {tokens} tokens per image"):
-                estimate(plan, params=params)
-
-
-QWEN2_VL = {
-    "model_type": "qwen2_vl",
-    "text_config": {"model_type": "qwen2_vl_text", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-                    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 2048, "bos_token_id": 1,
-                    "eos_token_id": 2},
-    "vision_config": {"depth": 2, "embed_dim": 64, "hidden_size": 256, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
-                      "spatial_merge_size": 2},
-}  # fmt: skip
-
-
-@pytest.mark.train
-def test_qwen2_vl_vision_parameters_as_transformers_builds_them() -> None:
-    pytest.importorskip("transformers")
-    params = parameters(QWEN2_VL)
-    est = estimate(Plan(config=QWEN2_VL, method="qlora", seq_len=128), params=params)
-    vision = sum(math.prod(p["shape"]) for p in params if ".visual." in p["name"])
-    assert est.params()["vision"] == vision > 0
-    assert est.inventory.total == sum(math.prod(p["shape"]) for p in params)
 
 
 def test_rent_takes_vllm_colocate_share_too() -> None:
