@@ -279,6 +279,9 @@ def traced_cases() -> tuple[Case, ...]:
              "training_loop": "plain"}),
         Case("llama-3.1-8b-qlora-chunked-cpu", _catalog_config("llama-3.1-8b"),
              real | {"method": "qlora", "loss": "chunked", "device": "cpu"}),
+        # a vision-language model with two images at the processor's cap (4,900 patches, 1,227 tokens each)
+        Case("qwen2-vl-2b-lora-gc-2img", _catalog_config("qwen2-vl-2b-instruct"),
+             real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
     )  # fmt: skip
 
 

@@ -66,6 +66,7 @@ from .run import (
     versions,
 )
 from .tracker import MemoryTracker
+from .vision import image_batch
 
 
 @contextlib.contextmanager
@@ -89,12 +90,76 @@ def fake_patches(packed: bool = False) -> Iterator[None]:
     mu.find_packed_sequence_indices = find_packed_sequence_indices
     restore_moe = _patch_grouped_mm(FakeTensor)
     restore_dora = _patch_dora_dequantize()
+    restore_vision = _patch_vision_indexing()
     try:
         yield
     finally:
         mu.find_packed_sequence_indices = original
         restore_moe()
         restore_dora()
+        restore_vision()
+
+
+class RealIndex(torch.Tensor):
+    """A small index tensor (patch boundaries per image or window) that stays real under the fake mode: the vision
+    attention splits its batch by ``(cu_seqlens[1:] - cu_seqlens[:-1]).tolist()``, values a fake tensor lacks."""
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: Any = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+
+VISION_INDEXING = {
+    "transformers.models.qwen2_vl.modeling_qwen2_vl": (
+        ("get_vision_attention_seqlens", "get_vision_position_ids"), "Qwen2VLModel"),
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl": (
+        ("get_vision_attention_seqlens", "get_vision_position_ids", "get_vision_window_index"), "Qwen2_5_VLModel"),
+}  # fmt: skip
+"""Where a vision-language model computes indices from the batch's values (the patch grid, the image tokens'
+places): the real run's values, computed outside the fake mode from the real batch the processor made."""
+
+
+def _patch_vision_indexing() -> Callable[[], None]:
+    """The vision models' index computations (cumulative patch lengths per image, rotary positions, window order,
+    3-D rope positions, the image tokens' mask) read tensor values, which fake tensors do not have; they run on
+    the real batch (made before the fake mode) with the fake mode suspended, and return the real run's indices."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    def real(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with unset_fake_temporarily():
+                out = fn(*args, **kwargs)
+            if fn.__name__ == "get_vision_attention_seqlens":
+                return out[0].as_subclass(RealIndex), out[1]
+            if fn.__name__ == "get_vision_window_index":
+                return out[0], out[1].as_subclass(RealIndex)
+            return out
+
+        return wrapper
+
+    saved: list[tuple[Any, str, Any]] = []
+    for name, (functions, model) in VISION_INDEXING.items():
+        try:
+            module = stack_module(name)
+        except ImportError:  # pragma: no cover - an older transformers
+            continue
+        cls = getattr(module, model)
+        targets = [(module, f) for f in functions] + [(cls, "get_rope_index"), (cls, "get_placeholder_mask")]
+        for owner, attr in targets:
+            original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+            saved.append((owner, attr, original))
+            setattr(owner, attr, real(original))
+
+    def restore() -> None:
+        for owner, attr, original in saved:
+            setattr(owner, attr, original)
+
+    return restore
 
 
 def _patch_dora_dequantize() -> Callable[[], None]:
@@ -237,8 +302,12 @@ def traced_run(
         built = build_traced(cfg, plan, fake_mode)
         result["load_time_s"] = time.perf_counter() - t0
         result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
+        # an image batch is made with real tensors by the model's own processor, before the fake mode
+        images = image_batch(cfg, plan, torch.device("cpu"), 0) if plan.images_per_sample else None
+        if images is not None:  # the patch grid stays real: the model splits its features by it
+            images["image_grid_thw"] = images["image_grid_thw"].as_subclass(RealIndex)
         with fake_mode, cuda_kernels(plan, cfg):
-            result.update(_traced_steps(built, plan, steps, round_to))
+            result.update(_traced_steps(built, plan, steps, round_to, images))
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
 
@@ -295,14 +364,16 @@ def create_optimizer_state(built: Built) -> None:
     built.optimizer.zero_grad(set_to_none=True)
 
 
-def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
+def _traced_steps(
+    built: Built, plan: Plan, steps: int, round_to: int, images: dict[str, torch.Tensor] | None = None
+) -> dict[str, Any]:
     """Optimizer state up front, then the measured steps under the tracker (call inside the fake mode).
 
     A plain training loop keeps the previous step's output through the step: one forward without autograd makes
     it (the logits, in size) before the measured step.
     """
     ids = torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long)
-    batch = shape_batch(ids, plan)
+    batch = images if images is not None else shape_batch(ids, plan)
     step_plan = plan.replace(sdpa_backend="auto") if plan.device == "cuda" else plan  # cuda_kernels stands in
     t0 = time.perf_counter()
     create_optimizer_state(built)
