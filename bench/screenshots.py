@@ -1,5 +1,5 @@
-"""Screenshots of the planner page for the README: desktop, compare, sweeps, phone width (the sticky result above
-the form being edited), the make-it-fit advisor, dark mode.
+"""Screenshots of the planner page for the README: desktop, compare, sweeps, the objectives, phone width (the
+sticky result above the form being edited), the make-it-fit advisor, dark mode.
 
 Starts the app on a free loopback port (or uses ``--url``), drives headless Chromium through Playwright and
 writes small PNGs to ``docs/screenshots/``::
@@ -44,6 +44,13 @@ SHOTS: tuple[tuple[str, str, dict[str, int], str, str | None], ...] = (
         {"width": 1280, "height": 900},
         "light",
         "#chart-seq_len",
+    ),
+    (
+        "objectives.png",
+        "?model=qwen2.5-7b-instruct&method=lora&seq_len=2048&gpu=h100-sxm&objective=dpo",
+        {"width": 1280, "height": 900},
+        "light",
+        "#chart-objectives",
     ),
     (
         "phone.png",

@@ -161,7 +161,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
-    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text",
+    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""

@@ -22,7 +22,7 @@
   var results = document.getElementById("results");
   var errorBox = document.getElementById("error");
   var FRAGMENTS = ["summary", "advice", "notes", "serving", "timecost", "storage", "fits", "sticky"];
-  var CHARTS = ["memory", "seq_len", "batch_size", "storage"];
+  var CHARTS = ["memory", "seq_len", "batch_size", "storage", "objectives"];
   // the plan's fields (name, kind, default, label, bounds), derived on the server from estimator.Plan
   var FIELDS = JSON.parse(document.getElementById("plan-fields").textContent);
   var ORDER = FIELDS.map(function (f) { return f.name; });

@@ -110,9 +110,11 @@ REFINED_WEB = {"model_type": "RefinedWeb", **_RW, "n_head_kv": 2}  # Falcon-40B'
 # Vision-language (tiny towers: width 128, 2-4 blocks; token ids inside the tiny vocabulary)
 _VL_TOKENS = {"image_token_id": 2000, "vision_start_token_id": 2001, "vision_end_token_id": 2002,
               "video_token_id": 2003}  # fmt: skip
-_VL_TEXT: dict[str, Any] = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "vocab_size": 2048, "bos_token_id": 1, "eos_token_id": 2,
-            "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]}}  # fmt: skip
+_VL_TEXT: dict[str, Any] = {
+    "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 2048, "bos_token_id": 1, "eos_token_id": 2,
+    "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
+}  # fmt: skip
 QWEN2_VL: dict[str, Any] = {
     "model_type": "qwen2_vl",
     **_VL_TOKENS,

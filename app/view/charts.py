@@ -16,10 +16,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from estimator import COMPONENTS, GB, GIB, catalog, gb_text, gib_text
+from estimator import COMPONENTS, GB, GIB, OBJECTIVES, catalog, gb_text, gib_text
 
 METHODS: tuple[str, ...] = ("full", "lora", "qlora")
 METHOD_LABELS: dict[str, str] = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
+OBJECTIVE_ORDER: tuple[str, ...] = OBJECTIVES  # the plan field's order: sft first
+OBJECTIVE_LABELS: dict[str, str] = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "simpo": "SimPO", "kto": "KTO",
+                                    "reward": "Reward", "grpo": "GRPO"}  # fmt: skip
 METHOD_COLORS: dict[str, str] = {"full": "#d55e00", "lora": "#0072b2", "qlora": "#009e73"}
 
 COMPONENT_LABELS: dict[str, str] = {
@@ -260,33 +263,63 @@ def memory_bar_chart(
     ``selected_method`` gets its axis label in bold with a marker.
     """
     methods = method_order(estimates)
-    labels = [METHOD_LABELS.get(m, m) for m in methods]
-    ticks = [f"<b>{label} ◆</b>" if m == selected_method else label for m, label in zip(methods, labels, strict=True)]
-    comps = {m: components_of(estimates[m]) for m in methods}
-    peaks = {m: peak_bytes(estimates[m]) for m in methods}
-    names = {m: estimates[m]["memory"].get("component_labels", {}) for m in methods}
-    data = _component_traces(methods, labels, comps, names)
-    stack_tops = {m: sum(comps[m].values()) for m in methods}
+    labels = {m: METHOD_LABELS.get(m, m) for m in methods}
+    title = "Peak GPU memory by component (per GPU)"
+    return _stacked_bars(estimates, methods, labels, gpu_lines, selected_method, title, "methods")
+
+
+def objective_bar_chart(
+    estimates: Mapping[str, Mapping[str, Any]],
+    gpu_lines: Sequence[Mapping[str, Any]] = (),
+    *,
+    selected: str | None = None,
+    method: str = "qlora",
+) -> dict[str, Any]:
+    """Stacked bars of peak GPU memory by component, one bar per training objective (``sft``, ``dpo``, …, in the
+    plan field's order) of the same plan: what the reference model, the pairs' doubled rows and GRPO's generation
+    add. ``estimates`` maps an objective to its contract; ``selected`` is the plan's own objective."""
+    order = [o for o in OBJECTIVE_ORDER if o in estimates] + [o for o in estimates if o not in OBJECTIVE_ORDER]
+    labels = {o: OBJECTIVE_LABELS.get(o, o) for o in order}
+    title = f"Peak GPU memory by training objective ({METHOD_LABELS.get(method, method)}, per GPU)"
+    return _stacked_bars(estimates, order, labels, gpu_lines, selected, title, "objectives")
+
+
+def _stacked_bars(
+    estimates: Mapping[str, Mapping[str, Any]],
+    keys: list[str],
+    label_of: Mapping[str, str],
+    gpu_lines: Sequence[Mapping[str, Any]],
+    selected: str | None,
+    title: str,
+    meta_key: str,
+) -> dict[str, Any]:
+    labels = [label_of[k] for k in keys]
+    ticks = [f"<b>{label} ◆</b>" if k == selected else label for k, label in zip(keys, labels, strict=True)]
+    comps = {k: components_of(estimates[k]) for k in keys}
+    peaks = {k: peak_bytes(estimates[k]) for k in keys}
+    names = {k: estimates[k]["memory"].get("component_labels", {}) for k in keys}
+    data = _component_traces(keys, labels, comps, names)
+    stack_tops = {k: sum(comps[k].values()) for k in keys}
     tallest = max([*stack_tops.values(), *peaks.values(), 0])
     shown = _lines_in_view(gpu_lines, tallest)
     top = max([tallest, *(int(line["bytes"]) for line in shown), 1])
     shapes, annotations, legend = _capacity_overlays(shown, top)
     data += legend
     annotations += [
-        {"x": label, "y": gib(max(stack_tops[m], peaks[m])), "xref": "x", "yref": "y", "yanchor": "bottom",
-         "text": gib_text(peaks[m]), "showarrow": False, "font": {"size": 12}}
-        for m, label in zip(methods, labels, strict=True)
+        {"x": label, "y": gib(max(stack_tops[k], peaks[k])), "xref": "x", "yref": "y", "yanchor": "bottom",
+         "text": gib_text(peaks[k]), "showarrow": False, "font": {"size": 12}}
+        for k, label in zip(keys, labels, strict=True)
     ]  # fmt: skip
     layout = _base_layout(
         barmode="stack",
-        title={"text": "Peak GPU memory by component (per GPU)", "x": 0, "xanchor": "left", "font": {"size": 15}},
+        title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
         yaxis={"title": {"text": "GiB"}, "rangemode": "tozero", "range": [0, gib(top * 1.12)], "automargin": True},
         xaxis={"type": "category", "automargin": True, "tickvals": labels, "ticktext": ticks},
         shapes=shapes,
         annotations=annotations,
         bargap=0.35,
         legend={"orientation": "h", "x": 0, "y": -0.14, "xanchor": "left", "yanchor": "top", "traceorder": "normal"},
-        meta={"methods": methods, "peaks": [peaks[m] for m in methods]},
+        meta={meta_key: keys, "peaks": [peaks[k] for k in keys]},
     )
     return {"data": data, "layout": layout}
 

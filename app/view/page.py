@@ -16,7 +16,18 @@ from typing import Any
 from app.service import EstimateService, Resolved
 from app.view import charts
 from app.view.form import METHOD_LABELS, VIEW_METHODS
-from estimator import METHODS, EstimatorError, Plan, PlanError, catalog, count_text, gb_text, gib_text, plan_field
+from estimator import (
+    METHODS,
+    OBJECTIVES,
+    EstimatorError,
+    Plan,
+    PlanError,
+    catalog,
+    count_text,
+    gb_text,
+    gib_text,
+    plan_field,
+)
 
 SEQ_SWEEP_MIN = 256
 SEQ_SWEEP_MAX = 1 << 20
@@ -100,7 +111,8 @@ def compute(service: EstimateService, plan_data: Mapping[str, Any], token: str |
 
     {"method", "primary", "plan", "model_label", "estimates": {method: contract}, "errors": {method: message},
      "sweeps": {"seq_len": {method: [{"x", "peak", "fits"}]}, "batch_size": {...}},
-     "capacity": {"label", "name", "bytes", "gpu"} | None, "charts": {"memory", "seq_len", "batch_size", "storage"}}
+     "capacity": {"label", "name", "bytes", "gpu"} | None,
+     "charts": {"memory", "seq_len", "batch_size", "storage", "objectives"}}
     """
     plan, view = page_plan(plan_data)
     return compute_resolved(service, plan, view, service.resolve(plan, token))
@@ -112,7 +124,7 @@ def _fit_answers(estimates: Mapping[str, Mapping[str, Any]], methods: Sequence[s
 
 
 def _figures(plan: Plan, view: str, primary: str, estimates: Mapping[str, Any], sweeps: Mapping[str, Any],
-             capacity: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+             capacity: Mapping[str, Any] | None, objectives: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
     methods = list(sweeps["seq_len"])
     refs = [] if capacity else charts.capacity_lines()
     return {
@@ -126,7 +138,21 @@ def _figures(plan: Plan, view: str, primary: str, estimates: Mapping[str, Any], 
                                               title=f"Peak memory vs batch size (sequence length "
                                               f"{estimates[primary]['plan']['seq_len']:,})"),
         "storage": charts.storage_chart(estimates[primary]["storage"]),
+        "objectives": charts.objective_bar_chart(objectives, charts.capacity_lines(plan.gpu),
+                                                 selected=plan.objective, method=primary),
     }  # fmt: skip
+
+
+def objective_estimates(service: EstimateService, plan: Plan, resolved: Resolved) -> dict[str, dict[str, Any]]:
+    """The plan's contract under every training objective (the objective chart); one the estimator refuses for
+    this plan is left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for objective in OBJECTIVES:
+        try:
+            out[objective] = service.contract(plan.replace(objective=objective), resolved, advice=False)
+        except EstimatorError:
+            continue
+    return out
 
 
 def compute_resolved(service: EstimateService, plan: Plan, view: str, resolved: Resolved) -> dict[str, Any]:
@@ -149,7 +175,8 @@ def compute_resolved(service: EstimateService, plan: Plan, view: str, resolved: 
     return {"method": view, "primary": primary, "plan": plan_out, "model_label": resolved.label,
             "estimates": estimates, "errors": errors, "sweeps": sweeps, "capacity": capacity,
             "adjusted": estimates[primary].get("adjusted", []),
-            "charts": _figures(plan, view, primary, estimates, sweeps, capacity)}  # fmt: skip
+            "charts": _figures(plan, view, primary, estimates, sweeps, capacity,
+                               objective_estimates(service, variants.get(primary, plan), resolved))}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- the fit panel

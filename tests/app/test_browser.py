@@ -200,7 +200,7 @@ def test_a_shared_url_reproduces_the_page(page: Any, browser: Any, base_url: str
     page.select_option("#optimizer", "adamw_8bit")
     wait_updates(page, 4)
     shared = page.url
-    before = {name: chart(page, name) for name in ("memory", "seq_len", "batch_size", "storage")}
+    before = {name: chart(page, name) for name in ("memory", "seq_len", "batch_size", "storage", "objectives")}
     summary = page.inner_text("#summary")
 
     other = browser.new_context(viewport={"width": 1000, "height": 800}).new_page()
@@ -279,7 +279,7 @@ def test_phone_width_and_dark_mode(browser: Any, base_url: str) -> None:
     page = context.new_page()
     load(page, base_url + "/?model=llama-3.1-8b&method=compare&gpu=rtx-4090")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
-    for name in ("memory", "seq_len", "batch_size", "storage"):
+    for name in ("memory", "seq_len", "batch_size", "storage", "objectives"):
         width = page.evaluate(f"document.getElementById('chart-{name}').getBoundingClientRect().width")
         assert 0 < width <= 390
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")

@@ -19,14 +19,17 @@ EXPECTED = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "falcon_rw", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
-    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "RefinedWebModel", "RefinedWeb",
+    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "RefinedWebModel", "RefinedWeb", "qwen2_vl", "qwen2_5_vl",
 }  # fmt: skip
 
 
 def _build(config: dict[str, Any]) -> Any:
     transformers = pytest.importorskip("transformers")
     # a legacy Falcon config is read as transformers' falcon (its conversion's field names), as the estimator reads it
-    return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**legacy_config(config)))
+    auto = transformers.AutoConfig.for_model(**legacy_config(config))
+    if config["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # vision-language: the image-text-to-text model
+        return transformers.AutoModelForImageTextToText.from_config(auto)
+    return transformers.AutoModelForCausalLM.from_config(auto)
 
 
 def test_every_model_type_has_a_fixture() -> None:

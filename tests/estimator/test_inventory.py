@@ -49,6 +49,8 @@ def _expand(inv: Inventory) -> dict[str, tuple[int, ...]]:
             layers = list(arch.moe_layers)
         elif t.role == "mlp":
             layers = dense
+        elif t.role == "vision":  # the vision tower's blocks
+            layers = list(range(t.layers))
         else:
             layers = everywhere
         assert len(layers) == t.layers, t.name
@@ -207,10 +209,10 @@ def test_every_module_says_which_activation_it_reads(path: Path) -> None:
              "shared_expert_input": arch.hidden_size, "shared_expert_hidden": arch.shared_expert_intermediate_size,
              "head_input": arch.hidden_size}  # fmt: skip
     for t in inv:
-        if t.kind == "norm":
+        if t.kind == "norm" or t.role == "vision":  # the tower's activations have their own rules
             assert t.reads == "", t.name
             continue
-        name = t.name.removesuffix(".weight").removesuffix(".bias")
+        name = t.name.removesuffix(".weight").removesuffix(".bias").replace(".language_model.", ".")
         assert t.reads == READS[".".join(name.split(".")[-2:]) if "." in name else name], t.name
         if not t.is_bias and t.kind not in ("embedding", "parameter", "experts"):
             assert t.in_features == width[t.reads], t.name

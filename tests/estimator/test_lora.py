@@ -35,6 +35,9 @@ def _peft_trainable(name: str, plan: Plan) -> tuple[int, int]:
     with torch.device("meta"):
         if cfg["model_type"] == "gemma3":
             model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**cfg["text_config"]))
+        elif cfg["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # the tower's linears are adapted too
+            auto = transformers.AutoConfig.for_model(**cfg)
+            model = transformers.AutoModelForImageTextToText.from_config(auto)
         else:
             auto = transformers.AutoConfig.for_model(**legacy_config(cfg))
             model = transformers.AutoModelForCausalLM.from_config(auto)

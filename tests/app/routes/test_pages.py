@@ -50,7 +50,7 @@ def test_bare_page_shows_the_default_plan_and_its_results(client: TestClient) ->
     assert context["method"] == "qlora"
     assert context["form"]["seq_len"] == 2048 and context["form"]["gradient_checkpointing"] is True
     assert context["result"]["primary"] == "qlora"
-    assert set(context["initial"]["charts"]) == {"memory", "seq_len", "batch_size", "storage"}
+    assert set(context["initial"]["charts"]) == {"memory", "seq_len", "batch_size", "storage", "objectives"}
     assert any(g.id == "h100-sxm" for g in context["gpus"])
     assert any(m.id == "llama-3.1-8b" for m in context["models"])
     html = response.text

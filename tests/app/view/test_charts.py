@@ -215,3 +215,17 @@ def test_storage_chart_leaves_out_absent_sizes_and_stays_linear_when_sizes_are_c
     assert rows["adapter"]["text"] == "—" and rows["adapter"]["bytes"] == 0
     rows = {r["key"]: r for r in charts.storage_rows({"adapter": 168 * 10**6, "adapter_bf16": 84 * 10**6})}
     assert rows["adapter"]["text"] == "168.0 MB (84.0 MB in bf16)"
+
+
+def test_objective_bars_follow_the_plan_fields_order_and_show_the_reference() -> None:
+    plans = {o: estimate(Plan(model="llama-3.1-8b", method="full", objective=o, seq_len=1024)).to_dict()
+             for o in ("grpo", "dpo", "sft")}  # fmt: skip
+    fig = charts.objective_bar_chart(plans, selected="dpo", method="full")
+    assert fig["layout"]["meta"]["objectives"] == ["sft", "dpo", "grpo"]
+    assert fig["layout"]["xaxis"]["ticktext"] == ["SFT", "<b>DPO ◆</b>", "GRPO"]
+    assert "Full" in fig["layout"]["title"]["text"]
+    reference = by_name(fig)["Reference model"]
+    assert reference["customdata"][0] == 0  # SFT holds no reference model
+    assert reference["customdata"][1] == plans["dpo"]["memory"]["components"]["reference"] > 0  # full DPO: a copy
+    assert fig["layout"]["meta"]["peaks"] == [charts.peak_bytes(plans[o]) for o in ("sft", "dpo", "grpo")]
+    json.dumps(fig)  # plain data, as the page's JSON carries it
