@@ -33,6 +33,8 @@ if str(REPO) not in sys.path:  # run as ``python bench/accuracy.py``
 
 from bench.dist_accuracy import load as load_dist  # noqa: E402
 from bench.dist_accuracy import section as dist_section  # noqa: E402
+from bench.host_ram import load as load_host  # noqa: E402
+from bench.host_ram import section as host_section  # noqa: E402
 from estimator import (  # noqa: E402
     ALLOCATOR_CACHE_FLOOR,
     CUBLAS_WORKSPACE_BYTES,
@@ -583,6 +585,7 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
         lines += _findings(gpu_rows(gpu))
     lines += _setups_section(_load_setups())
     lines += dist_section(load_dist())
+    lines += host_section(load_host())
     lines += _gaps(real, traced, gpu_rows(gpu) if gpu is not None else [])
     lines += _reproduce()
     return "\n".join(lines).rstrip() + "\n"
@@ -804,6 +807,8 @@ def _reproduce() -> list[str]:
         "python -m bench.accuracy --only llama     # rerun a subset, merged into bench/results/accuracy_cpu.json",
         "python -m bench.accuracy --from-json      # this page from the saved results (and gpu_h200.json)",
         "python -m bench.dist_accuracy             # the per-rank gloo matrix (12 cases, ~3 min), then --from-json",
+        "python -m bench.host_ram                  # host RAM of loading and the process (~2 min), then --from-json",
+        "python -m bench.gloo_release              # how late gloo frees a collective's output (~1 min)",
         ".venv/bin/pytest tests/trainer/test_accuracy.py tests/estimator/test_gpu_results.py -q",
         "python bench/gpu_check.py --out bench/results/gpu_setups_h200.json   # on a CUDA machine: the setups, < 5 min",
         "python bench/gpu_check.py --matrix base --out gpu.json               # the first 24-case matrix, < 8 min",

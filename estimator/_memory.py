@@ -77,6 +77,7 @@ from ._runtime import (
 )
 from ._shape import step_shape
 from ._sharding import (
+    LOAD_TENSOR,
     Fsdp,
     Held,
     adapter_held,
@@ -84,6 +85,7 @@ from ._sharding import (
     fsdp_terms,
     is_root_tensor,
     loading_host_bytes,
+    mapped_bytes,
     shard_bytes,
     shard_ranks,
     sharded_alloc,
@@ -1677,23 +1679,35 @@ def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, i
     }  # fmt: skip
 
 
-HOST_RUNTIME_BYTES = 446_136_320  # a trainer process's own RSS with torch, transformers, peft, bitsandbytes imported
+# A trainer process's own resident memory (VmRSS) with torch, transformers, peft and bitsandbytes imported, before
+# loading: the largest of the fresh processes of ``python -m bench.host_ram`` with glibc's default allocator
+# (bench/results/host_ram.json; CPU build of torch 2.13, transformers 5.24; they agree within 0.1 %; a process that
+# first compiles the stack's bytecode holds ~10 MB more). A CUDA build's libraries add more, not counted.
+HOST_RUNTIME_BYTES = 445_784_064
 
 
 def host_ram(inv: Inventory, plan: Plan, state: _State) -> dict[str, int | str]:
     """CPU RAM of one rank's process at its peak, by part: the process itself (Python and the training stack's
-    libraries: ``HOST_RUNTIME_BYTES``, measured on the CPU build; a CUDA build's libraries add more, not counted),
-    loading (``estimator._sharding.loading_host_bytes``: one checkpoint tensor at a time, or FSDP's rank 0 with the
-    whole 16-bit state dict) and offloaded state (pinned, held through training). Loading ends before the offloaded
-    state is created, so the peak is the larger of the two above the process. On the CPU device every tensor is
-    host memory: the training peak is added. Modelled from the code, not measured."""
+    libraries: ``HOST_RUNTIME_BYTES``, measured), loading (``estimator._sharding.loading_host_bytes``: the anonymous
+    memory ``from_pretrained`` holds beyond the model's tensors; FSDP's rank 0: the whole state dict) and offloaded
+    state (pinned, held through training). Loading ends before the offloaded state is created, so the peak is the
+    larger of the two above the process. On the CPU device every tensor is host memory: the training peak is
+    added by the caller. ``mapped``: the checkpoint pages the load reads through the memory map, resident while
+    loading but reclaimable page cache, not in the peak (``estimator._sharding.mapped_bytes``).
+
+    Measured on the CPU (``python -m bench.host_ram``, docs/accuracy.md; ``tests/trainer/test_host_ram.py``): the
+    process, and loading on the CPU device (bf16, fp32 from bf16, QLoRA quantize-on-load). The GPU loading terms,
+    FSDP's rank-0 state dict and the offloaded state are modelled from the code (a CPU-only run cannot load to a
+    GPU): ``basis`` says which."""
     loading, mode = loading_host_bytes(inv, plan)
     train = state.host_offload
     if plan.device == "cpu":
         train = 0  # the CPU run's tensors are the estimate's own peak (peak_allocated), added by the caller
     peak = HOST_RUNTIME_BYTES + max(loading, train)
+    measured = plan.device == "cpu" and mode == LOAD_TENSOR and plan.offload == "none"
     return {"host_peak": peak, "runtime": HOST_RUNTIME_BYTES, "loading": loading, "loading_mode": mode,
-            "offload": state.host_offload}  # fmt: skip
+            "offload": state.host_offload, "mapped": mapped_bytes(inv, plan),
+            "basis": "measured" if measured else "modelled"}  # fmt: skip
 
 
 __all__ = ["COMPONENTS", "MemoryEstimate", "Term", "experts_quantized", "fit_bytes_with", "training_memory"]

@@ -114,21 +114,70 @@ def base_tensor_dim0(t: Tensor) -> int:
     return t.shape[0] if t.shape else 1
 
 
-def loading_host_bytes(inv: Inventory, plan: Plan) -> tuple[int, str]:
-    """Host RAM that loading holds at once, per rank, and how it loads.
+LOAD_WORKERS = 4  # transformers 5's loading threads (``core_model_loading.GLOBAL_WORKERS = min(4, os.cpu_count())``)
+CHECKPOINT_BYTES = 2  # bytes per element of the checkpoint read: a 16-bit safetensors file, as the Hub's models ship
+CPU_QUANTIZE_BYTES = {"nf4": 14, "fp4": 14, "int8": 10}  # bitsandbytes' CPU quantize temporaries per element
 
-    ``from_pretrained`` with ``low_cpu_mem_usage`` (transformers 5's only path) reads the checkpoint one tensor at a
-    time from the memory-mapped safetensors and moves it to the GPU, where bitsandbytes quantizes it on load: one
-    tensor in its checkpoint dtype (16-bit) at a time. FSDP (accelerate's ``cpu_ram_efficient_loading``, the
-    documented way to load once rather than once per rank): rank 0 holds the whole 16-bit state dict and broadcasts
-    it. Modelled from the loading code, not measured; page cache of the memory-mapped files is not counted.
-    """
-    per = 2 if plan.dtype != "float32" or plan.mixed_precision else 4
+
+def load_bytes(plan: Plan) -> int:
+    """Bytes per element of a non-quantized weight as ``from_pretrained`` makes it (``trainer.build.base_dtype``)."""
     if plan.method == "full" and plan.mixed_precision:
-        per = 4
+        return 4
+    return 4 if plan.dtype == "float32" else 2
+
+
+def loading_host_bytes(inv: Inventory, plan: Plan) -> tuple[int, str]:
+    """Anonymous host RAM that loading holds beyond the process and the model's own tensors, per rank, and how it
+    loads.
+
+    From transformers 5's loader (``modeling_utils`` opens every safetensors file with ``safe_open(...,
+    backend="mmap")``; ``core_model_loading.convert_and_load_state_dict_in_model`` materializes each tensor with
+    ``tensor[...].to(device, dtype)``): ``tensor[...]`` is a zero-copy view of the mapped file, so a tensor whose
+    dtype does not change is copied from the page cache straight to the GPU with no host copy. Counted:
+
+    * a dtype change (a 16-bit checkpoint read into fp32 weights: full fine-tuning with mixed precision, or
+      ``dtype`` float32) on a GPU: torch's blocking host-to-device copy converts on the host (``copy_`` with
+      temporaries, ``aten/src/ATen/native/cuda/Copy.cu``), an fp32 copy per tensor in flight, and the loader's
+      ``LOAD_WORKERS`` threads each hold one: the ``LOAD_WORKERS`` largest tensors in fp32 (bitsandbytes'
+      quantize-on-load loads without threads: its largest non-quantized tensor);
+    * quantize-on-load on the CPU device: bitsandbytes' CPU ``quantize_4bit`` (fp32 copy, scaled copy, int32 codes,
+      uint8 codes and the packed halves: 14 bytes per element of the largest quantized linear; ``int8_vectorwise_
+      quant``: 10); on a GPU it quantizes there (no host copy);
+    * on the CPU device a converted tensor is the weight itself (counted by the training peak): nothing beyond.
+
+    FSDP (accelerate's ``cpu_ram_efficient_loading``, the documented way to load once rather than once per rank):
+    rank 0 holds the whole state dict in the load dtype and broadcasts it (modelled, not measured). The mapped
+    checkpoint pages a load reads are resident (``RssFile``, in ``top``'s RES) until the files close, but they are
+    clean page cache the kernel reclaims under pressure: ``mapped_bytes``, reported, not counted.
+
+    Measured (``python -m bench.host_ram``, docs/accuracy.md): a 311 M-parameter Llama's bf16 load adds 0 MiB of
+    anonymous memory (the weights stay views of the file), fp32 from bf16 on the CPU keeps exactly its fp32
+    weights with no transient, QLoRA on the CPU peaks 13.0 bytes per element of the largest linear above its
+    kept weights (14 modelled). The GPU terms are from torch's and transformers' code, not measured here.
+    """
+    per, cpu = load_bytes(plan), plan.device == "cpu"
     if plan.sharding == "fsdp" and plan.num_gpus > 1:
         return sum(t.numel * per * t.layers for t in inv), LOAD_FULL
-    return max((t.numel * per for t in inv), default=0), LOAD_TENSOR
+    if plan.quantized and cpu:
+        largest = max((t.numel for t in inv if t.bnb_quantized), default=0)
+        return largest * CPU_QUANTIZE_BYTES[plan.quant_type], LOAD_TENSOR
+    if cpu or per == CHECKPOINT_BYTES:
+        return 0, LOAD_TENSOR
+    if plan.quantized:
+        return per * max((t.numel for t in inv if not t.bnb_quantized), default=0), LOAD_TENSOR
+    sizes = sorted((t.numel for t in inv for _ in range(min(t.layers, LOAD_WORKERS))), reverse=True)
+    return per * sum(sizes[:LOAD_WORKERS]), LOAD_TENSOR
+
+
+def mapped_bytes(inv: Inventory, plan: Plan) -> int:
+    """Checkpoint bytes a load reads through the memory map (resident, reclaimable; see ``loading_host_bytes``): on
+    a GPU every tensor (each is copied to the device); on the CPU device the tensors converted or quantized (a
+    tensor kept in the checkpoint's dtype stays an unread view of the file until training touches it)."""
+    if plan.device != "cpu" or load_bytes(plan) != CHECKPOINT_BYTES:
+        return sum(t.total for t in inv) * CHECKPOINT_BYTES
+    if plan.quantized:
+        return sum(t.total for t in inv if t.bnb_quantized) * CHECKPOINT_BYTES
+    return 0
 
 
 def adapter_held(adapters: AdapterPlan, plan: Plan, per_saved: int) -> list[Held]:
@@ -156,15 +205,20 @@ def sharded_alloc(items: list[Held], n: int, cuda: bool) -> int:
 
 
 __all__ = [
+    "CHECKPOINT_BYTES",
+    "CPU_QUANTIZE_BYTES",
     "LOAD_FULL",
     "LOAD_TENSOR",
+    "LOAD_WORKERS",
     "Fsdp",
     "Held",
     "adapter_held",
     "base_tensor_dim0",
     "fsdp_terms",
     "is_root_tensor",
+    "load_bytes",
     "loading_host_bytes",
+    "mapped_bytes",
     "shard_bytes",
     "shard_ranks",
     "sharded_alloc",
