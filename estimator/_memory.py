@@ -275,10 +275,12 @@ def experts_quantized(plan: Plan) -> bool:
 
 
 def trl_casts_adapters(plan: Plan) -> bool:
-    """TRL's trainers (DPO, KTO, GRPO, reward, ...; not the plain SFT step) cast a quantized model's trainable
+    """TRL's trainers (DPO, KTO, GRPO, reward; not the plain SFT step) cast a quantized model's trainable
     parameters to bf16 after wrapping it, the DoRA magnitude excepted (``param.data.to(torch.bfloat16)`` for
-    ``_is_quantized_model``): QLoRA adapters, their gradients and AdamW state are then 2 bytes an element."""
-    return plan.method == "qlora" and plan.objective != "sft"
+    ``_is_quantized_model``): QLoRA adapters, their gradients and AdamW state are then 2 bytes an element. The
+    experimental ORPO and CPO (SimPO) trainers do not (``peft_module_casting_to_bf16`` casts only lm_head, the
+    embeddings and the norms; measured on the CPU grid: fp32 adapters)."""
+    return plan.method == "qlora" and plan.objective not in ("sft", "orpo", "simpo")
 
 
 def _trainable_tensors(

@@ -26,7 +26,7 @@ from estimator import Plan
 
 from .build import GC_KWARGS, BuildError, build_model, stack_module
 
-SUPPORTED = ("sft", "dpo", "kto", "grpo")
+SUPPORTED = ("sft", "dpo", "orpo", "simpo", "kto", "grpo")
 """Objectives the real run reproduces with TRL's trainers (the others are estimated from TRL's code only)."""
 
 
@@ -136,6 +136,44 @@ def _preference(
     return Objective(loss=loss, batch=batch, reference=_references(model, ref), trainer=trainer)
 
 
+def _odds_ratio(kind: str, model: Any, plan: Plan, device: torch.device, vocab: int, seed: int) -> Objective:
+    """TRL's experimental ``ORPOTrainer`` (``kind`` "orpo") or ``CPOTrainer`` with SimPO's loss ("simpo":
+    ``loss_type="simpo"``, ``cpo_alpha=0``) around ``model``: no reference model; each pair's text tokenized by the
+    trainer's own ``tokenize_row`` and padded by its collator, the loss its ``compute_loss`` (chosen and rejected in
+    one concatenated forward)."""
+    Dataset = stack_module("datasets").Dataset
+    if kind == "orpo":
+        mod = stack_module("trl.experimental.orpo")
+        Config, Trainer, extra = mod.ORPOConfig, mod.ORPOTrainer, {}
+    else:
+        mod = stack_module("trl.experimental.cpo")
+        Config, Trainer, extra = mod.CPOConfig, mod.CPOTrainer, {"loss_type": "simpo", "cpo_alpha": 0.0}
+    data = Dataset.from_dict({"prompt": ["t5 t6"], "chosen": ["t7"], "rejected": ["t8"]})
+    limit = {"max_length": plan.seq_len + 8}
+    with _quiet():
+        args = Config(**_common_args(plan, device, kind), **limit, **extra)
+        trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer(vocab))
+
+    def text(ids: list[int]) -> str:
+        return " ".join(f"t{i}" for i in ids)
+
+    # the trainer's tokenizer adds bos to the prompt and eos to each answer: one token short each, the rows are
+    # seq_len long as in the other objectives
+    rows = [{"prompt": text(e["prompt_ids"][1:]), "chosen": text(e["chosen_ids"][:-1]),
+             "rejected": text(e["rejected_ids"][:-1])} for e in preference_examples(plan, vocab, seed)]  # fmt: skip
+    with _quiet():
+        examples = [trainer.tokenize_row(r) for r in rows]
+        batch = {k: v.to(device) for k, v in trainer.data_collator(examples).items() if isinstance(v, torch.Tensor)}
+    batch["input_ids"] = batch["chosen_input_ids"]  # the step reads the device from it (the same tensor)
+
+    def loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _quiet():
+            out: torch.Tensor = trainer.compute_loss(model, {k: v for k, v in b.items() if k != "input_ids"})
+        return out
+
+    return Objective(loss=loss, batch=batch, reference=[], trainer=trainer)
+
+
 def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device, vocab: int, seed: int) -> Objective:
     """TRL's ``GRPOTrainer`` around ``model``: each step generates the generation batch with transformers'
     ``generate`` (``_prepare_inputs``: ``batch_size × grad_accum_steps`` completions, ``num_generations`` per
@@ -196,6 +234,8 @@ def objective(
         return _preference(plan.objective, model, config, plan, device, vocab, seed)
     if plan.objective == "grpo":
         return grpo(model, config, plan, device, vocab, seed)
+    if plan.objective in ("orpo", "simpo"):
+        return _odds_ratio(plan.objective, model, plan, device, vocab, seed)
     raise BuildError(
         f"objective {plan.objective!r} has no real run yet (the runs reproduce: {', '.join(SUPPORTED)}); "
         "its estimate is derived from TRL's code"
