@@ -20,7 +20,8 @@ Recipe (each step works around something found by experiment on this stack):
    fake tensor as a compile trace and would materialize a (B, 1, S, S) mask that the real run never builds.
 4. Fake *cuda* cannot run autograd on a CPU-only build, so the step runs on fake ``cpu``. For a plan whose
    ``device`` is ``cuda`` the tracker rounds to 512 bytes (as the caching allocator does) and AdamW/SGD use
-   ``foreach=True`` (torch's default on CUDA); attention still uses the CPU SDPA kernel.
+   ``foreach=True`` (torch's default on CUDA); attention uses the CPU SDPA kernel that allocates as the CUDA one
+   does (``cuda_kernels``).
 
 What it cannot see, like the tracker on a real run: the CUDA context, the caching allocator's reserve and
 fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
@@ -258,7 +259,9 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
       grouped KV heads and no mask, a pinned ``math``, a card without flash...), force the CPU onto the same path;
       a fused CUDA backend (flash, memory-efficient, cuDNN) is stood in for by the CPU's flash kernel, which keeps
       the same q, k, v, output and log-sum-exp (with a mask it also keeps the mask converted to the q/k/v dtype,
-      per layer, which CUDA's memory-efficient kernel does not: the trace is then the higher).
+      per layer, which CUDA's memory-efficient kernel does not: the trace is then the higher). Where the CPU's flash
+      kernel cannot run the call (q/k and v of different head dims: DeepSeek's latent attention) and CUDA's
+      selection is the memory-efficient kernel, that kernel's own op runs (``_efficient_where_flash_cannot``).
     """
     if plan.device != "cuda":
         with sdpa_pin(plan):
@@ -275,13 +278,46 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
         out, _mask = torch.native_dropout(x, p, True)
         return out
 
+    backend = attention_backend(plan, cfg)
+    sdpa = F.scaled_dot_product_attention
     F.dropout = dropout  # type: ignore[assignment]
+    if backend == "efficient":
+        F.scaled_dot_product_attention = _efficient_where_flash_cannot(sdpa)
     try:
-        math = attention_backend(plan, cfg) == "math"
-        with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
+        with sdpa_kernel([SDPBackend.MATH]) if backend == "math" else contextlib.nullcontext():
             yield
     finally:
         F.dropout = original
+        F.scaled_dot_product_attention = sdpa
+
+
+def _efficient_where_flash_cannot(sdpa: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """CUDA's memory-efficient kernel for calls the CPU's flash kernel cannot stand in for: q/k and v of different
+    head dims (DeepSeek's multi-head latent attention, whose v is narrower), which the CPU runs on SDPA's math
+    path (fp32 q, k, v and b·a·s² probabilities) where CUDA keeps q, k, v, the output and the log-sum-exp only.
+    The op is torch's own ``_scaled_dot_product_efficient_attention``: its meta kernel (what fake tensors run)
+    gives the CUDA kernel's outputs, and autograd saves what its CUDA backward reads."""
+
+    def attention(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        if query.shape[-1] == value.shape[-1] or attn_mask is not None or enable_gqa:
+            return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, None, grad, dropout_p, is_causal, scale=scale
+        )
+        result: torch.Tensor = out[0]
+        return result
+
+    return attention
 
 
 def create_optimizer_state(built: Built) -> None:
