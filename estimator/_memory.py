@@ -1022,12 +1022,7 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     saved = copy + (8 + 4 + 4) * N + 10 * N  # hidden copy, targets, log-Z, entropy; the outputs (fp32, fp32, bool x2)
     head_trained = plan.method == "full" or "lm_head" in plan.modules_to_save
     fwd_tiles = 0 if f.cuda else 13 * tile
-    bwd_tiles = 0 if f.cuda else 29 * tile
-    if plan.objective == "grpo" and not f.cuda:
-        # GRPOTrainer's step holds about 15 more bytes per tile element in the forward and 22 in the backward on the
-        # CPU fallback (calibrated on two CPU runs of a tiny Llama with LoRA, N = 126 and 254: +3.4 % and +2 % on the
-        # peak; which tensors they are is not yet traced)
-        fwd_tiles, bwd_tiles = fwd_tiles + 15 * tile, bwd_tiles + 22 * tile
+    bwd_tiles = 0 if f.cuda else max(29 * tile, _fp32_addmm(arch, plan, f, ld, cd, head_trained))
     forward = {"chunk_buffer": buffer, "chunk_tiles": fwd_tiles, "chunk_saved": saved + 7 * 4 * N}
     backward = {
         "chunk_buffer": buffer, "chunk_tiles": bwd_tiles, "chunk_saved": saved + 4 * N,
@@ -1037,6 +1032,20 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     if kept:
         forward, backward = forward | {"logits_kept": kept}, backward | {"logits_kept": kept}
     return HeadLoss(elements=f.T * V, forward=forward, loss_backward=backward, kept=kept, block=buffer)
+
+
+def _fp32_addmm(arch: Architecture, plan: Plan, f: _Flow, ld: int, cd: int, head_trained: bool) -> int:
+    """The CPU fallback's fp32 accumulation in the chunked head's backward (``_addmm_fp32``: ``acc.addmm_(a.float(),
+    b.float())``, after the tile's temporaries are freed): fp32 copies of the tile's gradient and of lm_head's
+    vocabulary chunk (``min(V, 32768) × h``) for the hidden states' gradient, of the tile and the hidden chunk for
+    a trained lm_head's. ``.float()`` copies only what is not fp32 already. CUDA adds in fp32 without copies
+    (``torch.addmm(..., out_dtype=torch.float32)``). Read from trl's ``kernels/chunked_logprob.py``; traced at real
+    size (GRPO with LoRA on Llama-3.1-8B: the 512 MiB weight chunk's copy sets the step's peak)."""
+    h, n = arch.hidden_size, min(f.b * (f.s - 1), CHUNK_TOKENS)
+    tile = 0 if cd == 4 else 4 * n * min(arch.vocab_size, CHUNK_VOCAB)
+    hidden_grad = tile + (0 if ld == 4 else 4 * min(arch.vocab_size, CHUNK_VOCAB) * h)
+    weight_grad = tile + (0 if cd == 4 else 4 * n * h) if head_trained else 0
+    return max(hidden_grad, weight_grad)
 
 
 def pair_logits_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:

@@ -23,6 +23,14 @@ Recipe (each step works around something found by experiment on this stack):
    ``foreach=True`` (torch's default on CUDA); attention uses the CPU SDPA kernel that allocates as the CUDA one
    does (``cuda_kernels``).
 
+5. An objective (DPO, KTO, GRPO) runs TRL's own trainer around the fake model, as the real run does
+   (``trainer.objectives``; ``traced_objective``). Its trainer is made outside fake mode with transformers'
+   move-to-device skipped (the model is already on the fake CPU). Fake tensors hold no values, so the values the
+   step reads are stood in for (``StandInValues``: a scalar read answers 1, a boolean mask selects every element;
+   only logging and per-sequence statistics read them), transformers' mask skip reads "all ones" for an unpadded
+   batch's attention mask (``fake_patches``), and GRPO's decoding loop stops after ``max_completion_length``
+   tokens (``generation_to_length``), as the real run's does. Full fine-tuning with a reference copy is refused.
+
 What it cannot see, like the tracker on a real run: the CUDA context, the caching allocator's reserve and
 fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
 
@@ -39,6 +47,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from estimator import CUDA_ALLOC_ROUND, Plan, adapter_plan, build_inventory, dtype_flow, parse_config
 
@@ -54,7 +63,9 @@ from .build import (
     meta_model,
     stack_module,
 )
+from .objectives import objective
 from .run import (
+    Batch,
     cli,
     plan_notes,
     resolve_config,
@@ -69,16 +80,20 @@ from .tracker import MemoryTracker
 
 
 @contextlib.contextmanager
-def fake_patches(packed: bool = False) -> Iterator[None]:
+def fake_patches(packed: bool = False, padded: bool = False) -> Iterator[None]:
     """The global patches the fake run needs; restored on exit. ``packed``: the batch packs sequences, so
-    transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask)."""
+    transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask).
+    ``padded``: the batch's attention mask has padding, so transformers builds the mask, as under fake tensors it
+    always does; without padding (an objective's collator passes an all-ones mask) transformers reads the mask's
+    values and skips it, and so does the trace (``is_tracing`` answers False for a fake mask, and the read of its
+    values answers "all ones": ``StandInValues``)."""
     bnbf = stack_module("bitsandbytes.functional")
     mu = stack_module("transformers.masking_utils")
     from torch._subclasses.fake_tensor import FakeTensor
 
     if "dynamic" not in bnbf.name2qmap:
         bnbf.name2qmap["dynamic"] = bnbf.create_dynamic_map()
-    original = mu.find_packed_sequence_indices
+    original, original_tracing = mu.find_packed_sequence_indices, mu.is_tracing
 
     def find_packed_sequence_indices(position_ids: torch.Tensor) -> Any:
         # Unpacked batches are one sequence per row (positions 0..S-1), for which the real function returns None.
@@ -86,13 +101,18 @@ def fake_patches(packed: bool = False) -> Iterator[None]:
             return None
         return original(position_ids)
 
-    mu.find_packed_sequence_indices = find_packed_sequence_indices
+    def is_tracing(tensor: Any = None) -> bool:
+        if isinstance(tensor, FakeTensor) and not padded:
+            return False
+        return bool(original_tracing(tensor))
+
+    mu.find_packed_sequence_indices, mu.is_tracing = find_packed_sequence_indices, is_tracing
     restore_moe = _patch_grouped_mm(FakeTensor)
     restore_dora = _patch_dora_dequantize()
     try:
         yield
     finally:
-        mu.find_packed_sequence_indices = original
+        mu.find_packed_sequence_indices, mu.is_tracing = original, original_tracing
         restore_moe()
         restore_dora()
 
@@ -150,6 +170,45 @@ def _patch_grouped_mm(fake_type: type) -> Callable[[], None]:
     return restore
 
 
+class StandInValues(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Values for the data-dependent reads of an objective's step, which fake tensors cannot answer.
+
+    TRL's trainers log metrics with ``.item()`` (and branch on them: ``if total_tokens > 0``) and select tokens with
+    boolean masks (``mean_logits[mask]``). Under fake tensors a scalar read raises and a mask selection has no
+    size. Here a scalar read answers 1 (``True``, ``1.0``) and a mask selects every element (``nonzero`` of all
+    positions: the largest the selection can be). Both only feed logging or per-sequence statistics (b·s elements
+    at most); no tensor of the model's step takes its size from them. Enter it inside the ``FakeTensorMode``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        aten = torch.ops.aten
+        if func is aten._local_scalar_dense.default:
+            t = args[0]
+            return True if t.dtype == torch.bool else 1.0 if t.dtype.is_floating_point else 1
+        if func is aten.nonzero.default:
+            return _every_position(args[0])
+        if func is aten.index.Tensor and any(i is not None and i.dtype == torch.bool for i in args[1]):
+            indices: list[Any] = []
+            for i in args[1]:
+                if i is not None and i.dtype == torch.bool:
+                    indices.extend(_every_position(i).unbind(1))
+                else:
+                    indices.append(i)
+            return func(args[0], indices)
+        return func(*args, **kwargs)
+
+
+def _every_position(mask: torch.Tensor) -> torch.Tensor:
+    """``nonzero`` of a mask with every element set: (numel, dim) int64 positions."""
+    return torch.empty((mask.numel(), mask.dim()), dtype=torch.long, device=mask.device)
+
+
 def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
     """Step 1: the model on meta, frozen where the plan freezes it, checkpointed, PEFT-wrapped."""
     model = meta_model(cfg, plan)
@@ -198,6 +257,61 @@ def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built
     return assemble(model, plan, "cpu", int(cfg.vocab_size), foreach=foreach)
 
 
+@contextlib.contextmanager
+def _model_stays_put() -> Iterator[None]:
+    """transformers' ``Trainer`` moves the model to its device when it is made: nothing to do for a model built on
+    that device, but ``Module.to`` cannot swap fake parameters (they carry weakrefs), so the move is skipped."""
+    trainer_class = stack_module("transformers").Trainer
+    original = trainer_class._move_model_to_device
+    trainer_class._move_model_to_device = lambda self, model, device: None
+    try:
+        yield
+    finally:
+        trainer_class._move_model_to_device = original
+
+
+@contextlib.contextmanager
+def generation_to_length(plan: Plan) -> Iterator[None]:
+    """GRPO's generation decodes ``max_completion_length`` tokens per completion, as the real run does (it passes
+    ``min_new_tokens = max_completion_length``, so no completion ends early). transformers' decoding loop stops
+    when every row is finished, a read of the tokens' values that fake tensors cannot answer: here the stop check
+    answers from the number of tokens decoded instead (the first call comes after the first token)."""
+    if plan.objective != "grpo":
+        yield
+        return
+    check = stack_module("transformers.generation.utils").StopCheck
+    original = check.__call__
+    start: dict[int, int] = {}
+
+    def __call__(self: Any, unfinished_sequences: torch.Tensor, tokens: torch.Tensor, length: int) -> bool:
+        first = start.setdefault(id(self), length - 1)
+        return length - first >= plan.max_completion_length
+
+    check.__call__ = __call__
+    try:
+        yield
+    finally:
+        check.__call__ = original
+
+
+def traced_objective(built: Built, cfg: Mapping[str, Any], plan: Plan) -> Batch | None:
+    """The objective's trainer around the fake model (``trainer.objectives``, as the real run makes it): its loss
+    becomes the step's, its reference tensors are pre-registered; returns its batch (None for ``sft``)."""
+    if plan.objective == "sft":
+        return None
+    if plan.method == "full" and plan.holds_reference:
+        raise BuildError(
+            "the traced dry run does not build a reference copy of the model (full fine-tuning with "
+            f"{plan.objective}); measure this plan with a real run, or trace it with LoRA/QLoRA"
+        )
+    with _model_stays_put():
+        obj = objective(built.model, cfg, plan, torch.device("cpu"), built.vocab_size, 0)
+    assert obj is not None
+    built.kept["objective_loss"] = obj.loss
+    built.kept["reference"] = obj.reference
+    return obj.batch
+
+
 def traced_run(
     plan: Plan,
     config: Mapping[str, Any] | None = None,
@@ -232,13 +346,14 @@ def traced_run(
     }
     t_all = time.perf_counter()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_patches(packed=plan.padding == "packed"):
+    with fake_patches(packed=plan.padding == "packed", padded=plan.padding == "padded"):
         t0 = time.perf_counter()
         built = build_traced(cfg, plan, fake_mode)
+        batch = traced_objective(built, cfg, plan)
         result["load_time_s"] = time.perf_counter() - t0
         result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
-        with fake_mode, cuda_kernels(plan, cfg):
-            result.update(_traced_steps(built, plan, steps, round_to))
+        with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
+            result.update(_traced_steps(built, plan, steps, round_to, batch))
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
 
@@ -330,14 +445,15 @@ def create_optimizer_state(built: Built) -> None:
     built.optimizer.zero_grad(set_to_none=True)
 
 
-def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
-    """Optimizer state up front, then the measured steps under the tracker (call inside the fake mode).
+def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Batch | None = None) -> dict[str, Any]:
+    """Optimizer state up front, then the measured steps under the tracker (call inside the fake mode) on ``batch``
+    (an objective's), else on ``batch_size × seq_len`` token ids shaped as the plan's padding says.
 
     A plain training loop keeps the previous step's output through the step: one forward without autograd makes
     it (the logits, in size) before the measured step.
     """
-    ids = torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long)
-    batch = shape_batch(ids, plan)
+    if batch is None:
+        batch = shape_batch(torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long), plan)
     step_plan = plan.replace(sdpa_backend="auto") if plan.device == "cuda" else plan  # cuda_kernels stands in
     t0 = time.perf_counter()
     create_optimizer_state(built)
