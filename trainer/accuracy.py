@@ -238,8 +238,9 @@ DEEPSEEK_V2_LITE: dict[str, Any] = {
 """deepseek-ai/DeepSeek-V2-Lite's config.json: multi-head latent attention (no query LoRA, kv_lora_rank 512), one
 dense layer then 26 MoE layers of 64 routed experts (6 per token) and 2 shared ones; 15.7 B parameters."""
 
-BENCH_ONLY_TRACED = frozenset({"deepseek-v2-lite-qlora-gc"})
-"""Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (each takes 15-25 s)."""
+BENCH_ONLY_TRACED = frozenset({"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32"})
+"""Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
+QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -270,6 +271,12 @@ def traced_cases() -> tuple[Case, ...]:
         # different head dims, LoRA on the fused experts (W + ΔW of each expert stack), QLoRA's fp32 experts
         Case("deepseek-v2-lite-lora-gc", DEEPSEEK_V2_LITE, real | {"method": "lora"}),
         Case("deepseek-v2-lite-qlora-gc", DEEPSEEK_V2_LITE, real | {"method": "qlora"}),
+        # objectives with TRL's own trainers (device cpu: the fused log-prob head's CPU fallback, as traced)
+        Case("llama-3.1-8b-dpo-qlora-s512", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "objective": "dpo", "seq_len": 512, "device": "cpu"}),
+        Case("llama-3.1-8b-grpo-lora-c32", _catalog_config("llama-3.1-8b"),
+             real | {"method": "lora", "objective": "grpo", "batch_size": 2, "num_generations": 2, "seq_len": 256,
+                     "max_completion_length": 32, "device": "cpu"}),
     )  # fmt: skip
 
 
