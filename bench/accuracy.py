@@ -569,9 +569,21 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
         "The same training step at real size, run on fake tensors (`trainer.traced`: nothing is allocated, the "
         "tracker sees every tensor's size), with `device: cuda` plans (512-byte rounding, foreach AdamW), and "
         "CUDA's kernels where they allocate differently from the CPU's (`trainer.traced.cuda_kernels`: bool "
-        "dropout masks, SDPA's math path for fp32 attention with grouped KV heads) — traced so, the GPU matrix's "
+        "dropout masks, SDPA's math path for fp32 attention with grouped KV heads, CUDA's memory-efficient kernel "
+        "where q/k and v differ in head dim, as in DeepSeek's latent attention) — traced so, the GPU matrix's "
         "tensor peaks are reproduced to within 16 bytes (`tests/trainer/test_traced_vs_gpu.py`). Batch 1, "
         "r=16 all-linear, dropout 0, GC unless named. GiB.",
+        "",
+        "Objectives (`dpo (TRL)`, `grpo (TRL)`) trace TRL's own trainers as the real CPU runs drive them "
+        "(`trainer.objectives`: the collator's batch, `compute_loss`, GRPO's `_prepare_inputs` with transformers' "
+        "`generate`). Two things fake tensors cannot answer are stood in for (`trainer.traced`): a read of a "
+        "tensor's value (the trainers' logged metrics, `if total_tokens > 0`) answers 1 and a boolean-mask "
+        "selection selects every element (`StandInValues`), and GRPO's decoding loop stops after "
+        "`max_completion_length` tokens, as the real run's does (`generation_to_length`). On the tiny configs the "
+        "trace equals the real CPU run (DPO QLoRA to the byte, GRPO LoRA within 4 bytes). Their plans are "
+        "`device: cpu`: the fused log-prob head traces its CPU fallback (CUDA's Triton kernel is not traced).",
+        "",
+        "Repeat a case: `python -m bench.accuracy --only <case>` (merged into the saved JSON, the page regenerated).",
         "",
         "`est. peak` is what `trainer.accuracy.check_case` compares: the estimate's live-tensor term "
         "(`tensor_peak`, without the 64 MiB cuBLAS workspace that a trace cannot see); `est. tensor_peak` is the "
@@ -726,21 +738,28 @@ def _gaps(
         "layers under QLoRA); LoRA on the experts and the MoE activations are still modelled as 5.x runs them.",
         "- **Traced runs use the CPU kernels**: the CUDA math path is forced where the kernel rules say CUDA takes "
         "it; a fused CUDA backend is stood in for by the CPU's flash kernel (with a mask it keeps a per-layer "
-        "converted mask that CUDA's memory-efficient kernel may not); the chunked loss traces its CPU fallback. "
+        "converted mask that CUDA's memory-efficient kernel may not), or by the memory-efficient kernel's own op "
+        "where the CPU's flash kernel cannot run the call (MLA); the chunked loss and the objectives' fused head "
+        "trace their CPU fallback. A traced full fine-tuning run with a reference copy (DPO, KTO, GRPO with beta "
+        "> 0) is refused: the trace does not build the copy. "
         "DoRA's per-module weight-norm transient and autocast cast caches are approximated (the estimate says so in "
         "its notes).",
         "- **Newer families not held by a CPU case**: Llama 4's language model (LoRA/QLoRA on the tiny config: the "
         "estimate was 6–8 % low, activations and logits 7–11 %, so its cases are out of the grid until the gap is "
         "found; meanwhile its activations carry a −5 … +20 % band, which lifts the range's high edge, the figure "
         "the fit uses, over both runs: `tests/estimator/test_memory.py`), DeepSeek-V3 QLoRA with "
-        "GC (peak within 3 %, activations+logits 7 % high), Granite MoE and GLM-4 MoE traced at real size (not run).",
-        "- **Objectives**: DPO (QLoRA, full), KTO (QLoRA) and GRPO (LoRA) run with TRL 1.16's own trainers; "
-        "GRPO's CPU head carries a term calibrated on two runs (15 and 22 bytes per tile element, not yet traced "
-        "to its tensors), its generation phase (KV cache) and the reference forward inside GRPO's generation are "
-        "from the code. "
+        "GC (peak within 3 %, activations+logits 7 % high), Granite MoE and GLM-4 MoE traced at real size (not "
+        "run; DeepSeek-V2-Lite is). On the tiny MoE configs the CPU runs peak in the experts' combine backward "
+        "(three routed-tokens × hidden tensors: `grouped_mm_experts_forward`'s index and weighting), which no "
+        "term counts; the estimate holds them within tolerance through the MLP's working tensors.",
+        "- **Objectives**: DPO (QLoRA, full), KTO (QLoRA) and GRPO (LoRA) run with TRL 1.16's own trainers; DPO "
+        "(QLoRA) and GRPO (LoRA) are traced at real size on their CPU fallback head (Llama-3.1-8B). GRPO's "
+        "generation phase (KV cache) is not held on its own: in the traced case it stays below the loss's peak, "
+        "and the trace's forward phase holds generation and the policy's forward together; the reference forward "
+        "inside GRPO's generation (beta > 0) is from the code. Nothing objective-specific is measured on a GPU "
+        "(CUDA's Triton head, its compact hidden-state copy). "
         "ORPO, SimPO and reward modelling are derived from TRL's code only (the `UNVERIFIED` band; a reward "
-        "model's parameters are exact: the one-logit score head in place of lm_head). No objective is "
-        "traced at real size or run on a GPU yet.",
+        "model's parameters are exact: the one-logit score head in place of lm_head).",
         "- **Model types with no hand-written family** (read from transformers' own parameters): storage and "
         "parameters exact by construction, activations by the generic llama-style rules, not held by a run.",
         "- **Vision-language models**: Qwen2-VL and Qwen2.5-VL are read by hand (parameters, names and shapes equal "

@@ -47,6 +47,7 @@ from ._inventory import (
     MLA_Q_LATENT,
     MLP_HIDDEN,
     MLP_INPUT,
+    ROUTER,
     ROUTER_INPUT,
     SHARED_EXPERT_HIDDEN,
     SHARED_EXPERT_INPUT,
@@ -247,7 +248,7 @@ def weight_bytes(inv: Inventory, plan: Plan, cuda: bool) -> int:
 
 def tensor_weight_bytes(inv: Inventory, t: Tensor, plan: Plan, cuda: bool) -> int:
     """One instance of ``t`` as held (see ``weight_bytes``)."""
-    quantized, int8, per = plan.quantized, plan.quant_type == "int8", param_dtype_bytes(plan)
+    quantized, int8 = plan.quantized, plan.quant_type == "int8"
     if quantized and t.kind == EXPERTS and experts_quantized(plan):
         e, out, inp = t.shape
         n = 2 if out == 2 * (inv.arch.moe_intermediate_size or 0) and inp == inv.arch.hidden_size else 1
@@ -257,7 +258,20 @@ def tensor_weight_bytes(inv: Inventory, t: Tensor, plan: Plan, cuda: bool) -> in
         if int8:
             return int8_bytes(t.out_features, t.in_features, cuda)
         return four_bit_bytes(t.numel, plan.double_quant, cuda)
-    return alloc(t.numel * per, cuda)
+    return alloc(t.numel * tensor_dtype_bytes(inv, t, plan), cuda)
+
+
+FP32_ROUTERS = ("deepseek_v2", "deepseek_v3", "glm4_moe")
+"""Model types whose router weight transformers keeps in fp32 whatever the load dtype (``gate.weight`` in the
+model's ``_keep_in_fp32_modules_strict``; traced at real size: DeepSeek-V2-Lite's 26 routers)."""
+
+
+def tensor_dtype_bytes(inv: Inventory, t: Tensor, plan: Plan) -> int:
+    """Bytes per element of a non-quantized parameter ``t`` as held: the plan's (``param_dtype_bytes``), or fp32
+    for a router transformers keeps in fp32 (``FP32_ROUTERS``)."""
+    if t.kind == ROUTER and not t.is_bias and inv.arch.model_type in FP32_ROUTERS:
+        return 4
+    return param_dtype_bytes(plan)
 
 
 def buffer_bytes(arch: Architecture, cuda: bool) -> int:
@@ -293,7 +307,8 @@ def _trainable_tensors(
     per = param_dtype_bytes(plan)
     tower_idle = stepped and inv.arch.vision is not None and not plan.images_per_sample
     if plan.method == "full":
-        return [(t.numel, per, t.layers) for t in inv if not (tower_idle and t.role == "vision")]
+        return [(t.numel, tensor_dtype_bytes(inv, t, plan), t.layers) for t in inv
+                if not (tower_idle and t.role == "vision")]  # fmt: skip
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
     lo = 2 if trl_casts_adapters(plan) and not as_made else 4
@@ -501,11 +516,15 @@ def _mla_saved(arch: Architecture, f: _Flow) -> int:
     takes SDPA's math path (fp32 q, kᵀ, v and the b·a·s² probabilities; measured on the CPU grid), CUDA the
     memory-efficient kernel (O(s), from torch's selection rules). Ignores the rotary halves and the expanded shared
     rotary key (views or unsaved copies).
+
+    v is a view of kv_b_proj's output (``expand_kv`` splits it into the keys' nope part and v), so wherever the
+    attention saves v as given (eager's matmul, a fused SDPA kernel) the whole k_nope|v storage stays alive: the
+    nope part is counted with it (traced at real size on DeepSeek-V2-Lite). SDPA's math path saves fp32 copies.
     """
     T, ad, a = f.T, f.ad, arch.num_attention_heads
     qk, v = arch.attn_head_dim, arch.v_head_dim
     trainable = not f.frozen_base
-    total = 0
+    total = 0 if f.sdpa_math or f.attn == "flash_attention_2" else ad * T * a * arch.qk_nope_head_dim
     if arch.q_lora_rank:
         total += _norm_saved(arch, f, arch.q_lora_rank, trainable)
         total += _linear_inputs(f, (MLA_Q_LATENT,), arch.q_lora_rank)
@@ -1142,12 +1161,7 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     saved = copy + (8 + 4 + 4) * N + 10 * N  # hidden copy, targets, log-Z, entropy; the outputs (fp32, fp32, bool x2)
     head_trained = plan.method == "full" or "lm_head" in plan.modules_to_save
     fwd_tiles = 0 if f.cuda else 13 * tile
-    bwd_tiles = 0 if f.cuda else 29 * tile
-    if plan.objective == "grpo" and not f.cuda:
-        # GRPOTrainer's step holds about 15 more bytes per tile element in the forward and 22 in the backward on the
-        # CPU fallback (calibrated on two CPU runs of a tiny Llama with LoRA, N = 126 and 254: +3.4 % and +2 % on the
-        # peak; which tensors they are is not yet traced)
-        fwd_tiles, bwd_tiles = fwd_tiles + 15 * tile, bwd_tiles + 22 * tile
+    bwd_tiles = 0 if f.cuda else max(29 * tile, _fp32_addmm(arch, plan, f, ld, cd, head_trained))
     forward = {"chunk_buffer": buffer, "chunk_tiles": fwd_tiles, "chunk_saved": saved + 7 * 4 * N}
     backward = {
         "chunk_buffer": buffer, "chunk_tiles": bwd_tiles, "chunk_saved": saved + 4 * N,
@@ -1157,6 +1171,20 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     if kept:
         forward, backward = forward | {"logits_kept": kept}, backward | {"logits_kept": kept}
     return HeadLoss(elements=f.T * V, forward=forward, loss_backward=backward, kept=kept, block=buffer)
+
+
+def _fp32_addmm(arch: Architecture, plan: Plan, f: _Flow, ld: int, cd: int, head_trained: bool) -> int:
+    """The CPU fallback's fp32 accumulation in the chunked head's backward (``_addmm_fp32``: ``acc.addmm_(a.float(),
+    b.float())``, after the tile's temporaries are freed): fp32 copies of the tile's gradient and of lm_head's
+    vocabulary chunk (``min(V, 32768) × h``) for the hidden states' gradient, of the tile and the hidden chunk for
+    a trained lm_head's. ``.float()`` copies only what is not fp32 already. CUDA adds in fp32 without copies
+    (``torch.addmm(..., out_dtype=torch.float32)``). Read from trl's ``kernels/chunked_logprob.py``; traced at real
+    size (GRPO with LoRA on Llama-3.1-8B: the 512 MiB weight chunk's copy sets the step's peak)."""
+    h, n = arch.hidden_size, min(f.b * (f.s - 1), CHUNK_TOKENS)
+    tile = 0 if cd == 4 else 4 * n * min(arch.vocab_size, CHUNK_VOCAB)
+    hidden_grad = tile + (0 if ld == 4 else 4 * min(arch.vocab_size, CHUNK_VOCAB) * h)
+    weight_grad = tile + (0 if cd == 4 else 4 * n * h) if head_trained else 0
+    return max(hidden_grad, weight_grad)
 
 
 def pair_logits_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
@@ -1233,13 +1261,13 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
 
     Full fine-tuning: the layer's own weight gradients and a gradient of the stream. LoRA/QLoRA: the gradients of
     the MLP's intermediate (in the adapter's and the compute dtype), bitsandbytes' dequantized weight in a 4-bit
-    backward (2 B × the largest quantized linear), dropout's backward transient and, with LoRA on fused experts, the
-    gradient of the gate_up half of W + ΔW once the down projection's saved inputs are freed (calibrated on the CPU
-    grid); gpt-oss's clamped SwiGLU adds four routed-token temporaries of the expert width. Attention that keeps
-    b·a·s² probabilities (eager, CUDA's SDPA math path) makes their gradient and the
-    softmax's fp32 gradient at once, after the MLP's saved tensors are freed (calibrated on a CUDA trace of Mistral
-    7B QLoRA with GC); on CUDA eager attention's backward holds one more b·a·s² temporary in the attention dtype
-    (seen in GPU runs of eager plans; the CPU's kernels do not).
+    backward (2 B × the largest quantized linear), dropout's backward transient (calibrated on the CPU grid); with
+    LoRA on fused experts the larger of those and the experts' weight gradient (``_expert_lora_work``: a moment of
+    its own in the layer's backward); gpt-oss's clamped SwiGLU adds four routed-token
+    temporaries of the expert width. Attention that keeps b·a·s² probabilities (eager, CUDA's SDPA math path) makes
+    their gradient and the softmax's fp32 gradient at once, after the MLP's saved tensors are freed (calibrated on a
+    CUDA trace of Mistral 7B QLoRA with GC); on CUDA eager attention's backward holds one more b·a·s² temporary in
+    the attention dtype (seen in GPU runs of eager plans; the CPU's kernels do not).
     """
     arch, T = inv.arch, f.T
     if plan.method == "full":
@@ -1252,8 +1280,7 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
         if f.dropout:
             work += f.ab * T * i_eff // 2  # dropout's backward transient (calibrated on the CPU grid)
         if f.expert_lora_bytes:
-            pairs_mi = T * arch.num_experts_per_tok * f.ad * arch.moe_intermediate_size
-            work += max(2 * f.expert_lora_bytes // 3 - pairs_mi, 0)
+            work = max(work, _expert_lora_work(inv, plan, f))
     if arch.dense_experts:
         # Llama 4 runs every expert on every token: the expert bmm's backward makes the gradients of E·T-row
         # input (calibrated on the CPU grid)
@@ -1270,6 +1297,22 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
         mlp_freed = (3 * f.ad + f.ab) * T * i_eff + 2 * 4 * T * arch.hidden_size
         attn_work = (probs + 4) * f.b * arch.num_attention_heads * f.s * f.s - mlp_freed
     return max(work, attn_work), attn_work > work
+
+
+def _expert_lora_work(inv: Inventory, plan: Plan, f: _Flow) -> int:
+    """LoRA on fused experts (PEFT's ``ParamWrapper``: a ``baddbmm`` parametrization makes W + ΔW of the whole
+    stack, which the grouped matmuls save): the backward of the down projection's grouped matmul makes the gradient
+    of its W + ΔW (the down stack's size) and of its routed input (routed tokens × expert width), while the gate_up
+    stack's W + ΔW is still saved. Then the down's W + ΔW and its gradient are freed before the gate_up's gradient
+    (twice the size) is made, so that moment holds no more. Read from the code (transformers'
+    ``grouped_mm_experts_forward``, peft's ``_LoraFactorsProxy``) and traced at real size: DeepSeek-V2-Lite's step
+    peaks there, in its first MoE layer's backward (docs/accuracy.md). Replaces a term calibrated on the CPU grid
+    (two thirds of the stack less the routed intermediate, added to the MLP's working tensors), which over-counted
+    DeepSeek-V2-Lite's by 0.45 GiB."""
+    arch = inv.arch
+    down = sum(t.numel for t in inv if t.kind == EXPERTS and t.reads == EXPERT_HIDDEN) * param_dtype_bytes(plan)
+    pairs = f.T * arch.num_experts_per_tok
+    return down + pairs * arch.moe_intermediate_size * f.ad
 
 
 def layer_grads_at_peak(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _Flow, bwd: _Backward) -> int:

@@ -257,6 +257,28 @@ def _catalog_config(model_id: str) -> dict[str, Any]:
     return dict(entry.config)
 
 
+DEEPSEEK_V2_LITE: dict[str, Any] = {
+    "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "attention_bias": False,
+    "attention_dropout": 0.0, "bos_token_id": 100000, "eos_token_id": 100001, "first_k_dense_replace": 1,
+    "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 10944, "kv_lora_rank": 512,
+    "max_position_embeddings": 163840, "moe_intermediate_size": 1408, "moe_layer_freq": 1, "n_group": 1,
+    "n_routed_experts": 64, "n_shared_experts": 2, "norm_topk_prob": False, "num_attention_heads": 16,
+    "num_experts_per_tok": 6, "num_hidden_layers": 27, "num_key_value_heads": 16, "q_lora_rank": None,
+    "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "rms_norm_eps": 1e-6,
+    "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 0.707, "mscale_all_dim": 0.707,
+                     "original_max_position_embeddings": 4096, "type": "yarn"},
+    "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax", "seq_aux": True,
+    "tie_word_embeddings": False, "topk_group": 1, "topk_method": "greedy", "torch_dtype": "bfloat16",
+    "use_cache": True, "v_head_dim": 128, "vocab_size": 102400,
+}  # fmt: skip
+"""deepseek-ai/DeepSeek-V2-Lite's config.json: multi-head latent attention (no query LoRA, kv_lora_rank 512), one
+dense layer then 26 MoE layers of 64 routed experts (6 per token) and 2 shared ones; 15.7 B parameters."""
+
+BENCH_ONLY_TRACED = frozenset({"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32"})
+"""Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
+QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors)."""
+
+
 def traced_cases() -> tuple[Case, ...]:
     real = {"device": "cuda", "batch_size": 1, "seq_len": 2048, "lora_dropout": 0.0, "padding": "none"}
     return (
@@ -284,6 +306,16 @@ def traced_cases() -> tuple[Case, ...]:
         # a vision-language model with two images at the processor's cap (4,900 patches, 1,227 tokens each)
         Case("qwen2-vl-2b-lora-gc-2img", _catalog_config("qwen2-vl-2b-instruct"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
+        # multi-head latent attention and MoE at real size: CUDA's memory-efficient kernel for q/k and v of
+        # different head dims, LoRA on the fused experts (W + ΔW of each expert stack), QLoRA's fp32 experts
+        Case("deepseek-v2-lite-lora-gc", DEEPSEEK_V2_LITE, real | {"method": "lora"}),
+        Case("deepseek-v2-lite-qlora-gc", DEEPSEEK_V2_LITE, real | {"method": "qlora"}),
+        # objectives with TRL's own trainers (device cpu: the fused log-prob head's CPU fallback, as traced)
+        Case("llama-3.1-8b-dpo-qlora-s512", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "objective": "dpo", "seq_len": 512, "device": "cpu"}),
+        Case("llama-3.1-8b-grpo-lora-c32", _catalog_config("llama-3.1-8b"),
+             real | {"method": "lora", "objective": "grpo", "batch_size": 2, "num_generations": 2, "seq_len": 256,
+                     "max_completion_length": 32, "device": "cpu"}),
     )  # fmt: skip
 
 

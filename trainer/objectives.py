@@ -50,13 +50,20 @@ def _quiet() -> Iterator[None]:
 
 
 def tokenizer(vocab_size: int) -> Any:
-    """A word-level tokenizer whose ids are the model's vocabulary (t0 pad, t1 bos, t2 eos)."""
+    """A word-level tokenizer whose ids are the model's vocabulary (t0 pad, t1 bos, t2 eos): ``"t5 t17"`` is
+    ``[5, 17]``. The special tokens match whole words only: as plain added tokens they would also match inside
+    words (``t102413`` would be ``t1`` and an unknown ``02413``), and a GRPO prompt of ``seq_len`` words would be
+    longer than ``seq_len`` tokens."""
     tok = stack_module("tokenizers")
     vocab = {f"t{i}": i for i in range(vocab_size)}
     words = tok.Tokenizer(tok.models.WordLevel(vocab, unk_token="t0"))
     words.pre_tokenizer = tok.pre_tokenizers.WhitespaceSplit()
     fast = stack_module("transformers").PreTrainedTokenizerFast
-    return fast(tokenizer_object=words, pad_token="t0", bos_token="t1", eos_token="t2")
+
+    def special(word: str) -> Any:
+        return tok.AddedToken(word, single_word=True, special=True)
+
+    return fast(tokenizer_object=words, pad_token=special("t0"), bos_token=special("t1"), eos_token=special("t2"))
 
 
 def preference_examples(plan: Plan, vocab_size: int, seed: int) -> list[dict[str, list[int]]]:

@@ -20,7 +20,16 @@ Recipe (each step works around something found by experiment on this stack):
    fake tensor as a compile trace and would materialize a (B, 1, S, S) mask that the real run never builds.
 4. Fake *cuda* cannot run autograd on a CPU-only build, so the step runs on fake ``cpu``. For a plan whose
    ``device`` is ``cuda`` the tracker rounds to 512 bytes (as the caching allocator does) and AdamW/SGD use
-   ``foreach=True`` (torch's default on CUDA); attention still uses the CPU SDPA kernel.
+   ``foreach=True`` (torch's default on CUDA); attention uses the CPU SDPA kernel that allocates as the CUDA one
+   does (``cuda_kernels``).
+
+5. An objective (DPO, KTO, GRPO) runs TRL's own trainer around the fake model, as the real run does
+   (``trainer.objectives``; ``traced_objective``). Its trainer is made outside fake mode with transformers'
+   move-to-device skipped (the model is already on the fake CPU). Fake tensors hold no values, so the values the
+   step reads are stood in for (``StandInValues``: a scalar read answers 1, a boolean mask selects every element;
+   only logging and per-sequence statistics read them), transformers' mask skip reads "all ones" for an unpadded
+   batch's attention mask (``fake_patches``), and GRPO's decoding loop stops after ``max_completion_length``
+   tokens (``generation_to_length``), as the real run's does. Full fine-tuning with a reference copy is refused.
 
 What it cannot see, like the tracker on a real run: the CUDA context, the caching allocator's reserve and
 fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
@@ -38,6 +47,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from estimator import CUDA_ALLOC_ROUND, Plan, adapter_plan, build_inventory, dtype_flow, parse_config
 
@@ -54,7 +64,9 @@ from .build import (
     stack_module,
     text_vocab_size,
 )
+from .objectives import objective
 from .run import (
+    Batch,
     cli,
     plan_notes,
     resolve_config,
@@ -70,16 +82,20 @@ from .vision import image_batch
 
 
 @contextlib.contextmanager
-def fake_patches(packed: bool = False) -> Iterator[None]:
+def fake_patches(packed: bool = False, padded: bool = False) -> Iterator[None]:
     """The global patches the fake run needs; restored on exit. ``packed``: the batch packs sequences, so
-    transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask)."""
+    transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask).
+    ``padded``: the batch's attention mask has padding, so transformers builds the mask, as under fake tensors it
+    always does; without padding (an objective's collator passes an all-ones mask) transformers reads the mask's
+    values and skips it, and so does the trace (``is_tracing`` answers False for a fake mask, and the read of its
+    values answers "all ones": ``StandInValues``)."""
     bnbf = stack_module("bitsandbytes.functional")
     mu = stack_module("transformers.masking_utils")
     from torch._subclasses.fake_tensor import FakeTensor
 
     if "dynamic" not in bnbf.name2qmap:
         bnbf.name2qmap["dynamic"] = bnbf.create_dynamic_map()
-    original = mu.find_packed_sequence_indices
+    original, original_tracing = mu.find_packed_sequence_indices, mu.is_tracing
 
     def find_packed_sequence_indices(position_ids: torch.Tensor) -> Any:
         # Unpacked batches are one sequence per row (positions 0..S-1), for which the real function returns None.
@@ -87,14 +103,19 @@ def fake_patches(packed: bool = False) -> Iterator[None]:
             return None
         return original(position_ids)
 
-    mu.find_packed_sequence_indices = find_packed_sequence_indices
+    def is_tracing(tensor: Any = None) -> bool:
+        if isinstance(tensor, FakeTensor) and not padded:
+            return False
+        return bool(original_tracing(tensor))
+
+    mu.find_packed_sequence_indices, mu.is_tracing = find_packed_sequence_indices, is_tracing
     restore_moe = _patch_grouped_mm(FakeTensor)
     restore_dora = _patch_dora_dequantize()
     restore_vision = _patch_vision_indexing()
     try:
         yield
     finally:
-        mu.find_packed_sequence_indices = original
+        mu.find_packed_sequence_indices, mu.is_tracing = original, original_tracing
         restore_moe()
         restore_dora()
         restore_vision()
@@ -213,6 +234,49 @@ def _patch_grouped_mm(fake_type: type) -> Callable[[], None]:
     return restore
 
 
+class StandInValues(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Values for the data-dependent reads of an objective's step, which fake tensors cannot answer.
+
+    TRL's trainers log metrics with ``.item()`` (and branch on them: ``if total_tokens > 0``) and select tokens with
+    boolean masks (``mean_logits[mask]``). Under fake tensors a scalar read raises and a mask selection has no
+    size. Here a scalar read answers 1 (``True``, ``1.0``) and a mask selects every element (``nonzero`` of all
+    positions: the largest the selection can be). Both only feed logging or per-sequence statistics (b·s elements
+    at most); no tensor of the model's step takes its size from them. Enter it inside the ``FakeTensorMode``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        kwargs = kwargs or {}
+        aten = torch.ops.aten
+        fake = bool(args) and isinstance(args[0], FakeTensor)  # a real tensor (an image batch's) has its values
+        if func is aten._local_scalar_dense.default and fake:
+            t = args[0]
+            return True if t.dtype == torch.bool else 1.0 if t.dtype.is_floating_point else 1
+        if func is aten.nonzero.default and fake:
+            return _every_position(args[0])
+        masks = [i for i in args[1] if i is not None and i.dtype == torch.bool] if func is aten.index.Tensor else []
+        if any(isinstance(m, FakeTensor) for m in masks):
+            indices: list[Any] = []
+            for i in args[1]:
+                if i is not None and i.dtype == torch.bool:
+                    indices.extend(_every_position(i).unbind(1))
+                else:
+                    indices.append(i)
+            return func(args[0], indices)
+        return func(*args, **kwargs)
+
+
+def _every_position(mask: torch.Tensor) -> torch.Tensor:
+    """``nonzero`` of a mask with every element set: (numel, dim) int64 positions."""
+    return torch.empty((mask.numel(), mask.dim()), dtype=torch.long, device=mask.device)
+
+
 def meta_trainable_model(cfg: Any, plan: Plan) -> Any:
     """Step 1: the model on meta, frozen where the plan freezes it, checkpointed, PEFT-wrapped."""
     model = meta_model(cfg, plan)
@@ -261,6 +325,61 @@ def build_traced(config: Mapping[str, Any], plan: Plan, fake_mode: Any) -> Built
     return assemble(model, plan, "cpu", text_vocab_size(cfg), foreach=foreach)
 
 
+@contextlib.contextmanager
+def _model_stays_put() -> Iterator[None]:
+    """transformers' ``Trainer`` moves the model to its device when it is made: nothing to do for a model built on
+    that device, but ``Module.to`` cannot swap fake parameters (they carry weakrefs), so the move is skipped."""
+    trainer_class = stack_module("transformers").Trainer
+    original = trainer_class._move_model_to_device
+    trainer_class._move_model_to_device = lambda self, model, device: None
+    try:
+        yield
+    finally:
+        trainer_class._move_model_to_device = original
+
+
+@contextlib.contextmanager
+def generation_to_length(plan: Plan) -> Iterator[None]:
+    """GRPO's generation decodes ``max_completion_length`` tokens per completion, as the real run does (it passes
+    ``min_new_tokens = max_completion_length``, so no completion ends early). transformers' decoding loop stops
+    when every row is finished, a read of the tokens' values that fake tensors cannot answer: here the stop check
+    answers from the number of tokens decoded instead (the first call comes after the first token)."""
+    if plan.objective != "grpo":
+        yield
+        return
+    check = stack_module("transformers.generation.utils").StopCheck
+    original = check.__call__
+    start: dict[int, int] = {}
+
+    def __call__(self: Any, unfinished_sequences: torch.Tensor, tokens: torch.Tensor, length: int) -> bool:
+        first = start.setdefault(id(self), length - 1)
+        return length - first >= plan.max_completion_length
+
+    check.__call__ = __call__
+    try:
+        yield
+    finally:
+        check.__call__ = original
+
+
+def traced_objective(built: Built, cfg: Mapping[str, Any], plan: Plan) -> Batch | None:
+    """The objective's trainer around the fake model (``trainer.objectives``, as the real run makes it): its loss
+    becomes the step's, its reference tensors are pre-registered; returns its batch (None for ``sft``)."""
+    if plan.objective == "sft":
+        return None
+    if plan.method == "full" and plan.holds_reference:
+        raise BuildError(
+            "the traced dry run does not build a reference copy of the model (full fine-tuning with "
+            f"{plan.objective}); measure this plan with a real run, or trace it with LoRA/QLoRA"
+        )
+    with _model_stays_put():
+        obj = objective(built.model, cfg, plan, torch.device("cpu"), built.vocab_size, 0)
+    assert obj is not None
+    built.kept["objective_loss"] = obj.loss
+    built.kept["reference"] = obj.reference
+    return obj.batch
+
+
 def traced_run(
     plan: Plan,
     config: Mapping[str, Any] | None = None,
@@ -295,17 +414,18 @@ def traced_run(
     }
     t_all = time.perf_counter()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_patches(packed=plan.padding == "packed"):
+    with fake_patches(packed=plan.padding == "packed", padded=plan.padding == "padded"):
         t0 = time.perf_counter()
         built = build_traced(cfg, plan, fake_mode)
+        batch = traced_objective(built, cfg, plan)
         result["load_time_s"] = time.perf_counter() - t0
         result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
         # an image batch is made with real tensors by the model's own processor, before the fake mode
-        images = image_batch(cfg, plan, torch.device("cpu"), 0) if plan.images_per_sample else None
-        if images is not None:  # the patch grid stays real: the model splits its features by it
-            images["image_grid_thw"] = images["image_grid_thw"].as_subclass(RealIndex)
-        with fake_mode, cuda_kernels(plan, cfg):
-            result.update(_traced_steps(built, plan, steps, round_to, images))
+        if batch is None and plan.images_per_sample:
+            batch = image_batch(cfg, plan, torch.device("cpu"), 0)
+            batch["image_grid_thw"] = batch["image_grid_thw"].as_subclass(RealIndex)  # the model splits by it
+        with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
+            result.update(_traced_steps(built, plan, steps, round_to, batch))
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
 
@@ -326,7 +446,9 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
       grouped KV heads and no mask, a pinned ``math``, a card without flash...), force the CPU onto the same path;
       a fused CUDA backend (flash, memory-efficient, cuDNN) is stood in for by the CPU's flash kernel, which keeps
       the same q, k, v, output and log-sum-exp (with a mask it also keeps the mask converted to the q/k/v dtype,
-      per layer, which CUDA's memory-efficient kernel does not: the trace is then the higher).
+      per layer, which CUDA's memory-efficient kernel does not: the trace is then the higher). Where the CPU's flash
+      kernel cannot run the call (q/k and v of different head dims: DeepSeek's latent attention) and CUDA's
+      selection is the memory-efficient kernel, that kernel's own op runs (``_efficient_where_flash_cannot``).
     """
     if plan.device != "cuda":
         with sdpa_pin(plan):
@@ -343,13 +465,46 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
         out, _mask = torch.native_dropout(x, p, True)
         return out
 
+    backend = attention_backend(plan, cfg)
+    sdpa = F.scaled_dot_product_attention
     F.dropout = dropout  # type: ignore[assignment]
+    if backend == "efficient":
+        F.scaled_dot_product_attention = _efficient_where_flash_cannot(sdpa)
     try:
-        math = attention_backend(plan, cfg) == "math"
-        with sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext():
+        with sdpa_kernel([SDPBackend.MATH]) if backend == "math" else contextlib.nullcontext():
             yield
     finally:
         F.dropout = original
+        F.scaled_dot_product_attention = sdpa
+
+
+def _efficient_where_flash_cannot(sdpa: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """CUDA's memory-efficient kernel for calls the CPU's flash kernel cannot stand in for: q/k and v of different
+    head dims (DeepSeek's multi-head latent attention, whose v is narrower), which the CPU runs on SDPA's math
+    path (fp32 q, k, v and b·a·s² probabilities) where CUDA keeps q, k, v, the output and the log-sum-exp only.
+    The op is torch's own ``_scaled_dot_product_efficient_attention``: its meta kernel (what fake tensors run)
+    gives the CUDA kernel's outputs, and autograd saves what its CUDA backward reads."""
+
+    def attention(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        if query.shape[-1] == value.shape[-1] or attn_mask is not None or enable_gqa:
+            return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, None, grad, dropout_p, is_causal, scale=scale
+        )
+        result: torch.Tensor = out[0]
+        return result
+
+    return attention
 
 
 def create_optimizer_state(built: Built) -> None:
@@ -362,16 +517,16 @@ def create_optimizer_state(built: Built) -> None:
     built.optimizer.zero_grad(set_to_none=True)
 
 
-def _traced_steps(
-    built: Built, plan: Plan, steps: int, round_to: int, images: dict[str, torch.Tensor] | None = None
-) -> dict[str, Any]:
-    """Optimizer state up front, then the measured steps under the tracker (call inside the fake mode).
+def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Batch | None = None) -> dict[str, Any]:
+    """Optimizer state up front, then the measured steps under the tracker (call inside the fake mode) on ``batch``
+    (an objective's or an image batch), else on ``batch_size × seq_len`` token ids shaped as the plan's padding
+    says.
 
     A plain training loop keeps the previous step's output through the step: one forward without autograd makes
     it (the logits, in size) before the measured step.
     """
-    ids = torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long)
-    batch = images if images is not None else shape_batch(ids, plan)
+    if batch is None:
+        batch = shape_batch(torch.zeros((plan.batch_size, plan.seq_len), dtype=torch.long), plan)
     step_plan = plan.replace(sdpa_backend="auto") if plan.device == "cuda" else plan  # cuda_kernels stands in
     t0 = time.perf_counter()
     create_optimizer_state(built)

@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from trainer.accuracy import (
+    BENCH_ONLY_TRACED,
     CPU_CASES,
     PEAK_TOLERANCE,
     TRACED_VS_REAL,
@@ -57,7 +58,7 @@ def test_grid_covers_the_required_dimensions() -> None:
     assert {p.sdpa_backend for p in plans} >= {"auto", "math"}
 
 
-@pytest.mark.parametrize("case", traced_cases(), ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [c for c in traced_cases() if c.id not in BENCH_ONLY_TRACED], ids=lambda c: c.id)
 def test_estimate_matches_traced_run_at_real_size(case: Case) -> None:
     _assert_within(check_case(case, "traced"))
 
@@ -73,3 +74,11 @@ def test_traced_equals_real_on_tiny_configs(case: Case) -> None:
     real = check_case(case, "real")["result"]["measured"]["peak_allocated"]
     traced = check_case(case, "traced")["result"]["measured"]["peak_allocated"]
     assert abs(traced - real) <= TRACED_VS_REAL * real, f"traced {traced:,} vs real {real:,}"
+
+
+@pytest.mark.parametrize("case", [c for c in CPU_CASES if c.id == "llama-grpo-lora-gc"], ids=lambda c: c.id)
+def test_traced_grpo_step_matches_estimate_on_tiny_config(case: Case) -> None:
+    """GRPO traced: generation under fake tensors (the decoding loop stopped at max_completion_length, the logged
+    values stood in), then TRL's loss; held to the estimate that the real CPU run of the same case holds (the real
+    GRPO case above). The real-size GRPO trace runs in ``python -m bench.accuracy`` (about a minute)."""
+    _assert_within(check_case(case, "traced"))
