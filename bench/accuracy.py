@@ -758,8 +758,14 @@ def _gaps(
         "and the trace's forward phase holds generation and the policy's forward together; the reference forward "
         "inside GRPO's generation (beta > 0) is from the code. Nothing objective-specific is measured on a GPU "
         "(CUDA's Triton head, its compact hidden-state copy). "
-        "ORPO, SimPO and reward modelling are derived from TRL's code only (the `UNVERIFIED` band; a reward "
-        "model's parameters are exact: the one-logit score head in place of lm_head).",
+        "ORPO and SimPO run with TRL's experimental ORPO and CPO trainers (`llama-orpo-qlora-gc`, "
+        "`llama-simpo-lora-nogc` above). Their first runs found the estimate 16–28 % low with QLoRA: those "
+        "trainers keep QLoRA adapters in fp32 (no bf16 cast), and with fp32 logits the loss's backward holds three "
+        "logits-sized gradients at once; both are modelled now (LoRA and QLoRA, with and without checkpointing: "
+        "+1.3 … +2.4 %). Full fine-tuning with ORPO and checkpointing measured 3.6 % low (activations in the "
+        "decoder's backward; not found yet), so ORPO and SimPO keep the `UNVERIFIED` band (-5 … +15 %). Reward "
+        "modelling is derived from TRL's code only (a reward model's parameters are exact: the one-logit score "
+        "head in place of lm_head).",
         "- **Model types with no hand-written family** (read from transformers' own parameters): storage and "
         "parameters exact by construction, activations by the generic llama-style rules, not held by a run.",
         "- **Vision-language models**: Qwen2-VL and Qwen2.5-VL are read by hand (parameters, names and shapes equal "

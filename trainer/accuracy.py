@@ -219,6 +219,8 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-dpo-qlora-gc", LLAMA, method="qlora", objective="dpo"),
     _c("llama-dpo-full-gc", LLAMA, method="full", objective="dpo"),
     _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
+    _c("llama-orpo-qlora-gc", LLAMA, method="qlora", objective="orpo"),  # fp32 logits: three gradients at once
+    _c("llama-simpo-lora-nogc", LLAMA, method="lora", objective="simpo", gradient_checkpointing=False),
     _c(
         "llama-grpo-lora-gc",
         LLAMA,
