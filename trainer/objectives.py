@@ -166,8 +166,9 @@ def _odds_ratio(kind: str, model: Any, plan: Plan, device: torch.device, vocab: 
 
     # the trainer adds bos to the prompt and eos to each answer: one token short each, the rows are seq_len long as
     # in the other objectives; it tokenizes prompt + answer as one string, so an answer starts with a space
+    pairs = preference_examples(plan, vocab, seed)
     rows = [{"prompt": text(e["prompt_ids"][1:]), "chosen": " " + text(e["chosen_ids"][:-1]),
-             "rejected": " " + text(e["rejected_ids"][:-1])} for e in preference_examples(plan, vocab, seed)]  # fmt: skip
+             "rejected": " " + text(e["rejected_ids"][:-1])} for e in pairs]  # fmt: skip
     with _quiet():
         examples = [trainer.tokenize_row(r) for r in rows]
         batch = {k: v.to(device) for k, v in trainer.data_collator(examples).items() if isinstance(v, torch.Tensor)}
