@@ -1742,7 +1742,9 @@ def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, i
 # A trainer process's own resident memory (VmRSS) with torch, transformers, peft and bitsandbytes imported, before
 # loading: the largest of the fresh processes of ``python -m bench.host_ram`` with glibc's default allocator
 # (bench/results/host_ram.json; CPU build of torch 2.13, transformers 5.24; they agree within 0.1 %; a process that
-# first compiles the stack's bytecode holds ~10 MB more). A CUDA build's libraries add more, not counted.
+# first compiles the stack's bytecode holds ~10 MB more). A CUDA build's libraries add more, not counted. The
+# resident library pages vary between environments: 410-475 MB measured on one machine (same packages, three venvs
+# and runs), so the figure is good to about ±15 %.
 HOST_RUNTIME_BYTES = 445_784_064
 
 
