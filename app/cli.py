@@ -201,6 +201,15 @@ def _service(args: argparse.Namespace) -> EstimateService:
 # ---------------------------------------------------------------------------------------------- estimate
 
 
+def _images_text(plan: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """``+ 2 images (2,454 image tokens per row), `` for a plan with images; empty otherwise."""
+    n = plan.get("images_per_sample") or 0
+    if not n:
+        return ""
+    tokens = inputs.get("image_tokens_per_row", 0)
+    return f"+ {n} image{'s' if n > 1 else ''} ({tokens:,} image tokens per row), "
+
+
 def _print_estimate(d: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -210,7 +219,8 @@ def _print_estimate(d: dict[str, Any]) -> None:
     con.print(
         f"[bold]{m['id'] or 'config'}[/bold] ({m['model_type']}) — {plan['method']}, {plan['dtype']}, "
         f"batch {plan['batch_size']} × seq {plan['seq_len']}, "
-        f"{'GC on' if plan['gradient_checkpointing'] else 'GC off'}, {plan['attn_implementation']}, "
+        + _images_text(plan, d.get("inputs") or {})
+        + f"{'GC on' if plan['gradient_checkpointing'] else 'GC off'}, {plan['attn_implementation']}, "
         f"{plan['optimizer']}, device {plan['device']}"
     )
     con.print(f"parameters: {p['total']:,} total, {p['trainable']:,} trainable ({p['trainable_percent']}%)"

@@ -71,6 +71,17 @@ def test_estimate_table() -> None:
     assert "all 1 GPUs" not in r.stdout and "per rank" not in r.stdout and "host RAM (CPU)" in r.stdout
 
 
+def test_estimate_table_says_the_images_and_their_tokens() -> None:
+    r = _run("estimate", "qwen2-vl-7b-instruct", "--images-per-sample", "2", "--image-size", "448x448", "--json")
+    assert r.returncode == 0, r.stderr
+    tokens = json.loads(r.stdout)["inputs"]["image_tokens_per_row"]
+    assert tokens == 2 * (32 * 32 // 4 + 2)  # 448² -> 32 x 32 patches, merged 2x2, two delimiters each
+    table = _run("estimate", "qwen2-vl-7b-instruct", "--images-per-sample", "2", "--image-size", "448x448")
+    assert f"+ 2 images ({tokens:,} image tokens per row)" in " ".join(table.stdout.split())
+    refused = _run("estimate", "llama-3.1-8b", "--images-per-sample", "1")
+    assert refused.returncode == 2 and "image inputs of llama are not modelled yet" in refused.stderr
+
+
 def test_estimate_table_labels_per_gpu_and_all_gpus() -> None:
     r = _run("estimate", "llama-3.1-8b", "--method", "lora", "--num-gpus", "4", "--sharding", "fsdp", "--json")
     assert r.returncode == 0, r.stderr
