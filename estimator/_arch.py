@@ -209,7 +209,7 @@ def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
     if "tie_word_embeddings" in config:  # a composite config's own flag decides the tie (PreTrainedModel)
         source["tie_word_embeddings"] = config["tie_word_embeddings"]
     arch = _parse(dict(source, model_type="qwen2"), "qwen2")
-    tower = vision_tower(config, arch.hidden_size)
+    tower = vision_tower(config)
     note = (
         f"{model_type}: the language model and the vision tower ({tower.depth} blocks of width {tower.embed_dim}); "
         "bitsandbytes quantizes the tower's and the merger's linears too, and LoRA's all-linear adapts them (as "
@@ -663,14 +663,8 @@ def _cohere(r: _Reader) -> Architecture:
 
 
 def _olmo3(r: _Reader) -> Architecture:
-    bias = r.flag("attention_bias", False)
-    return _llama_like(
-        r,
-        defaults=dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                      num_attention_heads=32),
-        qkv_bias=bias, o_bias=bias, qk_norm="full",
-        sliding_window=_window(r),
-    )  # fmt: skip
+    """OLMo 3: OLMo 2's layer with sliding-window layers."""
+    return _with(_olmo2(r), sliding_window=_window(r))
 
 
 def _gpt_bigcode(r: _Reader) -> Architecture:

@@ -395,7 +395,12 @@ class _Flow:
     router_lora: bool = False
     model_type: str = ""
     generic: bool = False  # a model type with no hand-written family (transformers' own parameter list)
-    vision: bool = False  # the step runs a vision tower on images
+    patches: int = 0  # patches the vision tower sees in the step (0: no images)
+
+    @property
+    def vision(self) -> bool:
+        """The step runs a vision tower on images."""
+        return self.patches > 0
 
     @property
     def sdpa_math(self) -> bool:
@@ -441,7 +446,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
         router_lora=ROUTER_INPUT in lora, model_type=arch.model_type, generic=arch.generic,
-        vision=shape.patches > 0,
+        patches=shape.patches,
     )  # fmt: skip
 
 
@@ -933,7 +938,7 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     return _Forward(
         layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
-        pixels=pixel_bytes(arch, plan),
+        pixels=pixel_bytes(arch, f.patches),
     )  # fmt: skip
 
 
@@ -973,11 +978,11 @@ def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: i
     return norm + linears + attention + (3 if tower.gated else 2) * n * m * ad
 
 
-def pixel_bytes(arch: Architecture, plan: Plan) -> int:
-    """The processor's fp32 ``pixel_values`` of the step (patches × 3·2·14²), in the batch from before the forward
-    to after the optimizer step."""
+def pixel_bytes(arch: Architecture, patches: int) -> int:
+    """The processor's fp32 ``pixel_values`` of the step's ``patches`` (× 3·2·14² each), in the batch from before
+    the forward to after the optimizer step."""
     tower = arch.vision
-    return 4 * step_shape(arch, plan).patches * tower.patch_features if tower is not None else 0
+    return 4 * patches * tower.patch_features if tower is not None else 0
 
 
 def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> tuple[int, int]:
@@ -997,13 +1002,11 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
     so the blocks keep their inputs whether the tower is adapted or not. Measured on the CPU grid (Qwen2-VL and
     Qwen2.5-VL, LoRA, QLoRA and full, 224² to 448² images: docs/accuracy.md).
     """
-    tower = arch.vision
-    shape = step_shape(arch, plan)
-    p = shape.patches
+    tower, p = arch.vision, f.patches
     if tower is None or not p:
         return 0, 0
     ad, e = f.ad, tower.embed_dim
-    pixels = pixel_bytes(arch, plan)
+    pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
         pixels += param_dtype_bytes(plan) * p * tower.patch_features
     rope = 2 * 4 * p * tower.head_dim

@@ -68,10 +68,10 @@ MAX_VISION_SIZE = 1 << 20
 """Bound of any vision_config size (published towers are at most a few thousand wide, a few dozen deep)."""
 
 
-def vision_tower(config: Mapping[str, Any], text_hidden: int) -> VisionTower:
+def vision_tower(config: Mapping[str, Any]) -> VisionTower:
     """The tower of a Qwen2-VL / Qwen2.5-VL config (its ``vision_config``, transformers 5.24's defaults for absent
-    fields); ``text_hidden`` is the language model's width (Qwen2-VL's merger outputs ``vision_config.hidden_size``,
-    Qwen2.5-VL's ``out_hidden_size``)."""
+    fields). The merger's output width is the config's own (Qwen2-VL: ``vision_config.hidden_size``, Qwen2.5-VL:
+    ``out_hidden_size``), equal to the language model's in every published model."""
     model_type = str(config.get("model_type"))
     raw = config.get("vision_config")
     vc: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
@@ -86,7 +86,6 @@ def vision_tower(config: Mapping[str, Any], text_hidden: int) -> VisionTower:
     heads = _int(vc, "num_heads", 16)
     if embed % heads:
         raise ConfigError(f"the vision tower's width ({embed}) must be a multiple of vision_config.num_heads ({heads})")
-    del text_hidden  # the merger's width is the config's own (equal to the text width in every published model)
     return VisionTower(
         model_type=model_type, depth=_int(vc, "depth", 32), embed_dim=embed, num_heads=heads, mlp_width=mlp,
         out_hidden_size=out, patch_size=_int(vc, "patch_size", 14),
