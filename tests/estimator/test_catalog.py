@@ -203,6 +203,8 @@ def test_close_model_matches() -> None:
 def _build_on_meta(config: dict[str, Any]) -> Any:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    from trainer.build import model_class
+
     cfg = dict(config)
     with torch.device("meta"):
         if cfg["model_type"] == "gemma3":
@@ -210,9 +212,7 @@ def _build_on_meta(config: dict[str, Any]) -> Any:
             text = transformers.Gemma3TextConfig(**cfg["text_config"])
             return transformers.Gemma3ForCausalLM(text)
         auto = transformers.AutoConfig.for_model(**cfg)
-        if cfg["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # vision-language: the tower is counted
-            return transformers.AutoModelForImageTextToText.from_config(auto)
-        return transformers.AutoModelForCausalLM.from_config(auto)
+        return model_class(auto).from_config(auto)  # vision-language: the tower is counted
 
 
 def test_variants_share_their_base_architecture() -> None:

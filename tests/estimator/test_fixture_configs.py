@@ -25,11 +25,11 @@ EXPECTED = {
 
 def _build(config: dict[str, Any]) -> Any:
     transformers = pytest.importorskip("transformers")
+    from trainer.build import model_class
+
     # a legacy Falcon config is read as transformers' falcon (its conversion's field names), as the estimator reads it
     auto = transformers.AutoConfig.for_model(**legacy_config(config))
-    if config["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # vision-language: the image-text-to-text model
-        return transformers.AutoModelForImageTextToText.from_config(auto)
-    return transformers.AutoModelForCausalLM.from_config(auto)
+    return model_class(auto).from_config(auto)  # vision-language: the image-text-to-text model
 
 
 def test_every_model_type_has_a_fixture() -> None:

@@ -24,14 +24,13 @@ def _fixture(name: str) -> dict[str, Any]:
 def _build_meta(config: dict[str, Any]) -> Any:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    from trainer.build import model_class
+
     with torch.device("meta"):
         if config["model_type"] == "gemma3":  # the language model only, as the estimator counts it
             return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
-        if config["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # the tower included: image-text-to-text
-            data = {k: v for k, v in config.items() if k != "model_type"}
-            auto_config = transformers.AutoConfig.for_model(config["model_type"], **data)
-            return transformers.AutoModelForImageTextToText.from_config(auto_config)
-        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**legacy_config(config)))
+        auto = transformers.AutoConfig.for_model(**legacy_config(config))
+        return model_class(auto).from_config(auto)  # a vision-language model's tower included
 
 
 def _expand(inv: Inventory) -> dict[str, tuple[int, ...]]:

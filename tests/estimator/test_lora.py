@@ -31,16 +31,15 @@ def _peft_trainable(name: str, plan: Plan) -> tuple[int, int]:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
+    from trainer.build import model_class
+
     cfg = _fixture(name)
     with torch.device("meta"):
         if cfg["model_type"] == "gemma3":
             model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**cfg["text_config"]))
-        elif cfg["model_type"] in ("qwen2_vl", "qwen2_5_vl"):  # the tower's linears are adapted too
-            auto = transformers.AutoConfig.for_model(**cfg)
-            model = transformers.AutoModelForImageTextToText.from_config(auto)
-        else:
+        else:  # a vision-language model: its tower's linears are adapted too
             auto = transformers.AutoConfig.for_model(**legacy_config(cfg))
-            model = transformers.AutoModelForCausalLM.from_config(auto)
+            model = model_class(auto).from_config(auto)
     tm = plan.target_modules if isinstance(plan.target_modules, str) else list(plan.target_modules)
     lc = peft.LoraConfig(
         r=plan.lora_r, lora_alpha=plan.lora_alpha, lora_dropout=plan.lora_dropout, target_modules=tm,
