@@ -47,6 +47,8 @@ def _load(page: Any, url: str) -> dict[str, Any]:
     page.goto(url)
     page.wait_for_selector("body[data-charts=ready]", timeout=30_000)
     wait_for(page, "performance.getEntriesByType('navigation')[0].loadEventEnd > 0")
+    # the paint entry is queued when the frame is presented, which may come after the load event
+    wait_for(page, "performance.getEntriesByName('first-contentful-paint').length > 0")
     timing: dict[str, Any] = page.evaluate(TIMING_JS)
     return timing
 
