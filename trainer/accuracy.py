@@ -48,6 +48,7 @@ def _tiny(model_type: str, **extra: Any) -> dict[str, Any]:
 
 
 LLAMA = _tiny("llama")
+LLAMA_V256 = _tiny("llama", vocab_size=256)  # small logits: the layers' and the final norm's backward set the peak
 QWEN2 = _tiny("qwen2", tie_word_embeddings=True)
 MISTRAL = _tiny("mistral", num_key_value_heads=1)
 QWEN3 = _tiny("qwen3", head_dim=64)
@@ -179,6 +180,8 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-lora-qv", LLAMA, method="lora", target_modules=["q_proj", "v_proj"], gradient_checkpointing=False),
     _c("llama-full-gc", LLAMA, method="full"),
     _c("llama-full-nogc", LLAMA, method="full", gradient_checkpointing=False),
+    _c("llama-v256-full-gc-b4", LLAMA_V256, method="full", batch_size=4),  # the MLP's backward in the first layer
+    _c("llama-v256-full-nogc-b4", LLAMA_V256, method="full", batch_size=4, gradient_checkpointing=False),  # final norm
     _c("qwen2-qlora-gc", QWEN2, method="qlora"),
     _c("qwen2-lora-nogc", QWEN2, method="lora", gradient_checkpointing=False, lora_dropout=0.05),
     _c("mistral-qlora-s512", MISTRAL, method="qlora", batch_size=1, seq_len=512),
@@ -221,6 +224,7 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
     _c("llama-orpo-qlora-gc", LLAMA, method="qlora", objective="orpo"),  # fp32 logits: three gradients at once
     _c("llama-simpo-lora-nogc", LLAMA, method="lora", objective="simpo", gradient_checkpointing=False),
+    _c("llama-orpo-full-gc", LLAMA, method="full", objective="orpo"),  # 2·b rows: the layers' backward peaks
     _c(
         "llama-grpo-lora-gc",
         LLAMA,
@@ -276,7 +280,9 @@ DEEPSEEK_V2_LITE: dict[str, Any] = {
 """deepseek-ai/DeepSeek-V2-Lite's config.json: multi-head latent attention (no query LoRA, kv_lora_rank 512), one
 dense layer then 26 MoE layers of 64 routed experts (6 per token) and 2 shared ones; 15.7 B parameters."""
 
-BENCH_ONLY_TRACED = frozenset({"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32"})
+BENCH_ONLY_TRACED = frozenset(
+    {"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32", "llama-3.1-8b-simpo-lora-s512"}
+)
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
 QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors)."""
 
@@ -315,6 +321,10 @@ def traced_cases() -> tuple[Case, ...]:
         # objectives with TRL's own trainers (device cpu: the fused log-prob head's CPU fallback, as traced)
         Case("llama-3.1-8b-dpo-qlora-s512", _catalog_config("llama-3.1-8b"),
              real | {"method": "qlora", "objective": "dpo", "seq_len": 512, "device": "cpu"}),
+        Case("llama-3.1-8b-orpo-qlora-s512", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "objective": "orpo", "seq_len": 512, "device": "cpu"}),
+        Case("llama-3.1-8b-simpo-lora-s512", _catalog_config("llama-3.1-8b"),
+             real | {"method": "lora", "objective": "simpo", "seq_len": 512, "device": "cpu"}),
         Case("llama-3.1-8b-grpo-lora-c32", _catalog_config("llama-3.1-8b"),
              real | {"method": "lora", "objective": "grpo", "batch_size": 2, "num_generations": 2, "seq_len": 256,
                      "max_completion_length": 32, "device": "cpu"}),
