@@ -956,8 +956,8 @@ def _tower_input(
 
 def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int) -> int:
     """One vision block's saved tensors over ``patches`` patches (``Qwen2VLVisionBlock`` /
-    ``Qwen2_5_VLVisionBlock``, SDPA per image), from the code: the norms' saved tensors (LayerNorm: input and
-    statistics; RMSNorm: its fp32 input copy and rsqrt), the linears' inputs as their adapters keep them
+    ``Qwen2_5_VLVisionBlock``, SDPA per image or frame pair), from the code: the norms' saved tensors (LayerNorm:
+    input and statistics; RMSNorm: its fp32 input copy and rsqrt), the linears' inputs as their adapters keep them
     (``_tower_input``), the fused qkv output (3E, kept whole: v is a view of it), the rotated q and k and SDPA's
     output (E each; the rotation's fp32 copies are not saved: its products' backward needs only cos and sin), and
     the MLP's intermediates (Qwen2-VL: fc1's output and quick_gelu's sigmoid; Qwen2.5-VL: gate, up and SiLU's
