@@ -202,12 +202,18 @@ def _service(args: argparse.Namespace) -> EstimateService:
 
 
 def _images_text(plan: dict[str, Any], inputs: dict[str, Any]) -> str:
-    """``+ 2 images (2,454 image tokens per row), `` for a plan with images; empty otherwise."""
+    """``+ 2 images (2,454 image tokens per row), `` for a plan with images, ``+ a video of 8 frames (1,028 video
+    tokens per row), `` for one with a video (both when it has both); empty otherwise."""
+    text = ""
     n = plan.get("images_per_sample") or 0
-    if not n:
-        return ""
-    tokens = inputs.get("image_tokens_per_row", 0)
-    return f"+ {n} image{'s' if n > 1 else ''} ({tokens:,} image tokens per row), "
+    if n:
+        tokens = inputs.get("image_tokens_per_row", 0)
+        text += f"+ {n} image{'s' if n > 1 else ''} ({tokens:,} image tokens per row), "
+    frames = plan.get("video_frames") or 0
+    if frames:
+        tokens = inputs.get("video_tokens_per_row", 0)
+        text += f"+ a video of {frames} frame{'s' if frames > 1 else ''} ({tokens:,} video tokens per row), "
+    return text
 
 
 def _print_estimate(d: dict[str, Any]) -> None:

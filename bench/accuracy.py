@@ -773,16 +773,23 @@ def _gaps(
         "- **Model types with no hand-written family** (read from transformers' own parameters): storage and "
         "parameters exact by construction, activations by the generic llama-style rules, not held by a run.",
         "- **Vision-language models**: Qwen2-VL and Qwen2.5-VL are read by hand (parameters, names and shapes equal "
-        "to transformers' image-text-to-text model on the meta device) and their images are counted: the image "
-        "tokens the processor makes (`inputs`), the tower's saved tensors, the fp32 pixel values and the tower's "
-        "backward, which runs last. Real CPU runs (`qwen2*-vl-*`, above) and traced real-size runs (Qwen2-VL-2B "
+        "to transformers' image-text-to-text model on the meta device) and their images and videos are counted: "
+        "the image and video tokens the processors make (`inputs`; a video's frames under the video processor's "
+        "own bounds, in pairs), the tower's saved tensors (one run for the images, one for the videos, both held), "
+        "the fp32 pixel values and the tower's backward, which runs last (over the larger run; run by hand, "
+        "Qwen2.5-VL QLoRA with a 4-frame 448² video measured within 4 KB of the same step with two 448² images, "
+        "2,048 patches each). Real CPU runs (`qwen2*-vl-*`, above) and traced real-size runs (Qwen2-VL-2B "
         "with two images at the processor's cap here; Qwen2-VL-7B QLoRA with a 448² image at 512 tokens -0.06 % and "
-        "Qwen2.5-VL-7B QLoRA at the cap +0.17 %, run by hand with `trainer.traced`) hold the peak. The tower's "
+        "Qwen2.5-VL-7B QLoRA at the cap +0.17 %, Qwen2-VL-2B LoRA with an 8-frame video at the video cap at 128 "
+        "tokens -0.01 %, Qwen2.5-VL-3B QLoRA with a 448² image and a 16-frame 448² video at 256 tokens +0.42 %, "
+        "run by hand with `trainer.traced`) hold the peak. The tower's "
         "backward is an upper bound at one moment of a block's backward: with QLoRA and dropout on Qwen2-VL's "
         "tiny tower it was 5.3 % above the run (its peak came before the MLP's gradients exist). Not modelled: "
-        "video (refused), the other VLM families (Gemma 3's tower, Llama 3.2 Vision, LLaVA, Idefics3/SmolVLM, "
-        "Mistral 3/Pixtral: their parameters come from transformers with the train extra, images are refused), "
-        "the tower on a GPU (its attention kernel is not measured: the `UNVERIFIED` band).",
+        "the video processor's total-pixel budget (`cap_pixels_per_frame`, off by default in transformers 5.24; "
+        "`video_frames` are the frames the model sees, after any sampling), the other VLM families (Gemma 3's "
+        "tower, Llama 3.2 Vision, LLaVA, Idefics3/SmolVLM, Mistral 3/Pixtral: their parameters come from "
+        "transformers with the train extra, images and video are refused), the tower on a GPU (its attention "
+        "kernel is not measured: the `UNVERIFIED` band).",
         "",
     ]
     return lines

@@ -102,15 +102,17 @@ class Estimate:
 
     def inputs(self) -> dict[str, int]:
         """What one step's forward runs on: rows, tokens per row (text and, for a vision-language model, the image
-        tokens its processor inserts) and the patches the vision encoder sees."""
+        and video tokens its processors insert) and the patches the vision encoder sees (images' and videos')."""
         shape = step_shape(self.arch, self.plan)
         return {
             "rows": shape.rows,
             "tokens_per_row": shape.length,
             "text_tokens_per_row": shape.text,
             "image_tokens_per_row": shape.image_tokens,
+            "video_tokens_per_row": shape.video_tokens,
             "vision_patches": shape.patches,
             "patches_per_image": shape.patches_per_image,
+            "patches_per_video": shape.patches_per_video,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,12 +252,13 @@ def estimate(
         arch = generic_architecture(cfg)
         inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
-    if plan.video_frames or (plan.images_per_sample and arch.vision is None):
-        what = "video inputs" if plan.video_frames else f"image inputs of {arch.model_type}"
+    if plan.vision_inputs and arch.vision is None:
+        what = " and ".join(w for n, w in ((plan.images_per_sample, "image"), (plan.video_frames, "video")) if n)
         raise PlanError(
-            f"{what} are not modelled yet (images are, for {', '.join(QWEN_VL)}): the vision encoder's activations "
-            "and the image tokens would not be counted, so an estimate would be low; set images_per_sample and "
-            "video_frames to 0 and add the image tokens the processor makes to seq_len"
+            f"{what} inputs of {arch.model_type} are not modelled yet (they are for {', '.join(QWEN_VL)}): the "
+            "vision encoder's activations and the tokens it hands the language model would not be counted, so an "
+            "estimate would be low; set images_per_sample and video_frames to 0 and add the tokens the processor "
+            "makes to seq_len"
         )
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = objective_inventory(inv, plan)

@@ -302,10 +302,10 @@ def _trainable_tensors(
 ) -> list[tuple[int, int, int]]:
     """(elements, bytes per element, count) of every trainable parameter tensor (``as_made``: in the dtype PEFT
     makes them, before TRL's bf16 cast; ``stepped``: only those that get a gradient and optimizer state: a
-    vision-language model's tower runs only on images, so without them its parameters get neither: AdamW skips a
-    parameter whose ``grad`` is None)."""
+    vision-language model's tower runs only on images and video, so without them its parameters get neither: AdamW
+    skips a parameter whose ``grad`` is None)."""
     per = param_dtype_bytes(plan)
-    tower_idle = stepped and inv.arch.vision is not None and not plan.images_per_sample
+    tower_idle = stepped and inv.arch.vision is not None and not plan.vision_inputs
     if plan.method == "full":
         return [(t.numel, tensor_dtype_bytes(inv, t, plan), t.layers) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
@@ -395,11 +395,12 @@ class _Flow:
     router_lora: bool = False
     model_type: str = ""
     generic: bool = False  # a model type with no hand-written family (transformers' own parameter list)
-    patches: int = 0  # patches the vision tower sees in the step (0: no images)
+    patches: int = 0  # patches the vision tower sees in the step (0: no images or video)
+    tower_run: int = 0  # patches of the tower's largest single run (the step's images, or its videos)
 
     @property
     def vision(self) -> bool:
-        """The step runs a vision tower on images."""
+        """The step runs a vision tower on images or video."""
         return self.patches > 0
 
     @property
@@ -446,7 +447,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
         router_lora=ROUTER_INPUT in lora, model_type=arch.model_type, generic=arch.generic,
-        patches=shape.patches,
+        patches=shape.patches, tower_run=shape.tower_run,
     )  # fmt: skip
 
 
@@ -878,7 +879,7 @@ def tower_backward_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, stat
 def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> int:
     """Gradients of the vision tower (its parameters, or the adapters on its linears): its backward runs after
     every decoder layer's, so they are made at the end, with the embeddings'."""
-    if inv.arch.vision is None or not plan.images_per_sample:
+    if inv.arch.vision is None or not plan.vision_inputs:
         return 0  # no tower, or it never runs: no gradient
     if plan.method == "full":
         per = param_dtype_bytes(plan)
@@ -955,8 +956,8 @@ def _tower_input(
 
 def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int) -> int:
     """One vision block's saved tensors over ``patches`` patches (``Qwen2VLVisionBlock`` /
-    ``Qwen2_5_VLVisionBlock``, SDPA per image), from the code: the norms' saved tensors (LayerNorm: input and
-    statistics; RMSNorm: its fp32 input copy and rsqrt), the linears' inputs as their adapters keep them
+    ``Qwen2_5_VLVisionBlock``, SDPA per image or frame pair), from the code: the norms' saved tensors (LayerNorm:
+    input and statistics; RMSNorm: its fp32 input copy and rsqrt), the linears' inputs as their adapters keep them
     (``_tower_input``), the fused qkv output (3E, kept whole: v is a view of it), the rotated q and k and SDPA's
     output (E each; the rotation's fp32 copies are not saved: its products' backward needs only cos and sin), and
     the MLP's intermediates (Qwen2-VL: fc1's output and quick_gelu's sigmoid; Qwen2.5-VL: gate, up and SiLU's
@@ -979,28 +980,33 @@ def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: i
 
 
 def pixel_bytes(arch: Architecture, patches: int) -> int:
-    """The processor's fp32 ``pixel_values`` of the step's ``patches`` (× 3·2·14² each), in the batch from before
-    the forward to after the optimizer step."""
+    """The processors' fp32 ``pixel_values`` and ``pixel_values_videos`` of the step's ``patches`` (× 3·2·14² each),
+    in the batch from before the forward to after the optimizer step."""
     tower = arch.vision
     return 4 * patches * tower.patch_features if tower is not None else 0
 
 
 def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> tuple[int, int]:
-    """(held, backward) bytes of the vision tower of a step with images (0, 0 without).
+    """(held, backward) bytes of the vision tower of a step with images or video (0, 0 without).
 
     Held from the tower's forward to its backward at the very end of the step, so at every phase's peak: the
-    processor's fp32 ``pixel_values`` (``pixel_bytes``; full fine-tuning in 16 bits: also the Conv3d patch
-    embedding's 16-bit copy of them, kept for its weight's gradient), the rotary cos and sin (fp32, patches ×
-    head_dim each), the blocks' saved tensors (with checkpointing each block's input, patches × E; without,
-    ``vision_block``; Qwen2.5-VL: also the patch embeddings before their window reordering, a leaf autograd keeps),
-    and the merger's: ``ln_q``'s saved input (the last block's output) and statistics, each merger linear's input
-    as its adapter keeps it (``_tower_input``, over patches / merge² rows of merge²·E), the GELU's input, and the
-    image features it hands the language model (rows × its width). The tower runs in the decoder's activation dtype
-    (fp32 under QLoRA's upcast norms). Its backward comes after the decoder's, the merger's tensors freed by then:
-    one block's saved tensors (recomputed under checkpointing) and the block's working gradients
-    (``tower_backward_work``). transformers' ``enable_input_require_grads`` hooks the tower's patch embedding too,
-    so the blocks keep their inputs whether the tower is adapted or not. Measured on the CPU grid (Qwen2-VL and
-    Qwen2.5-VL, LoRA, QLoRA and full, 224² to 448² images: docs/accuracy.md).
+    processors' fp32 ``pixel_values`` and ``pixel_values_videos`` (``pixel_bytes``; full fine-tuning in 16 bits: also
+    the Conv3d patch embedding's 16-bit copy of them, kept for its weight's gradient), the rotary cos and sin (fp32,
+    patches × head_dim each), the blocks' saved tensors (with checkpointing each block's input, patches × E;
+    without, ``vision_block``; Qwen2.5-VL: also the patch embeddings before their window reordering, a leaf autograd
+    keeps), and the merger's: ``ln_q``'s saved input (the last block's output) and statistics, each merger linear's
+    input as its adapter keeps it (``_tower_input``, over patches / merge² rows of merge²·E), the GELU's input, and
+    the features it hands the language model (rows × its width). Every term is a number of patches times a width, so
+    the images' run of the tower and the videos' run (``get_image_features``, then ``get_video_features``: a video's
+    patches are an image's, its frame pairs attended one at a time as images are) add up. The tower runs in the
+    decoder's activation dtype (fp32 under QLoRA's upcast norms). Its backward comes after the decoder's, the
+    merger's tensors freed by then: one block's saved tensors (recomputed under checkpointing) and the block's
+    working gradients (``tower_backward_work``), over the largest run's patches; the videos' run (recorded last)
+    goes back first, while the images' run is all held: with both, exact when the videos' run is the larger, an
+    upper bound otherwise (the images' backward comes when the videos' tensors are freed). transformers'
+    ``enable_input_require_grads`` hooks the tower's patch embedding too, so the blocks keep their inputs whether the
+    tower is adapted or not. Measured on the CPU grid (Qwen2-VL and Qwen2.5-VL, LoRA, QLoRA and full, 224² to 448²
+    images, a Qwen2-VL video: docs/accuracy.md).
     """
     tower, p = arch.vision, f.patches
     if tower is None or not p:
@@ -1012,16 +1018,23 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
     rope = 2 * 4 * p * tower.head_dim
     block = vision_block(tower, adapters, f, p)
     blocks = tower.depth * p * e * ad if plan.gradient_checkpointing else tower.depth * block
-    rows, wide = p // tower.spatial_merge_size**2, e * tower.spatial_merge_size**2
-    ln = p * e * ad + (8 * p if not tower.gated else 4 * p * e + 4 * p)
-    linears = _tower_input(f, adapters, ("merger.mlp.0",), rows, wide)
-    linears += _tower_input(f, adapters, ("merger.mlp.2",), rows, wide)
-    merger = ln + linears + rows * wide * ad + rows * tower.out_hidden_size * ad
+    merger = _merger_saved(tower, adapters, f, p)
     window = p * e * ad if tower.gated else 0  # Qwen2.5-VL's window-ordered copy of the patch embeddings
     # in the tower's backward the merger's tensors are freed before the blocks': the last block's recomputed
     # tensors and working gradients replace them
-    work = tower_backward_work(tower, plan, f, p)
-    return pixels + rope + blocks + merger + window, block + work - merger
+    run = f.tower_run or p
+    work = vision_block(tower, adapters, f, run) + tower_backward_work(tower, plan, f, run)
+    return pixels + rope + blocks + merger + window, work - _merger_saved(tower, adapters, f, run)
+
+
+def _merger_saved(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int) -> int:
+    """The merger's saved tensors over ``patches`` patches (see ``vision_activations``)."""
+    ad, e = f.ad, tower.embed_dim
+    rows, wide = patches // tower.spatial_merge_size**2, e * tower.spatial_merge_size**2
+    ln = patches * e * ad + (8 * patches if not tower.gated else 4 * patches * e + 4 * patches)
+    linears = _tower_input(f, adapters, ("merger.mlp.0",), rows, wide)
+    linears += _tower_input(f, adapters, ("merger.mlp.2",), rows, wide)
+    return ln + linears + rows * wide * ad + rows * tower.out_hidden_size * ad
 
 
 def tower_backward_work(tower: VisionTower, plan: Plan, f: _Flow, patches: int) -> int:
@@ -1677,10 +1690,16 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         )
     if f.vision:
         shape = step_shape(arch, plan)
+        merge = arch.vision.spatial_merge_size if arch.vision else 2
+        seen = []
+        if shape.image_tokens:
+            seen.append(f"{shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image)")
+        if shape.video_tokens:
+            seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
         notes.append(
-            f"images: {shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image, one "
-            f"token per merged {arch.vision.spatial_merge_size if arch.vision else 2}² and two delimiters) and the "
-            "vision tower's activations are counted (its backward runs last, after the decoder's)"
+            f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
+            f"{' and '.join(seen)}, one token per merged {merge}² patches and two delimiters each, and the vision "
+            "tower's activations are counted (its backward runs last, after the decoder's)"
             + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
         )
     if f.cuda:

@@ -397,8 +397,8 @@ class Plan:
         None,
         "pair",
         "Image size",
-        "[height, width] of each image in pixels (e.g. 448x448); unset: the processor's largest (max_pixels for "
-        "dynamic-resolution models, the fixed input size otherwise).",
+        "[height, width] of each image and video frame in pixels (e.g. 448x448); unset: the processor's largest "
+        "(max_pixels for dynamic-resolution models, the fixed input size otherwise).",
         "Images",
         low=1,
         high=MAX_IMAGE_SIDE,
@@ -407,8 +407,8 @@ class Plan:
         0,
         "int",
         "Max pixels",
-        "Dynamic-resolution models (Qwen-VL, Pixtral): the processor's max_pixels cap an image is resized under "
-        "(0: the processor's default).",
+        "Dynamic-resolution models (Qwen-VL, Pixtral): the processor's max_pixels cap an image or a video frame is "
+        "resized under (0: the processor's default; Qwen-VL: 28²·1280 for images, 28²·768 for video frames).",
         "Images",
         low=0,
         high=MAX_IMAGE_SIDE * MAX_IMAGE_SIDE,
@@ -417,7 +417,9 @@ class Plan:
         0,
         "int",
         "Video frames",
-        "Models that take video (Qwen-VL): frames of one video per sample, each of image_size.",
+        "Models that take video (Qwen2-VL, Qwen2.5-VL): frames of one video per sample (each row of a pair holds it "
+        "again), each of image_size, resized by the video processor (at least 128·28² pixels); pairs of frames make "
+        "one temporal patch (an odd count gets its last frame repeated). Its tokens are added to seq_len's.",
         "Images",
         low=0,
         high=MAX_FRAMES,
@@ -639,6 +641,11 @@ class Plan:
     def row_text_tokens(self) -> int:
         """Text tokens of one row: seq_len, plus the completion for GRPO (seq_len is then the prompt)."""
         return self.seq_len + (self.max_completion_length if self.objective == "grpo" else 0)
+
+    @property
+    def vision_inputs(self) -> bool:
+        """Whether a sample holds images or a video (a vision-language model's tower then runs)."""
+        return self.images_per_sample > 0 or self.video_frames > 0
 
     @property
     def holds_reference(self) -> bool:

@@ -2,8 +2,8 @@
 
 The plan says what a sample holds (``batch_size`` samples of ``seq_len`` text tokens, images, an objective); the
 model sees rows: chosen and rejected of a pair are two rows of one concatenated forward (TRL's preference and reward
-trainers), GRPO's rows are prompt + completion, and a vision-language model's rows hold the image tokens its
-processor inserts next to the text. Every phase of the memory model, the attention kernel and the time model read
+trainers), GRPO's rows are prompt + completion, and a vision-language model's rows hold the image and video tokens
+its processors insert next to the text. Every phase of the memory model, the attention kernel and the time model read
 the step's shape from here.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ._arch import Architecture
 from ._plan import Plan
-from ._vision import image_patches, image_tokens
+from ._vision import image_patches, image_tokens, video_patches, video_tokens
 
 
 @dataclass(frozen=True)
@@ -21,29 +21,41 @@ class StepShape:
     """Rows and row length of the training forward, and what the length is made of."""
 
     rows: int  # rows of the training forward (2 × batch_size for pairs)
-    length: int  # tokens per row the language model sees (text + image tokens)
+    length: int  # tokens per row the language model sees (text + image and video tokens)
     text: int  # text tokens per row (seq_len, plus the completion for GRPO)
-    image_tokens: int = 0  # image and video tokens per row in the language model
-    patches: int = 0  # patches the vision encoder sees in the step (all rows' images)
+    image_tokens: int = 0  # image tokens per row in the language model (delimiters included)
+    patches: int = 0  # patches the vision encoder sees in the step (all rows' images and videos)
     patches_per_image: int = 0
+    video_tokens: int = 0  # video tokens per row (one video per sample, delimiters included)
+    patches_per_video: int = 0
 
     @property
     def tokens(self) -> int:
         """Tokens of the forward: rows × length."""
         return self.rows * self.length
 
+    @property
+    def tower_run(self) -> int:
+        """Patches of the tower's largest single run: the model runs it once on all the step's images and once on
+        all its videos (``get_image_features``, then ``get_video_features``)."""
+        videos = self.rows * self.patches_per_video
+        return max(videos, self.patches - videos)
+
 
 def step_shape(arch: Architecture, plan: Plan) -> StepShape:
     """The rows and row length ``plan`` runs on ``arch``."""
     text = plan.row_text_tokens
     tower = arch.vision
-    if tower is None or not plan.images_per_sample:
+    if tower is None or not (plan.images_per_sample or plan.video_frames):
         return StepShape(rows=plan.rows, length=text, text=text)
-    per_image = image_patches(tower, plan.image_size, plan.max_pixels)
-    tokens = plan.images_per_sample * image_tokens(tower, plan.image_size, plan.max_pixels)
+    per_image = image_patches(tower, plan.image_size, plan.max_pixels) if plan.images_per_sample else 0
+    images = plan.images_per_sample * image_tokens(tower, plan.image_size, plan.max_pixels)
+    per_video = video_patches(tower, plan.video_frames, plan.image_size, plan.max_pixels)
+    video = video_tokens(tower, plan.video_frames, plan.image_size, plan.max_pixels)
     return StepShape(
-        rows=plan.rows, length=text + tokens, text=text, image_tokens=tokens,
-        patches=plan.rows * plan.images_per_sample * per_image, patches_per_image=per_image,
+        rows=plan.rows, length=text + images + video, text=text, image_tokens=images,
+        patches=plan.rows * (plan.images_per_sample * per_image + per_video), patches_per_image=per_image,
+        video_tokens=video, patches_per_video=per_video,
     )  # fmt: skip
 
 

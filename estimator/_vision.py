@@ -11,6 +11,16 @@ Image tokens (``Qwen2VLImageProcessor``): an image is resized by ``smart_resize`
 ``patch_size × spatial_merge_size`` (28) and its area lies in ``[min_pixels, max_pixels]`` (56², 28²·1280 by
 default); the vision encoder sees ``(h/14)·(w/14)`` patches, and the merger hands the language model one token per
 ``spatial_merge_size²`` (4) of them, between ``<|vision_start|>`` and ``<|vision_end|>``. Other families: not yet.
+
+Video tokens (``Qwen2VLVideoProcessor``, Qwen2.5-VL's too): every frame of a video is resized by the same
+``smart_resize`` under the video processor's own bounds (``size``: 128·28² to 28²·768 pixels by default, so a small
+frame is enlarged), the frames are padded to a multiple of ``temporal_patch_size`` (2) by repeating the last one,
+and each pair of frames makes one temporal patch: ``grid_t · (h/14)·(w/14)`` patches of the same 3·2·14² values as an
+image's (``pixel_values_videos``, fp32), ``grid_t = ⌈frames / 2⌉``. The model runs them through the same tower and
+merger (``get_video_features``, a second run of ``visual`` after the images'), and the language model gets one
+``<|video_pad|>`` token per merged group, between the same two delimiters (``replace_video_token``). transformers
+5.24's default keeps the per-frame cap alone (``cap_pixels_per_frame`` unset: no total-video budget) and samples no
+frames (``do_sample_frames=False``): every frame given is a frame seen.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from ._errors import ConfigError
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
+VIDEO_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor.size["shortest_edge"]
+VIDEO_MAX_PIXELS = 28 * 28 * 768  # Qwen2VLVideoProcessor.size["longest_edge"]
 
 
 @dataclass(frozen=True)
@@ -108,18 +120,42 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
+def _frame_patches(tower: VisionTower, size: tuple[int, int] | None, min_pixels: int, cap: int) -> int:
+    """Patches of one picture of ``size`` (unset: a square at ``cap``) after ``smart_resize`` into
+    ``[min_pixels, cap]``: ``(h/patch)·(w/patch)``."""
+    patch, merge = tower.patch_size, tower.spatial_merge_size
+    if size is None:
+        side = math.isqrt(cap)
+        size = (side, side)
+    h, w = smart_resize(size[0], size[1], patch * merge, min_pixels, cap)
+    return (h // patch) * (w // patch)
+
+
 def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Patches the vision encoder sees for one image of ``image_size`` (unset: a square at ``max_pixels``; 0:
     the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``."""
-    patch, merge = tower.patch_size, tower.spatial_merge_size
-    cap = max_pixels or MAX_PIXELS
-    if image_size is None:
-        side = math.isqrt(cap)
-        image_size = (side, side)
-    h, w = smart_resize(image_size[0], image_size[1], patch * merge, MIN_PIXELS, cap)
-    return (h // patch) * (w // patch)
+    return _frame_patches(tower, image_size, MIN_PIXELS, max_pixels or MAX_PIXELS)
 
 
 def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Language-model tokens of one image: one per merged group of patches, and the two vision delimiters."""
     return image_patches(tower, image_size, max_pixels) // (tower.spatial_merge_size**2) + 2
+
+
+def video_patches(tower: VisionTower, frames: int, frame_size: tuple[int, int] | None, max_pixels: int) -> int:
+    """Patches the vision encoder sees for one video of ``frames`` frames of ``frame_size`` (unset: a square at the
+    cap; ``max_pixels`` 0: the video processor's default cap, 28²·768): ``⌈frames / temporal_patch_size⌉`` temporal
+    patches of ``(h/patch)·(w/patch)`` each, the frames resized under the video processor's bounds
+    (``Qwen2VLVideoProcessor.patchify`` / ``get_num_of_video_patches``)."""
+    if frames <= 0:
+        return 0
+    grid_t = -(-frames // tower.temporal_patch_size)
+    return grid_t * _frame_patches(tower, frame_size, VIDEO_MIN_PIXELS, max_pixels or VIDEO_MAX_PIXELS)
+
+
+def video_tokens(tower: VisionTower, frames: int, frame_size: tuple[int, int] | None, max_pixels: int) -> int:
+    """Language-model tokens of one video: one ``<|video_pad|>`` per merged group of patches, and the two vision
+    delimiters (0 without frames)."""
+    if frames <= 0:
+        return 0
+    return video_patches(tower, frames, frame_size, max_pixels) // (tower.spatial_merge_size**2) + 2

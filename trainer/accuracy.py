@@ -241,13 +241,20 @@ CPU_CASES: tuple[Case, ...] = (
     _c("deepseek-v2-lora-nogc", DEEPSEEK_V2, method="lora", gradient_checkpointing=False),
     _c("gpt-oss-qlora-gc", GPT_OSS, method="qlora"),  # eager attention with sinks
     _c("gpt-oss-lora-nogc", GPT_OSS, method="lora", gradient_checkpointing=False),
-    # vision-language: images through the model's own processor (trainer.vision), the tower's activations
+    # vision-language: images and video through the model's own processors (trainer.vision), the tower's activations
     _c("qwen2-vl-lora-gc-448", QWEN2_VL, method="lora", images_per_sample=1, image_size=(448, 448), seq_len=64,
        batch_size=1),
     _c("qwen2.5-vl-qlora-gc-448", QWEN2_5_VL, method="qlora", images_per_sample=1, image_size=(448, 448),
        seq_len=64, batch_size=1),
     _c("qwen2-vl-full-nogc-2x224", QWEN2_VL, method="full", gradient_checkpointing=False, images_per_sample=1,
        image_size=(224, 336), seq_len=64),
+    # a video through the video processor's own bounds and patching: 3 frames of 224² (enlarged to 336², the last
+    # frame repeated to make two temporal patches: 1,152 patches, 290 tokens)
+    _c("qwen2-vl-lora-gc-video-3x224", QWEN2_VL, method="lora", video_frames=3, image_size=(224, 224), seq_len=64,
+       batch_size=1),
+    # an image and a video: two runs of the tower, both held to its backward, which peaks in the larger (the video's)
+    _c("qwen2.5-vl-qlora-gc-448-video-4x448", QWEN2_5_VL, method="qlora", images_per_sample=1, video_frames=4,
+       image_size=(448, 448), seq_len=8, batch_size=1),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

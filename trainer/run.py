@@ -50,7 +50,7 @@ from estimator import CUDA_ALLOC_ROUND, Plan
 from .build import BuildError, Built, build, optimizer_state_tensors, quant_state_tensors
 from .objectives import objective
 from .tracker import MemoryTracker, attach_logits_scope
-from .vision import image_batch
+from .vision import vision_batch
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -414,8 +414,8 @@ def run(
         if cuda:
             measured["after_load"] = torch.cuda.memory_allocated(device)
         batch = make_batch(built.vocab_size, plan, device, seed)
-        if plan.images_per_sample:
-            batch = image_batch(cfg, plan, device, seed)
+        if plan.vision_inputs:
+            batch = vision_batch(cfg, plan, device, seed)
         obj = objective(built.model, cfg, plan, device, built.vocab_size, seed)
         if obj is not None:
             batch = obj.batch

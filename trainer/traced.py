@@ -78,7 +78,7 @@ from .run import (
     versions,
 )
 from .tracker import MemoryTracker
-from .vision import image_batch
+from .vision import vision_batch
 
 
 @contextlib.contextmanager
@@ -420,10 +420,12 @@ def traced_run(
         batch = traced_objective(built, cfg, plan)
         result["load_time_s"] = time.perf_counter() - t0
         result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
-        # an image batch is made with real tensors by the model's own processor, before the fake mode
-        if batch is None and plan.images_per_sample:
-            batch = image_batch(cfg, plan, torch.device("cpu"), 0)
-            batch["image_grid_thw"] = batch["image_grid_thw"].as_subclass(RealIndex)  # the model splits by it
+        # an image or video batch is made with real tensors by the model's own processors, before the fake mode
+        if batch is None and plan.vision_inputs:
+            batch = vision_batch(cfg, plan, torch.device("cpu"), 0)
+            for grid in ("image_grid_thw", "video_grid_thw"):  # the model splits by them
+                if grid in batch:
+                    batch[grid] = batch[grid].as_subclass(RealIndex)
         with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
             result.update(_traced_steps(built, plan, steps, round_to, batch))
     result["wall_time_s"] = time.perf_counter() - t_all

@@ -1,18 +1,33 @@
-"""A vision-language batch as the model's own image processor makes it: pixels, patch grid and image tokens.
+"""A vision-language batch as the model's own processors make it: pixels, patch grids and image and video tokens.
 
 For a plan with ``images_per_sample`` on a Qwen2-VL / Qwen2.5-VL model, each sample's images are random RGB images of
 ``plan.image_size`` (unset: a square at ``max_pixels``) run through transformers' own ``Qwen2VLImageProcessorPil``
 (its ``smart_resize``, patching and flattening: ``pixel_values`` of shape (patches, 3·2·14·14) and
-``image_grid_thw``). Each row holds, per image, ``<|vision_start|>``, one image token per merged 2×2 patch group and
-``<|vision_end|>``, then ``seq_len`` random text tokens; ``mm_token_type_ids`` marks the image tokens (the model
-computes its 3-D rope positions from them, as it does from the processor's output). Labels are the ids with the
-image tokens set to -100, as TRL's vision collator does. Needs Pillow (the train extra).
+``image_grid_thw``). With ``video_frames``, each sample also holds one video of that many random frames of
+``image_size`` (unset: a square at the video processor's cap), made as ``Qwen2VLVideoProcessor`` (Qwen2.5-VL's too)
+makes it: the frames resized by its ``smart_resize`` under its own bounds (``size``: 128·28² to 28²·768 pixels, or
+``max_pixels``), rescaled and normalized to fp32, then its own ``patchify`` (the last frame repeated to a multiple of
+``temporal_patch_size``): ``pixel_values_videos`` of (patches, 3·2·14·14) and ``video_grid_thw``. That processor's
+module imports torchvision, which the train extra does not install: its ``smart_resize``, ``patchify`` and class
+defaults are compiled from the installed module's source, and the resize is ``torch.nn.functional.interpolate``'s
+antialiased bicubic, the one torchvision's ``resize`` calls on tensors (the pixel values differ from a PIL resize by
+rounding, the shapes and dtypes not at all).
+
+Each row holds, per image, ``<|vision_start|>``, one image token per merged 2×2 patch group and ``<|vision_end|>``,
+then the video the same way with ``<|video_pad|>`` tokens, then ``seq_len`` random text tokens;
+``mm_token_type_ids`` marks the image (1) and video (2) tokens (the model computes its 3-D rope positions from them,
+as it does from the processor's output; Qwen2.5-VL's ``second_per_grid_ts`` is left to its default, one second per
+temporal patch: it moves positions only). Labels are the ids with the image and video tokens set to -100, as TRL's
+vision collator does. Needs Pillow (the train extra).
 """
 
 from __future__ import annotations
 
+import ast
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,46 +57,113 @@ def _images(plan: Plan, gen: torch.Generator) -> list[Any]:
     return [image.fromarray(p) for p in pixels]
 
 
-def image_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
-    """The batch of ``plan`` with its images (see the module docstring)."""
-    if not takes_images(config):
-        raise ValueError(f"image batches are built for {', '.join(QWEN_VL)} only, not {config.get('model_type')!r}")
+def _image_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """``pixel_values`` and ``image_grid_thw`` of the step's images, from ``Qwen2VLImageProcessorPil``."""
     proc = stack_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
     vision = config.get("vision_config") or {}
-    text = config.get("text_config") or config
-    merge = int(vision.get("spatial_merge_size", 2))
-    kwargs: dict[str, Any] = {"patch_size": int(vision.get("patch_size", 14)), "merge_size": merge}
+    kwargs: dict[str, Any] = {"patch_size": int(vision.get("patch_size", 14)),
+                              "merge_size": int(vision.get("spatial_merge_size", 2))}  # fmt: skip
     if plan.max_pixels:
         kwargs["max_pixels"] = plan.max_pixels
         kwargs["size"] = {"shortest_edge": 56 * 56, "longest_edge": plan.max_pixels}
     processor = proc.Qwen2VLImageProcessorPil(**kwargs)
-    gen = torch.Generator().manual_seed(seed)
     out = processor(images=_images(plan, gen), return_tensors="pt")
-    grid: torch.Tensor = out["image_grid_thw"]
+    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+
+VIDEO_PROCESSOR = "Qwen2VLVideoProcessor"
+VIDEO_DEFAULTS = ("size", "image_mean", "image_std")
+
+
+@cache
+def video_processor_code() -> tuple[dict[str, Callable[..., Any]], dict[str, Any]]:
+    """``smart_resize`` and ``Qwen2VLVideoProcessor.patchify`` (by name), and the class's ``size``, ``image_mean``
+    and ``image_std``, compiled from the installed transformers' ``video_processing_qwen2_vl.py`` (the module itself
+    imports torchvision at its top)."""
+    transformers = stack_module("transformers")
+    path = Path(transformers.__file__).parent / "models" / "qwen2_vl" / "video_processing_qwen2_vl.py"
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    cls = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == VIDEO_PROCESSOR)
+    fns: list[ast.stmt] = [n for n in body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize"]
+    fns += [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "patchify"]
+    scope: dict[str, Any] = {"math": math, "torch": torch}
+    exec(compile(ast.Module(fns, []), str(path), "exec"), scope)
+    names = vars(stack_module("transformers.image_utils"))  # OPENAI_CLIP_MEAN / _STD
+    defaults = {t.id: eval(compile(ast.Expression(n.value), str(path), "eval"), dict(names))
+                for n in cls.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name) and t.id in VIDEO_DEFAULTS}  # fmt: skip
+    missing = {"smart_resize", "patchify"} - scope.keys() | set(VIDEO_DEFAULTS) - defaults.keys()
+    if missing:
+        raise RuntimeError(f"{path} no longer defines {sorted(missing)}: the video batch cannot be built")
+    return {k: scope[k] for k in ("smart_resize", "patchify")}, defaults
+
+
+def _video_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """``pixel_values_videos`` and ``video_grid_thw`` of the step's videos (one per sample), made as
+    ``Qwen2VLVideoProcessor`` makes them (see the module docstring)."""
+    code, defaults = video_processor_code()
+    vision = config.get("vision_config") or {}
+    patch, merge = int(vision.get("patch_size", 14)), int(vision.get("spatial_merge_size", 2))
+    temporal = int(vision.get("temporal_patch_size", 2))
+    low, cap = int(defaults["size"]["shortest_edge"]), plan.max_pixels or int(defaults["size"]["longest_edge"])
+    if plan.image_size is None:
+        height = width = math.isqrt(cap)
+    else:
+        height, width = plan.image_size
+    frames = torch.randint(0, 256, (plan.batch_size, plan.video_frames, 3, height, width), generator=gen,
+                           dtype=torch.uint8)  # fmt: skip
+    h, w = code["smart_resize"](height, width, factor=patch * merge, min_pixels=low, max_pixels=cap)
+    flat = frames.flatten(0, 1).float()
+    resized = torch.nn.functional.interpolate(flat, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+    resized = resized.round_().clamp_(0, 255).to(torch.uint8)  # torchvision's resize keeps a uint8 video uint8
+    mean = torch.tensor(defaults["image_mean"]).view(1, 3, 1, 1) * 255.0  # rescale fused into normalize
+    std = torch.tensor(defaults["image_std"]).view(1, 3, 1, 1) * 255.0
+    videos = ((resized.float() - mean) / std).view(plan.batch_size, plan.video_frames, 3, h, w)
+    patches, grid_t, grid_h, grid_w = code["patchify"](
+        None, videos, patch_size=patch, merge_size=merge, temporal_patch_size=temporal
+    )
+    return {
+        "pixel_values_videos": torch.cat(list(patches), dim=0),
+        "video_grid_thw": torch.tensor([[grid_t, grid_h, grid_w]] * plan.batch_size),
+    }
+
+
+def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """The batch of ``plan`` with its images and video (see the module docstring)."""
+    if not takes_images(config):
+        raise ValueError(
+            f"image and video batches are built for {', '.join(QWEN_VL)} only, not {config.get('model_type')!r}"
+        )
+    text = config.get("text_config") or config
+    merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
+    gen = torch.Generator().manual_seed(seed)
+    pixels = _image_inputs(config, plan, gen) if plan.images_per_sample else {}
+    pixels |= _video_inputs(config, plan, gen) if plan.video_frames else {}
     image_id = int(config.get("image_token_id", 151655))
+    video_id = int(config.get("video_token_id", 151656))
     start_id = int(config.get("vision_start_token_id", 151652))
     end_id = int(config.get("vision_end_token_id", 151653))
+    special = (image_id, video_id, start_id, end_id)
     vocab = int(text.get("vocab_size", config.get("vocab_size", 0)))
     rows, types = [], []
     for b in range(plan.batch_size):
         ids: list[int] = []
         kind: list[int] = []
-        for i in range(plan.images_per_sample):
-            t, h, w = (int(x) for x in grid[b * plan.images_per_sample + i])
+        spans = [(image_id, 1, pixels["image_grid_thw"][b * plan.images_per_sample + i])
+                 for i in range(plan.images_per_sample)]  # fmt: skip
+        if plan.video_frames:
+            spans.append((video_id, 2, pixels["video_grid_thw"][b]))
+        for token, modality, grid in spans:
+            t, h, w = (int(x) for x in grid)
             n = t * h * w // (merge * merge)
-            ids += [start_id] + [image_id] * n + [end_id]
-            kind += [0] + [1] * n + [0]
+            ids += [start_id] + [token] * n + [end_id]
+            kind += [0] + [modality] * n + [0]
         words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
-        words[(words == image_id) | (words == start_id) | (words == end_id)] = 0
+        words[torch.isin(words, torch.tensor(special))] = 0
         rows.append(ids + words.tolist())
         types.append(kind + [0] * plan.seq_len)
     input_ids = torch.tensor(rows)
     labels = input_ids.clone()
-    labels[input_ids == image_id] = -100
-    return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "mm_token_type_ids": torch.tensor(types).to(device),
-        "pixel_values": out["pixel_values"].to(device),
-        "image_grid_thw": grid.to(device),
-    }
+    labels[(input_ids == image_id) | (input_ids == video_id)] = -100
+    batch = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": torch.tensor(types)} | pixels
+    return {k: v.to(device) for k, v in batch.items()}

@@ -82,6 +82,20 @@ def test_estimate_table_says_the_images_and_their_tokens() -> None:
     assert refused.returncode == 2 and "image inputs of llama are not modelled yet" in refused.stderr
 
 
+def test_estimate_table_says_the_video_and_its_tokens() -> None:
+    args = ("estimate", "qwen2-vl-7b-instruct", "--video-frames", "3", "--image-size", "224x224")
+    r = _run(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    inputs = json.loads(r.stdout)["inputs"]
+    assert inputs["video_tokens_per_row"] == 2 * 24 * 24 // 4 + 2  # 224² frames grow to 336², 3 frames pad to 4
+    table = _run(*args)
+    assert f"+ a video of 3 frames ({inputs['video_tokens_per_row']:,} video tokens per row)" in " ".join(
+        table.stdout.split()
+    )
+    refused = _run("estimate", "llama-3.1-8b", "--video-frames", "4")
+    assert refused.returncode == 2 and "video inputs of llama are not modelled yet" in refused.stderr
+
+
 def test_estimate_table_labels_per_gpu_and_all_gpus() -> None:
     r = _run("estimate", "llama-3.1-8b", "--method", "lora", "--num-gpus", "4", "--sharding", "fsdp", "--json")
     assert r.returncode == 0, r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,17 +21,45 @@ def _est(config: Any = None, **kw: Any) -> Any:
     return estimate(Plan.from_dict(base | {"method": "qlora", "seq_len": 256} | kw))
 
 
-def _smart_resize() -> Any:
-    """transformers' own smart_resize, read from its source (its module imports torchvision, not installed here)."""
+def _source(module: str) -> tuple[str, list[ast.stmt]]:
+    """The path and parsed body of transformers' ``models/qwen2_vl/{module}.py`` (read from its source: the modules
+    import torchvision, not installed here)."""
     spec = importlib.util.find_spec("transformers")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("transformers is not installed")
-    path = f"{spec.submodule_search_locations[0]}/models/qwen2_vl/image_processing_qwen2_vl.py"
+    path = f"{spec.submodule_search_locations[0]}/models/qwen2_vl/{module}.py"
     with open(path, encoding="utf-8") as fh:
-        fn = next(n for n in ast.parse(fh.read()).body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize")
+        return path, ast.parse(fh.read()).body
+
+
+def _from_source(module: str, names: tuple[str, ...], cls: str | None = None) -> dict[str, Any]:
+    """Functions of the module (or methods of its class ``cls``), compiled from its source into one scope."""
+    path, body = _source(module)
+    methods = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == cls).body if cls else body
+    fns: list[ast.stmt] = [n for n in methods if isinstance(n, ast.FunctionDef) and n.name in names]
+    if cls:  # the module-level helpers the methods call
+        fns += [n for n in body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize"]
     scope: dict[str, Any] = {"math": math}
-    exec(compile(ast.Module([fn], []), path, "exec"), scope)
-    return scope["smart_resize"]
+    exec(compile(ast.Module(fns, []), path, "exec"), scope)
+    return scope
+
+
+def _smart_resize() -> Any:
+    return _from_source("image_processing_qwen2_vl", ("smart_resize",))["smart_resize"]
+
+
+def _video_patch_count() -> Any:
+    """``Qwen2VLVideoProcessor.get_num_of_video_patches`` bound to the class's own defaults (its ``size``, patch,
+    temporal patch and merge sizes, evaluated from their declarations)."""
+    cls = "Qwen2VLVideoProcessor"
+    path, body = _source("video_processing_qwen2_vl")
+    decl = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    names = ("size", "patch_size", "temporal_patch_size", "merge_size")
+    defaults = {t.id: eval(compile(ast.Expression(n.value), path, "eval"), {"__builtins__": {}})
+                for n in decl if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name) and t.id in names}  # fmt: skip
+    count = _from_source("video_processing_qwen2_vl", ("get_num_of_video_patches",), cls)["get_num_of_video_patches"]
+    return lambda *args: count(SimpleNamespace(**defaults), *args)
 
 
 @pytest.mark.train
@@ -54,6 +83,63 @@ def test_unset_image_size_is_a_square_at_the_processors_cap() -> None:
     inputs = _est(images_per_sample=1).to_dict()["inputs"]
     assert inputs["patches_per_image"] == (rh // 14) * (rw // 14) == 70 * 70
     assert inputs["image_tokens_per_row"] == 70 * 70 // 4 + 2
+
+
+@pytest.mark.train
+def test_video_tokens_follow_the_video_processors_count() -> None:
+    """Frames are resized under the video processor's own bounds (128·28² to 28²·768 pixels: a 224² frame grows to
+    336²), padded to pairs, one temporal patch per pair; one token per merged 2×2 patches and two delimiters."""
+    count = _video_patch_count()
+    for frames in (1, 2, 3, 8, 33):
+        for h, w in [(224, 224), (448, 448), (1080, 1920), (30, 40), (360, 640)]:
+            for mp in (0, 200_000):
+                kwargs = {"size": {"shortest_edge": 128 * 28 * 28, "longest_edge": mp}} if mp else {}
+                patches = count(frames, h, w, kwargs)
+                inputs = _est(video_frames=frames, image_size=(h, w), max_pixels=mp, batch_size=3).to_dict()
+                inputs = inputs["inputs"]
+                assert inputs["patches_per_video"] == patches
+                assert inputs["video_tokens_per_row"] == patches // 4 + 2
+                assert inputs["tokens_per_row"] == 256 + patches // 4 + 2
+                assert inputs["vision_patches"] == 3 * patches
+                assert inputs["image_tokens_per_row"] == inputs["patches_per_image"] == 0
+    assert count(3, 224, 224, {}) == 2 * 24 * 24  # 336² frames, 3 padded to 4
+    unset = _est(video_frames=4).to_dict()["inputs"]  # a square at the video cap: isqrt(28²·768) = 775
+    assert unset["patches_per_video"] == count(4, 775, 775, {}) == 2 * 54 * 54
+
+
+def test_a_two_frame_video_is_an_image_to_the_tower() -> None:
+    """Two 448² frames make one temporal patch: an image's patches, tokens and bytes (same tower, same merger)."""
+    base = {"config": QWEN2_VL, "method": "lora", "device": "cpu", "seq_len": 64, "image_size": (448, 448)}
+    image = estimate(Plan.from_dict(base | {"images_per_sample": 1}))
+    video = estimate(Plan.from_dict(base | {"video_frames": 2}))
+    assert video.memory.phases == image.memory.phases
+    assert video.memory.components == image.memory.components
+    odd = estimate(Plan.from_dict(base | {"video_frames": 3}))  # the last frame repeated: as four
+    assert odd.memory.phases == estimate(Plan.from_dict(base | {"video_frames": 4})).memory.phases
+    assert odd.memory.phases["vision_backward"] > video.memory.phases["vision_backward"]
+
+
+def test_images_and_a_video_run_the_tower_twice() -> None:
+    """Both runs' tensors are held to the tower's backward (they add up); the backward's working set is the larger
+    run's, not the two together."""
+    base = {"config": QWEN2_VL, "method": "lora", "device": "cpu", "seq_len": 64, "image_size": (448, 448)}
+    both = estimate(Plan.from_dict(base | {"images_per_sample": 1, "video_frames": 4}))
+    inputs = both.to_dict()["inputs"]
+    assert inputs["tokens_per_row"] == 64 + (1024 // 4 + 2) + (2048 // 4 + 2)
+    assert inputs["vision_patches"] == 1024 + 2048
+    as_one_video = estimate(Plan.from_dict(base | {"video_frames": 6}))  # 3,072 patches in a single run
+    assert as_one_video.to_dict()["inputs"]["vision_patches"] == 3072
+    assert both.memory.phases["vision_backward"] < as_one_video.memory.phases["vision_backward"]
+    assert both.memory.phases["optimizer"] == as_one_video.memory.phases["optimizer"]  # the pixels: same bytes
+
+
+def test_a_video_alone_runs_the_tower() -> None:
+    """The tower's adapters get gradients and AdamW state from a video as from an image."""
+    plan = {"config": QWEN2_VL, "method": "lora", "device": "cpu", "seq_len": 64, "image_size": (448, 448)}
+    image = estimate(Plan.from_dict(plan | {"images_per_sample": 1}))
+    video = estimate(Plan.from_dict(plan | {"video_frames": 8}))
+    assert video.memory.components["optimizer"] == image.memory.components["optimizer"]
+    assert any(n.startswith("video: ") for n in video.memory.notes)
 
 
 def test_pairs_hold_their_images_twice() -> None:
@@ -120,6 +206,9 @@ def test_images_on_a_gpu_widen_the_range() -> None:
 def test_inputs_the_estimate_cannot_count_are_refused() -> None:
     with pytest.raises(PlanError, match="image inputs of llama are not modelled yet .*qwen2_vl, qwen2_5_vl"):
         estimate(Plan(model="llama-3.1-8b", images_per_sample=1, image_size=(448, 448)))
-    with pytest.raises(PlanError, match="video inputs are not modelled yet"):
-        _est(video_frames=8)
+    with pytest.raises(PlanError, match="video inputs of llama are not modelled yet .*qwen2_vl, qwen2_5_vl"):
+        estimate(Plan(model="llama-3.1-8b", video_frames=8))
+    with pytest.raises(PlanError, match="image and video inputs of gemma2 are not modelled yet"):
+        estimate(Plan(model="gemma-2-9b", images_per_sample=1, video_frames=8))
+    assert _est(video_frames=8).to_dict()["inputs"]["video_tokens_per_row"] > 0  # Qwen-VL: accepted
     assert estimate(Plan(model="llama-3.1-8b", image_size=(448, 448))).memory.total > 0  # no images: size unused

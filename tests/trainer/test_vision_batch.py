@@ -1,4 +1,4 @@
-"""The image batch the trainer builds with transformers' own image processor, against the estimate's inputs."""
+"""The image and video batch the trainer builds with transformers' own processors, against the estimate's inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from estimator import Plan, estimate
 from trainer.accuracy import QWEN2_5_VL, QWEN2_VL
-from trainer.vision import image_batch
+from trainer.vision import video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.train
 def test_the_processors_tokens_and_patches_are_the_estimates(config: dict, size: tuple | None, max_pixels: int) -> None:
     plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "images_per_sample": 2,
                            "image_size": size, "max_pixels": max_pixels})  # fmt: skip
-    batch = image_batch(config, plan, torch.device("cpu"), seed=0)
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
     inputs = estimate(plan).to_dict()["inputs"]
     assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
     assert batch["pixel_values"].shape == (inputs["vision_patches"], 3 * 2 * 14 * 14)
@@ -33,9 +33,48 @@ def test_the_processors_tokens_and_patches_are_the_estimates(config: dict, size:
     assert image_tokens + 2 * 2 == inputs["image_tokens_per_row"]  # two delimiters per image
     assert int(batch["mm_token_type_ids"].sum()) == 2 * image_tokens
     assert int((batch["labels"] == -100).sum()) == 2 * image_tokens  # the image tokens carry no loss
+    assert "pixel_values_videos" not in batch
 
 
-def test_a_text_model_gets_no_image_batch() -> None:
+@pytest.mark.parametrize(
+    ("config", "frames", "size", "max_pixels", "images"),
+    [(QWEN2_VL, 4, (224, 224), 0, 0), (QWEN2_VL, 3, (448, 640), 0, 0), (QWEN2_5_VL, 5, (1080, 1920), 0, 1),
+     (QWEN2_VL, 2, None, 150_000, 1), (QWEN2_5_VL, 1, (100, 90), 0, 0)],
+)  # fmt: skip
+def test_the_video_processors_tokens_and_patches_are_the_estimates(
+    config: dict, frames: int, size: tuple | None, max_pixels: int, images: int
+) -> None:
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "video_frames": frames,
+                           "image_size": size, "max_pixels": max_pixels, "images_per_sample": images})  # fmt: skip
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    videos, grid = batch["pixel_values_videos"], batch["video_grid_thw"]
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    assert videos.shape == (2 * inputs["patches_per_video"], 3 * 2 * 14 * 14)
+    assert videos.dtype == torch.float32  # what the estimate's pixel bytes count
+    assert int(grid[0].prod()) == inputs["patches_per_video"] and tuple(grid[0]) == tuple(grid[1])
+    assert int(grid[0][0]) == (frames + 1) // 2  # frame pairs, the last frame repeated for an odd count
+    image_patches = batch["pixel_values"].shape[0] if images else 0
+    assert image_patches + videos.shape[0] == inputs["vision_patches"]
+    video_tokens = int((batch["input_ids"][0] == config["video_token_id"]).sum())
+    assert video_tokens + 2 == inputs["video_tokens_per_row"]  # two delimiters
+    assert int((batch["mm_token_type_ids"] == 2).sum()) == 2 * video_tokens
+    image_tokens = int((batch["input_ids"] == config["image_token_id"]).sum())
+    assert int((batch["labels"] == -100).sum()) == 2 * video_tokens + image_tokens
+
+
+def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> None:
+    code, defaults = video_processor_code()
+    assert defaults["size"] == {"shortest_edge": 128 * 28 * 28, "longest_edge": 28 * 28 * 768}
+    video = torch.arange(1 * 3 * 3 * 28 * 56, dtype=torch.float32).view(1, 3, 3, 28, 56)
+    patches, t, h, w = code["patchify"](None, video, patch_size=14, merge_size=2, temporal_patch_size=2)
+    assert (t, h, w) == (2, 2, 4) and patches.shape == (1, 2 * 2 * 4, 3 * 2 * 14 * 14)
+    last = patches[0, 8:].view(8, 3, 2, 14, 14)  # the second temporal patch: frame 3 and its repeat
+    assert torch.equal(last[:, :, 0], last[:, :, 1])
+    assert code["smart_resize"](224, 224, 28, 128 * 28 * 28, 28 * 28 * 768) == (336, 336)  # a small frame grows
+
+
+def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, qwen2_5_vl only"):
-        image_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
+    with pytest.raises(ValueError, match="image and video batches are built for qwen2_vl, qwen2_5_vl only"):
+        vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)

@@ -244,6 +244,22 @@ def test_get_estimate_equals_post(client: TestClient) -> None:
     assert got.json() == posted.json()
 
 
+def test_estimate_takes_a_video(client: TestClient) -> None:
+    """video_frames reaches the estimate by POST and GET alike; a model without a vision tower refuses it."""
+    body = {"model": "qwen2-vl-7b-instruct", "video_frames": 8, "image_size": [448, 448]}
+    posted = client.post("/api/estimate", json=body)
+    assert posted.status_code == 200, posted.text
+    inputs = posted.json()["inputs"]
+    assert inputs["patches_per_video"] == 4 * 32 * 32  # 8 frames: 4 temporal patches of 448² frames
+    assert inputs["video_tokens_per_row"] == 4 * 32 * 32 // 4 + 2
+    got = client.get("/api/estimate", params={"model": "qwen2-vl-7b-instruct", "video_frames": 8,
+                                              "image_size": "448x448"})  # fmt: skip
+    assert got.status_code == 200, got.text
+    assert got.json() == posted.json()
+    refused = _error(client.post("/api/estimate", json={"model": CATALOG_ID, "video_frames": 8}), 422)
+    assert "video inputs of" in refused["detail"] and "not modelled yet" in refused["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
