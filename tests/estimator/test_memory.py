@@ -282,13 +282,16 @@ LLAMA4_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 
 @pytest.mark.parametrize(
-    ("method", "measured"),
-    # live-tensor peaks of real CPU runs of this plan (trainer.accuracy's LLAMA4_TEXT, run 2026-12-02): the model
-    # counts 6-8 % less (not yet explained); Llama 4's band lifts the range's high edge over them
-    [("qlora", 33_145_608), ("lora", 26_323_944)],
+    ("method", "measured", "error"),
+    # live-tensor peaks of real CPU runs of this plan (trainer.accuracy's LLAMA4_TEXT, GC, run 2026-12-02): with
+    # the MoE layer's recompute modelled the estimate is -1.75 % (LoRA) and +5.96 % (QLoRA) of them (before: -6.2 %
+    # and -8.3 %); Llama 4's band holds both inside the range
+    [("qlora", 33_145_608, 0.0596), ("lora", 26_323_944, -0.0175)],
 )
-def test_llama4_measured_runs_sit_inside_the_range(method: str, measured: int) -> None:
+def test_llama4_measured_runs_sit_inside_the_range(method: str, measured: int, error: float) -> None:
     plan = Plan.from_dict({"config": LLAMA4_TINY, "method": method, "device": "cpu", "batch_size": 2, "seq_len": 256,
                            "target_modules": list(LLAMA4_TARGETS), "lora_dropout": 0.0, "padding": "none"})  # fmt: skip
     mem = estimate(plan).memory
-    assert mem.peak_allocated < measured <= mem.range["peak_allocated"][1]
+    assert round(mem.peak_allocated / measured - 1, 4) == error
+    low, high = mem.range["peak_allocated"]
+    assert low <= measured <= high
