@@ -179,7 +179,6 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError("the config has no 'model_type'; upload the model's config.json as published on the Hub")
-    notes: list[str] = []
     if model_type in LEGACY_MODEL_TYPES:
         arch = _parse(legacy_config(config), LEGACY_MODEL_TYPES[model_type])
         note = f"{model_type}: the legacy Falcon config, read as transformers' falcon (its conversion's field names)"
@@ -188,9 +187,7 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         text = config.get("text_config")
         if not isinstance(text, Mapping):
             raise ConfigError("a gemma3 config needs a 'text_config' object")
-        notes.append("gemma3: the language model (text_config) only; the vision tower is not counted")
-        arch = _parse(dict(text, model_type="gemma3_text"), "gemma3_text")
-        return _with(arch, source_model_type="gemma3", notes=tuple(notes) + arch.notes)
+        return _gemma3(config, text)
     if model_type in QWEN_VL:
         return _qwen_vl(config, model_type)
     if model_type not in _PARSERS:
@@ -199,6 +196,24 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
             + ", ".join((*SUPPORTED_MODEL_TYPES, *LEGACY_MODEL_TYPES))
         )
     return _parse(config, model_type)
+
+
+def _gemma3(config: Mapping[str, Any], text: Mapping[str, Any]) -> Architecture:
+    """Gemma 3 (``Gemma3ForConditionalGeneration``, what ``AutoModelForCausalLM`` builds for it): the Gemma 3 text
+    model of ``text_config`` and the SigLIP tower and projector of ``vision_config``, counted whether the plan has
+    images or not (the weights are loaded either way)."""
+    source = dict(text, model_type="gemma3_text")
+    if "tie_word_embeddings" in config:  # a composite config's own flag decides the tie (PreTrainedModel)
+        source["tie_word_embeddings"] = config["tie_word_embeddings"]
+    arch = _parse(source, "gemma3_text")
+    tower = vision_tower(config)
+    note = (
+        f"gemma3: the language model and the SigLIP vision tower ({tower.depth} blocks of width {tower.embed_dim}) "
+        f"with its projector; bitsandbytes quantizes the tower's linears too and LoRA's all-linear adapts them (as "
+        "transformers and PEFT do); the Conv2d patch embedding, the position embedding and the projector's bare "
+        "mm_input_projection_weight stay 16-bit and are not adapted"
+    )
+    return _with(arch, source_model_type="gemma3", vision=tower, notes=(note, *arch.notes))
 
 
 def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:

@@ -250,7 +250,7 @@ def estimate(
         arch = generic_architecture(cfg)
         inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
-    if plan.video_frames or (plan.images_per_sample and arch.vision is None):
+    if plan.video_frames or (plan.images_per_sample and (arch.vision is None or arch.vision.kind != "qwen")):
         what = "video inputs" if plan.video_frames else f"image inputs of {arch.model_type}"
         raise PlanError(
             f"{what} are not modelled yet (images are, for {', '.join(QWEN_VL)}): the vision encoder's activations "

@@ -305,7 +305,8 @@ def _trainable_tensors(
     vision-language model's tower runs only on images, so without them its parameters get neither: AdamW skips a
     parameter whose ``grad`` is None)."""
     per = param_dtype_bytes(plan)
-    tower_idle = stepped and inv.arch.vision is not None and not plan.images_per_sample
+    tower = inv.arch.vision
+    tower_idle = stepped and tower is not None and not plan.images_per_sample
     if plan.method == "full":
         return [(t.numel, tensor_dtype_bytes(inv, t, plan), t.layers) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
@@ -313,7 +314,7 @@ def _trainable_tensors(
     r = plan.lora_r
     lo = 2 if trl_casts_adapters(plan) and not as_made else 4
     for a in adapters.adapted:
-        if tower_idle and a.module.startswith("model.visual."):
+        if tower_idle and tower is not None and a.module.startswith(tower.prefixes):
             continue
         out += [(r * a.in_features, lo, a.layers), (a.out_features * r, lo, a.layers)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
@@ -857,7 +858,7 @@ def _gradients_by_place(
     for t in inv.tensors if full else adapters.saved_modules:  # one instance each, as its gradient is held
         if t.role == "lm_head" or (full and t.layers == 1 and t.role == "norm"):  # the final norm
             head += alloc(t.numel * per, cuda)
-        elif t.kind == EMBEDDING:
+        elif t.kind == EMBEDDING and t.role != "vision":  # a tower's position embedding: with the tower's
             one = alloc(t.numel * per, cuda)
             embed += one
             if tie and t.role == "embedding":
@@ -878,13 +879,14 @@ def tower_backward_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, stat
 def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> int:
     """Gradients of the vision tower (its parameters, or the adapters on its linears): its backward runs after
     every decoder layer's, so they are made at the end, with the embeddings'."""
-    if inv.arch.vision is None or not plan.images_per_sample:
+    tower = inv.arch.vision
+    if tower is None or not plan.images_per_sample:
         return 0  # no tower, or it never runs: no gradient
     if plan.method == "full":
         per = param_dtype_bytes(plan)
         return sum(alloc(t.numel * per, cuda) * t.layers for t in inv if t.role == "vision")
-    tower = [a for a in adapters.adapted if a.module.startswith("model.visual.")]
-    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in tower)
+    adapted = [a for a in adapters.adapted if a.module.startswith(tower.prefixes)]
+    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in adapted)
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -943,13 +945,19 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
 
 
 def _tower_input(
-    f: _Flow, adapters: AdapterPlan, modules: tuple[str, ...], rows: int, width: int, shared: bool = False
+    tower: VisionTower,
+    f: _Flow,
+    adapters: AdapterPlan,
+    modules: tuple[str, ...],
+    rows: int,
+    width: int,
+    shared: bool = False,
 ) -> int:
     """Bytes the tower's linears ``modules`` (e.g. ``blocks.{i}.mlp.gate_proj``), which read one input of ``rows ×
     width``, keep of it, by the decoder's rules (``_linear_inputs``): each adapter's fp32 or dropped-out copy and
     mask, or the input itself once, lora_A's outputs; the input when the base is trained."""
     names = {a.module for a in adapters.adapted}
-    adapted = tuple(m for m in modules if f"model.visual.{m}" in names)
+    adapted = tuple(m for m in modules if f"{tower.module}.{m}" in names)
     return _linear_inputs(replace(f, T=rows, lora=adapted), modules, width, shared)
 
 
@@ -966,14 +974,14 @@ def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: i
     e, m, n, ad = tower.embed_dim, tower.mlp_width, patches, f.ad
     norm = 2 * ((ad * e + 8) if not tower.gated else (4 * e + 4)) * n
     b = "blocks.{i}."
-    linears = _tower_input(f, adapters, (b + "attn.qkv",), n, e)
-    linears += _tower_input(f, adapters, (b + "attn.proj",), n, e, shared=True)
+    linears = _tower_input(tower, f, adapters, (b + "attn.qkv",), n, e)
+    linears += _tower_input(tower, f, adapters, (b + "attn.proj",), n, e, shared=True)
     if tower.gated:
-        linears += _tower_input(f, adapters, (b + "mlp.gate_proj", b + "mlp.up_proj"), n, e)
-        linears += _tower_input(f, adapters, (b + "mlp.down_proj",), n, m)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.gate_proj", b + "mlp.up_proj"), n, e)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.down_proj",), n, m)
     else:
-        linears += _tower_input(f, adapters, (b + "mlp.fc1",), n, e)
-        linears += _tower_input(f, adapters, (b + "mlp.fc2",), n, m)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.fc1",), n, e)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.fc2",), n, m)
     attention = (3 + 2 + 1) * n * e * ad
     return norm + linears + attention + (3 if tower.gated else 2) * n * m * ad
 
@@ -1014,8 +1022,8 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
     blocks = tower.depth * p * e * ad if plan.gradient_checkpointing else tower.depth * block
     rows, wide = p // tower.spatial_merge_size**2, e * tower.spatial_merge_size**2
     ln = p * e * ad + (8 * p if not tower.gated else 4 * p * e + 4 * p)
-    linears = _tower_input(f, adapters, ("merger.mlp.0",), rows, wide)
-    linears += _tower_input(f, adapters, ("merger.mlp.2",), rows, wide)
+    linears = _tower_input(tower, f, adapters, ("merger.mlp.0",), rows, wide)
+    linears += _tower_input(tower, f, adapters, ("merger.mlp.2",), rows, wide)
     merger = ln + linears + rows * wide * ad + rows * tower.out_hidden_size * ad
     window = p * e * ad if tower.gated else 0  # Qwen2.5-VL's window-ordered copy of the patch embeddings
     # in the tower's backward the merger's tensors are freed before the blocks': the last block's recomputed

@@ -27,8 +27,6 @@ def _build_meta(config: dict[str, Any]) -> Any:
     from trainer.build import model_class
 
     with torch.device("meta"):
-        if config["model_type"] == "gemma3":  # the language model only, as the estimator counts it
-            return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
         auto = transformers.AutoConfig.for_model(**legacy_config(config))
         return model_class(auto).from_config(auto)  # a vision-language model's tower included
 
@@ -117,9 +115,12 @@ def test_variant(name: str) -> None:
 
 def test_gemma3_nested_text_config() -> None:
     cfg = _fixture("gemma3")
-    inv = _check_exact(cfg)
-    assert inv.total == build_inventory(parse_config(cfg["text_config"] | {"model_type": "gemma3_text"})).total
+    inv = _check_exact(cfg)  # Gemma3ForConditionalGeneration: the text model, the SigLIP tower and the projector
+    text = build_inventory(parse_config(cfg["text_config"] | {"model_type": "gemma3_text"})).total
+    assert inv.total - text == sum(t.total for t in inv if t.role == "vision") > 0
     assert inv.arch.source_model_type == "gemma3" and inv.arch.model_type == "gemma3_text"
+    with_head = _check_exact(cfg | {"vision_config": cfg["vision_config"] | {"vision_use_head": True}})
+    assert with_head.total > inv.total  # SiglipMultiheadAttentionPoolingHead, off in every Gemma 3 config
 
 
 @pytest.mark.parametrize("name", ["gemma", "gemma2", "gemma3_text", "qwen3"])

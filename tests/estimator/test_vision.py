@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from estimator import Plan, PlanError, estimate
+from estimator import Plan, PlanError, catalog, estimate
 from trainer.accuracy import QWEN2_5_VL, QWEN2_VL
 
 QWEN2_VL_7B = "qwen2-vl-7b-instruct"
@@ -123,3 +125,19 @@ def test_inputs_the_estimate_cannot_count_are_refused() -> None:
     with pytest.raises(PlanError, match="video inputs are not modelled yet"):
         _est(video_frames=8)
     assert estimate(Plan(model="llama-3.1-8b", image_size=(448, 448))).memory.total > 0  # no images: size unused
+
+
+def test_gemma3_reads_its_siglip_tower_and_projector() -> None:
+    """Gemma 3's tower: SiglipVisionConfig's defaults for absent fields (the text model's width for the projector's
+    output); the projector pools the patches per side to sqrt(mm_tokens_per_image) a side."""
+    from estimator import parse_config
+
+    text = json.loads((Path(__file__).parents[1] / "fixtures/configs/gemma3.json").read_text())["text_config"]
+    tower = parse_config({"model_type": "gemma3", "text_config": text}).vision
+    assert tower is not None and tower.kind == "siglip" and tower.module == "model.vision_tower"
+    assert (tower.depth, tower.embed_dim, tower.num_heads, tower.mlp_width) == (12, 768, 12, 3072)
+    assert (tower.image_size, tower.patch_size, tower.use_head, tower.out_hidden_size) == (224, 16, True, 128)
+    published = parse_config(next(m.config for m in catalog.models() if m.id == "gemma-3-4b-it")).vision
+    assert published is not None
+    assert (published.patches_per_side, published.spatial_merge_size, published.mm_tokens_per_image) == (64, 4, 256)
+    assert published.prefixes == ("model.vision_tower.", "model.multi_modal_projector.")
