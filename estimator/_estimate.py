@@ -28,7 +28,7 @@ from ._shape import step_shape
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import GIB, gib_text
-from ._vision import QWEN_VL
+from ._vision import VISION_MODEL_TYPES, pooling_error
 
 SCHEMA_VERSION = 1
 
@@ -219,6 +219,27 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     return entry.config, "catalog", entry.hf_id
 
 
+def _check_images(plan: Plan, arch: Architecture) -> None:
+    """``PlanError`` for inputs the estimate cannot count: video, images on a model without a modelled tower, images
+    Gemma 3's projector cannot pool, and Gemma 3's tower under eager attention."""
+    if plan.video_frames or (plan.images_per_sample and arch.vision is None):
+        what = "video inputs" if plan.video_frames else f"image inputs of {arch.model_type}"
+        raise PlanError(
+            f"{what} are not modelled yet (images are, for {', '.join(VISION_MODEL_TYPES)}): the vision encoder's "
+            "activations and the image tokens would not be counted, so an estimate would be low; set "
+            "images_per_sample and video_frames to 0 and add the image tokens the processor makes to seq_len"
+        )
+    if plan.images_per_sample and arch.vision is not None and pooling_error(arch.vision):
+        raise PlanError(f"this model cannot take images: {pooling_error(arch.vision)}")
+    siglip = arch.vision is not None and arch.vision.kind == "siglip"
+    if plan.images_per_sample and siglip and plan.attn_implementation == "eager":
+        raise PlanError(
+            "images with eager attention are not modelled yet for Gemma 3's SigLIP tower: its images × heads × "
+            "patches² scores (4096² per head of an 896² image) and their backward would not be counted right, so "
+            "an estimate could be low; use attn_implementation 'sdpa'"
+        )
+
+
 def estimate(
     plan: Plan,
     config: Mapping[str, Any] | None = None,
@@ -250,13 +271,7 @@ def estimate(
         arch = generic_architecture(cfg)
         inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
-    if plan.video_frames or (plan.images_per_sample and (arch.vision is None or arch.vision.kind != "qwen")):
-        what = "video inputs" if plan.video_frames else f"image inputs of {arch.model_type}"
-        raise PlanError(
-            f"{what} are not modelled yet (images are, for {', '.join(QWEN_VL)}): the vision encoder's activations "
-            "and the image tokens would not be counted, so an estimate would be low; set images_per_sample and "
-            "video_frames to 0 and add the image tokens the processor makes to seq_len"
-        )
+    _check_images(plan, arch)
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = objective_inventory(inv, plan)
     adapters = adapter_plan(inv, plan)

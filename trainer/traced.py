@@ -423,7 +423,8 @@ def traced_run(
         # an image batch is made with real tensors by the model's own processor, before the fake mode
         if batch is None and plan.images_per_sample:
             batch = image_batch(cfg, plan, torch.device("cpu"), 0)
-            batch["image_grid_thw"] = batch["image_grid_thw"].as_subclass(RealIndex)  # the model splits by it
+            if "image_grid_thw" in batch:  # Qwen: the model splits by it
+                batch["image_grid_thw"] = batch["image_grid_thw"].as_subclass(RealIndex)
         with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
             result.update(_traced_steps(built, plan, steps, round_to, batch))
     result["wall_time_s"] = time.perf_counter() - t_all

@@ -91,6 +91,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("llama", {"target_modules": ("embed_tokens",), "use_dora": True}),
     ("gemma", {"target_modules": ("lm_head",)}),  # tied, still a module
     ("llama", {"target_modules": "all-linear", "method": "qlora"}),
+    ("gemma3", {"target_modules": ("q_proj", "fc2")}),  # the text model's q_proj and the SigLIP tower's
+    ("gemma3", {"target_modules": "all-linear", "method": "qlora"}),
 ]
 
 
