@@ -781,9 +781,9 @@ def _gaps(
         "5.3 % above the run (its peak came before the MLP's gradients exist), with full fine-tuning and "
         "checkpointing on Gemma 3's tiny tower (two images, 16 text tokens, run by hand) 3.7 % (every tower gradient "
         "counted at the tower's first layer). Not modelled: video (refused), "
-        "Gemma 3's tower with eager attention (refused), the other VLM families (Llama 3.2 Vision, LLaVA, "
-        "Idefics3/SmolVLM, Mistral 3/Pixtral: their parameters come from transformers with the train extra, images "
-        "are refused), "
+        "Gemma 3's tower with eager attention (refused), LLaVA's images (its CLIP tower and projector are read by "
+        "hand, images are refused), the other VLM families (Llama 3.2 Vision, Idefics3/SmolVLM, Mistral 3/Pixtral: "
+        "their parameters come from transformers with the train extra, images are refused), "
         "the tower on a GPU (its attention kernel is not measured: the `UNVERIFIED` band).",
         "",
     ]

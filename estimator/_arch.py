@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, QWEN_VL, VisionTower, vision_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
@@ -161,7 +161,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
-    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl",
+    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl", "llava",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -190,6 +190,8 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _gemma3(config, text)
     if model_type in QWEN_VL:
         return _qwen_vl(config, model_type)
+    if model_type in CLIP_VL:
+        return _llava(config, model_type)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported model types: "
@@ -214,6 +216,33 @@ def _gemma3(config: Mapping[str, Any], text: Mapping[str, Any]) -> Architecture:
         "mm_input_projection_weight stay 16-bit and are not adapted"
     )
     return _with(arch, source_model_type="gemma3", vision=tower, notes=(note, *arch.notes))
+
+
+LLAVA_TEXT_TYPES = ("llama", "mistral", "qwen2", "gemma")
+"""Language models LLaVA checkpoints pair with that the llama-style inventory builds under ``language_model``."""
+
+
+def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model): the language model of
+    ``text_config`` (``LlavaConfig``'s default: Llama) and the CLIP tower and projector of ``vision_config``."""
+    raw = config.get("text_config")
+    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    text_type = str(text.get("model_type", "llama"))
+    if text_type not in LLAVA_TEXT_TYPES:
+        raise UnsupportedModelError(
+            f"llava with a {text_type!r} language model is not supported; its text_config can be one of: "
+            + ", ".join(LLAVA_TEXT_TYPES)
+        )
+    tie = config.get("tie_word_embeddings") or text.get("tie_word_embeddings", text_type == "gemma")
+    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
+    tower = vision_tower(config)
+    note = (
+        f"{model_type}: the language model ({text_type}) and the CLIP vision tower ({tower.depth} layers of width "
+        f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
+        "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
+        "position embeddings stay 16-bit and are not adapted; image inputs are not modelled yet"
+    )
+    return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 
 
 def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:

@@ -222,8 +222,9 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
 def _check_images(plan: Plan, arch: Architecture) -> None:
     """``PlanError`` for inputs the estimate cannot count: video, images on a model without a modelled tower, images
     Gemma 3's projector cannot pool, and Gemma 3's tower under eager attention."""
-    if plan.video_frames or (plan.images_per_sample and arch.vision is None):
-        what = "video inputs" if plan.video_frames else f"image inputs of {arch.model_type}"
+    modelled = arch.vision is not None and arch.vision.model_type in VISION_MODEL_TYPES
+    if plan.video_frames or (plan.images_per_sample and not modelled):
+        what = "video inputs" if plan.video_frames else f"image inputs of {arch.source_model_type or arch.model_type}"
         raise PlanError(
             f"{what} are not modelled yet (images are, for {', '.join(VISION_MODEL_TYPES)}): the vision encoder's "
             "activations and the image tokens would not be counted, so an estimate would be low; set "

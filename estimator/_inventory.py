@@ -188,7 +188,9 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
     """The vision tower and its merger or projector, role ``vision``: Qwen's (``_qwen_tower``) or SigLIP's with
     Gemma 3's projector (``_siglip_tower``). They read nothing the decoder's activation rules count
     (``estimator._memory.vision_activations`` counts the tower's own activations)."""
-    return _siglip_tower(tower) if tower.kind == "siglip" else _qwen_tower(tower)
+    if tower.kind == "qwen":
+        return _qwen_tower(tower)
+    return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
 
 
 def _qwen_tower(tower: VisionTower) -> list[Tensor]:
@@ -235,12 +237,7 @@ def _siglip_tower(tower: VisionTower) -> list[Tensor]:
         Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2, e), "vision",
                f"{emb}.position_embedding", EMBEDDING),
     ]  # fmt: skip
-    b = f"{v}.encoder.layers.{{i}}"
-    out += _vision_norm(f"{b}.layer_norm1", e, True, d) + _vision_norm(f"{b}.layer_norm2", e, True, d)
-    for name in ("k_proj", "v_proj", "q_proj", "out_proj"):
-        out += _linear(f"{b}.self_attn.{name}", e, e, "vision", NO_INPUT, True, d)
-    out += _linear(f"{b}.mlp.fc1", w, e, "vision", NO_INPUT, True, d)
-    out += _linear(f"{b}.mlp.fc2", e, w, "vision", NO_INPUT, True, d)
+    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, w, d)
     out += _vision_norm(f"{v}.post_layernorm", e, True, 1)
     if tower.use_head:
         h = f"{v}.head"
@@ -254,6 +251,41 @@ def _siglip_tower(tower: VisionTower) -> list[Tensor]:
     p = "model.multi_modal_projector"
     out.append(Tensor(f"{p}.mm_input_projection_weight", (e, tower.out_hidden_size), "vision", p, PARAMETER))
     out += _vision_norm(f"{p}.mm_soft_emb_norm", e, False, 1)
+    return out
+
+
+def _clip_tower(tower: VisionTower) -> list[Tensor]:
+    """``CLIPVisionModel`` (module ``model.vision_tower``) and ``LlavaMultiModalProjector``
+    (``model.multi_modal_projector``): a class embedding (a bare Parameter), a Conv2d patch embedding without bias,
+    a position embedding of one row per patch and the class token, ``pre_layrnorm`` (transformers' spelling), the
+    encoder layers SigLIP's blocks share, ``post_layernorm``, then ``linear_1`` (E × feature layers to the text
+    width) and ``linear_2``, ``nn.Linear`` with ``multimodal_projector_bias``: bitsandbytes converts and all-linear
+    adapts them like the tower's linears."""
+    v, e, d, w = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
+    emb = f"{v}.embeddings"
+    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
+    out = [
+        Tensor(f"{emb}.class_embedding", (e,), "vision", emb, PARAMETER),
+        Tensor(f"{emb}.patch_embedding.weight", conv, "vision", f"{emb}.patch_embedding", PARAMETER),
+        Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2 + 1, e), "vision",
+               f"{emb}.position_embedding", EMBEDDING),
+    ]  # fmt: skip
+    out += _vision_norm(f"{v}.pre_layrnorm", e, True, 1)
+    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, w, d)
+    out += _vision_norm(f"{v}.post_layernorm", e, True, 1)
+    p, h, bias = "model.multi_modal_projector", tower.out_hidden_size, tower.projector_bias
+    out += _linear(f"{p}.linear_1", h, e * tower.feature_layers, "vision", NO_INPUT, bias, 1)
+    out += _linear(f"{p}.linear_2", h, h, "vision", NO_INPUT, bias, 1)
+    return out
+
+
+def _encoder_layers(b: str, e: int, w: int, d: int) -> list[Tensor]:
+    """SigLIP's and CLIP's encoder layers: two LayerNorms, q/k/v/out_proj and the fc1/fc2 MLP, all with biases."""
+    out = _vision_norm(f"{b}.layer_norm1", e, True, d) + _vision_norm(f"{b}.layer_norm2", e, True, d)
+    for name in ("k_proj", "v_proj", "q_proj", "out_proj"):
+        out += _linear(f"{b}.self_attn.{name}", e, e, "vision", NO_INPUT, True, d)
+    out += _linear(f"{b}.mlp.fc1", w, e, "vision", NO_INPUT, True, d)
+    out += _linear(f"{b}.mlp.fc2", e, w, "vision", NO_INPUT, True, d)
     return out
 
 

@@ -37,8 +37,9 @@ from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
+CLIP_VL = ("llava",)
 VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
-"""Model types whose image inputs are modelled."""
+"""Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
@@ -59,15 +60,20 @@ class VisionTower:
     temporal_patch_size: int = 2  # SigLIP: 1 (a Conv2d)
     in_channels: int = 3
     spatial_merge_size: int = 2  # SigLIP: the projector's pooling kernel side
-    image_size: int = 0  # SigLIP: the fixed square input side (0: dynamic resolution, Qwen)
+    image_size: int = 0  # SigLIP, CLIP: the fixed square input side (0: dynamic resolution, Qwen)
     mm_tokens_per_image: int = 0  # SigLIP: pooled tokens per image
     use_head: bool = False  # SigLIP: vision_use_head (an attention-pooling head Gemma 3 never runs)
+    feature_layers: int = 1  # CLIP: hidden states LLaVA's projector concatenates (a list vision_feature_layer)
+    projector_bias: bool = True  # CLIP: LLaVA's multimodal_projector_bias
 
     @property
     def kind(self) -> str:
-        """``qwen`` (fused qkv, 2-D rope, merger) or ``siglip`` (q/k/v/out_proj, position embeddings, pooling
-        projector)."""
-        return "siglip" if self.model_type in SIGLIP_VL else "qwen"
+        """``qwen`` (fused qkv, 2-D rope, merger), ``siglip`` (q/k/v/out_proj, position embeddings, pooling
+        projector: Gemma 3) or ``clip`` (the same blocks, a class embedding and pre-norm, a two-linear projector:
+        LLaVA)."""
+        if self.model_type in SIGLIP_VL:
+            return "siglip"
+        return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
     def gated(self) -> bool:
@@ -77,12 +83,12 @@ class VisionTower:
     @property
     def module(self) -> str:
         """The tower's module path in the model."""
-        return "model.vision_tower" if self.kind == "siglip" else "model.visual"
+        return "model.visual" if self.kind == "qwen" else "model.vision_tower"
 
     @property
     def prefixes(self) -> tuple[str, ...]:
         """Module-name prefixes of everything that runs only on images (the tower and its merger or projector)."""
-        return ("model.vision_tower.", "model.multi_modal_projector.") if self.kind == "siglip" else ("model.visual.",)
+        return ("model.visual.",) if self.kind == "qwen" else ("model.vision_tower.", "model.multi_modal_projector.")
 
     @property
     def patch_features(self) -> int:
@@ -120,6 +126,8 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
     vc: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     if model_type in SIGLIP_VL:
         return _siglip(config, vc, model_type)
+    if model_type in CLIP_VL:
+        return _clip(config, vc, model_type)
     if model_type == "qwen2_5_vl":
         embed = _int(vc, "hidden_size", 3584)
         mlp = _int(vc, "intermediate_size", 3420)
@@ -165,6 +173,28 @@ def _siglip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -
         mlp_width=_int(vc, "intermediate_size", 3072), out_hidden_size=_int(tc, "hidden_size", 2304, "text_config."),
         patch_size=patch, temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
         spatial_merge_size=side // per_side, image_size=image, mm_tokens_per_image=tokens, use_head=use_head,
+    )  # fmt: skip
+
+
+def _clip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> VisionTower:
+    """LLaVA's CLIP tower (``LlavaConfig``'s defaults for its vision_config: CLIP ViT-L/14 at 336², 24 layers of
+    1024) and projector (``LlavaMultiModalProjector``: the text model's width out, ``vision_config.hidden_size``
+    times the feature layers in)."""
+    text = config.get("text_config")
+    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
+    embed = _int(vc, "hidden_size", 1024)
+    heads = _int(vc, "num_attention_heads", 16)
+    _check_heads(embed, heads)
+    layer = config.get("vision_feature_layer", -2)
+    layers = len(layer) if isinstance(layer, list) and layer else 1
+    bias = config.get("multimodal_projector_bias", True)
+    if not isinstance(bias, bool):
+        raise ConfigError(f"multimodal_projector_bias must be true or false, got {bias!r}")
+    return VisionTower(
+        model_type=model_type, depth=_int(vc, "num_hidden_layers", 24), embed_dim=embed, num_heads=heads,
+        mlp_width=_int(vc, "intermediate_size", 4096), out_hidden_size=_int(tc, "hidden_size", 4096, "text_config."),
+        patch_size=_int(vc, "patch_size", 14), temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
+        spatial_merge_size=1, image_size=_int(vc, "image_size", 336), feature_layers=layers, projector_bias=bias,
     )  # fmt: skip
 
 

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from estimator import SIZE_FIELDS, ConfigError, Inventory, build_inventory, catalog, legacy_config, parse_config
+from estimator import (
+    SIZE_FIELDS,
+    ConfigError,
+    Inventory,
+    UnsupportedModelError,
+    build_inventory,
+    catalog,
+    legacy_config,
+    parse_config,
+)
 
 pytestmark = pytest.mark.train
 
@@ -111,6 +120,26 @@ def test_variant(name: str) -> None:
         assert inv.arch.moe_layers == (1, 5)  # (i + 1) % 2 == 0, layer 3 MLP-only
     if name.startswith("qwen3_moe_sparse"):
         assert inv.arch.moe_layers == (3,)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"vision_feature_layer": [-2, -5], "multimodal_projector_bias": False}, {"tie_word_embeddings": True},
+     {"text_config": {"model_type": "qwen2", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}},
+     {"text_config": {"model_type": "gemma", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32}}],
+    ids=["two_feature_layers_no_bias", "tied", "qwen2_text", "gemma_text_tied_by_default"],
+)  # fmt: skip
+def test_llava_variants(change: dict[str, Any]) -> None:
+    """LLaVA: the projector's input is E × the feature layers; the tie is the composite's flag or its text model's."""
+    inv = _check_exact(_fixture("llava") | change)
+    assert inv.arch.vision is not None and inv.arch.vision.kind == "clip"
+
+
+def test_llava_with_another_language_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="llava with a 'gpt2' language model is not supported"):
+        parse_config(_fixture("llava") | {"text_config": {"model_type": "gpt2"}})
 
 
 def test_gemma3_nested_text_config() -> None:

@@ -194,3 +194,12 @@ def test_gemma3_tower_terms_follow_gradient_checkpointing() -> None:
     assert gc.memory.peak_phase == "vision_backward"
     assert no_gc.memory.phases["forward"] > gc.memory.phases["forward"]
     assert any("images:" in n and "pooled" in n for n in gc.memory.notes)
+
+
+def test_llava_counts_its_tower_and_refuses_images() -> None:
+    """LLaVA 1.5: the CLIP tower and projector are counted (the weights load either way); its images are not yet."""
+    llava = json.loads((Path(__file__).parents[1] / "fixtures/configs/llava.json").read_text())
+    text = estimate(Plan(config=llava, method="lora", seq_len=64))
+    assert text.to_dict()["params"]["vision"] > 0
+    with pytest.raises(PlanError, match="image inputs of llava are not modelled yet"):
+        estimate(Plan(config=llava, method="lora", images_per_sample=1))
