@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, QWEN_VL, VisionTower, vision_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
@@ -161,7 +161,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
-    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl",
+    "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl", "llava",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -179,7 +179,6 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError("the config has no 'model_type'; upload the model's config.json as published on the Hub")
-    notes: list[str] = []
     if model_type in LEGACY_MODEL_TYPES:
         arch = _parse(legacy_config(config), LEGACY_MODEL_TYPES[model_type])
         note = f"{model_type}: the legacy Falcon config, read as transformers' falcon (its conversion's field names)"
@@ -188,17 +187,62 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         text = config.get("text_config")
         if not isinstance(text, Mapping):
             raise ConfigError("a gemma3 config needs a 'text_config' object")
-        notes.append("gemma3: the language model (text_config) only; the vision tower is not counted")
-        arch = _parse(dict(text, model_type="gemma3_text"), "gemma3_text")
-        return _with(arch, source_model_type="gemma3", notes=tuple(notes) + arch.notes)
+        return _gemma3(config, text)
     if model_type in QWEN_VL:
         return _qwen_vl(config, model_type)
+    if model_type in CLIP_VL:
+        return _llava(config, model_type)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported model types: "
             + ", ".join((*SUPPORTED_MODEL_TYPES, *LEGACY_MODEL_TYPES))
         )
     return _parse(config, model_type)
+
+
+def _gemma3(config: Mapping[str, Any], text: Mapping[str, Any]) -> Architecture:
+    """Gemma 3 (``Gemma3ForConditionalGeneration``, what ``AutoModelForCausalLM`` builds for it): the Gemma 3 text
+    model of ``text_config`` and the SigLIP tower and projector of ``vision_config``, counted whether the plan has
+    images or not (the weights are loaded either way)."""
+    source = dict(text, model_type="gemma3_text")
+    if "tie_word_embeddings" in config:  # a composite config's own flag decides the tie (PreTrainedModel)
+        source["tie_word_embeddings"] = config["tie_word_embeddings"]
+    arch = _parse(source, "gemma3_text")
+    tower = vision_tower(config)
+    note = (
+        f"gemma3: the language model and the SigLIP vision tower ({tower.depth} blocks of width {tower.embed_dim}) "
+        f"with its projector; bitsandbytes quantizes the tower's linears too and LoRA's all-linear adapts them (as "
+        "transformers and PEFT do); the Conv2d patch embedding, the position embedding and the projector's bare "
+        "mm_input_projection_weight stay 16-bit and are not adapted"
+    )
+    return _with(arch, source_model_type="gemma3", vision=tower, notes=(note, *arch.notes))
+
+
+LLAVA_TEXT_TYPES = ("llama", "mistral", "qwen2", "gemma")
+"""Language models LLaVA checkpoints pair with that the llama-style inventory builds under ``language_model``."""
+
+
+def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model): the language model of
+    ``text_config`` (``LlavaConfig``'s default: Llama) and the CLIP tower and projector of ``vision_config``."""
+    raw = config.get("text_config")
+    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    text_type = str(text.get("model_type", "llama"))
+    if text_type not in LLAVA_TEXT_TYPES:
+        raise UnsupportedModelError(
+            f"llava with a {text_type!r} language model is not supported; its text_config can be one of: "
+            + ", ".join(LLAVA_TEXT_TYPES)
+        )
+    tie = config.get("tie_word_embeddings") or text.get("tie_word_embeddings", text_type == "gemma")
+    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
+    tower = vision_tower(config)
+    note = (
+        f"{model_type}: the language model ({text_type}) and the CLIP vision tower ({tower.depth} layers of width "
+        f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
+        "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
+        "position embeddings stay 16-bit and are not adapted; image inputs are not modelled yet"
+    )
+    return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 
 
 def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:

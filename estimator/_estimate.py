@@ -28,7 +28,7 @@ from ._shape import step_shape
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import GIB, gib_text
-from ._vision import QWEN_VL
+from ._vision import QWEN_VL, VISION_MODEL_TYPES, pooling_error
 
 SCHEMA_VERSION = 1
 
@@ -221,6 +221,33 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     return entry.config, "catalog", entry.hf_id
 
 
+def _check_images(plan: Plan, arch: Architecture) -> None:
+    """``PlanError`` for inputs the estimate cannot count: images on a model without a modelled tower, video on one
+    without a video processor (Qwen2-VL and Qwen2.5-VL have one), images Gemma 3's projector cannot pool, and Gemma
+    3's tower under eager attention."""
+    images_ok = arch.vision is not None and arch.vision.model_type in VISION_MODEL_TYPES
+    video_ok = arch.vision is not None and arch.vision.model_type in QWEN_VL
+    bad = [(n, w) for n, w, ok in ((plan.images_per_sample, "image", images_ok), (plan.video_frames, "video", video_ok))
+           if n and not ok]  # fmt: skip
+    if bad:
+        what = " and ".join(w for _, w in bad)
+        raise PlanError(
+            f"{what} inputs of {arch.source_model_type or arch.model_type} are not modelled yet (images are for "
+            f"{', '.join(VISION_MODEL_TYPES)}, video for {', '.join(QWEN_VL)}): the vision encoder's activations "
+            "and the tokens it hands the language model would not be counted, so an estimate would be low; set "
+            "images_per_sample and video_frames to 0 and add the tokens the processor makes to seq_len"
+        )
+    if plan.images_per_sample and arch.vision is not None and pooling_error(arch.vision):
+        raise PlanError(f"this model cannot take images: {pooling_error(arch.vision)}")
+    siglip = arch.vision is not None and arch.vision.kind == "siglip"
+    if plan.images_per_sample and siglip and plan.attn_implementation == "eager":
+        raise PlanError(
+            "images with eager attention are not modelled yet for Gemma 3's SigLIP tower: its images × heads × "
+            "patches² scores (4096² per head of an 896² image) and their backward would not be counted right, so "
+            "an estimate could be low; use attn_implementation 'sdpa'"
+        )
+
+
 def estimate(
     plan: Plan,
     config: Mapping[str, Any] | None = None,
@@ -252,14 +279,7 @@ def estimate(
         arch = generic_architecture(cfg)
         inv = generic_inventory(arch, params)
     plan, adjusted = adjust_defaults(plan, inv)
-    if plan.vision_inputs and arch.vision is None:
-        what = " and ".join(w for n, w in ((plan.images_per_sample, "image"), (plan.video_frames, "video")) if n)
-        raise PlanError(
-            f"{what} inputs of {arch.model_type} are not modelled yet (they are for {', '.join(QWEN_VL)}): the "
-            "vision encoder's activations and the tokens it hands the language model would not be counted, so an "
-            "estimate would be low; set images_per_sample and video_frames to 0 and add the tokens the processor "
-            "makes to seq_len"
-        )
+    _check_images(plan, arch)
     gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None  # Plan holds a catalog id or NAME:BYTES
     inv = objective_inventory(inv, plan)
     adapters = adapter_plan(inv, plan)

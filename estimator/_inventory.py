@@ -185,12 +185,20 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
 
 
 def vision_tensors(tower: VisionTower) -> list[Tensor]:
+    """The vision tower and its merger or projector, role ``vision``: Qwen's (``_qwen_tower``) or SigLIP's with
+    Gemma 3's projector (``_siglip_tower``). They read nothing the decoder's activation rules count
+    (``estimator._memory.vision_activations`` counts the tower's own activations)."""
+    if tower.kind == "qwen":
+        return _qwen_tower(tower)
+    return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
+
+
+def _qwen_tower(tower: VisionTower) -> list[Tensor]:
     """The vision tower and its merger as ``Qwen2VisionTransformerPretrainedModel`` /
-    ``Qwen2_5_VisionTransformerPretrainedModel`` build them (module ``model.visual``). Role ``vision``; the
-    linears are ``nn.Linear`` (bitsandbytes converts them, PEFT's all-linear matches them), the Conv3d patch
-    embedding is neither; they read nothing the decoder's activation rules count (``estimator._vision`` counts the
-    tower's own activations)."""
-    v, e, d, w = "model.visual", tower.embed_dim, tower.depth, tower.mlp_width
+    ``Qwen2_5_VisionTransformerPretrainedModel`` build them (module ``model.visual``). The linears are
+    ``nn.Linear`` (bitsandbytes converts them, PEFT's all-linear matches them), the Conv3d patch embedding is
+    neither."""
+    v, e, d, w = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
     conv = (e, tower.in_channels, tower.temporal_patch_size, tower.patch_size, tower.patch_size)
     out = [Tensor(f"{v}.patch_embed.proj.weight", conv, "vision", f"{v}.patch_embed.proj", PARAMETER)]
     b = f"{v}.blocks.{{i}}"
@@ -208,6 +216,76 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
     out += _vision_norm(f"{v}.merger.ln_q", e, layernorm, 1)
     out += _linear(f"{v}.merger.mlp.0", merged, merged, "vision", NO_INPUT, True, 1)
     out += _linear(f"{v}.merger.mlp.2", tower.out_hidden_size, merged, "vision", NO_INPUT, True, 1)
+    return out
+
+
+def _siglip_tower(tower: VisionTower) -> list[Tensor]:
+    """``SiglipVisionModel`` (module ``model.vision_tower``) and ``Gemma3MultiModalProjector``
+    (``model.multi_modal_projector``). The Conv2d patch embedding (with bias) and the position embedding (an
+    ``nn.Embedding`` of one row per patch) are neither converted by bitsandbytes nor matched by all-linear; the
+    blocks' q/k/v/out_proj and fc1/fc2 are ``nn.Linear`` with biases (converted and matched). With
+    ``vision_use_head``: the attention-pooling head's probe, its ``nn.MultiheadAttention`` (packed in-projection
+    Parameters; its out_proj is ``NonDynamicallyQuantizableLinear``, an ``nn.Linear`` subclass), LayerNorm and
+    MLP. The projector's ``mm_input_projection_weight`` is a bare Parameter (vision width × text width, used by
+    ``torch.matmul``) after an RMSNorm without bias."""
+    v, e, d, w = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
+    emb = f"{v}.embeddings"
+    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
+    out = [
+        Tensor(f"{emb}.patch_embedding.weight", conv, "vision", f"{emb}.patch_embedding", PARAMETER),
+        Tensor(f"{emb}.patch_embedding.bias", (e,), "vision", f"{emb}.patch_embedding", PARAMETER, True),
+        Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2, e), "vision",
+               f"{emb}.position_embedding", EMBEDDING),
+    ]  # fmt: skip
+    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, w, d)
+    out += _vision_norm(f"{v}.post_layernorm", e, True, 1)
+    if tower.use_head:
+        h = f"{v}.head"
+        out.append(Tensor(f"{h}.probe", (1, 1, e), "vision", h, PARAMETER))
+        out.append(Tensor(f"{h}.attention.in_proj_weight", (3 * e, e), "vision", f"{h}.attention", PARAMETER))
+        out.append(Tensor(f"{h}.attention.in_proj_bias", (3 * e,), "vision", f"{h}.attention", PARAMETER, True))
+        out += _linear(f"{h}.attention.out_proj", e, e, "vision", NO_INPUT, True, 1, SUBCLASS_LINEAR)
+        out += _vision_norm(f"{h}.layernorm", e, True, 1)
+        out += _linear(f"{h}.mlp.fc1", w, e, "vision", NO_INPUT, True, 1)
+        out += _linear(f"{h}.mlp.fc2", e, w, "vision", NO_INPUT, True, 1)
+    p = "model.multi_modal_projector"
+    out.append(Tensor(f"{p}.mm_input_projection_weight", (e, tower.out_hidden_size), "vision", p, PARAMETER))
+    out += _vision_norm(f"{p}.mm_soft_emb_norm", e, False, 1)
+    return out
+
+
+def _clip_tower(tower: VisionTower) -> list[Tensor]:
+    """``CLIPVisionModel`` (module ``model.vision_tower``) and ``LlavaMultiModalProjector``
+    (``model.multi_modal_projector``): a class embedding (a bare Parameter), a Conv2d patch embedding without bias,
+    a position embedding of one row per patch and the class token, ``pre_layrnorm`` (transformers' spelling), the
+    encoder layers SigLIP's blocks share, ``post_layernorm``, then ``linear_1`` (E × feature layers to the text
+    width) and ``linear_2``, ``nn.Linear`` with ``multimodal_projector_bias``: bitsandbytes converts and all-linear
+    adapts them like the tower's linears."""
+    v, e, d, w = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
+    emb = f"{v}.embeddings"
+    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
+    out = [
+        Tensor(f"{emb}.class_embedding", (e,), "vision", emb, PARAMETER),
+        Tensor(f"{emb}.patch_embedding.weight", conv, "vision", f"{emb}.patch_embedding", PARAMETER),
+        Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2 + 1, e), "vision",
+               f"{emb}.position_embedding", EMBEDDING),
+    ]  # fmt: skip
+    out += _vision_norm(f"{v}.pre_layrnorm", e, True, 1)
+    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, w, d)
+    out += _vision_norm(f"{v}.post_layernorm", e, True, 1)
+    p, h, bias = "model.multi_modal_projector", tower.out_hidden_size, tower.projector_bias
+    out += _linear(f"{p}.linear_1", h, e * tower.feature_layers, "vision", NO_INPUT, bias, 1)
+    out += _linear(f"{p}.linear_2", h, h, "vision", NO_INPUT, bias, 1)
+    return out
+
+
+def _encoder_layers(b: str, e: int, w: int, d: int) -> list[Tensor]:
+    """SigLIP's and CLIP's encoder layers: two LayerNorms, q/k/v/out_proj and the fc1/fc2 MLP, all with biases."""
+    out = _vision_norm(f"{b}.layer_norm1", e, True, d) + _vision_norm(f"{b}.layer_norm2", e, True, d)
+    for name in ("k_proj", "v_proj", "q_proj", "out_proj"):
+        out += _linear(f"{b}.self_attn.{name}", e, e, "vision", NO_INPUT, True, d)
+    out += _linear(f"{b}.mlp.fc1", w, e, "vision", NO_INPUT, True, d)
+    out += _linear(f"{b}.mlp.fc2", e, w, "vision", NO_INPUT, True, d)
     return out
 
 

@@ -124,15 +124,23 @@ def attention_dtype(plan: Plan, dtype_bytes: int) -> str:
 
 
 def attention_path(
-    arch: Architecture, plan: Plan, dtype_bytes: int, gpu: ArchRuntime | None, length: int | None = None
+    arch: Architecture,
+    plan: Plan,
+    dtype_bytes: int,
+    gpu: ArchRuntime | None,
+    length: int | None = None,
+    image_blocks: bool = False,
 ) -> AttentionPath:
     """The attention kernel the plan's training step runs (``gpu``: the plan's GPU architecture, None for the
     default architecture's rules; ignored on the CPU; ``length``: the row length, default the plan's text tokens).
     ``PlanError`` when a pinned backend cannot run it. A padding mask, or a local window (sliding window, chunked
-    attention) no longer than the row, gives a mask; the window's layers are then counted as all the layers."""
+    attention) no longer than the row, gives a mask; the window's layers are then counted as all the layers.
+    ``image_blocks``: Gemma 3's rows hold images, whose tokens attend to each other both ways: transformers builds
+    its masks whatever the row (``create_masks_for_vision_model``: ``block_sequence_ids`` and the sliding window's
+    overlay turn off ``allow_is_causal_skip``)."""
     impl = attention_implementation(arch.model_type, plan.attn_implementation)
     length = plan.row_text_tokens if length is None else length
-    mask = has_mask(plan) or (arch.sliding_window > 0 and length >= arch.sliding_window)
+    mask = has_mask(plan) or (arch.sliding_window > 0 and length >= arch.sliding_window) or image_blocks
     grouped = arch.num_key_value_heads != arch.num_attention_heads
     enable_gqa = grouped and not mask and arch.attn_head_dim <= 256
     repeat = grouped and not enable_gqa

@@ -92,7 +92,7 @@ from ._sharding import (
     sharded_alloc,
 )
 from ._units import gib_text
-from ._vision import VisionTower
+from ._vision import VisionTower, pixel_values
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -305,7 +305,8 @@ def _trainable_tensors(
     vision-language model's tower runs only on images and video, so without them its parameters get neither: AdamW
     skips a parameter whose ``grad`` is None)."""
     per = param_dtype_bytes(plan)
-    tower_idle = stepped and inv.arch.vision is not None and not plan.vision_inputs
+    tower = inv.arch.vision
+    tower_idle = stepped and tower is not None and not plan.vision_inputs
     if plan.method == "full":
         return [(t.numel, tensor_dtype_bytes(inv, t, plan), t.layers) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
@@ -313,7 +314,7 @@ def _trainable_tensors(
     r = plan.lora_r
     lo = 2 if trl_casts_adapters(plan) and not as_made else 4
     for a in adapters.adapted:
-        if tower_idle and a.module.startswith("model.visual."):
+        if tower_idle and tower is not None and a.module.startswith(tower.prefixes):
             continue
         out += [(r * a.in_features, lo, a.layers), (a.out_features * r, lo, a.layers)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
@@ -397,6 +398,7 @@ class _Flow:
     generic: bool = False  # a model type with no hand-written family (transformers' own parameter list)
     patches: int = 0  # patches the vision tower sees in the step (0: no images or video)
     tower_run: int = 0  # patches of the tower's largest single run (the step's images, or its videos)
+    masks: int = 1  # attention masks the forward builds (Gemma 3 with images: the full and the sliding one)
 
     @property
     def vision(self) -> bool:
@@ -436,7 +438,8 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
     ab = 4
     gpu = gpu_runtime(plan)
     shape = step_shape(arch, plan)
-    path = attention_path(arch, plan, ad, gpu, shape.length)
+    image_blocks = arch.vision is not None and arch.vision.kind == "siglip" and shape.image_tokens > 0
+    path = attention_path(arch, plan, ad, gpu, shape.length, image_blocks)
     lora = tuple(a.reads for a in adapters.adapted)
     experts_adapted = EXPERT_INPUT in lora or EXPERT_HIDDEN in lora
     expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
@@ -447,7 +450,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
         router_lora=ROUTER_INPUT in lora, model_type=arch.model_type, generic=arch.generic,
-        patches=shape.patches, tower_run=shape.tower_run,
+        patches=shape.patches, tower_run=shape.tower_run, masks=2 if image_blocks else 1,
     )  # fmt: skip
 
 
@@ -609,11 +612,12 @@ def mask_saved_per_layer(f: _Flow) -> int:
 
 def attention_mask_bytes(f: _Flow) -> int:
     """The mask transformers builds once per forward and every layer reads: eager's additive float mask
-    (b·s² in the stream's dtype, always), SDPA's bool mask (b·s², only with padding or packing)."""
+    (b·s² in the stream's dtype, always), SDPA's bool mask (b·s², only with padding or packing). Gemma 3 with
+    images builds two (``create_masks_for_vision_model``: the full-attention and the sliding-window layers' own)."""
     if f.attn == "eager":
-        return f.ad * f.b * f.s * f.s
+        return f.masks * f.ad * f.b * f.s * f.s
     if f.attn == "sdpa" and f.path.mask:
-        return f.b * f.s * f.s
+        return f.masks * f.b * f.s * f.s
     return 0
 
 
@@ -858,7 +862,7 @@ def _gradients_by_place(
     for t in inv.tensors if full else adapters.saved_modules:  # one instance each, as its gradient is held
         if t.role == "lm_head" or (full and t.layers == 1 and t.role == "norm"):  # the final norm
             head += alloc(t.numel * per, cuda)
-        elif t.kind == EMBEDDING:
+        elif t.kind == EMBEDDING and t.role != "vision":  # a tower's position embedding: with the tower's
             one = alloc(t.numel * per, cuda)
             embed += one
             if tie and t.role == "embedding":
@@ -879,13 +883,14 @@ def tower_backward_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, stat
 def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> int:
     """Gradients of the vision tower (its parameters, or the adapters on its linears): its backward runs after
     every decoder layer's, so they are made at the end, with the embeddings'."""
-    if inv.arch.vision is None or not plan.vision_inputs:
+    tower = inv.arch.vision
+    if tower is None or not plan.vision_inputs:
         return 0  # no tower, or it never runs: no gradient
     if plan.method == "full":
         per = param_dtype_bytes(plan)
         return sum(alloc(t.numel * per, cuda) * t.layers for t in inv if t.role == "vision")
-    tower = [a for a in adapters.adapted if a.module.startswith("model.visual.")]
-    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in tower)
+    adapted = [a for a in adapters.adapted if a.module.startswith(tower.prefixes)]
+    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in adapted)
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -904,6 +909,9 @@ class _Forward:
     vision: int = 0  # the vision tower's saved tensors and pixels, held until the tower's backward (the step's end)
     vision_backward: int = 0  # the tower's backward at its peak (one block's tensors and working gradients)
     pixels: int = 0  # the batch's pixel_values (part of ``vision``), alive through the optimizer step too
+    vision_forward: int = (
+        0  # the tower's forward at its peak (SigLIP: one checkpointed layer's tensors), over ``vision``
+    )
 
     @property
     def saved(self) -> int:
@@ -936,21 +944,28 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
     final_norm = _norm_saved(arch, f, arch.hidden_size, not f.frozen_base)
     held, tower_backward = vision_activations(arch, adapters, plan, f)
+    tower_forward = siglip_forward(arch, adapters, plan, f)
     return _Forward(
         layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
-        pixels=pixel_bytes(arch, f.patches),
+        pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
     )  # fmt: skip
 
 
 def _tower_input(
-    f: _Flow, adapters: AdapterPlan, modules: tuple[str, ...], rows: int, width: int, shared: bool = False
+    tower: VisionTower,
+    f: _Flow,
+    adapters: AdapterPlan,
+    modules: tuple[str, ...],
+    rows: int,
+    width: int,
+    shared: bool = False,
 ) -> int:
     """Bytes the tower's linears ``modules`` (e.g. ``blocks.{i}.mlp.gate_proj``), which read one input of ``rows ×
     width``, keep of it, by the decoder's rules (``_linear_inputs``): each adapter's fp32 or dropped-out copy and
     mask, or the input itself once, lora_A's outputs; the input when the base is trained."""
     names = {a.module for a in adapters.adapted}
-    adapted = tuple(m for m in modules if f"model.visual.{m}" in names)
+    adapted = tuple(m for m in modules if f"{tower.module}.{m}" in names)
     return _linear_inputs(replace(f, T=rows, lora=adapted), modules, width, shared)
 
 
@@ -967,23 +982,24 @@ def vision_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: i
     e, m, n, ad = tower.embed_dim, tower.mlp_width, patches, f.ad
     norm = 2 * ((ad * e + 8) if not tower.gated else (4 * e + 4)) * n
     b = "blocks.{i}."
-    linears = _tower_input(f, adapters, (b + "attn.qkv",), n, e)
-    linears += _tower_input(f, adapters, (b + "attn.proj",), n, e, shared=True)
+    linears = _tower_input(tower, f, adapters, (b + "attn.qkv",), n, e)
+    linears += _tower_input(tower, f, adapters, (b + "attn.proj",), n, e, shared=True)
     if tower.gated:
-        linears += _tower_input(f, adapters, (b + "mlp.gate_proj", b + "mlp.up_proj"), n, e)
-        linears += _tower_input(f, adapters, (b + "mlp.down_proj",), n, m)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.gate_proj", b + "mlp.up_proj"), n, e)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.down_proj",), n, m)
     else:
-        linears += _tower_input(f, adapters, (b + "mlp.fc1",), n, e)
-        linears += _tower_input(f, adapters, (b + "mlp.fc2",), n, m)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.fc1",), n, e)
+        linears += _tower_input(tower, f, adapters, (b + "mlp.fc2",), n, m)
     attention = (3 + 2 + 1) * n * e * ad
     return norm + linears + attention + (3 if tower.gated else 2) * n * m * ad
 
 
 def pixel_bytes(arch: Architecture, patches: int) -> int:
-    """The processors' fp32 ``pixel_values`` and ``pixel_values_videos`` of the step's ``patches`` (× 3·2·14² each),
-    in the batch from before the forward to after the optimizer step."""
+    """The processors' fp32 ``pixel_values`` and ``pixel_values_videos`` of the step's ``patches`` (Qwen: × 3·2·14²
+    each; SigLIP: each image's 3 × image_size² values), in the batch from before the forward to after the optimizer
+    step."""
     tower = arch.vision
-    return 4 * patches * tower.patch_features if tower is not None else 0
+    return 4 * pixel_values(tower, patches) if tower is not None else 0
 
 
 def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> tuple[int, int]:
@@ -1011,6 +1027,8 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
     tower, p = arch.vision, f.patches
     if tower is None or not p:
         return 0, 0
+    if tower.kind == "siglip":
+        return siglip_activations(arch, tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1032,9 +1050,89 @@ def _merger_saved(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: 
     ad, e = f.ad, tower.embed_dim
     rows, wide = patches // tower.spatial_merge_size**2, e * tower.spatial_merge_size**2
     ln = patches * e * ad + (8 * patches if not tower.gated else 4 * patches * e + 4 * patches)
-    linears = _tower_input(f, adapters, ("merger.mlp.0",), rows, wide)
-    linears += _tower_input(f, adapters, ("merger.mlp.2",), rows, wide)
+    linears = _tower_input(tower, f, adapters, ("merger.mlp.0",), rows, wide)
+    linears += _tower_input(tower, f, adapters, ("merger.mlp.2",), rows, wide)
     return ln + linears + rows * wide * ad + rows * tower.out_hidden_size * ad
+
+
+def siglip_block(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int) -> int:
+    """One SigLIP encoder layer's saved tensors over ``patches`` patches (``SiglipEncoderLayer``, the images as one
+    batch, SDPA: eager is refused), from the code: two LayerNorms (input and fp32 mean and rstd each), the linears'
+    inputs as their adapters keep them (``_tower_input``: q/k/v_proj share layer_norm1's output, out_proj reads
+    SDPA's output, which SDPA keeps, fc1 layer_norm2's, fc2 the GELU's output), SDPA's q, k, v, output and fp32
+    log-sum-exp, and fc1's output, which the tanh GELU saves. The tower runs no mask (every patch attends to every
+    patch of its image)."""
+    e, m, n, ad, heads = tower.embed_dim, tower.mlp_width, patches, f.ad, tower.num_heads
+    norm = 2 * (ad * e + 8) * n
+    b = "encoder.layers.{i}."
+    qkv = tuple(b + f"self_attn.{x}" for x in ("q_proj", "k_proj", "v_proj"))
+    linears = _tower_input(tower, f, adapters, qkv, n, e)
+    linears += _tower_input(tower, f, adapters, (b + "self_attn.out_proj",), n, e, shared=True)
+    linears += _tower_input(tower, f, adapters, (b + "mlp.fc1",), n, e)
+    linears += _tower_input(tower, f, adapters, (b + "mlp.fc2",), n, m)
+    attention = 4 * n * e * ad + 4 * n * heads
+    return norm + linears + attention + n * m * ad
+
+
+def siglip_activations(
+    arch: Architecture, tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow
+) -> tuple[int, int]:
+    """(held, backward) bytes of Gemma 3's SigLIP tower and projector on the step's images (``vision_activations``
+    for Qwen's).
+
+    Held from the tower's forward to its backward: the processor's fp32 ``pixel_values`` (full fine-tuning in 16
+    bits: also the Conv2d's 16-bit copy of them, kept for its weight's gradient), the encoder layers' saved tensors
+    (with checkpointing each layer's input, patches × E; without, ``siglip_block``), ``post_layernorm``'s input and
+    statistics, the projector's: the (images, E, side, side) copy the average pool keeps (the transposed output
+    reshaped), the RMSNorm's fp32 input and rsqrt over the pooled tokens (and its fp32 output for the trained
+    weight), the projection's input when its weight is trained, and the image features it hands the language model
+    (tokens × the text width); and the tower's output (``last_hidden_state``, patches × E), which the model's
+    output keeps through its forward (an upper bound for the phases after it). The tower runs in the decoder's
+    activation dtype. Its backward, after the decoder's, frees the projector's tensors: one layer's saved tensors
+    (recomputed under checkpointing) and the layer's working gradients (``tower_backward_work``).
+    """
+    p, ad, e = f.patches, f.ad, tower.embed_dim
+    tokens = p // tower.spatial_merge_size**2
+    pixels = pixel_bytes(arch, p)
+    if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv2d keeps its cast input
+        pixels += param_dtype_bytes(plan) * pixel_values(tower, p)
+    block = siglip_block(tower, adapters, f, p)
+    layers = tower.depth * p * e * ad if plan.gradient_checkpointing else tower.depth * block
+    post_norm = p * e * ad + 8 * p
+    trained = plan.method == "full"
+    rms = tokens * (4 * e + 4) + (4 * tokens * e if trained else 0)
+    projector = p * e * ad + rms + (tokens * e * ad if trained else 0) + tokens * tower.out_hidden_size * ad
+    output = p * e * ad
+    work = siglip_backward_work(tower, plan, f, p)
+    recomputed = block if plan.gradient_checkpointing else 0  # without, the layer's tensors are in ``layers``
+    return pixels + layers + post_norm + projector + output, recomputed + work - post_norm - projector - output
+
+
+def siglip_forward(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> int:
+    """A SigLIP tower's forward at its peak, above what it holds for the backward: with checkpointing, the layer
+    that runs makes the tensors ``siglip_block`` counts and frees them as it goes (an upper bound: all of them at
+    once); without, they are held already. Runs before the decoder, so nothing of the decoder's is live (0 for
+    Qwen's towers, whose forward never peaked on the CPU grid)."""
+    tower = arch.vision
+    if tower is None or tower.kind != "siglip" or not f.patches or not plan.gradient_checkpointing:
+        return 0
+    return siglip_block(tower, adapters, f, f.patches)
+
+
+def siglip_backward_work(tower: VisionTower, plan: Plan, f: _Flow, patches: int) -> int:
+    """A SigLIP layer's backward working tensors at the MLP's backward: the stream's gradient (E wide) and,
+    full fine-tuning, the intermediate's; LoRA/QLoRA, the intermediate's gradient from the frozen fc2 (activation
+    dtype) and from its adapter (adapter dtype), plus the adapter's gradient cast back when the dtypes differ
+    (autograd sums them into the first buffer; with one dtype there is no cast: two, not ``tower_backward_work``'s
+    three), and dropout's fp32 transient."""
+    n, m = patches, tower.mlp_width
+    stream = f.ad * n * tower.embed_dim
+    if plan.method == "full":
+        return stream + f.ad * n * m
+    work = stream + (f.ad + f.ab + (f.ad if f.ad != f.ab else 0)) * n * m
+    if f.dropout:
+        work += f.ab * n * m
+    return work
 
 
 def tower_backward_work(tower: VisionTower, plan: Plan, f: _Flow, patches: int) -> int:
@@ -1700,9 +1798,15 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
     elif f.attn == "sdpa":
         notes.append(f"attention: SDPA's {f.path.backend} kernel ({f.path.reason})")
     if f.path.mask and f.attn == "sdpa":
+        why = (
+            "Gemma 3's image tokens make transformers build its two b·s² attention masks (full and sliding window: "
+            "the image tokens attend both ways)"
+            if f.masks > 1
+            else "a padded or packed batch makes transformers build a b·s² attention mask"
+        )
         notes.append(
-            "a padded or packed batch makes transformers build a b·s² attention mask and expand K/V to every query "
-            "head (repeat_kv) before SDPA" + (", which also rules out flash attention" if f.cuda else "")
+            f"{why} and expand K/V to every query head (repeat_kv) before SDPA"
+            + (", which also rules out flash attention" if f.cuda else "")
         )
     if f.vision:
         shape = step_shape(arch, plan)
@@ -1714,8 +1818,9 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
         notes.append(
             f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
-            f"{' and '.join(seen)}, one token per merged {merge}² patches and two delimiters each, and the vision "
-            "tower's activations are counted (its backward runs last, after the decoder's)"
+            f"{' and '.join(seen)}, one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and "
+            f"{'four tokens around each image' if f.masks > 1 else 'two delimiters each'}, and the vision tower's "
+            "activations are counted (its backward runs last, after the decoder's)"
             + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
         )
     if f.cuda:
@@ -1756,7 +1861,10 @@ def training_memory(
     bwd = layer_backward(inv, adapters, plan, f, state, fwd)
     opt_tmp = optimizer_step(state, plan, cuda)
     phases = {
-        "forward": state.static + fwd.saved + head.bytes("forward") + state.gathered("forward"),
+        "forward": max(
+            state.static + fwd.saved + head.bytes("forward") + state.gathered("forward"),
+            state.static + fwd.vision + fwd.vision_forward,
+        ),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),
         "backward": bwd.peak + head.kept,
         "optimizer": state.static + state.grads + opt_tmp + head.kept + fwd.pixels,

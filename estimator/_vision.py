@@ -10,7 +10,7 @@ concatenated patches, to the language model's width).
 Image tokens (``Qwen2VLImageProcessor``): an image is resized by ``smart_resize`` so both sides are multiples of
 ``patch_size × spatial_merge_size`` (28) and its area lies in ``[min_pixels, max_pixels]`` (56², 28²·1280 by
 default); the vision encoder sees ``(h/14)·(w/14)`` patches, and the merger hands the language model one token per
-``spatial_merge_size²`` (4) of them, between ``<|vision_start|>`` and ``<|vision_end|>``. Other families: not yet.
+``spatial_merge_size²`` (4) of them, between ``<|vision_start|>`` and ``<|vision_end|>``.
 
 Video tokens (``Qwen2VLVideoProcessor``, Qwen2.5-VL's too): every frame of a video is resized by the same
 ``smart_resize`` under the video processor's own bounds (``size``: 128·28² to 28²·768 pixels by default, so a small
@@ -21,6 +21,19 @@ merger (``get_video_features``, a second run of ``visual`` after the images'), a
 ``<|video_pad|>`` token per merged group, between the same two delimiters (``replace_video_token``). transformers
 5.24's default keeps the per-frame cap alone (``cap_pixels_per_frame`` unset: no total-video budget) and samples no
 frames (``do_sample_frames=False``): every frame given is a frame seen.
+
+Gemma 3 (``modeling_gemma3.py`` and ``siglip/modeling_siglip.py``): a SigLIP vision model (``SiglipVisionModel``,
+module ``model.vision_tower``): a Conv2d patch embedding with bias, a learned position embedding (one per patch of
+the fixed ``image_size``), ``num_hidden_layers`` pre-norm blocks (LayerNorm with bias, separate ``q_proj``/
+``k_proj``/``v_proj``/``out_proj`` and a ``fc1``/``fc2`` GELU-tanh MLP, every linear with bias), ``post_layernorm``
+and, only with ``vision_use_head`` (off in every Gemma 3 config), an attention-pooling head; then
+``Gemma3MultiModalProjector`` (``model.multi_modal_projector``): an average pool from ``(image_size/patch)²`` patches
+to ``mm_tokens_per_image`` tokens, an RMSNorm (``mm_soft_emb_norm``) and a bare ``mm_input_projection_weight``
+(vision width × text width, applied with ``torch.matmul``: no ``nn.Linear``). Image tokens (``Gemma3Processor``,
+pan-and-scan off by default): every image is resized to ``image_size`` square; its placeholder becomes
+``"\n\n<start_of_image>" + mm_tokens_per_image × <image_soft_token> + "<end_of_image>\n\n"``, 4 tokens more than the
+pooled ones (each ``\n\n`` is one token of Gemma's vocabulary; one next to a newline of the text may merge with it
+into one token, so the count is exact or one or two above).
 """
 
 from __future__ import annotations
@@ -33,6 +46,11 @@ from typing import Any
 from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
+SIGLIP_VL = ("gemma3",)
+CLIP_VL = ("llava",)
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
+"""Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
+GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
 VIDEO_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor.size["shortest_edge"]
@@ -41,38 +59,68 @@ VIDEO_MAX_PIXELS = 28 * 28 * 768  # Qwen2VLVideoProcessor.size["longest_edge"]
 
 @dataclass(frozen=True)
 class VisionTower:
-    """A Qwen2-VL / Qwen2.5-VL vision encoder's sizes (``vision_config`` field names)."""
+    """A vision encoder's sizes (``vision_config`` field names): Qwen2-VL / Qwen2.5-VL's, or Gemma 3's SigLIP
+    (``kind``)."""
 
-    model_type: str  # qwen2_vl | qwen2_5_vl
-    depth: int
-    embed_dim: int  # the blocks' width (Qwen2.5-VL calls it hidden_size)
+    model_type: str  # the model's: qwen2_vl | qwen2_5_vl | gemma3
+    depth: int  # blocks (SigLIP: num_hidden_layers)
+    embed_dim: int  # the blocks' width (Qwen2.5-VL and SigLIP call it hidden_size)
     num_heads: int
-    mlp_width: int  # Qwen2-VL: embed_dim · mlp_ratio; Qwen2.5-VL: intermediate_size
-    out_hidden_size: int  # the merger's output: the language model's hidden size
+    mlp_width: int  # Qwen2-VL: embed_dim · mlp_ratio; Qwen2.5-VL and SigLIP: intermediate_size
+    out_hidden_size: int  # the merger's (projector's) output: the language model's hidden size
     patch_size: int = 14
-    temporal_patch_size: int = 2
+    temporal_patch_size: int = 2  # SigLIP: 1 (a Conv2d)
     in_channels: int = 3
-    spatial_merge_size: int = 2
+    spatial_merge_size: int = 2  # SigLIP: the projector's pooling kernel side
+    image_size: int = 0  # SigLIP, CLIP: the fixed square input side (0: dynamic resolution, Qwen)
+    mm_tokens_per_image: int = 0  # SigLIP: pooled tokens per image
+    use_head: bool = False  # SigLIP: vision_use_head (an attention-pooling head Gemma 3 never runs)
+    feature_layers: int = 1  # CLIP: hidden states LLaVA's projector concatenates (a list vision_feature_layer)
+    projector_bias: bool = True  # CLIP: LLaVA's multimodal_projector_bias
+
+    @property
+    def kind(self) -> str:
+        """``qwen`` (fused qkv, 2-D rope, merger), ``siglip`` (q/k/v/out_proj, position embeddings, pooling
+        projector: Gemma 3) or ``clip`` (the same blocks, a class embedding and pre-norm, a two-linear projector:
+        LLaVA)."""
+        if self.model_type in SIGLIP_VL:
+            return "siglip"
+        return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
     def gated(self) -> bool:
-        """Qwen2.5-VL's blocks have a gated MLP and RMSNorm; Qwen2-VL's a GELU MLP and LayerNorm."""
+        """Qwen2.5-VL's blocks have a gated MLP and RMSNorm; Qwen2-VL's and SigLIP's a GELU MLP and LayerNorm."""
         return self.model_type == "qwen2_5_vl"
 
     @property
+    def module(self) -> str:
+        """The tower's module path in the model."""
+        return "model.visual" if self.kind == "qwen" else "model.vision_tower"
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Module-name prefixes of everything that runs only on images (the tower and its merger or projector)."""
+        return ("model.visual.",) if self.kind == "qwen" else ("model.vision_tower.", "model.multi_modal_projector.")
+
+    @property
     def patch_features(self) -> int:
-        """Values per flattened patch (``pixel_values``' second dimension): 3·2·14·14 = 1176."""
+        """Values per patch: Qwen's flattened ``pixel_values`` rows, 3·2·14·14 = 1176; SigLIP's 3·14·14."""
         return self.in_channels * self.temporal_patch_size * self.patch_size**2
 
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
+    @property
+    def patches_per_side(self) -> int:
+        """SigLIP: patches along a side of the fixed input (the position embedding's grid)."""
+        return self.image_size // self.patch_size
 
-def _int(vc: Mapping[str, Any], name: str, default: int) -> int:
+
+def _int(vc: Mapping[str, Any], name: str, default: int, where: str = "vision_config.") -> int:
     value = vc.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > MAX_VISION_SIZE:
-        raise ConfigError(f"vision_config.{name} must be a positive integer up to {MAX_VISION_SIZE}, got {value!r}")
+        raise ConfigError(f"{where}{name} must be a positive integer up to {MAX_VISION_SIZE}, got {value!r}")
     return value
 
 
@@ -81,12 +129,17 @@ MAX_VISION_SIZE = 1 << 20
 
 
 def vision_tower(config: Mapping[str, Any]) -> VisionTower:
-    """The tower of a Qwen2-VL / Qwen2.5-VL config (its ``vision_config``, transformers 5.24's defaults for absent
-    fields). The merger's output width is the config's own (Qwen2-VL: ``vision_config.hidden_size``, Qwen2.5-VL:
-    ``out_hidden_size``), equal to the language model's in every published model."""
+    """The tower of a Qwen2-VL / Qwen2.5-VL or Gemma 3 config (its ``vision_config``, transformers 5.24's defaults
+    for absent fields). The merger's output width is the config's own (Qwen2-VL: ``vision_config.hidden_size``,
+    Qwen2.5-VL: ``out_hidden_size``, Gemma 3: the text model's ``hidden_size``), equal to the language model's in
+    every published model."""
     model_type = str(config.get("model_type"))
     raw = config.get("vision_config")
     vc: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    if model_type in SIGLIP_VL:
+        return _siglip(config, vc, model_type)
+    if model_type in CLIP_VL:
+        return _clip(config, vc, model_type)
     if model_type == "qwen2_5_vl":
         embed = _int(vc, "hidden_size", 3584)
         mlp = _int(vc, "intermediate_size", 3420)
@@ -96,8 +149,7 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
         mlp = embed * _int(vc, "mlp_ratio", 4)
         out = _int(vc, "hidden_size", 3584)
     heads = _int(vc, "num_heads", 16)
-    if embed % heads:
-        raise ConfigError(f"the vision tower's width ({embed}) must be a multiple of vision_config.num_heads ({heads})")
+    _check_heads(embed, heads)
     return VisionTower(
         model_type=model_type, depth=_int(vc, "depth", 32), embed_dim=embed, num_heads=heads, mlp_width=mlp,
         out_hidden_size=out, patch_size=_int(vc, "patch_size", 14),
@@ -105,6 +157,73 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
         in_channels=_int(vc, "in_channels", _int(vc, "in_chans", 3)),
         spatial_merge_size=_int(vc, "spatial_merge_size", 2),
     )  # fmt: skip
+
+
+def _check_heads(embed: int, heads: int) -> None:
+    if embed % heads:
+        raise ConfigError(f"the vision tower's width ({embed}) must be a multiple of vision_config.num_heads ({heads})")
+
+
+def _siglip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> VisionTower:
+    """Gemma 3's SigLIP tower (``SiglipVisionConfig``'s defaults for absent fields) and its projector's pooling
+    (``Gemma3MultiModalProjector``: ``image_size // patch_size`` patches a side pooled by a kernel of that over
+    ``isqrt(mm_tokens_per_image)``; a config whose pooling cannot make those tokens still builds, and is refused
+    images: ``pooling_error``)."""
+    text = config.get("text_config")
+    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
+    embed = _int(vc, "hidden_size", 768)
+    heads = _int(vc, "num_attention_heads", 12)
+    _check_heads(embed, heads)
+    image, patch = _int(vc, "image_size", 224), _int(vc, "patch_size", 16)
+    tokens = _int(config, "mm_tokens_per_image", 256, "")
+    side, per_side = image // patch, math.isqrt(tokens)
+    use_head = vc.get("vision_use_head", True)
+    if not isinstance(use_head, bool):
+        raise ConfigError(f"vision_config.vision_use_head must be true or false, got {use_head!r}")
+    return VisionTower(
+        model_type=model_type, depth=_int(vc, "num_hidden_layers", 12), embed_dim=embed, num_heads=heads,
+        mlp_width=_int(vc, "intermediate_size", 3072), out_hidden_size=_int(tc, "hidden_size", 2304, "text_config."),
+        patch_size=patch, temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
+        spatial_merge_size=side // per_side, image_size=image, mm_tokens_per_image=tokens, use_head=use_head,
+    )  # fmt: skip
+
+
+def _clip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> VisionTower:
+    """LLaVA's CLIP tower (``LlavaConfig``'s defaults for its vision_config: CLIP ViT-L/14 at 336², 24 layers of
+    1024) and projector (``LlavaMultiModalProjector``: the text model's width out, ``vision_config.hidden_size``
+    times the feature layers in)."""
+    text = config.get("text_config")
+    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
+    embed = _int(vc, "hidden_size", 1024)
+    heads = _int(vc, "num_attention_heads", 16)
+    _check_heads(embed, heads)
+    layer = config.get("vision_feature_layer", -2)
+    layers = len(layer) if isinstance(layer, list) and layer else 1
+    bias = config.get("multimodal_projector_bias", True)
+    if not isinstance(bias, bool):
+        raise ConfigError(f"multimodal_projector_bias must be true or false, got {bias!r}")
+    return VisionTower(
+        model_type=model_type, depth=_int(vc, "num_hidden_layers", 24), embed_dim=embed, num_heads=heads,
+        mlp_width=_int(vc, "intermediate_size", 4096), out_hidden_size=_int(tc, "hidden_size", 4096, "text_config."),
+        patch_size=_int(vc, "patch_size", 14), temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
+        spatial_merge_size=1, image_size=_int(vc, "image_size", 336), feature_layers=layers, projector_bias=bias,
+    )  # fmt: skip
+
+
+def pooling_error(tower: VisionTower) -> str:
+    """Why Gemma 3's projector cannot turn an image into ``mm_tokens_per_image`` tokens ("" when it can): its
+    average pool needs the patches per side to be a multiple of ``sqrt(mm_tokens_per_image)``, else the forward
+    fails (transformers' placeholder check)."""
+    if tower.kind != "siglip":
+        return ""
+    per_side = math.isqrt(tower.mm_tokens_per_image)
+    side = tower.patches_per_side
+    if side and per_side * per_side == tower.mm_tokens_per_image and side % per_side == 0:
+        return ""
+    return (
+        f"mm_tokens_per_image ({tower.mm_tokens_per_image}) must be a square whose side divides the patches per "
+        f"side (vision_config.image_size // patch_size = {side}) for the projector to pool an image to it"
+    )
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -132,13 +251,20 @@ def _frame_patches(tower: VisionTower, size: tuple[int, int] | None, min_pixels:
 
 
 def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
-    """Patches the vision encoder sees for one image of ``image_size`` (unset: a square at ``max_pixels``; 0:
-    the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``."""
+    """Patches the vision encoder sees for one image of ``image_size``. Qwen (unset: a square at ``max_pixels``;
+    0: the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``. SigLIP: every image is resized
+    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size."""
+    if tower.kind == "siglip":
+        return tower.patches_per_side**2
     return _frame_patches(tower, image_size, MIN_PIXELS, max_pixels or MAX_PIXELS)
 
 
 def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
-    """Language-model tokens of one image: one per merged group of patches, and the two vision delimiters."""
+    """Language-model tokens of one image. Qwen: one per merged group of patches, and the two vision delimiters.
+    Gemma 3: ``mm_tokens_per_image`` pooled tokens and the 4 the processor puts around them (an upper bound by
+    at most 2 where a newline of the text merges with them)."""
+    if tower.kind == "siglip":
+        return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
     return image_patches(tower, image_size, max_pixels) // (tower.spatial_merge_size**2) + 2
 
 
@@ -159,3 +285,13 @@ def video_tokens(tower: VisionTower, frames: int, frame_size: tuple[int, int] | 
     if frames <= 0:
         return 0
     return video_patches(tower, frames, frame_size, max_pixels) // (tower.spatial_merge_size**2) + 2
+
+
+def pixel_values(tower: VisionTower, patches: int) -> int:
+    """Values of the processor's ``pixel_values`` for ``patches`` patches: Qwen's flattened rows of
+    ``patch_features``; SigLIP's (images, channels, image_size, image_size), the resized image whole (its sides
+    need not be multiples of the patch)."""
+    if tower.kind == "siglip":
+        images = patches // tower.patches_per_side**2
+        return images * tower.in_channels * tower.image_size**2
+    return patches * tower.patch_features

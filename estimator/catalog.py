@@ -6,10 +6,11 @@ Where the numbers come from
     ``config`` is each model's Hugging Face Hub ``config.json`` trimmed to the fields that shape the
     architecture (same field names and values as published; gemma3 multimodal checkpoints keep their nested
     ``text_config`` and ``vision_config``). ``params`` is the number of parameters of
-    ``AutoModelForCausalLM.from_config(config)`` (tied embeddings counted once); for gemma3 multimodal
-    checkpoints it counts the text decoder (``Gemma3ForCausalLM`` on ``text_config``), the vision tower
-    excluded, as their ``params_note`` says. ``tests/estimator/test_catalog.py`` rebuilds every model on
-    the meta device and checks it.
+    ``AutoModelForCausalLM.from_config(config)`` (tied embeddings counted once): for gemma3 multimodal
+    checkpoints ``Gemma3ForConditionalGeneration``, its SigLIP vision tower and projector included (what
+    transformers loads for them, images or not); for qwen2_vl / qwen2_5_vl, which have no causal-LM class, the
+    image-text-to-text model. ``tests/estimator/test_catalog.py`` rebuilds every model on the meta device and
+    checks it.
 ``data/gpus.json``
     ``memory_bytes`` is the driver-reported total where known, else the marketed capacity taken as GiB;
     ``usable_bytes`` is what ``torch.cuda.mem_get_info()`` reports as total, measured (H200), as PyTorch is

@@ -136,7 +136,21 @@ QWEN2_5_VL: dict[str, Any] = {
         "fullatt_block_indexes": [1, 3],
     },
 }
-# fmt: skip
+# Gemma 3: a tiny Gemma 3 text model and SigLIP tower (width 128, 2 layers, 224² images in 14² patches: 256
+# patches pooled 4 × 4 to 16 tokens; boi/eoi/image ids inside the tiny vocabulary)
+GEMMA3: dict[str, Any] = {
+    "model_type": "gemma3",
+    "text_config": {
+        "model_type": "gemma3_text", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"}, "head_dim": 64,
+        "query_pre_attn_scalar": 64, "sliding_window": 128, "max_position_embeddings": 1024, "pad_token_id": 0,
+    },
+    "vision_config": {
+        "model_type": "siglip_vision_model", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "image_size": 224, "patch_size": 14, "vision_use_head": False,
+    },
+    "mm_tokens_per_image": 16, "boi_token_index": 2000, "eoi_token_index": 2001, "image_token_index": 2002,
+    "tie_word_embeddings": True, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
@@ -255,6 +269,9 @@ CPU_CASES: tuple[Case, ...] = (
     # an image and a video: two runs of the tower, both held to its backward, which peaks in the larger (the video's)
     _c("qwen2.5-vl-qlora-gc-448-video-4x448", QWEN2_5_VL, method="qlora", images_per_sample=1, video_frames=4,
        image_size=(448, 448), seq_len=8, batch_size=1),
+    _c("gemma3-lora-gc-224", GEMMA3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
+    _c("gemma3-qlora-gc-2img", GEMMA3, method="qlora", images_per_sample=2, seq_len=16),  # the tower's backward peaks
+    _c("gemma3-full-nogc-2img", GEMMA3, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).
@@ -288,10 +305,16 @@ DEEPSEEK_V2_LITE: dict[str, Any] = {
 dense layer then 26 MoE layers of 64 routed experts (6 per token) and 2 shared ones; 15.7 B parameters."""
 
 BENCH_ONLY_TRACED = frozenset(
-    {"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32", "llama-3.1-8b-simpo-lora-s512"}
+    {
+        "deepseek-v2-lite-qlora-gc",
+        "llama-3.1-8b-grpo-lora-c32",
+        "llama-3.1-8b-simpo-lora-s512",
+        "gemma3-4b-lora-gc-2img",
+    }
 )
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
-QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors)."""
+QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two
+images)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -320,6 +343,9 @@ def traced_cases() -> tuple[Case, ...]:
              real | {"method": "qlora", "loss": "chunked", "device": "cpu"}),
         # a vision-language model with two images at the processor's cap (4,900 patches, 1,227 tokens each)
         Case("qwen2-vl-2b-lora-gc-2img", _catalog_config("qwen2-vl-2b-instruct"),
+             real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
+        # Gemma 3 4B with two 896² images (4,096 patches each, pooled to 256 tokens): the SigLIP tower at real size
+        Case("gemma3-4b-lora-gc-2img", _catalog_config("gemma-3-4b-it"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
         # multi-head latent attention and MoE at real size: CUDA's memory-efficient kernel for q/k and v of
         # different head dims, LoRA on the fused experts (W + ΔW of each expert stack), QLoRA's fp32 experts

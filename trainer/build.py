@@ -205,6 +205,7 @@ def materialize(
     # id(meta tensor) -> (meta tensor, its replacement). Holding the meta tensor keeps its id from being reused
     # by another object while the walk goes on, so a tie is only ever found where one exists.
     done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    inits = _sub_model_inits(model)
     for module in model.modules():
         fresh = False
         bnb_layer = _is_bnb_layer(module)
@@ -236,9 +237,23 @@ def materialize(
                 done[id(b)] = (b, torch.empty(b.shape, dtype=b.dtype, device=device))
                 fresh = True
             module._buffers[name] = done[id(b)][1]
-        if fresh and init and not fake and not bnb_layer and callable(init_fn):
+        own_init = inits.get(id(module), init_fn)
+        if fresh and init and not fake and not bnb_layer and callable(own_init):
             with torch.no_grad():
-                init_fn(module)
+                own_init(module)
+
+
+def _sub_model_inits(model: Any) -> dict[int, Any]:
+    """id(module) -> the ``_init_weights`` of the innermost ``PreTrainedModel`` holding it, as transformers'
+    ``initialize_weights`` dispatches (``smart_apply``): a composite model's sub-models (Gemma 3's SigLIP tower)
+    initialise their own modules, e.g. the position ids buffer of ``SiglipVisionEmbeddings``."""
+    transformers = stack_module("transformers")
+    out: dict[int, Any] = {}
+    for sub in model.modules():  # parents before children: the innermost sub-model's init wins
+        if isinstance(sub, transformers.PreTrainedModel):
+            for module in sub.modules():
+                out[id(module)] = sub._init_weights
+    return out
 
 
 def _quantized_weight(

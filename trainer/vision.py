@@ -19,6 +19,13 @@ then the video the same way with ``<|video_pad|>`` tokens, then ``seq_len`` rand
 as it does from the processor's output; Qwen2.5-VL's ``second_per_grid_ts`` is left to its default, one second per
 temporal patch: it moves positions only). Labels are the ids with the image and video tokens set to -100, as TRL's
 vision collator does. Needs Pillow (the train extra).
+
+On Gemma 3 the images go through transformers' own ``Gemma3ImageProcessorPil`` at the tower's ``image_size``
+(the size its published processor config sets; pan-and-scan off, as by default): ``pixel_values`` of shape
+(images, 3, image_size, image_size). Each row holds, per image, what ``Gemma3Processor`` expands its placeholder to:
+``"\n\n"``, ``<start_of_image>``, ``mm_tokens_per_image`` image tokens, ``<end_of_image>``, ``"\n\n"``, then
+``seq_len`` random text tokens; ``token_type_ids`` marks the image tokens (the model makes its bidirectional mask
+over them from it, as from the processor's output).
 """
 
 from __future__ import annotations
@@ -37,17 +44,22 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
+IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3")
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
+GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
 
 
 def takes_images(config: Mapping[str, Any]) -> bool:
     """Whether the trainer can build an image batch for this model type."""
-    return config.get("model_type") in QWEN_VL
+    return config.get("model_type") in IMAGE_MODEL_TYPES
 
 
-def _images(plan: Plan, gen: torch.Generator) -> list[Any]:
+def _images(plan: Plan, gen: torch.Generator, square: int = 0) -> list[Any]:
+    """Random RGB images of ``plan.image_size`` (unset: ``square``, else a square at the processor's cap)."""
     image = stack_module("PIL.Image")
-    if plan.image_size is None:
+    if plan.image_size is None and square:
+        height, width = square, square
+    elif plan.image_size is None:
         side = math.isqrt(plan.max_pixels or DEFAULT_MAX_PIXELS)
         height, width = side, side
     else:
@@ -130,10 +142,14 @@ def _video_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -
 
 def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
     """The batch of ``plan`` with its images and video (see the module docstring)."""
-    if not takes_images(config):
+    model_type = config.get("model_type")
+    if not takes_images(config) or (plan.video_frames and model_type not in QWEN_VL):
         raise ValueError(
-            f"image and video batches are built for {', '.join(QWEN_VL)} only, not {config.get('model_type')!r}"
+            f"image batches are built for {', '.join(IMAGE_MODEL_TYPES)} only, video batches for "
+            f"{', '.join(QWEN_VL)}, not {model_type!r}"
         )
+    if model_type == "gemma3":
+        return _gemma3_batch(config, plan, device, seed)
     text = config.get("text_config") or config
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
@@ -167,3 +183,40 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
     labels[(input_ids == image_id) | (input_ids == video_id)] = -100
     batch = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": torch.tensor(types)} | pixels
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def _gemma3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """Gemma 3's batch (see the module docstring); the defaults are ``Gemma3Config``'s and ``SiglipVisionConfig``'s."""
+    proc = stack_module("transformers.models.gemma3.image_processing_pil_gemma3")
+    vision = config.get("vision_config") or {}
+    side = int(vision.get("image_size", 224))
+    processor = proc.Gemma3ImageProcessorPil(size={"height": side, "width": side})
+    gen = torch.Generator().manual_seed(seed)
+    out = processor(images=_images(plan, gen, side), return_tensors="pt")
+    tokens = int(config.get("mm_tokens_per_image", 256))
+    image_id = int(config.get("image_token_index", config.get("image_token_id", 262144)))
+    boi = int(config.get("boi_token_index", 255999))
+    eoi = int(config.get("eoi_token_index", 256000))
+    specials = (image_id, boi, eoi, GEMMA_NEWLINES)
+    vocab = int((config.get("text_config") or {}).get("vocab_size", 262208))
+    rows, types = [], []
+    for _ in range(plan.batch_size):
+        ids: list[int] = []
+        kind: list[int] = []
+        for _ in range(plan.images_per_sample):
+            ids += [GEMMA_NEWLINES, boi] + [image_id] * tokens + [eoi, GEMMA_NEWLINES]
+            kind += [0, 0] + [1] * tokens + [0, 0]
+        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
+        for special in specials:
+            words[words == special] = 0
+        rows.append(ids + words.tolist())
+        types.append(kind + [0] * plan.seq_len)
+    input_ids = torch.tensor(rows)
+    labels = input_ids.clone()
+    labels[input_ids == image_id] = -100
+    return {
+        "input_ids": input_ids.to(device),
+        "labels": labels.to(device),
+        "token_type_ids": torch.tensor(types).to(device),
+        "pixel_values": out["pixel_values"].to(device),
+    }

@@ -106,7 +106,9 @@ def test_gqa() -> None:
 def test_gemma3_text_config_note() -> None:
     a = parse_config(_fixture("gemma3"))
     assert a.model_type == "gemma3_text" and a.source_model_type == "gemma3"
-    assert any("vision tower is not counted" in n for n in a.notes)
+    assert a.vision is not None and a.vision.kind == "siglip" and any("SigLIP vision tower" in n for n in a.notes)
+    tower = a.vision  # 64 / 16 = 4 patches a side, pooled 2 × 2 to 2 × 2 tokens
+    assert (tower.depth, tower.embed_dim, tower.mm_tokens_per_image, tower.spatial_merge_size) == (1, 64, 4, 2)
     b = parse_config(_fixture("gemma3_text"))
     assert b.source_model_type == "gemma3_text" and not b.notes
 

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from estimator import SIZE_FIELDS, ConfigError, Inventory, build_inventory, catalog, legacy_config, parse_config
+from estimator import (
+    SIZE_FIELDS,
+    ConfigError,
+    Inventory,
+    UnsupportedModelError,
+    build_inventory,
+    catalog,
+    legacy_config,
+    parse_config,
+)
 
 pytestmark = pytest.mark.train
 
@@ -27,8 +36,6 @@ def _build_meta(config: dict[str, Any]) -> Any:
     from trainer.build import model_class
 
     with torch.device("meta"):
-        if config["model_type"] == "gemma3":  # the language model only, as the estimator counts it
-            return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
         auto = transformers.AutoConfig.for_model(**legacy_config(config))
         return model_class(auto).from_config(auto)  # a vision-language model's tower included
 
@@ -115,11 +122,34 @@ def test_variant(name: str) -> None:
         assert inv.arch.moe_layers == (3,)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"vision_feature_layer": [-2, -5], "multimodal_projector_bias": False}, {"tie_word_embeddings": True},
+     {"text_config": {"model_type": "qwen2", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}},
+     {"text_config": {"model_type": "gemma", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32}}],
+    ids=["two_feature_layers_no_bias", "tied", "qwen2_text", "gemma_text_tied_by_default"],
+)  # fmt: skip
+def test_llava_variants(change: dict[str, Any]) -> None:
+    """LLaVA: the projector's input is E × the feature layers; the tie is the composite's flag or its text model's."""
+    inv = _check_exact(_fixture("llava") | change)
+    assert inv.arch.vision is not None and inv.arch.vision.kind == "clip"
+
+
+def test_llava_with_another_language_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="llava with a 'gpt2' language model is not supported"):
+        parse_config(_fixture("llava") | {"text_config": {"model_type": "gpt2"}})
+
+
 def test_gemma3_nested_text_config() -> None:
     cfg = _fixture("gemma3")
-    inv = _check_exact(cfg)
-    assert inv.total == build_inventory(parse_config(cfg["text_config"] | {"model_type": "gemma3_text"})).total
+    inv = _check_exact(cfg)  # Gemma3ForConditionalGeneration: the text model, the SigLIP tower and the projector
+    text = build_inventory(parse_config(cfg["text_config"] | {"model_type": "gemma3_text"})).total
+    assert inv.total - text == sum(t.total for t in inv if t.role == "vision") > 0
     assert inv.arch.source_model_type == "gemma3" and inv.arch.model_type == "gemma3_text"
+    with_head = _check_exact(cfg | {"vision_config": cfg["vision_config"] | {"vision_use_head": True}})
+    assert with_head.total > inv.total  # SiglipMultiheadAttentionPoolingHead, off in every Gemma 3 config
 
 
 @pytest.mark.parametrize("name", ["gemma", "gemma2", "gemma3_text", "qwen3"])

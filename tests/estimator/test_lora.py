@@ -35,11 +35,8 @@ def _peft_trainable(name: str, plan: Plan) -> tuple[int, int]:
 
     cfg = _fixture(name)
     with torch.device("meta"):
-        if cfg["model_type"] == "gemma3":
-            model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**cfg["text_config"]))
-        else:  # a vision-language model: its tower's linears are adapted too
-            auto = transformers.AutoConfig.for_model(**legacy_config(cfg))
-            model = model_class(auto).from_config(auto)
+        auto = transformers.AutoConfig.for_model(**legacy_config(cfg))
+        model = model_class(auto).from_config(auto)  # a vision-language model: its tower's linears are adapted too
     tm = plan.target_modules if isinstance(plan.target_modules, str) else list(plan.target_modules)
     lc = peft.LoraConfig(
         r=plan.lora_r, lora_alpha=plan.lora_alpha, lora_dropout=plan.lora_dropout, target_modules=tm,
@@ -94,6 +91,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("llama", {"target_modules": ("embed_tokens",), "use_dora": True}),
     ("gemma", {"target_modules": ("lm_head",)}),  # tied, still a module
     ("llama", {"target_modules": "all-linear", "method": "qlora"}),
+    ("gemma3", {"target_modules": ("q_proj", "fc2")}),  # the text model's q_proj and the SigLIP tower's
+    ("gemma3", {"target_modules": "all-linear", "method": "qlora"}),
 ]
 
 

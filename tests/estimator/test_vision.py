@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from estimator import Plan, PlanError, estimate
-from trainer.accuracy import QWEN2_5_VL, QWEN2_VL
+from estimator import Plan, PlanError, catalog, estimate
+from trainer.accuracy import GEMMA3, QWEN2_5_VL, QWEN2_VL
 
 QWEN2_VL_7B = "qwen2-vl-7b-instruct"
 
@@ -212,3 +214,81 @@ def test_inputs_the_estimate_cannot_count_are_refused() -> None:
         estimate(Plan(model="gemma-2-9b", images_per_sample=1, video_frames=8))
     assert _est(video_frames=8).to_dict()["inputs"]["video_tokens_per_row"] > 0  # Qwen-VL: accepted
     assert estimate(Plan(model="llama-3.1-8b", image_size=(448, 448))).memory.total > 0  # no images: size unused
+
+
+def test_gemma3_reads_its_siglip_tower_and_projector() -> None:
+    """Gemma 3's tower: SiglipVisionConfig's defaults for absent fields (the text model's width for the projector's
+    output); the projector pools the patches per side to sqrt(mm_tokens_per_image) a side."""
+    from estimator import parse_config
+
+    text = json.loads((Path(__file__).parents[1] / "fixtures/configs/gemma3.json").read_text())["text_config"]
+    tower = parse_config({"model_type": "gemma3", "text_config": text}).vision
+    assert tower is not None and tower.kind == "siglip" and tower.module == "model.vision_tower"
+    assert (tower.depth, tower.embed_dim, tower.num_heads, tower.mlp_width) == (12, 768, 12, 3072)
+    assert (tower.image_size, tower.patch_size, tower.use_head, tower.out_hidden_size) == (224, 16, True, 128)
+    published = parse_config(next(m.config for m in catalog.models() if m.id == "gemma-3-4b-it")).vision
+    assert published is not None
+    assert (published.patches_per_side, published.spatial_merge_size, published.mm_tokens_per_image) == (64, 4, 256)
+    assert published.prefixes == ("model.vision_tower.", "model.multi_modal_projector.")
+
+
+def test_gemma3_images_are_fixed_size_pooled_tokens() -> None:
+    """Gemma 3's processor resizes every image to the tower's 896² (64² = 4,096 patches of 14²), pooled 4 × 4 to
+    256 tokens, which it puts between "\\n\\n<start_of_image>" and "<end_of_image>\\n\\n" (4 more)."""
+    for size in (None, (448, 448), (1080, 1920)):
+        inputs = estimate(Plan(model="gemma-3-4b-it", method="qlora", seq_len=256, images_per_sample=2,
+                               image_size=size, batch_size=3)).to_dict()["inputs"]  # fmt: skip
+        assert inputs["patches_per_image"] == 64 * 64
+        assert inputs["image_tokens_per_row"] == 2 * (256 + 4)
+        assert inputs["tokens_per_row"] == 256 + 2 * 260
+        assert inputs["vision_patches"] == 3 * 2 * 4096
+
+
+def test_gemma3_pixel_values_are_whole_images() -> None:
+    """Gemma 3's pixel_values are (images, 3, image_size, image_size) fp32, alive through the optimizer step."""
+    plan = {"config": GEMMA3, "method": "lora", "device": "cpu", "seq_len": 64, "batch_size": 2}
+    one = estimate(Plan.from_dict(plan | {"images_per_sample": 1}))
+    two = estimate(Plan.from_dict(plan | {"images_per_sample": 2}))
+    grads = two.memory.components["gradients"] - one.memory.components["gradients"]
+    assert two.memory.phases["optimizer"] - one.memory.phases["optimizer"] - grads == 4 * 2 * 3 * 224 * 224
+
+
+def test_gemma3_images_make_the_bidirectional_masks() -> None:
+    """With images transformers builds Gemma 3's masks whatever the row (the image tokens attend both ways): a
+    full-attention and a sliding-window one, b·s² bool each under SDPA, where a text row of the same length builds
+    none (shorter than the window, no padding)."""
+    plan = {"config": GEMMA3, "method": "lora", "device": "cpu", "seq_len": 64, "batch_size": 2, "padding": "none"}
+    images = estimate(Plan.from_dict(plan | {"images_per_sample": 1})).to_dict()
+    assert any("image tokens make transformers build" in n for n in images["memory"]["notes"])
+    text = estimate(Plan.from_dict(plan | {"seq_len": images["inputs"]["tokens_per_row"]})).to_dict()
+    assert not any("attention mask" in n for n in text["memory"]["notes"])
+
+
+def test_gemma3_eager_tower_and_unpoolable_configs_are_refused() -> None:
+    with pytest.raises(PlanError, match="eager attention are not modelled yet for Gemma 3"):
+        estimate(Plan(config=GEMMA3, method="lora", images_per_sample=1, attn_implementation="eager"))
+    estimate(Plan(config=GEMMA3, method="lora", attn_implementation="eager"))  # text only: the tower never runs
+    bad = GEMMA3 | {"mm_tokens_per_image": 9}  # 16 patches a side cannot pool to 3 × 3
+    with pytest.raises(PlanError, match="mm_tokens_per_image"):
+        estimate(Plan(config=bad, method="lora", images_per_sample=1))
+    assert estimate(Plan(config=bad, method="lora")).memory.total > 0
+
+
+def test_gemma3_tower_terms_follow_gradient_checkpointing() -> None:
+    """Checkpointed, the tower keeps each layer's input; without, every layer's tensors (more); the tower's backward
+    is the peak with two images and few text tokens, as on the CPU grid."""
+    plan = {"config": GEMMA3, "method": "lora", "device": "cpu", "seq_len": 16, "images_per_sample": 2}
+    gc = estimate(Plan.from_dict(plan))
+    no_gc = estimate(Plan.from_dict(plan | {"gradient_checkpointing": False}))
+    assert gc.memory.peak_phase == "vision_backward"
+    assert no_gc.memory.phases["forward"] > gc.memory.phases["forward"]
+    assert any("images:" in n and "pooled" in n for n in gc.memory.notes)
+
+
+def test_llava_counts_its_tower_and_refuses_images() -> None:
+    """LLaVA 1.5: the CLIP tower and projector are counted (the weights load either way); its images are not yet."""
+    llava = json.loads((Path(__file__).parents[1] / "fixtures/configs/llava.json").read_text())
+    text = estimate(Plan(config=llava, method="lora", seq_len=64))
+    assert text.to_dict()["params"]["vision"] > 0
+    with pytest.raises(PlanError, match="image inputs of llava are not modelled yet"):
+        estimate(Plan(config=llava, method="lora", images_per_sample=1))

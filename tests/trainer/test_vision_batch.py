@@ -10,7 +10,7 @@ pytest.importorskip("PIL")
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import QWEN2_5_VL, QWEN2_VL
+from trainer.accuracy import GEMMA3, QWEN2_5_VL, QWEN2_VL
 from trainer.vision import video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
@@ -76,5 +76,26 @@ def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> 
 
 def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image and video batches are built for qwen2_vl, qwen2_5_vl only"):
+    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, qwen2_5_vl, gemma3 only"):
         vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
+
+
+@pytest.mark.parametrize("size", [None, (300, 1000)])
+def test_gemma3s_processor_makes_the_estimates_tokens_and_pixels(size: tuple | None) -> None:
+    """Gemma3ImageProcessorPil resizes any image to the tower's square; each image is its pooled tokens between
+    "\n\n<start_of_image>" and "<end_of_image>\n\n"; only the image tokens are marked and carry no loss."""
+    plan = Plan.from_dict({"config": GEMMA3, "method": "lora", "seq_len": 16, "batch_size": 2, "images_per_sample": 2,
+                           "image_size": size})  # fmt: skip
+    batch = vision_batch(GEMMA3, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    side = GEMMA3["vision_config"]["image_size"]
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    assert tuple(batch["pixel_values"].shape) == (2 * 2, 3, side, side)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert inputs["patches_per_image"] == (side // GEMMA3["vision_config"]["patch_size"]) ** 2
+    row = batch["input_ids"][0].tolist()
+    image_tokens = row.count(GEMMA3["image_token_index"])
+    assert image_tokens == 2 * GEMMA3["mm_tokens_per_image"] and image_tokens + 2 * 4 == inputs["image_tokens_per_row"]
+    assert row.count(GEMMA3["boi_token_index"]) == row.count(GEMMA3["eoi_token_index"]) == 2
+    assert int(batch["token_type_ids"].sum()) == 2 * image_tokens
+    assert int((batch["labels"] == -100).sum()) == 2 * image_tokens
