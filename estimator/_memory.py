@@ -419,10 +419,12 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
 
     Residual stream and attention: fp32 under QLoRA (``prepare_model_for_kbit_training`` makes the embeddings fp32,
     so everything after them is fp32), 16-bit under mixed precision, else the plan's dtype. Adapter compute: fp32
-    (PEFT's ``autocast_adapter_dtype``). Dropout masks: float tensors on the CPU, bool on CUDA. The attention kernel
-    is transformers' dispatch and torch's SDPA selection for the plan's GPU (``estimator._kernels``): for example
-    CUDA's SDPA has no fused kernel for fp32 with grouped KV heads and no mask and takes its math path (measured on
-    the H200 runs, bench/results/gpu_h200.json).
+    (PEFT's ``autocast_adapter_dtype``), or bf16 where TRL casts QLoRA's adapters (``trl_casts_adapters``: PEFT's
+    LoRA layer casts its input to lora_A's dtype; measured on the CPU grid with reward QLoRA, where the layers'
+    backward sets the peak: fp32 counted there was 52 % high). Dropout masks: float tensors on the CPU, bool on
+    CUDA. The attention kernel is transformers' dispatch and torch's SDPA selection for the plan's GPU
+    (``estimator._kernels``): for example CUDA's SDPA has no fused kernel for fp32 with grouped KV heads and no mask
+    and takes its math path (measured on the H200 runs, bench/results/gpu_h200.json).
     """
     arch = inv.arch
     cuda = plan.device == "cuda"
@@ -432,7 +434,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         ad = 2
     else:
         ad = DTYPE_BYTES[plan.dtype]
-    ab = 4
+    ab = 2 if trl_casts_adapters(plan) else 4  # TRL's bf16 adapters: PEFT casts their input to bf16
     gpu = gpu_runtime(plan)
     shape = step_shape(arch, plan)
     path = attention_path(arch, plan, ad, gpu, shape.length)
@@ -1091,6 +1093,12 @@ _HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
     "chunk_tiles": "TRL's chunked loss: one tile's temporaries (the CPU fallback's torch ops; none in CUDA's Triton)",
     "chunk_saved": "TRL's chunked loss: the flattened hidden states, targets and per-token statistics it keeps",
     "chunk_grad_hidden": "TRL's chunked loss: the fp32 gradient of the hidden states it accumulates",
+    "score": "a reward model's score output (b·s·1)",
+    "norm_input": "a reward model: the final norm's input (the last residual sum, b·s·h)",
+    "norm_fp32": "a reward model: the final norm's normalized fp32 tensor (b·s·h)",
+    "norm_cast": "a reward model: the final norm's cast back to the stream's dtype (b·s·h; saved when it is trained)",
+    "embedding_output": "a reward model: the embedding output the base model keeps until it returns (b·s·h)",
+    "norm_backward": "a reward model: the final norm's backward, five fp32 b·s·h temporaries, less what it frees",
     "chunk_grad_weight": "TRL's chunked loss: the fp32 gradient of a trained lm_head it accumulates",
 }
 
@@ -1222,10 +1230,29 @@ def pair_logits_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadL
 
 def score_head(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     """A reward model (``AutoModelForSequenceClassification``, as TRL's ``RewardTrainer`` loads it): the ``score``
-    linear maps every position's hidden state to one logit (b·s fp32 at most), then the last token's is pooled;
-    no b·s·V logits. Kept: the final norm's output as the score's input. Derived from the code, not measured."""
-    forward = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": 4 * f.T}
-    return HeadLoss(elements=f.T, forward=forward, loss_backward={"logits": 4 * f.T, "grad_logits": 4 * f.T})
+    linear maps every position's hidden state to one logit (b·s·1: tiny), the last non-pad token's is pooled and
+    ``-logsigmoid(chosen - rejected)`` is the loss; no b·s·V logits. With the head this small, the step's largest
+    moments around it are the final norm's (``LlamaRMSNorm`` in Python), counted here beyond the saved tensors:
+
+    Forward, the norm's last op (``weight * x.to(input_dtype)``) inside the base model's forward: its input (the
+    last residual sum, b·s·h), the normalized fp32 tensor, the cast back (unless the norm's weight is trained, when
+    it is saved anyway) and the output; without checkpointing also the embedding output, which the base model's
+    ``inputs_embeds`` keeps until it returns (with checkpointing it is the first layer's stored input already).
+    The score's input (the norm's output) is counted with the saved tensors when the score is trained (full, or
+    PEFT's trainable copy). Loss backward, the norm's backward: five fp32 b·s·h temporaries at once (the ``mul``
+    by rsqrt's gradient held for the sum, then the mean's and the square's backwards), after the score's saved
+    input and the norm's saved cast are freed. Measured on the CPU grid (Llama tiny: LoRA, QLoRA and full, with and
+    without checkpointing); other norms (LayerNorm, Cohere's) are counted the same way, an approximation.
+    """
+    T, h = f.T, arch.hidden_size
+    stream = f.ad * T * h
+    norm_trained = not f.frozen_base
+    embeds = 0 if plan.gradient_checkpointing else stream
+    forward = {"norm_input": stream, "norm_fp32": 4 * T * h, "norm_cast": 0 if norm_trained else stream,
+               "embedding_output": embeds, "score": f.ad * T}  # fmt: skip
+    freed = stream + (stream if norm_trained else 0)  # the score's saved input, the norm's saved cast
+    backward = {"norm_backward": 5 * 4 * T * h - freed, "score": f.ad * T}
+    return HeadLoss(elements=T, forward=forward, loss_backward=backward)
 
 
 # ---------------------------------------------------------------------------------------------- layer backward

@@ -132,4 +132,12 @@ def objective_notes(plan: Plan) -> list[str]:
             notes.append("generation with transformers' generate: its KV cache is the 'generation' phase")
     if o == "reward":
         notes.append("reward: the sequence-classification score head (one logit) replaces lm_head: no b·s·V logits")
+        if plan.adapters:
+            notes.append("reward: PEFT's SEQ_CLS task keeps a trainable copy of the score head (modules_to_save)")
+        if plan.upcast_non_quantized:
+            notes.append(
+                "reward with QLoRA after prepare_model_for_kbit_training needs bf16 autocast: the fp32 final norm "
+                "feeds TRL's bf16 copy of the score head; TRL's reward script does not prepare the model "
+                "(prepare_kbit false)"
+            )
     return notes

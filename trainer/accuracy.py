@@ -221,6 +221,11 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
     _c("llama-orpo-qlora-gc", LLAMA, method="qlora", objective="orpo"),  # fp32 logits: three gradients at once
     _c("llama-simpo-lora-nogc", LLAMA, method="lora", objective="simpo", gradient_checkpointing=False),
+    # reward modelling: AutoModelForSequenceClassification (one-logit score head), TRL's RewardTrainer; QLoRA as TRL's
+    # reward script loads it (no prepare_model_for_kbit_training: bf16 adapters and score copy)
+    _c("llama-reward-lora-gc", LLAMA, method="lora", objective="reward"),
+    _c("llama-reward-qlora-gc", LLAMA, method="qlora", objective="reward", prepare_kbit=False),
+    _c("llama-reward-full-nogc", LLAMA, method="full", objective="reward", gradient_checkpointing=False),
     _c(
         "llama-grpo-lora-gc",
         LLAMA,
