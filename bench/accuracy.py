@@ -764,8 +764,13 @@ def _gaps(
         "logits-sized gradients at once; both are modelled now (LoRA and QLoRA, with and without checkpointing: "
         "+1.3 … +2.4 %). Full fine-tuning with ORPO and checkpointing measured 3.6 % low (activations in the "
         "decoder's backward; not found yet), so ORPO and SimPO keep the `UNVERIFIED` band (-5 … +15 %). Reward "
-        "modelling is derived from TRL's code only (a reward model's parameters are exact: the one-logit score "
-        "head in place of lm_head).",
+        "modelling runs with TRL's `RewardTrainer` on `AutoModelForSequenceClassification` (`llama-reward-*` "
+        "above: LoRA, QLoRA loaded as TRL's reward script loads it, without prepare_model_for_kbit_training, and "
+        "full without checkpointing, within 2 %): PEFT's trainable copy of the score head, the final norm's "
+        "forward and backward around the one-logit head, and bf16 adapter compute where TRL casts QLoRA's adapters "
+        "are modelled. Full fine-tuning with checkpointing measured 3.9 % low, at the first layer's MLP backward "
+        "(its intermediate's gradients, which the full fine-tuning layer model does not count; likely the same gap "
+        "as ORPO's), so reward keeps the `UNVERIFIED` band too.",
         "- **Model types with no hand-written family** (read from transformers' own parameters): storage and "
         "parameters exact by construction, activations by the generic llama-style rules, not held by a run.",
         "- **Vision-language models**: Qwen2-VL and Qwen2.5-VL are read by hand (parameters, names and shapes equal "
