@@ -221,11 +221,13 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
     _c("llama-orpo-qlora-gc", LLAMA, method="qlora", objective="orpo"),  # fp32 logits: three gradients at once
     _c("llama-simpo-lora-nogc", LLAMA, method="lora", objective="simpo", gradient_checkpointing=False),
+    _c("llama-orpo-full-gc", LLAMA, method="full", objective="orpo"),  # the first layer's gated MLP backward peaks
     # reward modelling: AutoModelForSequenceClassification (one-logit score head), TRL's RewardTrainer; QLoRA as TRL's
     # reward script loads it (no prepare_model_for_kbit_training: bf16 adapters and score copy)
     _c("llama-reward-lora-gc", LLAMA, method="lora", objective="reward"),
     _c("llama-reward-qlora-gc", LLAMA, method="qlora", objective="reward", prepare_kbit=False),
     _c("llama-reward-full-nogc", LLAMA, method="full", objective="reward", gradient_checkpointing=False),
+    _c("llama-reward-full-gc", LLAMA, method="full", objective="reward"),  # the first layer's MLP backward peaks
     _c(
         "llama-grpo-lora-gc",
         LLAMA,
@@ -281,9 +283,12 @@ DEEPSEEK_V2_LITE: dict[str, Any] = {
 """deepseek-ai/DeepSeek-V2-Lite's config.json: multi-head latent attention (no query LoRA, kv_lora_rank 512), one
 dense layer then 26 MoE layers of 64 routed experts (6 per token) and 2 shared ones; 15.7 B parameters."""
 
-BENCH_ONLY_TRACED = frozenset({"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32"})
+BENCH_ONLY_TRACED = frozenset(
+    {"deepseek-v2-lite-qlora-gc", "llama-3.1-8b-grpo-lora-c32", "llama-3.1-8b-reward-lora-gc"}
+)
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
-QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors)."""
+QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 35 s for reward LoRA at 8B: its
+QLoRA twin stays in the suite)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -320,6 +325,11 @@ def traced_cases() -> tuple[Case, ...]:
         # objectives with TRL's own trainers (device cpu: the fused log-prob head's CPU fallback, as traced)
         Case("llama-3.1-8b-dpo-qlora-s512", _catalog_config("llama-3.1-8b"),
              real | {"method": "qlora", "objective": "dpo", "seq_len": 512, "device": "cpu"}),
+        # reward modelling (TRL's RewardTrainer on the sequence-classification model; the layers' backward peaks)
+        Case("llama-3.1-8b-reward-qlora-gc", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "objective": "reward", "prepare_kbit": False}),
+        Case("llama-3.1-8b-reward-lora-gc", _catalog_config("llama-3.1-8b"),
+             real | {"method": "lora", "objective": "reward"}),
         Case("llama-3.1-8b-grpo-lora-c32", _catalog_config("llama-3.1-8b"),
              real | {"method": "lora", "objective": "grpo", "batch_size": 2, "num_generations": 2, "seq_len": 256,
                      "max_completion_length": 32, "device": "cpu"}),
