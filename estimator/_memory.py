@@ -59,6 +59,7 @@ from ._lora import Adapted, AdapterPlan
 from ._objective import (
     fused_head,
     generation,
+    lora_dropout_active,
     objective_notes,
     reference_copy,
     reference_forward,
@@ -443,7 +444,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
     expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
     return _Flow(
         T=shape.tokens, b=shape.rows, s=shape.length, ad=ad, ab=ab, mask=1 if cuda else ab,
-        frozen_base=plan.method != "full", lora=lora, dropout=plan.lora_dropout > 0 and plan.adapters,
+        frozen_base=plan.method != "full", lora=lora, dropout=lora_dropout_active(plan),
         r=plan.lora_r, attn=path.implementation, path=path, cuda=cuda,
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,

@@ -228,6 +228,8 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-reward-qlora-gc", LLAMA, method="qlora", objective="reward", prepare_kbit=False),
     _c("llama-reward-full-nogc", LLAMA, method="full", objective="reward", gradient_checkpointing=False),
     _c("llama-reward-full-gc", LLAMA, method="full", objective="reward"),  # the first layer's MLP backward peaks
+    _c("llama-reward-qlora-padded-dropout", LLAMA, method="qlora", objective="reward", prepare_kbit=False,
+       padding="padded", lora_dropout=0.05),  # RewardConfig's disable_dropout: LoRA's dropout allocates nothing
     _c(
         "llama-grpo-lora-gc",
         LLAMA,
