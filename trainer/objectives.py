@@ -150,11 +150,11 @@ def _odds_ratio(kind: str, model: Any, plan: Plan, device: torch.device, vocab: 
     trainer's own ``tokenize_row`` and padded by its collator, the loss its ``compute_loss`` (chosen and rejected in
     one concatenated forward)."""
     Dataset = stack_module("datasets").Dataset
+    with _quiet():  # importing trl.experimental warns that its APIs may change
+        mod = stack_module("trl.experimental.orpo" if kind == "orpo" else "trl.experimental.cpo")
     if kind == "orpo":
-        mod = stack_module("trl.experimental.orpo")
         Config, Trainer, extra = mod.ORPOConfig, mod.ORPOTrainer, {}
     else:
-        mod = stack_module("trl.experimental.cpo")
         Config, Trainer, extra = mod.CPOConfig, mod.CPOTrainer, {"loss_type": "simpo", "cpo_alpha": 0.0}
     data = Dataset.from_dict({"prompt": ["t5 t6"], "chosen": ["t7"], "rejected": ["t8"]})
     limit = {"max_length": plan.seq_len + 8}
