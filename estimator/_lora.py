@@ -50,6 +50,12 @@ class AdapterPlan:
         return n + sum(t.layers for t in self.saved_modules)
 
 
+SEQ_CLS_SAVED: tuple[str, ...] = ("classifier", "score")
+"""What PEFT adds to ``modules_to_save`` for a ``SEQ_CLS`` task (a reward model): ``PeftModelForSequenceClassification``
+names the usual classification heads, so the one-logit ``score`` gets a trainable copy (``ModulesToSaveWrapper``:
+the original stays, frozen, next to it; the copy is what the forward runs)."""
+
+
 def _matches(module: str, targets: tuple[str, ...]) -> bool:
     name = module.replace("{i}", "0")
     return any(name == t or name.endswith("." + t) for t in targets)
@@ -149,9 +155,10 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
             "e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
         )
     saved: list[Tensor] = []
+    to_save = (*plan.modules_to_save, *SEQ_CLS_SAVED) if plan.objective == "reward" else plan.modules_to_save
     for t in candidates:
         # PEFT matches modules_to_save by a plain suffix ("norm" takes input_layernorm too)
-        if any(t.module.replace("{i}", "0").endswith(x) for x in plan.modules_to_save):
+        if any(t.module.replace("{i}", "0").endswith(x) for x in to_save):
             saved.append(t)
     if plan.modules_to_save and not saved:
         raise PlanError(f"modules_to_save {list(plan.modules_to_save)} match no module of this model")

@@ -59,6 +59,7 @@ from ._lora import Adapted, AdapterPlan
 from ._objective import (
     fused_head,
     generation,
+    lora_dropout_active,
     objective_notes,
     reference_copy,
     reference_forward,
@@ -422,10 +423,12 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
 
     Residual stream and attention: fp32 under QLoRA (``prepare_model_for_kbit_training`` makes the embeddings fp32,
     so everything after them is fp32), 16-bit under mixed precision, else the plan's dtype. Adapter compute: fp32
-    (PEFT's ``autocast_adapter_dtype``). Dropout masks: float tensors on the CPU, bool on CUDA. The attention kernel
-    is transformers' dispatch and torch's SDPA selection for the plan's GPU (``estimator._kernels``): for example
-    CUDA's SDPA has no fused kernel for fp32 with grouped KV heads and no mask and takes its math path (measured on
-    the H200 runs, bench/results/gpu_h200.json).
+    (PEFT's ``autocast_adapter_dtype``), or bf16 where TRL casts QLoRA's adapters (``trl_casts_adapters``: PEFT's
+    LoRA layer casts its input to lora_A's dtype; measured on the CPU grid with reward QLoRA, where the layers'
+    backward sets the peak: fp32 counted there was 52 % high). Dropout masks: float tensors on the CPU, bool on
+    CUDA. The attention kernel is transformers' dispatch and torch's SDPA selection for the plan's GPU
+    (``estimator._kernels``): for example CUDA's SDPA has no fused kernel for fp32 with grouped KV heads and no mask
+    and takes its math path (measured on the H200 runs, bench/results/gpu_h200.json).
     """
     arch = inv.arch
     cuda = plan.device == "cuda"
@@ -435,7 +438,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
         ad = 2
     else:
         ad = DTYPE_BYTES[plan.dtype]
-    ab = 4
+    ab = 2 if trl_casts_adapters(plan) else 4  # TRL's bf16 adapters: PEFT casts their input to bf16
     gpu = gpu_runtime(plan)
     shape = step_shape(arch, plan)
     image_blocks = arch.vision is not None and arch.vision.kind == "siglip" and shape.image_tokens > 0
@@ -445,7 +448,7 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
     expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
     return _Flow(
         T=shape.tokens, b=shape.rows, s=shape.length, ad=ad, ab=ab, mask=1 if cuda else ab,
-        frozen_base=plan.method != "full", lora=lora, dropout=plan.lora_dropout > 0 and plan.adapters,
+        frozen_base=plan.method != "full", lora=lora, dropout=lora_dropout_active(plan),
         r=plan.lora_r, attn=path.implementation, path=path, cuda=cuda,
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
@@ -1202,6 +1205,12 @@ _HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
     "chunk_tiles": "TRL's chunked loss: one tile's temporaries (the CPU fallback's torch ops; none in CUDA's Triton)",
     "chunk_saved": "TRL's chunked loss: the flattened hidden states, targets and per-token statistics it keeps",
     "chunk_grad_hidden": "TRL's chunked loss: the fp32 gradient of the hidden states it accumulates",
+    "score": "a reward model's score output (b·s·1)",
+    "norm_input": "a reward model: the final norm's input (the last residual sum, b·s·h)",
+    "norm_fp32": "a reward model: the final norm's normalized fp32 tensor (b·s·h)",
+    "norm_cast": "a reward model: the final norm's cast back to the stream's dtype (b·s·h; saved when it is trained)",
+    "embedding_output": "a reward model: the embedding output the base model keeps until it returns (b·s·h)",
+    "norm_backward": "a reward model: the final norm's backward, five fp32 b·s·h temporaries, less what it frees",
     "chunk_grad_weight": "TRL's chunked loss: the fp32 gradient of a trained lm_head it accumulates",
 }
 
@@ -1333,10 +1342,29 @@ def pair_logits_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadL
 
 def score_head(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     """A reward model (``AutoModelForSequenceClassification``, as TRL's ``RewardTrainer`` loads it): the ``score``
-    linear maps every position's hidden state to one logit (b·s fp32 at most), then the last token's is pooled;
-    no b·s·V logits. Kept: the final norm's output as the score's input. Derived from the code, not measured."""
-    forward = {"lm_head_input": f.ad * f.T * arch.hidden_size, "logits": 4 * f.T}
-    return HeadLoss(elements=f.T, forward=forward, loss_backward={"logits": 4 * f.T, "grad_logits": 4 * f.T})
+    linear maps every position's hidden state to one logit (b·s·1: tiny), the last non-pad token's is pooled and
+    ``-logsigmoid(chosen - rejected)`` is the loss; no b·s·V logits. With the head this small, the step's largest
+    moments around it are the final norm's (``LlamaRMSNorm`` in Python), counted here beyond the saved tensors:
+
+    Forward, the norm's last op (``weight * x.to(input_dtype)``) inside the base model's forward: its input (the
+    last residual sum, b·s·h), the normalized fp32 tensor, the cast back (unless the norm's weight is trained, when
+    it is saved anyway) and the output; without checkpointing also the embedding output, which the base model's
+    ``inputs_embeds`` keeps until it returns (with checkpointing it is the first layer's stored input already).
+    The score's input (the norm's output) is counted with the saved tensors when the score is trained (full, or
+    PEFT's trainable copy). Loss backward, the norm's backward: five fp32 b·s·h temporaries at once (the ``mul``
+    by rsqrt's gradient held for the sum, then the mean's and the square's backwards), after the score's saved
+    input and the norm's saved cast are freed. Measured on the CPU grid (Llama tiny: LoRA, QLoRA and full, with and
+    without checkpointing); other norms (LayerNorm, Cohere's) are counted the same way, an approximation.
+    """
+    T, h = f.T, arch.hidden_size
+    stream = f.ad * T * h
+    norm_trained = not f.frozen_base
+    embeds = 0 if plan.gradient_checkpointing else stream
+    forward = {"norm_input": stream, "norm_fp32": 4 * T * h, "norm_cast": 0 if norm_trained else stream,
+               "embedding_output": embeds, "score": f.ad * T}  # fmt: skip
+    freed = stream + (stream if norm_trained else 0)  # the score's saved input, the norm's saved cast
+    backward = {"norm_backward": 5 * 4 * T * h - freed, "score": f.ad * T}
+    return HeadLoss(elements=T, forward=forward, loss_backward=backward)
 
 
 # ---------------------------------------------------------------------------------------------- layer backward
@@ -1414,9 +1442,12 @@ def final_norm_backward(arch: Architecture, f: _Flow) -> int:
 def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: int) -> tuple[int, bool]:
     """A layer's backward working tensors (bytes), and whether the attention's (not the MLP's) are the larger.
 
-    Full fine-tuning: the layer's own weight gradients and a gradient of the stream. LoRA/QLoRA: the gradients of
+    Full fine-tuning: the layer's own weight gradients and a gradient of the stream, or, when larger, a dense gated
+    MLP's backward once the down projection's is done (its weight gradient and three b·s·i gradients, its saved
+    input freed; measured on the CPU grid: reward and ORPO full with checkpointing). LoRA/QLoRA: the gradients of
     the MLP's intermediate (in the adapter's and the compute dtype), bitsandbytes' dequantized weight in a 4-bit
-    backward (2 B × the largest quantized linear), dropout's backward transient (calibrated on the CPU grid); with
+    backward (2 B × the largest quantized linear; with bf16 adapters on a bf16 stream freed before the adapter's
+    gradient is made), dropout's backward transient (calibrated on the CPU grid); with
     LoRA on fused experts the larger of those and the experts' weight gradient (``_expert_lora_work``: a moment of
     its own in the layer's backward); gpt-oss's clamped SwiGLU adds four routed-token
     temporaries of the expert width. Attention that keeps b·a·s² probabilities (eager, CUDA's SDPA math path) makes
@@ -1433,7 +1464,14 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
         cd = DTYPE_BYTES[plan.dtype]
         work = f.ab * T * i_eff + (2 * cd if f.ad != f.ab else cd) * (T * i_eff)
         if plan.quantized:
-            work += 2 * max((t.numel for t in inv if t.bnb_quantized), default=0)  # dequantized weight in backward
+            dequantized = 2 * max((t.numel for t in inv if t.bnb_quantized), default=0)  # the weight in backward
+            if f.ab == f.ad == 2:
+                # bf16 adapters on a bf16 stream (TRL's cast without kbit preparation): no fp32 copies, and the
+                # dequantized weight is freed with its matmul, before the adapter's gradient of the intermediate
+                # is made (measured on the CPU grid, reward QLoRA, and traced at real size: Llama-3.1-8B)
+                work = max(work, dequantized + cd * T * i_eff)
+            else:
+                work += dequantized
         if f.dropout:
             work += f.ab * T * i_eff // 2  # dropout's backward transient (calibrated on the CPU grid)
         if f.expert_lora_bytes:
@@ -1638,11 +1676,14 @@ def runtime_tiers(tensor_peak: int, head: HeadLoss, state: _State, cuda: bool, r
 # ---------------------------------------------------------------------------------------------- how sure
 
 
-UNVERIFIED_OBJECTIVES = ("reward", "grpo")
-"""Objectives whose step is derived from TRL's code and not yet held against a real run in every setup (reward: no
-run; GRPO: generation from the code), so their activations keep the wider band. ORPO and SimPO are held like DPO
-and KTO: real CPU runs with LoRA, QLoRA and full fine-tuning (within 2.4 %) and traced at real size (Llama-3.1-8B
-ORPO QLoRA +0.18 %, SimPO LoRA +0.05 %)."""
+UNVERIFIED_OBJECTIVES = ("grpo",)
+"""Objectives whose step is derived from TRL's code and not yet held against a real run in every setup (GRPO:
+generation from the code), so their activations keep the wider band. ORPO and SimPO are held like DPO and KTO: real
+CPU runs with LoRA, QLoRA and full fine-tuning (within 2.4 %) and traced at real size (Llama-3.1-8B ORPO QLoRA
++0.18 %, SimPO LoRA +0.05 %). Reward modelling is held by the CPU grid (LoRA, QLoRA as TRL's reward script loads it,
+full with and without checkpointing: -0.2 … +1.7 %) and traced at real size (Llama-3.1-8B LoRA and QLoRA: within
+0.4 %); only its QLoRA after ``prepare_model_for_kbit_training``, which needs bf16 autocast to run (not modelled),
+keeps the wider band (``modelled_band``)."""
 
 
 LOW_FAMILIES = {
@@ -1658,7 +1699,7 @@ def modelled_band(plan: Plan, f: _Flow) -> Band:
     """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
     grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
     (CUDA with a mask, CUDA's chunked loss, ROCm, a vision tower on images)."""
-    if plan.objective in UNVERIFIED_OBJECTIVES:
+    if plan.objective in UNVERIFIED_OBJECTIVES or plan.objective == "reward" and plan.upcast_non_quantized:
         return UNVERIFIED
     if f.model_type in LOW_FAMILIES:
         return LOW_FAMILIES[f.model_type]

@@ -21,6 +21,18 @@ FUSED_HEAD_OBJECTIVES: tuple[str, ...] = ("dpo", "kto", "grpo")
 """Objectives whose trainer runs ``add_fused_lm_head`` (``model(..., fused_lm_head=True)``): no b·s·V logits."""
 
 
+DROPOUT_DISABLED_OBJECTIVES: tuple[str, ...] = ("dpo", "kto", "orpo", "simpo", "reward")
+"""Objectives whose TRL trainer sets every dropout of the model to 0 by default (``disable_dropout=True`` in
+``DPOConfig``, ``KTOConfig``, ``RewardConfig`` and the experimental ``ORPOConfig``/``CPOConfig``:
+``disable_dropout_in_model``); GRPO's default is False. LoRA's dropout then returns its input: no dropped-out copy
+and no mask (measured on the CPU grid: reward LoRA with lora_dropout 0.05 allocates exactly what 0 does)."""
+
+
+def lora_dropout_active(plan: Plan) -> bool:
+    """Whether LoRA's dropout runs in the step: a non-zero ``lora_dropout`` that the objective's trainer keeps."""
+    return plan.adapters and plan.lora_dropout > 0 and plan.objective not in DROPOUT_DISABLED_OBJECTIVES
+
+
 def fused_head(plan: Plan) -> bool:
     """Whether the step's head is TRL's fused, chunked log-prob head (``loss: chunked``, or an objective whose
     trainer always patches it in)."""
@@ -114,6 +126,8 @@ def objective_notes(plan: Plan) -> list[str]:
     notes = [f"objective {o}: modelled on TRL 1.16's trainer"]
     if plan.pairs:
         notes.append(f"chosen and rejected run as one forward of {plan.rows} rows (2 × batch_size)")
+    if plan.adapters and plan.lora_dropout > 0 and o in DROPOUT_DISABLED_OBJECTIVES:
+        notes.append(f"lora_dropout is not counted: TRL's {o} trainer disables dropout by default (disable_dropout)")
     if reference_copy(plan):
         notes.append("a frozen copy of the model is held as the reference (memory.components.reference)")
     elif reference_forward(plan):
@@ -132,4 +146,12 @@ def objective_notes(plan: Plan) -> list[str]:
             notes.append("generation with transformers' generate: its KV cache is the 'generation' phase")
     if o == "reward":
         notes.append("reward: the sequence-classification score head (one logit) replaces lm_head: no b·s·V logits")
+        if plan.adapters:
+            notes.append("reward: PEFT's SEQ_CLS task keeps a trainable copy of the score head (modules_to_save)")
+        if plan.upcast_non_quantized:
+            notes.append(
+                "reward with QLoRA after prepare_model_for_kbit_training needs bf16 autocast: the fp32 final norm "
+                "feeds TRL's bf16 copy of the score head; TRL's reward script does not prepare the model "
+                "(prepare_kbit false)"
+            )
     return notes

@@ -67,6 +67,7 @@ from ._inventory import (
 )
 from ._lora import Adapted, AdapterPlan
 from ._memory import dtype_flow, param_dtype_bytes
+from ._objective import lora_dropout_active
 from ._plan import Plan
 
 FP32 = "float32"
@@ -337,7 +338,7 @@ def micro_ops(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> int:
     layers = inv.arch.num_hidden_layers
     base = per["full"][gc] if plan.method == "full" else per["frozen"][gc]
     modules = sum(a.layers for a in adapters.adapted)
-    lora = per["lora_module"][gc] + (per["lora_dropout"][gc] if plan.lora_dropout > 0 else 0)
+    lora = per["lora_module"][gc] + (per["lora_dropout"][gc] if lora_dropout_active(plan) else 0)
     if plan.use_dora:
         lora += per["dora_module"][gc]
     fixed = h["ops_fixed"]["full" if plan.method == "full" else "frozen"][gc]

@@ -238,7 +238,15 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llama-kto-qlora-gc", LLAMA, method="qlora", objective="kto"),  # unpaired, a KL batch, the "ref" adapter
     _c("llama-orpo-qlora-gc", LLAMA, method="qlora", objective="orpo"),  # fp32 logits: three gradients at once
     _c("llama-simpo-lora-nogc", LLAMA, method="lora", objective="simpo", gradient_checkpointing=False),
-    _c("llama-orpo-full-gc", LLAMA, method="full", objective="orpo"),  # 2·b rows: the layers' backward peaks
+    _c("llama-orpo-full-gc", LLAMA, method="full", objective="orpo"),  # the first layer's gated MLP backward peaks
+    # reward modelling: AutoModelForSequenceClassification (one-logit score head), TRL's RewardTrainer; QLoRA as TRL's
+    # reward script loads it (no prepare_model_for_kbit_training: bf16 adapters and score copy)
+    _c("llama-reward-lora-gc", LLAMA, method="lora", objective="reward"),
+    _c("llama-reward-qlora-gc", LLAMA, method="qlora", objective="reward", prepare_kbit=False),
+    _c("llama-reward-full-nogc", LLAMA, method="full", objective="reward", gradient_checkpointing=False),
+    _c("llama-reward-full-gc", LLAMA, method="full", objective="reward"),  # the first layer's MLP backward peaks
+    _c("llama-reward-qlora-padded-dropout", LLAMA, method="qlora", objective="reward", prepare_kbit=False,
+       padding="padded", lora_dropout=0.05),  # RewardConfig's disable_dropout: LoRA's dropout allocates nothing
     _c(
         "llama-grpo-lora-gc",
         LLAMA,
@@ -310,11 +318,12 @@ BENCH_ONLY_TRACED = frozenset(
         "llama-3.1-8b-grpo-lora-c32",
         "llama-3.1-8b-simpo-lora-s512",
         "gemma3-4b-lora-gc-2img",
+        "llama-3.1-8b-reward-lora-gc",
     }
 )
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
-QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two
-images)."""
+QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two images,
+35 s for reward LoRA at 8B: its QLoRA twin stays in the suite, as ORPO's QLoRA stays for SimPO's LoRA)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -358,6 +367,11 @@ def traced_cases() -> tuple[Case, ...]:
              real | {"method": "qlora", "objective": "orpo", "seq_len": 512, "device": "cpu"}),
         Case("llama-3.1-8b-simpo-lora-s512", _catalog_config("llama-3.1-8b"),
              real | {"method": "lora", "objective": "simpo", "seq_len": 512, "device": "cpu"}),
+        # reward modelling (TRL's RewardTrainer on the sequence-classification model; the layers' backward peaks)
+        Case("llama-3.1-8b-reward-qlora-gc", _catalog_config("llama-3.1-8b"),
+             real | {"method": "qlora", "objective": "reward", "prepare_kbit": False}),
+        Case("llama-3.1-8b-reward-lora-gc", _catalog_config("llama-3.1-8b"),
+             real | {"method": "lora", "objective": "reward"}),
         Case("llama-3.1-8b-grpo-lora-c32", _catalog_config("llama-3.1-8b"),
              real | {"method": "lora", "objective": "grpo", "batch_size": 2, "num_generations": 2, "seq_len": 256,
                      "max_completion_length": 32, "device": "cpu"}),

@@ -93,6 +93,8 @@ def make_config(config: Mapping[str, Any], plan: Plan) -> Any:
         raise BuildError("the config has no model_type")
     for key in ("transformers_version", "_name_or_path", "auto_map"):
         data.pop(key, None)
+    if plan.objective == "reward":  # TRL's RewardTrainer: the only output of the model is the reward score
+        data["num_labels"] = 1
     cfg = AutoConfig.for_model(model_type, **data)
     cfg.use_cache = False
     return cfg
@@ -126,11 +128,18 @@ def bnb_config(plan: Plan) -> Any:
 # ---------------------------------------------------------------------------------------------------- model
 
 
-def model_class(cfg: Any) -> Any:
+def model_class(cfg: Any, objective: str = "sft") -> Any:
     """The auto class that builds the trainable model: the causal LM, or for a vision-language model type (which
-    has none) the image-text-to-text one (``Qwen2VLForConditionalGeneration``: its LM head and loss are the same)."""
+    has none) the image-text-to-text one (``Qwen2VLForConditionalGeneration``: its LM head and loss are the same);
+    for ``objective`` "reward" the sequence-classification model TRL's ``RewardTrainer`` loads
+    (``AutoModelForSequenceClassification``: the backbone and a one-logit ``score`` linear, no lm_head)."""
     transformers = stack_module("transformers")
-    causal = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    auto = transformers.models.auto.modeling_auto
+    if objective == "reward":
+        if cfg.model_type not in auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+            raise BuildError(f"transformers has no sequence-classification model for {cfg.model_type!r}")
+        return transformers.AutoModelForSequenceClassification
+    causal = auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     if cfg.model_type in causal:
         return transformers.AutoModelForCausalLM
     return transformers.AutoModelForImageTextToText
@@ -143,7 +152,7 @@ def text_vocab_size(cfg: Any) -> int:
 
 def meta_model(cfg: Any, plan: Plan) -> Any:
     """The model on the meta device; for QLoRA with its linears already swapped for bitsandbytes layers."""
-    auto = model_class(cfg)
+    auto = model_class(cfg, plan.objective)
 
     with torch.device("meta"):
         model = auto.from_config(
@@ -312,6 +321,9 @@ def enable_gc(model: Any) -> None:
 
 
 def lora_config(plan: Plan) -> Any:
+    """PEFT's config for the plan. A reward model's task type is ``SEQ_CLS``: PEFT then adds ``classifier`` and
+    ``score`` to ``modules_to_save`` (a trainable copy of the score head) and leaves the head out of
+    ``all-linear`` (``PeftModelForSequenceClassification``, ``_maybe_include_all_linear_layers``)."""
     LoraConfig = stack_module("peft").LoraConfig
 
     target: Any = plan.target_modules if plan.target_modules == "all-linear" else list(plan.target_modules)
@@ -322,13 +334,13 @@ def lora_config(plan: Plan) -> Any:
         target_modules=target,
         modules_to_save=list(plan.modules_to_save) or None,
         use_dora=plan.use_dora,
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if plan.objective == "reward" else "CAUSAL_LM",
     )
 
 
 def _pretrained_model(cfg: Any, plan: Plan, device: torch.device) -> Any:
     """The ordinary route (tiny models only): random checkpoint -> from_pretrained with the bnb config."""
-    auto = model_class(cfg)
+    auto = model_class(cfg, plan.objective)
 
     with tempfile.TemporaryDirectory(prefix="tuneplan-ckpt-") as tmp:
         torch.manual_seed(0)

@@ -6,9 +6,10 @@ reference copy for full fine-tuning unless ``precompute_ref_log_probs``; with Lo
 for the reference forward). The batch is the trainer's own collator applied to seeded random token ids: each row
 ``seq_len`` tokens, the first half the prompt, chosen and rejected the rest (``padded``: the last rejected one token
 short); ``KTOTrainer`` for ``kto`` (the same ids unpaired, each with its neighbour's completion as the KL
-completion); ``GRPOTrainer`` for ``grpo`` (generation, then the loss). The optimizer stays the run's (torch AdamW,
-as the Trainer makes it); the tokenizer is a word-level one over the model's vocabulary, built here (nothing is
-downloaded).
+completion); ``RewardTrainer`` for ``reward`` (the sequence-classification model ``trainer.build`` made, prompt +
+chosen and prompt + rejected as its two rows); ``GRPOTrainer`` for ``grpo`` (generation, then the loss). The
+optimizer stays the run's (torch AdamW, as the Trainer makes it); the tokenizer is a word-level one over the model's
+vocabulary, built here (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from estimator import Plan
 
 from .build import GC_KWARGS, BuildError, build_model, stack_module
 
-SUPPORTED = ("sft", "dpo", "orpo", "simpo", "kto", "grpo")
+SUPPORTED = ("sft", "dpo", "orpo", "simpo", "kto", "reward", "grpo")
 """Objectives the real run reproduces with TRL's trainers (the others are estimated from TRL's code only)."""
 
 
@@ -182,6 +183,38 @@ def _odds_ratio(kind: str, model: Any, plan: Plan, device: torch.device, vocab: 
     return Objective(loss=loss, batch=batch, reference=[], trainer=trainer)
 
 
+def reward(model: Any, plan: Plan, device: torch.device, vocab: int, seed: int) -> Objective:
+    """TRL's ``RewardTrainer`` around ``model`` (``AutoModelForSequenceClassification`` with one label, PEFT's
+    ``SEQ_CLS`` task for LoRA/QLoRA): each pair as the trainer's processed dataset holds it (``chosen_ids`` = prompt
+    + chosen, ``rejected_ids`` = prompt + rejected, ``seq_len`` tokens each), padded by its
+    ``DataCollatorForPreference`` into one batch of 2 × ``batch_size`` rows (chosen first, with an attention mask),
+    the loss its ``compute_loss``: one forward, the score of each row's last non-pad token, ``-logsigmoid(chosen -
+    rejected)``. The trainer sets the model's ``pad_token_id`` to the tokenizer's (t0) for that pooling and, for a
+    quantized model, casts the trainable parameters to bf16."""
+    if plan.upcast_non_quantized:
+        raise BuildError(
+            "reward with QLoRA after prepare_model_for_kbit_training cannot run without bf16 autocast: the final norm "
+            "is fp32 and TRL casts the score head's trainable copy to bf16 (a dtype mismatch in its matmul); TRL's "
+            "reward script does not prepare the model: set prepare_kbit false"
+        )
+    Dataset, trl = stack_module("datasets").Dataset, stack_module("trl")
+    data = Dataset.from_dict({"chosen_ids": [[5, 7]], "rejected_ids": [[5, 8]]})
+    with _quiet():
+        args = trl.RewardConfig(**_common_args(plan, device, "reward"))
+        trainer = trl.RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer(vocab))
+    pairs = preference_examples(plan, vocab, seed)
+    examples = [{"chosen_ids": e["prompt_ids"] + e["chosen_ids"], "rejected_ids": e["prompt_ids"] + e["rejected_ids"]}
+                for e in pairs]  # fmt: skip
+    batch = {k: v.to(device) for k, v in trainer.data_collator(examples).items() if isinstance(v, torch.Tensor)}
+
+    def loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _quiet():  # compute_loss adds use_cache to the dict it is given: a copy, the batch stays as it is
+            out: torch.Tensor = trainer.compute_loss(model, dict(b))
+        return out
+
+    return Objective(loss=loss, batch=batch, reference=[], trainer=trainer)
+
+
 def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device, vocab: int, seed: int) -> Objective:
     """TRL's ``GRPOTrainer`` around ``model``: each step generates the generation batch with transformers'
     ``generate`` (``_prepare_inputs``: ``batch_size × grad_accum_steps`` completions, ``num_generations`` per
@@ -244,6 +277,8 @@ def objective(
         return grpo(model, config, plan, device, vocab, seed)
     if plan.objective in ("orpo", "simpo"):
         return _odds_ratio(plan.objective, model, plan, device, vocab, seed)
+    if plan.objective == "reward":
+        return reward(model, plan, device, vocab, seed)
     raise BuildError(
         f"objective {plan.objective!r} has no real run yet (the runs reproduce: {', '.join(SUPPORTED)}); "
         "its estimate is derived from TRL's code"

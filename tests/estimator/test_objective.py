@@ -45,16 +45,30 @@ def test_lora_reference_is_the_frozen_adapter_copy_not_the_model() -> None:
     assert qlora.components["reference"] == 2 * qlora.components["adapters"]
 
 
+def _per_layer(e: Any) -> int:
+    return int(next(t.bytes for t in e.memory.terms if t.name == "activations_per_layer"))
+
+
 def test_pairs_double_the_rows() -> None:
-    sft = estimate(Plan(model=MODEL, method="qlora", seq_len=1024, batch_size=2))
+    sft = estimate(Plan(model=MODEL, method="qlora", seq_len=1024, batch_size=2, lora_dropout=0.0))
     orpo = estimate(Plan(model=MODEL, method="qlora", seq_len=1024, batch_size=2, objective="orpo"))
-    sft4 = estimate(Plan(model=MODEL, method="qlora", seq_len=1024, batch_size=4))
+    sft4 = estimate(Plan(model=MODEL, method="qlora", seq_len=1024, batch_size=4, lora_dropout=0.0))
 
-    def per_layer(e: Any) -> int:
-        return next(t.bytes for t in e.memory.terms if t.name == "activations_per_layer")
-
-    assert per_layer(orpo) == per_layer(sft4)
+    assert _per_layer(orpo) == _per_layer(sft4)
     assert orpo.memory.total > sft.memory.total
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto", "orpo", "simpo", "reward"])
+def test_trainers_that_disable_dropout_run_lora_without_it(objective: str) -> None:
+    """TRL's DPO, KTO, reward and experimental ORPO/CPO configs default to ``disable_dropout=True``: LoRA's dropout
+    then allocates nothing, whatever ``lora_dropout`` says; GRPO keeps it."""
+
+    def plan(obj: str, dropout: float) -> Plan:
+        return Plan.from_dict({"model": MODEL, "method": "qlora", "seq_len": 1024, "objective": obj,
+                               "lora_dropout": dropout, "prepare_kbit": obj != "reward"})  # fmt: skip
+
+    assert _per_layer(estimate(plan(objective, 0.1))) == _per_layer(estimate(plan(objective, 0.0)))
+    assert _per_layer(estimate(plan("grpo", 0.1))) > _per_layer(estimate(plan("grpo", 0.0)))
 
 
 def test_grpo_generation_grows_with_completions() -> None:

@@ -246,6 +246,31 @@ def test_direct_build_equals_from_pretrained() -> None:
     assert a["params"] == b["params"]
 
 
+# ----------------------------------------------------------------------------------------------- reward models
+
+
+def test_reward_model_trains_a_copy_of_the_score_head() -> None:
+    """A reward model is the sequence-classification model with one label; PEFT's SEQ_CLS task keeps the score head
+    frozen and trains a copy of it (modules_to_save), which the estimate counts with the adapters."""
+    from estimator import estimate
+
+    plan = make_plan(LLAMA, method="lora", objective="reward")
+    t = truth(plan)
+    model = t["model"]
+    assert type(model.get_base_model()).__name__ == "LlamaForSequenceClassification"
+    names = [n for n, p in model.named_parameters() if p.requires_grad and "score" in n]
+    assert names == ["base_model.model.score.modules_to_save.default.weight"]
+    assert not model.get_base_model().score.original_module.weight.requires_grad
+    assert t["trained_numel"] == estimate(plan).to_dict()["params"]["trainable"]
+
+
+def test_reward_qlora_after_kbit_preparation_is_refused() -> None:
+    """prepare_model_for_kbit_training leaves the final norm fp32 and TRL casts the score copy to bf16: the step's
+    score matmul cannot run without autocast, and the run says so before it starts."""
+    with pytest.raises(BuildError, match="prepare_kbit"):
+        run(make_plan(LLAMA, method="qlora", objective="reward"), device="cpu", steps=1)
+
+
 # ----------------------------------------------------------------------------------------------- optimizers
 
 
