@@ -48,6 +48,7 @@ from ._errors import ConfigError
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava",)
+IDEFICS_VL = ("idefics3", "smolvlm")
 VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
 """Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
@@ -85,6 +86,8 @@ class VisionTower:
         LLaVA)."""
         if self.model_type in SIGLIP_VL:
             return "siglip"
+        if self.model_type in IDEFICS_VL:
+            return "idefics3"
         return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
@@ -95,11 +98,20 @@ class VisionTower:
     @property
     def module(self) -> str:
         """The tower's module path in the model."""
+        if self.kind == "idefics3":
+            return "model.vision_model"
         return "model.visual" if self.kind == "qwen" else "model.vision_tower"
+
+    @property
+    def text_module(self) -> str:
+        """The language model's module path (Idefics3 / SmolVLM: ``model.text_model``)."""
+        return "model.text_model" if self.kind == "idefics3" else "model.language_model"
 
     @property
     def prefixes(self) -> tuple[str, ...]:
         """Module-name prefixes of everything that runs only on images (the tower and its merger or projector)."""
+        if self.kind == "idefics3":
+            return ("model.vision_model.", "model.connector.")
         return ("model.visual.",) if self.kind == "qwen" else ("model.vision_tower.", "model.multi_modal_projector.")
 
     @property
@@ -140,6 +152,10 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
         return _siglip(config, vc, model_type)
     if model_type in CLIP_VL:
         return _clip(config, vc, model_type)
+    if model_type in IDEFICS_VL:
+        from ._vision_idefics import idefics_tower
+
+        return idefics_tower(config, vc, model_type)
     if model_type == "qwen2_5_vl":
         embed = _int(vc, "hidden_size", 3584)
         mlp = _int(vc, "intermediate_size", 3420)
