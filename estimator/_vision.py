@@ -49,7 +49,7 @@ QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava",)
 IDEFICS_VL = ("idefics3", "smolvlm")
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *IDEFICS_VL)
 """Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
@@ -272,6 +272,10 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
     to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size."""
     if tower.kind == "siglip":
         return tower.patches_per_side**2
+    if tower.kind == "idefics3":
+        from ._vision_idefics import image_grid, image_tiles
+
+        return image_tiles(image_grid(tower, image_size)) * tower.patches_per_side**2
     return _frame_patches(tower, image_size, MIN_PIXELS, max_pixels or MAX_PIXELS)
 
 
@@ -281,6 +285,10 @@ def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pix
     at most 2 where a newline of the text merges with them)."""
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
+    if tower.kind == "idefics3":
+        from ._vision_idefics import idefics_image_tokens, image_grid
+
+        return idefics_image_tokens(tower, image_grid(tower, image_size))
     return image_patches(tower, image_size, max_pixels) // (tower.spatial_merge_size**2) + 2
 
 
@@ -307,7 +315,7 @@ def pixel_values(tower: VisionTower, patches: int) -> int:
     """Values of the processor's ``pixel_values`` for ``patches`` patches: Qwen's flattened rows of
     ``patch_features``; SigLIP's (images, channels, image_size, image_size), the resized image whole (its sides
     need not be multiples of the patch)."""
-    if tower.kind == "siglip":
+    if tower.kind in ("siglip", "idefics3"):  # Idefics3 / SmolVLM: one square per tile
         images = patches // tower.patches_per_side**2
         return images * tower.in_channels * tower.image_size**2
     return patches * tower.patch_features
