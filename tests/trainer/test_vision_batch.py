@@ -79,7 +79,7 @@ def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> 
 
 def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, qwen2_5_vl, gemma3, idefics3, smolvlm only"):
+    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, smolvlm only"):
         vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
 
 
