@@ -808,9 +808,17 @@ def _gaps(
         "the video processor's total-pixel budget (`cap_pixels_per_frame`, off by default in transformers 5.24; "
         "`video_frames` are the frames the model sees, after any sampling), Gemma 3's tower with eager attention "
         "(refused), LLaVA's images (its CLIP tower and projector are read by hand, images are refused), the other "
-        "VLM families (Llama 3.2 Vision, Idefics3/SmolVLM, Mistral 3/Pixtral: their parameters come from "
+        "VLM families (Llama 3.2 Vision, Mistral 3/Pixtral: their parameters come from "
         "transformers with the train extra, images and video are refused), the tower on a GPU (its attention "
         "kernel is not measured: the `UNVERIFIED` band).",
+        "- **Idefics3 / SmolVLM**: read by hand (the Llama under `model.text_model`, the SigLIP-like tower, the "
+        "pixel-shuffle connector; equal to the meta build); each image is cut as the image processor cuts it "
+        "(splitting on: the longest edge resized to 4 tiles of the vision `image_size`, rows × cols tiles and the "
+        "global image) and every tile runs through the tower; the tokens are `Idefics3Processor`'s expansion "
+        "(`image_seq_len` a tile and the row/col, global and fake-image tokens; a `\\n\\n` counted as two tokens, "
+        "one above a tokenizer that merges it). Real CPU runs (`idefics3-*`, `smolvlm-*`, above) hold the peak. "
+        "Not modelled: splitting off (`do_image_splitting=False`, not a plan setting), a processor whose "
+        "`size['longest_edge']` is not 4 tiles, `max_pixels` and the tower under eager attention (refused), video.",
         "",
     ]
     return lines

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import CLIP_VL, QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, IDEFICS_VL, QWEN_VL, VisionTower, vision_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
@@ -162,6 +162,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
     "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl", "llava",
+    "idefics3", "smolvlm",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -192,6 +193,8 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _qwen_vl(config, model_type)
     if model_type in CLIP_VL:
         return _llava(config, model_type)
+    if model_type in IDEFICS_VL:
+        return _idefics3(config, model_type)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported model types: "
@@ -241,6 +244,29 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
         f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
         "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
         "position embeddings stay 16-bit and are not adapted; image inputs are not modelled yet"
+    )
+    return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
+
+
+def _idefics3(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """Idefics3 / SmolVLM (``Idefics3ForConditionalGeneration`` / ``SmolVLMForConditionalGeneration``): the Llama of
+    ``text_config`` (the configs' default, ``rms_norm_eps`` 1e-5 when absent) and the vision tower and connector of
+    ``vision_config``, counted whether the plan has images or not."""
+    raw = config.get("text_config")
+    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    text_type = str(text.get("model_type", "llama"))
+    if text_type != "llama":
+        raise UnsupportedModelError(f"{model_type} with a {text_type!r} language model is not supported (only llama)")
+    text.setdefault("rms_norm_eps", 1e-5)
+    tie = config.get("tie_word_embeddings", False)
+    arch = _parse(dict(text, model_type="llama", tie_word_embeddings=bool(tie)), "llama")
+    tower = vision_tower(config)
+    note = (
+        f"{model_type}: the language model (llama) and the vision tower ({tower.depth} layers of width "
+        f"{tower.embed_dim}) with its connector (pixel shuffle by {tower.spatial_merge_size}, one linear); "
+        "bitsandbytes quantizes the tower's linears and the connector's projection and LoRA's all-linear adapts "
+        "them (as transformers and PEFT do); the Conv2d patch embedding and the position embedding stay 16-bit "
+        "and are not adapted"
     )
     return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 

@@ -239,6 +239,11 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
         )
     if plan.images_per_sample and arch.vision is not None and pooling_error(arch.vision):
         raise PlanError(f"this model cannot take images: {pooling_error(arch.vision)}")
+    if plan.images_per_sample and arch.vision is not None and arch.vision.kind == "idefics3":
+        from ._vision_idefics import images_error
+
+        if images_error(arch.vision, plan):
+            raise PlanError(f"this plan's images cannot be counted: {images_error(arch.vision, plan)}")
     siglip = arch.vision is not None and arch.vision.kind == "siglip"
     if plan.images_per_sample and siglip and plan.attn_implementation == "eager":
         raise PlanError(

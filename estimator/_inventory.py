@@ -155,7 +155,7 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
     """Llama, Mistral, Mixtral, Qwen2/3 (+MoE), Gemma 1/2/3, Phi, Phi-3, StarCoder2, OLMo 2/3, OLMoE, SmolLM3,
     Granite (+MoE), Cohere 1/2, GLM-4 MoE, DeepSeek-V2/V3, gpt-oss, Llama 4 (text)."""
     h, L, mt = arch.hidden_size, arch.num_hidden_layers, arch.model_type
-    base = "model.language_model" if arch.vision else "model"  # a VLM's decoder sits under its language_model
+    base = arch.vision.text_module if arch.vision else "model"  # a VLM's decoder sits under its language_model
     p = f"{base}.layers.{{i}}"
     out: list[Tensor] = [Tensor(f"{base}.embed_tokens.weight", (arch.vocab_size, h), "embedding",
                                 f"{base}.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
@@ -190,6 +190,10 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
     (``estimator._memory.vision_activations`` counts the tower's own activations)."""
     if tower.kind == "qwen":
         return _qwen_tower(tower)
+    if tower.kind == "idefics3":
+        from ._vision_idefics import idefics_tensors
+
+        return idefics_tensors(tower)
     return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
 
 

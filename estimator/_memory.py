@@ -1002,6 +1002,10 @@ def pixel_bytes(arch: Architecture, patches: int) -> int:
     each; SigLIP: each image's 3 × image_size² values), in the batch from before the forward to after the optimizer
     step."""
     tower = arch.vision
+    if tower is not None and tower.kind == "idefics3":
+        from ._vision_idefics import idefics_pixel_bytes
+
+        return idefics_pixel_bytes(tower, patches)
     return 4 * pixel_values(tower, patches) if tower is not None else 0
 
 
@@ -1032,6 +1036,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         return 0, 0
     if tower.kind == "siglip":
         return siglip_activations(arch, tower, adapters, plan, f)
+    if tower.kind == "idefics3":
+        from ._vision_idefics import idefics_activations
+
+        return idefics_activations(arch, tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1117,6 +1125,10 @@ def siglip_forward(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Fl
     once); without, they are held already. Runs before the decoder, so nothing of the decoder's is live (0 for
     Qwen's towers, whose forward never peaked on the CPU grid)."""
     tower = arch.vision
+    if tower is not None and tower.kind == "idefics3" and f.patches:
+        from ._vision_idefics import idefics_forward
+
+        return idefics_forward(tower, adapters, plan, f)
     if tower is None or tower.kind != "siglip" or not f.patches or not plan.gradient_checkpointing:
         return 0
     return siglip_block(tower, adapters, f, f.patches)
@@ -1613,7 +1625,10 @@ def peak_components(
     comp["adapters"] = state.adapters
     comp["optimizer"] = state.optimizer
     comp["reference"] = state.reference
-    if phase in ("forward", "loss_backward", "reference"):
+    decoder_forward = state.static + fwd.saved + head.bytes("forward") + state.gathered("forward")
+    if phase == "forward" and peak > decoder_forward:  # the vision tower's own forward peaks, before the decoder's
+        comp["activations"] = fwd.vision + fwd.vision_forward
+    elif phase in ("forward", "loss_backward", "reference"):
         comp["weights"] += state.gathered("forward" if phase == "reference" else phase)
         comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
         comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
@@ -1864,6 +1879,10 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             "activations are counted (its backward runs last, after the decoder's)"
             + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
         )
+        if arch.vision is not None and arch.vision.kind == "idefics3":  # its tiles and tokens, said its own way
+            from ._vision_idefics import tiles_note
+
+            notes[-1] = tiles_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
     if f.cuda:
         notes.append(f"runtime constants: {runtime.status}, {runtime.source.split(':')[0]}")
     if plan.use_dora:

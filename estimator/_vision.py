@@ -48,7 +48,8 @@ from ._errors import ConfigError
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
+IDEFICS_VL = ("idefics3", "smolvlm")
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *IDEFICS_VL)
 """Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
@@ -85,6 +86,8 @@ class VisionTower:
         LLaVA)."""
         if self.model_type in SIGLIP_VL:
             return "siglip"
+        if self.model_type in IDEFICS_VL:
+            return "idefics3"
         return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
@@ -95,11 +98,20 @@ class VisionTower:
     @property
     def module(self) -> str:
         """The tower's module path in the model."""
+        if self.kind == "idefics3":
+            return "model.vision_model"
         return "model.visual" if self.kind == "qwen" else "model.vision_tower"
+
+    @property
+    def text_module(self) -> str:
+        """The language model's module path (Idefics3 / SmolVLM: ``model.text_model``)."""
+        return "model.text_model" if self.kind == "idefics3" else "model.language_model"
 
     @property
     def prefixes(self) -> tuple[str, ...]:
         """Module-name prefixes of everything that runs only on images (the tower and its merger or projector)."""
+        if self.kind == "idefics3":
+            return ("model.vision_model.", "model.connector.")
         return ("model.visual.",) if self.kind == "qwen" else ("model.vision_tower.", "model.multi_modal_projector.")
 
     @property
@@ -140,6 +152,10 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
         return _siglip(config, vc, model_type)
     if model_type in CLIP_VL:
         return _clip(config, vc, model_type)
+    if model_type in IDEFICS_VL:
+        from ._vision_idefics import idefics_tower
+
+        return idefics_tower(config, vc, model_type)
     if model_type == "qwen2_5_vl":
         embed = _int(vc, "hidden_size", 3584)
         mlp = _int(vc, "intermediate_size", 3420)
@@ -256,6 +272,10 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
     to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size."""
     if tower.kind == "siglip":
         return tower.patches_per_side**2
+    if tower.kind == "idefics3":
+        from ._vision_idefics import image_grid, image_tiles
+
+        return image_tiles(image_grid(tower, image_size)) * tower.patches_per_side**2
     return _frame_patches(tower, image_size, MIN_PIXELS, max_pixels or MAX_PIXELS)
 
 
@@ -265,6 +285,10 @@ def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pix
     at most 2 where a newline of the text merges with them)."""
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
+    if tower.kind == "idefics3":
+        from ._vision_idefics import idefics_image_tokens, image_grid
+
+        return idefics_image_tokens(tower, image_grid(tower, image_size))
     return image_patches(tower, image_size, max_pixels) // (tower.spatial_merge_size**2) + 2
 
 
@@ -291,7 +315,7 @@ def pixel_values(tower: VisionTower, patches: int) -> int:
     """Values of the processor's ``pixel_values`` for ``patches`` patches: Qwen's flattened rows of
     ``patch_features``; SigLIP's (images, channels, image_size, image_size), the resized image whole (its sides
     need not be multiples of the patch)."""
-    if tower.kind == "siglip":
+    if tower.kind in ("siglip", "idefics3"):  # Idefics3 / SmolVLM: one square per tile
         images = patches // tower.patches_per_side**2
         return images * tower.in_channels * tower.image_size**2
     return patches * tower.patch_features

@@ -151,6 +151,24 @@ GEMMA3: dict[str, Any] = {
     "mm_tokens_per_image": 16, "boi_token_index": 2000, "eoi_token_index": 2001, "image_token_index": 2002,
     "tie_word_embeddings": True, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
+# Idefics3 / SmolVLM: a tiny Llama and tower (width 128, 2 layers, tiles of 128² in 16² patches: 64 patches shuffled
+# by 2 to 16 tokens a tile; a square image is 4 × 4 tiles and the global one)
+_IDEFICS_TEXT: dict[str, Any] = {
+    "model_type": "llama", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"}, "pad_token_id": 0,
+    "max_position_embeddings": 2048,
+}  # fmt: skip
+_IDEFICS_VISION: dict[str, Any] = {
+    "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "image_size": 128, "patch_size": 16,
+}  # fmt: skip
+IDEFICS3: dict[str, Any] = {
+    "model_type": "idefics3", "text_config": _IDEFICS_TEXT,
+    "vision_config": {"model_type": "idefics3_vision", **_IDEFICS_VISION}, "scale_factor": 2,
+    "image_token_id": 2000, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
+SMOLVLM: dict[str, Any] = IDEFICS3 | {
+    "model_type": "smolvlm", "vision_config": {"model_type": "smolvlm_vision", **_IDEFICS_VISION},
+}  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
@@ -280,6 +298,12 @@ CPU_CASES: tuple[Case, ...] = (
     _c("gemma3-lora-gc-224", GEMMA3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
     _c("gemma3-qlora-gc-2img", GEMMA3, method="qlora", images_per_sample=2, seq_len=16),  # the tower's backward peaks
     _c("gemma3-full-nogc-2img", GEMMA3, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
+    # Idefics3 / SmolVLM: every image cut into tiles (the tower runs on all of them), the processor's tokens
+    _c("idefics3-lora-gc-square", IDEFICS3, method="lora", images_per_sample=1, seq_len=64, batch_size=1),
+    _c("smolvlm-qlora-gc-2img", SMOLVLM, method="qlora", images_per_sample=2, image_size=(300, 500), seq_len=16,
+       batch_size=1),
+    _c("smolvlm-full-nogc-wide", SMOLVLM, method="full", gradient_checkpointing=False, images_per_sample=2,
+       image_size=(200, 800), seq_len=16, batch_size=2),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

@@ -26,6 +26,16 @@ On Gemma 3 the images go through transformers' own ``Gemma3ImageProcessorPil`` a
 ``"\n\n"``, ``<start_of_image>``, ``mm_tokens_per_image`` image tokens, ``<end_of_image>``, ``"\n\n"``, then
 ``seq_len`` random text tokens; ``token_type_ids`` marks the image tokens (the model makes its bidirectional mask
 over them from it, as from the processor's output).
+
+On Idefics3 and SmolVLM the images go through transformers' own ``Idefics3ImageProcessorPil`` /
+``SmolVLMImageProcessorPil`` with splitting on (their default), tiles of the vision ``image_size`` and the longest
+edge resized to four tiles (the sizes of every published processor config): ``pixel_values`` of (samples, tiles, 3,
+image_size, image_size) and ``pixel_attention_mask``. Each row holds, per image, the text ``Idefics3Processor`` /
+``SmolVLMProcessor`` expand its ``<image>`` to (``replace_image_token``), as token ids: per tile
+``<fake_token_around_image><row_r_col_c>`` and ``image_seq_len`` image tokens, ``\n`` after each row, then
+``\n<fake_token_around_image><global-img>``, the global image's tokens and ``<fake_token_around_image>`` (the two
+``\n`` as two tokens, as a tokenizer without a ``\n\n`` merge makes them), then ``seq_len`` random text tokens;
+the special tokens get the last ids of the vocabulary other than the image token's.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3")
+IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "idefics3", "smolvlm")
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
 
@@ -150,6 +160,8 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         )
     if model_type == "gemma3":
         return _gemma3_batch(config, plan, device, seed)
+    if model_type in ("idefics3", "smolvlm"):
+        return _idefics3_batch(config, plan, device, seed)
     text = config.get("text_config") or config
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
@@ -219,4 +231,47 @@ def _gemma3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, s
         "labels": labels.to(device),
         "token_type_ids": torch.tensor(types).to(device),
         "pixel_values": out["pixel_values"].to(device),
+    }
+
+
+def _idefics3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """Idefics3's and SmolVLM's batch (see the module docstring); the defaults are their configs'."""
+    name = "smolvlm" if config.get("model_type") == "smolvlm" else "idefics3"
+    proc = stack_module(f"transformers.models.{name}.image_processing_pil_{name}")
+    cls = proc.SmolVLMImageProcessorPil if name == "smolvlm" else proc.Idefics3ImageProcessorPil
+    vision = config.get("vision_config") or {}
+    tile, patch = int(vision.get("image_size", 224)), int(vision.get("patch_size", 32))
+    scale = int(config.get("scale_factor", 2))
+    processor = cls(size={"longest_edge": 4 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True)
+    gen = torch.Generator().manual_seed(seed)
+    images = _images(plan, gen, tile)
+    per = plan.images_per_sample
+    nested = [images[b * per : (b + 1) * per] for b in range(plan.batch_size)]
+    out = processor(images=nested, return_tensors="pt", return_row_col_info=True)
+    seq = (tile // patch) ** 2 // scale**2
+    image_id = int(config.get("image_token_id", 128257))
+    vocab = int((config.get("text_config") or {}).get("vocab_size", 128259))
+    free = [i for i in range(vocab - 1, -1, -1) if i != image_id][:39]
+    row_col, fake, glob, newline = free[:36], free[36], free[37], free[38]
+    rows = []
+    for b in range(plan.batch_size):
+        ids: list[int] = []
+        for i in range(per):
+            n_rows, n_cols = int(out["rows"][b][i]), int(out["cols"][b][i])
+            for r in range(n_rows):
+                for c in range(n_cols):
+                    ids += [fake, row_col[r * 6 + c]] + [image_id] * seq
+                ids.append(newline)
+            ids += ([newline] if n_rows else []) + [fake, glob] + [image_id] * seq + [fake]
+        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
+        words[words == image_id] = 0
+        rows.append(ids + words.tolist())
+    input_ids = torch.tensor(rows)
+    labels = input_ids.clone()
+    labels[input_ids == image_id] = -100
+    return {
+        "input_ids": input_ids.to(device),
+        "labels": labels.to(device),
+        "pixel_values": out["pixel_values"].to(device),
+        "pixel_attention_mask": out["pixel_attention_mask"].to(device),
     }

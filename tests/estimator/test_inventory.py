@@ -241,7 +241,31 @@ def test_every_module_says_which_activation_it_reads(path: Path) -> None:
         if t.kind == "norm" or t.role == "vision":  # the tower's activations have their own rules
             assert t.reads == "", t.name
             continue
-        name = t.name.removesuffix(".weight").removesuffix(".bias").replace(".language_model.", ".")
+        name = (
+            t.name.removesuffix(".weight")
+            .removesuffix(".bias")
+            .replace(".language_model.", ".")
+            .replace(".text_model.", ".")
+        )
         assert t.reads == READS[".".join(name.split(".")[-2:]) if "." in name else name], t.name
         if not t.is_bias and t.kind not in ("embedding", "parameter", "experts"):
             assert t.in_features == width[t.reads], t.name
+
+
+@pytest.mark.parametrize(
+    ("base", "change"),
+    [("idefics3", {"tie_word_embeddings": True}), ("smolvlm", {"scale_factor": 4}),
+     ("smolvlm", {"text_config": {"model_type": "llama", "vocab_size": 1024, "hidden_size": 64,
+                                  "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2}})],
+    ids=["idefics3_tied", "smolvlm_scale_4", "smolvlm_rms_eps_default"],
+)  # fmt: skip
+def test_idefics3_variants(base: str, change: dict[str, Any]) -> None:
+    """Idefics3 / SmolVLM: the connector's input is E · scale_factor²; the tie is the composite's flag."""
+    inv = _check_exact(_fixture(base) | change)
+    assert inv.arch.vision is not None and inv.arch.vision.kind == "idefics3"
+    assert inv.arch.vision.mm_tokens_per_image == 16 // inv.arch.vision.spatial_merge_size**2
+
+
+def test_idefics3_with_another_language_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="smolvlm with a 'qwen2' language model is not supported"):
+        parse_config(_fixture("smolvlm") | {"text_config": {"model_type": "qwen2"}})

@@ -292,3 +292,46 @@ def test_llava_counts_its_tower_and_refuses_images() -> None:
     assert text.to_dict()["params"]["vision"] > 0
     with pytest.raises(PlanError, match="image inputs of llava are not modelled yet"):
         estimate(Plan(config=llava, method="lora", images_per_sample=1))
+
+
+IDEFICS3_FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures/configs/idefics3.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("size", "grid", "tokens"),
+    [(None, (4, 4), 108), ((64, 64), (4, 4), 108), ((100, 300), (2, 4), 58), ((1000, 64), (4, 1), 36),
+     ((300, 100), (4, 2), 60)],
+)  # fmt: skip
+def test_idefics3_tiles_and_tokens(size: tuple[int, int] | None, grid: tuple[int, int], tokens: int) -> None:
+    """A 64² tile of 16² patches shuffled by 2: 4 tokens a tile; a square image is 4 × 4 tiles and the global one
+    (17 tiles, 272 patches): 7 + 4 · (4 · 6 + 1) + 1 = 108 tokens."""
+    plan = Plan.from_dict({"config": IDEFICS3_FIXTURE, "method": "lora", "seq_len": 16, "images_per_sample": 2,
+                           "image_size": size})  # fmt: skip
+    est = estimate(plan)
+    inputs = est.to_dict()["inputs"]
+    assert inputs["image_tokens_per_row"] == 2 * tokens and inputs["tokens_per_row"] == 16 + 2 * tokens
+    assert inputs["patches_per_image"] == (grid[0] * grid[1] + 1) * 16
+    assert any(f"{grid[0]} × {grid[1]} tiles" in n and "pixel shuffle by 2" in n for n in est.memory.notes)
+
+
+def test_idefics3_refuses_what_it_cannot_count() -> None:
+    plan = {"config": IDEFICS3_FIXTURE, "method": "lora", "seq_len": 16, "images_per_sample": 1}
+    estimate(Plan.from_dict(plan))
+    with pytest.raises(PlanError, match="max_pixels does not apply to idefics3"):
+        estimate(Plan.from_dict(plan | {"max_pixels": 100_000}))
+    with pytest.raises(PlanError, match="eager attention is not modelled for idefics3's vision tower"):
+        estimate(Plan.from_dict(plan | {"attn_implementation": "eager"}))
+    with pytest.raises(PlanError, match="scale_factor \\(3\\) must divide the patches per side"):
+        estimate(Plan.from_dict(plan | {"config": IDEFICS3_FIXTURE | {"scale_factor": 3}}))
+    text = estimate(Plan.from_dict(plan | {"images_per_sample": 0, "config": IDEFICS3_FIXTURE | {"scale_factor": 3}}))
+    assert text.to_dict()["params"]["vision"] > 0  # the tower's weights load either way
+
+
+def test_idefics3_tower_memory_grows_with_tiles() -> None:
+    """More tiles, more patches through the tower: the held activations grow; without checkpointing, more."""
+    plan = {"config": IDEFICS3_FIXTURE, "method": "lora", "device": "cpu", "seq_len": 16, "images_per_sample": 1}
+    one = estimate(Plan.from_dict(plan | {"image_size": (1000, 64)}))  # 4 × 1 tiles
+    many = estimate(Plan.from_dict(plan | {"image_size": (64, 64)}))
+    assert many.memory.phases["vision_backward"] > one.memory.phases["vision_backward"]
+    no_gc = estimate(Plan.from_dict(plan | {"image_size": (64, 64), "gradient_checkpointing": False}))
+    assert no_gc.memory.phases["vision_backward"] > many.memory.phases["vision_backward"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("PIL")
 
+import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, QWEN2_5_VL, QWEN2_VL
+from trainer.accuracy import GEMMA3, IDEFICS3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
 from trainer.vision import video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
@@ -76,7 +79,7 @@ def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> 
 
 def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, qwen2_5_vl, gemma3 only"):
+    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, smolvlm only"):
         vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
 
 
@@ -99,3 +102,54 @@ def test_gemma3s_processor_makes_the_estimates_tokens_and_pixels(size: tuple | N
     assert row.count(GEMMA3["boi_token_index"]) == row.count(GEMMA3["eoi_token_index"]) == 2
     assert int(batch["token_type_ids"].sum()) == 2 * image_tokens
     assert int((batch["labels"] == -100).sum()) == 2 * image_tokens
+
+
+def _idefics3_processor(config: dict, merge_newlines: bool) -> Any:
+    """transformers' own Idefics3Processor (SmolVLMProcessor expands an image the same way: ``get_image_prompt_string``)
+    over a character-level tokenizer holding the processor's special tokens, with or without a ``\n\n`` token."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import AddedToken, PreTrainedTokenizerFast
+    from transformers.models.idefics3 import Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(["[UNK]", "a", "b", "\n"])}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")  # type: ignore[no-untyped-call]
+    special = ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"]
+    special += [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    fast.add_special_tokens({"additional_special_tokens": special})
+    if merge_newlines:
+        fast.add_tokens([AddedToken("\n\n", normalized=False)])
+    tile = config["vision_config"]["image_size"]
+    images = Idefics3ImageProcessorPil(size={"longest_edge": 4 * tile}, max_image_size={"longest_edge": tile})
+    seq = (tile // config["vision_config"]["patch_size"]) ** 2 // config["scale_factor"] ** 2
+    return Idefics3Processor(image_processor=images, tokenizer=fast, image_seq_len=seq)
+
+
+@pytest.mark.parametrize("config", [IDEFICS3, SMOLVLM], ids=["idefics3", "smolvlm"])
+@pytest.mark.parametrize("size", [None, (300, 500), (200, 800), (900, 120), (128, 128), (40, 30)])
+def test_idefics3s_processor_makes_the_estimates_tokens_and_tiles(config: dict, size: tuple | None) -> None:
+    """Idefics3Processor's own expansion of ``<image>`` (rows, columns, global image; splitting on) is the estimate's
+    tokens: exact with a tokenizer that keeps ``\n\n`` as two tokens, one above where it merges them (only a split
+    image has the pair); the trainer's batch has the same rows, tiles and pixel arrays."""
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "images_per_sample": 2,
+                           "image_size": size})  # fmt: skip
+    inputs = estimate(plan).to_dict()["inputs"]
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
+    tile = config["vision_config"]["image_size"]
+    tiles = inputs["vision_patches"] // (tile // config["vision_config"]["patch_size"]) ** 2
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    assert tuple(batch["pixel_values"].shape) == (2, tiles // 2, 3, tile, tile)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert tuple(batch["pixel_attention_mask"].shape) == (2, tiles // 2, tile, tile)
+    assert bool(batch["pixel_attention_mask"].all())  # every tile a full square: the tower runs no mask
+    image = PIL.Image.new("RGB", (size[1], size[0]) if size else (tile, tile), (7, 9, 11))
+    for merge in (False, True):
+        processor = _idefics3_processor(config, merge)
+        out = processor(text=["<image>ab<image>"], images=[[image, image]], return_tensors="pt")
+        split = inputs["patches_per_image"] > (tile // config["vision_config"]["patch_size"]) ** 2
+        made = out["input_ids"].shape[1] - 2
+        assert made == inputs["image_tokens_per_row"] - (2 if merge and split else 0), (merge, made)
+        assert tuple(out["pixel_values"].shape) == (1, tiles // 2, 3, tile, tile)
+    seq = int((batch["input_ids"][0] == config["image_token_id"]).sum())
+    assert int((batch["labels"] == -100).sum()) == 2 * seq
