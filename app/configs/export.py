@@ -153,6 +153,10 @@ def _objective_notes(plan: Plan, fmt: str) -> list[str]:
         out.append(f"TRL's {t.trainer} does not run prepare_model_for_kbit_training (it casts the adapters to bf16): "
                    "the plan counts that fp32 upcast, so it errs high for this run; set prepare_kbit false to plan "
                    "the run as exported")  # fmt: skip
+    if fmt in ("trl", "trl-python") and o in ("orpo", "simpo") and plan.num_gpus > 1:
+        out.append(f"{t.trainer} loads the model with device_map 'auto' (all visible GPUs in each process) unless "
+                   "model_init_kwargs names one: with several processes give each its own GPU (device_map {'': "
+                   "local rank})")  # fmt: skip
     if o == "grpo":
         out += _grpo_notes(plan, fmt)
     if fmt == "axolotl":

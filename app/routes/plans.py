@@ -101,8 +101,8 @@ async def _export(ctx: Context, plan: Plan, fmt: str) -> Response:
 EXPORT_SUMMARY = "A plan as ready-to-run training configuration"
 EXPORT_OK: dict[int | str, dict[str, Any]] = {
     200: {"description": "``{format, filename, media_type, text, notes}``: ``text`` is the file (TRL YAML for "
-          "`trl sft --config` or a Python script, axolotl YAML, accelerate YAML, DeepSpeed JSON); ``notes`` say "
-          "what the format cannot express", "content": {"application/json": {}}},
+          "`trl <objective> --config` or a Python script, axolotl YAML, accelerate YAML, DeepSpeed JSON); ``notes`` "
+          "say what the format cannot express", "content": {"application/json": {}}},
 }  # fmt: skip
 EXPORT_RESPONSES = EXPORT_OK | ERRORS
 
