@@ -253,6 +253,8 @@ OBJECTIVE_PLANS = {
         vllm_gpu_memory_utilization=0.4,
         optimizer="adamw_torch",
     ),  # fmt: skip
+    "grpo-server-2gpu": QLORA.replace(method="lora", objective="grpo", seq_len=128, vllm_mode="server", num_gpus=2),
+    "simpo-2gpu": QLORA.replace(method="lora", objective="simpo", num_gpus=2),
 }
 TRL_CLASSES = {"dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig", "grpo": "GRPOConfig",
                "orpo": "ORPOConfig", "simpo": "CPOConfig"}  # fmt: skip
@@ -376,7 +378,14 @@ def test_launcher_configs_do_not_claim_an_objective() -> None:
             assert "sft" not in out.text.lower() and not any("sft" in n.lower() for n in out.notes)
             assert any(f"objective {plan.objective}" in n for n in out.notes)
             sft = export_plan(plan.replace(objective="sft"), fmt, MODEL)
-            assert sft.text.replace(f"# {out.notes[-1]}\n", "") == out.text.replace(f"# {out.notes[-1]}\n", "")
+            assert _body(sft.text) == _body(out.text)  # the same launcher: only the notes differ
+            assert any("trl vllm-serve" in n for n in out.notes) is (plan.vllm_mode == "server" and fmt != "deepspeed")
+        if plan.objective in ("orpo", "simpo"):
+            assert any("device_map 'auto'" in n for n in export_plan(plan, "trl", MODEL).notes) is (plan.num_gpus > 1)
+
+
+def _body(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
 
 
 @pytest.mark.parametrize("fmt", ["trl", "axolotl"])
