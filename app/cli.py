@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from app.errors import FALLBACK_HINT, AppError
 from app.service import EstimateService, Resolved, price_table
 from estimator import (
+    OBJECTIVES,
     WHY_EXACT_DIFFERS,
     CalibrationProfile,
     EstimatorError,
@@ -483,7 +484,7 @@ def import_cmd(args: argparse.Namespace) -> None:
         text = args.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {args.file}: {exc}") from None
-    imported = import_config(text, args.format, str(args.file))
+    imported = import_config(text, args.format, str(args.file), args.objective)
     if args.as_json:
         echo(json.dumps(imported.to_dict(), indent=2))
         return
@@ -614,14 +615,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = command("export", export_cmd, "the plan as TRL, axolotl, accelerate or DeepSpeed configuration")
     _model_inputs(exp, "catalog id or Hugging Face Hub id")
-    exp.add_argument("--format", choices=EXPORT_FORMATS, default="trl", help="trl (trl sft --config YAML), trl-python, "
-                     "axolotl, accelerate or deepspeed (default: trl)")  # fmt: skip
+    exp.add_argument("--format", choices=EXPORT_FORMATS, default="trl", help="trl (a trl <objective> --config "
+                     "YAML), trl-python, axolotl, accelerate or deepspeed (default: trl)")  # fmt: skip
     exp.add_argument("--out", type=Path, metavar="FILE", help="write to this file (default: standard output)")
     add_plan_options(exp)
 
     imp = command("import", import_cmd, "an axolotl or TRL config read into a plan")
     imp.add_argument("file", type=Path, help="an axolotl YAML or a TRL config (YAML or JSON); required, no default")
     imp.add_argument("--format", choices=("axolotl", "trl"), help="axolotl or trl (default: from the keys)")
+    imp.add_argument("--objective", choices=OBJECTIVES, help="the objective (the trl command) the file is for "
+                     "(default: axolotl's rl:, a TRL file's name such as dpo.yaml, or its keys; else sft)")  # fmt: skip
     imp.add_argument("--json", dest="as_json", action="store_true", help="print mapped and ignored keys too "
                      "(default: the plan only)")  # fmt: skip
 

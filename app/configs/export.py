@@ -1,5 +1,13 @@
-"""A plan as ready-to-run configuration for the training stack: TRL (a ``trl sft --config`` YAML, or a Python script
-with ``SFTConfig`` + ``LoraConfig`` + ``BitsAndBytesConfig``), axolotl YAML, an accelerate config and a DeepSpeed JSON.
+"""A plan as ready-to-run configuration for the training stack: TRL (a ``trl <command> --config`` YAML, or a Python
+script with the objective's config + ``LoraConfig`` + ``BitsAndBytesConfig``), axolotl YAML, an accelerate config and a
+DeepSpeed JSON.
+
+The plan's ``objective`` picks the trainer, as TRL 1.16 names it: ``sft`` (``trl sft``, ``SFTConfig``), ``dpo``
+(``trl dpo``, ``DPOConfig``), ``kto`` (``trl kto``, ``KTOConfig``), ``reward`` (``trl reward``, ``RewardConfig``: a
+sequence-classification model, PEFT's ``SEQ_CLS`` task), ``grpo`` (``trl grpo``, ``GRPOConfig``), and the experimental
+``orpo`` (``trl.experimental.orpo.ORPOConfig``) and ``simpo`` (``trl.experimental.cpo.CPOConfig`` with
+``loss_type="simpo"``, ``cpo_alpha=0``), which have no ``trl`` command: their YAML holds the same flat keys for
+``TrlParser`` and says so. axolotl says the objective with ``rl:`` (or ``reward_model: true``).
 
 Each export sets what the plan's memory depends on, as the plan means it: the model loaded in ``dtype`` with no
 autocast (tuneplan's LoRA, QLoRA and full plans train in that dtype; only ``mixed_precision`` loads fp32 and
@@ -20,11 +28,48 @@ from estimator import Plan
 
 FORMATS: tuple[str, ...] = ("trl", "trl-python", "axolotl", "accelerate", "deepspeed")
 LEARNING_RATE = 2e-4
+"""SFT's learning rate; the other objectives get their TRL config's own default (``TRL_OBJECTIVES``)."""
 OUTPUT_DIR = "outputs"
 DATASET = "your-org/your-dataset"
 
 AXOLOTL_OPTIM = {"adamw_8bit": "adamw_bnb_8bit"}
 AXOLOTL_ATTENTION = {"sdpa": "sdp_attention", "flash_attention_2": "flash_attention", "eager": "eager_attention"}
+
+
+@dataclass(frozen=True)
+class TrlObjective:
+    """How TRL 1.16 runs one objective: its CLI command (None: none exists), config and trainer classes and the module
+    they come from, the config's default learning rate, and the dataset the trainer reads."""
+
+    command: str | None
+    config: str
+    trainer: str
+    module: str
+    learning_rate: float
+    dataset: str
+
+
+_PAIRS = "a preference dataset: prompt, chosen and rejected columns"
+TRL_OBJECTIVES: dict[str, TrlObjective] = {
+    "sft": TrlObjective("sft", "SFTConfig", "SFTTrainer", "trl", LEARNING_RATE, "a text or messages column"),
+    "dpo": TrlObjective("dpo", "DPOConfig", "DPOTrainer", "trl", 1e-6, _PAIRS),
+    "kto": TrlObjective("kto", "KTOConfig", "KTOTrainer", "trl", 1e-6,
+                        "an unpaired preference dataset: prompt, completion and a boolean label"),
+    "reward": TrlObjective("reward", "RewardConfig", "RewardTrainer", "trl", 1e-4,
+                           "a preference dataset: chosen and rejected columns (and an optional prompt)"),
+    "grpo": TrlObjective("grpo", "GRPOConfig", "GRPOTrainer", "trl", 1e-6,
+                         "a prompt-only dataset: a prompt column (the plan's seq_len tokens at most)"),
+    "orpo": TrlObjective(None, "ORPOConfig", "ORPOTrainer", "trl.experimental.orpo", 1e-6, _PAIRS),
+    "simpo": TrlObjective(None, "CPOConfig", "CPOTrainer", "trl.experimental.cpo", 1e-6, _PAIRS),
+}  # fmt: skip
+GRPO_REWARD = "think_format_reward"
+"""A reward function TRL's ``trl grpo`` script knows by name (``reward_funcs``): a placeholder to replace; a reward
+function takes no GPU memory (a reward model would, and is not planned)."""
+
+AXOLOTL_DATASETS = {"sft": "alpaca", "dpo": "chatml.intel", "simpo": "chatml.intel", "orpo": "chat_template.argilla",
+                    "kto": "llama3.ultra", "reward": "bradley_terry.chat_template",
+                    "grpo": "rewards.prompt_transform"}  # fmt: skip
+"""axolotl's dataset ``type`` per objective, from its RLHF and reward-modelling guides (placeholders to replace)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +88,10 @@ def export_plan(plan: Plan, fmt: str, model_id: str | None) -> Exported:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     model = model_id or "path/or/hub-id-of-the-model"
-    notes = list(_notes(plan, fmt, model_id))
+    notes = list(_notes(plan, fmt, model_id)) + _objective_notes(plan, fmt)
     if fmt == "trl":
-        return _yaml(fmt, trl_config(plan, model), "sft.yaml", notes)
+        name = TRL_OBJECTIVES[plan.objective].command or plan.objective
+        return _yaml(fmt, trl_config(plan, model), f"{name}.yaml", notes)
     if fmt == "trl-python":
         return Exported(fmt, trl_python(plan, model, notes), "text/x-python", "train.py", tuple(notes))
     if fmt == "axolotl":
@@ -66,7 +112,8 @@ def _notes(plan: Plan, fmt: str, model_id: str | None) -> list[str]:
     out = []
     if model_id is None:
         out.append("the plan names its model by an inline config.json: set the model path or Hub id")
-    if plan.method == "qlora" and plan.prepare_kbit is False and fmt in ("trl", "trl-python", "axolotl"):
+    prepares = fmt == "axolotl" or plan.objective in ("sft", "orpo", "simpo")
+    if plan.method == "qlora" and plan.prepare_kbit is False and fmt in ("trl", "trl-python", "axolotl") and prepares:
         out.append("prepare_kbit false: these trainers always run prepare_model_for_kbit_training on a quantized "
                    "model (the fp32 upcast the plan leaves out)")  # fmt: skip
     if fmt == "axolotl" and plan.mixed_precision:
@@ -79,6 +126,74 @@ def _notes(plan: Plan, fmt: str, model_id: str | None) -> list[str]:
                    "accelerate.yaml (tuneplan export --format accelerate)")  # fmt: skip
     if plan.sharding == "ddp" and fmt == "deepspeed":
         out.append("the plan shards nothing (ddp): ZeRO stage 0")
+    return out
+
+
+def _objective_notes(plan: Plan, fmt: str) -> list[str]:
+    """What the objective needs said in ``fmt``: how to run it, and what the format cannot express (nothing for SFT,
+    whose exports are as they always were)."""
+    o = plan.objective
+    if o == "sft":
+        return []
+    t = TRL_OBJECTIVES[o]
+    out = []
+    if fmt in ("accelerate", "deepspeed"):
+        out.append(f"objective {o}: this launcher config is the same for every objective; the trainer's config sets "
+                   "it (tuneplan export --format trl, trl-python or axolotl)")  # fmt: skip
+    if fmt == "trl" and t.command:
+        out.append(f"objective {o}: run with trl {t.command} --config {t.command}.yaml (TRL's {t.config})")
+    elif fmt == "trl":
+        out.append(f"objective {o}: TRL 1.16 has no 'trl {o}' command; these are {t.module}.{t.config}'s keys, read "
+                   f"with TrlParser((ScriptArguments, {t.config}, ModelConfig)); or run the script of tuneplan "
+                   "export --format trl-python")  # fmt: skip
+    if fmt in ("trl", "trl-python", "axolotl"):
+        out.append(f"objective {o}: the trainer reads {t.dataset}")
+    if fmt in ("trl", "trl-python") and plan.method == "qlora" and plan.upcast_non_quantized and o in (
+            "dpo", "kto", "grpo", "reward"):  # fmt: skip
+        out.append(f"TRL's {t.trainer} does not run prepare_model_for_kbit_training (it casts the adapters to bf16): "
+                   "the plan counts that fp32 upcast, so it errs high for this run; set prepare_kbit false to plan "
+                   "the run as exported")  # fmt: skip
+    if fmt in ("trl", "trl-python") and o in ("orpo", "simpo") and plan.num_gpus > 1:
+        out.append(f"{t.trainer} loads the model with device_map 'auto' (all visible GPUs in each process) unless "
+                   "model_init_kwargs names one: with several processes give each its own GPU (device_map {'': "
+                   "local rank})")  # fmt: skip
+    if o == "grpo":
+        out += _grpo_notes(plan, fmt)
+    if fmt == "axolotl":
+        out += _axolotl_objective_notes(plan)
+    return out
+
+
+def _grpo_notes(plan: Plan, fmt: str) -> list[str]:
+    out = []
+    if fmt in ("trl", "trl-python"):
+        out.append(f"grpo: seq_len {plan.seq_len} is the prompt's length: TRL 1.16's GRPOConfig has no "
+                   "max_prompt_length, so keep the dataset's prompts within it")  # fmt: skip
+        out.append(f"grpo: reward_funcs {GRPO_REWARD} is a placeholder for your reward functions (a reward model "
+                   "would add its own memory, which the plan does not count)")  # fmt: skip
+    if plan.vllm_mode == "server" and fmt != "deepspeed":
+        out.append("grpo: vllm_mode server generates on other GPUs: start trl vllm-serve --model <the model> there "
+                   "first; this config's GPUs train only")  # fmt: skip
+    return out
+
+
+def _axolotl_objective_notes(plan: Plan) -> list[str]:
+    o = plan.objective
+    out = []
+    if o == "kto" and plan.precompute_ref_log_probs:
+        out.append("kto: axolotl passes precompute_ref_log_probs to DPO only: its KTO holds and runs the reference, "
+                   "which this plan leaves out (plan it with precompute_ref_log_probs false)")  # fmt: skip
+    if o == "grpo":
+        out.append("grpo: axolotl neither truncates nor filters prompts by sequence_len (the plan's prompt length): "
+                   "keep the dataset's prompts within it")  # fmt: skip
+        out.append("grpo: trl.reward_funcs rewards.reward_func and the dataset type rewards.prompt_transform are "
+                   "placeholders for your rewards.py, as axolotl's GRPO guide writes it")  # fmt: skip
+        if plan.num_generations < 2:
+            out.append("grpo: axolotl refuses num_generations below 2")
+    if plan.sharding == "fsdp" and plan.num_gpus > 1 and plan.quantized and o in ("dpo", "kto", "orpo"):
+        out.append(f"axolotl refuses FSDP2 with a 4/8-bit base for rl {o}: use DeepSpeed (sharding zero*)")
+    out.append("axolotl's rl keys are held to its config schema (axolotl.utils.schemas) as read from its source; "
+               "axolotl itself was not run on this file")  # fmt: skip
     return out
 
 
@@ -102,7 +217,8 @@ def _length(plan: Plan) -> dict[str, Any]:
 
 
 def trl_config(plan: Plan, model: str) -> dict[str, Any]:
-    """Flat keys of ``trl sft --config``: TRL's ``ModelConfig``, ``SFTConfig`` and ``ScriptArguments``."""
+    """Flat keys of ``trl <command> --config``: TRL's ``ModelConfig``, the objective's config (``SFTConfig``,
+    ``DPOConfig``, ...) and ``ScriptArguments`` (GRPO's ``GRPOScriptArguments``)."""
     dtype, bf16, fp16 = _dtype_flags(plan)
     out: dict[str, Any] = {"model_name_or_path": model, "dtype": dtype, "attn_implementation": plan.attn_implementation}
     if plan.adapters:
@@ -111,6 +227,8 @@ def trl_config(plan: Plan, model: str) -> dict[str, Any]:
                 "use_dora": plan.use_dora}  # fmt: skip
         if plan.modules_to_save:
             out["lora_modules_to_save"] = list(plan.modules_to_save)
+        if plan.objective == "reward":
+            out["lora_task_type"] = "SEQ_CLS"  # the score head, kept trainable by PEFT (modules_to_save)
     if plan.quantized and plan.quant_type == "int8":
         out["load_in_8bit"] = True
     elif plan.quantized:
@@ -118,35 +236,73 @@ def trl_config(plan: Plan, model: str) -> dict[str, Any]:
         if plan.quant_storage != "uint8":
             out["bnb_4bit_quant_storage"] = plan.quant_storage
     out |= {"dataset_name": DATASET, "output_dir": OUTPUT_DIR, "per_device_train_batch_size": plan.batch_size,
-            "gradient_accumulation_steps": plan.grad_accum_steps, "max_length": plan.seq_len,
-            "packing": False, "activation_checkpointing": plan.gradient_checkpointing,
+            "gradient_accumulation_steps": plan.grad_accum_steps, **_trl_objective(plan),
+            "activation_checkpointing": plan.gradient_checkpointing,
             "activation_checkpointing_kwargs": {"use_reentrant": False}, "optim": plan.optimizer,
-            "learning_rate": LEARNING_RATE, "bf16": bf16, "fp16": fp16, **_length(plan)}  # fmt: skip
+            "learning_rate": TRL_OBJECTIVES[plan.objective].learning_rate, "bf16": bf16, "fp16": fp16,
+            **_length(plan)}  # fmt: skip
+    return out
+
+
+def _trl_objective(plan: Plan) -> dict[str, Any]:
+    """The objective's own keys in its TRL config: the row length (``max_length``: prompt + completion) or, for
+    GRPO, the generation (TRL 1.16's GRPOConfig has no prompt length), and what holds a reference model."""
+    o = plan.objective
+    if o == "sft":
+        return {"max_length": plan.seq_len, "packing": False}
+    if o in ("dpo", "kto"):
+        return {"max_length": plan.seq_len, "precompute_ref_log_probs": plan.precompute_ref_log_probs}
+    if o == "simpo":
+        return {"max_length": plan.seq_len, "loss_type": "simpo", "cpo_alpha": 0.0}
+    if o in ("orpo", "reward"):
+        return {"max_length": plan.seq_len}
+    out: dict[str, Any] = {"reward_funcs": [GRPO_REWARD], "num_generations": plan.num_generations,
+                           "max_completion_length": plan.max_completion_length, "beta": plan.beta,
+                           "use_vllm": plan.vllm_mode != "none"}  # fmt: skip
+    if plan.vllm_mode != "none":
+        out["vllm_mode"] = plan.vllm_mode
+    if plan.vllm_mode == "colocate":
+        out["vllm_gpu_memory_utilization"] = plan.vllm_gpu_memory_utilization
     return out
 
 
 def trl_python(plan: Plan, model: str, notes: list[str]) -> str:
-    """A script: ``BitsAndBytesConfig`` + ``LoraConfig`` + ``SFTConfig`` built at import, training in ``main()``."""
+    """A script: ``BitsAndBytesConfig`` + ``LoraConfig`` + the objective's config built at import, training in
+    ``main()``."""
+    t = TRL_OBJECTIVES[plan.objective]
     dtype = _dtype_flags(plan)[0]
-    t = trl_config(plan, model)
-    args = {k: t[k] for k in ("output_dir", "per_device_train_batch_size", "gradient_accumulation_steps",
-                              "max_length", "packing", "activation_checkpointing", "activation_checkpointing_kwargs",
-                              "optim", "learning_rate", "bf16", "fp16")} | _length(plan)  # fmt: skip
+    c = trl_config(plan, model)
+    keys = (
+        "output_dir",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        *_trl_objective(plan),
+        "activation_checkpointing",
+        "activation_checkpointing_kwargs",
+        "optim",
+        "learning_rate",
+        "bf16",
+        "fp16",
+    )
+    args = {k: c[k] for k in keys if k != "reward_funcs"} | _length(plan)  # fmt: skip
     lines = [f'"""Fine-tune {model} as tuneplan planned it; run: python train.py (set DATASET first)."""', ""]
     lines += [f"# {n}" for n in notes] + ["import torch", "from datasets import load_dataset"]
     lines += ["from peft import LoraConfig"] if plan.adapters else []
     lines += ["from transformers import BitsAndBytesConfig"] if plan.quantized else []
-    lines += ["from trl import SFTConfig, SFTTrainer", "", f"MODEL = {model!r}", f"DATASET = {DATASET!r}", ""]
+    lines += [f"from {t.module} import {t.config}, {t.trainer}"]
+    lines += [f"from trl.rewards import {GRPO_REWARD}"] if plan.objective == "grpo" else []
+    lines += ["", f"MODEL = {model!r}", f"DATASET = {DATASET!r}", ""]
     init = [f'"dtype": torch.{dtype}', f'"attn_implementation": {plan.attn_implementation!r}']
     if plan.quantized:
         lines.append(f"bnb_config = BitsAndBytesConfig({_bnb_args(plan)})")
         init.append('"quantization_config": bnb_config')
     lines.append(f"peft_config = {_lora_python(plan)}")
-    lines.append("training_args = SFTConfig(")
+    lines.append(f"training_args = {t.config}(")
     lines += [f"    {k}={v!r}," for k, v in args.items()] + [f"    model_init_kwargs={{{', '.join(init)}}},", ")"]
+    rewards = f"reward_funcs=[{GRPO_REWARD}], " if plan.objective == "grpo" else ""
     lines += ["", "", "def main() -> None:", "    dataset = load_dataset(DATASET, split='train')",
-              "    trainer = SFTTrainer(",
-              "        model=MODEL, args=training_args, train_dataset=dataset, peft_config=peft_config",
+              f"    trainer = {t.trainer}(",
+              f"        model=MODEL, {rewards}args=training_args, train_dataset=dataset, peft_config=peft_config",
               "    )", "    trainer.train()", "", "", 'if __name__ == "__main__":', "    main()", ""]  # fmt: skip
     return "\n".join(lines)
 
@@ -163,14 +319,16 @@ def _lora_python(plan: Plan) -> str:
     if not plan.adapters:
         return "None  # full fine-tuning: every weight trains"
     saved = f", modules_to_save={list(plan.modules_to_save)!r}" if plan.modules_to_save else ""
+    task = "SEQ_CLS" if plan.objective == "reward" else "CAUSAL_LM"  # reward: the score head trains (modules_to_save)
     return (f"LoraConfig(r={plan.lora_r}, lora_alpha={plan.lora_alpha!r}, lora_dropout={plan.lora_dropout!r}, "
-            f"target_modules={_targets(plan)!r}, use_dora={plan.use_dora}, bias='none', task_type='CAUSAL_LM'"
+            f"target_modules={_targets(plan)!r}, use_dora={plan.use_dora}, bias='none', task_type={task!r}"
             f"{saved})")  # fmt: skip
 
 
 def axolotl_config(plan: Plan, model: str) -> dict[str, Any]:
-    """axolotl's YAML keys: non-AMP ``bfloat16``/``float16`` load the weights in 16 bits without autocast."""
-    out: dict[str, Any] = {"base_model": model}
+    """axolotl's YAML keys: non-AMP ``bfloat16``/``float16`` load the weights in 16 bits without autocast; the
+    objective as ``rl:`` (or ``reward_model: true``) with its keys (``_axolotl_objective``)."""
+    out: dict[str, Any] = {"base_model": model} | _axolotl_objective(plan)
     if plan.adapters:
         out["adapter"] = "qlora" if plan.quantized and plan.quant_type != "int8" else "lora"
         if plan.quantized and plan.quant_type == "int8":
@@ -198,9 +356,11 @@ def axolotl_config(plan: Plan, model: str) -> dict[str, Any]:
     epochs = {"num_epochs": plan.epochs} if not plan.train_tokens else {"max_steps": _length(plan)["max_steps"]}
     out |= {"sequence_len": plan.seq_len, "micro_batch_size": plan.batch_size,
             "gradient_accumulation_steps": plan.grad_accum_steps, **epochs,
-            "optimizer": AXOLOTL_OPTIM.get(plan.optimizer, plan.optimizer), "learning_rate": LEARNING_RATE,
+            "optimizer": AXOLOTL_OPTIM.get(plan.optimizer, plan.optimizer),
+            "learning_rate": TRL_OBJECTIVES[plan.objective].learning_rate,
             "gradient_checkpointing": plan.gradient_checkpointing, AXOLOTL_ATTENTION[plan.attn_implementation]: True,
-            "datasets": [{"path": DATASET, "type": "alpaca"}], "output_dir": OUTPUT_DIR}  # fmt: skip
+            "datasets": [{"path": DATASET, "type": AXOLOTL_DATASETS[plan.objective]}],
+            "output_dir": OUTPUT_DIR}  # fmt: skip
     if plan.sharding.startswith("zero"):
         out["deepspeed"] = "ds_config.json"  # tuneplan export --format deepspeed
     elif plan.sharding == "fsdp" and plan.num_gpus > 1:
@@ -211,6 +371,34 @@ def axolotl_config(plan: Plan, model: str) -> dict[str, Any]:
             mesh = fsdp["parallelism_config"]
             out["dp_shard_size"] = mesh["parallelism_config_dp_shard_size"]
             out["dp_replicate_size"] = mesh["parallelism_config_dp_replicate_size"]
+    return out
+
+
+def _axolotl_objective(plan: Plan) -> dict[str, Any]:
+    """axolotl's keys for the objective (``axolotl.utils.schemas.config`` and ``.trl``, and how
+    ``axolotl.core.builders.rl`` passes them to TRL): ``rl`` (dpo, kto, orpo, simpo, grpo), ``reward_model: true``
+    (an ``AutoModelForSequenceClassification`` with one label), DPO's ``precompute_ref_log_probs``, SimPO's
+    ``cpo_alpha`` 0 (CPOConfig's default 1.0 adds the chosen NLL), GRPO's ``trl:`` section and ``vllm:`` share."""
+    o = plan.objective
+    if o == "sft":
+        return {}
+    if o == "reward":
+        return {"reward_model": True, "model_type": "AutoModelForSequenceClassification", "num_labels": 1}
+    out: dict[str, Any] = {"rl": o, "remove_unused_columns": False}
+    if o == "dpo":
+        out["precompute_ref_log_probs"] = plan.precompute_ref_log_probs
+    elif o == "simpo":
+        out |= {"cpo_alpha": 0.0, "simpo_gamma": 0.5}  # simpo_gamma: CPOConfig's default (axolotl passes None)
+    elif o == "grpo":
+        trl: dict[str, Any] = {"beta": plan.beta, "num_generations": plan.num_generations,
+                               "max_completion_length": plan.max_completion_length,
+                               "reward_funcs": ["rewards.reward_func"],
+                               "use_vllm": plan.vllm_mode != "none"}  # fmt: skip
+        if plan.vllm_mode != "none":
+            trl["vllm_mode"] = plan.vllm_mode
+        out["trl"] = trl
+        if plan.vllm_mode == "colocate":
+            out["vllm"] = {"gpu_memory_utilization": plan.vllm_gpu_memory_utilization}
     return out
 
 

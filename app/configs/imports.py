@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from app.errors import InvalidRequest
-from estimator import Plan
+from estimator import OBJECTIVES, Plan
 
 IMPORT_FORMATS: tuple[str, ...] = ("axolotl", "trl")
 MAX_IMPORT_BYTES = 256 * 1024
@@ -122,17 +122,25 @@ def detect(data: Mapping[str, Any], origin: str) -> str:
     )
 
 
-def import_config(text: str, fmt: str | None = None, origin: str = "the config") -> Imported:
-    """The plan an axolotl or TRL config stands for (``fmt`` None: told apart by their keys)."""
+def import_config(
+    text: str, fmt: str | None = None, origin: str = "the config", objective: str | None = None
+) -> Imported:
+    """The plan an axolotl or TRL config stands for (``fmt`` None: told apart by their keys). ``objective``: the TRL
+    command the file is for (``trl dpo --config``: dpo); None: axolotl's ``rl:`` / ``reward_model``, or for TRL the
+    file's name (``dpo.yaml``), else the objective whose config alone has the file's keys, else sft."""
     data = parse_text(text, origin)
     if fmt is not None and fmt not in IMPORT_FORMATS:
         raise InvalidRequest(f"format {fmt!r} cannot be imported; one of {', '.join(IMPORT_FORMATS)}")
+    if objective is not None and objective not in OBJECTIVES:
+        raise InvalidRequest(f"objective {objective!r} is not planned; one of {', '.join(OBJECTIVES)}")
     fmt = fmt or detect(data, origin)
     r = _Reader(data, origin)
     if fmt == "axolotl":
         _axolotl(r)
+        _axolotl_objective(r, objective)
     else:
         _trl(r)
+        _trl_objective(r, objective or _trl_objective_of(data, origin))
     plan = Plan.from_dict(r.fields)
     return Imported(fmt, plan, r.mapped, r.ignored(), r.notes)
 
@@ -339,3 +347,167 @@ def _trl_training(r: _Reader) -> None:
             "grad_accum_steps", 1)  # fmt: skip
         r.mapped["max_steps"] = "train_tokens"
     r.fields.setdefault("batch_size", 8)  # TrainingArguments' default per_device_train_batch_size
+
+
+# keys only one objective's TRL config (or script arguments) has: a file with them is for that objective
+TRL_OBJECTIVE_KEYS: dict[str, tuple[str, ...]] = {
+    "grpo": ("num_generations", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "reward_funcs",
+             "reward_model_name_or_path", "steps_per_generation", "generation_batch_size"),
+    "kto": ("desirable_weight", "undesirable_weight"),
+    "simpo": ("cpo_alpha", "simpo_gamma"),
+    "reward": ("center_rewards_coefficient",),
+    "dpo": ("f_divergence_type", "use_weighting", "loss_weights", "ld_alpha", "discopop_tau"),
+    "sft": ("packing", "dataset_text_field", "completion_only_loss", "assistant_only_loss", "packing_strategy"),
+}  # fmt: skip
+TRL_COMMANDS = {"sft": "sft", "dpo": "dpo", "kto": "kto", "reward": "reward", "grpo": "grpo", "orpo": "orpo",
+                "simpo": "simpo", "cpo": "simpo"}  # fmt: skip
+"""File names (``dpo.yaml``) that say the objective: TRL's commands, and the experimental configs' names."""
+
+
+def _trl_objective_of(data: Mapping[str, Any], origin: str) -> str:
+    """The objective of a TRL file that does not name its command: its file name, else its keys, else sft."""
+    stem = re.sub(r"\.(ya?ml|json)$", "", origin.replace("\\", "/").rsplit("/", 1)[-1].lower())
+    if stem in TRL_COMMANDS:
+        return TRL_COMMANDS[stem]
+    found = {o for o, keys in TRL_OBJECTIVE_KEYS.items() if any(k in data for k in keys)}
+    if data.get("loss_type") == "simpo":
+        found.add("simpo")
+    if data.get("lora_task_type") == "SEQ_CLS":
+        found.add("reward")
+    if "precompute_ref_log_probs" in data and not found & {"kto", "dpo"}:
+        found.add("dpo")  # DPO's or KTO's; KTO's files have its weights
+    if len(found) > 1:
+        raise InvalidRequest(f"{origin} has keys of TRL's {' and '.join(sorted(found))} configs: name the objective "
+                             "(the trl command the file is for)")  # fmt: skip
+    return found.pop() if found else "sft"
+
+
+def _trl_objective(r: _Reader, objective: str) -> None:
+    """The objective and its fields from a TRL config (``DPOConfig``, ``GRPOConfig``, ...), with TRL's defaults."""
+    d = r.data
+    if objective == "sft":
+        return
+    r.fields["objective"] = objective
+    r.notes.append(f"objective {objective} (TRL's {_TRL_CONFIG[objective]})")
+    if "lora_task_type" in d:
+        r.mapped["lora_task_type"] = "objective"
+    _dropout_note(r, objective, d.get("disable_dropout"))
+    if objective in ("dpo", "kto"):
+        r.take("precompute_ref_log_probs", "precompute_ref_log_probs", bool)
+    if objective == "simpo":
+        if d.get("loss_type", "sigmoid") != "simpo":
+            raise InvalidRequest(f"{r.origin}: CPO's loss_type {d.get('loss_type', 'sigmoid')!r} is not planned; "
+                                 "SimPO is loss_type: simpo")  # fmt: skip
+        r.mapped["loss_type"] = "objective"
+        _cpo_alpha(r, d.get("cpo_alpha", 1.0), "cpo_alpha")
+    if objective == "grpo":
+        r.take("num_generations", "num_generations", int)
+        r.take("max_completion_length", "max_completion_length", int)
+        r.take("beta", "beta", (int, float))
+        _vllm(r, d.get("use_vllm"), d.get("vllm_mode", "colocate"), "use_vllm")
+        r.take("vllm_gpu_memory_utilization", "vllm_gpu_memory_utilization", (int, float))
+        _generation_batch(r, d)
+        if "seq_len" not in r.mapped.values():
+            r.fields["seq_len"] = 512
+            r.notes.append("grpo: seq_len is the prompt's length, which TRL 1.16's GRPOConfig does not set (no "
+                           "max_prompt_length): planned as 512, set it to your prompts' length")  # fmt: skip
+
+
+_TRL_CONFIG = {"dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig", "grpo": "GRPOConfig",
+               "orpo": "experimental ORPOConfig", "simpo": "experimental CPOConfig, loss_type simpo"}  # fmt: skip
+
+
+def _dropout_note(r: _Reader, objective: str, disable: Any) -> None:
+    """TRL's disable_dropout (True but for GRPO) is what the plan counts; a file that says otherwise gets a note."""
+    default = objective != "grpo"
+    if disable is None or bool(disable) is default:
+        if disable is not None:
+            r.mapped["disable_dropout"] = "lora_dropout"
+        return
+    r.mapped["disable_dropout"] = "lora_dropout"
+    if default:
+        r.notes.append(f"disable_dropout false: the plan counts TRL's default for {objective} (dropout off), so "
+                       "LoRA's dropout copies are not counted: the estimate errs low")  # fmt: skip
+    else:
+        r.notes.append("disable_dropout true: the plan counts GRPO's default (dropout on): the estimate errs high")
+
+
+def _cpo_alpha(r: _Reader, alpha: Any, key: str) -> None:
+    if alpha != 0:
+        r.notes.append(f"{key} {alpha} (CPOConfig's default 1.0 when unset) adds the chosen answers' NLL to SimPO's "
+                       "loss, which the plan (SimPO: cpo_alpha 0) does not count: set it to 0")  # fmt: skip
+    if key in r.data:
+        r.mapped[key] = "objective"
+
+
+def _vllm(r: _Reader, use: Any, mode: Any, key: str | None) -> None:
+    """``use_vllm`` and ``vllm_mode`` (TRL's default colocate) as the plan's ``vllm_mode``; ``key``: the file's key
+    for ``use_vllm`` (None: inside axolotl's ``trl:`` section)."""
+    if not use:
+        r.fields["vllm_mode"] = "none"
+    elif mode in ("colocate", "server"):
+        r.fields["vllm_mode"] = mode
+    else:
+        raise InvalidRequest(f"{r.origin}: vllm_mode {mode!r} is not planned; use colocate or server")
+    if key is None:
+        return
+    r.mapped |= {k: "vllm_mode" for k in (key, "vllm_mode") if k in r.data}
+
+
+def _generation_batch(r: _Reader, d: Mapping[str, Any]) -> None:
+    for key in ("steps_per_generation", "generation_batch_size"):
+        if d.get(key) is not None:
+            r.notes.append(f"grpo: {key} {d[key]} is not planned: the plan generates batch_size × grad_accum_steps "
+                           "completions at once (TRL's default)")  # fmt: skip
+
+
+def _axolotl_objective(r: _Reader, objective: str | None) -> None:
+    """axolotl's ``rl:`` (dpo, ipo, kto, orpo, simpo, grpo, gdpo) or ``reward_model: true``, and their keys."""
+    d = r.data
+    rl = d.get("rl")
+    if d.get("process_reward_model"):
+        raise InvalidRequest(f"{r.origin}: process_reward_model (a token-classification model) is not planned")
+    if rl is None and d.get("reward_model"):
+        rl = "reward"
+        r.mapped |= {k: "objective" for k in ("reward_model", "model_type", "num_labels") if k in d}
+    elif rl is not None:
+        r.mapped["rl"] = "objective"
+    if rl in ("ipo", "gdpo"):
+        r.notes.append(f"rl {rl} is planned as {'dpo' if rl == 'ipo' else 'grpo'}: the same step, another loss")
+        rl = "dpo" if rl == "ipo" else "grpo"
+    if rl is not None and rl not in OBJECTIVES:
+        raise InvalidRequest(f"{r.origin}: rl {rl!r} is not planned; use dpo, ipo, kto, orpo, simpo, grpo or gdpo, "
+                             "or reward_model: true")  # fmt: skip
+    if objective is not None and rl is not None and objective != rl:
+        raise InvalidRequest(f"{r.origin}: the file says {rl}, not {objective}")
+    o = rl or objective or "sft"
+    if o == "sft":
+        return
+    r.fields["objective"] = o
+    section = d.get("trl")
+    trl: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
+    if o == "dpo":
+        r.take("precompute_ref_log_probs", "precompute_ref_log_probs", bool)
+    if o == "kto" and d.get("precompute_ref_log_probs"):
+        r.notes.append("precompute_ref_log_probs: axolotl passes it to DPO only; its KTO holds and runs the "
+                       "reference, as planned here")  # fmt: skip
+        r.mapped["precompute_ref_log_probs"] = "objective"
+    if o == "simpo":
+        _cpo_alpha(r, d.get("cpo_alpha", 1.0), "cpo_alpha")
+    if o == "grpo":
+        for key in ("num_generations", "max_completion_length"):
+            if isinstance(trl.get(key), int) and not isinstance(trl[key], bool):
+                r.fields[key] = trl[key]
+        beta = trl.get("beta", d.get("rl_beta"))
+        if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+            r.fields["beta"] = beta
+            r.mapped["rl_beta" if "beta" not in trl else "trl"] = "beta"
+        _vllm(r, trl.get("use_vllm"), trl.get("vllm_mode") or "colocate", None)
+        _generation_batch(r, trl)
+        if trl:
+            r.mapped["trl"] = "num_generations, max_completion_length, beta, vllm_mode"
+        vllm = d.get("vllm")
+        share = vllm.get("gpu_memory_utilization") if isinstance(vllm, Mapping) else None
+        if r.fields.get("vllm_mode") == "colocate" and isinstance(share, (int, float)):
+            r.fields["vllm_gpu_memory_utilization"] = share
+            r.mapped["vllm"] = "vllm_gpu_memory_utilization"

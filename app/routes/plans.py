@@ -19,7 +19,7 @@ from app.deps import Context, ContextDep
 from app.lanes import resolve_plan
 from app.routes.api import ERRORS, json_response
 from app.schemas import PlanBody, PlanQuery
-from estimator import COUNTS, Plan, default_prices
+from estimator import COUNTS, OBJECTIVES, Plan, default_prices
 
 assert COUNTS == (1, 2, 4, 8)  # as the rent routes' docs say
 
@@ -27,6 +27,8 @@ router = APIRouter()
 
 ExportFormat = Literal["trl", "trl-python", "axolotl", "accelerate", "deepspeed"]
 ImportFormat = Literal["axolotl", "trl"]
+ImportObjective = Literal["sft", "dpo", "orpo", "simpo", "kto", "reward", "grpo"]
+assert set(OBJECTIVES) == set(ImportObjective.__args__)  # type: ignore[attr-defined]
 assert set(FORMATS) == set(ExportFormat.__args__) and set(IMPORT_FORMATS) == set(ImportFormat.__args__)  # type: ignore[attr-defined]
 
 
@@ -40,6 +42,11 @@ class ImportBody(BaseModel):
 
     text: str = Field(max_length=MAX_IMPORT_BYTES, description="the file's contents: axolotl YAML or TRL YAML/JSON")
     format: ImportFormat | None = Field(None, description="axolotl or trl; default: told apart by the keys")
+    objective: ImportObjective | None = Field(
+        None,
+        description="the objective (the trl command) the file is for; default: axolotl's rl: or reward_model, or "
+        "the keys only one TRL objective's config has, else sft",
+    )
 
 
 async def _rent(ctx: Context, plan: Plan) -> Response:
@@ -94,8 +101,8 @@ async def _export(ctx: Context, plan: Plan, fmt: str) -> Response:
 EXPORT_SUMMARY = "A plan as ready-to-run training configuration"
 EXPORT_OK: dict[int | str, dict[str, Any]] = {
     200: {"description": "``{format, filename, media_type, text, notes}``: ``text`` is the file (TRL YAML for "
-          "`trl sft --config` or a Python script, axolotl YAML, accelerate YAML, DeepSpeed JSON); ``notes`` say "
-          "what the format cannot express", "content": {"application/json": {}}},
+          "`trl <objective> --config` or a Python script, axolotl YAML, accelerate YAML, DeepSpeed JSON); ``notes`` "
+          "say what the format cannot express", "content": {"application/json": {}}},
 }  # fmt: skip
 EXPORT_RESPONSES = EXPORT_OK | ERRORS
 
@@ -127,5 +134,5 @@ async def get_export(
 async def post_import(body: ImportBody, ctx: ContextDep) -> dict[str, Any]:
     """``{"format", "plan", "mapped", "ignored", "notes"}``: ``mapped`` says which key set which plan field,
     ``ignored`` lists the keys memory does not depend on (accepted, not used)."""
-    imported = await ctx.lanes.cpu(lambda: import_config(body.text, body.format, "the config"))
+    imported = await ctx.lanes.cpu(lambda: import_config(body.text, body.format, "the config", body.objective))
     return imported.to_dict()

@@ -50,6 +50,20 @@ def test_export_then_import_round_trip(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["zero_optimization"]["stage"] == 0
 
 
+def test_an_objective_exports_and_imports_through_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "dpo.yaml"
+    r = _run("export", "llama-3.1-8b", "--objective", "dpo", "--format", "trl", "--out", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "trl dpo --config dpo.yaml" in r.stderr and "precompute_ref_log_probs" in path.read_text()
+    back = _run("import", str(path))  # the file's name says dpo
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["objective"] == "dpo"
+    path.rename(tmp_path / "run.yaml")
+    named = _run("import", str(tmp_path / "run.yaml"), "--objective", "kto")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout)["objective"] == "kto"
+
+
 def test_bad_input_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("base_model: x/y\nadapter: ia3\n")

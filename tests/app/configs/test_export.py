@@ -233,3 +233,171 @@ def test_every_format_exports_every_plan() -> None:
             assert out.text and out.filename and "path/or/hub-id-of-the-model" in out.text or fmt in (
                 "accelerate", "deepspeed")  # fmt: skip
             assert any("inline config" in n for n in out.notes)
+
+
+# one plan per objective: QLoRA, LoRA (reward's SEQ_CLS adapters), full (DPO's held reference), vLLM colocate
+OBJECTIVE_PLANS = {
+    "dpo": QLORA.replace(objective="dpo", prepare_kbit=False, train_tokens=0),
+    "dpo-full-precomputed": QLORA.replace(method="full", objective="dpo", precompute_ref_log_probs=True),
+    "kto": QLORA.replace(method="lora", objective="kto", optimizer="adamw_torch"),
+    "orpo": QLORA.replace(objective="orpo"),
+    "simpo": QLORA.replace(method="lora", objective="simpo"),
+    "reward": QLORA.replace(method="lora", objective="reward", seq_len=2048),
+    "grpo": QLORA.replace(objective="grpo", seq_len=256, num_generations=4, max_completion_length=128, beta=0.04),
+    "grpo-colocate": QLORA.replace(
+        method="full",
+        objective="grpo",
+        seq_len=256,
+        num_generations=16,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=0.4,
+        optimizer="adamw_torch",
+    ),  # fmt: skip
+    "grpo-server-2gpu": QLORA.replace(method="lora", objective="grpo", seq_len=128, vllm_mode="server", num_gpus=2),
+    "simpo-2gpu": QLORA.replace(method="lora", objective="simpo", num_gpus=2),
+}
+TRL_CLASSES = {"dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig", "grpo": "GRPOConfig",
+               "orpo": "ORPOConfig", "simpo": "CPOConfig"}  # fmt: skip
+
+
+def _trl_parser(objective: str) -> Any:
+    """The parser ``trl <objective>`` builds (its script's ``make_parser``), or, for the experimental ORPO and CPO
+    configs that have no command, ``TrlParser`` over the same dataclasses."""
+    trl = importlib.import_module("trl")
+    if objective in ("dpo", "kto", "reward", "grpo"):
+        return importlib.import_module(f"trl.scripts.{objective}").make_parser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # trl.experimental warns on import that its API may change
+        module = importlib.import_module("trl.experimental.orpo" if objective == "orpo" else "trl.experimental.cpo")
+    config = module.ORPOConfig if objective == "orpo" else module.CPOConfig
+    return trl.TrlParser((trl.ScriptArguments, config, trl.ModelConfig))
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVE_PLANS))
+def test_trl_yaml_of_an_objective_loads_in_its_commands_parser(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    import torch
+
+    utils = importlib.import_module("trl.trainer.utils")
+    plan = OBJECTIVE_PLANS[name]
+    exported = export_plan(plan, "trl", MODEL)
+    command = plan.objective if plan.objective not in ("orpo", "simpo") else None
+    assert exported.filename == f"{plan.objective}.yaml"
+    assert any(f"trl {command} --config" in n for n in exported.notes) if command else any(
+        "has no 'trl" in n for n in exported.notes)  # fmt: skip
+    path = tmp_path / exported.filename
+    path.write_text(exported.text)
+    cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed = _trl_parser(plan.objective).parse_args_and_config(["--config", str(path), *cpu])
+    script, args, model = parsed[:3]
+    assert type(args).__name__ == TRL_CLASSES[plan.objective] and script.dataset_name
+    assert model.model_name_or_path == MODEL and args.per_device_train_batch_size == plan.batch_size
+    assert args.gradient_accumulation_steps == plan.grad_accum_steps
+    assert args.activation_checkpointing is plan.gradient_checkpointing
+    if plan.objective == "grpo":
+        assert (args.num_generations, args.max_completion_length) == (plan.num_generations, plan.max_completion_length)
+        assert args.beta == plan.beta and args.use_vllm is (plan.vllm_mode != "none") and script.reward_funcs
+        if plan.vllm_mode == "colocate":
+            assert args.vllm_mode == "colocate"
+            assert args.vllm_gpu_memory_utilization == plan.vllm_gpu_memory_utilization
+    else:
+        assert args.max_length == plan.seq_len
+    if plan.objective in ("dpo", "kto"):
+        assert args.precompute_ref_log_probs is plan.precompute_ref_log_probs
+    if plan.objective == "simpo":
+        assert (args.loss_type, args.cpo_alpha) == ("simpo", 0.0)
+    assert args.learning_rate == {"reward": 1e-4}.get(plan.objective, 1e-6)  # the config's own default
+    peft = utils.get_peft_config(model)
+    _trl_objects(plan, utils.get_quantization_config(model), peft)
+    if plan.adapters:
+        assert str(peft.task_type).endswith("SEQ_CLS" if plan.objective == "reward" else "CAUSAL_LM")
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVE_PLANS))
+def test_trl_python_script_of_an_objective_builds_its_config(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    plan = OBJECTIVE_PLANS[name]
+    text = export_plan(plan, "trl-python", MODEL).text
+    t = TRL_CLASSES[plan.objective]
+    trainer = t.replace("Config", "Trainer")
+    module_name = {"orpo": "trl.experimental.orpo", "simpo": "trl.experimental.cpo"}.get(plan.objective, "trl")
+    assert f"from {module_name} import {t}, {trainer}" in text and f"trainer = {trainer}(" in text
+    path = tmp_path / "train.py"
+    path.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", module="trl.experimental")  # the experimental API's import warning
+        module = runpy.run_path(str(path), run_name="not_main")
+    args = module["training_args"]
+    assert type(args).__name__ == t and args.per_device_train_batch_size == plan.batch_size
+    if plan.objective == "grpo":
+        assert args.num_generations == plan.num_generations and args.beta == plan.beta
+        assert args.max_completion_length == plan.max_completion_length and callable(module["think_format_reward"])
+    else:
+        assert args.max_length == plan.seq_len
+    if plan.objective == "simpo":
+        assert (args.loss_type, args.cpo_alpha) == ("simpo", 0.0)
+    _trl_objects(plan, args.model_init_kwargs.get("quantization_config"), module["peft_config"])
+    if plan.adapters:
+        assert str(module["peft_config"].task_type).endswith("SEQ_CLS" if plan.objective == "reward" else "CAUSAL_LM")
+
+
+AXOLOTL_RL_KEYS = {"rl", "remove_unused_columns", "precompute_ref_log_probs", "cpo_alpha", "simpo_gamma", "trl",
+                   "vllm", "reward_model", "model_type", "num_labels"}  # fmt: skip
+AXOLOTL_TRL_KEYS = {"beta", "num_generations", "max_completion_length", "reward_funcs", "use_vllm", "vllm_mode"}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVE_PLANS))
+def test_axolotl_yaml_says_the_objective(name: str) -> None:
+    plan = OBJECTIVE_PLANS[name]
+    exported = export_plan(plan, "axolotl", MODEL)
+    data = yaml.safe_load(exported.text)
+    assert set(data) <= AXOLOTL_KEYS | AXOLOTL_RL_KEYS and set(data.get("trl", {})) <= AXOLOTL_TRL_KEYS
+    if plan.objective == "reward":
+        assert data["reward_model"] is True and data["num_labels"] == 1 and "rl" not in data
+    else:
+        assert data["rl"] == plan.objective and data["remove_unused_columns"] is False
+    if plan.objective == "dpo":
+        assert data["precompute_ref_log_probs"] is plan.precompute_ref_log_probs
+    if plan.objective == "simpo":
+        assert data["cpo_alpha"] == 0.0
+    if plan.objective == "grpo":
+        assert data["trl"]["num_generations"] == plan.num_generations and data["trl"]["beta"] == plan.beta
+        assert data["trl"]["max_completion_length"] == plan.max_completion_length
+        assert data.get("vllm", {}).get("gpu_memory_utilization") == (
+            plan.vllm_gpu_memory_utilization if plan.vllm_mode == "colocate" else None)  # fmt: skip
+    assert data["datasets"][0]["type"] != "alpaca" and any("not run on this file" in n for n in exported.notes)
+
+
+def test_launcher_configs_do_not_claim_an_objective() -> None:
+    for plan in OBJECTIVE_PLANS.values():
+        for fmt in ("accelerate", "deepspeed"):
+            out = export_plan(plan, fmt, MODEL)
+            assert "sft" not in out.text.lower() and not any("sft" in n.lower() for n in out.notes)
+            assert any(f"objective {plan.objective}" in n for n in out.notes)
+            sft = export_plan(plan.replace(objective="sft"), fmt, MODEL)
+            assert _body(sft.text) == _body(out.text)  # the same launcher: only the notes differ
+            assert any("trl vllm-serve" in n for n in out.notes) is (plan.vllm_mode == "server" and fmt != "deepspeed")
+        if plan.objective in ("orpo", "simpo"):
+            assert any("device_map 'auto'" in n for n in export_plan(plan, "trl", MODEL).notes) is (plan.num_gpus > 1)
+
+
+def _body(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+
+
+@pytest.mark.parametrize("fmt", ["trl", "axolotl"])
+@pytest.mark.parametrize("name", sorted(OBJECTIVE_PLANS))
+def test_an_objectives_export_reads_back_as_its_plan(name: str, fmt: str) -> None:
+    """The importer takes the objective from axolotl's rl:/reward_model, and from a TRL file's name (dpo.yaml)."""
+    plan = OBJECTIVE_PLANS[name]
+    exported = export_plan(plan, fmt, MODEL)
+    back = import_config(exported.text, fmt, exported.filename).plan
+    assert back.objective == plan.objective
+    ignore = ["mixed_precision"] if fmt == "axolotl" and plan.mixed_precision else []
+    if fmt == "trl" and plan.objective == "grpo":
+        ignore.append("seq_len")  # TRL 1.16's GRPOConfig has no prompt length (said in the export's notes)
+        assert any("max_prompt_length" in n for n in exported.notes)
+    _same(plan, back, *ignore)

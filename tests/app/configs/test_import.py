@@ -127,3 +127,85 @@ def test_values_the_plan_rejects_are_plan_errors() -> None:
         import_config("base_model: x/y\nadapter: lora\nlora_dropout: 2.0\n")
     with pytest.raises(PlanError, match="give exactly one of 'model'"):
         import_config("micro_batch_size: 2\n", "axolotl")
+
+
+AXOLOTL_GRPO = """
+base_model: Qwen/Qwen2.5-1.5B-Instruct
+rl: grpo
+trl:
+  beta: 0.001
+  max_completion_length: 256
+  use_vllm: true
+  vllm_mode: colocate
+  num_generations: 4
+  reward_funcs: ["rewards.rand_reward_func"]
+vllm:
+  gpu_memory_utilization: 0.5
+adapter: lora
+lora_r: 16
+micro_batch_size: 2
+gradient_accumulation_steps: 2
+sequence_len: 512
+"""
+
+
+def test_axolotl_rl_keys_are_the_objective() -> None:
+    got = import_config(AXOLOTL_GRPO)
+    p = got.plan
+    assert (p.objective, p.beta, p.max_completion_length, p.num_generations) == ("grpo", 0.001, 256, 4)
+    assert (p.vllm_mode, p.vllm_gpu_memory_utilization, p.seq_len) == ("colocate", 0.5, 512)
+    assert got.mapped["rl"] == "objective" and got.mapped["vllm"] == "vllm_gpu_memory_utilization"
+    dpo = import_config("base_model: x/y\nrl: dpo\nprecompute_ref_log_probs: true\nremove_unused_columns: false\n")
+    assert (dpo.plan.objective, dpo.plan.precompute_ref_log_probs) == ("dpo", True)
+    assert dpo.ignored == ["remove_unused_columns"]
+    ipo = import_config("base_model: x/y\nrl: ipo\n")
+    assert ipo.plan.objective == "dpo" and any("planned as dpo" in n for n in ipo.notes)
+    kto = import_config("base_model: x/y\nrl: kto\nprecompute_ref_log_probs: true\n")
+    assert (kto.plan.objective, kto.plan.precompute_ref_log_probs) == ("kto", False)  # axolotl: DPO only
+    simpo = import_config("base_model: x/y\nrl: simpo\n")
+    assert simpo.plan.objective == "simpo" and any("cpo_alpha 1.0" in n for n in simpo.notes)
+    reward = import_config("base_model: x/y\nreward_model: true\nnum_labels: 1\n")
+    assert reward.plan.objective == "reward" and reward.mapped["num_labels"] == "objective"
+    assert import_config("base_model: x/y\nrl: orpo\n").plan.objective == "orpo"
+
+
+def test_trl_objective_from_the_file_name_or_its_keys() -> None:
+    text = "model_name_or_path: x/y\nper_device_train_batch_size: 2\nmax_length: 512\n"
+    assert import_config(text, origin="configs/dpo.yaml").plan.objective == "dpo"
+    assert import_config(text, origin="sft.yaml").plan.objective == "sft"
+    assert import_config(text).plan.objective == "sft"  # no key of another objective: TRL's sft
+    assert import_config(text, objective="orpo").plan.objective == "orpo"
+    kto = import_config(text + "desirable_weight: 1.0\nprecompute_ref_log_probs: true\n")
+    assert (kto.plan.objective, kto.plan.precompute_ref_log_probs) == ("kto", True)
+    grpo = import_config(
+        "model_name_or_path: x/y\nper_device_train_batch_size: 4\nnum_generations: 4\nbeta: 0.04\n"
+        "use_vllm: true\nvllm_mode: server\nmax_completion_length: 64\nsteps_per_generation: 2\n"
+    )  # fmt: skip
+    p = grpo.plan
+    assert (p.objective, p.num_generations, p.beta, p.vllm_mode, p.max_completion_length) == (
+        "grpo", 4, 0.04, "server", 64)  # fmt: skip
+    assert p.seq_len == 512 and any("max_prompt_length" in n for n in grpo.notes)
+    assert any("steps_per_generation 2 is not planned" in n for n in grpo.notes)
+    simpo = import_config(text + "loss_type: simpo\ncpo_alpha: 0.0\n")
+    assert simpo.plan.objective == "simpo" and not any("cpo_alpha" in n for n in simpo.notes)
+    reward = import_config(text + "use_peft: true\nlora_task_type: SEQ_CLS\n")
+    assert reward.plan.objective == "reward" and reward.mapped["lora_task_type"] == "objective"
+    loose = import_config(text + "use_peft: true\nlora_dropout: 0.1\ndisable_dropout: false\n", objective="dpo")
+    assert any("errs low" in n for n in loose.notes)
+
+
+@pytest.mark.parametrize(
+    ("text", "objective", "message"),
+    [
+        ("model_name_or_path: x/y\nnum_generations: 4\ndesirable_weight: 1.0\n", None, "grpo and kto configs"),
+        ("model_name_or_path: x/y\ncpo_alpha: 0.0\n", None, "loss_type 'sigmoid' is not planned"),
+        ("model_name_or_path: x/y\n", "ppo", "objective 'ppo' is not planned"),
+        ("base_model: x/y\nrl: ebft\n", None, "rl 'ebft' is not planned"),
+        ("base_model: x/y\nrl: dpo\n", "kto", "says dpo, not kto"),
+        ("base_model: x/y\nprocess_reward_model: true\n", None, "process_reward_model"),
+        ("model_name_or_path: x/y\nuse_vllm: true\nvllm_mode: remote\n", None, "vllm_mode 'remote'"),
+    ],
+)
+def test_an_objective_tuneplan_cannot_plan_says_what_to_fix(text: str, objective: str | None, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        import_config(text, objective=objective)

@@ -98,6 +98,19 @@ def test_import_round_trip(client: TestClient) -> None:
     assert estimated["plan"]["method"] == "qlora"
 
 
+def test_an_objective_round_trips_through_export_and_import(client: TestClient) -> None:
+    plan = PLAN | {"objective": "grpo", "num_generations": 2, "beta": 0.04}
+    exported = client.post("/api/export/axolotl", json=plan).json()
+    assert yaml.safe_load(exported["text"])["rl"] == "grpo"
+    got = client.post("/api/import", json={"text": exported["text"]}).json()["plan"]
+    assert (got["objective"], got["num_generations"], got["beta"]) == ("grpo", 2, 0.04)
+    trl = client.post("/api/export/trl", json=plan | {"objective": "kto"}).json()
+    assert trl["filename"] == "kto.yaml" and any("trl kto --config" in n for n in trl["notes"])
+    named = client.post("/api/import", json={"text": trl["text"], "objective": "kto"}).json()
+    assert named["plan"]["objective"] == "kto"
+    assert "objective" in _detail(client.post("/api/import", json={"text": trl["text"], "objective": "ppo"}), 422)
+
+
 def test_import_errors(client: TestClient) -> None:
     assert "not valid YAML" in _detail(client.post("/api/import", json={"text": "a: [1"}), 422)
     assert "neither an axolotl" in _detail(client.post("/api/import", json={"text": "x: 1"}), 422)
