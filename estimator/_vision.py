@@ -48,6 +48,7 @@ from ._errors import ConfigError
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava",)
+PIXTRAL_VL = ("mistral3",)
 VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
 """Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
@@ -85,6 +86,8 @@ class VisionTower:
         LLaVA)."""
         if self.model_type in SIGLIP_VL:
             return "siglip"
+        if self.model_type in PIXTRAL_VL:
+            return "pixtral"
         return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
@@ -253,7 +256,12 @@ def _frame_patches(tower: VisionTower, size: tuple[int, int] | None, min_pixels:
 def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Patches the vision encoder sees for one image of ``image_size``. Qwen (unset: a square at ``max_pixels``;
     0: the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``. SigLIP: every image is resized
-    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size."""
+    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size. Pixtral:
+    ``estimator._vision_pixtral``."""
+    if tower.kind == "pixtral":
+        from ._vision_pixtral import pixtral_patches
+
+        return pixtral_patches(tower, image_size, max_pixels)
     if tower.kind == "siglip":
         return tower.patches_per_side**2
     return _frame_patches(tower, image_size, MIN_PIXELS, max_pixels or MAX_PIXELS)
@@ -262,7 +270,11 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
 def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Language-model tokens of one image. Qwen: one per merged group of patches, and the two vision delimiters.
     Gemma 3: ``mm_tokens_per_image`` pooled tokens and the 4 the processor puts around them (an upper bound by
-    at most 2 where a newline of the text merges with them)."""
+    at most 2 where a newline of the text merges with them). Pixtral: ``estimator._vision_pixtral``."""
+    if tower.kind == "pixtral":
+        from ._vision_pixtral import pixtral_tokens
+
+        return pixtral_tokens(tower, image_size, max_pixels)
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
     return image_patches(tower, image_size, max_pixels) // (tower.spatial_merge_size**2) + 2

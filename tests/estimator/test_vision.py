@@ -292,3 +292,10 @@ def test_llava_counts_its_tower_and_refuses_images() -> None:
     assert text.to_dict()["params"]["vision"] > 0
     with pytest.raises(PlanError, match="image inputs of llava are not modelled yet"):
         estimate(Plan(config=llava, method="lora", images_per_sample=1))
+
+
+def test_mistral3_counts_its_tower() -> None:
+    """Mistral 3: the Pixtral tower and projector are counted whatever the plan (the weights load either way)."""
+    mistral3 = json.loads((Path(__file__).parents[1] / "fixtures/configs/mistral3.json").read_text())
+    text = estimate(Plan(config=mistral3, method="lora", seq_len=64))
+    assert text.to_dict()["params"]["vision"] > 0
