@@ -49,7 +49,7 @@ QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava",)
 PIXTRAL_VL = ("mistral3",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL)
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *PIXTRAL_VL)
 """Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
