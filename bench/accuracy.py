@@ -786,7 +786,13 @@ def _gaps(
         "both held), the fp32 pixel values and the tower's backward, which runs last (over the larger run; run by "
         "hand, Qwen2.5-VL QLoRA with a 4-frame 448² video measured within 4 KB of the same step with two 448² "
         "images, 2,048 patches each); for Gemma 3 also the two attention masks its bidirectional image tokens make "
-        "transformers build. Real CPU runs (`qwen2*-vl-*`, `gemma3-*`, above) and traced real-size runs (Qwen2-VL-2B "
+        "transformers build. Mistral 3 (Pixtral tower) is read by hand too and its images counted: PixtralProcessor's "
+        "tokens (each image scaled into the longest_edge square, sides rounded up to multiples of 28, an [IMG] per "
+        "merged 2 × 2 patches and an [IMG_BREAK]/[IMG_END] per merged row), and the tower's attention over all of "
+        "the step's images as one sequence through a block-diagonal float mask (patches² in the activation dtype, "
+        "held to the tower's backward; on CUDA a 16-aligned padded copy per layer from torch's code, an upper bound "
+        "not measured on a GPU); CPU runs `mistral3-*` above. Real CPU runs (`qwen2*-vl-*`, `gemma3-*`, above) "
+        "and traced real-size runs (Qwen2-VL-2B "
         "with two images at the processor's cap and Gemma 3 4B with two 896² images here; run by hand with "
         "`trainer.traced`: Qwen2-VL-7B QLoRA with a 448² image at 512 tokens -0.06 %, Qwen2.5-VL-7B QLoRA at the cap "
         "+0.17 %, Gemma 3 4B QLoRA with one image at 512 tokens -0.09 %, Qwen2-VL-2B LoRA with an 8-frame video at "
@@ -797,9 +803,10 @@ def _gaps(
         "text tokens, run by hand) 3.7 % (every tower gradient counted at the tower's first layer). Not modelled: "
         "the video processor's total-pixel budget (`cap_pixels_per_frame`, off by default in transformers 5.24; "
         "`video_frames` are the frames the model sees, after any sampling), Gemma 3's tower with eager attention "
-        "(refused), LLaVA's images (its CLIP tower and projector are read by hand, images are refused), the other "
-        "VLM families (Llama 3.2 Vision, Idefics3/SmolVLM, Mistral 3/Pixtral: their parameters come from "
-        "transformers with the train extra, images and video are refused), the tower on a GPU (its attention "
+        "(refused), Pixtral's tower with eager attention (refused), LLaVA's images (its CLIP tower and projector "
+        "are read by hand, images are refused), the other VLM families (Llama 3.2 Vision, Idefics3/SmolVLM: their "
+        "parameters come from transformers with the train extra, images and video are refused), the tower on a GPU "
+        "(its attention "
         "kernel is not measured: the `UNVERIFIED` band).",
         "",
     ]
