@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import CLIP_VL, IDEFICS_VL, QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, IDEFICS_VL, PIXTRAL_VL, QWEN_VL, VisionTower, vision_tower
+from ._vision_pixtral import pixtral_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
 
@@ -163,6 +164,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
     "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl", "llava",
     "idefics3", "smolvlm",
+    "mistral3",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -195,6 +197,8 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _llava(config, model_type)
     if model_type in IDEFICS_VL:
         return _idefics3(config, model_type)
+    if model_type in PIXTRAL_VL:
+        return _mistral3(config, model_type)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported model types: "
@@ -267,6 +271,35 @@ def _idefics3(config: Mapping[str, Any], model_type: str) -> Architecture:
         "bitsandbytes quantizes the tower's linears and the connector's projection and LoRA's all-linear adapts "
         "them (as transformers and PEFT do); the Conv2d patch embedding and the position embedding stay 16-bit "
         "and are not adapted"
+    )
+    return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
+
+
+MISTRAL3_TEXT_TYPES = ("mistral", "llama")
+"""Language models of Mistral 3 checkpoints the llama-style inventory builds under ``language_model``."""
+
+
+def _mistral3(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """Mistral 3 (``Mistral3ForConditionalGeneration``): the language model of ``text_config`` (``Mistral3Config``'s
+    default: Mistral) and the Pixtral tower and projector (``estimator._vision_pixtral``). The composite's own
+    ``tie_word_embeddings`` decides the tie, ``Mistral3Config``'s default true (the text config's flag is not read:
+    checked on the meta build)."""
+    raw = config.get("text_config")
+    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    text_type = str(text.get("model_type", "mistral"))
+    if text_type not in MISTRAL3_TEXT_TYPES:
+        raise UnsupportedModelError(
+            f"mistral3 with a {text_type!r} language model is not supported; its text_config can be one of: "
+            + ", ".join(MISTRAL3_TEXT_TYPES)
+        )
+    tie = config.get("tie_word_embeddings", True)
+    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
+    tower = pixtral_tower(config)
+    note = (
+        f"{model_type}: the language model ({text_type}) and the Pixtral vision tower ({tower.depth} layers of width "
+        f"{tower.embed_dim}) with its projector (RMSNorm, patch merger, two linears); bitsandbytes quantizes the "
+        "tower's, the merger's and the projector's linears and LoRA's all-linear adapts them (as transformers and "
+        "PEFT do); the Conv2d patch embedding stays 16-bit and is not adapted"
     )
     return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 

@@ -251,6 +251,13 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
             "patches² scores (4096² per head of an 896² image) and their backward would not be counted right, so "
             "an estimate could be low; use attn_implementation 'sdpa'"
         )
+    if plan.images_per_sample and arch.vision is not None and arch.vision.kind == "pixtral":
+        if plan.attn_implementation == "eager":
+            raise PlanError(
+                "images with eager attention are not modelled yet for Mistral 3's Pixtral tower: its heads × "
+                "patches² scores over all of the step's images (one sequence) and their backward would not be "
+                "counted, so an estimate could be low; use attn_implementation 'sdpa'"
+            )
 
 
 def estimate(

@@ -194,6 +194,8 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
         from ._vision_idefics import idefics_tensors
 
         return idefics_tensors(tower)
+    if tower.kind == "pixtral":
+        return _pixtral_tower(tower)
     return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
 
 
@@ -459,3 +461,25 @@ def _falcon(arch: Architecture) -> list[Tensor]:
 _FAMILY = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "falcon": "falcon", "gpt_bigcode": "gpt_bigcode"}
 _BUILDERS = {"llama": _llama_family, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "falcon": _falcon,
              "gpt_bigcode": _gpt2}  # fmt: skip
+
+
+def _pixtral_tower(tower: VisionTower) -> list[Tensor]:
+    """``PixtralVisionModel`` (``model.vision_tower``) and ``Mistral3MultiModalProjector``
+    (``model.multi_modal_projector``), as ``estimator._vision_pixtral`` lists them."""
+    v, e, d, m = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
+    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
+    out = [Tensor(f"{v}.patch_conv.weight", conv, "vision", f"{v}.patch_conv", PARAMETER)]
+    out += _vision_norm(f"{v}.ln_pre", e, False, 1)
+    b = f"{v}.transformer.layers.{{i}}"
+    out += _vision_norm(f"{b}.attention_norm", e, False, d) + _vision_norm(f"{b}.ffn_norm", e, False, d)
+    for name in ("k_proj", "v_proj", "q_proj", "o_proj"):
+        out += _linear(f"{b}.attention.{name}", e, e, "vision", NO_INPUT, False, d)
+    out += _linear(f"{b}.feed_forward.gate_proj", m, e, "vision", NO_INPUT, False, d)
+    out += _linear(f"{b}.feed_forward.up_proj", m, e, "vision", NO_INPUT, False, d)
+    out += _linear(f"{b}.feed_forward.down_proj", e, m, "vision", NO_INPUT, False, d)
+    p, h, bias, k = "model.multi_modal_projector", tower.out_hidden_size, tower.projector_bias, tower.spatial_merge_size
+    out += _vision_norm(f"{p}.norm", e, False, 1)
+    out += _linear(f"{p}.patch_merger.merging_layer", e, e * k * k, "vision", NO_INPUT, False, 1)
+    out += _linear(f"{p}.linear_1", h, e * tower.feature_layers, "vision", NO_INPUT, bias, 1)
+    out += _linear(f"{p}.linear_2", h, h, "vision", NO_INPUT, bias, 1)
+    return out

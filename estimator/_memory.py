@@ -1040,6 +1040,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         from ._vision_idefics import idefics_activations
 
         return idefics_activations(arch, tower, adapters, plan, f)
+    if tower.kind == "pixtral":
+        from ._memory_pixtral import pixtral_activations
+
+        return pixtral_activations(tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1129,6 +1133,10 @@ def siglip_forward(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Fl
         from ._vision_idefics import idefics_forward
 
         return idefics_forward(tower, adapters, plan, f)
+    if tower is not None and tower.kind == "pixtral":
+        from ._memory_pixtral import pixtral_forward
+
+        return pixtral_forward(tower, adapters, plan, f)
     if tower is None or tower.kind != "siglip" or not f.patches or not plan.gradient_checkpointing:
         return 0
     return siglip_block(tower, adapters, f, f.patches)
@@ -1872,10 +1880,16 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             seen.append(f"{shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image)")
         if shape.video_tokens:
             seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
+        around = "four tokens around each image" if f.masks > 1 else "two delimiters each"
+        if arch.vision is not None and arch.vision.kind == "pixtral":
+            from ._memory_pixtral import pixtral_note
+
+            around = "an [IMG_BREAK] after each row of them ([IMG_END] after the last)"
+            notes.append(pixtral_note(plan, f))
         notes.append(
             f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
             f"{' and '.join(seen)}, one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and "
-            f"{'four tokens around each image' if f.masks > 1 else 'two delimiters each'}, and the vision tower's "
+            f"{around}, and the vision tower's "
             "activations are counted (its backward runs last, after the decoder's)"
             + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
         )

@@ -49,7 +49,8 @@ QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava",)
 IDEFICS_VL = ("idefics3", "smolvlm")
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *IDEFICS_VL)
+PIXTRAL_VL = ("mistral3",)
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *IDEFICS_VL, *PIXTRAL_VL)
 """Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
@@ -88,6 +89,8 @@ class VisionTower:
             return "siglip"
         if self.model_type in IDEFICS_VL:
             return "idefics3"
+        if self.model_type in PIXTRAL_VL:
+            return "pixtral"
         return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
@@ -269,7 +272,12 @@ def _frame_patches(tower: VisionTower, size: tuple[int, int] | None, min_pixels:
 def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Patches the vision encoder sees for one image of ``image_size``. Qwen (unset: a square at ``max_pixels``;
     0: the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``. SigLIP: every image is resized
-    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size."""
+    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size. Pixtral:
+    ``estimator._vision_pixtral``."""
+    if tower.kind == "pixtral":
+        from ._vision_pixtral import pixtral_patches
+
+        return pixtral_patches(tower, image_size, max_pixels)
     if tower.kind == "siglip":
         return tower.patches_per_side**2
     if tower.kind == "idefics3":
@@ -282,7 +290,11 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
 def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Language-model tokens of one image. Qwen: one per merged group of patches, and the two vision delimiters.
     Gemma 3: ``mm_tokens_per_image`` pooled tokens and the 4 the processor puts around them (an upper bound by
-    at most 2 where a newline of the text merges with them)."""
+    at most 2 where a newline of the text merges with them). Pixtral: ``estimator._vision_pixtral``."""
+    if tower.kind == "pixtral":
+        from ._vision_pixtral import pixtral_tokens
+
+        return pixtral_tokens(tower, image_size, max_pixels)
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
     if tower.kind == "idefics3":

@@ -169,6 +169,21 @@ IDEFICS3: dict[str, Any] = {
 SMOLVLM: dict[str, Any] = IDEFICS3 | {
     "model_type": "smolvlm", "vision_config": {"model_type": "smolvlm_vision", **_IDEFICS_VISION},
 }  # fmt: skip
+# Mistral 3: a tiny Mistral language model and Pixtral tower (width 128, 2 layers, patch 14, longest edge 224: a
+# 224² image is 256 patches merged 2 × 2 to 64 features, 8 rows of 8 [IMG] and an [IMG_BREAK]/[IMG_END])
+MISTRAL3: dict[str, Any] = {
+    "model_type": "mistral3",
+    "text_config": {
+        "model_type": "mistral", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"}, "head_dim": 64,
+        "max_position_embeddings": 1024, "sliding_window": None, "pad_token_id": 11,
+    },
+    "vision_config": {
+        "model_type": "pixtral", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "head_dim": 32, "image_size": 224, "patch_size": 14,
+    },
+    "image_token_index": 10, "spatial_merge_size": 2, "vision_feature_layer": -1, "multimodal_projector_bias": False,
+    "tie_word_embeddings": False, "pad_token_id": 11, "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
@@ -304,6 +319,12 @@ CPU_CASES: tuple[Case, ...] = (
        batch_size=1),
     _c("smolvlm-full-nogc-wide", SMOLVLM, method="full", gradient_checkpointing=False, images_per_sample=2,
        image_size=(200, 800), seq_len=16, batch_size=2),
+    _c("mistral3-lora-gc-224", MISTRAL3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
+    _c("mistral3-qlora-gc-2img", MISTRAL3, method="qlora", images_per_sample=2, image_size=(300, 200), seq_len=16),
+    _c("mistral3-lora-gc-4x448", MISTRAL3, method="lora", images_per_sample=2, image_size=(448, 448),
+       max_pixels=448 * 448, seq_len=16, batch_size=2),  # 4,096 patches in one sequence: a 32 MiB block mask
+    _c("mistral3-full-nogc-2img", MISTRAL3, method="full", gradient_checkpointing=False, images_per_sample=2,
+       seq_len=16),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

@@ -36,15 +36,25 @@ image_size, image_size) and ``pixel_attention_mask``. Each row holds, per image,
 ``\n<fake_token_around_image><global-img>``, the global image's tokens and ``<fake_token_around_image>`` (the two
 ``\n`` as two tokens, as a tokenizer without a ``\n\n`` merge makes them), then ``seq_len`` random text tokens;
 the special tokens get the last ids of the vocabulary other than the image token's.
+
+On Mistral 3 the images go through transformers' own ``PixtralImageProcessorPil`` with ``longest_edge`` the
+tower's ``image_size`` (the published processor config's; ``max_pixels`` given: ``⌊√max_pixels⌋``) and the patch
+size ``PixtralProcessor`` passes it (``patch_size × spatial_merge_size``): ``pixel_values`` (images, 3, H, W) and
+``image_sizes``. Each row holds, per image, what ``PixtralProcessor.replace_image_token`` expands its placeholder
+to (that method compiled from the installed module's source: the module imports torchvision): per merged row its
+``[IMG]`` tokens and an ``[IMG_BREAK]``, the last one ``[IMG_END]``, then ``seq_len`` random text tokens; the
+``[IMG]`` tokens carry no loss.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -54,7 +64,7 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "idefics3", "smolvlm")
+IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "idefics3", "smolvlm", "mistral3")
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
 
@@ -162,6 +172,8 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         return _gemma3_batch(config, plan, device, seed)
     if model_type in ("idefics3", "smolvlm"):
         return _idefics3_batch(config, plan, device, seed)
+    if model_type == "mistral3":
+        return _mistral3_batch(config, plan, device, seed)
     text = config.get("text_config") or config
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
@@ -275,3 +287,64 @@ def _idefics3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device,
         "pixel_values": out["pixel_values"].to(device),
         "pixel_attention_mask": out["pixel_attention_mask"].to(device),
     }
+
+
+PIXTRAL_TOKENS = {"[IMG]": 10, "[IMG_BREAK]": 12, "[IMG_END]": 13}
+"""The image tokens' ids in the published Mistral 3 / Pixtral tokenizers (``image_token_index`` overrides [IMG])."""
+
+
+@cache
+def pixtral_replace_image_token() -> Callable[..., str]:
+    """``PixtralProcessor.replace_image_token``, compiled from the installed ``processing_pixtral.py`` (the module
+    imports torchvision at its top, through its image processor)."""
+    transformers = stack_module("transformers")
+    path = Path(transformers.__file__).parent / "models" / "pixtral" / "processing_pixtral.py"
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    cls = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == "PixtralProcessor")
+    fns: list[ast.stmt] = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "replace_image_token"]
+    if not fns:
+        raise RuntimeError(f"{path} no longer defines PixtralProcessor.replace_image_token")
+    scope: dict[str, Any] = {}
+    exec(compile(ast.Module(fns, []), str(path), "exec"), scope)
+    fn: Callable[..., str] = scope["replace_image_token"]
+    return fn
+
+
+def pixtral_image_ids(text: str, image_id: int) -> list[int]:
+    """The ids of an expanded image placeholder: each special token is one token of the tokenizer."""
+    ids = dict(PIXTRAL_TOKENS, **{"[IMG]": image_id})
+    pieces = re.findall(r"\[[A-Z_]+\]", text)
+    return [ids[p] for p in pieces]
+
+
+def _mistral3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """Mistral 3's batch (see the module docstring); the defaults are ``Mistral3Config``'s."""
+    proc = stack_module("transformers.models.pixtral.image_processing_pil_pixtral")
+    vision = config.get("vision_config") or {}
+    patch, merge = int(vision.get("patch_size", 14)), int(config.get("spatial_merge_size", 2))
+    edge = math.isqrt(plan.max_pixels) if plan.max_pixels else int(vision.get("image_size", 1540))
+    processor = proc.PixtralImageProcessorPil(size={"longest_edge": edge})
+    gen = torch.Generator().manual_seed(seed)
+    step = {"height": patch * merge, "width": patch * merge}
+    out = processor(images=_images(plan, gen, edge), patch_size=step, return_tensors="pt")
+    expand = pixtral_replace_image_token()
+    fields = {"patch_size": patch, "spatial_merge_size": merge, "image_token": "[IMG]",
+              "image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]"}  # fmt: skip
+    owner = SimpleNamespace(**fields)  # the processor's attributes the method reads
+    image_id = int(config.get("image_token_index", config.get("image_token_id", 10)))
+    vocab = int((config.get("text_config") or {}).get("vocab_size", 131072))
+    specials = torch.tensor([image_id, *PIXTRAL_TOKENS.values()])
+    rows = []
+    for b in range(plan.batch_size):
+        ids: list[int] = []
+        for i in range(plan.images_per_sample):
+            ids += pixtral_image_ids(expand(owner, out, b * plan.images_per_sample + i), image_id)
+        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
+        words[torch.isin(words, specials)] = 0
+        rows.append(ids + words.tolist())
+    input_ids = torch.tensor(rows)
+    labels = input_ids.clone()
+    labels[input_ids == image_id] = -100
+    batch = {"input_ids": input_ids, "labels": labels, "pixel_values": out["pixel_values"],
+             "image_sizes": out["image_sizes"]}  # fmt: skip
+    return {k: v.to(device) for k, v in batch.items()}

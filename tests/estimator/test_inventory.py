@@ -142,6 +142,28 @@ def test_llava_with_another_language_model_is_refused() -> None:
         parse_config(_fixture("llava") | {"text_config": {"model_type": "gpt2"}})
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"vision_feature_layer": [-1, -3], "multimodal_projector_bias": True, "spatial_merge_size": 1},
+     {"tie_word_embeddings": None},
+     {"text_config": {"model_type": "llama", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}}],
+    ids=["two_feature_layers_bias_no_merge", "tied_by_default", "llama_text"],
+)  # fmt: skip
+def test_mistral3_variants(change: dict[str, Any]) -> None:
+    """Mistral 3: the merger's input is E × merge², linear_1's E × the feature layers; the composite's own tie flag
+    (``Mistral3Config``'s default: tied) decides the tie."""
+    cfg = {k: v for k, v in (_fixture("mistral3") | change).items() if v is not None}
+    inv = _check_exact(cfg)
+    assert inv.arch.vision is not None and inv.arch.vision.kind == "pixtral"
+    assert inv.arch.tie_word_embeddings == cfg.get("tie_word_embeddings", True)
+
+
+def test_mistral3_with_another_language_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="mistral3 with a 'qwen2' language model is not supported"):
+        parse_config(_fixture("mistral3") | {"text_config": {"model_type": "qwen2"}})
+
+
 def test_gemma3_nested_text_config() -> None:
     cfg = _fixture("gemma3")
     inv = _check_exact(cfg)  # Gemma3ForConditionalGeneration: the text model, the SigLIP tower and the projector

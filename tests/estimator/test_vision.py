@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from estimator import Plan, PlanError, catalog, estimate
-from trainer.accuracy import GEMMA3, QWEN2_5_VL, QWEN2_VL
+from trainer.accuracy import GEMMA3, MISTRAL3, QWEN2_5_VL, QWEN2_VL
 
 QWEN2_VL_7B = "qwen2-vl-7b-instruct"
 
@@ -335,3 +335,64 @@ def test_idefics3_tower_memory_grows_with_tiles() -> None:
     assert many.memory.phases["vision_backward"] > one.memory.phases["vision_backward"]
     no_gc = estimate(Plan.from_dict(plan | {"image_size": (64, 64), "gradient_checkpointing": False}))
     assert no_gc.memory.phases["vision_backward"] > many.memory.phases["vision_backward"]
+
+
+def test_mistral3_counts_its_tower() -> None:
+    """Mistral 3: the Pixtral tower and projector are counted whatever the plan (the weights load either way)."""
+    mistral3 = json.loads((Path(__file__).parents[1] / "fixtures/configs/mistral3.json").read_text())
+    text = estimate(Plan(config=mistral3, method="lora", seq_len=64))
+    assert text.to_dict()["params"]["vision"] > 0
+
+
+MISTRAL_SMALL_3_1 = {
+    "model_type": "mistral3",  # the vision_config is Mistral3Config's default, Mistral Small 3.1's (patch 14, 1540)
+    "text_config": {"model_type": "mistral", "vocab_size": 131072, "hidden_size": 5120, "intermediate_size": 32768,
+                    "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "patches", "tokens"),
+    [(None, 0, 110 * 110, 55 * 56),  # a square at the longest edge, 1540 = 55 · 28
+     ((1080, 1920), 0, 62 * 110, 31 * 56),  # scaled to 866 × 1540 (floored), 866 rounded up to 868 = 31 · 28
+     ((300, 200), 0, 22 * 16, 11 * 9),  # never enlarged: 308 × 224
+     ((50, 60), 0, 4 * 6, 2 * 4),  # 56 × 84
+     ((1000, 700), 448 * 448 + 5, 32 * 24, 16 * 13),  # longest edge ⌊√max_pixels⌋ = 448: 448 × 313 -> 448 × 336
+     ((1024, 1024), 1024 * 1024, 74 * 74, 37 * 38)],  # 1024 rounded up to 1036 = 37 · 28
+)  # fmt: skip
+def test_mistral3_image_tokens_follow_pixtrals_resize(
+    size: tuple[int, int] | None, max_pixels: int, patches: int, tokens: int
+) -> None:
+    """PixtralProcessor: scaled down into the longest_edge square, sides rounded up to multiples of 28; one [IMG]
+    per merged 2 × 2 patches and one [IMG_BREAK] or [IMG_END] per merged row."""
+    inputs = _est(MISTRAL_SMALL_3_1, images_per_sample=1, image_size=size, max_pixels=max_pixels).to_dict()["inputs"]
+    assert inputs["patches_per_image"] == patches
+    assert inputs["image_tokens_per_row"] == tokens
+
+
+def test_mistral3_block_mask_grows_with_the_square_of_the_steps_patches() -> None:
+    """The tower attends over all of the step's images as one sequence through a (patches, patches) mask in the
+    activation dtype, held to the tower's backward: doubling the images adds more than twice the tower's terms."""
+    one, two = (_est(MISTRAL3, method="lora", seq_len=16, images_per_sample=n, image_size=(448, 448),
+                     max_pixels=448 * 448, batch_size=1) for n in (1, 2))  # fmt: skip
+    assert one.to_dict()["inputs"]["vision_patches"] == 1024
+    assert any("1024² block-diagonal mask (2.0 MiB" in n for n in one.memory.notes)
+    assert any("2048² block-diagonal mask (8.0 MiB" in n for n in two.memory.notes)
+    assert one.memory.peak_phase == two.memory.peak_phase == "vision_backward"
+
+
+def test_mistral3_eager_tower_is_refused() -> None:
+    with pytest.raises(PlanError, match="eager attention are not modelled yet for Mistral 3's Pixtral tower"):
+        _est(MISTRAL3, images_per_sample=1, attn_implementation="eager")
+    assert _est(MISTRAL3, attn_implementation="eager").to_dict()["inputs"]["vision_patches"] == 0  # text only
+
+
+def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
+    """12,100 patches (one 1540² image) are not a multiple of 16: CUDA's memory-efficient kernel pads the mask at
+    each layer's call; without checkpointing every layer keeps its copy (24 × 12,100 × 12,112 × 4 bytes)."""
+    kw: dict[str, Any] = {"images_per_sample": 1, "gradient_checkpointing": False}
+    cuda, cpu = _est(MISTRAL_SMALL_3_1, device="cuda", **kw), _est(MISTRAL_SMALL_3_1, device="cpu", **kw)
+    assert any("pads it to rows of 16" in n and "559.1 MiB a copy" in n for n in cuda.memory.notes)
+    assert not any("pads it" in n for n in cpu.memory.notes)
+    copies = 24 * 12_100 * 12_112 * 4  # QLoRA: the tower runs in fp32
+    assert cuda.memory.phases["forward"] - cpu.memory.phases["forward"] >= copies

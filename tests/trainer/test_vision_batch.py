@@ -13,8 +13,8 @@ import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, IDEFICS3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
-from trainer.vision import video_processor_code, vision_batch
+from trainer.accuracy import GEMMA3, IDEFICS3, MISTRAL3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
+from trainer.vision import PIXTRAL_TOKENS, video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
 
@@ -79,7 +79,7 @@ def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> 
 
 def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, smolvlm only"):
+    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, mistral3 only"):
         vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
 
 
@@ -153,3 +153,41 @@ def test_idefics3s_processor_makes_the_estimates_tokens_and_tiles(config: dict, 
         assert tuple(out["pixel_values"].shape) == (1, tiles // 2, 3, tile, tile)
     seq = int((batch["input_ids"][0] == config["image_token_id"]).sum())
     assert int((batch["labels"] == -100).sum()) == 2 * seq
+
+
+@pytest.mark.parametrize(("size", "max_pixels"), [(None, 0), ((300, 200), 0), ((50, 60), 0), ((1000, 700), 448 * 448)])
+def test_mistral3s_processor_makes_the_estimates_tokens_and_pixels(size: tuple | None, max_pixels: int) -> None:
+    """PixtralImageProcessorPil at the longest edge (the tower's image_size, or ⌊√max_pixels⌋) with the patch size
+    PixtralProcessor passes it (14 × 2), and PixtralProcessor.replace_image_token's placeholder: per merged row
+    its [IMG] tokens and an [IMG_BREAK], the last one [IMG_END]; only the [IMG] tokens carry no loss."""
+    plan = Plan.from_dict({"config": MISTRAL3, "method": "lora", "seq_len": 16, "batch_size": 2,
+                           "images_per_sample": 2, "image_size": size, "max_pixels": max_pixels})  # fmt: skip
+    batch = vision_batch(MISTRAL3, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    height, width = (int(x) for x in batch["image_sizes"][0])
+    assert batch["image_sizes"].tolist() == [[height, width]] * 4
+    assert tuple(batch["pixel_values"].shape) == (4, 3, height, width)
+    assert batch["pixel_values"].dtype == torch.float32  # what the estimate's pixel bytes count
+    assert (height // 14) * (width // 14) == inputs["patches_per_image"] and 4 * inputs["patches_per_image"] == (
+        inputs["vision_patches"]
+    )
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    row = batch["input_ids"][0].tolist()
+    rows, cols = height // 28, width // 28
+    image = ([MISTRAL3["image_token_index"]] * cols + [PIXTRAL_TOKENS["[IMG_BREAK]"]]) * rows
+    image[-1] = PIXTRAL_TOKENS["[IMG_END]"]
+    assert row[: 2 * len(image)] == image + image and 2 * len(image) == inputs["image_tokens_per_row"]
+    assert int((batch["labels"] == -100).sum()) == 2 * 2 * rows * cols
+
+
+def test_mistral3s_batch_runs_through_the_model() -> None:
+    """The model takes the batch: its placeholder check (image tokens = merged features) passes, a loss comes out."""
+    transformers = pytest.importorskip("transformers")
+    plan = Plan.from_dict({"config": MISTRAL3, "method": "lora", "seq_len": 8, "batch_size": 1,
+                           "images_per_sample": 2, "image_size": (100, 180)})  # fmt: skip
+    cfg = transformers.AutoConfig.for_model(**MISTRAL3)
+    model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
+    batch = vision_batch(MISTRAL3, plan, torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
