@@ -240,7 +240,7 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
         f"{model_type}: the language model ({text_type}) and the CLIP vision tower ({tower.depth} layers of width "
         f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
         "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
-        "position embeddings stay 16-bit and are not adapted; image inputs are not modelled yet"
+        "position embeddings stay 16-bit and are not adapted"
     )
     return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 

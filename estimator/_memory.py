@@ -912,6 +912,7 @@ class _Forward:
     vision_forward: int = (
         0  # the tower's forward at its peak (SigLIP: one checkpointed layer's tensors), over ``vision``
     )
+    vision_output: int = 0  # what the model's output keeps of the tower until the loop drops it (LLaVA)
 
     @property
     def saved(self) -> int:
@@ -949,6 +950,7 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
         layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
         pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
+        vision_output=vision_output(arch, adapters, plan, f),
     )  # fmt: skip
 
 
@@ -1029,6 +1031,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         return 0, 0
     if tower.kind == "siglip":
         return siglip_activations(arch, tower, adapters, plan, f)
+    if tower.kind == "clip":
+        from ._vision_clip import clip_activations  # its terms build on this module's
+
+        return clip_activations(arch, tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1108,12 +1114,27 @@ def siglip_activations(
     return pixels + layers + post_norm + projector + output, recomputed + work - post_norm - projector - output
 
 
+def vision_output(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> int:
+    """What the model's output keeps of the tower through the forward's end, freed when the loop drops the output
+    before the backward (LLaVA's ``image_outputs``: ``clip_output``; 0 for the other towers, counted in ``vision``)."""
+    tower = arch.vision
+    if tower is None or tower.kind != "clip" or not f.patches:
+        return 0
+    from ._vision_clip import clip_output  # its terms build on this module's
+
+    return clip_output(tower, adapters, plan, f)
+
+
 def siglip_forward(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> int:
     """A SigLIP tower's forward at its peak, above what it holds for the backward: with checkpointing, the layer
     that runs makes the tensors ``siglip_block`` counts and frees them as it goes (an upper bound: all of them at
     once); without, they are held already. Runs before the decoder, so nothing of the decoder's is live (0 for
     Qwen's towers, whose forward never peaked on the CPU grid)."""
     tower = arch.vision
+    if tower is not None and tower.kind == "clip":
+        from ._vision_clip import clip_forward  # its terms build on this module's
+
+        return clip_forward(tower, adapters, plan, f)
     if tower is None or tower.kind != "siglip" or not f.patches or not plan.gradient_checkpointing:
         return 0
     return siglip_block(tower, adapters, f, f.patches)
@@ -1578,6 +1599,7 @@ def peak_components(
     if phase in ("forward", "loss_backward", "reference"):
         comp["weights"] += state.gathered("forward" if phase == "reference" else phase)
         comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
+        comp["activations"] += fwd.vision_output if phase == "forward" else 0
         comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
     elif phase == "vision_backward":
         comp["gradients"] = tower_grads
@@ -1816,10 +1838,15 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             seen.append(f"{shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image)")
         if shape.video_tokens:
             seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
+        how = (
+            f"one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and "
+            f"{'four tokens around each image' if f.masks > 1 else 'two delimiters each'}"
+        )
+        if arch.vision is not None and arch.vision.kind == "clip":
+            how = "one token per patch (the class token is a position of the tower's too), no delimiters"
         notes.append(
             f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
-            f"{' and '.join(seen)}, one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and "
-            f"{'four tokens around each image' if f.masks > 1 else 'two delimiters each'}, and the vision tower's "
+            f"{' and '.join(seen)}, {how}, and the vision tower's "
             "activations are counted (its backward runs last, after the decoder's)"
             + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
         )
@@ -1862,7 +1889,7 @@ def training_memory(
     opt_tmp = optimizer_step(state, plan, cuda)
     phases = {
         "forward": max(
-            state.static + fwd.saved + head.bytes("forward") + state.gathered("forward"),
+            state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward"),
             state.static + fwd.vision + fwd.vision_forward,
         ),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),
