@@ -92,7 +92,7 @@ from ._sharding import (
     sharded_alloc,
 )
 from ._units import gib_text
-from ._vision import VisionTower, pixel_values
+from ._vision import VisionTower, pixel_values, stepped_layers
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -307,8 +307,9 @@ def _trainable_tensors(
     per = param_dtype_bytes(plan)
     tower = inv.arch.vision
     tower_idle = stepped and tower is not None and not plan.vision_inputs
+    steps = tower if stepped else None  # a CLIP tower's idle last layer (``stepped_layers``)
     if plan.method == "full":
-        return [(t.numel, tensor_dtype_bytes(inv, t, plan), t.layers) for t in inv
+        return [(t.numel, tensor_dtype_bytes(inv, t, plan), stepped_layers(steps, t.module, t.layers)) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
@@ -316,7 +317,8 @@ def _trainable_tensors(
     for a in adapters.adapted:
         if tower_idle and tower is not None and a.module.startswith(tower.prefixes):
             continue
-        out += [(r * a.in_features, lo, a.layers), (a.out_features * r, lo, a.layers)]
+        n = stepped_layers(steps, a.module, a.layers)
+        out += [(r * a.in_features, lo, n), (a.out_features * r, lo, n)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
     for t in adapters.saved_modules:
@@ -888,9 +890,10 @@ def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool)
         return 0  # no tower, or it never runs: no gradient
     if plan.method == "full":
         per = param_dtype_bytes(plan)
-        return sum(alloc(t.numel * per, cuda) * t.layers for t in inv if t.role == "vision")
+        return sum(alloc(t.numel * per, cuda) * stepped_layers(tower, t.module, t.layers)
+                   for t in inv if t.role == "vision")  # fmt: skip
     adapted = [a for a in adapters.adapted if a.module.startswith(tower.prefixes)]
-    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in adapted)
+    return sum(_lora_grads((a,), plan.lora_r, cuda) * stepped_layers(tower, a.module, a.layers) for a in adapted)
 
 
 # ---------------------------------------------------------------------------------------------- forward

@@ -255,6 +255,18 @@ def _clip_refusal(config: Mapping[str, Any], vc: Mapping[str, Any], depth: int) 
     return ""
 
 
+def stepped_layers(tower: VisionTower | None, module: str, layers: int) -> int:
+    """Of a module's ``layers`` instances, those whose parameters get a gradient when the tower runs: all, but for
+    a CLIP tower whose last layer's output reaches no loss (``idle_tail``, LLaVA's default feature layer -2): its
+    last encoder layer and ``post_layernorm`` (on the discarded pooled output) never go backward, so AdamW gives
+    them no state."""
+    if tower is None or tower.kind != "clip" or not tower.idle_tail:
+        return layers
+    if module == f"{tower.module}.post_layernorm":
+        return 0
+    return layers - 1 if module.startswith(f"{tower.module}.encoder.layers.") else layers
+
+
 def pooling_error(tower: VisionTower) -> str:
     """Why Gemma 3's projector cannot turn an image into ``mm_tokens_per_image`` tokens ("" when it can): its
     average pool needs the patches per side to be a multiple of ``sqrt(mm_tokens_per_image)``, else the forward

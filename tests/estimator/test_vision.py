@@ -338,3 +338,16 @@ def test_llava_images_it_cannot_count_are_refused() -> None:
         with pytest.raises(PlanError, match=what):
             estimate(Plan(config=llava | bad, method="lora", images_per_sample=1))
         assert estimate(Plan(config=llava | bad, method="lora")).memory.total > 0
+
+
+def test_llava_idle_last_layer_gets_no_optimizer_state() -> None:
+    """With vision_feature_layer -2 the tower's last layer and post_layernorm never go backward: AdamW makes no
+    state for them (the CPU grid's full and LoRA runs measure it); with -1 every layer does."""
+    llava = _llava()
+    plan = {"method": "full", "device": "cpu", "seq_len": 16, "images_per_sample": 1, "dtype": "float32"}
+    idle = estimate(Plan.from_dict(plan | {"config": llava}))
+    used = estimate(Plan.from_dict(plan | {"config": llava | {"vision_feature_layer": -1}}))
+    e, m = llava["vision_config"]["hidden_size"], llava["vision_config"]["intermediate_size"]
+    layer = 4 * (e * e + e) + 2 * e * m + m + e + 2 * 2 * e  # q/k/v/out_proj, fc1/fc2, two LayerNorms
+    state = used.memory.components["optimizer"] - idle.memory.components["optimizer"]
+    assert state == 2 * 4 * (layer + 2 * e) + 4 * (16 + 2)  # two fp32 moments, a step counter per tensor
