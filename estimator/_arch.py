@@ -162,6 +162,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
     "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl", "llava",
+    "llava_next",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -223,8 +224,9 @@ LLAVA_TEXT_TYPES = ("llama", "mistral", "qwen2", "gemma")
 
 
 def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
-    """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model): the language model of
-    ``text_config`` (``LlavaConfig``'s default: Llama) and the CLIP tower and projector of ``vision_config``."""
+    """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model) and LLaVA-NeXT
+    (``LlavaNextForConditionalGeneration``: the same and ``image_newline``): the language model of ``text_config``
+    (the configs' default: Llama) and the CLIP tower and projector of ``vision_config``."""
     raw = config.get("text_config")
     text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
     text_type = str(text.get("model_type", "llama"))
@@ -241,6 +243,11 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
         f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
         "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
         "position embeddings stay 16-bit and are not adapted"
+        + (
+            "; LLaVA-NeXT's image_newline too; its tiled images (anyres) are not modelled yet"
+            if model_type == "llava_next"
+            else ""
+        )
     )
     return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 

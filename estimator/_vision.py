@@ -59,9 +59,9 @@ from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
-CLIP_VL = ("llava",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *CLIP_VL)
-"""Model types whose image inputs are modelled."""
+CLIP_VL = ("llava", "llava_next")
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava")
+"""Model types whose image inputs are modelled (LLaVA-NeXT's tower is counted, its tiled images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280

@@ -351,3 +351,14 @@ def test_llava_idle_last_layer_gets_no_optimizer_state() -> None:
     layer = 4 * (e * e + e) + 2 * e * m + m + e + 2 * 2 * e  # q/k/v/out_proj, fc1/fc2, two LayerNorms
     state = used.memory.components["optimizer"] - idle.memory.components["optimizer"]
     assert state == 2 * 4 * (layer + 2 * e) + 4 * (16 + 2)  # two fp32 moments, a step counter per tensor
+
+
+def test_llava_next_counts_its_tower_and_refuses_tiled_images() -> None:
+    """LLaVA-NeXT: the CLIP tower, projector and image_newline are counted (text-only plans run); its anyres tiled
+    images are refused rather than counted as LLaVA 1.5's single crop."""
+    config = _llava() | {"model_type": "llava_next", "image_grid_pinpoints": [[56, 112], [112, 56], [112, 112]]}
+    text = estimate(Plan(config=config, method="lora", seq_len=64)).to_dict()
+    plain = estimate(Plan(config=_llava(), method="lora", seq_len=64)).to_dict()
+    assert text["params"]["vision"] == plain["params"]["vision"] + config["text_config"]["hidden_size"]
+    with pytest.raises(PlanError, match="image inputs of llava_next are not modelled yet"):
+        estimate(Plan(config=config, method="lora", images_per_sample=1))
