@@ -165,6 +165,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "qwen2_vl", "qwen2_5_vl", "llava",
     "idefics3", "smolvlm",
     "mistral3",
+    "llava_next",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -230,8 +231,9 @@ LLAVA_TEXT_TYPES = ("llama", "mistral", "qwen2", "gemma")
 
 
 def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
-    """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model): the language model of
-    ``text_config`` (``LlavaConfig``'s default: Llama) and the CLIP tower and projector of ``vision_config``."""
+    """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model) and LLaVA-NeXT
+    (``LlavaNextForConditionalGeneration``: the same and ``image_newline``): the language model of ``text_config``
+    (the configs' default: Llama) and the CLIP tower and projector of ``vision_config``."""
     raw = config.get("text_config")
     text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
     text_type = str(text.get("model_type", "llama"))
@@ -247,7 +249,12 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
         f"{model_type}: the language model ({text_type}) and the CLIP vision tower ({tower.depth} layers of width "
         f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
         "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
-        "position embeddings stay 16-bit and are not adapted; image inputs are not modelled yet"
+        "position embeddings stay 16-bit and are not adapted"
+        + (
+            "; LLaVA-NeXT's image_newline too; its tiled images (anyres) are not modelled yet"
+            if model_type == "llava_next"
+            else ""
+        )
     )
     return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 

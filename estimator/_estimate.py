@@ -223,8 +223,9 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
 
 def _check_images(plan: Plan, arch: Architecture) -> None:
     """``PlanError`` for inputs the estimate cannot count: images on a model without a modelled tower, video on one
-    without a video processor (Qwen2-VL and Qwen2.5-VL have one), images Gemma 3's projector cannot pool, and Gemma
-    3's tower under eager attention."""
+    without a video processor (Qwen2-VL and Qwen2.5-VL have one), images Gemma 3's projector cannot pool, LLaVA
+    configs whose tower or projector is not modelled (``VisionTower.refusal``), and Gemma 3's and LLaVA's towers
+    under eager attention."""
     images_ok = arch.vision is not None and arch.vision.model_type in VISION_MODEL_TYPES
     video_ok = arch.vision is not None and arch.vision.model_type in QWEN_VL
     bad = [(n, w) for n, w, ok in ((plan.images_per_sample, "image", images_ok), (plan.video_frames, "video", video_ok))
@@ -244,6 +245,17 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
 
         if images_error(arch.vision, plan):
             raise PlanError(f"this plan's images cannot be counted: {images_error(arch.vision, plan)}")
+    if plan.images_per_sample and arch.vision is not None and arch.vision.refusal:
+        raise PlanError(
+            f"images of this model are not modelled yet: {arch.vision.refusal}, so an estimate could be low"
+        )
+    clip = arch.vision is not None and arch.vision.kind == "clip"
+    if plan.images_per_sample and clip and plan.attn_implementation == "eager":
+        raise PlanError(
+            "images with eager attention are not modelled yet for LLaVA's CLIP tower: its images × heads × "
+            "positions² scores (577² per head of a 336² image) and their backward would not be counted right, so "
+            "an estimate could be low; use attn_implementation 'sdpa'"
+        )
     siglip = arch.vision is not None and arch.vision.kind == "siglip"
     if plan.images_per_sample and siglip and plan.attn_implementation == "eager":
         raise PlanError(

@@ -266,7 +266,8 @@ def _clip_tower(tower: VisionTower) -> list[Tensor]:
     a position embedding of one row per patch and the class token, ``pre_layrnorm`` (transformers' spelling), the
     encoder layers SigLIP's blocks share, ``post_layernorm``, then ``linear_1`` (E × feature layers to the text
     width) and ``linear_2``, ``nn.Linear`` with ``multimodal_projector_bias``: bitsandbytes converts and all-linear
-    adapts them like the tower's linears."""
+    adapts them like the tower's linears. LLaVA-NeXT (``LlavaNextModel``) adds ``image_newline``, a bare Parameter
+    of the text width."""
     v, e, d, w = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
     emb = f"{v}.embeddings"
     conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
@@ -282,6 +283,8 @@ def _clip_tower(tower: VisionTower) -> list[Tensor]:
     p, h, bias = "model.multi_modal_projector", tower.out_hidden_size, tower.projector_bias
     out += _linear(f"{p}.linear_1", h, e * tower.feature_layers, "vision", NO_INPUT, bias, 1)
     out += _linear(f"{p}.linear_2", h, h, "vision", NO_INPUT, bias, 1)
+    if tower.model_type == "llava_next":  # the learned token after each row of an image's tiled features
+        out.append(Tensor("model.image_newline", (h,), "vision", "model", PARAMETER))
     return out
 
 

@@ -93,7 +93,7 @@ from ._sharding import (
     sharded_alloc,
 )
 from ._units import gib_text
-from ._vision import VisionTower, pixel_values
+from ._vision import VisionTower, pixel_values, stepped_layers
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -308,8 +308,9 @@ def _trainable_tensors(
     per = param_dtype_bytes(plan)
     tower = inv.arch.vision
     tower_idle = stepped and tower is not None and not plan.vision_inputs
+    steps = tower if stepped else None  # a CLIP tower's idle last layer (``stepped_layers``)
     if plan.method == "full":
-        return [(t.numel, tensor_dtype_bytes(inv, t, plan), t.layers) for t in inv
+        return [(t.numel, tensor_dtype_bytes(inv, t, plan), stepped_layers(steps, t.module, t.layers)) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
@@ -317,7 +318,8 @@ def _trainable_tensors(
     for a in adapters.adapted:
         if tower_idle and tower is not None and a.module.startswith(tower.prefixes):
             continue
-        out += [(r * a.in_features, lo, a.layers), (a.out_features * r, lo, a.layers)]
+        n = stepped_layers(steps, a.module, a.layers)
+        out += [(r * a.in_features, lo, n), (a.out_features * r, lo, n)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
     for t in adapters.saved_modules:
@@ -891,9 +893,10 @@ def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool)
         return 0  # no tower, or it never runs: no gradient
     if plan.method == "full":
         per = param_dtype_bytes(plan)
-        return sum(alloc(t.numel * per, cuda) * t.layers for t in inv if t.role == "vision")
+        return sum(alloc(t.numel * per, cuda) * stepped_layers(tower, t.module, t.layers)
+                   for t in inv if t.role == "vision")  # fmt: skip
     adapted = [a for a in adapters.adapted if a.module.startswith(tower.prefixes)]
-    return sum(_lora_grads((a,), plan.lora_r, cuda) * a.layers for a in adapted)
+    return sum(_lora_grads((a,), plan.lora_r, cuda) * stepped_layers(tower, a.module, a.layers) for a in adapted)
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -915,6 +918,7 @@ class _Forward:
     vision_forward: int = (
         0  # the tower's forward at its peak (SigLIP: one checkpointed layer's tensors), over ``vision``
     )
+    vision_output: int = 0  # what the model's output keeps of the tower until the loop drops it (LLaVA)
 
     @property
     def saved(self) -> int:
@@ -952,6 +956,7 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
         layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
         pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
+        vision_output=vision_output(arch, adapters, plan, f),
     )  # fmt: skip
 
 
@@ -1044,6 +1049,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         from ._memory_pixtral import pixtral_activations
 
         return pixtral_activations(tower, adapters, plan, f)
+    if tower.kind == "clip":
+        from ._vision_clip import clip_activations  # its terms build on this module's
+
+        return clip_activations(arch, tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1123,6 +1132,17 @@ def siglip_activations(
     return pixels + layers + post_norm + projector + output, recomputed + work - post_norm - projector - output
 
 
+def vision_output(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> int:
+    """What the model's output keeps of the tower through the forward's end, freed when the loop drops the output
+    before the backward (LLaVA's ``image_outputs``: ``clip_output``; 0 for the other towers, counted in ``vision``)."""
+    tower = arch.vision
+    if tower is None or tower.kind != "clip" or not f.patches:
+        return 0
+    from ._vision_clip import clip_output  # its terms build on this module's
+
+    return clip_output(tower, adapters, plan, f)
+
+
 def siglip_forward(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flow) -> int:
     """A SigLIP tower's forward at its peak, above what it holds for the backward: with checkpointing, the layer
     that runs makes the tensors ``siglip_block`` counts and frees them as it goes (an upper bound: all of them at
@@ -1137,6 +1157,10 @@ def siglip_forward(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Fl
         from ._memory_pixtral import pixtral_forward
 
         return pixtral_forward(tower, adapters, plan, f)
+    if tower is not None and tower.kind == "clip":
+        from ._vision_clip import clip_forward  # its terms build on this module's
+
+        return clip_forward(tower, adapters, plan, f)
     if tower is None or tower.kind != "siglip" or not f.patches or not plan.gradient_checkpointing:
         return 0
     return siglip_block(tower, adapters, f, f.patches)
@@ -1639,6 +1663,7 @@ def peak_components(
     elif phase in ("forward", "loss_backward", "reference"):
         comp["weights"] += state.gathered("forward" if phase == "reference" else phase)
         comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
+        comp["activations"] += fwd.vision_output if phase == "forward" else 0
         comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
     elif phase == "vision_backward":
         comp["gradients"] = tower_grads
@@ -1881,15 +1906,20 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         if shape.video_tokens:
             seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
         around = "four tokens around each image" if f.masks > 1 else "two delimiters each"
+        how = f"one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and {around}"
+        if arch.vision is not None and arch.vision.kind == "clip":
+            how = "one token per patch (the class token is a position of the tower's too), no delimiters"
         if arch.vision is not None and arch.vision.kind == "pixtral":
             from ._memory_pixtral import pixtral_note
 
-            around = "an [IMG_BREAK] after each row of them ([IMG_END] after the last)"
+            how = (
+                f"one token per merged {merge}² patches and an [IMG_BREAK] after each row of them ([IMG_END] after "
+                "the last)"
+            )
             notes.append(pixtral_note(plan, f))
         notes.append(
             f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
-            f"{' and '.join(seen)}, one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and "
-            f"{around}, and the vision tower's "
+            f"{' and '.join(seen)}, {how}, and the vision tower's "
             "activations are counted (its backward runs last, after the decoder's)"
             + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
         )
@@ -1936,7 +1966,7 @@ def training_memory(
     opt_tmp = optimizer_step(state, plan, cuda)
     phases = {
         "forward": max(
-            state.static + fwd.saved + head.bytes("forward") + state.gathered("forward"),
+            state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward"),
             state.static + fwd.vision + fwd.vision_forward,
         ),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),

@@ -34,6 +34,18 @@ pan-and-scan off by default): every image is resized to ``image_size`` square; i
 ``"\n\n<start_of_image>" + mm_tokens_per_image × <image_soft_token> + "<end_of_image>\n\n"``, 4 tokens more than the
 pooled ones (each ``\n\n`` is one token of Gemma's vocabulary; one next to a newline of the text may merge with it
 into one token, so the count is exact or one or two above).
+
+LLaVA 1.5 (``modeling_llava.py`` and ``clip/modeling_clip.py``): a CLIP vision model (``CLIPVisionModel``, module
+``model.vision_tower``): a bias-free Conv2d patch embedding, a class embedding prepended to the patches and a
+learned position embedding over both, ``pre_layrnorm``, ``num_hidden_layers`` encoder layers (SigLIP's layer with a
+``quick_gelu`` MLP) and ``post_layernorm`` (on the class token only, for the pooled output LLaVA discards); every
+layer runs, ``vision_feature_layer`` (-2 by default) only picks the hidden state the projector reads
+(``select_hidden_states``: the others are not kept). ``LlavaMultiModalProjector``: ``linear_1``, the GELU,
+``linear_2``. Image tokens (``LlavaProcessor`` over ``CLIPImageProcessor``): every image is resized (shortest edge)
+and center-cropped to the tower's ``image_size`` square; the tower sees ``(image_size/patch)² + 1`` positions (the
+class token), and each ``<image>`` placeholder becomes ``(image_size/patch)² + num_additional_image_tokens (1)``
+image tokens, less the class token with ``vision_feature_select_strategy`` "default" (LLaVA 1.5: 336/14 → 576),
+with no delimiters.
 """
 
 from __future__ import annotations
@@ -47,11 +59,11 @@ from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 SIGLIP_VL = ("gemma3",)
-CLIP_VL = ("llava",)
+CLIP_VL = ("llava", "llava_next")
 IDEFICS_VL = ("idefics3", "smolvlm")
 PIXTRAL_VL = ("mistral3",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, *IDEFICS_VL, *PIXTRAL_VL)
-"""Model types whose image inputs are modelled (LLaVA's tower is counted, its images are not yet)."""
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL)
+"""Model types whose image inputs are modelled (LLaVA-NeXT's tower is counted, its tiled images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
@@ -79,6 +91,9 @@ class VisionTower:
     use_head: bool = False  # SigLIP: vision_use_head (an attention-pooling head Gemma 3 never runs)
     feature_layers: int = 1  # CLIP: hidden states LLaVA's projector concatenates (a list vision_feature_layer)
     projector_bias: bool = True  # CLIP: LLaVA's multimodal_projector_bias
+    keep_class: bool = False  # CLIP: vision_feature_select_strategy "full" hands the class token on too
+    refusal: str = ""  # CLIP: why its images cannot be counted ("" when they can)
+    idle_tail: bool = False  # CLIP: vision_feature_layer picks a hidden state before the last layer's output
 
     @property
     def kind(self) -> str:
@@ -207,26 +222,68 @@ def _siglip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -
     )  # fmt: skip
 
 
+LLAVA_CLIP = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+              "image_size": 336, "patch_size": 14}  # fmt: skip
+"""``LlavaConfig``'s vision_config when it has none (CLIP ViT-L/14 at 336²)."""
+CLIP_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                 "image_size": 224, "patch_size": 32}  # fmt: skip
+"""``CLIPVisionConfig``'s defaults: the gaps of a vision_config given (ViT-B/32 at 224²), none from LlavaConfig's."""
+
+
 def _clip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> VisionTower:
-    """LLaVA's CLIP tower (``LlavaConfig``'s defaults for its vision_config: CLIP ViT-L/14 at 336², 24 layers of
-    1024) and projector (``LlavaMultiModalProjector``: the text model's width out, ``vision_config.hidden_size``
-    times the feature layers in)."""
+    """LLaVA's CLIP tower (without a vision_config ``LlavaConfig``'s, ``LLAVA_CLIP``; a given one's gaps
+    ``CLIPVisionConfig``'s, ``CLIP_DEFAULTS``) and projector (``LlavaMultiModalProjector``: the text model's width
+    out, ``vision_config.hidden_size`` times the feature layers in)."""
     text = config.get("text_config")
     tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
-    embed = _int(vc, "hidden_size", 1024)
-    heads = _int(vc, "num_attention_heads", 16)
+    default = CLIP_DEFAULTS if isinstance(config.get("vision_config"), Mapping) else LLAVA_CLIP
+    embed = _int(vc, "hidden_size", default["hidden_size"])
+    heads = _int(vc, "num_attention_heads", default["num_attention_heads"])
     _check_heads(embed, heads)
     layer = config.get("vision_feature_layer", -2)
     layers = len(layer) if isinstance(layer, list) and layer else 1
     bias = config.get("multimodal_projector_bias", True)
     if not isinstance(bias, bool):
         raise ConfigError(f"multimodal_projector_bias must be true or false, got {bias!r}")
+    depth = _int(vc, "num_hidden_layers", default["num_hidden_layers"])
     return VisionTower(
-        model_type=model_type, depth=_int(vc, "num_hidden_layers", 24), embed_dim=embed, num_heads=heads,
-        mlp_width=_int(vc, "intermediate_size", 4096), out_hidden_size=_int(tc, "hidden_size", 4096, "text_config."),
-        patch_size=_int(vc, "patch_size", 14), temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
-        spatial_merge_size=1, image_size=_int(vc, "image_size", 336), feature_layers=layers, projector_bias=bias,
+        model_type=model_type, depth=depth, embed_dim=embed, num_heads=heads,
+        mlp_width=_int(vc, "intermediate_size", default["intermediate_size"]),
+        out_hidden_size=_int(tc, "hidden_size", 4096, "text_config."),
+        patch_size=_int(vc, "patch_size", default["patch_size"]), temporal_patch_size=1,
+        in_channels=_int(vc, "num_channels", 3), spatial_merge_size=1,
+        image_size=_int(vc, "image_size", default["image_size"]), feature_layers=layers, projector_bias=bias,
+        keep_class=config.get("vision_feature_select_strategy", "default") != "default",
+        refusal=_clip_refusal(config, vc, depth),
+        idle_tail=isinstance(layer, int) and not isinstance(layer, bool) and layer % (depth + 1) != depth,
     )  # fmt: skip
+
+
+def _clip_refusal(config: Mapping[str, Any], vc: Mapping[str, Any], depth: int) -> str:
+    """Why a LLaVA config's images cannot be counted ("" when they can): the tower's activations are derived for
+    ``quick_gelu`` (CLIP's), the projector's for ``gelu`` (LLaVA's), one feature layer (a list is concatenated into
+    a copy not counted) within the tower's hidden states."""
+    act, projector_act = vc.get("hidden_act", "quick_gelu"), config.get("projector_hidden_act", "gelu")
+    layer = config.get("vision_feature_layer", -2)
+    if act != "quick_gelu":
+        return f"the vision tower's hidden_act {act!r} is not modelled (CLIP's quick_gelu is)"
+    if projector_act != "gelu":
+        return f"the projector's projector_hidden_act {projector_act!r} is not modelled (gelu is)"
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -depth - 1 <= layer <= depth:
+        return f"vision_feature_layer {layer!r} is not modelled (one hidden state of the tower's {depth + 1} is)"
+    return ""
+
+
+def stepped_layers(tower: VisionTower | None, module: str, layers: int) -> int:
+    """Of a module's ``layers`` instances, those whose parameters get a gradient when the tower runs: all, but for
+    a CLIP tower whose last layer's output reaches no loss (``idle_tail``, LLaVA's default feature layer -2): its
+    last encoder layer and ``post_layernorm`` (on the discarded pooled output) never go backward, so AdamW gives
+    them no state."""
+    if tower is None or tower.kind != "clip" or not tower.idle_tail:
+        return layers
+    if module == f"{tower.module}.post_layernorm":
+        return 0
+    return layers - 1 if module.startswith(f"{tower.module}.encoder.layers.") else layers
 
 
 def pooling_error(tower: VisionTower) -> str:
@@ -272,14 +329,16 @@ def _frame_patches(tower: VisionTower, size: tuple[int, int] | None, min_pixels:
 def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Patches the vision encoder sees for one image of ``image_size``. Qwen (unset: a square at ``max_pixels``;
     0: the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``. SigLIP: every image is resized
-    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size. Pixtral:
-    ``estimator._vision_pixtral``."""
+    to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size; CLIP: the same and the class
+    token. Pixtral: ``estimator._vision_pixtral``."""
     if tower.kind == "pixtral":
         from ._vision_pixtral import pixtral_patches
 
         return pixtral_patches(tower, image_size, max_pixels)
     if tower.kind == "siglip":
         return tower.patches_per_side**2
+    if tower.kind == "clip":  # the class token too
+        return tower.patches_per_side**2 + 1
     if tower.kind == "idefics3":
         from ._vision_idefics import image_grid, image_tiles
 
@@ -290,13 +349,16 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
 def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Language-model tokens of one image. Qwen: one per merged group of patches, and the two vision delimiters.
     Gemma 3: ``mm_tokens_per_image`` pooled tokens and the 4 the processor puts around them (an upper bound by
-    at most 2 where a newline of the text merges with them). Pixtral: ``estimator._vision_pixtral``."""
+    at most 2 where a newline of the text merges with them). LLaVA: one per patch (``LlavaProcessor``). Pixtral:
+    ``estimator._vision_pixtral``."""
     if tower.kind == "pixtral":
         from ._vision_pixtral import pixtral_tokens
 
         return pixtral_tokens(tower, image_size, max_pixels)
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
+    if tower.kind == "clip":  # LLaVA: one per patch (and the class token with the "full" strategy), no delimiters
+        return tower.patches_per_side**2 + int(tower.keep_class)
     if tower.kind == "idefics3":
         from ._vision_idefics import idefics_image_tokens, image_grid
 
@@ -325,9 +387,9 @@ def video_tokens(tower: VisionTower, frames: int, frame_size: tuple[int, int] | 
 
 def pixel_values(tower: VisionTower, patches: int) -> int:
     """Values of the processor's ``pixel_values`` for ``patches`` patches: Qwen's flattened rows of
-    ``patch_features``; SigLIP's (images, channels, image_size, image_size), the resized image whole (its sides
-    need not be multiples of the patch)."""
-    if tower.kind in ("siglip", "idefics3"):  # Idefics3 / SmolVLM: one square per tile
-        images = patches // tower.patches_per_side**2
+    ``patch_features``; SigLIP's and CLIP's (images, channels, image_size, image_size), the resized image whole (its
+    sides need not be multiples of the patch); Idefics3's and SmolVLM's the same per tile."""
+    if tower.kind in ("siglip", "clip", "idefics3"):  # CLIP: its patches count the class token
+        images = patches // (tower.patches_per_side**2 + (1 if tower.kind == "clip" else 0))
         return images * tower.in_channels * tower.image_size**2
     return patches * tower.patch_features

@@ -184,6 +184,19 @@ MISTRAL3: dict[str, Any] = {
     "image_token_index": 10, "spatial_merge_size": 2, "vision_feature_layer": -1, "multimodal_projector_bias": False,
     "tie_word_embeddings": False, "pad_token_id": 11, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
+# LLaVA 1.5: a tiny Llama language model and CLIP tower (width 128, 2 layers, 224² images in 14² patches: 256 patches
+# and the class token, 256 image tokens; the image id inside the tiny vocabulary)
+LLAVA: dict[str, Any] = {
+    "model_type": "llava",
+    "text_config": {"model_type": "llama", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"},
+                    "max_position_embeddings": 1024, "pad_token_id": 0},
+    "vision_config": {
+        "model_type": "clip_vision_model", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "image_size": 224, "patch_size": 14, "projection_dim": 64,
+    },
+    "image_token_index": 2000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
@@ -325,6 +338,9 @@ CPU_CASES: tuple[Case, ...] = (
        max_pixels=448 * 448, seq_len=16, batch_size=2),  # 4,096 patches in one sequence: a 32 MiB block mask
     _c("mistral3-full-nogc-2img", MISTRAL3, method="full", gradient_checkpointing=False, images_per_sample=2,
        seq_len=16),
+    _c("llava-lora-gc-224", LLAVA, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
+    _c("llava-qlora-gc-2img", LLAVA, method="qlora", images_per_sample=2, seq_len=16),
+    _c("llava-full-nogc-2img", LLAVA, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

@@ -44,6 +44,13 @@ size ``PixtralProcessor`` passes it (``patch_size × spatial_merge_size``): ``pi
 to (that method compiled from the installed module's source: the module imports torchvision): per merged row its
 ``[IMG]`` tokens and an ``[IMG_BREAK]``, the last one ``[IMG_END]``, then ``seq_len`` random text tokens; the
 ``[IMG]`` tokens carry no loss.
+
+On LLaVA the images go through transformers' own ``CLIPImageProcessorPil`` at the tower's ``image_size`` (shortest
+edge resized to it, then center-cropped to the square, as llava-1.5's published processor config sets):
+``pixel_values`` of shape (images, 3, image_size, image_size). Each row holds, per image, the ``<image>`` tokens
+``LlavaProcessor.replace_image_token`` expands its placeholder to (its own code, with the published processor's
+``patch_size``, ``num_additional_image_tokens`` 1 and the config's ``vision_feature_select_strategy``), then
+``seq_len`` random text tokens.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import types
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
@@ -64,7 +72,7 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "idefics3", "smolvlm", "mistral3")
+IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3")
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
 
@@ -174,6 +182,8 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         return _idefics3_batch(config, plan, device, seed)
     if model_type == "mistral3":
         return _mistral3_batch(config, plan, device, seed)
+    if model_type == "llava":
+        return _llava_batch(config, plan, device, seed)
     text = config.get("text_config") or config
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
@@ -348,3 +358,43 @@ def _mistral3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device,
     batch = {"input_ids": input_ids, "labels": labels, "pixel_values": out["pixel_values"],
              "image_sizes": out["image_sizes"]}  # fmt: skip
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def llava_image_tokens(config: Mapping[str, Any], pixel_values: torch.Tensor, index: int) -> int:
+    """``<image>`` tokens ``LlavaProcessor`` expands the placeholder of image ``index`` of ``pixel_values`` to (its
+    ``replace_image_token``, run with llava-1.5's processor settings)."""
+    processing = stack_module("transformers.models.llava.processing_llava")
+    vision = config.get("vision_config")
+    patch = int(vision.get("patch_size", 32)) if isinstance(vision, Mapping) else 14  # as the image side's default
+    settings = types.SimpleNamespace(
+        patch_size=patch, num_additional_image_tokens=1, image_token="<image>",
+        vision_feature_select_strategy=config.get("vision_feature_select_strategy", "default"),
+    )  # fmt: skip
+    text = processing.LlavaProcessor.replace_image_token(settings, {"pixel_values": pixel_values}, index)
+    return int(text.count("<image>"))
+
+
+def _llava_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """LLaVA's batch (see the module docstring); the defaults are ``LlavaConfig``'s and ``CLIPVisionConfig``'s."""
+    proc = stack_module("transformers.models.clip.image_processing_pil_clip")
+    vision = config.get("vision_config")
+    side = int(vision.get("image_size", 224)) if isinstance(vision, Mapping) else 336  # LlavaConfig's CLIP-L/14-336
+    processor = proc.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    gen = torch.Generator().manual_seed(seed)
+    pixels = processor(images=_images(plan, gen, side), return_tensors="pt")["pixel_values"]
+    image_id = int(config.get("image_token_index", config.get("image_token_id", 32000)))
+    text = config.get("text_config") or {}
+    vocab = int(text.get("vocab_size", 32000))
+    pad = int(text.get("pad_token_id", config.get("pad_token_id", 0)) or 0)
+    rows = []
+    for b in range(plan.batch_size):
+        ids: list[int] = []
+        for i in range(plan.images_per_sample):
+            ids += [image_id] * llava_image_tokens(config, pixels, b * plan.images_per_sample + i)
+        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
+        words[(words == image_id) | (words == pad)] = 0
+        rows.append(ids + words.tolist())
+    input_ids = torch.tensor(rows)
+    labels = input_ids.clone()
+    labels[input_ids == image_id] = -100
+    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "pixel_values": pixels.to(device)}

@@ -128,8 +128,13 @@ def test_variant(name: str) -> None:
      {"text_config": {"model_type": "qwen2", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
                       "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}},
      {"text_config": {"model_type": "gemma", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
-                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32}}],
-    ids=["two_feature_layers_no_bias", "tied", "qwen2_text", "gemma_text_tied_by_default"],
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32}},
+     {"vision_config": {"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128,
+                        "num_hidden_layers": 2, "num_attention_heads": 2}},
+     {"model_type": "llava_next", "architectures": ["LlavaNextForConditionalGeneration"],
+      "image_grid_pinpoints": [[56, 112], [112, 56], [112, 112]]}],
+    ids=["two_feature_layers_no_bias", "tied", "qwen2_text", "gemma_text_tied_by_default", "clip_defaults_224_32",
+         "llava_next"],
 )  # fmt: skip
 def test_llava_variants(change: dict[str, Any]) -> None:
     """LLaVA: the projector's input is E × the feature layers; the tie is the composite's flag or its text model's."""

@@ -285,13 +285,83 @@ def test_gemma3_tower_terms_follow_gradient_checkpointing() -> None:
     assert any("images:" in n and "pooled" in n for n in gc.memory.notes)
 
 
-def test_llava_counts_its_tower_and_refuses_images() -> None:
-    """LLaVA 1.5: the CLIP tower and projector are counted (the weights load either way); its images are not yet."""
-    llava = json.loads((Path(__file__).parents[1] / "fixtures/configs/llava.json").read_text())
-    text = estimate(Plan(config=llava, method="lora", seq_len=64))
-    assert text.to_dict()["params"]["vision"] > 0
-    with pytest.raises(PlanError, match="image inputs of llava are not modelled yet"):
-        estimate(Plan(config=llava, method="lora", images_per_sample=1))
+def _llava() -> dict[str, Any]:
+    return dict(json.loads((Path(__file__).parents[1] / "fixtures/configs/llava.json").read_text()))
+
+
+def test_llava_images_are_one_token_per_patch() -> None:
+    """LLaVA 1.5 (LlavaConfig's defaults: CLIP ViT-L/14 at 336²): every image is cropped to 336², 24² = 576 patches
+    and the class token in the tower, 576 <image> tokens with the "default" strategy (577 with "full"), no
+    delimiters; pixel values are the cropped images, fp32, whatever the image's own size."""
+    default = {"model_type": "llava", "text_config": _llava()["text_config"]}  # the vision_config's defaults
+    for size in (None, (224, 224), (1080, 1920)):
+        inputs = estimate(Plan(config=default, method="qlora", seq_len=256, images_per_sample=2,
+                               image_size=size, batch_size=3)).to_dict()["inputs"]  # fmt: skip
+        assert inputs["patches_per_image"] == 577 and inputs["vision_patches"] == 3 * 2 * 577
+        assert inputs["image_tokens_per_row"] == 2 * 576 and inputs["tokens_per_row"] == 256 + 1152
+    full = default | {"vision_feature_select_strategy": "full"}
+    assert (
+        estimate(Plan(config=full, method="qlora", images_per_sample=1)).to_dict()["inputs"]["image_tokens_per_row"]
+        == 577
+    )
+    plan = {"config": _llava(), "method": "lora", "device": "cpu", "seq_len": 64, "batch_size": 2}
+    one = estimate(Plan.from_dict(plan | {"images_per_sample": 1}))
+    two = estimate(Plan.from_dict(plan | {"images_per_sample": 2}))
+    grads = two.memory.components["gradients"] - one.memory.components["gradients"]
+    assert two.memory.phases["optimizer"] - one.memory.phases["optimizer"] - grads == 4 * 2 * 3 * 56 * 56
+
+
+def test_llava_tower_terms_follow_gradient_checkpointing() -> None:
+    """Checkpointed, the tower keeps each layer's input; without, every layer's tensors (more); images add the
+    tower beyond their tokens' text cost."""
+    plan = {"config": _llava(), "method": "lora", "device": "cpu", "seq_len": 16, "images_per_sample": 2}
+    gc = estimate(Plan.from_dict(plan))
+    no_gc = estimate(Plan.from_dict(plan | {"gradient_checkpointing": False}))
+    assert no_gc.memory.phases["forward"] > gc.memory.phases["forward"]
+    tokens = gc.to_dict()["inputs"]["tokens_per_row"]
+    text = estimate(Plan.from_dict(plan | {"images_per_sample": 0, "seq_len": tokens}))
+    assert gc.memory.total > text.memory.total
+    assert any("images:" in n and "one token per patch" in n for n in gc.memory.notes)
+
+
+def test_llava_images_it_cannot_count_are_refused() -> None:
+    """Eager attention on the tower, a list of feature layers (concatenated), another activation: refused with
+    images, estimated without (the tower never runs)."""
+    llava = _llava()
+    with pytest.raises(PlanError, match="eager attention are not modelled yet for LLaVA"):
+        estimate(Plan(config=llava, method="lora", images_per_sample=1, attn_implementation="eager"))
+    vision = dict(llava["vision_config"], hidden_act="gelu")
+    for bad, what in (({"vision_feature_layer": [-2, -5]}, "vision_feature_layer"),
+                      ({"vision_feature_layer": -4}, "vision_feature_layer"),
+                      ({"projector_hidden_act": "relu"}, "projector_hidden_act"),
+                      ({"vision_config": vision}, "hidden_act")):  # fmt: skip
+        with pytest.raises(PlanError, match=what):
+            estimate(Plan(config=llava | bad, method="lora", images_per_sample=1))
+        assert estimate(Plan(config=llava | bad, method="lora")).memory.total > 0
+
+
+def test_llava_idle_last_layer_gets_no_optimizer_state() -> None:
+    """With vision_feature_layer -2 the tower's last layer and post_layernorm never go backward: AdamW makes no
+    state for them (the CPU grid's full and LoRA runs measure it); with -1 every layer does."""
+    llava = _llava()
+    plan = {"method": "full", "device": "cpu", "seq_len": 16, "images_per_sample": 1, "dtype": "float32"}
+    idle = estimate(Plan.from_dict(plan | {"config": llava}))
+    used = estimate(Plan.from_dict(plan | {"config": llava | {"vision_feature_layer": -1}}))
+    e, m = llava["vision_config"]["hidden_size"], llava["vision_config"]["intermediate_size"]
+    layer = 4 * (e * e + e) + 2 * e * m + m + e + 2 * 2 * e  # q/k/v/out_proj, fc1/fc2, two LayerNorms
+    state = used.memory.components["optimizer"] - idle.memory.components["optimizer"]
+    assert state == 2 * 4 * (layer + 2 * e) + 4 * (16 + 2)  # two fp32 moments, a step counter per tensor
+
+
+def test_llava_next_counts_its_tower_and_refuses_tiled_images() -> None:
+    """LLaVA-NeXT: the CLIP tower, projector and image_newline are counted (text-only plans run); its anyres tiled
+    images are refused rather than counted as LLaVA 1.5's single crop."""
+    config = _llava() | {"model_type": "llava_next", "image_grid_pinpoints": [[56, 112], [112, 56], [112, 112]]}
+    text = estimate(Plan(config=config, method="lora", seq_len=64)).to_dict()
+    plain = estimate(Plan(config=_llava(), method="lora", seq_len=64)).to_dict()
+    assert text["params"]["vision"] == plain["params"]["vision"] + config["text_config"]["hidden_size"]
+    with pytest.raises(PlanError, match="image inputs of llava_next are not modelled yet"):
+        estimate(Plan(config=config, method="lora", images_per_sample=1))
 
 
 IDEFICS3_FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures/configs/idefics3.json").read_text())

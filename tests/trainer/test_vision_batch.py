@@ -13,8 +13,8 @@ import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, IDEFICS3, MISTRAL3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
-from trainer.vision import PIXTRAL_TOKENS, video_processor_code, vision_batch
+from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
+from trainer.vision import PIXTRAL_TOKENS, llava_image_tokens, video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
 
@@ -191,3 +191,43 @@ def test_mistral3s_batch_runs_through_the_model() -> None:
     with torch.no_grad():
         out = model(**batch)
     assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
+
+
+LLAVA_CLIP_L = {k: v for k, v in LLAVA.items() if k != "vision_config"}  # CLIPVisionConfig's defaults: 336², 14²
+
+
+@pytest.mark.parametrize(
+    ("config", "size"),
+    [(LLAVA, None), (LLAVA, (300, 1000)), (LLAVA_CLIP_L, (480, 640)),
+     (LLAVA_CLIP_L | {"vision_feature_select_strategy": "full"}, None)],
+)  # fmt: skip
+def test_llavas_processor_makes_the_estimates_tokens_and_pixels(config: dict, size: tuple | None) -> None:
+    """CLIPImageProcessorPil crops any image to the tower's square; LlavaProcessor's own expansion gives each image
+    (image_size/patch)² <image> tokens (LlavaConfig's defaults: 336/14 → 576; 577 with the "full" strategy), the
+    estimate's count; the tower sees them and the class token."""
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "images_per_sample": 2,
+                           "image_size": size})  # fmt: skip
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    side = (config.get("vision_config") or {}).get("image_size", 336)
+    assert tuple(batch["pixel_values"].shape) == (2 * 2, 3, side, side)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    per_image = llava_image_tokens(config, batch["pixel_values"], 0)
+    assert 2 * per_image == inputs["image_tokens_per_row"]
+    assert per_image == (side // 14) ** 2 + (config.get("vision_feature_select_strategy") == "full")
+    assert inputs["patches_per_image"] == (side // 14) ** 2 + 1
+    image_id = config.get("image_token_index", 32000)
+    assert int((batch["input_ids"] == image_id).sum()) == 2 * 2 * per_image
+    assert int((batch["labels"] == -100).sum()) == 2 * 2 * per_image
+
+
+def test_llavas_model_makes_one_feature_per_image_token() -> None:
+    """The tiny LLaVA's own get_image_features hands the language model one row per <image> token of the batch."""
+    transformers = pytest.importorskip("transformers")
+    plan = Plan.from_dict({"config": LLAVA, "method": "lora", "seq_len": 8, "images_per_sample": 1})
+    batch = vision_batch(LLAVA, plan, torch.device("cpu"), seed=0)
+    model = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(**LLAVA))
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
+    assert sum(f.shape[0] for f in features) == int((batch["input_ids"] == LLAVA["image_token_index"]).sum())
