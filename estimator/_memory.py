@@ -1657,7 +1657,7 @@ def peak_components(
     comp["adapters"] = state.adapters
     comp["optimizer"] = state.optimizer
     comp["reference"] = state.reference
-    decoder_forward = state.static + fwd.saved + head.bytes("forward") + state.gathered("forward")
+    decoder_forward = state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward")
     if phase == "forward" and peak > decoder_forward:  # the vision tower's own forward peaks, before the decoder's
         comp["activations"] = fwd.vision + fwd.vision_forward
     elif phase in ("forward", "loss_backward", "reference"):

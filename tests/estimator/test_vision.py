@@ -466,3 +466,16 @@ def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
     assert not any("pads it" in n for n in cpu.memory.notes)
     copies = 24 * 12_100 * 12_112 * 4  # QLoRA: the tower runs in fp32
     assert cuda.memory.phases["forward"] - cpu.memory.phases["forward"] >= copies
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3"])
+@pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False), ("full", True)])
+def test_image_plans_add_up_in_every_phase(model_type: str, method: str, gc: bool) -> None:
+    """Each vision family's fixture with two images: the components at the peak add up to it and the rule-of-thumb
+    steps to the total, whichever phase (the tower's forward, the decoder's, the tower's backward) peaks."""
+    config = json.loads((Path(__file__).parents[1] / f"fixtures/configs/{model_type}.json").read_text())
+    est = estimate(Plan(config=config, method=method, gradient_checkpointing=gc, images_per_sample=2, seq_len=32,
+                        device="cpu"))  # fmt: skip
+    mem = est.to_dict()["memory"]
+    assert sum(mem["components"].values()) == mem["total"] == mem["phases"][mem["peak_phase"]]
+    assert est.to_dict()["rule_to_peak"]["total"] == mem["total"]
