@@ -1978,7 +1978,7 @@ def training_memory(
         phases["vision_backward"] = state.static + tower_grads + fwd.vision + fwd.vision_backward + head.kept
     if reference_forward(plan):
         phases["reference"] = state.static + fwd.saved + reference_work(fwd) + head.bytes("forward")
-    gen = generation(inv.arch, plan, f.ad, head_dtype_bytes(plan))
+    gen = generation(inv.arch, plan, f.ad, head_dtype_bytes(plan), f.ab)
     if gen is not None:
         phases["generation"] = state.static + gen.bytes
     peak_phase = max(phases, key=phases.__getitem__)

@@ -380,11 +380,14 @@ BENCH_ONLY_TRACED = frozenset(
         "llama-3.1-8b-simpo-lora-s512",
         "gemma3-4b-lora-gc-2img",
         "llama-3.1-8b-reward-lora-gc",
+        "llama-3.1-8b-orpo-qlora-s512",
+        "llama-3.1-8b-reward-qlora-gc",
     }
 )
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
 QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two images,
-35 s for reward LoRA at 8B: its QLoRA twin stays in the suite, as ORPO's QLoRA stays for SimPO's LoRA)."""
+35 s for reward LoRA at 8B, 9-10 s each for ORPO's and reward's QLoRA at 8B: DPO's stays in the suite for the
+preference objectives)."""
 
 
 def traced_cases() -> tuple[Case, ...]:

@@ -27,6 +27,9 @@ from estimator import Plan
 
 from .build import GC_KWARGS, BuildError, build_model, stack_module
 
+Phase = Callable[[str], contextlib.AbstractContextManager[None]]
+"""Marks a block of the step as a phase of its own (``train_step``'s tracker and CUDA probe phases)."""
+
 SUPPORTED = ("sft", "dpo", "orpo", "simpo", "kto", "reward", "grpo")
 """Objectives the real run reproduces with TRL's trainers (the others are estimated from TRL's code only)."""
 
@@ -35,7 +38,8 @@ SUPPORTED = ("sft", "dpo", "orpo", "simpo", "kto", "reward", "grpo")
 class Objective:
     """The step's loss and batch as TRL's trainer makes them, and the reference model it holds."""
 
-    loss: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    loss: Callable[[dict[str, torch.Tensor], Phase], torch.Tensor]
+    """The step's loss from its batch; ``Phase`` marks a part of it as a phase of its own (GRPO's generation)."""
     batch: dict[str, torch.Tensor]
     reference: list[torch.Tensor] = field(default_factory=list)
     trainer: Any = None
@@ -136,7 +140,7 @@ def _preference(
         batch |= {k: torch.zeros(plan.batch_size, device=device) for k in keys}
         trainer.precompute_ref_logps = True
 
-    def loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(b: dict[str, torch.Tensor], _phase: Phase) -> torch.Tensor:
         with _quiet():
             out: torch.Tensor = trainer.compute_loss(model, b)
         return out
@@ -175,7 +179,7 @@ def _odds_ratio(kind: str, model: Any, plan: Plan, device: torch.device, vocab: 
         batch = {k: v.to(device) for k, v in trainer.data_collator(examples).items() if isinstance(v, torch.Tensor)}
     batch["input_ids"] = batch["chosen_input_ids"]  # the step reads the device from it (the same tensor)
 
-    def loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(b: dict[str, torch.Tensor], _phase: Phase) -> torch.Tensor:
         with _quiet():
             out: torch.Tensor = trainer.compute_loss(model, {k: v for k, v in b.items() if k != "input_ids"})
         return out
@@ -207,7 +211,7 @@ def reward(model: Any, plan: Plan, device: torch.device, vocab: int, seed: int) 
                 for e in pairs]  # fmt: skip
     batch = {k: v.to(device) for k, v in trainer.data_collator(examples).items() if isinstance(v, torch.Tensor)}
 
-    def loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(b: dict[str, torch.Tensor], _phase: Phase) -> torch.Tensor:
         with _quiet():  # compute_loss adds use_cache to the dict it is given: a copy, the batch stays as it is
             out: torch.Tensor = trainer.compute_loss(model, dict(b))
         return out
@@ -250,13 +254,19 @@ def grpo(model: Any, config: Mapping[str, Any], plan: Plan, device: torch.device
         )
     if ref is not None:
         trainer.ref_model = ref
+    # generate with a KV cache, as a checkpoint loaded with from_pretrained does: its generation_config takes
+    # use_cache from config.json (true); the run's config was built with use_cache false (nothing is cached in
+    # training), which generate would otherwise follow, recomputing the whole sequence for every new token
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.generation_config.use_cache = True
     examples = [{"prompt": p} for p in prompts for _ in range(plan.num_generations)]
     trainer.current_gradient_accumulation_steps = plan.grad_accum_steps  # set by Trainer.train each step
 
-    def loss(_: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(_: dict[str, torch.Tensor], phase: Phase) -> torch.Tensor:
         with _quiet():
             trainer.model.train()
-            inputs = trainer._prepare_inputs(examples)
+            with phase("generation"):  # the completions, their rewards and the reference's log-probs
+                inputs = trainer._prepare_inputs(examples)
             out: torch.Tensor = trainer.compute_loss(model, inputs)
         return out
 

@@ -301,7 +301,7 @@ def train_step(
         objective_loss = built.kept.get("objective_loss")
         with autocast, _pin(plan):
             if objective_loss is not None:  # TRL's trainer's compute_loss (trainer.objectives)
-                out = {"loss": objective_loss(batch)}
+                out = {"loss": objective_loss(batch, phase)}  # it may mark a phase of its own (generation)
             else:
                 out = model(**batch, fused_lm_head=True) if chunked else model(**batch)
         loss = out["loss"]

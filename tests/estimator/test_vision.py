@@ -470,7 +470,7 @@ def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
 
 @pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3"])
 @pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False), ("full", True)])
-def test_image_plans_add_up_in_every_phase(model_type: str, method: str, gc: bool) -> None:
+def test_image_plans_add_up_in_every_phase(model_type: str, method: Any, gc: bool) -> None:
     """Each vision family's fixture with two images: the components at the peak add up to it and the rule-of-thumb
     steps to the total, whichever phase (the tower's forward, the decoder's, the tower's backward) peaks."""
     config = json.loads((Path(__file__).parents[1] / f"fixtures/configs/{model_type}.json").read_text())
