@@ -1725,8 +1725,9 @@ def runtime_tiers(tensor_peak: int, head: HeadLoss, state: _State, cuda: bool, r
 
 
 UNVERIFIED_OBJECTIVES = ("grpo",)
-"""Objectives whose step is derived from TRL's code and not yet held against a real run in every setup (GRPO:
-generation from the code), so their activations keep the wider band. ORPO and SimPO are held like DPO and KTO: real
+"""Objectives whose step is derived from TRL's code and not yet held against a real run in every setup (GRPO: its
+generation phase is measured on the CPU grid, vLLM's modes and the reference forward inside generation are from
+the code), so their activations keep the wider band. ORPO and SimPO are held like DPO and KTO: real
 CPU runs with LoRA, QLoRA and full fine-tuning (within 2.4 %) and traced at real size (Llama-3.1-8B ORPO QLoRA
 +0.18 %, SimPO LoRA +0.05 %). Reward modelling is held by the CPU grid (LoRA, QLoRA as TRL's reward script loads it,
 full with and without checkpointing: -0.2 … +1.7 %) and traced at real size (Llama-3.1-8B LoRA and QLoRA: within
