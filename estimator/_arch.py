@@ -226,6 +226,20 @@ def _gemma3(config: Mapping[str, Any], text: Mapping[str, Any]) -> Architecture:
     return _with(arch, source_model_type="gemma3", vision=tower, notes=(note, *arch.notes))
 
 
+def _text_config(config: Mapping[str, Any], model_type: str, allowed: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    """A composite VLM config's ``text_config`` (absent: empty, the composite's default language model, ``allowed[0]``)
+    and its model type, refused unless the llama-style inventory builds it under ``language_model``."""
+    raw = config.get("text_config")
+    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    text_type = str(text.get("model_type", allowed[0]))
+    if text_type not in allowed:
+        raise UnsupportedModelError(
+            f"{model_type} with a {text_type!r} language model is not supported; its text_config can be one of: "
+            + ", ".join(allowed)
+        )
+    return text, text_type
+
+
 LLAVA_TEXT_TYPES = ("llama", "mistral", "qwen2", "gemma")
 """Language models LLaVA checkpoints pair with that the llama-style inventory builds under ``language_model``."""
 
@@ -234,14 +248,7 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
     """LLaVA 1.5 (``LlavaForConditionalGeneration``, transformers' image-text-to-text model) and LLaVA-NeXT
     (``LlavaNextForConditionalGeneration``: the same and ``image_newline``): the language model of ``text_config``
     (the configs' default: Llama) and the CLIP tower and projector of ``vision_config``."""
-    raw = config.get("text_config")
-    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
-    text_type = str(text.get("model_type", "llama"))
-    if text_type not in LLAVA_TEXT_TYPES:
-        raise UnsupportedModelError(
-            f"llava with a {text_type!r} language model is not supported; its text_config can be one of: "
-            + ", ".join(LLAVA_TEXT_TYPES)
-        )
+    text, text_type = _text_config(config, "llava", LLAVA_TEXT_TYPES)
     tie = config.get("tie_word_embeddings") or text.get("tie_word_embeddings", text_type == "gemma")
     arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
     tower = vision_tower(config)
@@ -263,11 +270,7 @@ def _idefics3(config: Mapping[str, Any], model_type: str) -> Architecture:
     """Idefics3 / SmolVLM (``Idefics3ForConditionalGeneration`` / ``SmolVLMForConditionalGeneration``): the Llama of
     ``text_config`` (the configs' default, ``rms_norm_eps`` 1e-5 when absent) and the vision tower and connector of
     ``vision_config``, counted whether the plan has images or not."""
-    raw = config.get("text_config")
-    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
-    text_type = str(text.get("model_type", "llama"))
-    if text_type != "llama":
-        raise UnsupportedModelError(f"{model_type} with a {text_type!r} language model is not supported (only llama)")
+    text, _ = _text_config(config, model_type, ("llama",))
     text.setdefault("rms_norm_eps", 1e-5)
     tie = config.get("tie_word_embeddings", False)
     arch = _parse(dict(text, model_type="llama", tie_word_embeddings=bool(tie)), "llama")
@@ -291,14 +294,7 @@ def _mistral3(config: Mapping[str, Any], model_type: str) -> Architecture:
     default: Mistral) and the Pixtral tower and projector (``estimator._vision_pixtral``). The composite's own
     ``tie_word_embeddings`` decides the tie, ``Mistral3Config``'s default true (the text config's flag is not read:
     checked on the meta build)."""
-    raw = config.get("text_config")
-    text: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
-    text_type = str(text.get("model_type", "mistral"))
-    if text_type not in MISTRAL3_TEXT_TYPES:
-        raise UnsupportedModelError(
-            f"mistral3 with a {text_type!r} language model is not supported; its text_config can be one of: "
-            + ", ".join(MISTRAL3_TEXT_TYPES)
-        )
+    text, text_type = _text_config(config, "mistral3", MISTRAL3_TEXT_TYPES)
     tie = config.get("tie_word_embeddings", True)
     arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
     tower = pixtral_tower(config)

@@ -234,17 +234,8 @@ def _siglip_tower(tower: VisionTower) -> list[Tensor]:
     Parameters; its out_proj is ``NonDynamicallyQuantizableLinear``, an ``nn.Linear`` subclass), LayerNorm and
     MLP. The projector's ``mm_input_projection_weight`` is a bare Parameter (vision width × text width, used by
     ``torch.matmul``) after an RMSNorm without bias."""
-    v, e, d, w = tower.module, tower.embed_dim, tower.depth, tower.mlp_width
-    emb = f"{v}.embeddings"
-    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
-    out = [
-        Tensor(f"{emb}.patch_embedding.weight", conv, "vision", f"{emb}.patch_embedding", PARAMETER),
-        Tensor(f"{emb}.patch_embedding.bias", (e,), "vision", f"{emb}.patch_embedding", PARAMETER, True),
-        Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2, e), "vision",
-               f"{emb}.position_embedding", EMBEDDING),
-    ]  # fmt: skip
-    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, w, d)
-    out += _vision_norm(f"{v}.post_layernorm", e, True, 1)
+    v, e, w = tower.module, tower.embed_dim, tower.mlp_width
+    out = siglip_body(tower)
     if tower.use_head:
         h = f"{v}.head"
         out.append(Tensor(f"{h}.probe", (1, 1, e), "vision", h, PARAMETER))
@@ -286,6 +277,23 @@ def _clip_tower(tower: VisionTower) -> list[Tensor]:
     if tower.model_type == "llava_next":  # the learned token after each row of an image's tiled features
         out.append(Tensor("model.image_newline", (h,), "vision", "model", PARAMETER))
     return out
+
+
+def siglip_body(tower: VisionTower) -> list[Tensor]:
+    """A SigLIP-style vision transformer's body (Gemma 3's ``SiglipVisionModel``, Idefics3's and SmolVLM's
+    ``Idefics3VisionTransformer``): the Conv2d patch embedding with bias, one learned position per patch of the
+    fixed ``image_size`` (an ``nn.Embedding``), the encoder layers and ``post_layernorm``."""
+    v, e = tower.module, tower.embed_dim
+    emb = f"{v}.embeddings"
+    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
+    out = [
+        Tensor(f"{emb}.patch_embedding.weight", conv, "vision", f"{emb}.patch_embedding", PARAMETER),
+        Tensor(f"{emb}.patch_embedding.bias", (e,), "vision", f"{emb}.patch_embedding", PARAMETER, True),
+        Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2, e), "vision",
+               f"{emb}.position_embedding", EMBEDDING),
+    ]  # fmt: skip
+    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, tower.mlp_width, tower.depth)
+    return out + _vision_norm(f"{v}.post_layernorm", e, True, 1)
 
 
 def _encoder_layers(b: str, e: int, w: int, d: int) -> list[Tensor]:

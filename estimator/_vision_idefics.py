@@ -186,19 +186,10 @@ def idefics_tensors(tower: VisionTower) -> list[Any]:
     (``model.connector``). The Conv2d patch embedding (with bias) and the position embedding (an ``nn.Embedding``)
     are neither converted by bitsandbytes nor matched by all-linear; the layers' q/k/v/out_proj and fc1/fc2 are
     ``nn.Linear`` with biases and ``modality_projection.proj`` an ``nn.Linear`` without (converted and matched)."""
-    from ._inventory import EMBEDDING, NO_INPUT, PARAMETER, Tensor, _encoder_layers, _linear, _vision_norm
+    from ._inventory import NO_INPUT, _linear, siglip_body
 
-    v, e = tower.module, tower.embed_dim
-    emb = f"{v}.embeddings"
-    conv = (e, tower.in_channels, tower.patch_size, tower.patch_size)
-    out = [
-        Tensor(f"{emb}.patch_embedding.weight", conv, "vision", f"{emb}.patch_embedding", PARAMETER),
-        Tensor(f"{emb}.patch_embedding.bias", (e,), "vision", f"{emb}.patch_embedding", PARAMETER, True),
-        Tensor(f"{emb}.position_embedding.weight", (tower.patches_per_side**2, e), "vision",
-               f"{emb}.position_embedding", EMBEDDING),
-    ]  # fmt: skip
-    out += _encoder_layers(f"{v}.encoder.layers.{{i}}", e, tower.mlp_width, tower.depth)
-    out += _vision_norm(f"{v}.post_layernorm", e, True, 1)
+    e = tower.embed_dim
+    out = siglip_body(tower)
     p = "model.connector.modality_projection.proj"
     out += _linear(p, tower.out_hidden_size, e * tower.spatial_merge_size**2, "vision", NO_INPUT, False, 1)
     return out
