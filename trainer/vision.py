@@ -212,11 +212,18 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         words[torch.isin(words, torch.tensor(special))] = 0
         rows.append(ids + words.tolist())
         types.append(kind + [0] * plan.seq_len)
+    return _batch(rows, (image_id, video_id), device, mm_token_type_ids=torch.tensor(types), **pixels)
+
+
+def _batch(
+    rows: list[list[int]], no_loss: tuple[int, ...], device: torch.device, **inputs: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The step's batch on ``device``: the rows' ids, their labels (the ids with the image and video tokens of
+    ``no_loss`` set to -100, as TRL's vision collator does) and the model's other ``inputs``."""
     input_ids = torch.tensor(rows)
     labels = input_ids.clone()
-    labels[(input_ids == image_id) | (input_ids == video_id)] = -100
-    batch = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": torch.tensor(types)} | pixels
-    return {k: v.to(device) for k, v in batch.items()}
+    labels[torch.isin(input_ids, torch.tensor(no_loss))] = -100
+    return {k: v.to(device) for k, v in ({"input_ids": input_ids, "labels": labels} | inputs).items()}
 
 
 def _gemma3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
@@ -245,15 +252,7 @@ def _gemma3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, s
             words[words == special] = 0
         rows.append(ids + words.tolist())
         types.append(kind + [0] * plan.seq_len)
-    input_ids = torch.tensor(rows)
-    labels = input_ids.clone()
-    labels[input_ids == image_id] = -100
-    return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "token_type_ids": torch.tensor(types).to(device),
-        "pixel_values": out["pixel_values"].to(device),
-    }
+    return _batch(rows, (image_id,), device, token_type_ids=torch.tensor(types), pixel_values=out["pixel_values"])
 
 
 def _idefics3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
@@ -288,15 +287,8 @@ def _idefics3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device,
         words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
         words[words == image_id] = 0
         rows.append(ids + words.tolist())
-    input_ids = torch.tensor(rows)
-    labels = input_ids.clone()
-    labels[input_ids == image_id] = -100
-    return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "pixel_values": out["pixel_values"].to(device),
-        "pixel_attention_mask": out["pixel_attention_mask"].to(device),
-    }
+    return _batch(rows, (image_id,), device, pixel_values=out["pixel_values"],
+                  pixel_attention_mask=out["pixel_attention_mask"])  # fmt: skip
 
 
 PIXTRAL_TOKENS = {"[IMG]": 10, "[IMG_BREAK]": 12, "[IMG_END]": 13}
@@ -352,12 +344,7 @@ def _mistral3_batch(config: Mapping[str, Any], plan: Plan, device: torch.device,
         words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
         words[torch.isin(words, specials)] = 0
         rows.append(ids + words.tolist())
-    input_ids = torch.tensor(rows)
-    labels = input_ids.clone()
-    labels[input_ids == image_id] = -100
-    batch = {"input_ids": input_ids, "labels": labels, "pixel_values": out["pixel_values"],
-             "image_sizes": out["image_sizes"]}  # fmt: skip
-    return {k: v.to(device) for k, v in batch.items()}
+    return _batch(rows, (image_id,), device, pixel_values=out["pixel_values"], image_sizes=out["image_sizes"])
 
 
 def llava_image_tokens(config: Mapping[str, Any], pixel_values: torch.Tensor, index: int) -> int:
@@ -394,7 +381,4 @@ def _llava_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
         words[(words == image_id) | (words == pad)] = 0
         rows.append(ids + words.tolist())
-    input_ids = torch.tensor(rows)
-    labels = input_ids.clone()
-    labels[input_ids == image_id] = -100
-    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "pixel_values": pixels.to(device)}
+    return _batch(rows, (image_id,), device, pixel_values=pixels)
