@@ -221,6 +221,15 @@ def config_for(plan: Plan, config: Mapping[str, Any] | None = None) -> tuple[Map
     return entry.config, "catalog", entry.hf_id
 
 
+EAGER_TOWERS = {
+    "clip": "LLaVA's CLIP tower: its images × heads × positions² scores (577² per head of a 336² image)",
+    "siglip": "Gemma 3's SigLIP tower: its images × heads × patches² scores (4096² per head of an 896² image)",
+    "pixtral": "Mistral 3's Pixtral tower: its heads × patches² scores over all of the step's images (one sequence)",
+}
+"""Vision towers whose eager attention is not modelled (their SDPA path is), and the scores eager would keep.
+Idefics3's and SmolVLM's tower says so with its other refusals (``images_error``)."""
+
+
 def _check_images(plan: Plan, arch: Architecture) -> None:
     """``PlanError`` for inputs the estimate cannot count: images on a model without a modelled tower, video on one
     without a video processor (Qwen2-VL and Qwen2.5-VL have one), images Gemma 3's projector cannot pool, LLaVA
@@ -249,27 +258,12 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
         raise PlanError(
             f"images of this model are not modelled yet: {arch.vision.refusal}, so an estimate could be low"
         )
-    clip = arch.vision is not None and arch.vision.kind == "clip"
-    if plan.images_per_sample and clip and plan.attn_implementation == "eager":
+    eager = EAGER_TOWERS.get(arch.vision.kind) if arch.vision is not None else None
+    if plan.images_per_sample and eager is not None and plan.attn_implementation == "eager":
         raise PlanError(
-            "images with eager attention are not modelled yet for LLaVA's CLIP tower: its images × heads × "
-            "positions² scores (577² per head of a 336² image) and their backward would not be counted right, so "
-            "an estimate could be low; use attn_implementation 'sdpa'"
+            f"images with eager attention are not modelled yet for {eager}, and their backward would not be "
+            "counted right, so an estimate could be low; use attn_implementation 'sdpa'"
         )
-    siglip = arch.vision is not None and arch.vision.kind == "siglip"
-    if plan.images_per_sample and siglip and plan.attn_implementation == "eager":
-        raise PlanError(
-            "images with eager attention are not modelled yet for Gemma 3's SigLIP tower: its images × heads × "
-            "patches² scores (4096² per head of an 896² image) and their backward would not be counted right, so "
-            "an estimate could be low; use attn_implementation 'sdpa'"
-        )
-    if plan.images_per_sample and arch.vision is not None and arch.vision.kind == "pixtral":
-        if plan.attn_implementation == "eager":
-            raise PlanError(
-                "images with eager attention are not modelled yet for Mistral 3's Pixtral tower: its heads × "
-                "patches² scores over all of the step's images (one sequence) and their backward would not be "
-                "counted, so an estimate could be low; use attn_implementation 'sdpa'"
-            )
 
 
 def estimate(

@@ -198,16 +198,37 @@ def _check_heads(embed: int, heads: int) -> None:
         raise ConfigError(f"the vision tower's width ({embed}) must be a multiple of vision_config.num_heads ({heads})")
 
 
+def _width_and_heads(vc: Mapping[str, Any], width: int, heads: int) -> tuple[int, int]:
+    """A transformers-style vision_config's ``hidden_size`` and ``num_attention_heads`` (``width`` and ``heads`` when
+    absent: the config class's defaults), the width a multiple of the heads."""
+    embed, n = _int(vc, "hidden_size", width), _int(vc, "num_attention_heads", heads)
+    _check_heads(embed, n)
+    return embed, n
+
+
+def _text_width(config: Mapping[str, Any], default: int) -> int:
+    """The language model's width (``text_config.hidden_size``; ``default`` when absent): the projector's output."""
+    text = config.get("text_config")
+    return _int(text if isinstance(text, Mapping) else {}, "hidden_size", default, "text_config.")
+
+
+def _projector_inputs(config: Mapping[str, Any], layer_default: int, bias_default: bool) -> tuple[Any, int, bool]:
+    """LLaVA-style projectors (LLaVA, Mistral 3): ``vision_feature_layer`` as given, how many hidden states it
+    concatenates (a list: each of them), and ``multimodal_projector_bias`` (the config class's defaults when absent)."""
+    layer = config.get("vision_feature_layer", layer_default)
+    layers = len(layer) if isinstance(layer, list) and layer else 1
+    bias = config.get("multimodal_projector_bias", bias_default)
+    if not isinstance(bias, bool):
+        raise ConfigError(f"multimodal_projector_bias must be true or false, got {bias!r}")
+    return layer, layers, bias
+
+
 def _siglip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> VisionTower:
     """Gemma 3's SigLIP tower (``SiglipVisionConfig``'s defaults for absent fields) and its projector's pooling
     (``Gemma3MultiModalProjector``: ``image_size // patch_size`` patches a side pooled by a kernel of that over
     ``isqrt(mm_tokens_per_image)``; a config whose pooling cannot make those tokens still builds, and is refused
     images: ``pooling_error``)."""
-    text = config.get("text_config")
-    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
-    embed = _int(vc, "hidden_size", 768)
-    heads = _int(vc, "num_attention_heads", 12)
-    _check_heads(embed, heads)
+    embed, heads = _width_and_heads(vc, 768, 12)
     image, patch = _int(vc, "image_size", 224), _int(vc, "patch_size", 16)
     tokens = _int(config, "mm_tokens_per_image", 256, "")
     side, per_side = image // patch, math.isqrt(tokens)
@@ -216,7 +237,7 @@ def _siglip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -
         raise ConfigError(f"vision_config.vision_use_head must be true or false, got {use_head!r}")
     return VisionTower(
         model_type=model_type, depth=_int(vc, "num_hidden_layers", 12), embed_dim=embed, num_heads=heads,
-        mlp_width=_int(vc, "intermediate_size", 3072), out_hidden_size=_int(tc, "hidden_size", 2304, "text_config."),
+        mlp_width=_int(vc, "intermediate_size", 3072), out_hidden_size=_text_width(config, 2304),
         patch_size=patch, temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
         spatial_merge_size=side // per_side, image_size=image, mm_tokens_per_image=tokens, use_head=use_head,
     )  # fmt: skip
@@ -234,22 +255,14 @@ def _clip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> 
     """LLaVA's CLIP tower (without a vision_config ``LlavaConfig``'s, ``LLAVA_CLIP``; a given one's gaps
     ``CLIPVisionConfig``'s, ``CLIP_DEFAULTS``) and projector (``LlavaMultiModalProjector``: the text model's width
     out, ``vision_config.hidden_size`` times the feature layers in)."""
-    text = config.get("text_config")
-    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
     default = CLIP_DEFAULTS if isinstance(config.get("vision_config"), Mapping) else LLAVA_CLIP
-    embed = _int(vc, "hidden_size", default["hidden_size"])
-    heads = _int(vc, "num_attention_heads", default["num_attention_heads"])
-    _check_heads(embed, heads)
-    layer = config.get("vision_feature_layer", -2)
-    layers = len(layer) if isinstance(layer, list) and layer else 1
-    bias = config.get("multimodal_projector_bias", True)
-    if not isinstance(bias, bool):
-        raise ConfigError(f"multimodal_projector_bias must be true or false, got {bias!r}")
+    embed, heads = _width_and_heads(vc, default["hidden_size"], default["num_attention_heads"])
+    layer, layers, bias = _projector_inputs(config, -2, True)
     depth = _int(vc, "num_hidden_layers", default["num_hidden_layers"])
     return VisionTower(
         model_type=model_type, depth=depth, embed_dim=embed, num_heads=heads,
         mlp_width=_int(vc, "intermediate_size", default["intermediate_size"]),
-        out_hidden_size=_int(tc, "hidden_size", 4096, "text_config."),
+        out_hidden_size=_text_width(config, 4096),
         patch_size=_int(vc, "patch_size", default["patch_size"]), temporal_patch_size=1,
         in_channels=_int(vc, "num_channels", 3), spatial_merge_size=1,
         image_size=_int(vc, "image_size", default["image_size"]), feature_layers=layers, projector_bias=bias,

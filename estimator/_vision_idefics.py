@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._vision import VisionTower, _check_heads, _int
+from ._vision import VisionTower, _int, _text_width, _width_and_heads
 
 LONGEST_EDGE_TILES = 4  # size["longest_edge"] = 4 × max_image_size["longest_edge"] in every published processor
 if TYPE_CHECKING:
@@ -44,16 +44,12 @@ def idefics_tower(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: 
     absent fields: 12 layers of 1152, 16 heads, 3072 wide MLP, image 224, patch 32; ``scale_factor`` 2; the text
     model's ``hidden_size``, Llama's 4096 by default). ``spatial_merge_size`` holds ``scale_factor`` and
     ``mm_tokens_per_image`` the tokens of one tile, ``image_seq_len``."""
-    text = config.get("text_config")
-    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
-    embed = _int(vc, "hidden_size", 1152)
-    heads = _int(vc, "num_attention_heads", 16)
-    _check_heads(embed, heads)
+    embed, heads = _width_and_heads(vc, 1152, 16)
     image, patch = _int(vc, "image_size", 224), _int(vc, "patch_size", 32)
     scale = _int(config, "scale_factor", 2, "")
     return VisionTower(
         model_type=model_type, depth=_int(vc, "num_hidden_layers", 12), embed_dim=embed, num_heads=heads,
-        mlp_width=_int(vc, "intermediate_size", 3072), out_hidden_size=_int(tc, "hidden_size", 4096, "text_config."),
+        mlp_width=_int(vc, "intermediate_size", 3072), out_hidden_size=_text_width(config, 4096),
         patch_size=patch, temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3), spatial_merge_size=scale,
         image_size=image, mm_tokens_per_image=(image // patch) ** 2 // scale**2,
     )  # fmt: skip

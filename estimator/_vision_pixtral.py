@@ -31,29 +31,21 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import ConfigError
-from ._vision import VisionTower, _check_heads, _int
+from ._vision import VisionTower, _int, _projector_inputs, _text_width, _width_and_heads
 
 
 def pixtral_tower(config: Mapping[str, Any]) -> VisionTower:
     """Mistral 3's tower and projector (``Mistral3Config``'s defaults for its vision_config, Mistral Small 3.1's:
     24 layers of 1024, patch 14, image_size 1540; spatial_merge_size 2). ``image_size`` stands for the processor's
     ``longest_edge``."""
-    raw, text = config.get("vision_config"), config.get("text_config")
+    raw = config.get("vision_config")
     vc: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    tc: Mapping[str, Any] = text if isinstance(text, Mapping) else {}
-    embed = _int(vc, "hidden_size", 1024)
-    heads = _int(vc, "num_attention_heads", 16)
-    _check_heads(embed, heads)
-    layer = config.get("vision_feature_layer", -1)
-    layers = len(layer) if isinstance(layer, list) and layer else 1
-    bias = config.get("multimodal_projector_bias", False)
-    if not isinstance(bias, bool):
-        raise ConfigError(f"multimodal_projector_bias must be true or false, got {bias!r}")
+    embed, heads = _width_and_heads(vc, 1024, 16)
+    _, layers, bias = _projector_inputs(config, -1, False)
     return VisionTower(
         model_type=str(config.get("model_type")), depth=_int(vc, "num_hidden_layers", 24), embed_dim=embed,
         num_heads=heads, mlp_width=_int(vc, "intermediate_size", 4096),
-        out_hidden_size=_int(tc, "hidden_size", 5120, "text_config."), patch_size=_int(vc, "patch_size", 14),
+        out_hidden_size=_text_width(config, 5120), patch_size=_int(vc, "patch_size", 14),
         temporal_patch_size=1, in_channels=_int(vc, "num_channels", 3),
         spatial_merge_size=_int(config, "spatial_merge_size", 2, ""), image_size=_int(vc, "image_size", 1540),
         feature_layers=layers, projector_bias=bias,
