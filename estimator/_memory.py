@@ -1254,7 +1254,6 @@ _HEAD_PARTS = {  # what each part of HeadLoss counts, for the terms
     "norm_fp32": "a reward model: the final norm's normalized fp32 tensor (b·s·h)",
     "norm_cast": "a reward model: the final norm's cast back to the stream's dtype (b·s·h; saved when it is trained)",
     "embedding_output": "a reward model: the embedding output the base model keeps until it returns (b·s·h)",
-    "norm_backward": "a reward model: the final norm's backward, five fp32 b·s·h temporaries, less what it frees",
     "chunk_grad_weight": "TRL's chunked loss: the fp32 gradient of a trained lm_head it accumulates",
 }
 
@@ -1395,10 +1394,11 @@ def score_head(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     it is saved anyway) and the output; without checkpointing also the embedding output, which the base model's
     ``inputs_embeds`` keeps until it returns (with checkpointing it is the first layer's stored input already).
     The score's input (the norm's output) is counted with the saved tensors when the score is trained (full, or
-    PEFT's trainable copy). Loss backward, the norm's backward: five fp32 b·s·h temporaries at once (the ``mul``
-    by rsqrt's gradient held for the sum, then the mean's and the square's backwards), after the score's saved
-    input and the norm's saved cast are freed. Measured on the CPU grid (Llama tiny: LoRA, QLoRA and full, with and
-    without checkpointing); other norms (LayerNorm, Cohere's) are counted the same way, an approximation.
+    PEFT's trainable copy). Loss backward: the score's gradient (b·s·1). The final norm's backward that follows is
+    the same as under an LM head and is counted once, as the layers' backward's first moment
+    (``final_norm_backward``: six fp32 b·s·h beyond the layers' stored tensors, the score's saved input and the
+    norm's saved cast freed by then). Measured on the CPU grid (Llama tiny: LoRA, QLoRA and full, with and without
+    checkpointing: full without checkpointing peaks in the norm's backward, -0.03 %).
     """
     T, h = f.T, arch.hidden_size
     stream = f.ad * T * h
@@ -1406,8 +1406,7 @@ def score_head(arch: Architecture, plan: Plan, f: _Flow) -> HeadLoss:
     embeds = 0 if plan.gradient_checkpointing else stream
     forward = {"norm_input": stream, "norm_fp32": 4 * T * h, "norm_cast": 0 if norm_trained else stream,
                "embedding_output": embeds, "score": f.ad * T}  # fmt: skip
-    freed = stream + (stream if norm_trained else 0)  # the score's saved input, the norm's saved cast
-    backward = {"norm_backward": 5 * 4 * T * h - freed, "score": f.ad * T}
+    backward = {"score": f.ad * T}
     return HeadLoss(elements=T, forward=forward, loss_backward=backward)
 
 
@@ -1475,9 +1474,10 @@ def final_norm_backward(arch: Architecture, f: _Flow) -> int:
     are held, and x32 itself (saved by ``pow``; with an fp32 stream it is the last layer's output): six fp32 b·s·h
     tensors. lm_head's input, the norm's 16-bit output and the incoming gradient are freed by then. Read from
     autograd's backward of ``LlamaRMSNorm`` and held on the CPU grid's live-tensor tracker (Llama full fine-tuning
-    without checkpointing, a 256-token vocabulary: the step peaks here, -0.03 %). It sets the peak only where the
-    logits are small beside the hidden states (a chunked loss, a small vocabulary) and the layers are not
-    recomputed. LayerNorm (one fused kernel) and Cohere's norm: not counted (0)."""
+    without checkpointing, a 256-token vocabulary: the step peaks here, -0.03 %; a reward model's one-logit head,
+    full without checkpointing, -0.03 %). It sets the peak only where the logits are small beside the hidden states
+    (a chunked loss, a small vocabulary, a reward model's score) and the layers are not recomputed. LayerNorm (one
+    fused kernel) and Cohere's norm: not counted (0)."""
     if arch.norm in ("layernorm", "cohere"):
         return 0
     return 6 * 4 * f.T * arch.hidden_size
