@@ -70,6 +70,7 @@ class Architecture:
     fused_qkv: bool = False  # one query_key_value / qkv_proj / c_attn linear
     qk_norm: str = "none"  # "none" | "head" (weight of head_dim) | "full" (weight of a*d / k*d, OLMo 2)
     qk_norm_bias: bool = False
+    rotary_dim: int = 0  # rotary embedding width per head (partial_rotary_factor · head_dim); 0: the whole head
     # MLP
     mlp_gated: bool = True  # gate/up/down (SwiGLU, GeGLU) vs up/down (GELU)
     fused_gate_up: bool = False  # Phi-3 gate_up_proj
@@ -88,6 +89,7 @@ class Architecture:
     moe_intermediate_size: int = 0
     shared_expert_intermediate_size: int = 0
     moe_layers: tuple[int, ...] = ()
+    nope_layers: tuple[int, ...] = ()  # layers without rotary embeddings (Llama 4's every fourth: no qk-norm either)
     # how transformers 5 names and lays out the MoE block
     moe_block: str = "mlp"  # the decoder layer's feed-forward attribute: mlp, feed_forward (Llama 4), block_sparse_moe
     router_name: str = "gate"  # gate, or router (gpt-oss, Llama 4, Granite MoE)
@@ -368,7 +370,30 @@ def _parse(config: Mapping[str, Any], model_type: str) -> Architecture:
             f"num_attention_heads ({arch.num_attention_heads}) must be a multiple of "
             f"num_key_value_heads ({arch.num_key_value_heads})"
         )
-    return _with(arch, source_model_type=arch.source_model_type or model_type)
+    return _with(arch, source_model_type=arch.source_model_type or model_type, rotary_dim=_rotary_dim(r, arch))
+
+
+PARTIAL_ROTARY_DEFAULTS = {"glm4_moe": 0.5, "phi": 0.5, "gpt_neox": 0.25}
+"""``partial_rotary_factor`` where a family's config class sets one by default (transformers 5.24's
+``configuration_glm4_moe.py``, ``configuration_phi.py``; GPT-NeoX's ``rotary_pct``)."""
+
+
+def _rotary_dim(r: _Reader, arch: Architecture) -> int:
+    """The rotary width per head, ``int(head_dim · partial_rotary_factor)`` as transformers' rope init computes it
+    (``modeling_rope_utils``), read from the config's ``partial_rotary_factor``, its ``rope_parameters`` or
+    ``rotary_pct``; 0 when the whole head rotates or the model has no rotary embedding."""
+    if arch.position_embeddings or arch.mla:
+        return 0
+    rope = r.c.get("rope_parameters")
+    nested = rope.get("partial_rotary_factor") if isinstance(rope, Mapping) else None
+    factor = next(
+        (v for v in (r.c.get("partial_rotary_factor"), nested, r.c.get("rotary_pct")) if v is not None),
+        PARTIAL_ROTARY_DEFAULTS.get(r.model_type, 1.0),
+    )
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 1:
+        raise ConfigError(f"partial_rotary_factor must be a number in (0, 1]; got {factor!r}")
+    dim = int(arch.head_dim * factor)
+    return 0 if dim >= arch.head_dim else dim
 
 
 class _Reader:
@@ -894,6 +919,15 @@ def _llama4_text(r: _Reader) -> Architecture:
         moe = tuple(range(step - 1, layers, step)) if step > 0 else ()
     mi = r.num("intermediate_size", 8192)
     bias = r.flag("attention_bias", False)
+    # Llama4TextConfig: no_rope_layers[i] is 1 where layer i uses rope, default a NoPE layer every interval-th
+    flags = r.c.get("no_rope_layers")
+    interval = r.num("no_rope_layer_interval", 4)
+    if flags:
+        if not isinstance(flags, list) or not all(f in (0, 1) for f in flags) or len(flags) > MAX_LAYERS:
+            raise ConfigError("no_rope_layers must be a list of 0/1 flags, one per layer (1: the layer uses rope)")
+        nope = tuple(i for i, f in enumerate(flags) if not f)
+    else:
+        nope = tuple(i for i in range(layers) if interval and (i + 1) % interval == 0)
     return _llama_like(
         r,
         defaults=dict(vocab_size=202048, hidden_size=5120, intermediate_size_mlp=16384, num_hidden_layers=48,
@@ -903,7 +937,7 @@ def _llama4_text(r: _Reader) -> Architecture:
         moe_intermediate_size=mi, shared_expert_intermediate_size=mi, shared_experts_name="shared_expert",
         moe_layers=moe, moe_block="feed_forward", router_name="router", router_linear=True, experts_in_out=True,
         sliding_window=_window(r, "attention_chunk_size"), dense_experts=True,
-        qk_norm="l2" if r.flag("use_qk_norm", True) else "none",
+        qk_norm="l2" if r.flag("use_qk_norm", True) else "none", nope_layers=nope,
     )  # fmt: skip
 
 

@@ -396,6 +396,7 @@ class _Flow:
     cuda: bool = True
     rocm: bool = False  # the plan's GPU is an AMD one (ROCm)
     expert_lora_bytes: int = 0  # one MoE layer's expert stack as PEFT's ParamWrapper materializes it (W + ΔW)
+    expert_lora_factors: int = 0  # one MoE layer's expert LoRA factors cast to the experts' dtype (0: same dtype)
     router_lora: bool = False
     model_type: str = ""
     generic: bool = False  # a model type with no hand-written family (transformers' own parameter list)
@@ -448,12 +449,19 @@ def dtype_flow(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> _Flow:
     lora = tuple(a.reads for a in adapters.adapted)
     experts_adapted = EXPERT_INPUT in lora or EXPERT_HIDDEN in lora
     expert_numel = sum(t.numel for t in inv if t.kind == EXPERTS) if experts_adapted else 0
+    # _LoraFactorsProxy folds W + scaling·lhs@rhs into one baddbmm after ``lhs.to(W.dtype)``, ``rhs.to(W.dtype)``
+    # (peft ParamWrapper.get_delta_factors): copies, saved by the baddbmm, unless the factors are in W's dtype already
+    factor_numel = sum(
+        a.params(plan.lora_r, False) // a.layers for a in adapters.adapted if a.reads in (EXPERT_INPUT, EXPERT_HIDDEN)
+    )
+    expert_factors = factor_numel * param_dtype_bytes(plan) if param_dtype_bytes(plan) != ab else 0
     return _Flow(
         T=shape.tokens, b=shape.rows, s=shape.length, ad=ad, ab=ab, mask=1 if cuda else ab,
         frozen_base=plan.method != "full", lora=lora, dropout=lora_dropout_active(plan),
         r=plan.lora_r, attn=path.implementation, path=path, cuda=cuda,
         rocm=gpu is not None and gpu.compute_capability is None,
         expert_lora_bytes=expert_numel * param_dtype_bytes(plan) if experts_adapted else 0,
+        expert_lora_factors=expert_factors,
         router_lora=ROUTER_INPUT in lora, model_type=arch.model_type, generic=arch.generic,
         patches=shape.patches, tower_run=shape.tower_run, masks=2 if image_blocks else 1,
     )  # fmt: skip
@@ -596,8 +604,11 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
         total += ad * T * (qd + kd)
     if f.attn == "eager" and arch.attn_logit_softcapping:
         total += ad * f.b * a * f.s * f.s  # tanh output of the attention-logit soft-capping
-    # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself
-    o_shared = f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2)
+    # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself.
+    # Except on the CPU with a partial rotary embedding: its ``torch.cat`` of the rotated and the passed-through
+    # halves makes q contiguous in (b, heads, s, d), the CPU kernel's output follows q's layout, and
+    # ``transpose(1, 2).contiguous()`` copies it (GLM-4 MoE on the CPU grid: the copy is o_proj's saved input)
+    o_shared = f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2) and (f.cuda or not arch.rotary_dim)
     return total + _linear_inputs(f, (ATTENTION_OUTPUT,), qd, shared=o_shared)
 
 
@@ -654,10 +665,22 @@ def _mlp_saved(arch: Architecture, f: _Flow, norm: int, moe: bool) -> int:
     return total
 
 
+FP32_ROUTERS = ("deepseek_v2", "deepseek_v3", "glm4_moe")
+"""MoE routers that cast their input to fp32 before the linear (transformers 5.24: ``DeepseekV2Moe`` /
+``DeepseekV3TopkRouter`` / ``Glm4MoeTopkRouter``); measured on the CPU grid (DeepSeek-V3 bf16 LoRA: the router's
+saved input is fp32)."""
+
+
 def _moe_saved(arch: Architecture, f: _Flow) -> int:
     T, h, ad = f.T, arch.hidden_size, f.ad
     e, k, mi = arch.num_experts, arch.num_experts_per_tok, arch.moe_intermediate_size
-    saved = _linear_inputs(f, (ROUTER_INPUT,), h) if not f.frozen_base else 0
+    # DeepSeek's and GLM-4 MoE's routers run in fp32 (``F.linear(hidden_states.type(torch.float32), ...)``): the
+    # input they keep for their weight's gradient is an fp32 copy unless the stream is fp32 already
+    fp32_router = arch.model_type in FP32_ROUTERS
+    router_in = (4 if fp32_router else ad) * T * h
+    saved = 0
+    if not f.frozen_base:
+        saved = _linear_inputs(f, (ROUTER_INPUT,), h) + (router_in if fp32_router and ad != 4 else 0)
     saved += T * e * (ad + 4) + T * k * 12  # router logits, fp32 softmax, top-k weights and indices
     pairs = T * (e if arch.dense_experts else k)  # Llama 4 runs every expert on every token (scores 0 elsewhere)
     saved += pairs * ad * (3 * mi + h) + pairs * ad  # per routed token: gate_up output, act, down output, weight
@@ -667,15 +690,17 @@ def _moe_saved(arch: Architecture, f: _Flow) -> int:
         saved += pairs * ad * (h + mi)  # expert linears save their inputs
     if f.expert_lora_bytes:
         # LoRA on the fused experts (PEFT ParamWrapper): the parametrization materializes W + ΔW for the whole
-        # stack, which then needs a gradient, so the expert matmuls keep it and their inputs
-        saved += f.expert_lora_bytes + pairs * ad * (h + mi) + ad * T * h
+        # stack, which then needs a gradient, so the expert matmuls keep it and their inputs (the gathered tokens,
+        # the gated product); the fold keeps the factors' cast copies (measured on the CPU grid: Mixtral bf16 LoRA)
+        saved += f.expert_lora_bytes + pairs * ad * (h + mi) + f.expert_lora_factors
     if f.router_lora:
-        saved += ad * T * h  # the router's input, kept for the gradient of its W + ΔW
+        saved += router_in  # the router's input, kept for the gradient of its W + ΔW
     if arch.shared_expert_intermediate_size:
         si = arch.shared_expert_intermediate_size
         saved += _linear_inputs(f, (SHARED_EXPERT_INPUT,), h)
         saved += 3 * ad * T * si + _linear_inputs(f, (SHARED_EXPERT_HIDDEN,), si)
-        saved += ad * T * h + 2 * ad * T  # shared output and its sigmoid gate, operands of the product
+        if arch.shared_expert_gate:
+            saved += ad * T * h + 2 * ad * T  # shared output and its sigmoid gate, operands of the product
     return saved
 
 
@@ -919,10 +944,48 @@ class _Forward:
         0  # the tower's forward at its peak (SigLIP: one checkpointed layer's tensors), over ``vision``
     )
     vision_output: int = 0  # what the model's output keeps of the tower until the loop drops it (LLaVA)
+    last_largest: int = -1  # the last layer whose saved tensors are ``layer`` (-1: the last layer)
 
     @property
     def saved(self) -> int:
         return self.stored + self.head_saved + self.vision
+
+
+EMBEDDING_SCALED_AFTER = ("granite", "granitemoe")
+"""Families whose model scales the embedding output outside the embedding module (``inputs_embeds *
+embedding_multiplier`` in ``GraniteModel.forward``): with checkpointing, PEFT's ``enable_input_require_grads``
+makes the embedding output a leaf that requires grad, the first layer reads the scaled copy, and the leaf stays
+alive until the backward reaches it (autograd's AccumulateGrad node holds it). Seen on the CPU grid's live tensors
+(Granite and Granite MoE QLoRA with checkpointing: one b·s·h beside the stored layer inputs through the step).
+Gemma's scale is inside its embedding module, so the hook's output is the scaled tensor itself."""
+
+
+def nope_flow(arch: Architecture, plan: Plan, f: _Flow) -> tuple[Architecture, _Flow] | None:
+    """Llama 4's layers without rope (``nope_layers``), as their own architecture and dtype flow: no qk-norm (it
+    runs on rope layers only) and full causal attention instead of the chunked window, so without padding no mask
+    reaches SDPA, which then takes grouped K/V as they are (``enable_gqa``) or, where no fused kernel does (fp32 on
+    CUDA), its math path. ``modeling_llama4.py``: ``use_rope = config.no_rope_layers[layer_idx]``; measured on the
+    CPU grid (the NoPE layer saves no mask, no repeated K/V and no norm copies). None without such layers."""
+    if not arch.nope_layers:
+        return None
+    nope = replace(arch, qk_norm="none", sliding_window=0, nope_layers=())
+    path = attention_path(nope, plan, f.ad, gpu_runtime(plan), f.s)
+    return nope, replace(f, path=path, attn=path.implementation)
+
+
+def layer_sizes(arch: Architecture, plan: Plan, f: _Flow) -> list[int]:
+    """``layer_activations`` of every decoder layer, in order: dense or MoE, with or without rope."""
+    moe = set(arch.moe_layers)
+    nope = nope_flow(arch, plan, f)
+    kinds: dict[tuple[bool, bool], int] = {}
+    sizes = []
+    for i in range(arch.num_hidden_layers):
+        key = (i in moe, i in arch.nope_layers)
+        if key not in kinds:
+            a, g = nope if key[1] and nope is not None else (arch, f)
+            kinds[key] = layer_activations(a, g, moe=key[0]) + (4 * f.s if key[1] else 0)  # NoPE: attn_scales
+        sizes.append(kinds[key])
+    return sizes
 
 
 def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _Flow) -> _Forward:
@@ -936,24 +999,26 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     CPU grid's live-tensor tracker for llama-style layers (docs/accuracy.md).
     """
     arch = inv.arch
-    L, moe_layers = arch.num_hidden_layers, len(arch.moe_layers)
-    dense_layers = L - moe_layers
-    per_dense = layer_activations(arch, f, moe=False) if dense_layers else 0
-    per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
+    L = arch.num_hidden_layers
+    sizes = layer_sizes(arch, plan, f)
     stream = f.ad * f.T * arch.hidden_size
     rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
-    rope = 0 if arch.position_embeddings else 2 * rows * f.s * arch.head_dim * f.ad  # cos and sin
+    rope = 0 if arch.position_embeddings else 2 * rows * f.s * (arch.rotary_dim or arch.head_dim) * f.ad  # cos, sin
     mask = attention_mask_bytes(f)
     if plan.gradient_checkpointing:
         stored = L * stream + rope + mask  # checkpointed layer inputs (+ the shared cos/sin and attention mask)
+        if f.frozen_base and arch.model_type in EMBEDDING_SCALED_AFTER:
+            stored += stream  # the raw embedding output, a leaf that requires grad, held by its AccumulateGrad
     else:
-        stored = dense_layers * per_dense + moe_layers * per_moe + rope + first_layer_delta(arch, f)
+        stored = sum(sizes) + rope + first_layer_delta(arch, f)
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
     final_norm = _norm_saved(arch, f, arch.hidden_size, not f.frozen_base)
     held, tower_backward = vision_activations(arch, adapters, plan, f)
     tower_forward = siglip_forward(arch, adapters, plan, f)
+    layer = max(sizes)
     return _Forward(
-        layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
+        layer=layer, stream=stream, rope=rope, mask=mask, stored=stored,
+        last_largest=max(i for i, size in enumerate(sizes) if size == layer),
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
         pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
         vision_output=vision_output(arch, adapters, plan, f),
@@ -1449,11 +1514,23 @@ def layer_backward(
     arch = inv.arch
     i_eff = arch.moe_intermediate_size if arch.is_moe and not arch.dense_layers else arch.intermediate_size
     work, attention = _backward_work(inv, plan, f, state, i_eff)
+    nope = nope_flow(arch, plan, f)
+    if nope is not None:  # Llama 4's NoPE layers: their own attention kernel (on CUDA, fp32: SDPA's math path)
+        nope_work, nope_attention = _backward_work(inv, plan, nope[1], state, i_eff)
+        if nope_work > work:
+            work, attention = nope_work, nope_attention
     before = state.static + state.grads_head + fwd.stream + fwd.vision  # the stream's gradient, the tower's tensors
     other_layers = state.other_layers_grads
     last_g, first_g = state.gathered("backward_last"), state.gathered("backward_first")
     if plan.gradient_checkpointing:
         last = before + fwd.stored + fwd.layer + work
+        L = arch.num_hidden_layers
+        after = L - 1 - fwd.last_largest if 0 <= fwd.last_largest < L - 1 else 0
+        if after:
+            # the largest layers end before the last (Llama 4: an MoE layer with rope; its last layer has no rope,
+            # no qk-norm and no chunked mask): their backward comes once the later layers' inputs are freed and
+            # their gradients made (CPU grid: the tiny Llama 4 peaks in layer 1 of 4)
+            last += after * (other_layers // (L - 1) - fwd.stream)
         first = before + other_layers + fwd.stream + fwd.rope + fwd.mask + fwd.layer + work
     else:
         work += fwd.stream
@@ -1520,6 +1597,9 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
             work += f.ab * T * i_eff // 2  # dropout's backward transient (calibrated on the CPU grid)
         if f.expert_lora_bytes:
             work = max(work, _expert_lora_work(inv, plan, f))
+    if arch.is_moe and not arch.dense_experts and arch.model_type != "gpt_oss":
+        # (gpt-oss: its SwiGLU term below, calibrated before the combine was read, stands for both)
+        work = max(work, _combine_backward(arch, f, plan.gradient_checkpointing))
     if arch.dense_experts:
         routed = f.ad * T * arch.num_experts * arch.hidden_size  # one E·T-row block of the stream's width
         # Llama 4 runs every expert on every token: the backward of ``routed_out.reshape(E, T, h).sum(0)`` makes
@@ -1541,6 +1621,37 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
     return max(work, attn_work), attn_work > work
 
 
+def _combine_backward(arch: Architecture, f: _Flow, checkpointed: bool) -> int:
+    """The fused experts' combine, the first of an MoE layer's backward (bytes beyond the layer's saved tensors).
+
+    transformers' ``grouped_mm_experts_forward`` (``integrations/moe.py``, every fused-experts MoE but Llama 4) ends
+    with ``weighted_out = proj_out * sample_weights_g`` in expert order, ``weighted_out[inv_perm]`` back in token
+    order, then the sum over the top-k. Going back: the sum's expanded gradient made contiguous (``clone``), the
+    gather's backward (``new_zeros`` and ``index_put``), each T·k × h in the stream's dtype, all alive when the
+    weighting's ``mul`` backward runs, before any expert gradient exists. Read from that code and seen on the CPU
+    grid's live tensors (OLMoE and GLM-4 MoE QLoRA with checkpointing: the step's peak, in an MoE layer's backward,
+    after its recompute; -0.14 % and -0.19 % with the terms below).
+
+    A shared expert runs after the routed ones (``experts(...) + shared_experts(residuals)``), so autograd runs its
+    backward first: by the combine its saved tensors are freed, and the gradient of its input waits, b·s·h, for the
+    router's and the experts' to be summed with it (GLM-4 MoE on the CPU grid).
+
+    Under checkpointing the layer's recomputed saved tensors count its input once more where its first norm saves
+    the input itself (a LayerNorm; an RMSNorm on an fp32 stream): that input is the stored checkpoint, so the
+    moment holds it once (OLMoE, GLM-4 MoE QLoRA on the CPU grid)."""
+    T, h, ad = f.T, arch.hidden_size, f.ad
+    combine = 3 * ad * T * arch.num_experts_per_tok * h
+    si = arch.shared_expert_intermediate_size
+    if si:
+        shared = 3 * ad * T * si + _linear_inputs(f, (SHARED_EXPERT_HIDDEN,), si)
+        if arch.shared_expert_gate:
+            shared += ad * T * h + 2 * ad * T
+        combine += ad * T * h - shared
+    if checkpointed and (arch.norm == "layernorm" or (arch.norm == "rmsnorm" and ad == 4)):
+        combine -= ad * T * h
+    return combine
+
+
 def _routed_recompute(arch: Architecture, f: _Flow, routed: int) -> int:
     """Llama 4's MoE layer recomputed under checkpointing, at its shared expert's end (bytes beyond the layer's saved
     tensors). The gradient of the routed output exists already (its reshape's backward runs before any saved tensor
@@ -1548,9 +1659,23 @@ def _routed_recompute(arch: Architecture, f: _Flow, routed: int) -> int:
     ``Llama4TextMoe.forward`` and the decoder layer, the scaled routed input and the routed output (E·T rows each),
     the residual, the attention output and the normalized input (b·s·h each), the shared expert's gated product and
     its down projection's base output. Read from ``modeling_llama4.py`` and the live tensors of the CPU grid's tiny
-    Llama 4 (the layer's recompute sets the step's peak there, not its backward)."""
+    Llama 4 (the layer's recompute sets the step's peak there, not its backward).
+
+    The recompute starts in the backward of the layer's last adapted module, the shared expert's down projection:
+    its LoRA branch's gradient is there (fp32, and its cast from the stream's dtype when that differs). Where the
+    layer's norms save their input itself (an RMSNorm on an fp32 stream) the layer's input is the stored checkpoint
+    and the residual is a saved tensor, and where the adapter reads the gated product without a cast it is saved
+    too: none of them is counted again (tiny Llama 4 on the CPU grid, LoRA bf16 and QLoRA fp32)."""
+    T, h, ad = f.T, arch.hidden_size, f.ad
     si = arch.shared_expert_intermediate_size
-    return 3 * routed + f.ad * f.T * (4 * arch.hidden_size + si)
+    moment = 3 * routed + ad * T * (4 * h + si)
+    if SHARED_EXPERT_HIDDEN in f.lora:
+        moment += f.ab * T * h + (ad * T * h if f.ab != ad else 0)
+        if f.ab == ad and not f.dropout:
+            moment -= ad * T * si
+    if arch.norm == "rmsnorm" and ad == 4:
+        moment -= 2 * ad * T * h
+    return moment
 
 
 def _mlp_backward_work(inv: Inventory, plan: Plan, f: _Flow, i_eff: int) -> int:
@@ -1735,23 +1860,12 @@ full with and without checkpointing: -0.2 … +1.7 %) and traced at real size (L
 keeps the wider band (``modelled_band``)."""
 
 
-LOW_FAMILIES = {
-    t: Band(-0.1, 0.1, "Llama 4: tiny-config CPU runs within -1.8 … +6.0 % of the model (the MoE layer's "
-            "recompute is modelled; its QLoRA saved tensors and a stream-sized gradient are not exact yet)")
-    for t in ("llama4_text", "llama4")
-}  # fmt: skip
-"""Families whose CPU runs are not yet within the grid's 3 % of the model, with the band that holds them
-(docs/accuracy.md)."""
-
-
 def modelled_band(plan: Plan, f: _Flow) -> Band:
     """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
     grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
     (CUDA with a mask, CUDA's chunked loss, ROCm, a vision tower on images)."""
     if plan.objective in UNVERIFIED_OBJECTIVES or plan.objective == "reward" and plan.upcast_non_quantized:
         return UNVERIFIED
-    if f.model_type in LOW_FAMILIES:
-        return LOW_FAMILIES[f.model_type]
     if f.generic:
         return UNVERIFIED
     if not f.cuda:

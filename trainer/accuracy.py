@@ -198,6 +198,8 @@ LLAVA: dict[str, Any] = {
     "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+"""Llama 4's LoRA targets in the grid: attention, the shared expert and the dense layers' MLP (``all-linear``
+would adapt the router, which PEFT cannot run for Llama 4's)."""
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
     "bos_token_id": 0, "eos_token_id": 0, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
@@ -309,6 +311,13 @@ CPU_CASES: tuple[Case, ...] = (
     _c("deepseek-v2-lora-nogc", DEEPSEEK_V2, method="lora", gradient_checkpointing=False),
     _c("gpt-oss-qlora-gc", GPT_OSS, method="qlora"),  # eager attention with sinks
     _c("gpt-oss-lora-nogc", GPT_OSS, method="lora", gradient_checkpointing=False),
+    # Llama 4: every expert on every token, the MoE layer's recompute, a NoPE last layer (the peak is in layer 1)
+    _c("llama4-qlora-gc", LLAMA4_TEXT, method="qlora", target_modules=list(LLAMA4_TARGETS)),
+    _c("llama4-lora-gc", LLAMA4_TEXT, method="lora", target_modules=list(LLAMA4_TARGETS)),
+    _c("llama4-qlora-nogc", LLAMA4_TEXT, method="qlora", target_modules=list(LLAMA4_TARGETS),
+       gradient_checkpointing=False),
+    _c("llama4-lora-nogc", LLAMA4_TEXT, method="lora", target_modules=list(LLAMA4_TARGETS),
+       gradient_checkpointing=False),
     # vision-language: images and video through the model's own processors (trainer.vision), the tower's activations
     _c("qwen2-vl-lora-gc-448", QWEN2_VL, method="lora", images_per_sample=1, image_size=(448, 448), seq_len=64,
        batch_size=1),
