@@ -2041,10 +2041,10 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         notes.append("mixed precision: autocast cast caches are approximated")
     if plan.sharding == "fsdp" and plan.num_gpus > 1:
         notes.append(
-            "FSDP2: per-rank terms derived from torch's fully_shard and held to gloo runs (full fine-tuning within "
-            "0.1 %, LoRA up to 1.0 % above this estimate; docs/accuracy.md); with full_shard the range's high edge, "
-            "which the fit uses, also holds the root's re-gathered all-gather output in the loss's backward, which "
-            "a collective backend may free late"
+            "FSDP2: per-rank terms derived from torch's fully_shard and held to gloo runs on the CPU (full "
+            "fine-tuning within 0.1 %, LoRA up to 1.0 % above this estimate; docs/accuracy.md; not yet run with "
+            "NCCL on GPUs); with full_shard the range's high edge, which the fit uses, also holds the root's "
+            "re-gathered all-gather output in the loss's backward, which a collective backend may free late"
         )
     elif (plan.sharding in ("zero1", "zero2", "zero3") and plan.num_gpus > 1) or plan.offload != "none":
         notes.append("ZeRO and offload figures are modelled from DeepSpeed's and torch's code, not measured")
