@@ -889,7 +889,7 @@ def _reproduce() -> list[str]:
         "python -m bench.accuracy                  # CPU + traced cases (a few minutes on 2 cores), JSON + this page",
         "python -m bench.accuracy --only llama     # rerun a subset, merged into bench/results/accuracy_cpu.json",
         "python -m bench.accuracy --from-json      # this page from the saved results (and gpu_h200.json)",
-        "python -m bench.dist_accuracy             # the per-rank gloo matrix (12 cases, ~3 min), then --from-json",
+        "python -m bench.dist_accuracy             # the per-rank gloo matrix (14 cases, ~4 min), then --from-json",
         "python -m bench.host_ram                  # host RAM of loading and the process (~2 min), then --from-json",
         "python -m bench.gloo_release              # how late gloo frees a collective's output (~1 min)",
         ".venv/bin/pytest tests/trainer/test_accuracy.py tests/estimator/test_gpu_results.py -q",

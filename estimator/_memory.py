@@ -69,7 +69,6 @@ from ._quant import DTYPE_BYTES, alloc, four_bit_bytes, int8_bytes
 from ._runtime import (
     CACHE,
     CONTEXT,
-    FSDP_PER_RANK,
     UNVERIFIED,
     VERIFIED,
     WORKSPACE_SCRATCH,
@@ -834,9 +833,10 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
 def fsdp_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
     """One rank's state under FSDP2 (``estimator._sharding``): every parameter, gradient and optimizer state sharded
     on dim 0 over the shard group (padded), and the gathered working set (``Fsdp``) added per phase. The gradients
-    a layer's backward makes are unsharded until its reduce-scatter; the optimizer (torch AdamW over the sharded
-    DTensors) keeps its state like each shard. Measured on gloo CPU runs (2 and 4 ranks, LoRA and full; see
-    docs/accuracy.md)."""
+    a layer's backward makes are unsharded until its reduce-scatter, the root group's (lm_head, final norm, a tied
+    weight's pending one: ``Fsdp.head_grads`` beyond ``grads_head``'s share) until the backward's end; the
+    optimizer (torch AdamW over the sharded DTensors) keeps its state like each shard. Measured on gloo CPU runs (2
+    and 4 ranks, LoRA and full; see docs/accuracy.md)."""
     n, L = shard_ranks(plan), inv.arch.num_hidden_layers
     per = param_dtype_bytes(plan)
     base = [
@@ -855,8 +855,8 @@ def fsdp_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) ->
         weights=sharded_alloc(base, n, cuda), adapters=sharded_alloc(extra, n, cuda), optimizer=opt_visible,
         optimizer_paged=opt_managed, ddp_buckets=0, trainable=trainable, trainable_bytes=grads, shard_opt=1,
         grads=grads, grads_head=-(-head // n), grads_layers=grads - -(-(head + embed) // n),
-        grads_layer=layers // L, tied_pending=-(-tied // n), layers=L,
-        fsdp=fsdp_terms(base + extra, root, n, L, plan),
+        grads_layer=layers // L, tied_pending=tied, layers=L,
+        fsdp=fsdp_terms(base + extra, root, n, L, plan, head_grads=head),
         reference=sharded_alloc(base, n, cuda) if reference_copy(plan) else 0,
     )  # fmt: skip
 
@@ -1486,7 +1486,8 @@ class _Backward:
     first: int  # in the first layer's: every other layer's gradients made
     attention: bool  # the peak is in the attention's backward (b·a·s² probabilities), not the MLP's
     gathered: tuple[int, int] = (0, 0)  # FSDP's gathered parameters at the last and the first end
-    norm: int = 0  # in the final norm's backward (``final_norm_backward``), before any layer's (FSDP: as at last)
+    held: tuple[int, int] = (0, 0)  # FSDP's gradient buffers there beyond the gradients a single GPU holds
+    norm: int = 0  # in the final norm's backward (``final_norm_backward``), before any layer's
 
     @property
     def peak(self) -> int:
@@ -1513,6 +1514,8 @@ def layer_backward(
     """
     arch = inv.arch
     i_eff = arch.moe_intermediate_size if arch.is_moe and not arch.dense_layers else arch.intermediate_size
+    if state.fsdp is not None:
+        return fsdp_layer_backward(inv, plan, f, state, fwd, state.fsdp, i_eff)
     work, attention = _backward_work(inv, plan, f, state, i_eff)
     nope = nope_flow(arch, plan, f)
     if nope is not None:  # Llama 4's NoPE layers: their own attention kernel (on CUDA, fp32: SDPA's math path)
@@ -1542,6 +1545,91 @@ def layer_backward(
     )
 
 
+def fsdp_layer_backward(
+    inv: Inventory, plan: Plan, f: _Flow, state: _State, fwd: _Forward, fs: Fsdp, i_eff: int
+) -> _Backward:
+    """The decoder layers' backward on one FSDP2 rank: the single-GPU ends (``layer_backward``) with what FSDP2
+    holds there, derived from torch's ``_fully_shard`` (``_fsdp_param_group.py``, ``_fsdp_collectives.py``) and
+    the live storages of the gloo ranks at their peaks (full fine-tuning, 2 and 4 ranks, both strategies):
+
+    * the root group's gradients (lm_head, the final norm, a tied weight's pending one) unsharded: the root reduces
+      only in its own ``post_backward``, at the end of the backward (``Fsdp.head_grads``);
+    * the layer's gathered parameters and the next one's prefetched all-gather output (``Fsdp.gathered_at``);
+    * the reduce-scatter input of the layer reduced last, one layer's gradients flat (``Fsdp.reduce_pending``),
+      beside every layer's reduced gradient shard (``other_layers_grads``);
+    * full fine-tuning of a dense layer: the layer's own backward at its two moments, the MLP's (the down
+      projection's weight gradient and the intermediate's gradients, ``_mlp_backward_work``, over the layer's
+      saved tensors) and the end of the layer's (every gradient of the layer, unsharded until its
+      ``post_backward``, and its input norm's backward, counted as the final norm's ``final_norm_backward``, with
+      the layer's saved tensors freed by then). The single-GPU term adds the layer's gradients over its saved
+      tensors (they are not live together: 4 % over on the gloo ranks);
+    * under checkpointing with an fp32 stream, RMSNorm's fp32 copy of the recomputed layer's input is that input
+      (``to(float32)`` returns it), already stored as the checkpoint's input: counted once (a LayerNorm's saved
+      input is the stored one too, in any dtype: still counted twice, not measured here; OLMo 2/3 normalize the
+      blocks' outputs, no input copy to share).
+
+    The per-layer terms are linear in the layer's index (one more stored input, one fewer reduced shard per layer
+    down), so beyond the two ends the peak of the layers in between is at the second (``index`` 1) or the
+    next-to-last (``L - 2``), which hold both the prefetched all-gather output and a pending reduce-scatter input.
+    Measured on the gloo runs (docs/accuracy.md)."""
+    arch, L, T, h = inv.arch, state.layers, f.T, inv.arch.hidden_size
+    recomputed = fwd.layer
+    rms_input = arch.norm not in ("layernorm", "cohere") and arch.model_type not in ("olmo2", "olmo3")
+    if plan.gradient_checkpointing and f.ad == 4 and rms_input:
+        recomputed -= fwd.stream  # the input norm's fp32 copy is the stored input itself
+    layer_end = None
+    if plan.method == "full" and not (arch.is_moe and not arch.dense_layers):
+        layer_end = state.grads_layer + max(final_norm_backward(arch, f), f.ad * T * h) - recomputed
+    work, attention = _backward_work(inv, plan, f, state, i_eff, layer_end=layer_end)
+    head = state.grads_head + fs.head_grads
+    before = state.static + head + fwd.stream + fwd.vision  # the stream's gradient, the tower's tensors
+    if plan.gradient_checkpointing:
+        last = before + fwd.stored + recomputed + work
+        first = before + state.other_layers_grads + fwd.stream + fwd.rope + fwd.mask + recomputed + work
+        stored_one = fwd.stream  # one layer's checkpointed input
+    else:
+        work += fwd.stream
+        last = before + fwd.stored + work
+        first = before + state.other_layers_grads + fwd.layer + fwd.rope + work
+        stored_one = fwd.layer
+    shard_one = state.grads_layers // L  # one layer's reduced gradient shard
+    ends = {  # (bytes, gathered, gradient buffers beyond the single-GPU count) at the last and the first layer
+        "last": (last + fs.gathered_at(L - 1), fs.gathered_at(L - 1), fs.head_grads),
+        "first": (first + fs.gathered_at(0) + fs.reduce_pending(0), fs.gathered_at(0),
+                  fs.head_grads + fs.reduce_pending(0)),
+    }  # fmt: skip
+    if L >= 3:  # the layers in between, at their two ends
+        held = fs.head_grads + fs.reduce_pending(L - 2) + shard_one
+        inner_last = last - stored_one + shard_one + fs.gathered_at(L - 2) + fs.reduce_pending(L - 2)
+        if inner_last > ends["last"][0]:
+            ends["last"] = (inner_last, fs.gathered_at(L - 2), held)
+        held = fs.head_grads + fs.reduce_pending(1) - shard_one
+        inner_first = first + stored_one - shard_one + fs.gathered_at(1) + fs.reduce_pending(1)
+        if inner_first > ends["first"][0]:
+            ends["first"] = (inner_first, fs.gathered_at(1), held)
+    # the final norm's backward: lm_head's gradient made, the last layer's all-gather prefetched by the root's hook
+    norm = state.static + head + fwd.vision + fwd.stored + final_norm_backward(arch, f) + fs.gathered("loss_backward")
+    return _Backward(
+        last=ends["last"][0], first=ends["first"][0], attention=attention,
+        gathered=(ends["last"][1], ends["first"][1]), norm=norm, held=(ends["last"][2], ends["first"][2]),
+    )  # fmt: skip
+
+
+def fsdp_copy_out(plan: Plan, state: _State, fwd: _Forward) -> tuple[int, int]:
+    """FSDP2's forward at a layer's copy-out (bytes, and of them gathered), the larger of the first layer's (the
+    root's flat all-gather output still held: ``Fsdp.copy_out_at``; the embedding output and the rotary tensors
+    made) and the last layer's (every earlier layer's stored tensors); (0, 0) without FSDP. Measured: the
+    forward's peak of the gloo full fine-tunes, exact less the batch's ids."""
+    fs = state.fsdp
+    if fs is None:
+        return 0, 0
+    L = state.layers
+    first = (state.static + fwd.stream + fwd.rope + fwd.mask + fwd.vision + fs.copy_out_at(0), fs.copy_out_at(0))
+    before = fwd.stored if plan.gradient_checkpointing else fwd.stored - fwd.layer
+    last = (state.static + before + fwd.vision + fs.copy_out_at(L - 1), fs.copy_out_at(L - 1))
+    return max(first, last)
+
+
 def final_norm_backward(arch: Architecture, f: _Flow) -> int:
     """The final RMSNorm's backward, the first below lm_head's (bytes beyond the layers' stored tensors).
 
@@ -1560,10 +1648,13 @@ def final_norm_backward(arch: Architecture, f: _Flow) -> int:
     return 6 * 4 * f.T * arch.hidden_size
 
 
-def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: int) -> tuple[int, bool]:
+def _backward_work(
+    inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: int, layer_end: int | None = None
+) -> tuple[int, bool]:
     """A layer's backward working tensors (bytes), and whether the attention's (not the MLP's) are the larger.
 
-    Full fine-tuning: the layer's own weight gradients and a gradient of the stream, or, when larger, a dense gated
+    Full fine-tuning: the layer's own weight gradients and a gradient of the stream (under FSDP2 ``layer_end``, the
+    end of the layer's backward as ``fsdp_layer_backward`` derives it), or, when larger, a dense gated
     MLP's backward once the down projection's is done (its weight gradient and three b·s·i gradients, its saved
     input freed; measured on the CPU grid: reward and ORPO full with checkpointing). LoRA/QLoRA: the gradients of
     the MLP's intermediate (in the adapter's and the compute dtype), bitsandbytes' dequantized weight in a 4-bit
@@ -1578,7 +1669,7 @@ def _backward_work(inv: Inventory, plan: Plan, f: _Flow, state: _State, i_eff: i
     """
     arch, T = inv.arch, f.T
     if plan.method == "full":
-        work = state.grads_layer + f.ad * T * arch.hidden_size
+        work = state.grads_layer + f.ad * T * arch.hidden_size if layer_end is None else layer_end
         if not (arch.is_moe and not arch.dense_layers):
             work = max(work, _mlp_backward_work(inv, plan, f, i_eff))
     else:
@@ -1764,6 +1855,7 @@ def peak_components(
     layer_grads: int,
     opt_tmp: int,
     tower_grads: int = 0,
+    copy_out_gathered: int = 0,
 ) -> dict[str, int]:
     """The live tensors at the peak (``peak`` bytes, in ``phase``), by component; they add up to ``peak``.
 
@@ -1783,7 +1875,11 @@ def peak_components(
     comp["optimizer"] = state.optimizer
     comp["reference"] = state.reference
     decoder_forward = state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward")
-    if phase == "forward" and peak > decoder_forward:  # the vision tower's own forward peaks, before the decoder's
+    tower_forward = state.static + fwd.vision + fwd.vision_forward
+    if phase == "forward" and peak > max(decoder_forward, tower_forward):  # FSDP2: a layer's copy-out
+        comp["weights"] += copy_out_gathered
+        comp["activations"] = peak - state.static - copy_out_gathered
+    elif phase == "forward" and peak > decoder_forward:  # the vision tower's own forward peaks, before the decoder's
         comp["activations"] = fwd.vision + fwd.vision_forward
     elif phase in ("forward", "loss_backward", "reference"):
         comp["weights"] += state.gathered("forward" if phase == "reference" else phase)
@@ -1799,6 +1895,10 @@ def peak_components(
     elif phase == "backward":
         grads = state.grads_head - state.tied_pending + layer_grads
         gathered = bwd.gathered[1] if bwd.moment == "first" else bwd.gathered[0]
+        grads += bwd.held[1] if bwd.moment == "first" else bwd.held[0]
+        if bwd.moment == "norm":  # the final norm's backward: the root's gradients, the last layer prefetched
+            gathered = state.gathered("loss_backward")
+            grads += state.fsdp.head_grads - bwd.held[0] if state.fsdp is not None else 0
         if bwd.moment == "first":
             grads += state.other_layers_grads
         comp["gradients"] = grads
@@ -1894,17 +1994,22 @@ def memory_range(f: _Flow, tensor: tuple[int, int], tiers: _Tiers, runtime: Runt
 
 def tensor_range(plan: Plan, f: _Flow, comp: dict[str, int], extra_high: int) -> tuple[int, int]:
     """The live-tensor peak's range: exact components exact, the modelled ones (activations, logits) in their band
-    (``modelled_band``), plus ``extra_high`` that a path may hold beyond the model (``unmodelled_high``).
-
-    FSDP2 over several ranks: the per-rank model is below the gloo runs' measured peaks (by 0.7-4.2 %,
-    ``bench/results/dist_gloo.json``), so the high edge carries ``FSDP_PER_RANK`` of the whole peak until those terms
-    are derived (``tests/estimator/test_dist_results.py`` holds every measured rank under the high edge)."""
+    (``modelled_band``), plus ``extra_high`` that a path may hold beyond the model (``unmodelled_high``, FSDP2's
+    ``late_free``)."""
     exact = comp["weights"] + comp["adapters"] + comp["gradients"] + comp["optimizer"] + comp["reference"]
     modelled = comp["activations"] + comp["logits"]
     lo, hi = modelled_band(plan, f).apply(modelled)
-    if plan.sharding == "fsdp" and plan.num_gpus > 1:
-        extra_high += FSDP_PER_RANK.apply(exact + modelled)[1] - (exact + modelled)
     return exact + lo, exact + hi + extra_high
+
+
+def late_free(state: _State, phases: dict[str, int], peak: int) -> int:
+    """FSDP2: how far the loss's backward can rise above the peak when the root's re-gathered flat all-gather
+    output is freed late (``Fsdp.late_root``: gloo's worker thread; seen on 2 of 56 gloo rank-runs of a 4-rank
+    full fine-tune, docs/accuracy.md). The high edge carries it; 0 where the loss's backward stays below the peak
+    even then, and without FSDP."""
+    if state.fsdp is None:
+        return 0
+    return max(0, phases["loss_backward"] + state.fsdp.late_root - peak)
 
 
 def fit_bytes_with(mem: MemoryEstimate, runtime: Runtime) -> int:
@@ -2050,8 +2155,10 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         notes.append("mixed precision: autocast cast caches are approximated")
     if plan.sharding == "fsdp" and plan.num_gpus > 1:
         notes.append(
-            "FSDP2: gloo runs measured per-rank peaks 0.7-2.4 % above this estimate (4.2 % on rank 0 of a 4-rank full "
-            "fine-tune; docs/accuracy.md): the range's high edge, which the fit uses, adds 5 % per GPU"
+            "FSDP2: per-rank terms derived from torch's fully_shard and held to gloo runs on the CPU (full "
+            "fine-tuning within 0.1 %, LoRA up to 1.0 % above this estimate; docs/accuracy.md; not yet run with "
+            "NCCL on GPUs); with full_shard the range's high edge, which the fit uses, also holds the root's "
+            "re-gathered all-gather output in the loss's backward, which a collective backend may free late"
         )
     elif (plan.sharding in ("zero1", "zero2", "zero3") and plan.num_gpus > 1) or plan.offload != "none":
         notes.append("ZeRO and offload figures are modelled from DeepSpeed's and torch's code, not measured")
@@ -2079,10 +2186,12 @@ def training_memory(
     head = head_loss(inv.arch, plan, f)
     bwd = layer_backward(inv, adapters, plan, f, state, fwd)
     opt_tmp = optimizer_step(state, plan, cuda)
+    copy_out = fsdp_copy_out(plan, state, fwd)
     phases = {
         "forward": max(
             state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward"),
             state.static + fwd.vision + fwd.vision_forward,
+            copy_out[0],
         ),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),
         "backward": bwd.peak + head.kept,
@@ -2099,11 +2208,14 @@ def training_memory(
     peak_phase = max(phases, key=phases.__getitem__)
     tensor_peak = phases[peak_phase]
     layer_grads = layer_grads_at_peak(inv, adapters, plan, f, bwd) if peak_phase == "backward" else 0
-    comp = peak_components(peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp, tower_grads)
+    comp = peak_components(
+        peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp, tower_grads, copy_out[1]
+    )
     tiers = runtime_tiers(tensor_peak, head, state, cuda, runtime)
     comp["overhead"] = tiers.overhead
     comp["allocator_cache"] = tiers.allocator_cache
     comp["optimizer_paged"] = tiers.optimizer_paged
+    extra_high = unmodelled_high(inv, plan, f) + late_free(state, phases, tensor_peak)
     return MemoryEstimate(
         components=comp,
         peak_allocated=tiers.allocated,
@@ -2114,7 +2226,7 @@ def training_memory(
         terms=_terms(inv, plan, state, fwd, head, tiers, peak_phase, tensor_peak, runtime),
         activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[f.ad],
         notes=tuple(_notes(plan, inv.arch, f, tensor_peak, runtime)),
-        range=memory_range(f, tensors := tensor_range(plan, f, comp, unmodelled_high(inv, plan, f)), tiers, runtime),
+        range=memory_range(f, tensors := tensor_range(plan, f, comp, extra_high), tiers, runtime),
         runtime=runtime if cuda else None,
         attention=f.path,
         tensor_range=tensors,

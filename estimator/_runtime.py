@@ -163,13 +163,6 @@ class Band:
 EXACT = Band(0.0, 0.0, "byte-exact against the live-tensor tracker (parameters, adapters, gradients, optimizer)")
 VERIFIED = Band(-0.03, 0.03, "activations and logits on a path verified by real runs (CPU grid, traces, the H200)")
 UNVERIFIED = Band(-0.05, 0.15, "activations and logits on a CUDA path derived from the code, not yet run on a GPU")
-FSDP_PER_RANK = Band(
-    0.0,
-    0.05,
-    "FSDP2 per rank: gloo runs measured 0.7-4.3 % above the modelled peak (the unsharded "
-    "lm_head gradient and a layer's all-gather output held in the first layer's backward; now and then the root's "
-    "re-gathered flat buffer, released late by gloo's worker thread, in the loss's backward)",
-)
 WORKSPACE_SCRATCH = 64 * MiB  # in-kernel scratch beyond the workspaces, up to 53 MiB seen on the H200 (rounded up)
 CACHE = Band(-0.7, 0.7, "the caching allocator's cache: 0.3-1.7x the modelled block on the H200 runs")
 CONTEXT = {

@@ -1,9 +1,11 @@
 """Data parallelism, per rank: what one GPU holds under DDP, FSDP2 and DeepSpeed ZeRO, and what goes to host RAM.
 
 Every figure here is per rank (one GPU); ``memory.per_rank`` in the contract reports them. Measured on gloo CPU
-runs of the trainer (``trainer.dist``: 2 and 4 ranks, DDP and FSDP2 full shard / shard-grad-op, LoRA and full;
-docs/accuracy.md) unless a term says otherwise. DDP is within 0.1 % of those runs; FSDP2 is **under** them by
-0.7 % (LoRA) to 2.4 % (full), and 4.2 % on rank 0 of a 4-rank full fine-tune (docs/accuracy.md): a known gap.
+runs of the trainer (``trainer.dist``: 2 and 4 ranks, DDP and FSDP2 full shard / shard-grad-op, LoRA and full, 2
+and 4 layers; docs/accuracy.md) unless a term says otherwise. DDP is within 0.1 % of those runs, FSDP2 full
+fine-tuning within 0.1 % (every term derived from torch's ``_fully_shard``, per moment: ``Fsdp``), FSDP2 LoRA 0.6-1.0
+% under them (single-GPU terms at its peak moments: the head's forward, the last layer's recompute). A rank whose
+root all-gather output gloo frees late (``Fsdp.late_root``) is covered by the range's high edge, not the estimate.
 
 * **DDP** (``torch.nn.parallel.DistributedDataParallel``, defaults): every rank holds the whole model, its
   gradients and optimizer state, plus the reducer's gradient buckets, a flat copy of every gradient in its dtype
@@ -15,7 +17,11 @@ docs/accuracy.md) unless a term says otherwise. DDP is within 0.1 % of those run
   parameters, which live until the group reshards: ``full_shard`` after each layer's forward and backward (the
   backward prefetches the next layer's all-gather, so two layers are gathered at once there), ``shard_grad_op``
   only after the backward (every layer stays gathered from its forward to its backward). The root group
-  (embeddings, final norm, lm_head) is gathered through the forward's end and again through the whole backward.
+  (embeddings, final norm, lm_head) is gathered through the forward's end and again through the whole backward,
+  and reduces its gradients (the lm_head's, unsharded until then) only at the backward's end. Each layer's
+  backward reduce-scatters its gradients through one flat input, held until the next layer reduces
+  (``Fsdp.reduce_pending``); in the forward, a layer's copy-out still holds the group before it, flat
+  (``Fsdp.copy_out_at``).
   ``hybrid_shard``: the same within groups of ``shard_group_size``, replicated across them.
 * **ZeRO 1/2/3** (DeepSpeed): stage 1 shards the optimizer state, 2 also the gradients, 3 also the parameters
   (gathered one layer at a time, the next prefetched). Modelled from DeepSpeed's source, **not measured** (DeepSpeed
@@ -73,40 +79,88 @@ class Held:
 
 @dataclass(frozen=True)
 class Fsdp:
-    """FSDP2's per-rank terms: what is gathered at each moment of the step."""
+    """FSDP2's per-rank terms: what is gathered at each moment of the step, and the gradient buffers its backward
+    holds beyond each parameter's gradient shard."""
 
     n: int
     root: int  # the root group's parameters, gathered (embeddings, final norm, lm_head, their adapters)
     layer: int  # one decoder layer's parameters, gathered (the all-gather output is as large)
     layers: int
     reshard: bool  # full_shard / hybrid_shard: each layer is freed after its forward
+    head_grads: int = 0  # the root group's gradients made before the layers' backward, beyond their shard
+    reduce_input: int = 0  # one decoder layer's gradients as the flat reduce-scatter input
 
     def gathered(self, moment: str) -> int:
         """Bytes gathered beyond the shards at ``moment``: ``forward`` (the head's peak: the root gathered, the last
         layer's all-gather output, and every layer under shard_grad_op), ``loss_backward`` (the last layer's
-        all-gather prefetched),
-        ``backward_last`` (the last layer gathered and the next prefetched), ``backward_first`` (the first layer),
-        ``optimizer`` (nothing: every group resharded)."""
+        all-gather prefetched), ``backward_last`` / ``backward_first`` (``gathered_at`` the last / the first
+        layer), ``optimizer`` (nothing: every group resharded)."""
         if moment == "optimizer":
             return 0
+        if moment == "backward_last":
+            return self.gathered_at(self.layers - 1)
+        if moment == "backward_first":
+            return self.gathered_at(0)
         every = self.layers * self.layer
         # FSDP2 keeps each all-gather's output until the next all-gather is issued (``AllGatherState``), so after
         # the last layer's forward its output is still held when the head runs
         per_moment = {
             "forward": self.layer + (0 if self.reshard else every),
             "loss_backward": self.layer if self.reshard else every,
-            "backward_last": 2 * self.layer if self.reshard else every,
-            "backward_first": self.layer,
         }
         return self.root + per_moment[moment]
 
+    def gathered_at(self, index: int) -> int:
+        """Bytes gathered beyond the shards in the backward of decoder layer ``index`` (0: the first).
 
-def fsdp_terms(held: list[Held], root_held: list[Held], n: int, layers: int, plan: Plan) -> Fsdp:
+        The root group stays gathered through the whole backward (its pre-backward hook gathers it again at the
+        loss). ``full_shard``: the layer's own parameters, copied out of its all-gather (``FSDPParamGroup.
+        pre_backward`` → ``unshard``, ``wait_for_unshard``: the flat output is dropped right after the copy-out in
+        the backward), and the next layer's flat all-gather output, prefetched by the same hook
+        (``_backward_prefetch``) and held until that layer's own pre-backward (none below the first layer).
+        ``shard_grad_op``: every layer from the first to this one, gathered since the forward (each is resharded
+        after its backward, ``reshard_after_backward``)."""
+        held = self.layer * (1 + min(index, 1)) if self.reshard else (index + 1) * self.layer
+        return self.root + held
+
+    @property
+    def late_root(self) -> int:
+        """The root group's flat all-gather output, which a collective backend may free after the loss's backward
+        has begun (``full_shard`` re-gathers the root at the start of every backward: ``fully_shard(model,
+        reshard_after_forward=True)`` reshards it after the forward). FSDP2 drops the buffer right after its
+        copy-out, but gloo's worker thread holds the collective's work, and with it the buffer, until its own
+        bookkeeping is done (``ProcessGroupGloo::runLoop``): timing, not a tensor the step keeps, so not in the
+        estimate; the range's high edge covers it (``bench/gloo_release.py`` measures the effect alone).
+        ``shard_grad_op`` keeps the root gathered from the forward: nothing is re-gathered."""
+        return self.root if self.reshard else 0
+
+    def copy_out_at(self, index: int) -> int:
+        """Bytes gathered beyond the shards while decoder layer ``index`` copies its parameters out in the forward:
+        the layer's flat all-gather output and its copied-out parameters, and the group before it (the root for the
+        first layer) still gathered, flat: ``wait_for_unshard`` drops ``comm_ctx.all_gather_state`` before the
+        copy-out, but its own ``prev_all_gather_state`` (the walrus-bound local) holds that output until it
+        returns. Under ``shard_grad_op`` every layer before it stays gathered too."""
+        previous = self.root if index == 0 else self.layer
+        kept = 0 if self.reshard else index * self.layer
+        return self.root + previous + 2 * self.layer + kept
+
+    def reduce_pending(self, index: int) -> int:
+        """The reduce-scatter input held in the backward of decoder layer ``index``: the layer after it reduced
+        last (``foreach_reduce`` copies its unsharded gradients into one flat input, and FSDP2 keeps the input in
+        ``reduce_scatter_states`` until the next group's ``post_backward``; the last one is dropped at the end of
+        the backward). None in the last layer's backward, the first to reduce."""
+        return self.reduce_input if index < self.layers - 1 else 0
+
+
+def fsdp_terms(held: list[Held], root_held: list[Held], n: int, layers: int, plan: Plan, head_grads: int = 0) -> Fsdp:
     """The gathered working set of FSDP2 over ``n`` ranks (``held``: every parameter tensor; ``root_held``: those
-    outside the decoder layers)."""
+    outside the decoder layers; ``head_grads``: the root group's gradients made before the layers' backward,
+    unsharded)."""
     layer = sum(n * shard_bytes(h.nbytes, h.dim0, n) for h in held if h.layers > 1)
     root = sum(n * shard_bytes(h.nbytes, h.dim0, n) * h.layers for h in root_held)
-    return Fsdp(n=n, root=root, layer=layer, layers=layers, reshard=plan.fsdp_strategy != "shard_grad_op")
+    reduce_input = sum(n * shard_bytes(h.nbytes, h.dim0, n) for h in held if h.layers > 1 and h.trainable)
+    return Fsdp(n=n, root=root, layer=layer, layers=layers, reshard=plan.fsdp_strategy != "shard_grad_op",
+                head_grads=head_grads - -(-head_grads // n), reduce_input=reduce_input)  # fmt: skip
 
 
 def base_tensor_dim0(t: Tensor) -> int:

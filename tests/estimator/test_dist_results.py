@@ -1,9 +1,10 @@
 """The per-rank estimate held to the gloo runs recorded in ``bench/results/dist_gloo.json``.
 
-Pure Python, no torch: each recorded case's plan is estimated again. The per-rank figure itself is held within 3 %
-where the model is derived (DDP); for FSDP2, whose model is still below the measured ranks, the high edge of the
-range (what ``fits``, ``fit`` and ``rent`` compare) must cover every measured rank: the estimate must never say
-"fits" for a rank that measured more. ``python -m bench.dist_accuracy`` regenerates the file (about 3 minutes).
+Pure Python, no torch: each recorded case's plan is estimated again. The per-rank figure is held within 3 % (DDP,
+FSDP2 LoRA) and within 0.5 % where every term is derived (FSDP2 full fine-tuning); the range's high edge (what
+``fits``, ``fit`` and ``rent`` compare) must cover every measured rank, the one whose root all-gather output gloo
+freed late included: the estimate must never say "fits" for a rank that measured more. ``python -m
+bench.dist_accuracy`` regenerates the file (about 4 minutes).
 """
 
 from __future__ import annotations
@@ -45,11 +46,43 @@ def test_ddp_per_rank_peak_within_3_percent(case: dict[str, Any]) -> None:
     assert abs(estimated - measured) / measured <= 0.03
 
 
-def test_fsdp_high_edge_is_not_padding_ddp() -> None:
-    """The FSDP margin applies to FSDP plans over several ranks only: DDP's range is the single-GPU band."""
-    ddp = next(c for c in CASES if c["plan"]["sharding"] == "ddp")
-    fsdp = Plan.from_dict(ddp["plan"] | {"sharding": "fsdp"})
-    high_ddp = _memory(ddp)["range"]["peak_allocated"][1]
-    mem_fsdp = estimate(fsdp).to_dict()["memory"]
-    assert high_ddp <= _memory(ddp)["peak_allocated"] * 1.031
-    assert mem_fsdp["range"]["peak_allocated"][1] >= mem_fsdp["peak_allocated"] * 1.05
+def _timely(case: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """The ranks and errors but those 1 % or more above the case's lowest rank (a collective's output freed late)."""
+    lowest = min(int(r["peak_allocated"]) for r in case["ranks"])
+    return [(r, e) for r, e in zip(case["ranks"], case["errors"], strict=True) if r["peak_allocated"] < 1.01 * lowest]
+
+
+FSDP_FULL = [c for c in CASES if c["plan"]["sharding"] == "fsdp" and c["plan"]["method"] == "full"]
+
+
+@pytest.mark.parametrize("case", FSDP_FULL, ids=lambda c: c["id"])
+def test_fsdp_full_fine_tuning_per_rank_peak_within_half_a_percent(case: dict[str, Any]) -> None:
+    """Every term derived (``estimator._sharding.Fsdp``): the ranks' peaks less the batch's ids (2,560 B here)."""
+    estimated = _memory(case)["peak_allocated"]
+    for rank, _ in _timely(case):
+        measured = int(rank["peak_allocated"])
+        assert abs(estimated - measured) / measured <= 0.005, (rank["rank"], estimated, measured)
+
+
+def test_a_rank_whose_root_all_gather_gloo_freed_late_is_inside_the_range() -> None:
+    """Rank 0 of ``fsdp-full_shard/full/4`` in the run of 2026-12-02T02:26: its peak (6,282,332 B) in the loss's
+    backward held the root's flat all-gather output (1,049,088 B) beside the loss's tensors. The high edge carries
+    exactly that moment above the peak (``late_free``); shard_grad_op re-gathers nothing there."""
+    case = next(c for c in CASES if c["id"] == "fsdp-full_shard/full/4")
+    memory = _memory(case)
+    root = 1_049_088  # embeddings, final norm and lm_head, fp32, gathered over 4 ranks
+    late = memory["phases"]["loss_backward"] + root
+    assert abs(late - 6_282_332) / 6_282_332 < 0.0005  # that moment, to the batch's ids
+    assert memory["peak_allocated"] < 6_282_332 <= memory["range"]["peak_allocated"][1]
+    assert memory["range"]["peak_allocated"][1] >= late
+    sgo = _memory(next(c for c in CASES if c["id"] == "fsdp-shard_grad_op/full/4"))
+    assert sgo["range"]["peak_allocated"][1] < sgo["phases"]["loss_backward"] + root
+
+
+def test_the_high_edge_carries_no_flat_fsdp_margin() -> None:
+    """DDP's range is the single-GPU band, and so is an FSDP2 plan's where the late root output cannot rise above
+    the peak (shard_grad_op): no percentage of the whole peak is added any more."""
+    for case in CASES:
+        if case["plan"]["sharding"] == "ddp" or case["plan"]["fsdp_strategy"] == "shard_grad_op":
+            memory = _memory(case)
+            assert memory["range"]["peak_allocated"][1] <= memory["peak_allocated"] * 1.031, case["id"]

@@ -324,3 +324,65 @@ def test_llama4_backward_peaks_in_the_last_moe_layer_with_rope(method: str) -> N
     inv = build_inventory(parse_config(roped))
     adapters = adapter_plan(inv, plan)
     assert forward_activations(inv, adapters, plan, dtype_flow(inv, adapters, plan)).last_largest == 3
+
+
+def _tiny_fsdp(layers: int, strategy: str, method: str = "full") -> dict:
+    """The trainer tests' tiny Llama (h 128, MLP 256, vocabulary 1024) over 2 FSDP2 ranks, as the gloo runs hold it."""
+    config = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": layers,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024, "max_position_embeddings": 512,
+              "tie_word_embeddings": False}  # fmt: skip
+    dtype = "float32" if method == "full" else "bfloat16"
+    return _mem(config=config, batch_size=2, seq_len=64, device="cpu", method=method, sharding="fsdp", num_gpus=2,
+                fsdp_strategy=strategy, dtype=dtype, padding="none")  # fmt: skip
+
+
+ROOT = 2 * 1024 * 128 * 4 + 128 * 4  # embeddings, lm_head, final norm (fp32), gathered: the root group
+LAYER = (2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 2 * 128) * 4  # one decoder layer (fp32), gathered
+HEAD_GRADS = 1024 * 128 * 4 + 128 * 4  # lm_head's and the final norm's gradients, unsharded until the end
+DOWN_GRAD = 256 * 128 * 4  # the down projection's weight gradient: the layer's own at the MLP's backward
+
+
+def test_fsdp_first_layer_backward_holds_the_root_grads_unsharded_and_a_pending_reduce_scatter() -> None:
+    """2 layers, full fine-tuning: the peak is the first layer's MLP backward (the gloo ranks' live set): the root
+    and the layer gathered (no prefetch below the first layer), the head's gradients unsharded, the last layer's
+    gradients both as its pending reduce-scatter input (flat, unsharded) and as its reduced shard."""
+    for strategy in ("full_shard", "shard_grad_op"):
+        mem = _tiny_fsdp(2, strategy)
+        assert mem["peak_phase"] == "backward"
+        assert mem["per_rank"]["parts"]["gathered_at_peak"] == ROOT + LAYER
+        assert mem["components"]["gradients"] == HEAD_GRADS + LAYER + LAYER // 2 + DOWN_GRAD
+
+
+def test_fsdp_layers_between_the_ends_hold_a_prefetch_and_a_pending_reduce_scatter() -> None:
+    """4 layers: the second layer's backward (full_shard: the layer and the first one prefetched, the third's
+    reduce-scatter input pending, two reduced shards) and the next-to-last's (shard_grad_op: the first three
+    gathered since the forward, the last one's input pending, one reduced shard) are above both ends."""
+    fs = _tiny_fsdp(4, "full_shard")
+    assert fs["per_rank"]["parts"]["gathered_at_peak"] == ROOT + 2 * LAYER
+    assert fs["components"]["gradients"] == HEAD_GRADS + LAYER + 2 * (LAYER // 2) + DOWN_GRAD
+    sgo = _tiny_fsdp(4, "shard_grad_op")
+    assert sgo["per_rank"]["parts"]["gathered_at_peak"] == ROOT + 3 * LAYER
+    assert sgo["components"]["gradients"] == HEAD_GRADS + LAYER + LAYER // 2 + DOWN_GRAD
+
+
+def test_fsdp_first_layer_copy_out_still_holds_the_root_all_gather() -> None:
+    """full_shard's forward peaks at the first layer's copy-out: the root gathered and its flat all-gather output
+    (held by ``wait_for_unshard``'s local until it returns), the layer's output and parameters, the embedding
+    output and the rotary cos/sin (the gloo ranks, exact less the batch's ids)."""
+    mem = _tiny_fsdp(2, "full_shard")
+    static = sum(mem["per_rank"]["parts"][k] for k in ("weights_shard", "optimizer_shard"))
+    assert mem["phases"]["forward"] == static + 2 * ROOT + 2 * LAYER + 2 * 64 * 128 * 4 + 2 * 64 * 32 * 4
+
+
+@pytest.mark.parametrize("strategy", ["full_shard", "shard_grad_op", "hybrid_shard"])
+def test_fsdp_components_add_up_to_the_peak(strategy: str) -> None:
+    for model, method, gc in itertools.product(
+        ("llama-3.1-8b", "mixtral-8x7b"), ("full", "lora", "qlora"), (True, False)
+    ):
+        extra = {"shard_group_size": 4} if strategy == "hybrid_shard" else {}
+        mem = _mem(model=model, method=method, sharding="fsdp", fsdp_strategy=strategy, num_gpus=8,
+                   gradient_checkpointing=gc, quant_storage="bfloat16", **extra)  # fmt: skip
+        comps = mem["components"]
+        assert min(comps.values()) >= 0, (model, method, gc, comps)
+        assert sum(comps.values()) == mem["total"]
+        assert mem["peak_allocated"] == max(mem["phases"].values()) + CUBLAS_WORKSPACE_BYTES

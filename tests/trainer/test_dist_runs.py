@@ -2,8 +2,9 @@
 
 DDP and FSDP2 (full shard and shard-grad-op), 2 and 4 ranks, LoRA and full fine-tuning, on the tiny Llama of the
 trainer tests. Each group of ranks runs its plans in turn (the stack is imported once per rank). The ranks' common
-peak is held within 3 % of ``memory.peak_allocated`` (a CPU estimate's per-GPU figure is its live-tensor peak) and
-inside the estimate's range; a rank that held a gloo buffer freed late stays within 15 % of the others.
+peak is held within 3 % of ``memory.peak_allocated`` (a CPU estimate's per-GPU figure is its live-tensor peak), within
+0.5 % for full fine-tuning, and inside the estimate's range; a rank that held a gloo buffer freed late stays within
+15 % of the others.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from trainer.dist import dist_runs
 pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 TOLERANCE = 0.03
+FULL_TOLERANCE = 0.005
 GLOO_LATE_FREE = 0.15  # a gloo collective's output freed late on one rank, above the others' common peak
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +61,8 @@ def check(p: Plan, result: dict[str, Any]) -> None:
     common = peaks[(len(peaks) - 1) // 2]  # the lower median: a late free only ever raises a rank (2 ranks: the lower)
     error = (est["peak_allocated"] - common) / common
     assert abs(error) <= TOLERANCE, f"{p.sharding}/{p.fsdp_strategy}/{p.method}/{p.num_gpus}: {error:+.4f}"
+    if p.method == "full":  # every term derived (DDP, FSDP2): the batch's ids apart, exact
+        assert abs(error) <= FULL_TOLERANCE, f"{p.sharding}/{p.fsdp_strategy}/full/{p.num_gpus}: {error:+.4f}"
     low, high = est["range"]["peak_allocated"]
     assert low <= peaks[0] and common <= high, (peaks, low, high)
     assert peaks[-1] <= (1 + GLOO_LATE_FREE) * common, peaks
