@@ -94,6 +94,7 @@ from ._sharding import (
 )
 from ._units import gib_text
 from ._vision import VisionTower, pixel_values, stepped_layers
+from ._vision_mllama import layers_run, stepped_text_layers
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -309,8 +310,14 @@ def _trainable_tensors(
     tower = inv.arch.vision
     tower_idle = stepped and tower is not None and not plan.vision_inputs
     steps = tower if stepped else None  # a CLIP tower's idle last layer (``stepped_layers``)
+
+    def n_stepped(module: str, layers: int) -> int:  # and Mllama's cross-attention layers without images
+        if stepped:
+            layers = stepped_text_layers(inv.arch, plan.vision_inputs, module, layers)
+        return stepped_layers(steps, module, layers)
+
     if plan.method == "full":
-        return [(t.numel, tensor_dtype_bytes(inv, t, plan), stepped_layers(steps, t.module, t.layers)) for t in inv
+        return [(t.numel, tensor_dtype_bytes(inv, t, plan), n_stepped(t.module, t.layers)) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
@@ -318,7 +325,7 @@ def _trainable_tensors(
     for a in adapters.adapted:
         if tower_idle and tower is not None and a.module.startswith(tower.prefixes):
             continue
-        n = stepped_layers(steps, a.module, a.layers)
+        n = n_stepped(a.module, a.layers)
         out += [(r * a.in_features, lo, n), (a.out_features * r, lo, n)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
@@ -795,14 +802,15 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         per = max((b for _, b, _ in trainable), default=0)
         zero_buckets = alloc(min(ZERO_REDUCE_BUCKET, sum(n * c for n, _, c in trainable)) * per, cuda)
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
+    run = layers_run(arch, plan.vision_inputs)
     if shard_grad > 1:
         head, embed, layers, tied = (-(-x // shard_grad) for x in (head, embed, layers, tied))
         grads = head + embed + layers
     return offload_state(_State(
         weights=weights, adapters=adapter_b, optimizer=opt_visible, optimizer_paged=opt_managed,
         ddp_buckets=ddp_buckets, trainable=trainable, trainable_bytes=trainable_bytes, shard_opt=shard_opt,
-        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // arch.num_hidden_layers,
-        tied_pending=tied, zero_buckets=zero_buckets, layers=arch.num_hidden_layers, reference=reference,
+        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // run,
+        tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference,
     ), plan)  # fmt: skip
 
 
@@ -936,7 +944,7 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     CPU grid's live-tensor tracker for llama-style layers (docs/accuracy.md).
     """
     arch = inv.arch
-    L, moe_layers = arch.num_hidden_layers, len(arch.moe_layers)
+    L, moe_layers = layers_run(arch, plan.vision_inputs), len(arch.moe_layers)  # Mllama: cross layers skipped
     dense_layers = L - moe_layers
     per_dense = layer_activations(arch, f, moe=False) if dense_layers else 0
     per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
@@ -1806,7 +1814,7 @@ def unmodelled_high(inv: Inventory, plan: Plan, f: _Flow) -> int:
     with a mask, should it keep the mask converted to the q/k/v dtype per layer as the CPU and cuDNN kernels do
     (ad·b·s² per layer kept: every layer without checkpointing, one with it)."""
     if f.cuda and f.path.mask and f.path.backend == "efficient":
-        layers = 1 if plan.gradient_checkpointing else inv.arch.num_hidden_layers
+        layers = 1 if plan.gradient_checkpointing else layers_run(inv.arch, plan.vision_inputs)
         return layers * f.ad * f.b * f.s * f.s
     return 0
 
@@ -1832,7 +1840,8 @@ def _terms(
     ``logits`` component), else of the head's own largest moment (the loss's backward, in practice).
     """
     cuda = plan.device == "cuda"
-    checkpointed = inv.arch.num_hidden_layers * fwd.stream if plan.gradient_checkpointing else 0
+    run = layers_run(inv.arch, plan.vision_inputs)
+    checkpointed = run * fwd.stream if plan.gradient_checkpointing else 0
     phase = peak_phase if peak_phase in ("forward", "loss_backward") else head.peak_phase
     where = "in the forward" if phase == "forward" else "in the loss's backward"
     logits = [Term(k, "logits", v, f"{_HEAD_PARTS[k]}, {where}", "modelled") for k, v in head.parts(phase).items()
@@ -1852,7 +1861,7 @@ def _terms(
         Term("activations_per_layer", "activations", fwd.layer,
              "what one decoder layer keeps for its backward, recomputed one layer at a time in the backward "
              "(checkpointing keeps only each layer's input)" if plan.gradient_checkpointing else
-             f"what one decoder layer keeps for its backward, kept for all {inv.arch.num_hidden_layers} layers "
+             f"what one decoder layer keeps for its backward, kept for all {run} layers that run "
              "(no checkpointing)", "modelled"),
         Term("checkpointed_inputs", "activations", checkpointed,
              "one residual-stream tensor per layer kept by non-reentrant checkpointing", "modelled"),
@@ -1878,7 +1887,7 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             f"{arch.model_type} has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)"
         )
     s2_layer = 4 * f.b * arch.num_attention_heads * f.s * f.s
-    s2_kept = s2_layer * (1 if plan.gradient_checkpointing else arch.num_hidden_layers)
+    s2_kept = s2_layer * (1 if plan.gradient_checkpointing else layers_run(arch, plan.vision_inputs))
     if f.sdpa_math and s2_kept >= 0.05 * tensor_peak:
         notes.append(
             f"SDPA runs its math path here ({f.path.reason}), which keeps {gib_text(s2_kept)} of fp32 attention "

@@ -197,6 +197,23 @@ LLAVA: dict[str, Any] = {
     "image_token_index": 2000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
     "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
+# Llama 3.2 Vision: a tiny language model of 4 layers, 1 and 3 cross-attention layers (skipped without images), and a
+# tower of width 128 (2 local layers, 1 global, the first layer's output as the intermediate feature: 256 into the
+# projector), tiles of 112² in 14² patches (64 patches and the class token a tile, padded to 72), up to 4 tiles
+MLLAMA: dict[str, Any] = {
+    "model_type": "mllama",
+    "text_config": {
+        "model_type": "mllama_text_model", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"},
+        "num_hidden_layers": 4, "cross_attention_layers": [1, 3], "max_position_embeddings": 1024,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "pad_token_id": 0,
+    },
+    "vision_config": {
+        "model_type": "mllama_vision_model", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_global_layers": 1, "attention_heads": 4, "intermediate_layers_indices": [0], "vision_output_dim": 256,
+        "image_size": 112, "patch_size": 14, "max_num_tiles": 4,
+    },
+    "image_token_index": 2048, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GPT2: dict[str, Any] = {
     "model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 2048, "n_positions": 1024,
@@ -341,6 +358,10 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llava-lora-gc-224", LLAVA, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
     _c("llava-qlora-gc-2img", LLAVA, method="qlora", images_per_sample=2, seq_len=16),
     _c("llava-full-nogc-2img", LLAVA, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
+    # Llama 3.2 Vision without images: the cross-attention layers are skipped (no activations, no gradients)
+    _c("mllama-lora-gc-text", MLLAMA, method="lora"),
+    _c("mllama-qlora-gc-text", MLLAMA, method="qlora"),
+    _c("mllama-full-nogc-text", MLLAMA, method="full", gradient_checkpointing=False),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

@@ -479,3 +479,30 @@ def test_image_plans_add_up_in_every_phase(model_type: str, method: Any, gc: boo
     mem = est.to_dict()["memory"]
     assert sum(mem["components"].values()) == mem["total"] == mem["phases"][mem["peak_phase"]]
     assert est.to_dict()["rule_to_peak"]["total"] == mem["total"]
+
+
+def _mllama_text(layers: int, cross: list[int]) -> dict[str, Any]:
+    cfg = json.loads((Path(__file__).parents[1] / "fixtures/configs/mllama.json").read_text())
+    text = cfg["text_config"] | {"num_hidden_layers": layers, "cross_attention_layers": cross}
+    return dict(cfg, text_config=text)
+
+
+@pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False)])
+def test_mllama_without_images_skips_its_cross_attention_layers(method: Any, gc: bool) -> None:
+    """Llama 3.2 Vision without images: ``MllamaTextModel`` skips every cross-attention layer, so 5 layers with 2 of
+    them cross-attention keep the activations, gradients and optimizer state of 3 self-attention layers (their
+    weights and adapters are held all the same)."""
+    with_cross, without = (
+        estimate(
+            Plan(config=_mllama_text(layers, cross), method=method, gradient_checkpointing=gc, seq_len=64)
+        ).to_dict()["memory"]["components"]
+        for layers, cross in ((5, [1, 3]), (3, []))
+    )
+    for name in ("activations", "optimizer", "gradients"):
+        assert with_cross[name] == without[name], name
+    assert with_cross["weights"] > without["weights"]
+
+
+def test_mllama_images_are_refused_until_modelled() -> None:
+    with pytest.raises(PlanError, match="image inputs of mllama are not modelled yet"):
+        estimate(Plan(config=_mllama_text(5, [1, 3]), method="lora", images_per_sample=1))
