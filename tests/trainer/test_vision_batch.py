@@ -13,7 +13,7 @@ import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
+from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, MLLAMA, QWEN2_5_VL, QWEN2_VL, SMOLVLM
 from trainer.vision import PIXTRAL_TOKENS, llava_image_tokens, video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
@@ -79,7 +79,7 @@ def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> 
 
 def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, mistral3 only"):
+    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, mllama only"):
         vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
 
 
@@ -231,3 +231,40 @@ def test_llavas_model_makes_one_feature_per_image_token() -> None:
     with torch.no_grad():
         features = model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
     assert sum(f.shape[0] for f in features) == int((batch["input_ids"] == LLAVA["image_token_index"]).sum())
+
+
+@pytest.mark.parametrize("size", [None, (112, 336), (500, 120), (1000, 1000), (60, 70), (300, 200)])
+def test_mllamas_processor_makes_the_estimates_tiles(size: tuple | None) -> None:
+    """MllamaImageProcessorPil at the tower's tile size: pixel values of every max_num_tiles tile (the unused ones
+    zero), the tiles each image uses as the estimate's grid says, one <|image|> token per image (no loss) and
+    MllamaProcessor's cross-attention mask: each image's used tiles from its token to the row's end."""
+    from estimator import parse_config
+    from estimator._vision_mllama import image_grid
+
+    plan = Plan.from_dict({"config": MLLAMA, "method": "lora", "seq_len": 8, "batch_size": 2,
+                           "images_per_sample": 2, "image_size": size})  # fmt: skip
+    batch = vision_batch(MLLAMA, plan, torch.device("cpu"), seed=0)
+    tower = parse_config(MLLAMA).vision
+    assert tower is not None
+    rows, cols = image_grid(tower, size)
+    assert tuple(batch["pixel_values"].shape) == (2, 2, 4, 3, 112, 112)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert batch["aspect_ratio_mask"].sum(-1).tolist() == [[rows * cols] * 2] * 2
+    assert bool((batch["pixel_values"][:, :, rows * cols :] == 0).all())
+    image_id = MLLAMA["image_token_index"]
+    assert batch["input_ids"][:, :2].tolist() == [[image_id] * 2] * 2 and batch["input_ids"].shape == (2, 10)
+    assert int((batch["labels"] == -100).sum()) == 4
+    assert tuple(batch["cross_attention_mask"].shape) == (2, 10, 2, 4)
+    assert batch["cross_attention_mask"][0].sum() == (10 + 9) * rows * cols  # from each image's own token on
+
+
+def test_mllamas_batch_runs_through_the_model() -> None:
+    transformers = pytest.importorskip("transformers")
+    plan = Plan.from_dict({"config": MLLAMA, "method": "lora", "seq_len": 8, "batch_size": 1,
+                           "images_per_sample": 2, "image_size": (100, 180)})  # fmt: skip
+    cfg = transformers.AutoConfig.for_model(**MLLAMA)
+    model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
+    batch = vision_batch(MLLAMA, plan, torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
