@@ -823,8 +823,9 @@ def _gaps(
         "the video processor's total-pixel budget (`cap_pixels_per_frame`, off by default in transformers 5.24; "
         "`video_frames` are the frames the model sees, after any sampling), Gemma 3's tower with eager attention "
         "(refused), Pixtral's tower with eager attention (refused), LLaVA's tower with eager attention, a list of "
-        "feature layers or another activation (refused), LLaVA-NeXT's tiled images, the other VLM families (Llama "
-        "3.2 Vision, Qwen3-VL: their parameters come from "
+        "feature layers or another activation (refused), LLaVA-NeXT's tiled images, Llama 3.2 Vision's images "
+        "(refused; its parameters are read by hand and a batch without images is measured: `mllama-*-text`, its "
+        "cross-attention layers skipped), the other VLM families (Qwen3-VL: its parameters come from "
         "transformers with the train extra, images and video are refused), the tower on a GPU (its attention "
         "kernel is not measured: the `UNVERIFIED` band).",
         "- **Idefics3 / SmolVLM**: read by hand (the Llama under `model.text_model`, the SigLIP-like tower, the "

@@ -239,6 +239,14 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
     video_ok = arch.vision is not None and arch.vision.model_type in QWEN_VL
     bad = [(n, w) for n, w, ok in ((plan.images_per_sample, "image", images_ok), (plan.video_frames, "video", video_ok))
            if n and not ok]  # fmt: skip
+    if plan.images_per_sample and arch.vision is not None and arch.vision.kind == "mllama":
+        raise PlanError(
+            "images of mllama (Llama 3.2 Vision) are not modelled yet: the tower runs every image as max_num_tiles "
+            "tiles whatever its size, under a tiles² attention mask and without checkpointing, and each "
+            "cross-attention layer keeps keys and values over all of them, none of which would be counted, so an "
+            "estimate would be low; a plan without images is counted (its cross-attention layers are skipped). "
+            "An image adds one <|image|> token to a row, not more"
+        )
     if bad:
         what = " and ".join(w for _, w in bad)
         raise PlanError(

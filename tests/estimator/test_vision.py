@@ -504,5 +504,5 @@ def test_mllama_without_images_skips_its_cross_attention_layers(method: Any, gc:
 
 
 def test_mllama_images_are_refused_until_modelled() -> None:
-    with pytest.raises(PlanError, match="image inputs of mllama are not modelled yet"):
+    with pytest.raises(PlanError, match=r"images of mllama \(Llama 3.2 Vision\) are not modelled yet: the tower"):
         estimate(Plan(config=_mllama_text(5, [1, 3]), method="lora", images_per_sample=1))
