@@ -225,6 +225,8 @@ EAGER_TOWERS = {
     "clip": "LLaVA's CLIP tower: its images × heads × positions² scores (577² per head of a 336² image)",
     "siglip": "Gemma 3's SigLIP tower: its images × heads × patches² scores (4096² per head of an 896² image)",
     "pixtral": "Mistral 3's Pixtral tower: its heads × patches² scores over all of the step's images (one sequence)",
+    "mllama": "Llama 3.2 Vision's tower and cross-attention layers: each image's heads × (4 tiles × 1032 positions)² "
+    "scores, and the text × image-feature scores of every cross-attention layer",
 }
 """Vision towers whose eager attention is not modelled (their SDPA path is), and the scores eager would keep.
 Idefics3's and SmolVLM's tower says so with its other refusals (``images_error``)."""
@@ -239,14 +241,6 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
     video_ok = arch.vision is not None and arch.vision.model_type in QWEN_VL
     bad = [(n, w) for n, w, ok in ((plan.images_per_sample, "image", images_ok), (plan.video_frames, "video", video_ok))
            if n and not ok]  # fmt: skip
-    if plan.images_per_sample and arch.vision is not None and arch.vision.kind == "mllama":
-        raise PlanError(
-            "images of mllama (Llama 3.2 Vision) are not modelled yet: the tower runs every image as max_num_tiles "
-            "tiles whatever its size, under a tiles² attention mask and without checkpointing, and each "
-            "cross-attention layer keeps keys and values over all of them, none of which would be counted, so an "
-            "estimate would be low; a plan without images is counted (its cross-attention layers are skipped). "
-            "An image adds one <|image|> token to a row, not more"
-        )
     if bad:
         what = " and ".join(w for _, w in bad)
         raise PlanError(

@@ -927,6 +927,7 @@ class _Forward:
         0  # the tower's forward at its peak (SigLIP: one checkpointed layer's tensors), over ``vision``
     )
     vision_output: int = 0  # what the model's output keeps of the tower until the loop drops it (LLaVA)
+    cross_forward: int = 0  # Mllama, checkpointed: a cross-attention layer's tensors as its forward makes them
 
     @property
     def saved(self) -> int:
@@ -948,6 +949,18 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     dense_layers = L - moe_layers
     per_dense = layer_activations(arch, f, moe=False) if dense_layers else 0
     per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
+    cross, per_cross, cross_grad = 0, 0, 0
+    if arch.cross_attention_layers and f.patches:  # Mllama with images: its cross-attention layers run
+        from ._memory_mllama import cross_layer_saved, feature_rows
+
+        cross = len(arch.cross_attention_layers)
+        per_cross = cross_layer_saved(arch, adapters, plan, f)
+        assert arch.vision is not None
+        rows = feature_rows(arch.vision, f.patches)
+        cross_grad = f.ad * rows * arch.hidden_size  # the features' gradient, summed over the cross layers
+        # SDPA's backward: the query's gradient and the keys' and values', repeated to the query heads
+        cross_grad += f.ad * (f.T + 2 * rows) * arch.num_attention_heads * arch.head_dim
+        dense_layers -= cross
     stream = f.ad * f.T * arch.hidden_size
     rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
     rope = 0 if arch.position_embeddings else 2 * rows * f.s * arch.head_dim * f.ad  # cos and sin
@@ -955,13 +968,14 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     if plan.gradient_checkpointing:
         stored = L * stream + rope + mask  # checkpointed layer inputs (+ the shared cos/sin and attention mask)
     else:
-        stored = dense_layers * per_dense + moe_layers * per_moe + rope + first_layer_delta(arch, f)
+        stored = dense_layers * per_dense + moe_layers * per_moe + cross * per_cross + rope + first_layer_delta(arch, f)
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
     final_norm = _norm_saved(arch, f, arch.hidden_size, not f.frozen_base)
     held, tower_backward = vision_activations(arch, adapters, plan, f)
     tower_forward = siglip_forward(arch, adapters, plan, f)
     return _Forward(
-        layer=max(per_dense, per_moe), stream=stream, rope=rope, mask=mask, stored=stored,
+        layer=max(per_dense, per_moe, per_cross + cross_grad), stream=stream,
+        cross_forward=per_cross if plan.gradient_checkpointing else 0, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
         pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
         vision_output=vision_output(arch, adapters, plan, f),
@@ -1057,6 +1071,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         from ._memory_pixtral import pixtral_activations
 
         return pixtral_activations(tower, adapters, plan, f)
+    if tower.kind == "mllama":
+        from ._memory_mllama import mllama_activations
+
+        return mllama_activations(arch, tower, adapters, plan, f)
     if tower.kind == "clip":
         from ._vision_clip import clip_activations  # its terms build on this module's
 
@@ -1144,6 +1162,10 @@ def vision_output(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flo
     """What the model's output keeps of the tower through the forward's end, freed when the loop drops the output
     before the backward (LLaVA's ``image_outputs``: ``clip_output``; 0 for the other towers, counted in ``vision``)."""
     tower = arch.vision
+    if tower is not None and tower.kind == "mllama" and f.patches:
+        from ._memory_mllama import mllama_output
+
+        return mllama_output(tower, plan, f)
     if tower is None or tower.kind != "clip" or not f.patches:
         return 0
     from ._vision_clip import clip_output  # its terms build on this module's
@@ -1665,7 +1687,8 @@ def peak_components(
     comp["adapters"] = state.adapters
     comp["optimizer"] = state.optimizer
     comp["reference"] = state.reference
-    decoder_forward = state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward")
+    head_forward = max(head.bytes("forward"), fwd.cross_forward)  # a cross-attention layer's forward comes first
+    decoder_forward = state.static + fwd.saved + fwd.vision_output + head_forward + state.gathered("forward")
     if phase == "forward" and peak > decoder_forward:  # the vision tower's own forward peaks, before the decoder's
         comp["activations"] = fwd.vision + fwd.vision_forward
     elif phase in ("forward", "loss_backward", "reference"):
@@ -1673,6 +1696,9 @@ def peak_components(
         comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
         comp["activations"] += fwd.vision_output if phase == "forward" else 0
         comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
+        if phase == "forward" and fwd.cross_forward > head.bytes("forward"):  # the peak is in a cross layer's
+            comp["activations"] += fwd.cross_forward
+            comp["logits"] = 0
     elif phase == "vision_backward":
         comp["gradients"] = tower_grads
         comp["logits"] = head.kept
@@ -1861,7 +1887,7 @@ def _terms(
         Term("activations_per_layer", "activations", fwd.layer,
              "what one decoder layer keeps for its backward, recomputed one layer at a time in the backward "
              "(checkpointing keeps only each layer's input)" if plan.gradient_checkpointing else
-             f"what one decoder layer keeps for its backward, kept for all {run} layers that run "
+             f"what one decoder layer keeps for its backward, kept for all {run} layers "
              "(no checkpointing)", "modelled"),
         Term("checkpointed_inputs", "activations", checkpointed,
              "one residual-stream tensor per layer kept by non-reentrant checkpointing", "modelled"),
@@ -1919,6 +1945,12 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
         how = f"one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and {around}"
         if arch.vision is not None and arch.vision.kind == "clip":
             how = "one token per patch (the class token is a position of the tower's too), no delimiters"
+        if arch.vision is not None and arch.vision.kind == "mllama":
+            how = (
+                f"one <|image|> token per image; every image runs as {arch.vision.max_tiles} tiles through the tower "
+                "whatever its size (the unused ones masked; the tower's layers are not checkpointed) and each "
+                "cross-attention layer attends over all of their features"
+            )
         if arch.vision is not None and arch.vision.kind == "pixtral":
             from ._memory_pixtral import pixtral_note
 
@@ -1976,7 +2008,11 @@ def training_memory(
     opt_tmp = optimizer_step(state, plan, cuda)
     phases = {
         "forward": max(
-            state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward"),
+            state.static
+            + fwd.saved
+            + fwd.vision_output
+            + max(head.bytes("forward"), fwd.cross_forward)
+            + state.gathered("forward"),
             state.static + fwd.vision + fwd.vision_forward,
         ),
         "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),

@@ -63,7 +63,7 @@ CLIP_VL = ("llava", "llava_next")
 IDEFICS_VL = ("idefics3", "smolvlm")
 PIXTRAL_VL = ("mistral3",)
 MLLAMA_VL = ("mllama",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL)
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
 """Model types whose image inputs are modelled (LLaVA-NeXT's tower is counted, its tiled images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
@@ -361,6 +361,8 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
         from ._vision_pixtral import pixtral_patches
 
         return pixtral_patches(tower, image_size, max_pixels)
+    if tower.kind == "mllama":  # every image as max_num_tiles tiles of padded positions, whatever its size
+        return tower.max_tiles * (-(-(tower.patches_per_side**2 + 1) // 8) * 8)
     if tower.kind == "siglip":
         return tower.patches_per_side**2
     if tower.kind == "clip":  # the class token too
@@ -381,6 +383,8 @@ def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pix
         from ._vision_pixtral import pixtral_tokens
 
         return pixtral_tokens(tower, image_size, max_pixels)
+    if tower.kind == "mllama":  # one <|image|> token: the features reach the text through cross-attention
+        return 1
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
     if tower.kind == "clip":  # LLaVA: one per patch (and the class token with the "full" strategy), no delimiters
@@ -415,6 +419,9 @@ def pixel_values(tower: VisionTower, patches: int) -> int:
     """Values of the processor's ``pixel_values`` for ``patches`` patches: Qwen's flattened rows of
     ``patch_features``; SigLIP's and CLIP's (images, channels, image_size, image_size), the resized image whole (its
     sides need not be multiples of the patch); Idefics3's and SmolVLM's the same per tile."""
+    if tower.kind == "mllama":  # (images, max_num_tiles, 3, image_size, image_size)
+        images = patches // image_patches(tower, None, 0)
+        return images * tower.max_tiles * tower.in_channels * tower.image_size**2
     if tower.kind in ("siglip", "clip", "idefics3"):  # CLIP: its patches count the class token
         images = patches // (tower.patches_per_side**2 + (1 if tower.kind == "clip" else 0))
         return images * tower.in_channels * tower.image_size**2

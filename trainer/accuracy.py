@@ -362,6 +362,11 @@ CPU_CASES: tuple[Case, ...] = (
     _c("mllama-lora-gc-text", MLLAMA, method="lora"),
     _c("mllama-qlora-gc-text", MLLAMA, method="qlora"),
     _c("mllama-full-nogc-text", MLLAMA, method="full", gradient_checkpointing=False),
+    # with images: every image as 4 tiles through the tower (no checkpointing there), the cross-attention layers run
+    _c("mllama-lora-gc-img", MLLAMA, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
+    _c("mllama-qlora-gc-2img", MLLAMA, method="qlora", images_per_sample=2, image_size=(300, 200), seq_len=16),
+    _c("mllama-full-nogc-2img", MLLAMA, method="full", gradient_checkpointing=False, images_per_sample=2,
+       seq_len=16),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).
