@@ -928,6 +928,9 @@ class _Forward:
     )
     vision_output: int = 0  # what the model's output keeps of the tower until the loop drops it (LLaVA)
     cross_forward: int = 0  # Mllama, checkpointed: a cross-attention layer's tensors as its forward makes them
+    cross_layer: int = 0  # Mllama with images: a cross-attention layer's saved tensors and its attention's backward
+    cross_work: int = 0  # the latter alone: SDPA's gradients of the query and of the repeated keys and values
+    cross_features: int = 0  # the image features' gradient, summed over the cross-attention layers gone back
 
     @property
     def saved(self) -> int:
@@ -949,7 +952,7 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     dense_layers = L - moe_layers
     per_dense = layer_activations(arch, f, moe=False) if dense_layers else 0
     per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
-    cross, per_cross, cross_grad = 0, 0, 0
+    cross, per_cross, cross_grad, features = 0, 0, 0, 0
     if arch.cross_attention_layers and f.patches:  # Mllama with images: its cross-attention layers run
         from ._memory_mllama import cross_layer_saved, feature_rows
 
@@ -957,9 +960,9 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
         per_cross = cross_layer_saved(arch, adapters, plan, f)
         assert arch.vision is not None
         rows = feature_rows(arch.vision, f.patches)
-        cross_grad = f.ad * rows * arch.hidden_size  # the features' gradient, summed over the cross layers
+        features = f.ad * rows * arch.hidden_size  # the features' gradient, summed over the cross layers
         # SDPA's backward: the query's gradient and the keys' and values', repeated to the query heads
-        cross_grad += f.ad * (f.T + 2 * rows) * arch.num_attention_heads * arch.head_dim
+        cross_grad = f.ad * (f.T + 2 * rows) * arch.num_attention_heads * arch.head_dim
         dense_layers -= cross
     stream = f.ad * f.T * arch.hidden_size
     rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
@@ -974,7 +977,8 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     held, tower_backward = vision_activations(arch, adapters, plan, f)
     tower_forward = siglip_forward(arch, adapters, plan, f)
     return _Forward(
-        layer=max(per_dense, per_moe, per_cross + cross_grad), stream=stream,
+        layer=max(per_dense, per_moe), stream=stream, cross_layer=per_cross + cross_grad if cross else 0,
+        cross_work=cross_grad if cross else 0, cross_features=features,
         cross_forward=per_cross if plan.gradient_checkpointing else 0, rope=rope, mask=mask, stored=stored,
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
         pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
@@ -1453,16 +1457,21 @@ class _Backward:
     attention: bool  # the peak is in the attention's backward (b·a·s² probabilities), not the MLP's
     gathered: tuple[int, int] = (0, 0)  # FSDP's gathered parameters at the last and the first end
     norm: int = 0  # in the final norm's backward (``final_norm_backward``), before any layer's (FSDP: as at last)
+    cross: int = 0  # Mllama with images: in the lowest cross-attention layer's attention backward
+    cross_grads: int = 0  # the gradients of the layers above it, made by then
 
     @property
     def peak(self) -> int:
-        return max(self.last, self.first, self.norm)
+        return max(self.last, self.first, self.norm, self.cross)
 
     @property
     def moment(self) -> str:
-        """Where the peak is: ``norm`` (the final norm's backward), ``last`` or ``first`` (a layer's)."""
-        if self.norm > max(self.last, self.first):
+        """Where the peak is: ``norm`` (the final norm's backward), ``last`` or ``first`` (a layer's), ``cross``
+        (Mllama's lowest cross-attention layer's)."""
+        if self.norm > max(self.last, self.first, self.cross):
             return "norm"
+        if self.cross > max(self.last, self.first):
+            return "cross"
         return "first" if self.first >= self.last else "last"
 
 
@@ -1483,17 +1492,30 @@ def layer_backward(
     before = state.static + state.grads_head + fwd.stream + fwd.vision  # the stream's gradient, the tower's tensors
     other_layers = state.other_layers_grads
     last_g, first_g = state.gathered("backward_last"), state.gathered("backward_first")
+    cross, cross_grads = arch.cross_attention_layers if fwd.cross_layer else (), 0
+    last_cross = arch.num_hidden_layers - 1 in cross  # Mllama's last layer may be a cross-attention layer
+    last_layer = fwd.cross_layer if last_cross else fwd.layer
     if plan.gradient_checkpointing:
-        last = before + fwd.stored + fwd.layer + work
+        last = before + fwd.stored + last_layer + work
         first = before + other_layers + fwd.stream + fwd.rope + fwd.mask + fwd.layer + work
     else:
         work += fwd.stream
-        last = before + fwd.stored + work
+        last = before + fwd.stored + work + (fwd.cross_work if last_cross else 0)
         first = before + other_layers + fwd.layer + fwd.rope + work
+    in_cross = 0
+    if cross:  # the lowest cross-attention layer's backward, the layers above it done, those below it still kept
+        low = cross[0]
+        cross_grads = (arch.num_hidden_layers - 1 - low) * state.grads_layer
+        below = (low + 1) * fwd.stream + fwd.rope + fwd.mask if plan.gradient_checkpointing else (
+            low * fwd.layer + first_layer_delta(arch, f) + fwd.rope
+        )  # fmt: skip
+        above = fwd.cross_features if len(cross) > 1 else 0  # made by the cross-attention layers above it
+        in_cross = before + cross_grads + below + fwd.cross_layer + above + work + first_g
     norm = state.static + state.grads_head + fwd.vision + fwd.stored + final_norm_backward(inv.arch, f) + last_g
     return _Backward(
-        last=last + last_g, first=first + first_g, attention=attention, gathered=(last_g, first_g), norm=norm
-    )
+        last=last + last_g, first=first + first_g, attention=attention, gathered=(last_g, first_g), norm=norm,
+        cross=in_cross, cross_grads=cross_grads,
+    )  # fmt: skip
 
 
 def final_norm_backward(arch: Architecture, f: _Flow) -> int:
@@ -1627,7 +1649,7 @@ def layer_grads_at_peak(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     mlp_in, mlp_out = (EXPERT_INPUT, EXPERT_HIDDEN) if moe else (MLP_INPUT, MLP_HIDDEN)
     if bwd.moment == "norm":
         return 0
-    if bwd.attention:
+    if bwd.attention or bwd.moment == "cross":  # Mllama's peak is in the cross-attention's backward
         if plan.method == "full":
             return _held((t for t in inv if t.reads in (mlp_in, mlp_out)), plan, cuda)
         mlp = [a for a in adapters.adapted if a.reads in (MLP_INPUT, MLP_HIDDEN)]
@@ -1710,6 +1732,8 @@ def peak_components(
         gathered = bwd.gathered[1] if bwd.moment == "first" else bwd.gathered[0]
         if bwd.moment == "first":
             grads += state.other_layers_grads
+        if bwd.moment == "cross":
+            grads += bwd.cross_grads
         comp["gradients"] = grads
         comp["logits"] = head.kept
         comp["weights"] += gathered
