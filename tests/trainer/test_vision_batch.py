@@ -268,3 +268,28 @@ def test_mllamas_batch_runs_through_the_model() -> None:
     with torch.no_grad():
         out = model(**batch)
     assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
+
+
+def test_mllamas_qlora_build_quantizes_and_adapts_what_the_inventory_says() -> None:
+    """The QLoRA model the trainer builds: bitsandbytes' Linear4bit where the inventory says bnb_quantized (the
+    cross-attention projections and the one-Linear projector too, lm_head not), LoRA on the modules all-linear
+    matches in the adapter plan."""
+    import re
+
+    from estimator import build_inventory, parse_config
+    from estimator._lora import adapter_plan
+    from trainer.build import build_model
+
+    plan = Plan(config=MLLAMA, method="qlora", seq_len=16)
+    model = build_model(dict(MLLAMA), plan, "cpu")
+    quantized, adapted = set(), set()
+    for n, m in model.named_modules():
+        name = re.sub(r"\.\d+(?=\.|$)", ".{i}", n.replace("base_model.model.", ""))
+        if type(m).__name__ == "Linear4bit":
+            quantized.add(name.removesuffix(".base_layer"))
+        if hasattr(m, "lora_A") and not name.endswith(("lora_A", "lora_B")):
+            adapted.add(name)
+    inv = build_inventory(parse_config(MLLAMA))
+    assert quantized == {t.module for t in inv if t.bnb_quantized}
+    assert adapted == {a.module for a in adapter_plan(inv, plan).adapted}
+    assert "model.multi_modal_projector" in quantized and "lm_head" not in quantized
