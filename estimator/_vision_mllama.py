@@ -166,20 +166,3 @@ def stepped_text_layers(arch: Any, images: bool, module: str, layers: int) -> in
     if is_cross_layer_only(module):
         return 0
     return layers if ".self_attn" in module else layers - cross
-
-
-def image_grid(tower: VisionTower, image_size: tuple[int, int] | None) -> tuple[int, int]:
-    """The tiles (rows, columns) ``MllamaImageProcessor`` cuts an image of ``image_size`` (unset: one tile's square)
-    into (``get_optimal_tiled_canvas``): of the canvases of at most ``max_num_tiles`` tiles of ``image_size``, the one
-    that enlarges the image least (the smallest scale ≥ 1), else shrinks it least (the largest scale < 1), the
-    image's scale into a canvas being the smaller of its two sides'; ties go to the smallest area. The model runs
-    every image through all ``max_num_tiles`` tiles all the same (the unused ones are zeros, masked in the tower's
-    attention and in the cross-attention), so the grid decides which tiles the text attends to, not the memory."""
-    tile, most = tower.image_size, tower.max_tiles
-    height, width = image_size if image_size is not None else (tile, tile)
-    grids = [(a, b) for a in range(1, most + 1) for b in range(1, most + 1) if a * b <= most]
-    scales = [min(b * tile / width, a * tile / height) for a, b in grids]
-    up = [s for s in scales if s >= 1]
-    chosen = min(up) if up else max(scales)
-    best = [g for g, s in zip(grids, scales, strict=True) if s == chosen]
-    return min(best, key=lambda g: g[0] * g[1])

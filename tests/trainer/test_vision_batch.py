@@ -233,20 +233,22 @@ def test_llavas_model_makes_one_feature_per_image_token() -> None:
     assert sum(f.shape[0] for f in features) == int((batch["input_ids"] == LLAVA["image_token_index"]).sum())
 
 
-@pytest.mark.parametrize("size", [None, (112, 336), (500, 120), (1000, 1000), (60, 70), (300, 200)])
-def test_mllamas_processor_makes_the_estimates_tiles(size: tuple | None) -> None:
+@pytest.mark.parametrize(
+    ("size", "grid"),
+    [(None, (1, 1)), ((112, 336), (1, 3)), ((500, 120), (4, 1)), ((1000, 1000), (2, 2)), ((60, 70), (1, 1)),
+     ((300, 200), (2, 2))],
+)  # fmt: skip
+def test_mllamas_processor_makes_the_estimates_tiles(size: tuple | None, grid: tuple[int, int]) -> None:
     """MllamaImageProcessorPil at the tower's tile size: pixel values of every max_num_tiles tile (the unused ones
     zero), the tiles each image uses as the estimate's grid says, one <|image|> token per image (no loss) and
-    MllamaProcessor's cross-attention mask: each image's used tiles from its token to the row's end."""
-    from estimator import parse_config
-    from estimator._vision_mllama import image_grid
-
+    MllamaProcessor's cross-attention mask: each image's used tiles from its token to the row's end. The grid is
+    the processor's canvas (the one that enlarges the image least, else shrinks it least; ties to the smallest)."""
     plan = Plan.from_dict({"config": MLLAMA, "method": "lora", "seq_len": 8, "batch_size": 2,
                            "images_per_sample": 2, "image_size": size})  # fmt: skip
     batch = vision_batch(MLLAMA, plan, torch.device("cpu"), seed=0)
-    tower = parse_config(MLLAMA).vision
-    assert tower is not None
-    rows, cols = image_grid(tower, size)
+    rows, cols = grid
+    inputs = estimate(plan).to_dict()["inputs"]
+    assert inputs["image_tokens_per_row"] == 2 and inputs["patches_per_image"] == 4 * 72  # every tile, any size
     assert tuple(batch["pixel_values"].shape) == (2, 2, 4, 3, 112, 112)
     assert batch["pixel_values"].dtype == torch.float32
     assert batch["aspect_ratio_mask"].sum(-1).tolist() == [[rows * cols] * 2] * 2
@@ -276,8 +278,7 @@ def test_mllamas_qlora_build_quantizes_and_adapts_what_the_inventory_says() -> N
     matches in the adapter plan."""
     import re
 
-    from estimator import build_inventory, parse_config
-    from estimator._lora import adapter_plan
+    from estimator import adapter_plan, build_inventory, parse_config
     from trainer.build import build_model
 
     plan = Plan(config=MLLAMA, method="qlora", seq_len=16)
