@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import CLIP_VL, IDEFICS_VL, PIXTRAL_VL, QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, IDEFICS_VL, MLLAMA_VL, PIXTRAL_VL, QWEN_VL, VisionTower, vision_tower
 from ._vision_pixtral import pixtral_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
@@ -116,6 +116,8 @@ class Architecture:
     final_logit_softcapping: float = 0.0
     # vision-language models: the vision tower (its parameters are role "vision")
     vision: VisionTower | None = None
+    cross_attention_layers: tuple[int, ...] = ()  # Mllama: layers that attend to the image features instead
+    extra_embeddings: int = 0  # Mllama: embed_tokens rows beyond vocab_size (lm_head has vocab_size)
     # bookkeeping
     source_model_type: str = ""
     generic: bool = False  # no hand-written family: sizes read the generic way, parameters from transformers
@@ -168,6 +170,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "idefics3", "smolvlm",
     "mistral3",
     "llava_next",
+    "mllama",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -202,6 +205,8 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _idefics3(config, model_type)
     if model_type in PIXTRAL_VL:
         return _mistral3(config, model_type)
+    if model_type in MLLAMA_VL:
+        return _mllama(config, model_type)
     if model_type not in _PARSERS:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported model types: "
@@ -307,6 +312,36 @@ def _mistral3(config: Mapping[str, Any], model_type: str) -> Architecture:
         "PEFT do); the Conv2d patch embedding stays 16-bit and is not adapted"
     )
     return _with(arch, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
+
+
+MLLAMA_TEXT_IGNORED = ("head_dim", "attention_bias", "mlp_bias", "tie_word_embeddings")
+"""Llama fields ``MllamaTextModel`` does not read: its head_dim is hidden_size // heads, it has no biases, and its
+``lm_head`` (``vocab_size`` rows) is never tied to ``embed_tokens`` (``vocab_size + 8``)."""
+
+
+def _mllama(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """Llama 3.2 Vision (``MllamaForConditionalGeneration``, transformers' image-text-to-text model; its causal-LM
+    class ``MllamaForCausalLM`` is the language model alone, which cannot take images): the Llama-style language
+    model of ``text_config`` with its ``cross_attention_layers``, the tower and the projector
+    (``estimator._vision_mllama``)."""
+    from ._vision_mllama import MLLAMA_EXTRA_EMBEDDINGS, cross_attention_layers
+
+    text, _ = _text_config(config, model_type, ("mllama_text_model",))
+    text = {k: v for k, v in text.items() if k not in MLLAMA_TEXT_IGNORED}
+    text.setdefault("rms_norm_eps", 1e-5)
+    arch = _parse(dict(text, model_type="llama", tie_word_embeddings=False), "llama")
+    cross = cross_attention_layers(text, arch.num_hidden_layers)
+    tower = vision_tower(config)
+    note = (
+        f"{model_type}: the language model ({arch.num_hidden_layers} layers, {len(cross)} of them cross-attention "
+        f"layers that a batch without images skips) and the vision tower ({tower.depth} local and "
+        f"{tower.global_depth} global layers of width {tower.embed_dim}) with its projector; bitsandbytes quantizes "
+        "the tower's, the cross-attention layers' and the projector's linears and LoRA's all-linear adapts them (as "
+        "transformers and PEFT do); the Conv2d patch embedding, the position and tile embeddings and the gates stay "
+        "16-bit and are not adapted"
+    )
+    return _with(arch, source_model_type=model_type, vision=tower, cross_attention_layers=cross,
+                 extra_embeddings=MLLAMA_EXTRA_EMBEDDINGS, notes=(note, *arch.notes))  # fmt: skip
 
 
 def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:

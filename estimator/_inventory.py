@@ -157,9 +157,14 @@ def _llama_family(arch: Architecture) -> list[Tensor]:
     h, L, mt = arch.hidden_size, arch.num_hidden_layers, arch.model_type
     base = arch.vision.text_module if arch.vision else "model"  # a VLM's decoder sits under its language_model
     p = f"{base}.layers.{{i}}"
-    out: list[Tensor] = [Tensor(f"{base}.embed_tokens.weight", (arch.vocab_size, h), "embedding",
-                                f"{base}.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
-    out += _mla(arch, f"{p}.self_attn") if arch.mla else _attention(arch, f"{p}.self_attn")
+    out: list[Tensor] = [Tensor(f"{base}.embed_tokens.weight", (arch.vocab_size + arch.extra_embeddings, h),
+                                "embedding", f"{base}.embed_tokens", EMBEDDING, reads=INPUT_IDS)]  # fmt: skip
+    cross = len(arch.cross_attention_layers)
+    out += _mla(arch, f"{p}.self_attn") if arch.mla else _attention(arch, f"{p}.self_attn", L - cross)
+    if cross:  # Mllama's cross-attention layers: their own attention, the same MLP and norms
+        from ._vision_mllama import cross_attention_tensors
+
+        out += cross_attention_tensors(base, h, arch.num_attention_heads, arch.num_key_value_heads, cross)
     m = f"{p}.{arch.moe_block}"
     dense = arch.dense_layers
     if dense:
@@ -196,6 +201,10 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
         return idefics_tensors(tower)
     if tower.kind == "pixtral":
         return _pixtral_tower(tower)
+    if tower.kind == "mllama":
+        from ._vision_mllama import mllama_tensors
+
+        return mllama_tensors(tower)
     return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
 
 
@@ -313,9 +322,10 @@ def _vision_norm(module: str, dim: int, layernorm: bool, layers: int) -> list[Te
     return ts
 
 
-def _attention(arch: Architecture, a: str) -> list[Tensor]:
-    """q/k/v (or a fused qkv_proj), o_proj, q/k norms and gpt-oss's sinks."""
-    h, L, mt, qkv_in, qkv_b = arch.hidden_size, arch.num_hidden_layers, arch.model_type, ATTENTION_INPUT, arch.qkv_bias
+def _attention(arch: Architecture, a: str, layers: int | None = None) -> list[Tensor]:
+    """q/k/v (or a fused qkv_proj), o_proj, q/k norms and gpt-oss's sinks, in ``layers`` layers (all of them)."""
+    h, mt, qkv_in, qkv_b = arch.hidden_size, arch.model_type, ATTENTION_INPUT, arch.qkv_bias
+    L = arch.num_hidden_layers if layers is None else layers
     out: list[Tensor] = []
     if arch.fused_qkv:  # Phi-3
         out += _linear(f"{a}.qkv_proj", arch.q_dim + 2 * arch.kv_dim, h, "attention", qkv_in, qkv_b, L)

@@ -93,6 +93,7 @@ from ._sharding import (
 )
 from ._units import gib_text
 from ._vision import VisionTower, pixel_values, stepped_layers
+from ._vision_mllama import layers_run, stepped_text_layers
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -308,8 +309,14 @@ def _trainable_tensors(
     tower = inv.arch.vision
     tower_idle = stepped and tower is not None and not plan.vision_inputs
     steps = tower if stepped else None  # a CLIP tower's idle last layer (``stepped_layers``)
+
+    def n_stepped(module: str, layers: int) -> int:  # and Mllama's cross-attention layers without images
+        if stepped:
+            layers = stepped_text_layers(inv.arch, plan.vision_inputs, module, layers)
+        return stepped_layers(steps, module, layers)
+
     if plan.method == "full":
-        return [(t.numel, tensor_dtype_bytes(inv, t, plan), stepped_layers(steps, t.module, t.layers)) for t in inv
+        return [(t.numel, tensor_dtype_bytes(inv, t, plan), n_stepped(t.module, t.layers)) for t in inv
                 if not (tower_idle and t.role == "vision")]  # fmt: skip
     out: list[tuple[int, int, int]] = []
     r = plan.lora_r
@@ -317,7 +324,7 @@ def _trainable_tensors(
     for a in adapters.adapted:
         if tower_idle and tower is not None and a.module.startswith(tower.prefixes):
             continue
-        n = stepped_layers(steps, a.module, a.layers)
+        n = n_stepped(a.module, a.layers)
         out += [(r * a.in_features, lo, n), (a.out_features * r, lo, n)]
         if plan.use_dora:  # the magnitude vector, on embeddings too (as Adapted.params counts it)
             out.append((a.out_features, 4, a.layers))
@@ -819,14 +826,15 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         per = max((b for _, b, _ in trainable), default=0)
         zero_buckets = alloc(min(ZERO_REDUCE_BUCKET, sum(n * c for n, _, c in trainable)) * per, cuda)
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
+    run = layers_run(arch, plan.vision_inputs)
     if shard_grad > 1:
         head, embed, layers, tied = (-(-x // shard_grad) for x in (head, embed, layers, tied))
         grads = head + embed + layers
     return offload_state(_State(
         weights=weights, adapters=adapter_b, optimizer=opt_visible, optimizer_paged=opt_managed,
         ddp_buckets=ddp_buckets, trainable=trainable, trainable_bytes=trainable_bytes, shard_opt=shard_opt,
-        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // arch.num_hidden_layers,
-        tied_pending=tied, zero_buckets=zero_buckets, layers=arch.num_hidden_layers, reference=reference,
+        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // run,
+        tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference,
     ), plan)  # fmt: skip
 
 
@@ -945,6 +953,10 @@ class _Forward:
     )
     vision_output: int = 0  # what the model's output keeps of the tower until the loop drops it (LLaVA)
     last_largest: int = -1  # the last layer whose saved tensors are ``layer`` (-1: the last layer)
+    cross_forward: int = 0  # Mllama, checkpointed: a cross-attention layer's tensors as its forward makes them
+    cross_layer: int = 0  # Mllama with images: a cross-attention layer's saved tensors and its attention's backward
+    cross_work: int = 0  # the latter alone: SDPA's gradients of the query and of the repeated keys and values
+    cross_features: int = 0  # the image features' gradient, summed over the cross-attention layers gone back
 
     @property
     def saved(self) -> int:
@@ -999,8 +1011,20 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     CPU grid's live-tensor tracker for llama-style layers (docs/accuracy.md).
     """
     arch = inv.arch
-    L = arch.num_hidden_layers
-    sizes = layer_sizes(arch, plan, f)
+    L = layers_run(arch, plan.vision_inputs)  # Mllama: its cross-attention layers are skipped without images
+    crossing = set(arch.cross_attention_layers)
+    own = {i: size for i, size in enumerate(layer_sizes(arch, plan, f)) if i not in crossing}
+    cross, per_cross, cross_grad, features = 0, 0, 0, 0
+    if arch.cross_attention_layers and f.patches:  # Mllama with images: its cross-attention layers run
+        from ._memory_mllama import cross_layer_saved, feature_rows
+
+        cross = len(arch.cross_attention_layers)
+        per_cross = cross_layer_saved(arch, adapters, plan, f)
+        assert arch.vision is not None
+        rows = feature_rows(arch.vision, f.patches)
+        features = f.ad * rows * arch.hidden_size  # the features' gradient, summed over the cross layers
+        # SDPA's backward: the query's gradient and the keys' and values', repeated to the query heads
+        cross_grad = f.ad * (f.T + 2 * rows) * arch.num_attention_heads * arch.head_dim
     stream = f.ad * f.T * arch.hidden_size
     rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
     rope = 0 if arch.position_embeddings else 2 * rows * f.s * (arch.rotary_dim or arch.head_dim) * f.ad  # cos, sin
@@ -1010,15 +1034,17 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
         if f.frozen_base and arch.model_type in EMBEDDING_SCALED_AFTER:
             stored += stream  # the raw embedding output, a leaf that requires grad, held by its AccumulateGrad
     else:
-        stored = sum(sizes) + rope + first_layer_delta(arch, f)
+        stored = sum(own.values()) + cross * per_cross + rope + first_layer_delta(arch, f)
     head_trainable = plan.method == "full" or any(t.role == "lm_head" for t in adapters.saved_modules)
     final_norm = _norm_saved(arch, f, arch.hidden_size, not f.frozen_base)
     held, tower_backward = vision_activations(arch, adapters, plan, f)
     tower_forward = siglip_forward(arch, adapters, plan, f)
-    layer = max(sizes)
+    layer = max(own.values())
     return _Forward(
-        layer=layer, stream=stream, rope=rope, mask=mask, stored=stored,
-        last_largest=max(i for i, size in enumerate(sizes) if size == layer),
+        layer=layer, stream=stream, cross_layer=per_cross + cross_grad if cross else 0,
+        cross_work=cross_grad if cross else 0, cross_features=features,
+        cross_forward=per_cross if plan.gradient_checkpointing else 0, rope=rope, mask=mask, stored=stored,
+        last_largest=max(i for i, size in own.items() if size == layer),
         head_saved=final_norm + (stream if head_trainable else 0), vision=held, vision_backward=tower_backward,
         pixels=pixel_bytes(arch, f.patches), vision_forward=tower_forward,
         vision_output=vision_output(arch, adapters, plan, f),
@@ -1114,6 +1140,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         from ._memory_pixtral import pixtral_activations
 
         return pixtral_activations(tower, adapters, plan, f)
+    if tower.kind == "mllama":
+        from ._memory_mllama import mllama_activations
+
+        return mllama_activations(arch, tower, adapters, plan, f)
     if tower.kind == "clip":
         from ._vision_clip import clip_activations  # its terms build on this module's
 
@@ -1201,6 +1231,10 @@ def vision_output(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flo
     """What the model's output keeps of the tower through the forward's end, freed when the loop drops the output
     before the backward (LLaVA's ``image_outputs``: ``clip_output``; 0 for the other towers, counted in ``vision``)."""
     tower = arch.vision
+    if tower is not None and tower.kind == "mllama" and f.patches:
+        from ._memory_mllama import mllama_output
+
+        return mllama_output(tower, plan, f)
     if tower is None or tower.kind != "clip" or not f.patches:
         return 0
     from ._vision_clip import clip_output  # its terms build on this module's
@@ -1488,16 +1522,21 @@ class _Backward:
     gathered: tuple[int, int] = (0, 0)  # FSDP's gathered parameters at the last and the first end
     held: tuple[int, int] = (0, 0)  # FSDP's gradient buffers there beyond the gradients a single GPU holds
     norm: int = 0  # in the final norm's backward (``final_norm_backward``), before any layer's
+    cross: int = 0  # Mllama with images: in the lowest cross-attention layer's attention backward
+    cross_grads: int = 0  # the gradients of the layers above it, made by then
 
     @property
     def peak(self) -> int:
-        return max(self.last, self.first, self.norm)
+        return max(self.last, self.first, self.norm, self.cross)
 
     @property
     def moment(self) -> str:
-        """Where the peak is: ``norm`` (the final norm's backward), ``last`` or ``first`` (a layer's)."""
-        if self.norm > max(self.last, self.first):
+        """Where the peak is: ``norm`` (the final norm's backward), ``last`` or ``first`` (a layer's), ``cross``
+        (Mllama's lowest cross-attention layer's)."""
+        if self.norm > max(self.last, self.first, self.cross):
             return "norm"
+        if self.cross > max(self.last, self.first):
+            return "cross"
         return "first" if self.first >= self.last else "last"
 
 
@@ -1525,11 +1564,14 @@ def layer_backward(
     before = state.static + state.grads_head + fwd.stream + fwd.vision  # the stream's gradient, the tower's tensors
     other_layers = state.other_layers_grads
     last_g, first_g = state.gathered("backward_last"), state.gathered("backward_first")
+    cross, cross_grads = arch.cross_attention_layers if fwd.cross_layer else (), 0
+    last_cross = arch.num_hidden_layers - 1 in cross  # Mllama's last layer may be a cross-attention layer
+    last_layer = fwd.cross_layer if last_cross else fwd.layer
     if plan.gradient_checkpointing:
-        last = before + fwd.stored + fwd.layer + work
+        last = before + fwd.stored + last_layer + work
         L = arch.num_hidden_layers
-        after = L - 1 - fwd.last_largest if 0 <= fwd.last_largest < L - 1 else 0
-        if after:
+        after = sum(1 for i in range(fwd.last_largest + 1, L) if i not in arch.cross_attention_layers)
+        if after and not last_cross:
             # the largest layers end before the last (Llama 4: an MoE layer with rope; its last layer has no rope,
             # no qk-norm and no chunked mask): their backward comes once the later layers' inputs are freed and
             # their gradients made (CPU grid: the tiny Llama 4 peaks in layer 1 of 4)
@@ -1537,12 +1579,22 @@ def layer_backward(
         first = before + other_layers + fwd.stream + fwd.rope + fwd.mask + fwd.layer + work
     else:
         work += fwd.stream
-        last = before + fwd.stored + work
+        last = before + fwd.stored + work + (fwd.cross_work if last_cross else 0)
         first = before + other_layers + fwd.layer + fwd.rope + work
+    in_cross = 0
+    if cross:  # the lowest cross-attention layer's backward, the layers above it done, those below it still kept
+        low = cross[0]
+        cross_grads = (arch.num_hidden_layers - 1 - low) * state.grads_layer
+        below = (low + 1) * fwd.stream + fwd.rope + fwd.mask if plan.gradient_checkpointing else (
+            low * fwd.layer + first_layer_delta(arch, f) + fwd.rope
+        )  # fmt: skip
+        above = fwd.cross_features if len(cross) > 1 else 0  # made by the cross-attention layers above it
+        in_cross = before + cross_grads + below + fwd.cross_layer + above + work + first_g
     norm = state.static + state.grads_head + fwd.vision + fwd.stored + final_norm_backward(inv.arch, f) + last_g
     return _Backward(
-        last=last + last_g, first=first + first_g, attention=attention, gathered=(last_g, first_g), norm=norm
-    )
+        last=last + last_g, first=first + first_g, attention=attention, gathered=(last_g, first_g), norm=norm,
+        cross=in_cross, cross_grads=cross_grads,
+    )  # fmt: skip
 
 
 def fsdp_layer_backward(
@@ -1813,7 +1865,7 @@ def layer_grads_at_peak(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     mlp_in, mlp_out = (EXPERT_INPUT, EXPERT_HIDDEN) if moe else (MLP_INPUT, MLP_HIDDEN)
     if bwd.moment == "norm":
         return 0
-    if bwd.attention:
+    if bwd.attention or bwd.moment == "cross":  # Mllama's peak is in the cross-attention's backward
         if plan.method == "full":
             return _held((t for t in inv if t.reads in (mlp_in, mlp_out)), plan, cuda)
         mlp = [a for a in adapters.adapted if a.reads in (MLP_INPUT, MLP_HIDDEN)]
@@ -1874,7 +1926,8 @@ def peak_components(
     comp["adapters"] = state.adapters
     comp["optimizer"] = state.optimizer
     comp["reference"] = state.reference
-    decoder_forward = state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward")
+    head_forward = max(head.bytes("forward"), fwd.cross_forward)  # a cross-attention layer's forward comes first
+    decoder_forward = state.static + fwd.saved + fwd.vision_output + head_forward + state.gathered("forward")
     tower_forward = state.static + fwd.vision + fwd.vision_forward
     if phase == "forward" and peak > max(decoder_forward, tower_forward):  # FSDP2: a layer's copy-out
         comp["weights"] += copy_out_gathered
@@ -1886,6 +1939,9 @@ def peak_components(
         comp["activations"] = fwd.saved + (reference_work(fwd) if phase == "reference" else 0)
         comp["activations"] += fwd.vision_output if phase == "forward" else 0
         comp["logits"] = head.bytes("forward" if phase == "reference" else phase)
+        if phase == "forward" and fwd.cross_forward > head.bytes("forward"):  # the peak is in a cross layer's
+            comp["activations"] += fwd.cross_forward
+            comp["logits"] = 0
     elif phase == "vision_backward":
         comp["gradients"] = tower_grads
         comp["logits"] = head.kept
@@ -1901,6 +1957,8 @@ def peak_components(
             grads += state.fsdp.head_grads - bwd.held[0] if state.fsdp is not None else 0
         if bwd.moment == "first":
             grads += state.other_layers_grads
+        if bwd.moment == "cross":
+            grads += bwd.cross_grads
         comp["gradients"] = grads
         comp["logits"] = head.kept
         comp["weights"] += gathered
@@ -2025,7 +2083,7 @@ def unmodelled_high(inv: Inventory, plan: Plan, f: _Flow) -> int:
     with a mask, should it keep the mask converted to the q/k/v dtype per layer as the CPU and cuDNN kernels do
     (ad·b·s² per layer kept: every layer without checkpointing, one with it)."""
     if f.cuda and f.path.mask and f.path.backend == "efficient":
-        layers = 1 if plan.gradient_checkpointing else inv.arch.num_hidden_layers
+        layers = 1 if plan.gradient_checkpointing else layers_run(inv.arch, plan.vision_inputs)
         return layers * f.ad * f.b * f.s * f.s
     return 0
 
@@ -2051,7 +2109,8 @@ def _terms(
     ``logits`` component), else of the head's own largest moment (the loss's backward, in practice).
     """
     cuda = plan.device == "cuda"
-    checkpointed = inv.arch.num_hidden_layers * fwd.stream if plan.gradient_checkpointing else 0
+    run = layers_run(inv.arch, plan.vision_inputs)
+    checkpointed = run * fwd.stream if plan.gradient_checkpointing else 0
     phase = peak_phase if peak_phase in ("forward", "loss_backward") else head.peak_phase
     where = "in the forward" if phase == "forward" else "in the loss's backward"
     logits = [Term(k, "logits", v, f"{_HEAD_PARTS[k]}, {where}", "modelled") for k, v in head.parts(phase).items()
@@ -2071,7 +2130,7 @@ def _terms(
         Term("activations_per_layer", "activations", fwd.layer,
              "what one decoder layer keeps for its backward, recomputed one layer at a time in the backward "
              "(checkpointing keeps only each layer's input)" if plan.gradient_checkpointing else
-             f"what one decoder layer keeps for its backward, kept for all {inv.arch.num_hidden_layers} layers "
+             f"what one decoder layer keeps for its backward, kept for all {run} layers "
              "(no checkpointing)", "modelled"),
         Term("checkpointed_inputs", "activations", checkpointed,
              "one residual-stream tensor per layer kept by non-reentrant checkpointing", "modelled"),
@@ -2088,6 +2147,47 @@ def _terms(
     )  # fmt: skip
 
 
+def _vision_notes(plan: Plan, arch: Architecture, f: _Flow) -> list[str]:
+    """What the step's images or video become: tokens per row, patches, how the processor makes them."""
+    notes: list[str] = []
+    shape = step_shape(arch, plan)
+    merge = arch.vision.spatial_merge_size if arch.vision else 2
+    seen = []
+    if shape.image_tokens:
+        seen.append(f"{shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image)")
+    if shape.video_tokens:
+        seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
+    around = "four tokens around each image" if f.masks > 1 else "two delimiters each"
+    how = f"one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and {around}"
+    if arch.vision is not None and arch.vision.kind == "clip":
+        how = "one token per patch (the class token is a position of the tower's too), no delimiters"
+    if arch.vision is not None and arch.vision.kind == "mllama":
+        how = (
+            f"one <|image|> token per image; every image runs as {arch.vision.max_tiles} tiles through the tower "
+            "whatever its size (the unused ones masked; the tower's layers are not checkpointed) and each "
+            "cross-attention layer attends over all of their features"
+        )
+    if arch.vision is not None and arch.vision.kind == "pixtral":
+        from ._memory_pixtral import pixtral_note
+
+        how = (
+            f"one token per merged {merge}² patches and an [IMG_BREAK] after each row of them ([IMG_END] after "
+            "the last)"
+        )
+        notes.append(pixtral_note(plan, f))
+    notes.append(
+        f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
+        f"{' and '.join(seen)}, {how}, and the vision tower's "
+        "activations are counted (its backward runs last, after the decoder's)"
+        + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
+    )
+    if arch.vision is not None and arch.vision.kind == "idefics3":  # its tiles and tokens, said its own way
+        from ._vision_idefics import tiles_note
+
+        notes[-1] = tiles_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
+    return notes
+
+
 def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: Runtime) -> list[str]:
     """What the user should know that the numbers do not say: the attention path taken, the runtime constants
     used, approximations."""
@@ -2097,7 +2197,7 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             f"{arch.model_type} has no SDPA path in transformers: it runs with eager attention (b·a·s² per layer)"
         )
     s2_layer = 4 * f.b * arch.num_attention_heads * f.s * f.s
-    s2_kept = s2_layer * (1 if plan.gradient_checkpointing else arch.num_hidden_layers)
+    s2_kept = s2_layer * (1 if plan.gradient_checkpointing else layers_run(arch, plan.vision_inputs))
     if f.sdpa_math and s2_kept >= 0.05 * tensor_peak:
         notes.append(
             f"SDPA runs its math path here ({f.path.reason}), which keeps {gib_text(s2_kept)} of fp32 attention "
@@ -2118,35 +2218,7 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             + (", which also rules out flash attention" if f.cuda else "")
         )
     if f.vision:
-        shape = step_shape(arch, plan)
-        merge = arch.vision.spatial_merge_size if arch.vision else 2
-        seen = []
-        if shape.image_tokens:
-            seen.append(f"{shape.image_tokens} image tokens per row ({shape.patches_per_image} patches per image)")
-        if shape.video_tokens:
-            seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
-        around = "four tokens around each image" if f.masks > 1 else "two delimiters each"
-        how = f"one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and {around}"
-        if arch.vision is not None and arch.vision.kind == "clip":
-            how = "one token per patch (the class token is a position of the tower's too), no delimiters"
-        if arch.vision is not None and arch.vision.kind == "pixtral":
-            from ._memory_pixtral import pixtral_note
-
-            how = (
-                f"one token per merged {merge}² patches and an [IMG_BREAK] after each row of them ([IMG_END] after "
-                "the last)"
-            )
-            notes.append(pixtral_note(plan, f))
-        notes.append(
-            f"{' and '.join(w for w, n in (('images', plan.images_per_sample), ('video', plan.video_frames)) if n)}: "
-            f"{' and '.join(seen)}, {how}, and the vision tower's "
-            "activations are counted (its backward runs last, after the decoder's)"
-            + ("; measured on CPU runs only: the range's high edge is wider on a GPU" if f.cuda else "")
-        )
-        if arch.vision is not None and arch.vision.kind == "idefics3":  # its tiles and tokens, said its own way
-            from ._vision_idefics import tiles_note
-
-            notes[-1] = tiles_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
+        notes += _vision_notes(plan, arch, f)
     if f.cuda:
         notes.append(f"runtime constants: {runtime.status}, {runtime.source.split(':')[0]}")
     if plan.use_dora:
@@ -2189,7 +2261,11 @@ def training_memory(
     copy_out = fsdp_copy_out(plan, state, fwd)
     phases = {
         "forward": max(
-            state.static + fwd.saved + fwd.vision_output + head.bytes("forward") + state.gathered("forward"),
+            state.static
+            + fwd.saved
+            + fwd.vision_output
+            + max(head.bytes("forward"), fwd.cross_forward)
+            + state.gathered("forward"),
             state.static + fwd.vision + fwd.vision_forward,
             copy_out[0],
         ),

@@ -62,7 +62,8 @@ SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava", "llava_next")
 IDEFICS_VL = ("idefics3", "smolvlm")
 PIXTRAL_VL = ("mistral3",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL)
+MLLAMA_VL = ("mllama",)
+VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
 """Model types whose image inputs are modelled (LLaVA-NeXT's tower is counted, its tiled images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
@@ -94,6 +95,10 @@ class VisionTower:
     keep_class: bool = False  # CLIP: vision_feature_select_strategy "full" hands the class token on too
     refusal: str = ""  # CLIP: why its images cannot be counted ("" when they can)
     idle_tail: bool = False  # CLIP: vision_feature_layer picks a hidden state before the last layer's output
+    global_depth: int = 0  # Mllama: the gated global transformer's layers (num_global_layers)
+    max_tiles: int = 0  # Mllama: max_num_tiles
+    aspect_ratios: int = 0  # Mllama: the supported tile grids (the tile embeddings have one row more)
+    projector_in: int = 0  # Mllama: vision_output_dim, the projector's input width
 
     @property
     def kind(self) -> str:
@@ -106,6 +111,8 @@ class VisionTower:
             return "idefics3"
         if self.model_type in PIXTRAL_VL:
             return "pixtral"
+        if self.model_type in MLLAMA_VL:
+            return "mllama"
         return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
@@ -116,7 +123,7 @@ class VisionTower:
     @property
     def module(self) -> str:
         """The tower's module path in the model."""
-        if self.kind == "idefics3":
+        if self.kind in ("idefics3", "mllama"):
             return "model.vision_model"
         return "model.visual" if self.kind == "qwen" else "model.vision_tower"
 
@@ -130,6 +137,8 @@ class VisionTower:
         """Module-name prefixes of everything that runs only on images (the tower and its merger or projector)."""
         if self.kind == "idefics3":
             return ("model.vision_model.", "model.connector.")
+        if self.kind == "mllama":  # its projector is one Linear, module model.multi_modal_projector itself
+            return ("model.vision_model.", "model.multi_modal_projector")
         return ("model.visual.",) if self.kind == "qwen" else ("model.vision_tower.", "model.multi_modal_projector.")
 
     @property
@@ -174,6 +183,10 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
         from ._vision_idefics import idefics_tower
 
         return idefics_tower(config, vc, model_type)
+    if model_type in MLLAMA_VL:
+        from ._vision_mllama import mllama_tower
+
+        return mllama_tower(config)
     if model_type == "qwen2_5_vl":
         embed = _int(vc, "hidden_size", 3584)
         mlp = _int(vc, "intermediate_size", 3420)
@@ -348,6 +361,8 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
         from ._vision_pixtral import pixtral_patches
 
         return pixtral_patches(tower, image_size, max_pixels)
+    if tower.kind == "mllama":  # every image as max_num_tiles tiles of padded positions, whatever its size
+        return tower.max_tiles * (-(-(tower.patches_per_side**2 + 1) // 8) * 8)
     if tower.kind == "siglip":
         return tower.patches_per_side**2
     if tower.kind == "clip":  # the class token too
@@ -368,6 +383,8 @@ def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pix
         from ._vision_pixtral import pixtral_tokens
 
         return pixtral_tokens(tower, image_size, max_pixels)
+    if tower.kind == "mllama":  # one <|image|> token: the features reach the text through cross-attention
+        return 1
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
     if tower.kind == "clip":  # LLaVA: one per patch (and the class token with the "full" strategy), no delimiters
@@ -402,6 +419,9 @@ def pixel_values(tower: VisionTower, patches: int) -> int:
     """Values of the processor's ``pixel_values`` for ``patches`` patches: Qwen's flattened rows of
     ``patch_features``; SigLIP's and CLIP's (images, channels, image_size, image_size), the resized image whole (its
     sides need not be multiples of the patch); Idefics3's and SmolVLM's the same per tile."""
+    if tower.kind == "mllama":  # (images, max_num_tiles, 3, image_size, image_size)
+        images = patches // image_patches(tower, None, 0)
+        return images * tower.max_tiles * tower.in_channels * tower.image_size**2
     if tower.kind in ("siglip", "clip", "idefics3"):  # CLIP: its patches count the class token
         images = patches // (tower.patches_per_side**2 + (1 if tower.kind == "clip" else 0))
         return images * tower.in_channels * tower.image_size**2

@@ -197,6 +197,23 @@ LLAVA: dict[str, Any] = {
     "image_token_index": 2000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
     "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
+# Llama 3.2 Vision: a tiny language model of 4 layers, 1 and 3 cross-attention layers (skipped without images), and a
+# tower of width 128 (2 local layers, 1 global, the first layer's output as the intermediate feature: 256 into the
+# projector), tiles of 112² in 14² patches (64 patches and the class token a tile, padded to 72), up to 4 tiles
+MLLAMA: dict[str, Any] = {
+    "model_type": "mllama",
+    "text_config": {
+        "model_type": "mllama_text_model", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"},
+        "num_hidden_layers": 4, "cross_attention_layers": [1, 3], "max_position_embeddings": 1024,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "pad_token_id": 0,
+    },
+    "vision_config": {
+        "model_type": "mllama_vision_model", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_global_layers": 1, "attention_heads": 4, "intermediate_layers_indices": [0], "vision_output_dim": 256,
+        "image_size": 112, "patch_size": 14, "max_num_tiles": 4,
+    },
+    "image_token_index": 2048, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 """Llama 4's LoRA targets in the grid: attention, the shared expert and the dense layers' MLP (``all-linear``
 would adapt the router, which PEFT cannot run for Llama 4's)."""
@@ -350,6 +367,15 @@ CPU_CASES: tuple[Case, ...] = (
     _c("llava-lora-gc-224", LLAVA, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
     _c("llava-qlora-gc-2img", LLAVA, method="qlora", images_per_sample=2, seq_len=16),
     _c("llava-full-nogc-2img", LLAVA, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
+    # Llama 3.2 Vision without images: the cross-attention layers are skipped (no activations, no gradients)
+    _c("mllama-lora-gc-text", MLLAMA, method="lora"),
+    _c("mllama-qlora-gc-text", MLLAMA, method="qlora"),
+    _c("mllama-full-nogc-text", MLLAMA, method="full", gradient_checkpointing=False),
+    # with images: every image as 4 tiles through the tower (no checkpointing there), the cross-attention layers run
+    _c("mllama-lora-gc-img", MLLAMA, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
+    _c("mllama-qlora-gc-2img", MLLAMA, method="qlora", images_per_sample=2, image_size=(300, 200), seq_len=16),
+    _c("mllama-full-nogc-2img", MLLAMA, method="full", gradient_checkpointing=False, images_per_sample=2,
+       seq_len=16),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).
@@ -382,9 +408,30 @@ DEEPSEEK_V2_LITE: dict[str, Any] = {
 """deepseek-ai/DeepSeek-V2-Lite's config.json: multi-head latent attention (no query LoRA, kv_lora_rank 512), one
 dense layer then 26 MoE layers of 64 routed experts (6 per token) and 2 shared ones; 15.7 B parameters."""
 
+MLLAMA_11B: dict[str, Any] = {
+    "model_type": "mllama",
+    "text_config": {
+        "model_type": "mllama_text_model", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38], "max_position_embeddings": 131072,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "pad_token_id": 128004,
+        "bos_token_id": 128000, "eos_token_id": 128001,
+    },
+    "vision_config": {
+        "model_type": "mllama_vision_model", "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+        "num_global_layers": 8, "attention_heads": 16, "intermediate_layers_indices": [3, 7, 15, 23, 30],
+        "vision_output_dim": 7680, "image_size": 560, "patch_size": 14, "max_num_tiles": 4,
+    },
+    "image_token_index": 128256,
+}  # fmt: skip
+"""``MllamaConfig``'s defaults (documented as Llama 3.2 11B Vision's: 10,670,220,835 parameters) with 560² tiles
+(what the brief and the processor's tile size say; not checked against the Hub, which is unreachable): not a
+catalog entry."""
+
 BENCH_ONLY_TRACED = frozenset(
     {
         "deepseek-v2-lite-qlora-gc",
+        "mllama-11b-lora-gc-img",
         "llama-3.1-8b-grpo-lora-c32",
         "llama-3.1-8b-simpo-lora-s512",
         "gemma3-4b-lora-gc-2img",
@@ -396,7 +443,7 @@ BENCH_ONLY_TRACED = frozenset(
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
 QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two images,
 35 s for reward LoRA at 8B, 9-10 s each for ORPO's and reward's QLoRA at 8B: DPO's stays in the suite for the
-preference objectives)."""
+preference objectives; 50 s for Llama 3.2 11B Vision with one image)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -429,6 +476,11 @@ def traced_cases() -> tuple[Case, ...]:
         # Gemma 3 4B with two 896² images (4,096 patches each, pooled to 256 tokens): the SigLIP tower at real size
         Case("gemma3-4b-lora-gc-2img", _catalog_config("gemma-3-4b-it"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
+        # Llama 3.2 11B Vision with one image: 4 tiles of 1,608 padded positions through 40 tower layers that keep
+        # their tensors (no checkpointing there), 6,404 image features for 8 cross-attention layers. Not QLoRA: the
+        # trace forces the decoder's kernel (SDPA's math path for fp32 with grouped heads) on every SDPA call, the
+        # tower's too, where CUDA's memory-efficient kernel takes the float mask
+        Case("mllama-11b-lora-gc-img", MLLAMA_11B, real | {"method": "lora", "seq_len": 128, "images_per_sample": 1}),
         # multi-head latent attention and MoE at real size: CUDA's memory-efficient kernel for q/k and v of
         # different head dims, LoRA on the fused experts (W + ΔW of each expert stack), QLoRA's fp32 experts
         Case("deepseek-v2-lite-lora-gc", DEEPSEEK_V2_LITE, real | {"method": "lora"}),

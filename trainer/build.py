@@ -128,6 +128,11 @@ def bnb_config(plan: Plan) -> Any:
 # ---------------------------------------------------------------------------------------------------- model
 
 
+TEXT_ONLY_CAUSAL = ("mllama",)
+"""Vision-language model types whose causal-LM class is the language model alone (``MllamaForCausalLM``: no tower,
+no projector, no images): the image-text-to-text class is built, as for every other VLM."""
+
+
 def model_class(cfg: Any, objective: str = "sft") -> Any:
     """The auto class that builds the trainable model: the causal LM, or for a vision-language model type (which
     has none) the image-text-to-text one (``Qwen2VLForConditionalGeneration``: its LM head and loss are the same);
@@ -140,7 +145,7 @@ def model_class(cfg: Any, objective: str = "sft") -> Any:
             raise BuildError(f"transformers has no sequence-classification model for {cfg.model_type!r}")
         return transformers.AutoModelForSequenceClassification
     causal = auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    if cfg.model_type in causal:
+    if cfg.model_type in causal and cfg.model_type not in TEXT_ONLY_CAUSAL:
         return transformers.AutoModelForCausalLM
     return transformers.AutoModelForImageTextToText
 

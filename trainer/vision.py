@@ -51,6 +51,15 @@ edge resized to it, then center-cropped to the square, as llava-1.5's published 
 ``LlavaProcessor.replace_image_token`` expands its placeholder to (its own code, with the published processor's
 ``patch_size``, ``num_additional_image_tokens`` 1 and the config's ``vision_feature_select_strategy``), then
 ``seq_len`` random text tokens.
+
+On Llama 3.2 Vision (mllama) the images go through transformers' own ``MllamaImageProcessorPil`` with tiles of the
+tower's ``image_size`` (560 in the published processor config) and ``max_image_tiles`` the tower's
+``max_num_tiles``: each image resized into its best canvas of at most that many tiles, padded and cut into tiles,
+``pixel_values`` of (samples, images, max_num_tiles, 3, tile, tile) with the unused tiles zero, ``aspect_ratio_ids``
+and ``aspect_ratio_mask``. Each row holds one ``<|image|>`` token per image (the processor adds no placeholders;
+consecutive image tokens before the text, as ``build_string_from_input`` puts them), then ``seq_len`` random text
+tokens; ``cross_attention_mask`` is ``MllamaProcessor``'s own (``get_cross_attention_token_mask`` and
+``convert_sparse_cross_attention_mask_to_dense``: every image's tiles seen from its token to the row's end).
 """
 
 from __future__ import annotations
@@ -72,7 +81,7 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3")
+IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3", "mllama")
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
 
@@ -184,6 +193,8 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         return _mistral3_batch(config, plan, device, seed)
     if model_type == "llava":
         return _llava_batch(config, plan, device, seed)
+    if model_type == "mllama":
+        return _mllama_batch(config, plan, device, seed)
     text = config.get("text_config") or config
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
@@ -382,3 +393,29 @@ def _llava_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         words[(words == image_id) | (words == pad)] = 0
         rows.append(ids + words.tolist())
     return _batch(rows, (image_id,), device, pixel_values=pixels)
+
+
+def _mllama_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """Llama 3.2 Vision's batch (see the module docstring); the defaults are ``MllamaConfig``'s."""
+    proc = stack_module("transformers.models.mllama.image_processing_pil_mllama")
+    processing = stack_module("transformers.models.mllama.processing_mllama")
+    vision = config.get("vision_config") or {}
+    tile, tiles = int(vision.get("image_size", 448)), int(vision.get("max_num_tiles", 4))
+    processor = proc.MllamaImageProcessorPil(size={"height": tile, "width": tile}, max_image_tiles=tiles)
+    gen = torch.Generator().manual_seed(seed)
+    images = _images(plan, gen, tile)
+    per = plan.images_per_sample
+    out = processor(images=[images[b * per : (b + 1) * per] for b in range(plan.batch_size)], return_tensors="pt")
+    image_id = int(config.get("image_token_index", config.get("image_token_id", 128256)))
+    vocab = int((config.get("text_config") or {}).get("vocab_size", 128256))
+    rows = []
+    for _ in range(plan.batch_size):
+        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
+        words[words == image_id] = 0
+        rows.append([image_id] * per + words.tolist())
+    token_masks = [processing.get_cross_attention_token_mask(row, image_id) for row in rows]
+    mask = processing.convert_sparse_cross_attention_mask_to_dense(
+        token_masks, num_tiles=out["num_tiles"], max_num_tiles=tiles, length=len(rows[0])
+    )
+    return _batch(rows, (image_id,), device, pixel_values=out["pixel_values"], aspect_ratio_ids=out["aspect_ratio_ids"],
+                  aspect_ratio_mask=out["aspect_ratio_mask"], cross_attention_mask=torch.from_numpy(mask))  # fmt: skip

@@ -45,6 +45,8 @@ def _expand(inv: Inventory) -> dict[str, tuple[int, ...]]:
     arch = inv.arch
     everywhere = list(range(arch.num_hidden_layers))
     dense = [i for i in everywhere if i not in arch.moe_layers]
+    cross = list(arch.cross_attention_layers)  # Mllama's cross-attention layers
+    self_attention = [i for i in everywhere if i not in cross]
     out: dict[str, tuple[int, ...]] = {}
     for t in inv:
         if "{i}" not in t.name:
@@ -57,6 +59,10 @@ def _expand(inv: Inventory) -> dict[str, tuple[int, ...]]:
             layers = dense
         elif t.role == "vision":  # the vision tower's blocks
             layers = list(range(t.layers))
+        elif ".cross_attn" in t.name or "cross_attn_" in t.name:
+            layers = cross
+        elif ".self_attn." in t.name:
+            layers = self_attention
         else:
             layers = everywhere
         assert len(layers) == t.layers, t.name
@@ -250,6 +256,9 @@ READS = {
     "experts.gate_up_proj_bias": "expert_input", "experts.down_proj_bias": "expert_hidden",
     "shared_experts.gate_proj": "shared_expert_input", "shared_experts.up_proj": "shared_expert_input",
     "shared_experts.down_proj": "shared_expert_hidden", "self_attn.sinks": "",
+    # Mllama's cross-attention layers: the text's query, the image features' keys and values, the gates
+    "cross_attn.q_proj": "cross_query", "cross_attn.k_proj": "cross_states", "cross_attn.v_proj": "cross_states",
+    "cross_attn.o_proj": "cross_output", "{i}.cross_attn_attn_gate": "", "{i}.cross_attn_mlp_gate": "",
 }  # fmt: skip
 
 
@@ -263,7 +272,8 @@ def test_every_module_says_which_activation_it_reads(path: Path) -> None:
              "mlp_hidden": arch.intermediate_size, "router_input": arch.hidden_size,
              "expert_input": arch.hidden_size, "expert_hidden": arch.moe_intermediate_size,
              "shared_expert_input": arch.hidden_size, "shared_expert_hidden": arch.shared_expert_intermediate_size,
-             "head_input": arch.hidden_size}  # fmt: skip
+             "head_input": arch.hidden_size, "cross_query": arch.hidden_size, "cross_states": arch.hidden_size,
+             "cross_output": arch.q_dim}  # fmt: skip
     for t in inv:
         if t.kind == "norm" or t.role == "vision":  # the tower's activations have their own rules
             assert t.reads == "", t.name
@@ -296,3 +306,47 @@ def test_idefics3_variants(base: str, change: dict[str, Any]) -> None:
 def test_idefics3_with_another_language_model_is_refused() -> None:
     with pytest.raises(UnsupportedModelError, match="smolvlm with a 'qwen2' language model is not supported"):
         parse_config(_fixture("smolvlm") | {"text_config": {"model_type": "qwen2"}})
+
+
+def _mllama(text: dict[str, Any] | None = None, vision: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = _fixture("mllama")
+    text_config, vision_config = cfg["text_config"] | (text or {}), cfg["vision_config"] | (vision or {})
+    return cfg | {"text_config": text_config, "vision_config": vision_config}
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [_mllama({"tie_word_embeddings": True}),
+     _mllama({"cross_attention_layers": [0, 4, 9]}),
+     _mllama(vision={"max_num_tiles": 2, "supported_aspect_ratios": [[1, 1], [1, 2], [2, 1]],
+                     "intermediate_layers_indices": [0], "vision_output_dim": 128, "num_global_layers": 1})],
+    ids=["tie_flag_ignored", "cross_layers_past_the_last_make_none", "two_tiles_three_ratios"],
+)  # fmt: skip
+def test_mllama_variants(cfg: dict[str, Any]) -> None:
+    """Llama 3.2 Vision: embed_tokens has vocab + 8 rows and lm_head vocab, never tied; the cross-attention layers are
+    those of the list that exist; the tile embeddings have a row per aspect ratio and the padding id."""
+    inv = _check_exact(cfg)
+    assert inv.arch.vision is not None and inv.arch.vision.kind == "mllama"
+    assert not inv.arch.tie_word_embeddings
+    assert inv.arch.cross_attention_layers == tuple(
+        i for i in cfg["text_config"]["cross_attention_layers"] if i < cfg["text_config"]["num_hidden_layers"]
+    )
+
+
+def test_mllama_quantizes_and_adapts_every_linear_but_the_head() -> None:
+    """bitsandbytes converts the cross-attention projections and the one-Linear projector too (lm_head is the last
+    parameter, kept); the Conv2d, the tile embeddings and the gates are not linears."""
+    inv = build_inventory(parse_config(_fixture("mllama")))
+    quantized = {t.module for t in inv if t.bnb_quantized}
+    assert "model.multi_modal_projector" in quantized
+    assert "model.language_model.layers.{i}.cross_attn.k_proj" in quantized
+    assert "lm_head" not in quantized
+    assert {m.rsplit(".", 1)[-1] for m in quantized} == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "fc1", "fc2",
+        "multi_modal_projector",
+    }  # fmt: skip
+
+
+def test_mllama_with_another_language_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="mllama with a 'llama' language model is not supported"):
+        parse_config(_mllama({"model_type": "llama"}))

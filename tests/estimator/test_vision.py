@@ -468,7 +468,9 @@ def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
     assert cuda.memory.phases["forward"] - cpu.memory.phases["forward"] >= copies
 
 
-@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3"])
+@pytest.mark.parametrize(
+    "model_type", ["qwen2_vl", "qwen2_5_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3", "mllama"]
+)
 @pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False), ("full", True)])
 def test_image_plans_add_up_in_every_phase(model_type: str, method: Any, gc: bool) -> None:
     """Each vision family's fixture with two images: the components at the peak add up to it and the rule-of-thumb
@@ -479,3 +481,59 @@ def test_image_plans_add_up_in_every_phase(model_type: str, method: Any, gc: boo
     mem = est.to_dict()["memory"]
     assert sum(mem["components"].values()) == mem["total"] == mem["phases"][mem["peak_phase"]]
     assert est.to_dict()["rule_to_peak"]["total"] == mem["total"]
+
+
+def _mllama_text(layers: int, cross: list[int]) -> dict[str, Any]:
+    cfg = json.loads((Path(__file__).parents[1] / "fixtures/configs/mllama.json").read_text())
+    text = cfg["text_config"] | {"num_hidden_layers": layers, "cross_attention_layers": cross}
+    return dict(cfg, text_config=text)
+
+
+@pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False)])
+def test_mllama_without_images_skips_its_cross_attention_layers(method: Any, gc: bool) -> None:
+    """Llama 3.2 Vision without images: ``MllamaTextModel`` skips every cross-attention layer, so 5 layers with 2 of
+    them cross-attention keep the activations, gradients and optimizer state of 3 self-attention layers (their
+    weights and adapters are held all the same)."""
+    with_cross, without = (
+        estimate(
+            Plan(config=_mllama_text(layers, cross), method=method, gradient_checkpointing=gc, seq_len=64)
+        ).to_dict()["memory"]["components"]
+        for layers, cross in ((5, [1, 3]), (3, []))
+    )
+    for name in ("activations", "optimizer", "gradients"):
+        assert with_cross[name] == without[name], name
+    assert with_cross["weights"] > without["weights"]
+
+
+def test_mllama_images_are_one_token_and_every_tile() -> None:
+    """An image is one <|image|> token and max_num_tiles tiles of padded positions in the tower whatever its size
+    (4 × 24: 4² patches and the class token, padded to 24), so its memory does not depend on its size; its tiles²
+    mask and the features the cross-attention layers read grow with the images."""
+    cfg = _mllama_text(5, [1, 3])
+    one, wide, two = (
+        estimate(Plan(config=cfg, method="lora", seq_len=64, images_per_sample=n, image_size=size)).to_dict()
+        for n, size in ((1, (100, 100)), (1, (300, 1200)), (2, (100, 100)))
+    )
+    assert one["inputs"]["image_tokens_per_row"] == 1 and two["inputs"]["image_tokens_per_row"] == 2
+    assert one["inputs"]["patches_per_image"] == 4 * 24
+    assert one["memory"]["phases"] == wide["memory"]["phases"]
+    assert two["memory"]["total"] > one["memory"]["total"]
+
+
+@pytest.mark.parametrize("gc", [True, False])
+def test_mllama_images_run_the_cross_attention_layers(gc: bool) -> None:
+    """With images the cross-attention layers run: more activations than the same plan without images by more than
+    the tower's (its layers' tensors are held either way), the features' keys and values included."""
+    cfg = _mllama_text(5, [1, 3])
+    text, image = (
+        estimate(Plan(config=cfg, method="lora", seq_len=64, gradient_checkpointing=gc, images_per_sample=n))
+        for n in (0, 1)
+    )
+    assert image.memory.phases["backward"] > text.memory.phases["backward"]
+    if not gc:  # every cross-attention layer's saved tensors over the text and the image features
+        assert image.memory.components["activations"] > text.memory.components["activations"]
+
+
+def test_mllama_eager_images_are_refused() -> None:
+    with pytest.raises(PlanError, match="Llama 3.2 Vision's tower and cross-attention layers"):
+        estimate(Plan(config=_mllama_text(5, [1, 3]), method="lora", images_per_sample=1, attn_implementation="eager"))

@@ -13,7 +13,7 @@ import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, QWEN2_5_VL, QWEN2_VL, SMOLVLM
+from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, MLLAMA, QWEN2_5_VL, QWEN2_VL, SMOLVLM
 from trainer.vision import PIXTRAL_TOKENS, llava_image_tokens, video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
@@ -79,7 +79,7 @@ def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> 
 
 def test_a_text_model_gets_no_vision_batch() -> None:
     plan = Plan.from_dict({"model": "llama-3.2-1b", "seq_len": 16})
-    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, mistral3 only"):
+    with pytest.raises(ValueError, match="image batches are built for qwen2_vl, .*, mllama only"):
         vision_batch({"model_type": "llama"}, plan, torch.device("cpu"), seed=0)
 
 
@@ -231,3 +231,66 @@ def test_llavas_model_makes_one_feature_per_image_token() -> None:
     with torch.no_grad():
         features = model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
     assert sum(f.shape[0] for f in features) == int((batch["input_ids"] == LLAVA["image_token_index"]).sum())
+
+
+@pytest.mark.parametrize(
+    ("size", "grid"),
+    [(None, (1, 1)), ((112, 336), (1, 3)), ((500, 120), (4, 1)), ((1000, 1000), (2, 2)), ((60, 70), (1, 1)),
+     ((300, 200), (2, 2))],
+)  # fmt: skip
+def test_mllamas_processor_makes_the_estimates_tiles(size: tuple | None, grid: tuple[int, int]) -> None:
+    """MllamaImageProcessorPil at the tower's tile size: pixel values of every max_num_tiles tile (the unused ones
+    zero), the tiles each image uses as the estimate's grid says, one <|image|> token per image (no loss) and
+    MllamaProcessor's cross-attention mask: each image's used tiles from its token to the row's end. The grid is
+    the processor's canvas (the one that enlarges the image least, else shrinks it least; ties to the smallest)."""
+    plan = Plan.from_dict({"config": MLLAMA, "method": "lora", "seq_len": 8, "batch_size": 2,
+                           "images_per_sample": 2, "image_size": size})  # fmt: skip
+    batch = vision_batch(MLLAMA, plan, torch.device("cpu"), seed=0)
+    rows, cols = grid
+    inputs = estimate(plan).to_dict()["inputs"]
+    assert inputs["image_tokens_per_row"] == 2 and inputs["patches_per_image"] == 4 * 72  # every tile, any size
+    assert tuple(batch["pixel_values"].shape) == (2, 2, 4, 3, 112, 112)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert batch["aspect_ratio_mask"].sum(-1).tolist() == [[rows * cols] * 2] * 2
+    assert bool((batch["pixel_values"][:, :, rows * cols :] == 0).all())
+    image_id = MLLAMA["image_token_index"]
+    assert batch["input_ids"][:, :2].tolist() == [[image_id] * 2] * 2 and batch["input_ids"].shape == (2, 10)
+    assert int((batch["labels"] == -100).sum()) == 4
+    assert tuple(batch["cross_attention_mask"].shape) == (2, 10, 2, 4)
+    assert batch["cross_attention_mask"][0].sum() == (10 + 9) * rows * cols  # from each image's own token on
+
+
+def test_mllamas_batch_runs_through_the_model() -> None:
+    transformers = pytest.importorskip("transformers")
+    plan = Plan.from_dict({"config": MLLAMA, "method": "lora", "seq_len": 8, "batch_size": 1,
+                           "images_per_sample": 2, "image_size": (100, 180)})  # fmt: skip
+    cfg = transformers.AutoConfig.for_model(**MLLAMA)
+    model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
+    batch = vision_batch(MLLAMA, plan, torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
+
+
+def test_mllamas_qlora_build_quantizes_and_adapts_what_the_inventory_says() -> None:
+    """The QLoRA model the trainer builds: bitsandbytes' Linear4bit where the inventory says bnb_quantized (the
+    cross-attention projections and the one-Linear projector too, lm_head not), LoRA on the modules all-linear
+    matches in the adapter plan."""
+    import re
+
+    from estimator import adapter_plan, build_inventory, parse_config
+    from trainer.build import build_model
+
+    plan = Plan(config=MLLAMA, method="qlora", seq_len=16)
+    model = build_model(dict(MLLAMA), plan, "cpu")
+    quantized, adapted = set(), set()
+    for n, m in model.named_modules():
+        name = re.sub(r"\.\d+(?=\.|$)", ".{i}", n.replace("base_model.model.", ""))
+        if type(m).__name__ == "Linear4bit":
+            quantized.add(name.removesuffix(".base_layer"))
+        if hasattr(m, "lora_A") and not name.endswith(("lora_A", "lora_B")):
+            adapted.add(name)
+    inv = build_inventory(parse_config(MLLAMA))
+    assert quantized == {t.module for t in inv if t.bnb_quantized}
+    assert adapted == {a.module for a in adapter_plan(inv, plan).adapted}
+    assert "model.multi_modal_projector" in quantized and "lm_head" not in quantized
