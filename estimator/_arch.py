@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import CLIP_VL, IDEFICS_VL, PIXTRAL_VL, QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, IDEFICS_VL, PIXTRAL_VL, QWEN3_VL, QWEN_VL, VisionTower, vision_tower
 from ._vision_pixtral import pixtral_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
@@ -166,6 +166,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "idefics3", "smolvlm",
     "mistral3",
     "llava_next",
+    "qwen3_vl",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -194,6 +195,8 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _gemma3(config, text)
     if model_type in QWEN_VL:
         return _qwen_vl(config, model_type)
+    if model_type in QWEN3_VL:
+        return _qwen3_vl(config, model_type)
     if model_type in CLIP_VL:
         return _llava(config, model_type)
     if model_type in IDEFICS_VL:
@@ -320,6 +323,25 @@ def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
         f"{model_type}: the language model and the vision tower ({tower.depth} blocks of width {tower.embed_dim}); "
         "bitsandbytes quantizes the tower's and the merger's linears too, and LoRA's all-linear adapts them (as "
         "transformers and PEFT do); the Conv3d patch embedding stays 16-bit and is not adapted"
+    )
+    return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
+
+
+def _qwen3_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """Qwen3-VL (``Qwen3VLForConditionalGeneration``): the Qwen3 language model of ``text_config``
+    (``qwen3_vl_text``: Qwen3's q/k norms and head_dim; ``Qwen3VLTextConfig``'s defaults for absent fields, read as
+    Qwen3's) and the tower, mergers and DeepStack mergers of ``vision_config`` (``estimator._vision_qwen3``). The
+    composite's own ``tie_word_embeddings`` decides the tie (``Qwen3VLConfig``'s default false)."""
+    text, _ = _text_config(config, model_type, ("qwen3_vl_text",))
+    text.setdefault("max_position_embeddings", 128000)  # Qwen3VLTextConfig's, where Qwen3Config's differs
+    text["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
+    arch = _parse(dict(text, model_type="qwen3"), "qwen3")
+    tower = vision_tower(config)
+    note = (
+        f"{model_type}: the language model (qwen3) and the vision tower ({tower.depth} blocks of width "
+        f"{tower.embed_dim}) with its merger and {len(tower.deepstack)} DeepStack mergers; bitsandbytes quantizes "
+        "the tower's and the mergers' linears and LoRA's all-linear adapts them (as transformers and PEFT do); the "
+        "Conv3d patch embedding and the position embedding stay 16-bit and are not adapted"
     )
     return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 

@@ -196,6 +196,10 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
         return idefics_tensors(tower)
     if tower.kind == "pixtral":
         return _pixtral_tower(tower)
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import qwen3_tensors
+
+        return qwen3_tensors(tower)
     return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
 
 

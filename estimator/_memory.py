@@ -566,6 +566,8 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
     total = 0
     if arch.qk_norm in ("head", "l2"):  # per-head norms (Llama 4's L2 norm has no weight)
         total += 4 * T * (qd + kd) + 4 * T * (a + kv)
+        if arch.qk_norm == "head" and not f.frozen_base and not arch.model_type.startswith("gemma"):
+            total += ad * T * (qd + kd)  # a trained weight keeps the normalized input (Qwen3's q_norm / k_norm)
     elif arch.qk_norm == "head_per_head":  # Cohere's per-head LayerNorms, as its input norm saves
         total += 8 * T * (qd + kd) + 4 * T * (a + kv)
     elif arch.qk_norm == "full":
@@ -941,7 +943,8 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     per_dense = layer_activations(arch, f, moe=False) if dense_layers else 0
     per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
     stream = f.ad * f.T * arch.hidden_size
-    rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
+    # given position ids make cos/sin per row (packed rows; Qwen3-VL's 3-D positions, one set per sample)
+    rows = f.b if plan.padding == "packed" or arch.model_type == "qwen3_vl" else 1
     rope = 0 if arch.position_embeddings else 2 * rows * f.s * arch.head_dim * f.ad  # cos and sin
     mask = attention_mask_bytes(f)
     if plan.gradient_checkpointing:
@@ -1053,6 +1056,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         from ._vision_clip import clip_activations  # its terms build on this module's
 
         return clip_activations(arch, tower, adapters, plan, f)
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import qwen3_activations  # its terms build on this module's
+
+        return qwen3_activations(arch, tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1136,6 +1143,10 @@ def vision_output(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flo
     """What the model's output keeps of the tower through the forward's end, freed when the loop drops the output
     before the backward (LLaVA's ``image_outputs``: ``clip_output``; 0 for the other towers, counted in ``vision``)."""
     tower = arch.vision
+    if tower is not None and tower.kind == "qwen3" and f.patches:
+        from ._vision_qwen3 import qwen3_output
+
+        return qwen3_output(tower, f)
     if tower is None or tower.kind != "clip" or not f.patches:
         return 0
     from ._vision_clip import clip_output  # its terms build on this module's

@@ -136,6 +136,22 @@ QWEN2_5_VL: dict[str, Any] = {
         "fullatt_block_indexes": [1, 3],
     },
 }
+# Qwen3-VL: a tiny Qwen3 text model (head_dim 64, interleaved M-RoPE) and tower (width 128, 4 blocks, DeepStack
+# after blocks 1 and 2 into the first two decoder layers, an 8 × 8 position grid, 16² patches)
+QWEN3_VL: dict[str, Any] = {
+    "model_type": "qwen3_vl",
+    **_VL_TOKENS,
+    "text_config": {
+        "model_type": "qwen3_vl_text", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"},
+        "num_hidden_layers": 3, "head_dim": 64,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000, "mrope_section": [12, 10, 10],
+                            "mrope_interleaved": True},
+    },
+    "vision_config": {
+        "depth": 4, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 256,
+        "num_position_embeddings": 64, "deepstack_visual_indexes": [1, 2], "patch_size": 16,
+    },
+}  # fmt: skip
 # Gemma 3: a tiny Gemma 3 text model and SigLIP tower (width 128, 2 layers, 224² images in 14² patches: 256
 # patches pooled 4 × 4 to 16 tokens; boi/eoi/image ids inside the tiny vocabulary)
 GEMMA3: dict[str, Any] = {
@@ -323,6 +339,16 @@ CPU_CASES: tuple[Case, ...] = (
     # an image and a video: two runs of the tower, both held to its backward, which peaks in the larger (the video's)
     _c("qwen2.5-vl-qlora-gc-448-video-4x448", QWEN2_5_VL, method="qlora", images_per_sample=1, video_frames=4,
        image_size=(448, 448), seq_len=8, batch_size=1),
+    # Qwen3-VL: 16² patches, the learned position grid, DeepStack features added into the first decoder layers
+    _c("qwen3-vl-lora-gc-448", QWEN3_VL, method="lora", images_per_sample=1, image_size=(448, 448), seq_len=64,
+       batch_size=1),
+    _c("qwen3-vl-qlora-gc-2img", QWEN3_VL, method="qlora", images_per_sample=2, image_size=(320, 480), seq_len=32),
+    _c("qwen3-vl-full-nogc-2x256", QWEN3_VL, method="full", gradient_checkpointing=False, images_per_sample=1,
+       image_size=(256, 384), seq_len=64),
+    _c("qwen3-vl-lora-nogc-dropout-2img", QWEN3_VL, method="lora", gradient_checkpointing=False, lora_dropout=0.05,
+       images_per_sample=2, image_size=(384, 512), seq_len=16, batch_size=1),
+    _c("qwen3-vl-lora-gc-2img", QWEN3_VL, method="lora", images_per_sample=2, image_size=(512, 512), seq_len=8,
+       batch_size=1),  # two 512² images (1,024 patches each) over 8 text tokens
     _c("gemma3-lora-gc-224", GEMMA3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
     _c("gemma3-qlora-gc-2img", GEMMA3, method="qlora", images_per_sample=2, seq_len=16),  # the tower's backward peaks
     _c("gemma3-full-nogc-2img", GEMMA3, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
