@@ -408,12 +408,14 @@ BENCH_ONLY_TRACED = frozenset(
         "llama-3.1-8b-reward-lora-gc",
         "llama-3.1-8b-orpo-qlora-s512",
         "llama-3.1-8b-reward-qlora-gc",
+        "qwen3-vl-8b-lora-gc-2img",
     }
 )
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
 QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two images,
 35 s for reward LoRA at 8B, 9-10 s each for ORPO's and reward's QLoRA at 8B: DPO's stays in the suite for the
-preference objectives)."""
+preference objectives; 30 s for Qwen3-VL 8B's two images: its tiny case is traced against its real run in the
+suite)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -443,6 +445,10 @@ def traced_cases() -> tuple[Case, ...]:
         # a vision-language model with two images at the processor's cap (4,900 patches, 1,227 tokens each)
         Case("qwen2-vl-2b-lora-gc-2img", _catalog_config("qwen2-vl-2b-instruct"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
+        # Qwen3-VL 8B with two 1024² images (4,096 patches each, 1,026 tokens): the tower, its DeepStack mergers and
+        # their features added into the first three decoder layers, at real size
+        Case("qwen3-vl-8b-lora-gc-2img", _catalog_config("qwen3-vl-8b-instruct"),
+             real | {"method": "lora", "seq_len": 128, "images_per_sample": 2, "image_size": (1024, 1024)}),
         # Gemma 3 4B with two 896² images (4,096 patches each, pooled to 256 tokens): the SigLIP tower at real size
         Case("gemma3-4b-lora-gc-2img", _catalog_config("gemma-3-4b-it"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
