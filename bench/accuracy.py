@@ -824,7 +824,7 @@ def _gaps(
         "`video_frames` are the frames the model sees, after any sampling), Gemma 3's tower with eager attention "
         "(refused), Pixtral's tower with eager attention (refused), LLaVA's tower with eager attention, a list of "
         "feature layers or another activation (refused), LLaVA-NeXT's tiled images, the other VLM families (Llama "
-        "3.2 Vision, Qwen3-VL: their parameters come from "
+        "3.2 Vision: its parameters come from "
         "transformers with the train extra, images and video are refused), the tower on a GPU (its attention "
         "kernel is not measured: the `UNVERIFIED` band).",
         "- **Idefics3 / SmolVLM**: read by hand (the Llama under `model.text_model`, the SigLIP-like tower, the "
@@ -835,6 +835,17 @@ def _gaps(
         "one above a tokenizer that merges it). Real CPU runs (`idefics3-*`, `smolvlm-*`, above) hold the peak. "
         "Not modelled: splitting off (`do_image_splitting=False`, not a plan setting), a processor whose "
         "`size['longest_edge']` is not 4 tiles, `max_pixels` and the tower under eager attention (refused), video.",
+        "- **Qwen3-VL**: read by hand (Qwen3's language model under `model.language_model`, the tower with its "
+        "learned position grid, the merger and the DeepStack mergers; equal to the meta build); images are resized "
+        "as `Qwen2VLImageProcessor` does with Qwen3-VL's published processor config (16² patches merged 2 × 2: sides "
+        "in multiples of 32, 65,536 to 16,777,216 pixels); the tower's saved tensors, the mergers', DeepStack's "
+        "features (in the model's output through the forward, their gradients waiting through the tower's backward), "
+        "the text embeddings' leaf and gradient, and the decoder's per-row M-RoPE cos/sin are counted. Real CPU runs "
+        "(`qwen3-vl-*`, above: LoRA, QLoRA and full, with and without checkpointing and dropout) and a traced "
+        "real-size run (Qwen3-VL 8B LoRA with two 1024² images) hold the peak; the tower's backward counts every "
+        "adapter's gradient at its first block (QLoRA +1.05 %, 0.6 MB of it the tower's adapters' gradients not yet "
+        "made). Not modelled: its video (frames sampled by fps, a timestamp per frame: refused), another block "
+        "activation than GELU-tanh, repeated DeepStack indexes (refused), the tower on a GPU.",
         "",
     ]
     return lines
