@@ -167,6 +167,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "mistral3",
     "llava_next",
     "qwen3_vl",
+    "qwen3_vl_moe",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -332,13 +333,19 @@ def _qwen3_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
     (``qwen3_vl_text``: Qwen3's q/k norms and head_dim; ``Qwen3VLTextConfig``'s defaults for absent fields, read as
     Qwen3's) and the tower, mergers and DeepStack mergers of ``vision_config`` (``estimator._vision_qwen3``). The
     composite's own ``tie_word_embeddings`` decides the tie (``Qwen3VLConfig``'s default false)."""
-    text, _ = _text_config(config, model_type, ("qwen3_vl_text",))
-    text.setdefault("max_position_embeddings", 128000)  # Qwen3VLTextConfig's, where Qwen3Config's differs
+    moe = model_type == "qwen3_vl_moe"
+    text, _ = _text_config(config, model_type, (f"{model_type}_text",))
+    text.setdefault("max_position_embeddings", 128000)  # Qwen3VL(Moe)TextConfig's, where Qwen3's differs
+    if moe:  # Qwen3VLMoeTextConfig's defaults where Qwen3MoeConfig's differ
+        for name, value in (("num_experts", 60), ("num_experts_per_tok", 4), ("moe_intermediate_size", 1408),
+                            ("intermediate_size", 5632), ("num_key_value_heads", 16)):  # fmt: skip
+            text.setdefault(name, value)
     text["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
-    arch = _parse(dict(text, model_type="qwen3"), "qwen3")
+    family = "qwen3_moe" if moe else "qwen3"
+    arch = _parse(dict(text, model_type=family), family)
     tower = vision_tower(config)
     note = (
-        f"{model_type}: the language model (qwen3) and the vision tower ({tower.depth} blocks of width "
+        f"{model_type}: the language model ({family}) and the vision tower ({tower.depth} blocks of width "
         f"{tower.embed_dim}) with its merger and {len(tower.deepstack)} DeepStack mergers; bitsandbytes quantizes "
         "the tower's and the mergers' linears and LoRA's all-linear adapts them (as transformers and PEFT do); the "
         "Conv3d patch embedding and the position embedding stay 16-bit and are not adapted"

@@ -62,7 +62,7 @@ from typing import Any
 from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-QWEN3_VL = ("qwen3_vl",)
+QWEN3_VL = ("qwen3_vl", "qwen3_vl_moe")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava", "llava_next")
 IDEFICS_VL = ("idefics3", "smolvlm")

@@ -152,6 +152,14 @@ QWEN3_VL: dict[str, Any] = {
         "num_position_embeddings": 64, "deepstack_visual_indexes": [1, 2], "patch_size": 16,
     },
 }  # fmt: skip
+# Qwen3-VL-MoE: the same tower over a tiny Qwen3-MoE text model (4 experts, 2 per token, the first layer dense)
+QWEN3_VL_MOE: dict[str, Any] = QWEN3_VL | {
+    "model_type": "qwen3_vl_moe",
+    "text_config": QWEN3_VL["text_config"] | {
+        "model_type": "qwen3_vl_moe_text", "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 128,
+        "decoder_sparse_step": 1, "mlp_only_layers": [0],
+    },
+}  # fmt: skip
 # Gemma 3: a tiny Gemma 3 text model and SigLIP tower (width 128, 2 layers, 224² images in 14² patches: 256
 # patches pooled 4 × 4 to 16 tokens; boi/eoi/image ids inside the tiny vocabulary)
 GEMMA3: dict[str, Any] = {
@@ -349,6 +357,12 @@ CPU_CASES: tuple[Case, ...] = (
        images_per_sample=2, image_size=(384, 512), seq_len=16, batch_size=1),
     _c("qwen3-vl-lora-gc-2img", QWEN3_VL, method="lora", images_per_sample=2, image_size=(512, 512), seq_len=8,
        batch_size=1),  # two 512² images (1,024 patches each) over 8 text tokens
+    _c("qwen3-vl-moe-lora-gc-448", QWEN3_VL_MOE, method="lora", images_per_sample=1, image_size=(448, 448),
+       seq_len=64, batch_size=1),
+    _c("qwen3-vl-moe-qlora-gc-2img", QWEN3_VL_MOE, method="qlora", images_per_sample=2, image_size=(320, 480),
+       seq_len=32),
+    _c("qwen3-vl-moe-full-nogc-2x256", QWEN3_VL_MOE, method="full", gradient_checkpointing=False,
+       images_per_sample=1, image_size=(256, 384), seq_len=64),
     _c("gemma3-lora-gc-224", GEMMA3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
     _c("gemma3-qlora-gc-2img", GEMMA3, method="qlora", images_per_sample=2, seq_len=16),  # the tower's backward peaks
     _c("gemma3-full-nogc-2img", GEMMA3, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),

@@ -141,6 +141,9 @@ VISION_INDEXING = {
     "transformers.models.qwen3_vl.modeling_qwen3_vl": (
         ("get_vision_attention_seqlens", "get_vision_position_ids", "get_vision_interpolation_indices_and_weights"),
         "Qwen3VLModel"),
+    "transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe": (
+        ("get_vision_attention_seqlens", "get_vision_position_ids", "get_vision_interpolation_indices_and_weights"),
+        "Qwen3VLMoeModel"),
 }  # fmt: skip
 """Where a vision-language model computes indices from the batch's values (the patch grid, the image tokens'
 places): the real run's values, computed outside the fake mode from the real batch the processor made."""
@@ -184,11 +187,11 @@ def _patch_vision_indexing() -> Callable[[], None]:
             saved.append((owner, attr, original))
             setattr(owner, attr, real(original))
 
-    try:  # Qwen3-VL's DeepStack: the image tokens' hidden states gathered and scattered back by the real mask
-        text_model = stack_module("transformers.models.qwen3_vl.modeling_qwen3_vl").Qwen3VLTextModel
-    except (ImportError, AttributeError):  # pragma: no cover - an older transformers
-        text_model = None
-    if text_model is not None:
+    for name, text in DEEPSTACK.items():  # the image tokens' hidden states gathered and scattered by the real mask
+        try:
+            text_model = getattr(stack_module(name), text)
+        except (ImportError, AttributeError):  # pragma: no cover - an older transformers
+            continue
         saved.append((text_model, "_deepstack_process", text_model.__dict__["_deepstack_process"]))
         text_model._deepstack_process = _deepstack_process
 
@@ -199,6 +202,11 @@ def _patch_vision_indexing() -> Callable[[], None]:
     return restore
 
 
+DEEPSTACK = {
+    "transformers.models.qwen3_vl.modeling_qwen3_vl": "Qwen3VLTextModel",
+    "transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe": "Qwen3VLMoeTextModel",
+}
+"""Text models whose DeepStack step indexes the hidden states by the image tokens' boolean mask."""
 REAL_PLACEHOLDERS: list[torch.Tensor] = []
 """The image and video tokens' masks (batch, seq) of the step's batch, real, as ``get_placeholder_mask`` made them."""
 

@@ -20,10 +20,10 @@ as it does from the processor's output; Qwen2.5-VL's ``second_per_grid_ts`` is l
 temporal patch: it moves positions only). Labels are the ids with the image and video tokens set to -100, as TRL's
 vision collator does. Needs Pillow (the train extra).
 
-On Qwen3-VL the images go through the same ``Qwen2VLImageProcessorPil`` (transformers' auto image processor for
-``qwen3_vl``) with the values of Qwen3-VL's published ``preprocessor_config.json``: 16² patches merged 2 × 2,
-``size`` 65,536 to 16,777,216 pixels (an unset ``image_size`` is a square at the cap, 4096²), mean and std 0.5;
-``pixel_values`` of (patches, 3·2·16·16). The rows are built as Qwen2-VL's (Qwen3VLProcessor's
+On Qwen3-VL (and Qwen3-VL-MoE) the images go through the same ``Qwen2VLImageProcessorPil`` (transformers' auto
+image processor for ``qwen3_vl``) with the values of Qwen3-VL's published ``preprocessor_config.json``: 16² patches
+merged 2 × 2, ``size`` 65,536 to 16,777,216 pixels (an unset ``image_size`` is a square at the cap, 4096²), mean and
+std 0.5; ``pixel_values`` of (patches, 3·2·16·16). The rows are built as Qwen2-VL's (Qwen3VLProcessor's
 ``replace_image_token`` expands each placeholder to one ``<|image_pad|>`` per merged group, between the same
 delimiters). Its videos (frames sampled by fps, a timestamp per frame) are not built.
 
@@ -79,7 +79,8 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-IMAGE_MODEL_TYPES = (*QWEN_VL, "qwen3_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3")
+QWEN3_VL = ("qwen3_vl", "qwen3_vl_moe")
+IMAGE_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3")
 QWEN3_SIZE = {"shortest_edge": 65536, "longest_edge": 16777216}  # Qwen3-VL's preprocessor_config.json
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
@@ -110,7 +111,7 @@ def _image_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -
     with its published processor config's patch size, bounds and mean/std)."""
     proc = stack_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
     vision = config.get("vision_config") or {}
-    qwen3 = config.get("model_type") == "qwen3_vl"
+    qwen3 = config.get("model_type") in QWEN3_VL
     kwargs: dict[str, Any] = {"patch_size": int(vision.get("patch_size", 16 if qwen3 else 14)),
                               "merge_size": int(vision.get("spatial_merge_size", 2))}  # fmt: skip
     low = QWEN3_SIZE["shortest_edge"] if qwen3 else 56 * 56

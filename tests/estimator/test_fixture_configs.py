@@ -21,6 +21,7 @@ EXPECTED = {
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
     "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "RefinedWebModel", "RefinedWeb", "qwen2_vl", "qwen2_5_vl",
     "llava", "llava_next", "idefics3", "smolvlm", "mistral3", "qwen3_vl",
+    "qwen3_vl_moe",
 }  # fmt: skip
 
 

@@ -469,7 +469,8 @@ def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
 
 
 @pytest.mark.parametrize(
-    "model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3"]
+    "model_type",
+    ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "gemma3", "llava", "idefics3", "smolvlm", "mistral3"],
 )
 @pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False), ("full", True)])
 def test_image_plans_add_up_in_every_phase(model_type: str, method: Any, gc: bool) -> None:
