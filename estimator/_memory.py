@@ -566,8 +566,9 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
     total = 0
     if arch.qk_norm in ("head", "l2"):  # per-head norms (Llama 4's L2 norm has no weight)
         total += 4 * T * (qd + kd) + 4 * T * (a + kv)
-        if arch.qk_norm == "head" and not f.frozen_base and not arch.model_type.startswith("gemma"):
-            total += ad * T * (qd + kd)  # a trained weight keeps the normalized input (Qwen3's q_norm / k_norm)
+        trained_rms = not f.frozen_base and arch.norm != "layernorm" and not arch.model_type.startswith("gemma")
+        if arch.qk_norm == "head" and trained_rms:  # Llama-style RMSNorm: its weight's gradient needs the input
+            total += ad * T * (qd + kd)  # normalized and cast (Qwen3's q_norm / k_norm; measured, full fine-tuning)
     elif arch.qk_norm == "head_per_head":  # Cohere's per-head LayerNorms, as its input norm saves
         total += 8 * T * (qd + kd) + 4 * T * (a + kv)
     elif arch.qk_norm == "full":

@@ -12,9 +12,10 @@ one DeepStack merger per ``deepstack_visual_indexes`` entry (the same, its ``nor
 the hidden states after those blocks, merged, are ADDED to the image tokens' hidden states after the first decoder
 layers (``Qwen3VLTextModel._deepstack_process``: one feature set per decoder layer, in order).
 
-The language model is Qwen3's (q/k norms on the head dim, ``head_dim`` given) under ``model.language_model``; its
-rotary embedding is interleaved M-RoPE: cos and sin of (batch, seq, head_dim), one row per sample (the 3-D
-positions differ per row).
+The language model is Qwen3's (q/k norms on the head dim, ``head_dim`` given; Qwen3-VL-MoE, ``qwen3_vl_moe``:
+Qwen3-MoE's, its experts fused Parameters) under ``model.language_model``; its rotary embedding is interleaved
+M-RoPE: cos and sin of (batch, seq, head_dim), one row per sample (the 3-D positions differ per row). Qwen3-VL-MoE's
+tower is Qwen3-VL's, module for module.
 
 Image tokens: ``Qwen3VLProcessor`` over ``Qwen2VLImageProcessor`` (transformers' auto image processor for
 ``qwen3_vl``), with the published processor config's values (Qwen3-VL's ``preprocessor_config.json``: patch_size 16,
