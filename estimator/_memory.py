@@ -93,7 +93,7 @@ from ._sharding import (
     sharded_alloc,
 )
 from ._units import gib_text
-from ._vision import VisionTower, pixel_values, stepped_layers
+from ._vision import QWEN3_VL, VisionTower, pixel_values, stepped_layers
 
 MiB = 1024 * 1024
 # The estimate by component; on CUDA they add up to ``total`` (what nvidia-smi shows), on the CPU to the tensor peak.
@@ -945,7 +945,7 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
     per_moe = layer_activations(arch, f, moe=True) if moe_layers else 0
     stream = f.ad * f.T * arch.hidden_size
     # given position ids make cos/sin per row (packed rows; Qwen3-VL's 3-D positions, one set per sample)
-    rows = f.b if plan.padding == "packed" or arch.model_type == "qwen3_vl" else 1
+    rows = f.b if plan.padding == "packed" or arch.model_type in QWEN3_VL else 1
     rope = 0 if arch.position_embeddings else 2 * rows * f.s * arch.head_dim * f.ad  # cos and sin
     mask = attention_mask_bytes(f)
     if plan.gradient_checkpointing:
