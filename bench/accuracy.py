@@ -848,7 +848,8 @@ def _gaps(
         "real-size run (Qwen3-VL 8B LoRA with two 1024² images) hold the peak; the tower's backward counts every "
         "adapter's gradient at its first block (QLoRA +1.05 %, 0.6 MB of it the tower's adapters' gradients not yet "
         "made). Not modelled: its video (frames sampled by fps, a timestamp per frame: refused), another block "
-        "activation than GELU-tanh, repeated DeepStack indexes (refused), the tower on a GPU.",
+        "activation than GELU-tanh, repeated DeepStack indexes and the tower under eager attention (refused), the "
+        "tower on a GPU.",
         "",
     ]
     return lines

@@ -225,6 +225,7 @@ EAGER_TOWERS = {
     "clip": "LLaVA's CLIP tower: its images × heads × positions² scores (577² per head of a 336² image)",
     "siglip": "Gemma 3's SigLIP tower: its images × heads × patches² scores (4096² per head of an 896² image)",
     "pixtral": "Mistral 3's Pixtral tower: its heads × patches² scores over all of the step's images (one sequence)",
+    "qwen3": "Qwen3-VL's tower: each image's heads × patches² scores (4096² per head of a 1024² image)",
 }
 """Vision towers whose eager attention is not modelled (their SDPA path is), and the scores eager would keep.
 Idefics3's and SmolVLM's tower says so with its other refusals (``images_error``)."""

@@ -520,6 +520,8 @@ def test_qwen3_vl_inputs_it_cannot_count_are_refused() -> None:
         assert estimate(Plan.from_dict(base | {"config": config})).memory.total > 0  # text alone: counted
         with pytest.raises(PlanError, match=match):
             estimate(Plan.from_dict(base | {"config": config, "images_per_sample": 1}))
+    with pytest.raises(PlanError, match="eager attention are not modelled yet for Qwen3-VL's tower"):
+        estimate(Plan.from_dict(base | {"config": QWEN3_VL, "images_per_sample": 1, "attn_implementation": "eager"}))
     with pytest.raises(ConfigError, match="deepstack_visual_indexes must be a list of integers"):
         estimate(Plan.from_dict(base | {"config": _qwen3(deepstack_visual_indexes=8)}))
 
