@@ -18,7 +18,7 @@ Two exceptions to "absent means the transformers default":
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
@@ -344,6 +344,10 @@ def _qwen3_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
     family = "qwen3_moe" if moe else "qwen3"
     arch = _parse(dict(text, model_type=family), family)
     tower = vision_tower(config)
+    if len(tower.deepstack) > arch.num_hidden_layers and not tower.refusal:  # the extra features reach no loss
+        tower = replace(tower, refusal=(
+            f"{len(tower.deepstack)} DeepStack feature sets for {arch.num_hidden_layers} decoder layers are not "
+            "modelled (the ones past the last layer reach no loss)"))  # fmt: skip
     note = (
         f"{model_type}: the language model ({family}) and the vision tower ({tower.depth} blocks of width "
         f"{tower.embed_dim}) with its merger and {len(tower.deepstack)} DeepStack mergers; bitsandbytes quantizes "
@@ -376,8 +380,6 @@ def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _with(arch: Architecture, **changes: Any) -> Architecture:
-    from dataclasses import replace
-
     return replace(arch, **changes)
 
 

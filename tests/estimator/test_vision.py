@@ -512,10 +512,14 @@ def test_qwen3_vl_inputs_it_cannot_count_are_refused() -> None:
     base = {"method": "lora", "device": "cpu", "seq_len": 32, "image_size": (448, 448)}
     with pytest.raises(PlanError, match="video inputs of qwen3_vl are not modelled yet"):
         estimate(Plan.from_dict(base | {"config": QWEN3_VL, "video_frames": 4}))
-    for vision, match in (({"hidden_act": "silu"}, "hidden_act 'silu'"),
-                          ({"deepstack_visual_indexes": [1, 1]}, "must be distinct blocks"),
-                          ({"deepstack_visual_indexes": [4]}, "must be distinct blocks"),
-                          ({"num_position_embeddings": 60}, "not a square")):  # fmt: skip
+    refused = (
+        ({"hidden_act": "silu"}, "hidden_act 'silu'"),
+        ({"deepstack_visual_indexes": [1, 1]}, "must be distinct blocks"),
+        ({"deepstack_visual_indexes": [4]}, "must be distinct blocks"),
+        ({"num_position_embeddings": 60}, "not a square"),
+        ({"deepstack_visual_indexes": [0, 1, 2, 3]}, "4 DeepStack feature sets for 3 decoder layers"),
+    )
+    for vision, match in refused:
         config = _qwen3(**vision)
         assert estimate(Plan.from_dict(base | {"config": config})).memory.total > 0  # text alone: counted
         with pytest.raises(PlanError, match=match):
