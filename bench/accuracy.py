@@ -826,7 +826,7 @@ def _gaps(
         "`video_frames` are the frames the model sees, after any sampling), Gemma 3's tower with eager attention "
         "(refused), Pixtral's tower with eager attention (refused), LLaVA's tower with eager attention, a list of "
         "feature layers or another activation (refused), LLaVA-NeXT's tiled images, the other VLM families "
-        "(Qwen3-VL: its parameters come from "
+        "(their parameters come from "
         "transformers with the train extra, images and video are refused), the tower on a GPU (its attention "
         "kernel is not measured: the `UNVERIFIED` band).",
         "- **Idefics3 / SmolVLM**: read by hand (the Llama under `model.text_model`, the SigLIP-like tower, the "
@@ -854,6 +854,21 @@ def _gaps(
         "not a multiple of 16, counted from torch's code as Pixtral's, unmeasured; QLoRA is not traced, since the "
         "trace runs one kernel for every SDPA call and the decoder's fp32 grouped-head math path is not the "
         "tower's), eager attention (refused).",
+        "- **Qwen3-VL and Qwen3-VL-MoE**: read by hand (Qwen3's or Qwen3-MoE's language model under "
+        "`model.language_model` (the MoE's fused experts are Parameters: all-linear adapts none of them, as PEFT "
+        "does for a model type transformers' conversion mapping does not remap), the tower with its "
+        "learned position grid, the merger and the DeepStack mergers; equal to the meta build); images are resized "
+        "as `Qwen2VLImageProcessor` does with Qwen3-VL's published processor config (16² patches merged 2 × 2: sides "
+        "in multiples of 32, 65,536 to 16,777,216 pixels); the tower's saved tensors, the mergers', DeepStack's "
+        "features (in the model's output through the forward, their gradients waiting through the tower's backward), "
+        "the text embeddings' leaf and gradient, and the decoder's per-row M-RoPE cos/sin are counted. Real CPU runs "
+        "(`qwen3-vl-*`, `qwen3-vl-moe-*`, above: LoRA, QLoRA and full, with and without checkpointing and dropout) "
+        "and a traced "
+        "real-size run (Qwen3-VL 8B LoRA with two 1024² images) hold the peak; the tower's backward counts every "
+        "adapter's gradient at its first block (QLoRA +1.05 %, 0.6 MB of it the tower's adapters' gradients not yet "
+        "made). Not modelled: its video (frames sampled by fps, a timestamp per frame: refused), another block "
+        "activation than GELU-tanh, repeated DeepStack indexes and the tower under eager attention (refused), the "
+        "tower on a GPU.",
         "",
     ]
     return lines

@@ -18,11 +18,11 @@ Two exceptions to "absent means the transformers default":
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._errors import ConfigError, UnsupportedModelError
-from ._vision import CLIP_VL, IDEFICS_VL, MLLAMA_VL, PIXTRAL_VL, QWEN_VL, VisionTower, vision_tower
+from ._vision import CLIP_VL, IDEFICS_VL, MLLAMA_VL, PIXTRAL_VL, QWEN3_VL, QWEN_VL, VisionTower, vision_tower
 from ._vision_pixtral import pixtral_tower
 
 Norm = str  # "rmsnorm" | "layernorm" | "cohere" (CohereLayerNorm: weight only, centred, computed in fp32)
@@ -171,6 +171,8 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "mistral3",
     "llava_next",
     "mllama",
+    "qwen3_vl",
+    "qwen3_vl_moe",
 )  # fmt: skip
 LEGACY_MODEL_TYPES: dict[str, str] = {"RefinedWebModel": "falcon", "RefinedWeb": "falcon"}
 """Old Hub model types transformers maps to a current one (its ``CONFIG_MAPPING`` aliases), read as that type."""
@@ -199,6 +201,8 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         return _gemma3(config, text)
     if model_type in QWEN_VL:
         return _qwen_vl(config, model_type)
+    if model_type in QWEN3_VL:
+        return _qwen3_vl(config, model_type)
     if model_type in CLIP_VL:
         return _llava(config, model_type)
     if model_type in IDEFICS_VL:
@@ -361,6 +365,35 @@ def _qwen_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
     return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 
 
+def _qwen3_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
+    """Qwen3-VL (``Qwen3VLForConditionalGeneration``): the Qwen3 language model of ``text_config``
+    (``qwen3_vl_text``: Qwen3's q/k norms and head_dim; ``Qwen3VLTextConfig``'s defaults for absent fields, read as
+    Qwen3's) and the tower, mergers and DeepStack mergers of ``vision_config`` (``estimator._vision_qwen3``). The
+    composite's own ``tie_word_embeddings`` decides the tie (``Qwen3VLConfig``'s default false)."""
+    moe = model_type == "qwen3_vl_moe"
+    text, _ = _text_config(config, model_type, (f"{model_type}_text",))
+    text.setdefault("max_position_embeddings", 128000)  # Qwen3VL(Moe)TextConfig's, where Qwen3's differs
+    if moe:  # Qwen3VLMoeTextConfig's defaults where Qwen3MoeConfig's differ
+        for name, value in (("num_experts", 60), ("num_experts_per_tok", 4), ("moe_intermediate_size", 1408),
+                            ("intermediate_size", 5632), ("num_key_value_heads", 16)):  # fmt: skip
+            text.setdefault(name, value)
+    text["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
+    family = "qwen3_moe" if moe else "qwen3"
+    arch = _parse(dict(text, model_type=family), family)
+    tower = vision_tower(config)
+    if len(tower.deepstack) > arch.num_hidden_layers and not tower.refusal:  # the extra features reach no loss
+        tower = replace(tower, refusal=(
+            f"{len(tower.deepstack)} DeepStack feature sets for {arch.num_hidden_layers} decoder layers are not "
+            "modelled (the ones past the last layer reach no loss)"))  # fmt: skip
+    note = (
+        f"{model_type}: the language model ({family}) and the vision tower ({tower.depth} blocks of width "
+        f"{tower.embed_dim}) with its merger and {len(tower.deepstack)} DeepStack mergers; bitsandbytes quantizes "
+        "the tower's and the mergers' linears and LoRA's all-linear adapts them (as transformers and PEFT do); the "
+        "Conv3d patch embedding and the position embedding stay 16-bit and are not adapted"
+    )
+    return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
+
+
 def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A legacy Falcon config (``RefinedWebModel`` / ``RefinedWeb``, written for the repo's own remote code) as the
     ``falcon`` config transformers reads: its conversion script (``models/falcon/convert_custom_code_checkpoint.py``)
@@ -384,8 +417,6 @@ def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _with(arch: Architecture, **changes: Any) -> Architecture:
-    from dataclasses import replace
-
     return replace(arch, **changes)
 
 

@@ -227,6 +227,7 @@ EAGER_TOWERS = {
     "pixtral": "Mistral 3's Pixtral tower: its heads × patches² scores over all of the step's images (one sequence)",
     "mllama": "Llama 3.2 Vision's tower and cross-attention layers: each image's heads × (4 tiles × 1032 positions)² "
     "scores, and the text × image-feature scores of every cross-attention layer",
+    "qwen3": "Qwen3-VL's tower: each image's heads × patches² scores (4096² per head of a 1024² image)",
 }
 """Vision towers whose eager attention is not modelled (their SDPA path is), and the scores eager would keep.
 Idefics3's and SmolVLM's tower says so with its other refusals (``images_error``)."""

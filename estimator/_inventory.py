@@ -205,6 +205,10 @@ def vision_tensors(tower: VisionTower) -> list[Tensor]:
         from ._vision_mllama import mllama_tensors
 
         return mllama_tensors(tower)
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import qwen3_tensors
+
+        return qwen3_tensors(tower)
     return _clip_tower(tower) if tower.kind == "clip" else _siglip_tower(tower)
 
 

@@ -92,7 +92,7 @@ from ._sharding import (
     sharded_alloc,
 )
 from ._units import gib_text
-from ._vision import VisionTower, pixel_values, stepped_layers
+from ._vision import QWEN3_VL, VisionTower, pixel_values, stepped_layers
 from ._vision_mllama import layers_run, stepped_text_layers
 
 MiB = 1024 * 1024
@@ -580,6 +580,9 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
     total = 0
     if arch.qk_norm in ("head", "l2"):  # per-head norms (Llama 4's L2 norm has no weight)
         total += 4 * T * (qd + kd) + 4 * T * (a + kv)
+        trained_rms = not f.frozen_base and arch.norm != "layernorm" and not arch.model_type.startswith("gemma")
+        if arch.qk_norm == "head" and trained_rms:  # Llama-style RMSNorm: its weight's gradient needs the input
+            total += ad * T * (qd + kd)  # normalized and cast (Qwen3's q_norm / k_norm; measured, full fine-tuning)
     elif arch.qk_norm == "head_per_head":  # Cohere's per-head LayerNorms, as its input norm saves
         total += 8 * T * (qd + kd) + 4 * T * (a + kv)
     elif arch.qk_norm == "full":
@@ -1026,7 +1029,8 @@ def forward_activations(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _F
         # SDPA's backward: the query's gradient and the keys' and values', repeated to the query heads
         cross_grad = f.ad * (f.T + 2 * rows) * arch.num_attention_heads * arch.head_dim
     stream = f.ad * f.T * arch.hidden_size
-    rows = f.b if plan.padding == "packed" else 1  # given position ids make cos/sin per row
+    # given position ids make cos/sin per row (packed rows; Qwen3-VL's 3-D positions, one set per sample)
+    rows = f.b if plan.padding == "packed" or arch.model_type in QWEN3_VL else 1
     rope = 0 if arch.position_embeddings else 2 * rows * f.s * (arch.rotary_dim or arch.head_dim) * f.ad  # cos, sin
     mask = attention_mask_bytes(f)
     if plan.gradient_checkpointing:
@@ -1148,6 +1152,10 @@ def vision_activations(arch: Architecture, adapters: AdapterPlan, plan: Plan, f:
         from ._vision_clip import clip_activations  # its terms build on this module's
 
         return clip_activations(arch, tower, adapters, plan, f)
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import qwen3_activations  # its terms build on this module's
+
+        return qwen3_activations(arch, tower, adapters, plan, f)
     ad, e = f.ad, tower.embed_dim
     pixels = pixel_bytes(arch, p)
     if plan.method == "full" and param_dtype_bytes(plan) != 4:  # a trained Conv3d keeps its cast input
@@ -1235,6 +1243,10 @@ def vision_output(arch: Architecture, adapters: AdapterPlan, plan: Plan, f: _Flo
         from ._memory_mllama import mllama_output
 
         return mllama_output(tower, plan, f)
+    if tower is not None and tower.kind == "qwen3" and f.patches:
+        from ._vision_qwen3 import qwen3_output
+
+        return qwen3_output(tower, f)
     if tower is None or tower.kind != "clip" or not f.patches:
         return 0
     from ._vision_clip import clip_output  # its terms build on this module's

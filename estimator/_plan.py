@@ -409,7 +409,8 @@ class Plan:
         "int",
         "Max pixels",
         "Dynamic-resolution models (Qwen-VL, Pixtral): the processor's max_pixels cap an image or a video frame is "
-        "resized under (0: the processor's default; Qwen-VL: 28²·1280 for images, 28²·768 for video frames). "
+        "resized under (0: the processor's default; Qwen2-VL / Qwen2.5-VL: 28²·1280 for images, 28²·768 for video "
+        "frames; Qwen3-VL: 4096² for images, as its published processor config sets). "
         "Pixtral (Mistral 3) caps a side instead: its longest_edge is ⌊√max_pixels⌋ (0: the tower's image_size, "
         "1540 for Mistral Small 3.1).",
         "Images",

@@ -22,6 +22,10 @@ merger (``get_video_features``, a second run of ``visual`` after the images'), a
 5.24's default keeps the per-frame cap alone (``cap_pixels_per_frame`` unset: no total-video budget) and samples no
 frames (``do_sample_frames=False``): every frame given is a frame seen.
 
+Qwen3-VL (``modeling_qwen3_vl.py``): its tower (16² patches, a learned position grid interpolated per image, GELU-tanh
+blocks, the merger and the DeepStack mergers), its image tokens (the same ``smart_resize`` to multiples of 32) and its
+activations: ``estimator._vision_qwen3``.
+
 Gemma 3 (``modeling_gemma3.py`` and ``siglip/modeling_siglip.py``): a SigLIP vision model (``SiglipVisionModel``,
 module ``model.vision_tower``): a Conv2d patch embedding with bias, a learned position embedding (one per patch of
 the fixed ``image_size``), ``num_hidden_layers`` pre-norm blocks (LayerNorm with bias, separate ``q_proj``/
@@ -58,12 +62,13 @@ from typing import Any
 from ._errors import ConfigError
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
+QWEN3_VL = ("qwen3_vl", "qwen3_vl_moe")
 SIGLIP_VL = ("gemma3",)
 CLIP_VL = ("llava", "llava_next")
 IDEFICS_VL = ("idefics3", "smolvlm")
 PIXTRAL_VL = ("mistral3",)
 MLLAMA_VL = ("mllama",)
-VISION_MODEL_TYPES = (*QWEN_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
+VISION_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
 """Model types whose image inputs are modelled (LLaVA-NeXT's tower is counted, its tiled images are not yet)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
@@ -77,7 +82,7 @@ class VisionTower:
     """A vision encoder's sizes (``vision_config`` field names): Qwen2-VL / Qwen2.5-VL's, or Gemma 3's SigLIP
     (``kind``)."""
 
-    model_type: str  # the model's: qwen2_vl | qwen2_5_vl | gemma3
+    model_type: str  # the model's: qwen2_vl | qwen2_5_vl | qwen3_vl | gemma3 | llava | ...
     depth: int  # blocks (SigLIP: num_hidden_layers)
     embed_dim: int  # the blocks' width (Qwen2.5-VL and SigLIP call it hidden_size)
     num_heads: int
@@ -99,6 +104,8 @@ class VisionTower:
     max_tiles: int = 0  # Mllama: max_num_tiles
     aspect_ratios: int = 0  # Mllama: the supported tile grids (the tile embeddings have one row more)
     projector_in: int = 0  # Mllama: vision_output_dim, the projector's input width
+    position_embeddings: int = 0  # Qwen3-VL: num_position_embeddings (the learned grid, interpolated per image)
+    deepstack: tuple[int, ...] = ()  # Qwen3-VL: deepstack_visual_indexes (one merger each)
 
     @property
     def kind(self) -> str:
@@ -113,6 +120,8 @@ class VisionTower:
             return "pixtral"
         if self.model_type in MLLAMA_VL:
             return "mllama"
+        if self.model_type in QWEN3_VL:
+            return "qwen3"
         return "clip" if self.model_type in CLIP_VL else "qwen"
 
     @property
@@ -125,7 +134,7 @@ class VisionTower:
         """The tower's module path in the model."""
         if self.kind in ("idefics3", "mllama"):
             return "model.vision_model"
-        return "model.visual" if self.kind == "qwen" else "model.vision_tower"
+        return "model.visual" if self.kind in ("qwen", "qwen3") else "model.vision_tower"
 
     @property
     def text_module(self) -> str:
@@ -139,7 +148,9 @@ class VisionTower:
             return ("model.vision_model.", "model.connector.")
         if self.kind == "mllama":  # its projector is one Linear, module model.multi_modal_projector itself
             return ("model.vision_model.", "model.multi_modal_projector")
-        return ("model.visual.",) if self.kind == "qwen" else ("model.vision_tower.", "model.multi_modal_projector.")
+        if self.kind in ("qwen", "qwen3"):
+            return ("model.visual.",)
+        return ("model.vision_tower.", "model.multi_modal_projector.")
 
     @property
     def patch_features(self) -> int:
@@ -187,6 +198,10 @@ def vision_tower(config: Mapping[str, Any]) -> VisionTower:
         from ._vision_mllama import mllama_tower
 
         return mllama_tower(config)
+    if model_type in QWEN3_VL:
+        from ._vision_qwen3 import qwen3_tower
+
+        return qwen3_tower(config, vc, model_type)
     if model_type == "qwen2_5_vl":
         embed = _int(vc, "hidden_size", 3584)
         mlp = _int(vc, "intermediate_size", 3420)
@@ -371,6 +386,10 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
         from ._vision_idefics import image_grid, image_tiles
 
         return image_tiles(image_grid(tower, image_size)) * tower.patches_per_side**2
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import QWEN3_MAX_PIXELS, QWEN3_MIN_PIXELS
+
+        return _frame_patches(tower, image_size, QWEN3_MIN_PIXELS, max_pixels or QWEN3_MAX_PIXELS)
     return _frame_patches(tower, image_size, MIN_PIXELS, max_pixels or MAX_PIXELS)
 
 

@@ -136,6 +136,30 @@ QWEN2_5_VL: dict[str, Any] = {
         "fullatt_block_indexes": [1, 3],
     },
 }
+# Qwen3-VL: a tiny Qwen3 text model (head_dim 64, interleaved M-RoPE) and tower (width 128, 4 blocks, DeepStack
+# after blocks 1 and 2 into the first two decoder layers, an 8 × 8 position grid, 16² patches)
+QWEN3_VL: dict[str, Any] = {
+    "model_type": "qwen3_vl",
+    **_VL_TOKENS,
+    "text_config": {
+        "model_type": "qwen3_vl_text", **{k: v for k, v in _VL_TEXT.items() if k != "rope_scaling"},
+        "num_hidden_layers": 3, "head_dim": 64,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000, "mrope_section": [12, 10, 10],
+                            "mrope_interleaved": True},
+    },
+    "vision_config": {
+        "depth": 4, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 256,
+        "num_position_embeddings": 64, "deepstack_visual_indexes": [1, 2], "patch_size": 16,
+    },
+}  # fmt: skip
+# Qwen3-VL-MoE: the same tower over a tiny Qwen3-MoE text model (4 experts, 2 per token, the first layer dense)
+QWEN3_VL_MOE: dict[str, Any] = QWEN3_VL | {
+    "model_type": "qwen3_vl_moe",
+    "text_config": QWEN3_VL["text_config"] | {
+        "model_type": "qwen3_vl_moe_text", "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 128,
+        "decoder_sparse_step": 1, "mlp_only_layers": [0],
+    },
+}  # fmt: skip
 # Gemma 3: a tiny Gemma 3 text model and SigLIP tower (width 128, 2 layers, 224² images in 14² patches: 256
 # patches pooled 4 × 4 to 16 tokens; boi/eoi/image ids inside the tiny vocabulary)
 GEMMA3: dict[str, Any] = {
@@ -349,6 +373,22 @@ CPU_CASES: tuple[Case, ...] = (
     # an image and a video: two runs of the tower, both held to its backward, which peaks in the larger (the video's)
     _c("qwen2.5-vl-qlora-gc-448-video-4x448", QWEN2_5_VL, method="qlora", images_per_sample=1, video_frames=4,
        image_size=(448, 448), seq_len=8, batch_size=1),
+    # Qwen3-VL: 16² patches, the learned position grid, DeepStack features added into the first decoder layers
+    _c("qwen3-vl-lora-gc-448", QWEN3_VL, method="lora", images_per_sample=1, image_size=(448, 448), seq_len=64,
+       batch_size=1),
+    _c("qwen3-vl-qlora-gc-2img", QWEN3_VL, method="qlora", images_per_sample=2, image_size=(320, 480), seq_len=32),
+    _c("qwen3-vl-full-nogc-2x256", QWEN3_VL, method="full", gradient_checkpointing=False, images_per_sample=1,
+       image_size=(256, 384), seq_len=64),
+    _c("qwen3-vl-lora-nogc-dropout-2img", QWEN3_VL, method="lora", gradient_checkpointing=False, lora_dropout=0.05,
+       images_per_sample=2, image_size=(384, 512), seq_len=16, batch_size=1),
+    _c("qwen3-vl-lora-gc-2img", QWEN3_VL, method="lora", images_per_sample=2, image_size=(512, 512), seq_len=8,
+       batch_size=1),  # two 512² images (1,024 patches each) over 8 text tokens
+    _c("qwen3-vl-moe-lora-gc-448", QWEN3_VL_MOE, method="lora", images_per_sample=1, image_size=(448, 448),
+       seq_len=64, batch_size=1),
+    _c("qwen3-vl-moe-qlora-gc-2img", QWEN3_VL_MOE, method="qlora", images_per_sample=2, image_size=(320, 480),
+       seq_len=32),
+    _c("qwen3-vl-moe-full-nogc-2x256", QWEN3_VL_MOE, method="full", gradient_checkpointing=False,
+       images_per_sample=1, image_size=(256, 384), seq_len=64),
     _c("gemma3-lora-gc-224", GEMMA3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
     _c("gemma3-qlora-gc-2img", GEMMA3, method="qlora", images_per_sample=2, seq_len=16),  # the tower's backward peaks
     _c("gemma3-full-nogc-2img", GEMMA3, method="full", gradient_checkpointing=False, images_per_sample=2, seq_len=16),
@@ -438,12 +478,14 @@ BENCH_ONLY_TRACED = frozenset(
         "llama-3.1-8b-reward-lora-gc",
         "llama-3.1-8b-orpo-qlora-s512",
         "llama-3.1-8b-reward-qlora-gc",
+        "qwen3-vl-8b-lora-gc-2img",
     }
 )
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
 QLoRA, 60-80 s for GRPO's 32 decoding steps of an 8B model under fake tensors, 60 s for Gemma 3 4B's two images,
 35 s for reward LoRA at 8B, 9-10 s each for ORPO's and reward's QLoRA at 8B: DPO's stays in the suite for the
-preference objectives; 50 s for Llama 3.2 11B Vision with one image)."""
+preference objectives; 50 s for Llama 3.2 11B Vision with one image; 30 s for Qwen3-VL 8B's two images: its tiny
+case is traced against its real run in the suite)."""
 
 
 def traced_cases() -> tuple[Case, ...]:
@@ -473,6 +515,10 @@ def traced_cases() -> tuple[Case, ...]:
         # a vision-language model with two images at the processor's cap (4,900 patches, 1,227 tokens each)
         Case("qwen2-vl-2b-lora-gc-2img", _catalog_config("qwen2-vl-2b-instruct"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
+        # Qwen3-VL 8B with two 1024² images (4,096 patches each, 1,026 tokens): the tower, its DeepStack mergers and
+        # their features added into the first three decoder layers, at real size
+        Case("qwen3-vl-8b-lora-gc-2img", _catalog_config("qwen3-vl-8b-instruct"),
+             real | {"method": "lora", "seq_len": 128, "images_per_sample": 2, "image_size": (1024, 1024)}),
         # Gemma 3 4B with two 896² images (4,096 patches each, pooled to 256 tokens): the SigLIP tower at real size
         Case("gemma3-4b-lora-gc-2img", _catalog_config("gemma-3-4b-it"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),

@@ -138,6 +138,12 @@ VISION_INDEXING = {
         ("get_vision_attention_seqlens", "get_vision_position_ids"), "Qwen2VLModel"),
     "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl": (
         ("get_vision_attention_seqlens", "get_vision_position_ids", "get_vision_window_index"), "Qwen2_5_VLModel"),
+    "transformers.models.qwen3_vl.modeling_qwen3_vl": (
+        ("get_vision_attention_seqlens", "get_vision_position_ids", "get_vision_interpolation_indices_and_weights"),
+        "Qwen3VLModel"),
+    "transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe": (
+        ("get_vision_attention_seqlens", "get_vision_position_ids", "get_vision_interpolation_indices_and_weights"),
+        "Qwen3VLMoeModel"),
 }  # fmt: skip
 """Where a vision-language model computes indices from the batch's values (the patch grid, the image tokens'
 places): the real run's values, computed outside the fake mode from the real batch the processor made."""
@@ -145,8 +151,10 @@ places): the real run's values, computed outside the fake mode from the real bat
 
 def _patch_vision_indexing() -> Callable[[], None]:
     """The vision models' index computations (cumulative patch lengths per image, rotary positions, window order,
-    3-D rope positions, the image tokens' mask) read tensor values, which fake tensors do not have; they run on
-    the real batch (made before the fake mode) with the fake mode suspended, and return the real run's indices."""
+    3-D rope positions, the image tokens' mask, Qwen3-VL's position-grid interpolation) read tensor values, which
+    fake tensors do not have; they run on the real batch (made before the fake mode) with the fake mode suspended,
+    and return the real run's indices. Qwen3-VL's DeepStack gathers the image tokens' hidden states by a boolean
+    mask: ``_deepstack_process`` takes their places from the real placeholder masks."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
     def real(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,6 +165,11 @@ def _patch_vision_indexing() -> Callable[[], None]:
                 return out[0].as_subclass(RealIndex), out[1]
             if fn.__name__ == "get_vision_window_index":
                 return out[0], out[1].as_subclass(RealIndex)
+            if fn.__name__ == "get_vision_interpolation_indices_and_weights":  # read by ops on fake tensors
+                return tuple(t.as_subclass(torch.Tensor) for t in out)
+            if fn.__name__ == "get_placeholder_mask":  # the image and video tokens' real places, for DeepStack
+                with unset_fake_temporarily():
+                    REAL_PLACEHOLDERS[:] = [m[..., 0] for m in out]
             return out
 
         return wrapper
@@ -174,11 +187,44 @@ def _patch_vision_indexing() -> Callable[[], None]:
             saved.append((owner, attr, original))
             setattr(owner, attr, real(original))
 
+    for name, text in DEEPSTACK.items():  # the image tokens' hidden states gathered and scattered by the real mask
+        try:
+            text_model = getattr(stack_module(name), text)
+        except (ImportError, AttributeError):  # pragma: no cover - an older transformers
+            continue
+        saved.append((text_model, "_deepstack_process", text_model.__dict__["_deepstack_process"]))
+        text_model._deepstack_process = _deepstack_process
+
     def restore() -> None:
         for owner, attr, original in saved:
             setattr(owner, attr, original)
 
     return restore
+
+
+DEEPSTACK = {
+    "transformers.models.qwen3_vl.modeling_qwen3_vl": "Qwen3VLTextModel",
+    "transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe": "Qwen3VLMoeTextModel",
+}
+"""Text models whose DeepStack step indexes the hidden states by the image tokens' boolean mask."""
+REAL_PLACEHOLDERS: list[torch.Tensor] = []
+"""The image and video tokens' masks (batch, seq) of the step's batch, real, as ``get_placeholder_mask`` made them."""
+
+
+def _deepstack_process(self: Any, hidden_states: Any, visual_pos_masks: Any, visual_embeds: Any) -> Any:
+    """``Qwen3VLTextModel._deepstack_process`` with the visual positions taken from the real placeholder masks (the
+    mask it is given went through fake ops: its boolean index has no known count): the same clone, gather, addition
+    and scatter, by the positions a boolean index resolves to (``nonzero``), as the real run's indexing does."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    del visual_pos_masks
+    with unset_fake_temporarily():
+        image, video = REAL_PLACEHOLDERS
+        index = tuple((image | video).nonzero(as_tuple=True))
+    visual_embeds = visual_embeds.to(hidden_states.device, hidden_states.dtype)
+    hidden_states = hidden_states.clone()
+    hidden_states[index] = hidden_states[index] + visual_embeds
+    return hidden_states
 
 
 def _patch_dora_dequantize() -> Callable[[], None]:

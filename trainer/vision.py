@@ -20,6 +20,13 @@ as it does from the processor's output; Qwen2.5-VL's ``second_per_grid_ts`` is l
 temporal patch: it moves positions only). Labels are the ids with the image and video tokens set to -100, as TRL's
 vision collator does. Needs Pillow (the train extra).
 
+On Qwen3-VL (and Qwen3-VL-MoE) the images go through the same ``Qwen2VLImageProcessorPil`` (transformers' auto
+image processor for ``qwen3_vl``) with the values of Qwen3-VL's published ``preprocessor_config.json``: 16² patches
+merged 2 × 2, ``size`` 65,536 to 16,777,216 pixels (an unset ``image_size`` is a square at the cap, 4096²), mean and
+std 0.5; ``pixel_values`` of (patches, 3·2·16·16). The rows are built as Qwen2-VL's (Qwen3VLProcessor's
+``replace_image_token`` expands each placeholder to one ``<|image_pad|>`` per merged group, between the same
+delimiters). Its videos (frames sampled by fps, a timestamp per frame) are not built.
+
 On Gemma 3 the images go through transformers' own ``Gemma3ImageProcessorPil`` at the tower's ``image_size``
 (the size its published processor config sets; pan-and-scan off, as by default): ``pixel_values`` of shape
 (images, 3, image_size, image_size). Each row holds, per image, what ``Gemma3Processor`` expands its placeholder to:
@@ -81,7 +88,9 @@ from estimator import Plan
 from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
-IMAGE_MODEL_TYPES = (*QWEN_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3", "mllama")
+QWEN3_VL = ("qwen3_vl", "qwen3_vl_moe")
+IMAGE_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3", "mllama")
+QWEN3_SIZE = {"shortest_edge": 65536, "longest_edge": 16777216}  # Qwen3-VL's preprocessor_config.json
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
 
@@ -107,16 +116,22 @@ def _images(plan: Plan, gen: torch.Generator, square: int = 0) -> list[Any]:
 
 
 def _image_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """``pixel_values`` and ``image_grid_thw`` of the step's images, from ``Qwen2VLImageProcessorPil``."""
+    """``pixel_values`` and ``image_grid_thw`` of the step's images, from ``Qwen2VLImageProcessorPil`` (Qwen3-VL:
+    with its published processor config's patch size, bounds and mean/std)."""
     proc = stack_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
     vision = config.get("vision_config") or {}
-    kwargs: dict[str, Any] = {"patch_size": int(vision.get("patch_size", 14)),
+    qwen3 = config.get("model_type") in QWEN3_VL
+    kwargs: dict[str, Any] = {"patch_size": int(vision.get("patch_size", 16 if qwen3 else 14)),
                               "merge_size": int(vision.get("spatial_merge_size", 2))}  # fmt: skip
+    low = QWEN3_SIZE["shortest_edge"] if qwen3 else 56 * 56
+    if qwen3:
+        kwargs |= {"size": dict(QWEN3_SIZE), "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
     if plan.max_pixels:
         kwargs["max_pixels"] = plan.max_pixels
-        kwargs["size"] = {"shortest_edge": 56 * 56, "longest_edge": plan.max_pixels}
+        kwargs["size"] = {"shortest_edge": low, "longest_edge": plan.max_pixels}
     processor = proc.Qwen2VLImageProcessorPil(**kwargs)
-    out = processor(images=_images(plan, gen), return_tensors="pt")
+    side = math.isqrt(plan.max_pixels or QWEN3_SIZE["longest_edge"]) if qwen3 else 0
+    out = processor(images=_images(plan, gen, side), return_tensors="pt")
     return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
 
 

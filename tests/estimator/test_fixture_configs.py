@@ -20,7 +20,8 @@ EXPECTED = {
     "gemma3_text", "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "falcon_rw", "starcoder2", "olmo2",
     "smollm3", "granite", "cohere", "cohere2", "olmo3", "gpt_bigcode", "olmoe", "granitemoe", "glm4_moe",
     "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "RefinedWebModel", "RefinedWeb", "qwen2_vl", "qwen2_5_vl",
-    "llava", "llava_next", "idefics3", "smolvlm", "mistral3", "mllama",
+    "llava", "llava_next", "idefics3", "smolvlm", "mistral3", "mllama", "qwen3_vl",
+    "qwen3_vl_moe",
 }  # fmt: skip
 
 

@@ -148,6 +148,30 @@ def test_llava_variants(change: dict[str, Any]) -> None:
     assert inv.arch.vision is not None and inv.arch.vision.kind == "clip"
 
 
+def _qwen3_vl_text(fixture: str, drop: tuple[str, ...], **change: Any) -> dict[str, Any]:
+    config = _fixture(fixture)
+    text = {k: v for k, v in config["text_config"].items() if k not in drop} | change
+    return config | {"text_config": text}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [_qwen3_vl_text("qwen3_vl", ("head_dim",)),
+     _qwen3_vl_text("qwen3_vl_moe", ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                                     "num_key_value_heads", "mlp_only_layers"), num_attention_heads=16, head_dim=16),
+     _fixture("qwen3_vl") | {"tie_word_embeddings": True},
+     _fixture("qwen3_vl") | {"vision_config": {"depth": 3, "hidden_size": 64, "num_heads": 2,
+                                               "out_hidden_size": 256}}],
+    ids=["qwen3_vl_head_dim_default", "qwen3_vl_moe_text_defaults", "tied", "vision_defaults_but_size"],
+)  # fmt: skip
+def test_qwen3_vl_variants(config: dict[str, Any]) -> None:
+    """Qwen3-VL(-MoE): the text config's own defaults (Qwen3VLTextConfig's head_dim 128, Qwen3VLMoeTextConfig's
+    60 experts of 1408, 4 per token, 16 KV heads), the composite's tie flag, the vision config's defaults
+    (position grid, DeepStack after blocks 8, 16 and 24: mergers built whether their blocks exist or not)."""
+    inv = _check_exact(config)
+    assert inv.arch.vision is not None and inv.arch.vision.kind == "qwen3"
+
+
 def test_llava_with_another_language_model_is_refused() -> None:
     with pytest.raises(UnsupportedModelError, match="llava with a 'gpt2' language model is not supported"):
         parse_config(_fixture("llava") | {"text_config": {"model_type": "gpt2"}})

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from estimator import Plan, PlanError, catalog, estimate
-from trainer.accuracy import GEMMA3, MISTRAL3, QWEN2_5_VL, QWEN2_VL
+from estimator import ConfigError, Plan, PlanError, build_inventory, catalog, estimate, parse_config
+from trainer.accuracy import GEMMA3, MISTRAL3, QWEN2_5_VL, QWEN2_VL, QWEN3_VL
 
 QWEN2_VL_7B = "qwen2-vl-7b-instruct"
 
@@ -469,7 +469,19 @@ def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
 
 
 @pytest.mark.parametrize(
-    "model_type", ["qwen2_vl", "qwen2_5_vl", "gemma3", "llava", "idefics3", "smolvlm", "mistral3", "mllama"]
+    "model_type",
+    [
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+        "gemma3",
+        "llava",
+        "idefics3",
+        "smolvlm",
+        "mistral3",
+        "mllama",
+    ],
 )
 @pytest.mark.parametrize(("method", "gc"), [("lora", True), ("qlora", True), ("full", False), ("full", True)])
 def test_image_plans_add_up_in_every_phase(model_type: str, method: Any, gc: bool) -> None:
@@ -537,3 +549,72 @@ def test_mllama_images_run_the_cross_attention_layers(gc: bool) -> None:
 def test_mllama_eager_images_are_refused() -> None:
     with pytest.raises(PlanError, match="Llama 3.2 Vision's tower and cross-attention layers"):
         estimate(Plan(config=_mllama_text(5, [1, 3]), method="lora", images_per_sample=1, attn_implementation="eager"))
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("size", [(448, 448), (1080, 1920), (100, 3000), (30, 40), (5000, 4000), None])
+@pytest.mark.parametrize("max_pixels", [0, 200_000])
+def test_qwen3_vl_image_tokens_follow_the_processors_resize(size: tuple[int, int] | None, max_pixels: int) -> None:
+    """Qwen3-VL's processor: Qwen2VLImageProcessor's smart_resize with the published processor config (16² patches,
+    merged 2 × 2: multiples of 32, 65,536 to 16,777,216 pixels); one token per merged group and two delimiters.
+    Unset, an image is a square at the cap (4096² by default)."""
+    cap = max_pixels or 16_777_216
+    h, w = size or (math.isqrt(cap), math.isqrt(cap))
+    rh, rw = _smart_resize()(h, w, 32, 65_536, cap)
+    patches = (rh // 16) * (rw // 16)
+    plan = {"config": QWEN3_VL, "images_per_sample": 2, "image_size": size, "max_pixels": max_pixels, "batch_size": 3}
+    inputs = _est(**plan).to_dict()["inputs"]
+    assert inputs["patches_per_image"] == patches
+    assert inputs["image_tokens_per_row"] == 2 * (patches // 4 + 2)
+    assert inputs["vision_patches"] == 3 * 2 * patches
+    if size is None and not max_pixels:
+        assert patches == 256 * 256
+
+
+def _qwen3(**vision: Any) -> dict[str, Any]:
+    return QWEN3_VL | {"vision_config": QWEN3_VL["vision_config"] | vision}
+
+
+def test_qwen3_vl_inputs_it_cannot_count_are_refused() -> None:
+    base = {"method": "lora", "device": "cpu", "seq_len": 32, "image_size": (448, 448)}
+    with pytest.raises(PlanError, match="video inputs of qwen3_vl are not modelled yet"):
+        estimate(Plan.from_dict(base | {"config": QWEN3_VL, "video_frames": 4}))
+    refused = (
+        ({"hidden_act": "silu"}, "hidden_act 'silu'"),
+        ({"deepstack_visual_indexes": [1, 1]}, "must be distinct blocks"),
+        ({"deepstack_visual_indexes": [4]}, "must be distinct blocks"),
+        ({"num_position_embeddings": 60}, "not a square"),
+        ({"deepstack_visual_indexes": [0, 1, 2, 3]}, "4 DeepStack feature sets for 3 decoder layers"),
+    )
+    for vision, match in refused:
+        config = _qwen3(**vision)
+        assert estimate(Plan.from_dict(base | {"config": config})).memory.total > 0  # text alone: counted
+        with pytest.raises(PlanError, match=match):
+            estimate(Plan.from_dict(base | {"config": config, "images_per_sample": 1}))
+    with pytest.raises(PlanError, match="eager attention are not modelled yet for Qwen3-VL's tower"):
+        estimate(Plan.from_dict(base | {"config": QWEN3_VL, "images_per_sample": 1, "attn_implementation": "eager"}))
+    with pytest.raises(ConfigError, match="deepstack_visual_indexes must be a list of integers"):
+        estimate(Plan.from_dict(base | {"config": _qwen3(deepstack_visual_indexes=8)}))
+
+
+def test_qwen3_vl_deepstack_mergers_hold_their_tensors_to_the_towers_backward() -> None:
+    """One DeepStack merger more: its parameters (a LayerNorm over merge²·E and two linears with biases), and, with
+    images, its saved tensors held to the tower's backward and its features' gradient in that backward."""
+    wide, out = 4 * 128, 256  # merge² · E, the text width
+    base = {"method": "lora", "device": "cpu", "seq_len": 32, "image_size": (448, 448), "images_per_sample": 1}
+    one, two = (estimate(Plan.from_dict(base | {"config": _qwen3(deepstack_visual_indexes=d)})) for d in ([1], [1, 2]))
+    assert two.to_dict()["params"]["total"] - one.to_dict()["params"]["total"] == (
+        2 * wide + wide * wide + wide + out * wide + out
+    )
+    for phase in ("forward", "loss_backward", "vision_backward"):
+        assert two.memory.phases[phase] > one.memory.phases[phase]
+
+
+def test_qwen3_vl_reads_qwen3s_language_model() -> None:
+    """Qwen3's q/k norms and head_dim, under model.language_model; the composite's tie flag decides the tie."""
+    inv = build_inventory(parse_config(QWEN3_VL))
+    names = {t.name for t in inv}
+    assert "model.language_model.layers.{i}.self_attn.q_norm.weight" in names
+    assert "lm_head.weight" in names and "model.visual.pos_embed.weight" in names
+    tied = build_inventory(parse_config(QWEN3_VL | {"tie_word_embeddings": True}))
+    assert inv.total - tied.total == 2048 * 256

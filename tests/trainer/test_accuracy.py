@@ -66,6 +66,7 @@ def test_estimate_matches_traced_run_at_real_size(case: Case) -> None:
 TRACED_VS_REAL_CASES = [c for c in CPU_CASES if c.id in (
     "llama-qlora-gc", "llama-lora-nogc", "llama-full-gc", "qwen2-qlora-gc", "gpt2-lora-nogc", "mixtral-lora-nogc",
     "phi3-qlora-gc", "qwen2-vl-lora-gc-448", "qwen2-vl-lora-gc-video-3x224", "llama-reward-qlora-gc",
+    "qwen3-vl-lora-gc-448",
 )]  # fmt: skip
 
 

@@ -13,7 +13,7 @@ import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, MLLAMA, QWEN2_5_VL, QWEN2_VL, SMOLVLM
+from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, MLLAMA, QWEN2_5_VL, QWEN2_VL, QWEN3_VL, SMOLVLM
 from trainer.vision import PIXTRAL_TOKENS, llava_image_tokens, video_processor_code, vision_batch
 
 pytestmark = pytest.mark.train
@@ -64,6 +64,25 @@ def test_the_video_processors_tokens_and_patches_are_the_estimates(
     assert int((batch["mm_token_type_ids"] == 2).sum()) == 2 * video_tokens
     image_tokens = int((batch["input_ids"] == config["image_token_id"]).sum())
     assert int((batch["labels"] == -100).sum()) == 2 * video_tokens + image_tokens
+
+
+@pytest.mark.parametrize(("size", "max_pixels"), [((448, 448), 0), ((300, 1000), 0), ((1000, 700), 200_000),
+                                                  ((100, 90), 0), (None, 100_000)])  # fmt: skip
+def test_qwen3_vl_processors_tokens_and_patches_are_the_estimates(size: tuple | None, max_pixels: int) -> None:
+    """Qwen2VLImageProcessorPil with Qwen3-VL's processor config (16² patches, 65,536 to 16,777,216 pixels: a small
+    image grows): the estimate's patches and tokens, pixel rows of 3·2·16² values."""
+    plan = Plan.from_dict({"config": QWEN3_VL, "method": "lora", "seq_len": 16, "batch_size": 2,
+                           "images_per_sample": 2, "image_size": size, "max_pixels": max_pixels})  # fmt: skip
+    batch = vision_batch(QWEN3_VL, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    assert batch["pixel_values"].shape == (inputs["vision_patches"], 3 * 2 * 16 * 16)
+    assert int(batch["image_grid_thw"][0].prod()) == inputs["patches_per_image"]
+    image_tokens = int((batch["input_ids"][0] == QWEN3_VL["image_token_id"]).sum())
+    assert image_tokens + 2 * 2 == inputs["image_tokens_per_row"]
+    assert int((batch["labels"] == -100).sum()) == 2 * image_tokens  # the image tokens carry no loss
+    if size == (100, 90):  # below 65,536 pixels: enlarged to 288 × 256 (multiples of 32)
+        assert inputs["patches_per_image"] == 18 * 16
 
 
 def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> None:
