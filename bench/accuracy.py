@@ -536,7 +536,9 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
         "component within "
         f"**{_tol(tol.get('component', COMPONENT_TOLERANCE))} or "
         f"{tol.get('component_slack_bytes', COMPONENT_SLACK) // MiB} MiB** (`trainer/accuracy.py`, asserted by "
-        "`tests/trainer/test_accuracy.py`); a traced run equals the real CPU run within "
+        "`tests/trainer/test_accuracy.py`, except the few cases of `BENCH_ONLY_REAL` and `BENCH_ONLY_TRACED` that "
+        "repeat a family and method the suite holds and are run here only); a traced run equals the real CPU run "
+        "within "
         f"{_tol(tol.get('traced_vs_real', TRACED_VS_REAL))} on the tiny configs.",
         f"- GPU matrix: tensor peak within **{_tol(GPU_TENSOR_TOLERANCE)}** of `tracked_peak`, `peak_allocated` "
         f"within **{_tol(GPU_ALLOCATED_TOLERANCE)}** of `max_memory_allocated`, `total` within "

@@ -468,6 +468,24 @@ MLLAMA_11B: dict[str, Any] = {
 (what the brief and the processor's tile size say; not checked against the Hub, which is unreachable): not a
 catalog entry."""
 
+BENCH_ONLY_REAL = frozenset(
+    {
+        "llama4-qlora-nogc",
+        "llama4-lora-nogc",
+        "mllama-lora-gc-text",
+        "qwen3-vl-lora-gc-2img",
+        "qwen3-vl-lora-nogc-dropout-2img",
+        "qwen3-vl-moe-lora-gc-448",
+        "llava-lora-gc-224",
+        "mistral3-lora-gc-4x448",
+        "llama-reward-qlora-padded-dropout",
+    }
+)
+"""CPU cases run by ``python -m bench.accuracy`` but not by the default test suite, whose 15 minutes on two cores
+they would overrun: each repeats a family and a method another case of the suite holds (the suite keeps, per family,
+its checkpointed LoRA or QLoRA case with images and its full fine-tune)."""
+
+
 BENCH_ONLY_TRACED = frozenset(
     {
         "deepseek-v2-lite-qlora-gc",
