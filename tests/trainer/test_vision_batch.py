@@ -199,14 +199,16 @@ def test_mistral3s_processor_makes_the_estimates_tokens_and_pixels(size: tuple |
     assert int((batch["labels"] == -100).sum()) == 2 * 2 * rows * cols
 
 
-def test_mistral3s_batch_runs_through_the_model() -> None:
-    """The model takes the batch: its placeholder check (image tokens = merged features) passes, a loss comes out."""
+@pytest.mark.parametrize("config", [MISTRAL3, MLLAMA], ids=["mistral3", "mllama"])
+def test_the_batch_runs_through_the_model(config: dict[str, Any]) -> None:
+    """The model takes the batch: its placeholder check (Mistral 3: image tokens = merged features; Llama 3.2
+    Vision: the cross-attention mask over the tiles) passes, a loss comes out."""
     transformers = pytest.importorskip("transformers")
-    plan = Plan.from_dict({"config": MISTRAL3, "method": "lora", "seq_len": 8, "batch_size": 1,
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 8, "batch_size": 1,
                            "images_per_sample": 2, "image_size": (100, 180)})  # fmt: skip
-    cfg = transformers.AutoConfig.for_model(**MISTRAL3)
+    cfg = transformers.AutoConfig.for_model(**config)
     model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
-    batch = vision_batch(MISTRAL3, plan, torch.device("cpu"), seed=0)
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
     with torch.no_grad():
         out = model(**batch)
     assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
@@ -277,18 +279,6 @@ def test_mllamas_processor_makes_the_estimates_tiles(size: tuple | None, grid: t
     assert int((batch["labels"] == -100).sum()) == 4
     assert tuple(batch["cross_attention_mask"].shape) == (2, 10, 2, 4)
     assert batch["cross_attention_mask"][0].sum() == (10 + 9) * rows * cols  # from each image's own token on
-
-
-def test_mllamas_batch_runs_through_the_model() -> None:
-    transformers = pytest.importorskip("transformers")
-    plan = Plan.from_dict({"config": MLLAMA, "method": "lora", "seq_len": 8, "batch_size": 1,
-                           "images_per_sample": 2, "image_size": (100, 180)})  # fmt: skip
-    cfg = transformers.AutoConfig.for_model(**MLLAMA)
-    model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
-    batch = vision_batch(MLLAMA, plan, torch.device("cpu"), seed=0)
-    with torch.no_grad():
-        out = model(**batch)
-    assert out.logits.shape[1] == batch["input_ids"].shape[1] and torch.isfinite(out.loss)
 
 
 def test_mllamas_qlora_build_quantizes_and_adapts_what_the_inventory_says() -> None:
