@@ -1928,6 +1928,10 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             from ._vision_idefics import tiles_note
 
             notes[-1] = tiles_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
+        if arch.vision is not None and arch.vision.grid_pinpoints:  # LLaVA-NeXT's tiles, said its own way
+            from ._vision_clip import next_note
+
+            notes[-1] = next_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
     if f.cuda:
         notes.append(f"runtime constants: {runtime.status}, {runtime.source.split(':')[0]}")
     if plan.use_dora:
