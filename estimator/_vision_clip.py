@@ -112,10 +112,9 @@ def clip_output(tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow)
     tail = 0
     if tower.idle_tail:  # the last layer's tensors, or its checkpointed input
         tail = p * tower.embed_dim * ad if plan.gradient_checkpointing else clip_block(tower, adapters, f, p)
-    features = tokens * tower.out_hidden_size * ad
-    if tower.grid_pinpoints:  # LLaVA-NeXT: the packed features and the model's torch.cat of them (an upper bound:
-        features *= 2  # the copy lives while the decoder runs, freed before the head's logits)
-    return features + p * tower.embed_dim * ad + tail
+    # LLaVA-NeXT: the packed features (the model's torch.cat of them lives while the decoder's layers run, freed
+    # when its forward returns, before the head's logits: not at the forward's peak)
+    return tokens * tower.out_hidden_size * ad + p * tower.embed_dim * ad + tail
 
 
 def clip_forward(tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow) -> int:
@@ -149,7 +148,7 @@ def _pack_peak(tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow) 
     unpadded, laid_out = features - side2, rows * cols * side2
     projected = tiles * side2
     live = projected + (images - 1) * features + unpadded + max(laid_out, features)
-    kept = clip_output(tower, adapters, plan, f) - 2 * images * features * h * ad
+    kept = clip_output(tower, adapters, plan, f) - images * features * h * ad
     return live * h * ad + kept
 
 
