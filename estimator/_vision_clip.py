@@ -75,7 +75,10 @@ def clip_activations(
     (b·s × the text width; ``masked_scatter``'s copy is the decoder's input). Its backward, after the decoder's,
     frees the projector's saved tensors first: one layer's saved tensors (recomputed under checkpointing), the
     layer's working gradients (``tower_backward_work``: quick_gelu's backward is Qwen2-VL's) and the text leaf's
-    gradient (made when the decoder's backward reaches it).
+    gradient (made when the decoder's backward reaches it). LLaVA-NeXT: the same over every tile and base image
+    (each a square of patches and a class token); under full fine-tuning the Conv2d keeps its input, the copy of
+    the tiles ``get_image_features`` concatenates (cast to the model's dtype, or itself in fp32). Measured on the
+    CPU grid (``llava-*``, ``llava-next-*``: docs/accuracy.md).
     """
     p, ad, e = f.patches, f.ad, tower.embed_dim
     tiles = _tiles(tower, p)  # LLaVA 1.5: the images; LLaVA-NeXT: every image's tiles and base image
@@ -106,7 +109,8 @@ def clip_output(tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow)
     ``last_hidden_state`` (positions × E) and, with ``vision_feature_layer`` before the last layer's output (-2, the
     default), that layer's saved tensors (``clip_block``; checkpointed, its input): its output reaches no loss, so
     only the output's graph holds them (the projector's ``linear_1`` reads the picked state through a copy without
-    the class token)."""
+    the class token). LLaVA-NeXT's output keeps the packed features instead (``next_tokens`` per image): the
+    projector's output over every tile is freed once ``pack_image_features`` has copied it."""
     p, ad = f.patches, f.ad
     tokens = p // image_patches(tower, plan.image_size, 0) * image_tokens(tower, plan.image_size, 0)
     tail = 0
