@@ -269,7 +269,8 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
         "LoRA's all-linear adapts them (as transformers and PEFT do); the Conv2d patch embedding, the class and "
         "position embeddings stay 16-bit and are not adapted"
         + (
-            "; LLaVA-NeXT's image_newline too; its tiled images (anyres) are not modelled yet"
+            "; LLaVA-NeXT's image_newline too (its images: tiles of the best image_grid_pinpoints resolution "
+            "and the base image, as LlavaNextProcessor cuts them)"
             if model_type == "llava_next"
             else ""
         )

@@ -257,6 +257,11 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
 
         if images_error(arch.vision, plan):
             raise PlanError(f"this plan's images cannot be counted: {images_error(arch.vision, plan)}")
+    if plan.images_per_sample and arch.vision is not None and arch.vision.grid_pinpoints:
+        from ._vision_clip import next_plan_error
+
+        if next_plan_error(plan):
+            raise PlanError(f"this plan's images cannot be counted: {next_plan_error(plan)}")
     if plan.images_per_sample and arch.vision is not None and arch.vision.refusal:
         raise PlanError(
             f"images of this model are not modelled yet: {arch.vision.refusal}, so an estimate could be low"

@@ -2197,6 +2197,10 @@ def _vision_notes(plan: Plan, arch: Architecture, f: _Flow) -> list[str]:
         from ._vision_idefics import tiles_note
 
         notes[-1] = tiles_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
+    if arch.vision is not None and arch.vision.grid_pinpoints:  # LLaVA-NeXT's tiles, said its own way
+        from ._vision_clip import next_note
+
+        notes[-1] = next_note(arch.vision, plan, shape.image_tokens, shape.patches_per_image)
     return notes
 
 

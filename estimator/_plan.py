@@ -398,8 +398,8 @@ class Plan:
         "pair",
         "Image size",
         "[height, width] of each image and video frame in pixels (e.g. 448x448); unset: the processor's largest "
-        "(max_pixels for dynamic-resolution models, a square at the longest edge for Pixtral, the fixed input size "
-        "otherwise).",
+        "(max_pixels for dynamic-resolution models, a square at the longest edge for Pixtral, the image_grid_pinpoints "
+        "resolution of most pixels for LLaVA-NeXT, the fixed input size otherwise).",
         "Images",
         low=1,
         high=MAX_IMAGE_SIDE,
@@ -412,7 +412,8 @@ class Plan:
         "resized under (0: the processor's default; Qwen2-VL / Qwen2.5-VL: 28²·1280 for images, 28²·768 for video "
         "frames; Qwen3-VL: 4096² for images, as its published processor config sets). "
         "Pixtral (Mistral 3) caps a side instead: its longest_edge is ⌊√max_pixels⌋ (0: the tower's image_size, "
-        "1540 for Mistral Small 3.1).",
+        "1540 for Mistral Small 3.1). Models whose processor has no pixel cap (LLaVA-NeXT, which resizes into an "
+        "image_grid_pinpoints resolution; Idefics3, SmolVLM) refuse it: give image_size.",
         "Images",
         low=0,
         high=MAX_IMAGE_SIDE * MAX_IMAGE_SIDE,

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._errors import ConfigError
@@ -68,8 +68,8 @@ CLIP_VL = ("llava", "llava_next")
 IDEFICS_VL = ("idefics3", "smolvlm")
 PIXTRAL_VL = ("mistral3",)
 MLLAMA_VL = ("mllama",)
-VISION_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, *SIGLIP_VL, "llava", *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
-"""Model types whose image inputs are modelled (LLaVA-NeXT's tower is counted, its tiled images are not yet)."""
+VISION_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, *SIGLIP_VL, *CLIP_VL, *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
+"""Model types whose image inputs are modelled."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
@@ -106,6 +106,7 @@ class VisionTower:
     projector_in: int = 0  # Mllama: vision_output_dim, the projector's input width
     position_embeddings: int = 0  # Qwen3-VL: num_position_embeddings (the learned grid, interpolated per image)
     deepstack: tuple[int, ...] = ()  # Qwen3-VL: deepstack_visual_indexes (one merger each)
+    grid_pinpoints: tuple[tuple[int, int], ...] = ()  # LLaVA-NeXT: image_grid_pinpoints, (height, width) each
 
     @property
     def kind(self) -> str:
@@ -282,12 +283,13 @@ CLIP_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_laye
 def _clip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> VisionTower:
     """LLaVA's CLIP tower (without a vision_config ``LlavaConfig``'s, ``LLAVA_CLIP``; a given one's gaps
     ``CLIPVisionConfig``'s, ``CLIP_DEFAULTS``) and projector (``LlavaMultiModalProjector``: the text model's width
-    out, ``vision_config.hidden_size`` times the feature layers in)."""
+    out, ``vision_config.hidden_size`` times the feature layers in); LLaVA-NeXT's the same, and its
+    ``image_grid_pinpoints``."""
     default = CLIP_DEFAULTS if isinstance(config.get("vision_config"), Mapping) else LLAVA_CLIP
     embed, heads = _width_and_heads(vc, default["hidden_size"], default["num_attention_heads"])
     layer, layers, bias = _projector_inputs(config, -2, True)
     depth = _int(vc, "num_hidden_layers", default["num_hidden_layers"])
-    return VisionTower(
+    tower = VisionTower(
         model_type=model_type, depth=depth, embed_dim=embed, num_heads=heads,
         mlp_width=_int(vc, "intermediate_size", default["intermediate_size"]),
         out_hidden_size=_text_width(config, 4096),
@@ -297,7 +299,36 @@ def _clip(config: Mapping[str, Any], vc: Mapping[str, Any], model_type: str) -> 
         keep_class=config.get("vision_feature_select_strategy", "default") != "default",
         refusal=_clip_refusal(config, vc, depth),
         idle_tail=isinstance(layer, int) and not isinstance(layer, bool) and layer % (depth + 1) != depth,
+        grid_pinpoints=_pinpoints(config) if model_type == "llava_next" else (),
     )  # fmt: skip
+    if model_type == "llava_next" and not tower.refusal:
+        from ._vision_clip import next_refusal
+
+        return replace(tower, refusal=next_refusal(tower))
+    return tower
+
+
+LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
+"""``LlavaNextConfig``'s ``image_grid_pinpoints`` when it has none."""
+
+
+def _pinpoints(config: Mapping[str, Any]) -> tuple[tuple[int, int], ...]:
+    """LLaVA-NeXT's ``image_grid_pinpoints``: the (height, width) resolutions an image may be resized and padded to
+    (``LlavaNextConfig``'s default when absent)."""
+    raw = config.get("image_grid_pinpoints")
+    if raw is None:
+        return LLAVA_NEXT_PINPOINTS
+    pairs: list[Any] = raw if isinstance(raw, list) and raw else [None]
+    out = []
+    for pair in pairs:
+        ok = isinstance(pair, list) and len(pair) == 2
+        if not ok or any(isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_VISION_SIZE for v in pair):
+            raise ConfigError(
+                f"image_grid_pinpoints must be a non-empty list of [height, width] pairs of positive integers up to "
+                f"{MAX_VISION_SIZE}, got {raw!r}"
+            )
+        out.append((pair[0], pair[1]))
+    return tuple(out)
 
 
 def _clip_refusal(config: Mapping[str, Any], vc: Mapping[str, Any], depth: int) -> str:
@@ -371,7 +402,8 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
     """Patches the vision encoder sees for one image of ``image_size``. Qwen (unset: a square at ``max_pixels``;
     0: the processor's default cap): ``(h/patch)·(w/patch)`` after ``smart_resize``. SigLIP: every image is resized
     to the fixed ``image_size`` square, ``(image_size/patch)²`` whatever its own size; CLIP: the same and the class
-    token. Pixtral: ``estimator._vision_pixtral``."""
+    token (LLaVA-NeXT: for each of its tiles and its base image, ``estimator._vision_clip.next_grid``). Pixtral:
+    ``estimator._vision_pixtral``."""
     if tower.kind == "pixtral":
         from ._vision_pixtral import pixtral_patches
 
@@ -380,6 +412,11 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
         return tower.max_tiles * (-(-(tower.patches_per_side**2 + 1) // 8) * 8)
     if tower.kind == "siglip":
         return tower.patches_per_side**2
+    if tower.kind == "clip" and tower.grid_pinpoints:  # LLaVA-NeXT: every tile and the base image
+        from ._vision_clip import next_grid
+
+        rows, cols = next_grid(tower, image_size)
+        return (rows * cols + 1) * (tower.patches_per_side**2 + 1)
     if tower.kind == "clip":  # the class token too
         return tower.patches_per_side**2 + 1
     if tower.kind == "idefics3":
@@ -396,7 +433,8 @@ def image_patches(tower: VisionTower, image_size: tuple[int, int] | None, max_pi
 def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Language-model tokens of one image. Qwen: one per merged group of patches, and the two vision delimiters.
     Gemma 3: ``mm_tokens_per_image`` pooled tokens and the 4 the processor puts around them (an upper bound by
-    at most 2 where a newline of the text merges with them). LLaVA: one per patch (``LlavaProcessor``). Pixtral:
+    at most 2 where a newline of the text merges with them). LLaVA: one per patch (``LlavaProcessor``); LLaVA-NeXT:
+    ``estimator._vision_clip.next_tokens``. Pixtral:
     ``estimator._vision_pixtral``."""
     if tower.kind == "pixtral":
         from ._vision_pixtral import pixtral_tokens
@@ -406,6 +444,10 @@ def image_tokens(tower: VisionTower, image_size: tuple[int, int] | None, max_pix
         return 1
     if tower.kind == "siglip":
         return tower.mm_tokens_per_image + GEMMA3_IMAGE_EXTRA_TOKENS
+    if tower.kind == "clip" and tower.grid_pinpoints:
+        from ._vision_clip import next_tokens
+
+        return next_tokens(tower, image_size)
     if tower.kind == "clip":  # LLaVA: one per patch (and the class token with the "full" strategy), no delimiters
         return tower.patches_per_side**2 + int(tower.keep_class)
     if tower.kind == "idefics3":

@@ -238,6 +238,13 @@ MLLAMA: dict[str, Any] = {
     },
     "image_token_index": 2048, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
+# LLaVA-NeXT: LLaVA's tiny language model and CLIP tower at 112² tiles (8 × 8 patches and the class token), pinpoints
+# up to 2 × 2 tiles (an image is cut into at most 4 tiles and the base image: 325 positions through the tower)
+LLAVA_NEXT: dict[str, Any] = LLAVA | {
+    "model_type": "llava_next",
+    "vision_config": LLAVA["vision_config"] | {"image_size": 112},
+    "image_grid_pinpoints": [[112, 224], [224, 112], [224, 224]],
+}
 LLAMA4_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 """Llama 4's LoRA targets in the grid: attention, the shared expert and the dense layers' MLP (``all-linear``
 would adapt the router, which PEFT cannot run for Llama 4's)."""
@@ -416,6 +423,13 @@ CPU_CASES: tuple[Case, ...] = (
     _c("mllama-qlora-gc-2img", MLLAMA, method="qlora", images_per_sample=2, image_size=(300, 200), seq_len=16),
     _c("mllama-full-nogc-2img", MLLAMA, method="full", gradient_checkpointing=False, images_per_sample=2,
        seq_len=16),
+    # LLaVA-NeXT: unset image_size is the largest pinpoint (2 × 2 tiles, 336 tokens); 300×200 goes to 224² with its
+    # padding's columns cut off; 100×250 to 112×224
+    _c("llava-next-lora-gc-224", LLAVA_NEXT, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
+    _c("llava-next-qlora-gc-2img", LLAVA_NEXT, method="qlora", images_per_sample=2, image_size=(300, 200),
+       seq_len=16),
+    _c("llava-next-full-nogc-2img", LLAVA_NEXT, method="full", gradient_checkpointing=False, images_per_sample=2,
+       image_size=(100, 250), seq_len=16),
 )  # fmt: skip
 
 # Traced runs at real sizes (FakeTensorMode on the CPU: nothing is allocated).

@@ -67,11 +67,20 @@ and ``aspect_ratio_mask``. Each row holds one ``<|image|>`` token per image (the
 consecutive image tokens before the text, as ``build_string_from_input`` puts them), then ``seq_len`` random text
 tokens; ``cross_attention_mask`` is ``MllamaProcessor``'s own (``get_cross_attention_token_mask`` and
 ``convert_sparse_cross_attention_mask_to_dense``: every image's tiles seen from its token to the row's end).
+
+On LLaVA-NeXT the images (unset ``image_size``: the size of the largest of the config's ``image_grid_pinpoints``)
+go through transformers' own ``LlavaNextImageProcessorPil`` with the config's ``image_grid_pinpoints`` and tiles of
+the tower's ``image_size`` (``size`` shortest edge and ``crop_size`` that square, as llava-v1.6's published processor
+configs set): ``pixel_values`` of (images, tiles + 1, 3, image_size, image_size) and ``image_sizes``. Each row holds,
+per image, the ``<image>`` tokens ``LlavaNextProcessor.replace_image_token`` expands its placeholder to (its own code
+and ``_get_number_of_features``, with the published processor's ``patch_size``, ``num_additional_image_tokens`` 1
+and the config's ``vision_feature_select_strategy``), then ``seq_len`` random text tokens.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import re
 import types
@@ -89,7 +98,7 @@ from .build import stack_module
 
 QWEN_VL = ("qwen2_vl", "qwen2_5_vl")
 QWEN3_VL = ("qwen3_vl", "qwen3_vl_moe")
-IMAGE_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, "gemma3", "llava", "idefics3", "smolvlm", "mistral3", "mllama")
+IMAGE_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, "gemma3", "llava", "llava_next", "idefics3", "smolvlm", "mistral3", "mllama")
 QWEN3_SIZE = {"shortest_edge": 65536, "longest_edge": 16777216}  # Qwen3-VL's preprocessor_config.json
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the processor's default cap
 GEMMA_NEWLINES = 108  # "\n\n" in Gemma's vocabulary (the processor's full_image_sequence starts and ends with it)
@@ -210,6 +219,8 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
         return _llava_batch(config, plan, device, seed)
     if model_type == "mllama":
         return _mllama_batch(config, plan, device, seed)
+    if model_type == "llava_next":
+        return _llava_next_batch(config, plan, device, seed)
     text = config.get("text_config") or config
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
@@ -434,3 +445,55 @@ def _mllama_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, s
     )
     return _batch(rows, (image_id,), device, pixel_values=out["pixel_values"], aspect_ratio_ids=out["aspect_ratio_ids"],
                   aspect_ratio_mask=out["aspect_ratio_mask"], cross_attention_mask=torch.from_numpy(mask))  # fmt: skip
+
+
+LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+"""``LlavaNextConfig``'s ``image_grid_pinpoints`` when the config has none."""
+
+
+def llava_next_image_tokens(config: Mapping[str, Any], out: Mapping[str, Any], index: int) -> int:
+    """``<image>`` tokens ``LlavaNextProcessor`` expands the placeholder of image ``index`` of the image processor's
+    ``out`` to (its ``replace_image_token`` and ``_get_number_of_features``, run with llava-v1.6's processor
+    settings on a processor built without its tokenizer)."""
+    processing = stack_module("transformers.models.llava_next.processing_llava_next")
+    vision = config.get("vision_config")
+    patch = int(vision.get("patch_size", 32)) if isinstance(vision, Mapping) else 14  # as the image side's default
+    owner = processing.LlavaNextProcessor.__new__(processing.LlavaNextProcessor)
+    owner.__dict__.update(
+        patch_size=patch, num_additional_image_tokens=1, image_token="<image>",
+        vision_feature_select_strategy=config.get("vision_feature_select_strategy", "default"),
+        image_processor=SimpleNamespace(image_grid_pinpoints=config.get("image_grid_pinpoints", LLAVA_NEXT_PINPOINTS)),
+    )  # fmt: skip
+    return int(owner.replace_image_token(out, index).count("<image>"))
+
+
+def _llava_next_batch(
+    config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int
+) -> dict[str, torch.Tensor]:
+    """LLaVA-NeXT's batch (see the module docstring); the defaults are ``LlavaNextConfig``'s and
+    ``CLIPVisionConfig``'s."""
+    proc = stack_module("transformers.models.llava_next.image_processing_pil_llava_next")
+    vision = config.get("vision_config")
+    side = int(vision.get("image_size", 224)) if isinstance(vision, Mapping) else 336  # LlavaConfig's CLIP-L/14-336
+    pinpoints = config.get("image_grid_pinpoints", LLAVA_NEXT_PINPOINTS)
+    processor = proc.LlavaNextImageProcessorPil(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
+    )
+    gen = torch.Generator().manual_seed(seed)
+    if plan.image_size is None:  # the processor's largest: the pinpoint of most pixels
+        height, width = max(pinpoints, key=lambda p: p[0] * p[1])
+        plan = dataclasses.replace(plan, image_size=(height, width))
+    out = processor(images=_images(plan, gen), return_tensors="pt")
+    image_id = int(config.get("image_token_index", config.get("image_token_id", 32000)))
+    text = config.get("text_config") or {}
+    vocab = int(text.get("vocab_size", 32000))
+    pad = int(text.get("pad_token_id", config.get("pad_token_id", 0)) or 0)
+    rows = []
+    for b in range(plan.batch_size):
+        ids: list[int] = []
+        for i in range(plan.images_per_sample):
+            ids += [image_id] * llava_next_image_tokens(config, out, b * plan.images_per_sample + i)
+        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
+        words[(words == image_id) | (words == pad)] = 0
+        rows.append(ids + words.tolist())
+    return _batch(rows, (image_id,), device, pixel_values=out["pixel_values"], image_sizes=out["image_sizes"])

@@ -353,15 +353,51 @@ def test_llava_idle_last_layer_gets_no_optimizer_state() -> None:
     assert state == 2 * 4 * (layer + 2 * e) + 4 * (16 + 2)  # two fp32 moments, a step counter per tensor
 
 
-def test_llava_next_counts_its_tower_and_refuses_tiled_images() -> None:
-    """LLaVA-NeXT: the CLIP tower, projector and image_newline are counted (text-only plans run); its anyres tiled
-    images are refused rather than counted as LLaVA 1.5's single crop."""
+def _llava_next() -> dict[str, Any]:
+    return dict(json.loads((Path(__file__).parents[1] / "fixtures/configs/llava_next.json").read_text()))
+
+
+def test_llava_next_counts_its_tower_and_image_newline() -> None:
+    """LLaVA-NeXT: the CLIP tower, projector and image_newline are counted (LLaVA 1.5's and one text-width row)."""
     config = _llava() | {"model_type": "llava_next", "image_grid_pinpoints": [[56, 112], [112, 56], [112, 112]]}
     text = estimate(Plan(config=config, method="lora", seq_len=64)).to_dict()
     plain = estimate(Plan(config=_llava(), method="lora", seq_len=64)).to_dict()
     assert text["params"]["vision"] == plain["params"]["vision"] + config["text_config"]["hidden_size"]
-    with pytest.raises(PlanError, match="image inputs of llava_next are not modelled yet"):
-        estimate(Plan(config=config, method="lora", images_per_sample=1))
+
+
+@pytest.mark.parametrize(
+    ("size", "tiles", "tokens"),
+    [(None, 4, 8 * 8 + 8 + 16), ((56, 56), 2, 4 * 4 + 4 + 16), ((100, 40), 2, 8 * 4 + 8 + 16),
+     ((33, 200), 2, 2 * 8 + 2 + 16)],
+)  # fmt: skip
+def test_llava_next_cuts_an_image_into_the_best_pinpoints_tiles(size: tuple | None, tiles: int, tokens: int) -> None:
+    """The fixture's 56² tiles of 4 × 4 patches and pinpoints 56×112, 112×56, 112²: an unset size is the largest
+    pinpoint (2 × 2 tiles, nothing padded: 8 × 8 patches, 8 newlines, the base image's 16); a 56² image fits 56×112
+    and 112×56 alike (the first is kept): 1 × 2 tiles, the padding's (8 - 4) / 2 columns a side cut off; 100×40
+    goes to 112×56 as 2 × 1 tiles, round(40 · 8/100) = 3 of its 4 columns are the image and (4 - 3) // 2 = 0 are
+    cut a side; 33×200 to 56×112, round(33 · 8/200) = 1 of 4 rows, one cut a side. The tower sees every tile and
+    the base image, each with its class token. (The trainer's test holds these against LlavaNextProcessor.)"""
+    plan = {"config": _llava_next(), "method": "lora", "device": "cpu", "seq_len": 8, "images_per_sample": 2}
+    inputs = estimate(Plan.from_dict(plan | {"image_size": size})).to_dict()["inputs"]
+    assert inputs["patches_per_image"] == (tiles + 1) * (4 * 4 + 1)
+    assert inputs["image_tokens_per_row"] == 2 * tokens
+    assert inputs["tokens_per_row"] == 8 + 2 * tokens
+
+
+def test_llava_next_images_it_cannot_count_are_refused() -> None:
+    """A max_pixels (its processor has no pixel cap), the "full" strategy (the class token cannot be tiled), pinpoints
+    not cut into whole tiles and bad pinpoints are refused, each saying what to change."""
+    config = _llava_next()
+    plan = {"config": config, "method": "lora", "images_per_sample": 1}
+    with pytest.raises(PlanError, match="max_pixels does not apply to llava_next"):
+        estimate(Plan.from_dict(plan | {"max_pixels": 100_000}))
+    with pytest.raises(PlanError, match="vision_feature_select_strategy 'full' cannot be tiled"):
+        estimate(Plan.from_dict(plan | {"config": config | {"vision_feature_select_strategy": "full"}}))
+    with pytest.raises(PlanError, match=r"image_grid_pinpoints \[\[56, 100\]\] are not multiples"):
+        estimate(Plan.from_dict(plan | {"config": config | {"image_grid_pinpoints": [[56, 112], [56, 100]]}}))
+    for bad in ([], [[56]], [[56, True]], "56x112"):
+        with pytest.raises(ConfigError, match="image_grid_pinpoints must be a non-empty list"):
+            estimate(Plan.from_dict(plan | {"config": config | {"image_grid_pinpoints": bad}}))
 
 
 IDEFICS3_FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures/configs/idefics3.json").read_text())
@@ -477,6 +513,7 @@ def test_mistral3_mask_on_cuda_counts_a_padded_copy_per_layer() -> None:
         "qwen3_vl_moe",
         "gemma3",
         "llava",
+        "llava_next",
         "idefics3",
         "smolvlm",
         "mistral3",

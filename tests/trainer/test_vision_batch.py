@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,13 @@ import torch
 
 from estimator import Plan, estimate
 from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, MLLAMA, QWEN2_5_VL, QWEN2_VL, QWEN3_VL, SMOLVLM
-from trainer.vision import PIXTRAL_TOKENS, llava_image_tokens, video_processor_code, vision_batch
+from trainer.vision import (
+    PIXTRAL_TOKENS,
+    llava_image_tokens,
+    llava_next_image_tokens,
+    video_processor_code,
+    vision_batch,
+)
 
 pytestmark = pytest.mark.train
 
@@ -303,3 +311,28 @@ def test_mllamas_qlora_build_quantizes_and_adapts_what_the_inventory_says() -> N
     assert quantized == {t.module for t in inv if t.bnb_quantized}
     assert adapted == {a.module for a in adapter_plan(inv, plan).adapted}
     assert "model.multi_modal_projector" in quantized and "lm_head" not in quantized
+
+
+@pytest.mark.parametrize("size", [None, (56, 56), (100, 40), (33, 200), (113, 57)])
+def test_llava_nexts_processor_makes_the_estimates_tiles_and_tokens(size: tuple | None) -> None:
+    """LlavaNextImageProcessorPil cuts each image into its best pinpoint's tiles and the base image, and
+    LlavaNextProcessor's own expansion gives it the estimate's <image> tokens; the tiny model's get_image_features
+    packs one feature per token (its placeholder check passes on the batch)."""
+    transformers = pytest.importorskip("transformers")
+    config = json.loads((Path(__file__).parents[1] / "fixtures/configs/llava_next.json").read_text())
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 8, "batch_size": 2, "images_per_sample": 2,
+                           "image_size": size})  # fmt: skip
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    tiles = inputs["patches_per_image"] // (4 * 4 + 1)  # tiles and the base image, a class token each
+    assert tuple(batch["pixel_values"].shape) == (2 * 2, tiles, 3, 56, 56)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    per_image = llava_next_image_tokens(config, batch, 0)
+    assert 2 * per_image == inputs["image_tokens_per_row"]
+    image_id = config["image_token_index"]
+    assert int((batch["input_ids"] == image_id).sum()) == int((batch["labels"] == -100).sum()) == 2 * 2 * per_image
+    model = transformers.LlavaNextForConditionalGeneration(transformers.LlavaNextConfig(**config))
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=batch["pixel_values"], image_sizes=batch["image_sizes"])
+    assert [f.shape[0] for f in features.pooler_output] == [per_image] * 4
