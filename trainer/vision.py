@@ -406,6 +406,15 @@ def _llava_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
     processor = proc.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     gen = torch.Generator().manual_seed(seed)
     pixels = processor(images=_images(plan, gen, side), return_tensors="pt")["pixel_values"]
+    rows, image_id = _llava_rows(config, plan, gen, lambda i: llava_image_tokens(config, pixels, i))
+    return _batch(rows, (image_id,), device, pixel_values=pixels)
+
+
+def _llava_rows(
+    config: Mapping[str, Any], plan: Plan, gen: torch.Generator, tokens: Callable[[int], int]
+) -> tuple[list[list[int]], int]:
+    """LLaVA's and LLaVA-NeXT's rows: per image its ``tokens(index)`` ``<image>`` tokens, then ``seq_len`` random
+    text tokens (no image or pad id among them); and the image token's id."""
     image_id = int(config.get("image_token_index", config.get("image_token_id", 32000)))
     text = config.get("text_config") or {}
     vocab = int(text.get("vocab_size", 32000))
@@ -414,11 +423,11 @@ def _llava_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
     for b in range(plan.batch_size):
         ids: list[int] = []
         for i in range(plan.images_per_sample):
-            ids += [image_id] * llava_image_tokens(config, pixels, b * plan.images_per_sample + i)
+            ids += [image_id] * tokens(b * plan.images_per_sample + i)
         words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
         words[(words == image_id) | (words == pad)] = 0
         rows.append(ids + words.tolist())
-    return _batch(rows, (image_id,), device, pixel_values=pixels)
+    return rows, image_id
 
 
 def _mllama_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
@@ -484,16 +493,5 @@ def _llava_next_batch(
         height, width = max(pinpoints, key=lambda p: p[0] * p[1])
         plan = dataclasses.replace(plan, image_size=(height, width))
     out = processor(images=_images(plan, gen), return_tensors="pt")
-    image_id = int(config.get("image_token_index", config.get("image_token_id", 32000)))
-    text = config.get("text_config") or {}
-    vocab = int(text.get("vocab_size", 32000))
-    pad = int(text.get("pad_token_id", config.get("pad_token_id", 0)) or 0)
-    rows = []
-    for b in range(plan.batch_size):
-        ids: list[int] = []
-        for i in range(plan.images_per_sample):
-            ids += [image_id] * llava_next_image_tokens(config, out, b * plan.images_per_sample + i)
-        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
-        words[(words == image_id) | (words == pad)] = 0
-        rows.append(ids + words.tolist())
+    rows, image_id = _llava_rows(config, plan, gen, lambda i: llava_next_image_tokens(config, out, i))
     return _batch(rows, (image_id,), device, pixel_values=out["pixel_values"], image_sizes=out["image_sizes"])
