@@ -77,6 +77,9 @@ COHERE = _small("cohere", use_qk_norm=True, logit_scale=0.0625)
 COHERE2 = _small("cohere2", logit_scale=0.25, sliding_window=256)
 OLMO3 = _small("olmo3", sliding_window=256)
 OLMOE = _small("olmoe", intermediate_size=128, num_experts=4, num_experts_per_tok=2)
+QWEN3_MOE = _small("qwen3_moe", head_dim=64, moe_intermediate_size=128, num_experts=4, num_experts_per_tok=2)
+QWEN2_MOE = _small("qwen2_moe", moe_intermediate_size=128, shared_expert_intermediate_size=256, num_experts=4,
+                   num_experts_per_tok=2)  # fmt: skip
 GRANITEMOE = _small("granitemoe", intermediate_size=128, num_local_experts=4, num_experts_per_tok=2, logits_scaling=4.0)
 _ROUTED = dict(num_hidden_layers=3, moe_intermediate_size=128, n_routed_experts=4, num_experts_per_tok=2,
                first_k_dense_replace=1)  # fmt: skip
@@ -353,6 +356,8 @@ CPU_CASES: tuple[Case, ...] = (
         num_generations=2,
     ),  # generation with transformers' generate, then TRL's loss
     _c("olmoe-qlora-gc", OLMOE, method="qlora"),
+    _c("qwen3-moe-qlora-gc", QWEN3_MOE, method="qlora"),
+    _c("qwen2-moe-lora-nogc", QWEN2_MOE, method="lora", gradient_checkpointing=False),  # the gated shared expert
     _c("granitemoe-qlora-gc", GRANITEMOE, method="qlora"),
     _c("glm4-moe-qlora-gc", GLM4_MOE, method="qlora"),
     _c("deepseek-v3-lora-nogc", DEEPSEEK_V3, method="lora", gradient_checkpointing=False),
