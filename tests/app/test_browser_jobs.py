@@ -113,8 +113,12 @@ def test_the_page_asks_for_the_api_token_when_the_server_has_one(page: Any, toke
     token = page.locator("#verify-token")
     assert token.is_visible() and token.get_attribute("type") == "password"
 
+    wait_for(page, "!document.getElementById('verify-run').disabled")
     page.click("#verify-run")  # no token yet: the page asks for it, nothing is sent
-    wait_for(page, f'{status}.includes("Enter this server\'s API token")')
+    try:
+        wait_for(page, f'{status}.includes("Enter this server\'s API token")')
+    except TimeoutError as exc:  # say what the page said instead
+        raise AssertionError(f"the page said {page.evaluate(status)!r}") from exc
     page.fill("#verify-token", "not-the-token-of-this-server")
     page.click("#verify-run")
     wait_for(page, f"{status}.includes('refused the API token')")
