@@ -1638,8 +1638,7 @@ def fsdp_layer_backward(
     Measured on the gloo runs (docs/accuracy.md)."""
     arch, L, T, h = inv.arch, state.layers, f.T, inv.arch.hidden_size
     recomputed = fwd.layer
-    rms_input = arch.norm not in ("layernorm", "cohere") and arch.model_type not in ("olmo2", "olmo3")
-    if plan.gradient_checkpointing and f.ad == 4 and rms_input:
+    if plan.gradient_checkpointing and rms_keeps_input(arch, f):
         recomputed -= fwd.stream  # the input norm's fp32 copy is the stored input itself
     layer_end = None
     if plan.method == "full" and not (arch.is_moe and not arch.dense_layers):
@@ -1802,7 +1801,7 @@ def _combine_backward(arch: Architecture, f: _Flow, checkpointed: bool) -> int:
         if arch.shared_expert_gate:
             shared += ad * T * h + 2 * ad * T
         combine += ad * T * h - shared
-    if checkpointed and (arch.norm == "layernorm" or (arch.norm == "rmsnorm" and ad == 4)):
+    if checkpointed and (arch.norm == "layernorm" or rms_keeps_input(arch, f)):
         combine -= ad * T * h
     return combine
 
@@ -1828,9 +1827,17 @@ def _routed_recompute(arch: Architecture, f: _Flow, routed: int) -> int:
         moment += f.ab * T * h + (ad * T * h if f.ab != ad else 0)
         if f.ab == ad and not f.dropout:
             moment -= ad * T * si
-    if arch.norm == "rmsnorm" and ad == 4:
+    if rms_keeps_input(arch, f):
         moment -= 2 * ad * T * h
     return moment
+
+
+def rms_keeps_input(arch: Architecture, f: _Flow) -> bool:
+    """Whether a layer's input RMSNorm saves the layer's input itself: on an fp32 stream its ``to(float32)`` returns
+    the input, so under checkpointing that saved tensor is the stored checkpoint (and the residual its post-attention
+    norm reads is the saved one). Not Cohere's or a LayerNorm (their own rules), not OLMo 2/3 (they normalize the
+    blocks' outputs)."""
+    return f.ad == 4 and arch.norm not in ("layernorm", "cohere") and arch.model_type not in ("olmo2", "olmo3")
 
 
 def _mlp_backward_work(inv: Inventory, plan: Plan, f: _Flow, i_eff: int) -> int:
