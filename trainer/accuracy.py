@@ -71,6 +71,16 @@ def _small(model_type: str, **extra: Any) -> dict[str, Any]:
 
 
 SMOLLM3 = _small("smollm3", tie_word_embeddings=True)
+# the older dense families: Gemma's tanh-GELU MLP, Phi's and GPT-NeoX's partial rotary and LayerNorm, StarCoder2's
+# biased GELU MLP, Falcon's native config in its new decoder layout
+GEMMA = _small("gemma", head_dim=64, tie_word_embeddings=True)
+GEMMA3_TEXT = _small("gemma3_text", num_hidden_layers=3, head_dim=64, sliding_window=128, sliding_window_pattern=3,
+                     final_logit_softcapping=None, attn_logit_softcapping=None, query_pre_attn_scalar=64)  # fmt: skip
+PHI = _small("phi", num_key_value_heads=4, partial_rotary_factor=0.5, resid_pdrop=0.0, embd_pdrop=0.0)
+GPT_NEOX = _small("gpt_neox", num_key_value_heads=4, rotary_pct=0.25, hidden_dropout=0.0, attention_dropout=0.0)
+STARCODER2 = _small("starcoder2", sliding_window=None, residual_dropout=0.0, embedding_dropout=0.0)
+FALCON = _small("falcon", num_kv_heads=2, new_decoder_architecture=True, parallel_attn=True, bias=False,
+                alibi=False, hidden_dropout=0.0, attention_dropout=0.0)  # fmt: skip
 GRANITE = _small("granite", logits_scaling=8.0, embedding_multiplier=12.0, residual_multiplier=0.22,
                  attention_multiplier=0.0078125)  # fmt: skip
 COHERE = _small("cohere", use_qk_norm=True, logit_scale=0.0625)
@@ -331,6 +341,17 @@ CPU_CASES: tuple[Case, ...] = (
     _c("gpt-bigcode-lora-nogc", GPT_BIGCODE, method="lora", gradient_checkpointing=False),
     _c("refinedwebmodel-lora-nogc", REFINED_WEB_MODEL, method="lora", gradient_checkpointing=False),
     _c("refinedweb-qlora-gc", REFINED_WEB, method="qlora"),
+    _c("gemma-qlora-gc", GEMMA, method="qlora"),
+    _c("gemma-lora-nogc", GEMMA, method="lora", gradient_checkpointing=False),
+    _c("gemma3-text-qlora-gc", GEMMA3_TEXT, method="qlora"),  # local layers' sliding window inside the row: masks
+    _c("phi-qlora-gc", PHI, method="qlora"),
+    _c("phi-lora-nogc", PHI, method="lora", gradient_checkpointing=False),
+    _c("gpt-neox-lora-nogc", GPT_NEOX, method="lora", gradient_checkpointing=False),
+    _c("gpt-neox-qlora-gc", GPT_NEOX, method="qlora"),
+    _c("starcoder2-qlora-gc", STARCODER2, method="qlora"),
+    _c("starcoder2-lora-nogc", STARCODER2, method="lora", gradient_checkpointing=False),
+    _c("falcon-lora-gc", FALCON, method="lora"),
+    _c("falcon-full-nogc", FALCON, method="full", gradient_checkpointing=False),
     # objectives, with TRL's own trainers (trainer.objectives): the reference copy, the "ref" adapter, bf16 QLoRA
     _c("llama-dpo-qlora-gc", LLAMA, method="qlora", objective="dpo"),
     _c("llama-dpo-full-gc", LLAMA, method="full", objective="dpo"),

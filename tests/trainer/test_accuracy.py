@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from estimator import LEGACY_MODEL_TYPES, SUPPORTED_MODEL_TYPES
 from trainer.accuracy import (
     BENCH_ONLY_REAL,
     BENCH_ONLY_TRACED,
@@ -40,6 +41,14 @@ def _assert_within(report: dict) -> None:
 @pytest.mark.parametrize("case", [c for c in CPU_CASES if c.id not in BENCH_ONLY_REAL], ids=lambda c: c.id)
 def test_estimate_matches_real_cpu_run(case: Case) -> None:
     _assert_within(check_case(case, "real"))
+
+
+def test_every_modelled_model_type_has_a_real_run_in_the_suite() -> None:
+    """Each model type the estimator reads (legacy Falcon spellings included) is held to a real CPU step by the
+    default suite, not only by ``python -m bench.accuracy``."""
+    run = {c.config["model_type"] for c in CPU_CASES if c.id not in BENCH_ONLY_REAL}
+    missing = (set(SUPPORTED_MODEL_TYPES) | set(LEGACY_MODEL_TYPES)) - run
+    assert not missing, f"model types with no real CPU case in the suite: {sorted(missing)}"
 
 
 def test_grid_covers_the_required_dimensions() -> None:
