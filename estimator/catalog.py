@@ -8,9 +8,10 @@ Where the numbers come from
     ``text_config`` and ``vision_config``). ``params`` is the number of parameters of
     ``AutoModelForCausalLM.from_config(config)`` (tied embeddings counted once): for gemma3 multimodal
     checkpoints ``Gemma3ForConditionalGeneration``, its SigLIP vision tower and projector included (what
-    transformers loads for them, images or not); for qwen2_vl / qwen2_5_vl / qwen3_vl, which have no causal-LM
-    class, the image-text-to-text model. ``tests/estimator/test_catalog.py`` rebuilds every model on the meta device and
-    checks it.
+    transformers loads for them, images or not); for qwen2_vl / qwen2_5_vl / qwen3_vl and llava, which have no
+    causal-LM class, the image-text-to-text model. ``source`` names where an entry's config was read (the Hub page, or
+    a public copy of its config.json at a commit). ``tests/estimator/test_catalog.py`` rebuilds every model on the
+    meta device and checks it.
 ``data/gpus.json``
     ``memory_bytes`` is the driver-reported total where known, else the marketed capacity taken as GiB;
     ``usable_bytes`` is what ``torch.cuda.mem_get_info()`` reports as total, measured (H200), as PyTorch is

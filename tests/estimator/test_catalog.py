@@ -71,13 +71,13 @@ def test_coverage() -> None:
         "qwen1.5-moe-a2.7b", "gemma-2-2b", "gemma-2-27b", "gemma-3-1b", "gemma-3-27b", "phi-2",
         "phi-3-mini", "phi-3-medium", "phi-3.5-mini", "phi-4", "smollm2-135m", "smollm2-1.7b",
         "tinyllama-1.1b", "gpt2", "gpt2-xl", "pythia-160m", "pythia-12b", "falcon-7b", "falcon-40b",
-        "olmo-2-7b", "olmo-2-13b", "starcoder2-3b", "starcoder2-15b",
+        "olmo-2-7b", "olmo-2-13b", "starcoder2-3b", "starcoder2-15b", "smollm3-3b", "gpt-oss-20b", "llava-1.5-7b",
     ]:  # fmt: skip
         assert must in ids, must
     types = {m.config["model_type"] for m in catalog.models()}
     assert types >= {
         "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "gemma3_text",
-        "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2",
+        "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2", "smollm3", "gpt_oss", "llava",
     }  # fmt: skip
 
 
@@ -99,6 +99,7 @@ def test_known_sizes() -> None:
         "mixtral-8x7b": 46_702_792_704,
         "qwen2.5-0.5b": 494_032_768,
         "gpt2": 124_439_808,
+        "llava-1.5-7b": 7_063_427_072,  # its model.safetensors.index.json: total_size 14,126,854,144 bytes of fp16
     }
     for mid, n in known.items():
         m = catalog.find_model(mid)
