@@ -7,9 +7,12 @@ are the Hugging Face ones; each family's defaults are the defaults of its transf
 Two exceptions to "absent means the transformers default":
 
 * The fields that set the model's size (``SIZE_FIELDS``: width, depth, heads, vocabulary, MLP width where its
-  family has no formula for it) are never guessed: ``save_pretrained`` always writes them (they are not fields of
-  the base ``PretrainedConfig``, so its diff against the defaults keeps them), and a config without one is not the
-  model's real config. A default of 4096 for a missing ``hidden_size`` would size another model.
+  family has no formula for it) are never guessed in a top-level config: ``save_pretrained`` always writes them
+  there (they are not fields of the base ``PretrainedConfig``, so its diff against the defaults keeps them), and a
+  config without one is not the model's real config. A default of 4096 for a missing ``hidden_size`` would size
+  another model. A composite's ``text_config`` is the exception to the exception: ``to_diff_dict`` writes a
+  sub-config as its diff against its own class's defaults, so a published LLaVA 1.5 config leaves the Llama sizes
+  that equal ``LlamaConfig``'s out, and transformers fills them in; the estimator does the same there, and says so.
 * The fields that set the amount of work of an estimate (``WORK_LIMITS``: layers, experts, layer lists) are bounded
   to generous real-world limits, and parsing is linear in the number of layers, so no config can make an estimate
   slow or large.
@@ -226,7 +229,7 @@ def _gemma3(config: Mapping[str, Any], text: Mapping[str, Any]) -> Architecture:
     source = dict(text, model_type="gemma3_text")
     if "tie_word_embeddings" in config:  # a composite config's own flag decides the tie (PreTrainedModel)
         source["tie_word_embeddings"] = config["tie_word_embeddings"]
-    arch = _parse(source, "gemma3_text")
+    arch = _parse(source, "gemma3_text", nested=True)
     tower = vision_tower(config)
     note = (
         f"gemma3: the language model and the SigLIP vision tower ({tower.depth} blocks of width {tower.embed_dim}) "
@@ -261,8 +264,8 @@ def _llava(config: Mapping[str, Any], model_type: str) -> Architecture:
     (the configs' default: Llama) and the CLIP tower and projector of ``vision_config``."""
     text, text_type = _text_config(config, "llava", LLAVA_TEXT_TYPES)
     tie = config.get("tie_word_embeddings") or text.get("tie_word_embeddings", text_type == "gemma")
-    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
-    tower = vision_tower(config)
+    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type, nested=True)
+    tower = replace(vision_tower(config), out_hidden_size=arch.hidden_size)  # the projector's output: its width
     note = (
         f"{model_type}: the language model ({text_type}) and the CLIP vision tower ({tower.depth} layers of width "
         f"{tower.embed_dim}) with its projector; bitsandbytes quantizes the tower's and the projector's linears and "
@@ -285,7 +288,7 @@ def _idefics3(config: Mapping[str, Any], model_type: str) -> Architecture:
     text, _ = _text_config(config, model_type, ("llama",))
     text.setdefault("rms_norm_eps", 1e-5)
     tie = config.get("tie_word_embeddings", False)
-    arch = _parse(dict(text, model_type="llama", tie_word_embeddings=bool(tie)), "llama")
+    arch = _parse(dict(text, model_type="llama", tie_word_embeddings=bool(tie)), "llama", nested=True)
     tower = vision_tower(config)
     note = (
         f"{model_type}: the language model (llama) and the vision tower ({tower.depth} layers of width "
@@ -308,8 +311,11 @@ def _mistral3(config: Mapping[str, Any], model_type: str) -> Architecture:
     checked on the meta build)."""
     text, text_type = _text_config(config, "mistral3", MISTRAL3_TEXT_TYPES)
     tie = config.get("tie_word_embeddings", True)
-    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type)
-    tower = pixtral_tower(config)
+    # a text_config object takes its class's defaults for what it leaves out (without one, Mistral3Config makes
+    # the 24B's, which are not read here: its sizes are then required)
+    nested = isinstance(config.get("text_config"), Mapping)
+    arch = _parse(dict(text, model_type=text_type, tie_word_embeddings=bool(tie)), text_type, nested=nested)
+    tower = replace(pixtral_tower(config), out_hidden_size=arch.hidden_size)  # the projector's output: its width
     note = (
         f"{model_type}: the language model ({text_type}) and the Pixtral vision tower ({tower.depth} layers of width "
         f"{tower.embed_dim}) with its projector (RMSNorm, patch merger, two linears); bitsandbytes quantizes the "
@@ -421,9 +427,18 @@ def _with(arch: Architecture, **changes: Any) -> Architecture:
     return replace(arch, **changes)
 
 
-def _parse(config: Mapping[str, Any], model_type: str) -> Architecture:
-    r = _Reader(config, model_type)
+def _parse(config: Mapping[str, Any], model_type: str, nested: bool = False) -> Architecture:
+    """``config`` read as ``model_type``'s family; ``nested``: it is a composite's ``text_config``, whose absent
+    size fields are that family's config-class defaults (noted)."""
+    r = _Reader(config, model_type, nested)
     arch = _PARSERS[model_type](r)
+    if r.defaulted:
+        fields = ", ".join(f"{n} {getattr(arch, n)}" for n in SIZE_FIELDS if n in r.defaulted)
+        note = (
+            f"text_config leaves out {fields}: equal to {model_type}'s config-class defaults, which save_pretrained "
+            "does not write in a sub-config; read as those defaults, as transformers does"
+        )
+        arch = _with(arch, notes=(*arch.notes, note))
     if arch.hidden_size <= 0 or arch.num_hidden_layers <= 0 or arch.vocab_size <= 0:
         raise ConfigError("hidden_size, num_hidden_layers and vocab_size must be positive")
     if arch.num_attention_heads <= 0 or arch.num_key_value_heads <= 0 or arch.head_dim <= 0:
@@ -464,9 +479,13 @@ def _rotary_dim(r: _Reader, arch: Architecture) -> int:
 
 
 class _Reader:
-    def __init__(self, config: Mapping[str, Any], model_type: str) -> None:
+    def __init__(self, config: Mapping[str, Any], model_type: str, nested: bool = False) -> None:
         self.c = config
         self.model_type = model_type
+        self.nested = nested
+        """A composite's sub-config: absent size fields are its class's defaults (``to_diff_dict`` omits them)."""
+        self.defaulted: list[str] = []
+        """The size fields read as defaults (nested configs only), for the note that says so."""
 
     def num(self, name: str, default: int | None = None, *aliases: str) -> int:
         """The integer field ``name`` (or an alias); ``default`` when absent, except for ``SIZE_FIELDS``."""
@@ -480,7 +499,10 @@ class _Reader:
                 if value < 0:
                     raise ConfigError(f"{key} must not be negative; got {value}")
                 return _within_limit(key, value)
-        if default is None or not SIZE_FIELDS_SET.isdisjoint((name, *aliases)):
+        size = not SIZE_FIELDS_SET.isdisjoint((name, *aliases))
+        if default is not None and size and self.nested:
+            self.defaulted.append(name)
+        elif default is None or size:
             also = f" (or {', '.join(repr(a) for a in aliases)})" if aliases else ""
             raise ConfigError(
                 f"the {self.model_type} config has no '{name}'{also}: it sets the model's size, so it is never "

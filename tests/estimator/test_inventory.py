@@ -246,6 +246,25 @@ def test_size_fields_are_required_and_the_rest_uses_transformers_defaults() -> N
         assert inv.total == sum(p.numel() for p in _build_meta(cfg).parameters()), mt
 
 
+@pytest.mark.parametrize(
+    ("composite", "text_type"),
+    [("llava", "llama"), ("llava_next", "mistral"), ("mistral3", "mistral"), ("idefics3", "llama"),
+     ("smolvlm", "llama"), ("gemma3", "gemma3_text")],
+)  # fmt: skip
+def test_a_composites_text_config_takes_its_class_defaults(composite: str, text_type: str) -> None:
+    """``save_pretrained`` writes a composite's ``text_config`` as a diff against its class's defaults (LLaVA 1.5's
+    published config leaves out Llama's sizes): with only its model_type left, the text model is the one
+    transformers builds from those defaults, and the notes say which sizes were read so."""
+    cfg = _fixture(composite)
+    cfg["text_config"] = {"model_type": text_type}
+    arch = parse_config(cfg)
+    note = next(n for n in arch.notes if n.startswith("text_config leaves out"))
+    assert all(f"{name} {getattr(arch, name)}" in note for name in SIZE_FIELDS), note
+    _check_exact(cfg)
+    with pytest.raises(ConfigError, match="it sets the model's size, so it is never guessed"):
+        parse_config({"model_type": text_type})  # at the top level, never
+
+
 def test_roles_and_quantizable_add_up() -> None:
     inv = build_inventory(parse_config(_fixture("qwen2_moe")))
     assert sum(inv.by_role().values()) == inv.total
