@@ -235,7 +235,9 @@ def _print_estimate(d: dict[str, Any]) -> None:
     st = Table(title="Storage (disk)")
     st.add_column("item")
     st.add_column("size", justify="right")
-    for key, label in (("base_16bit", "base model, 16-bit (download)"), ("base_fp32", "base model, fp32"),
+    published = "16-bit" if s["download_format"] == "16-bit" else f"{s['download_format']} as published"
+    for key, label in (("download", f"download ({published})"), ("base_16bit", "base model, 16-bit"),
+                       ("base_fp32", "base model, fp32"),
                        ("base_quantized", f"quantized ({s['quantized_bits_per_weight']:.3f} bits/weight on linears)"),
                        ("adapter_fp32", "LoRA adapter, fp32"), ("adapter_bf16", "LoRA adapter, bf16"),
                        ("checkpoint", "training checkpoint (+ optimizer state)"),

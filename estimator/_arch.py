@@ -114,6 +114,7 @@ class Architecture:
     dense_experts: bool = False  # every expert runs on every token (Llama 4 in transformers 5: E·T rows, not k·T)
     logits_scaled: bool = False  # the head scales the logits (Cohere logit_scale, Granite logits_scaling): a copy
     checkpoint_format: str = ""  # "mxfp4" (gpt-oss experts), "fp8" (DeepSeek-V3 block-wise): how the Hub files store it
+    checkpoint_block: tuple[int, int] = (128, 128)  # fp8: quantization_config.weight_block_size (one scale per block)
     # soft-capping (Gemma 2)
     attn_logit_softcapping: float = 0.0
     final_logit_softcapping: float = 0.0
@@ -432,6 +433,8 @@ def _parse(config: Mapping[str, Any], model_type: str, nested: bool = False) -> 
     size fields are that family's config-class defaults (noted)."""
     r = _Reader(config, model_type, nested)
     arch = _PARSERS[model_type](r)
+    if arch.checkpoint_format:
+        arch = _with(arch, notes=(*arch.notes, _checkpoint_note(r, arch)))
     if r.defaulted:
         fields = ", ".join(f"{n} {getattr(arch, n)}" for n in SIZE_FIELDS if n in r.defaulted)
         note = (
@@ -964,8 +967,43 @@ def _deepseek(r: _Reader) -> Architecture:
         num_experts_per_tok=r.num("num_experts_per_tok", 8 if v3 else 6),
         moe_intermediate_size=mi, shared_expert_intermediate_size=mi * r.num("n_shared_experts", 1 if v3 else 2),
         shared_experts_name="shared_experts", moe_layers=_first_dense(r, layers, 3 if v3 else 0),
-        checkpoint_format="fp8" if _quant_method(r) == "fp8" else "",
+        checkpoint_format="fp8" if _quant_method(r) == "fp8" else "", checkpoint_block=_weight_block(r),
     )  # fmt: skip
+
+
+def _checkpoint_note(r: _Reader, arch: Architecture) -> str:
+    """What an MXFP4 or fp8 checkpoint costs on disk and how it is loaded for training."""
+    if arch.checkpoint_format == "mxfp4":
+        note = (
+            "the checkpoint stores the experts in MXFP4 (4.25 bits per weight: the download); for training "
+            "transformers loads them dequantized to bf16 (Mxfp4Config(dequantize=True), as TRL's gpt-oss recipe "
+            "does), which every memory figure counts"
+        )
+    else:
+        note = (
+            f"the checkpoint stores the decoder's linears in fp8 with an fp32 scale per {arch.checkpoint_block[0]}"
+            f"×{arch.checkpoint_block[1]} block (the download); for training they are loaded dequantized to bf16 "
+            "(FineGrainedFP8Config(dequantize=True)), which every memory figure counts"
+        )
+    mtp = r.c.get("num_nextn_predict_layers")
+    if isinstance(mtp, int) and not isinstance(mtp, bool) and mtp > 0:
+        note += (
+            f"; the files also hold {mtp} multi-token-prediction layer(s), which transformers does not load and "
+            "the download figure does not count"
+        )
+    return note
+
+
+def _weight_block(r: _Reader) -> tuple[int, int]:
+    """An fp8 checkpoint's ``quantization_config.weight_block_size`` (rows, columns per scale; default 128 × 128)."""
+    q = r.c.get("quantization_config")
+    block = q.get("weight_block_size") if isinstance(q, Mapping) else None
+    if block is None:
+        return (128, 128)
+    if not (isinstance(block, list | tuple) and len(block) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):  # fmt: skip
+        raise ConfigError(f"quantization_config.weight_block_size must be two positive integers; got {block!r}")
+    return (block[0], block[1])
 
 
 def _quant_method(r: _Reader) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._inventory import Inventory
+from ._inventory import EXPERTS, LINEAR, Inventory, Tensor
 from ._lora import AdapterPlan
 from ._plan import Plan
 from ._quant import DTYPE_BYTES, bits_per_weight, four_bit_bytes, int8_bytes
@@ -75,6 +75,48 @@ def quantized_bytes(inv: Inventory, plan: Plan) -> int:
     return total
 
 
+MXFP4_BLOCK = 32
+"""Values per MXFP4 block: 32 E2M1 values in 16 bytes (``*_blocks``) and one E8M0 scale byte (``*_scales``)."""
+
+
+def download_bytes(inv: Inventory) -> int:
+    """The tensor bytes of the model's files as its config says they are published (what a download takes).
+
+    16-bit unless ``quantization_config`` says otherwise:
+
+    * ``mxfp4`` (gpt-oss): each expert weight row is stored as ``⌈in/32⌉`` blocks of 16 bytes plus one scale byte
+      (``gate_up_proj_blocks`` / ``_scales``, transformers' ``integrations/mxfp4.py``), 4.25 bits per weight; the
+      experts' biases, attention, router, embeddings and lm_head stay bf16 (``modules_to_not_convert``).
+      gpt-oss-20b: 13,761,264,768 bytes, equal to its published ``model.safetensors.index.json`` total_size.
+    * ``fp8`` (DeepSeek-V3): every decoder linear's weight (experts and shared experts too) in float8 e4m3, one
+      byte each, with an fp32 ``weight_scale_inv`` per ``weight_block_size`` block (``finegrained_fp8.py``); the
+      embeddings, lm_head, norms and the router stay bf16. The multi-token-prediction layer the files also hold
+      (``num_nextn_predict_layers``), which transformers does not load, is not counted (the note says so).
+
+    Safetensors headers (a few KiB per file) are ignored."""
+    arch = inv.arch
+    total = 0
+    for t in inv:
+        one = 2 * t.numel
+        if arch.checkpoint_format == "mxfp4" and t.role == "expert" and not t.is_bias:
+            e, a, b = t.shape
+            rows, inp = (b, a) if arch.experts_in_out else (a, b)
+            one = e * rows * -(-inp // MXFP4_BLOCK) * (MXFP4_BLOCK // 2 + 1)
+        elif arch.checkpoint_format == "fp8" and not t.is_bias and _fp8_stored(t):
+            r0, c0 = arch.checkpoint_block
+            e, rows, inp = (1, t.out_features, t.in_features) if len(t.shape) == 2 else t.shape
+            halves = 2 if t.name.endswith("gate_up_proj") else 1  # stored as two linears, gate and up, per expert
+            scales = halves * -(-(rows // halves) // r0) * -(-inp // c0)
+            one = e * (rows * inp + 4 * scales)
+        total += one * t.layers
+    return total
+
+
+def _fp8_stored(t: Tensor) -> bool:
+    """A weight DeepSeek-V3's files store in fp8: the decoder layers' linears and experts, not the router."""
+    return t.role in ("attention", "mlp", "shared_expert", "expert") and t.kind in (LINEAR, EXPERTS)
+
+
 def storage(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> dict[str, object]:
     P = inv.total
     T = adapters.trainable if plan.adapters else P
@@ -89,6 +131,8 @@ def storage(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> dict[str, obje
     fraction = (adapters.trainable / P) if plan.adapters and P else 0.01
     return {
         "base_fp32": 4 * P,
+        "download": download_bytes(inv),
+        "download_format": inv.arch.checkpoint_format or "16-bit",
         "base_16bit": base16,
         "base_quantized": quantized_bytes(inv, plan),
         "quantized_bits_per_weight": bits_per_weight(plan.quant_type, plan.double_quant),

@@ -57,7 +57,7 @@ REFERENCE_GPUS: tuple[str, ...] = ("rtx-4090", "a100-40gb", "rtx-a6000", "a100-8
 """The cards whose usable memory the bar chart draws for scale (one of each common size: 24, 40, 48, 80, 141 GB)."""
 
 STORAGE_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("download", "Download (16-bit weights)", "base_16bit"),
+    ("download", "Download (weights as published)", "download"),
     ("base_4bit", "4-bit base in memory", "base_quantized"),
     ("adapter", "Adapter file", "adapter"),
     ("checkpoint", "Training checkpoint", "checkpoint"),

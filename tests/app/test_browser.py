@@ -141,7 +141,7 @@ def test_form_fields_update_the_url_and_the_numbers(page: Any, base_url: str) ->
         for row in page.locator("tr[data-storage]").all()
         if row.locator("td").get_attribute("data-bytes")
     }
-    assert storage["download"] == expected["storage"]["base_16bit"]
+    assert storage["download"] == expected["storage"]["download"]
     assert storage["adapter"] == expected["storage"]["adapter"]
     fits_on_page = page.locator("#fits li.fits").count()
     assert fits_on_page == sum(1 for f in expected["fits"] if f["fits"])

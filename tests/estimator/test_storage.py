@@ -5,11 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from estimator import WHY_EXACT_DIFFERS, Plan, RuleOfThumb, adapter_plan, build_inventory, parse_config, storage
+from estimator import (
+    WHY_EXACT_DIFFERS,
+    AdapterPlan,
+    Inventory,
+    Plan,
+    RuleOfThumb,
+    adapter_plan,
+    build_inventory,
+    catalog,
+    estimate,
+    parse_config,
+    storage,
+)
 
 CONFIG = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "llama.json").read_text())
-KEYS = {"base_fp32", "base_16bit", "base_quantized", "adapter", "adapter_fp32", "adapter_bf16", "optimizer_state",
-        "checkpoint", "merged"}  # fmt: skip
+KEYS = {"download", "base_fp32", "base_16bit", "base_quantized", "adapter", "adapter_fp32", "adapter_bf16",
+        "optimizer_state", "checkpoint", "merged"}  # fmt: skip
 
 
 def test_rule_of_thumb_numbers() -> None:
@@ -41,7 +53,8 @@ def test_exact_sizes_by_hand() -> None:
     P = inv.total
     s = _storage(method="qlora")
     ap = adapter_plan(inv, Plan(config=CONFIG))
-    assert s["base_16bit"] == s["merged"] == 2 * P and s["base_fp32"] == 4 * P
+    assert s["download"] == s["base_16bit"] == s["merged"] == 2 * P and s["base_fp32"] == 4 * P
+    assert s["download_format"] == "16-bit"
     assert s["adapter"] == s["adapter_fp32"] == 4 * ap.lora_params and s["adapter_bf16"] == 2 * ap.lora_params
     assert s["optimizer_state"] == 8 * ap.trainable
     assert s["checkpoint"] == 4 * ap.lora_params + 8 * ap.trainable
@@ -60,3 +73,44 @@ def test_exact_sizes_by_hand() -> None:
     assert _storage(method="lora", optimizer="sgd")["optimizer_state"] == 0
     rot = s["rule_of_thumb"]
     assert isinstance(rot, dict) and rot["params"] == P and rot["fp16"] == 2 * P
+
+
+def test_an_mxfp4_checkpoint_downloads_its_experts_at_4_25_bits() -> None:
+    """gpt-oss's experts as published: per row of 32 inputs, 16 bytes of E2M1 blocks and one E8M0 scale byte; the
+    rest bf16. gpt-oss-20b's published model.safetensors.index.json gives total_size 13,761,264,768."""
+    s = estimate(Plan(model="gpt-oss-20b")).to_dict()["storage"]
+    assert s["download_format"] == "mxfp4" and s["download"] == 13_761_264_768
+    entry = catalog.find_model("gpt-oss-20b")
+    assert entry is not None
+    inv = build_inventory(parse_config(entry.config))
+    experts = sum(t.total for t in inv if t.role == "expert" and not t.is_bias)
+    assert s["download"] == 2 * (inv.total - experts) + experts * 17 // 32
+    assert s["base_16bit"] == 2 * inv.total  # as loaded for training: the experts dequantized to bf16
+
+
+def test_an_fp8_checkpoint_downloads_its_linears_in_one_byte_with_a_scale_per_block() -> None:
+    """DeepSeek-V3's block-wise fp8: each decoder linear (experts too) one byte per weight and an fp32 scale per
+    weight_block_size block; embeddings, lm_head, norms and the router bf16."""
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "deepseek_v3.json").read_text())
+    plain = storage(*_inv_plan(cfg))
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [64, 64]}
+    inv, ap, plan = _inv_plan(cfg)
+    s = storage(inv, ap, plan)
+    assert plain["download"] == plain["base_16bit"] and s["download_format"] == "fp8"
+    expected = 0
+    for t in inv:
+        fp8 = not t.is_bias and t.role in ("attention", "mlp", "shared_expert", "expert") and t.kind != "norm"
+        if not fp8:
+            expected += 2 * t.total
+            continue
+        e, rows, cols = (1, t.out_features, t.in_features) if len(t.shape) == 2 else t.shape
+        halves = 2 if t.name.endswith("gate_up_proj") else 1
+        expected += t.layers * e * (rows * cols + 4 * halves * -(-(rows // halves) // 64) * -(-cols // 64))
+    assert s["download"] == expected
+    assert plain["base_16bit"] == 2 * inv.total > expected
+
+
+def _inv_plan(cfg: dict[str, object]) -> tuple[Inventory, AdapterPlan, Plan]:
+    inv = build_inventory(parse_config(cfg))
+    plan = Plan(config=cfg, lora_dropout=0.0)
+    return inv, adapter_plan(inv, plan), plan

@@ -221,7 +221,7 @@ def test_charts_compare_all_three_methods_and_agree_with_the_api(client: TestCli
     fits = {m: data["estimates"][m]["fit"]["max_seq_len"] for m in ("full", "lora", "qlora")}
     assert seq_chart["layout"]["meta"]["fits"] == fits and not fits["full"] and fits["qlora"]
 
-    assert data["charts"]["storage"]["data"][0]["customdata"][0] == data["estimates"]["qlora"]["storage"]["base_16bit"]
+    assert data["charts"]["storage"]["data"][0]["customdata"][0] == data["estimates"]["qlora"]["storage"]["download"]
     assert set(data["html"]) == set(page_routes.FRAGMENTS)
     assert "Full vs LoRA vs QLoRA" in data["html"]["summary"]
 

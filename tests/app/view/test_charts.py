@@ -183,7 +183,7 @@ def test_storage_rows_and_chart() -> None:
     storage = ESTIMATES["qlora"]["storage"]
     rows = charts.storage_rows(storage)
     assert [r["key"] for r in rows] == ["download", "base_4bit", "adapter", "checkpoint", "merged"]
-    fields = ("base_16bit", "base_quantized", "adapter", "checkpoint", "merged")
+    fields = ("download", "base_quantized", "adapter", "checkpoint", "merged")
     assert [r["bytes"] for r in rows] == [storage[f] for f in fields]
     assert rows[0]["text"] == "16.1 GB" and rows[2]["text"].endswith("in bf16)")
 
@@ -201,17 +201,17 @@ def test_storage_rows_and_chart() -> None:
 def test_storage_chart_leaves_out_absent_sizes_and_stays_linear_when_sizes_are_close() -> None:
     fig = charts.storage_chart(
         {
-            "base_16bit": 16 * GB,
+            "download": 16 * GB,
             "base_quantized": None,
             "adapter": None,
             "checkpoint": 48 * GB,
             "merged": 16 * GB,
         }
     )
-    assert fig["data"][0]["y"] == ["Download (16-bit weights)", "Training checkpoint", "Merged model"]
+    assert fig["data"][0]["y"] == ["Download (weights as published)", "Training checkpoint", "Merged model"]
     assert "type" not in fig["layout"]["xaxis"]
     assert charts.storage_rows({})[0]["text"] == "—"
-    rows = {r["key"]: r for r in charts.storage_rows({"adapter": 0, "base_16bit": 2 * GB})}
+    rows = {r["key"]: r for r in charts.storage_rows({"adapter": 0, "download": 2 * GB})}
     assert rows["adapter"]["text"] == "—" and rows["adapter"]["bytes"] == 0
     rows = {r["key"]: r for r in charts.storage_rows({"adapter": 168 * 10**6, "adapter_bf16": 84 * 10**6})}
     assert rows["adapter"]["text"] == "168.0 MB (84.0 MB in bf16)"
