@@ -1,5 +1,5 @@
 """Qwen3-VL (transformers 5.24, ``models/qwen3_vl/modeling_qwen3_vl.py``): its vision tower's structure, parameters
-and activations on a step's images.
+and activations on a step's images and videos.
 
 The tower (``Qwen3VLVisionModel``, module ``model.visual``): a Conv3d patch embedding with bias (``in_channels ×
 temporal_patch_size × patch_size²`` per patch, 16² patches), a learned position embedding (``pos_embed``: an
@@ -169,8 +169,11 @@ def _merger(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int, n
 def qwen3_activations(
     arch: Architecture, tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow
 ) -> tuple[int, int]:
-    """(held, backward) bytes of Qwen3-VL's tower on the step's images (``estimator._memory.vision_activations`` for
-    the reasoning the Qwen towers share).
+    """(held, backward) bytes of Qwen3-VL's tower on the step's images and videos
+    (``estimator._memory.vision_activations`` for the reasoning the Qwen towers share: a run for the images, one for
+    the videos, every term a count of patches or tokens times a width, so the two runs add up; with both, the
+    DeepStack features are joined per level into one tensor over the image and video tokens, which lives only
+    through the decoder's layers).
 
     Held from the tower's forward to its backward: the processor's fp32 ``pixel_values`` (full fine-tuning in 16
     bits: also the Conv3d's 16-bit copy of them, kept for its weight's gradient), with a trained ``pos_embed`` (full
