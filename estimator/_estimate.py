@@ -28,7 +28,7 @@ from ._shape import step_shape
 from ._storage import storage
 from ._time import TimeEstimate, step_time
 from ._units import GIB, gib_text
-from ._vision import QWEN_VL, VISION_MODEL_TYPES, pooling_error
+from ._vision import VIDEO_MODEL_TYPES, VISION_MODEL_TYPES, pooling_error
 
 SCHEMA_VERSION = 1
 
@@ -235,20 +235,27 @@ Idefics3's and SmolVLM's tower says so with its other refusals (``images_error``
 
 def _check_images(plan: Plan, arch: Architecture) -> None:
     """``PlanError`` for inputs the estimate cannot count: images on a model without a modelled tower, video on one
-    without a video processor (Qwen2-VL and Qwen2.5-VL have one), images Gemma 3's projector cannot pool, LLaVA
-    configs whose tower or projector is not modelled (``VisionTower.refusal``), and Gemma 3's and LLaVA's towers
-    under eager attention."""
+    without a video processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE have one), a Qwen3-VL video shorter
+    than a temporal patch (its processor's resize raises), images Gemma 3's projector cannot pool, configs whose
+    tower or projector is not modelled (``VisionTower.refusal``, for images and video alike), and the towers of
+    ``EAGER_TOWERS`` under eager attention."""
     images_ok = arch.vision is not None and arch.vision.model_type in VISION_MODEL_TYPES
-    video_ok = arch.vision is not None and arch.vision.model_type in QWEN_VL
+    video_ok = arch.vision is not None and arch.vision.model_type in VIDEO_MODEL_TYPES
     bad = [(n, w) for n, w, ok in ((plan.images_per_sample, "image", images_ok), (plan.video_frames, "video", video_ok))
            if n and not ok]  # fmt: skip
     if bad:
         what = " and ".join(w for _, w in bad)
         raise PlanError(
             f"{what} inputs of {arch.source_model_type or arch.model_type} are not modelled yet (images are for "
-            f"{', '.join(VISION_MODEL_TYPES)}, video for {', '.join(QWEN_VL)}): the vision encoder's activations "
-            "and the tokens it hands the language model would not be counted, so an estimate would be low; set "
-            "images_per_sample and video_frames to 0 and add the tokens the processor makes to seq_len"
+            f"{', '.join(VISION_MODEL_TYPES)}, video for {', '.join(VIDEO_MODEL_TYPES)}): the vision encoder's "
+            "activations and the tokens it hands the language model would not be counted, so an estimate would be "
+            "low; set images_per_sample and video_frames to 0 and add the tokens the processor makes to seq_len"
+        )
+    short = arch.vision.temporal_patch_size if arch.vision is not None and arch.vision.kind == "qwen3" else 0
+    if 0 < plan.video_frames < short:
+        raise PlanError(
+            f"a video of {plan.video_frames} frame cannot be processed: Qwen3VLVideoProcessor's resize needs at least "
+            f"temporal_patch_size ({short}) frames; give video_frames {short} or more, or a still as an image"
         )
     if plan.images_per_sample and arch.vision is not None and pooling_error(arch.vision):
         raise PlanError(f"this model cannot take images: {pooling_error(arch.vision)}")
@@ -262,14 +269,15 @@ def _check_images(plan: Plan, arch: Architecture) -> None:
 
         if next_plan_error(plan):
             raise PlanError(f"this plan's images cannot be counted: {next_plan_error(plan)}")
-    if plan.images_per_sample and arch.vision is not None and arch.vision.refusal:
+    what = " and ".join(w for w, n in (("images", plan.images_per_sample), ("video", plan.video_frames)) if n)
+    if what and arch.vision is not None and arch.vision.refusal:
         raise PlanError(
-            f"images of this model are not modelled yet: {arch.vision.refusal}, so an estimate could be low"
+            f"{what} of this model are not modelled yet: {arch.vision.refusal}, so an estimate could be low"
         )
     eager = EAGER_TOWERS.get(arch.vision.kind) if arch.vision is not None else None
-    if plan.images_per_sample and eager is not None and plan.attn_implementation == "eager":
+    if what and eager is not None and plan.attn_implementation == "eager":
         raise PlanError(
-            f"images with eager attention are not modelled yet for {eager}, and their backward would not be "
+            f"{what} with eager attention are not modelled yet for {eager}, and their backward would not be "
             "counted right, so an estimate could be low; use attn_implementation 'sdpa'"
         )
 

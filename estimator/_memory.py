@@ -2178,6 +2178,14 @@ def _vision_notes(plan: Plan, arch: Architecture, f: _Flow) -> list[str]:
         seen.append(f"{shape.video_tokens} video tokens per row ({shape.patches_per_video} patches per video)")
     around = "four tokens around each image" if f.masks > 1 else "two delimiters each"
     how = f"one token per {'pooled' if f.masks > 1 else 'merged'} {merge}² patches and {around}"
+    if arch.vision is not None and arch.vision.kind == "qwen3" and plan.video_frames:
+        from ._vision_qwen3 import timestamp_tokens
+
+        how += (
+            f"; a video's frames resized within one pixel budget for all of them and, per temporal patch, its "
+            f"timestamp as text and two delimiters more ({timestamp_tokens(arch.vision, plan.video_frames)} "
+            "timestamp tokens, as Qwen's tokenizer splits them at 2 frames per second)"
+        )
     if arch.vision is not None and arch.vision.kind == "clip":
         how = "one token per patch (the class token is a position of the tower's too), no delimiters"
     if arch.vision is not None and arch.vision.kind == "mllama":

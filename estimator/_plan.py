@@ -410,7 +410,8 @@ class Plan:
         "Max pixels",
         "Dynamic-resolution models (Qwen-VL, Pixtral): the processor's max_pixels cap an image or a video frame is "
         "resized under (0: the processor's default; Qwen2-VL / Qwen2.5-VL: 28²·1280 for images, 28²·768 for video "
-        "frames; Qwen3-VL: 4096² for images, as its published processor config sets). "
+        "frames; Qwen3-VL: 4096² for images and, for a video, 25,165,824 for all of its frames' pixels together, as "
+        "its published processor configs set). "
         "Pixtral (Mistral 3) caps a side instead: its longest_edge is ⌊√max_pixels⌋ (0: the tower's image_size, "
         "1540 for Mistral Small 3.1). Models whose processor has no pixel cap (LLaVA-NeXT, which resizes into an "
         "image_grid_pinpoints resolution; Idefics3, SmolVLM) refuse it: give image_size.",
@@ -422,9 +423,12 @@ class Plan:
         0,
         "int",
         "Video frames",
-        "Models that take video (Qwen2-VL, Qwen2.5-VL): frames of one video per sample (each row of a pair holds it "
-        "again), each of image_size, resized by the video processor (at least 128·28² pixels); pairs of frames make "
-        "one temporal patch (an odd count gets its last frame repeated). Its tokens are added to seq_len's.",
+        "Models that take video (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): frames of one video per sample (each row of a pair "
+        "holds it again), each of image_size, resized by the video processor (Qwen2-VL: each frame to at least "
+        "128·28² pixels; Qwen3-VL: all of them within one pixel budget, unset image_size a square at each frame's "
+        "share of it); pairs of frames make one temporal patch (an odd count gets its last frame repeated). Qwen3-VL: "
+        "the frames that reach the model after its processor samples 2 per second (at least 2), each pair with its "
+        "timestamp as text, counted as Qwen's tokenizer splits it at that rate. Its tokens are added to seq_len's.",
         "Images",
         low=0,
         high=MAX_FRAMES,

@@ -23,8 +23,9 @@ merger (``get_video_features``, a second run of ``visual`` after the images'), a
 frames (``do_sample_frames=False``): every frame given is a frame seen.
 
 Qwen3-VL (``modeling_qwen3_vl.py``): its tower (16² patches, a learned position grid interpolated per image, GELU-tanh
-blocks, the merger and the DeepStack mergers), its image tokens (the same ``smart_resize`` to multiples of 32) and its
-activations: ``estimator._vision_qwen3``.
+blocks, the merger and the DeepStack mergers), its image tokens (the same ``smart_resize`` to multiples of 32), its
+video tokens (``Qwen3VLVideoProcessor``'s own resize under a budget for the whole video, a textual timestamp per
+temporal patch) and its activations: ``estimator._vision_qwen3``.
 
 Gemma 3 (``modeling_gemma3.py`` and ``siglip/modeling_siglip.py``): a SigLIP vision model (``SiglipVisionModel``,
 module ``model.vision_tower``): a Conv2d patch embedding with bias, a learned position embedding (one per patch of
@@ -70,6 +71,8 @@ PIXTRAL_VL = ("mistral3",)
 MLLAMA_VL = ("mllama",)
 VISION_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL, *SIGLIP_VL, *CLIP_VL, *IDEFICS_VL, *PIXTRAL_VL, *MLLAMA_VL)
 """Model types whose image inputs are modelled."""
+VIDEO_MODEL_TYPES = (*QWEN_VL, *QWEN3_VL)
+"""Model types whose video inputs are modelled (those with a video processor)."""
 GEMMA3_IMAGE_EXTRA_TOKENS = 4  # "\n\n", <start_of_image>, <end_of_image>, "\n\n" around the pooled tokens
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
@@ -461,18 +464,28 @@ def video_patches(tower: VisionTower, frames: int, frame_size: tuple[int, int] |
     """Patches the vision encoder sees for one video of ``frames`` frames of ``frame_size`` (unset: a square at the
     cap; ``max_pixels`` 0: the video processor's default cap, 28²·768): ``⌈frames / temporal_patch_size⌉`` temporal
     patches of ``(h/patch)·(w/patch)`` each, the frames resized under the video processor's bounds
-    (``Qwen2VLVideoProcessor.patchify`` / ``get_num_of_video_patches``)."""
+    (``Qwen2VLVideoProcessor.patchify`` / ``get_num_of_video_patches``). Qwen3-VL:
+    ``estimator._vision_qwen3.qwen3_video_patches``."""
     if frames <= 0:
         return 0
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import qwen3_video_patches
+
+        return qwen3_video_patches(tower, frames, frame_size, max_pixels)
     grid_t = -(-frames // tower.temporal_patch_size)
     return grid_t * _frame_patches(tower, frame_size, VIDEO_MIN_PIXELS, max_pixels or VIDEO_MAX_PIXELS)
 
 
 def video_tokens(tower: VisionTower, frames: int, frame_size: tuple[int, int] | None, max_pixels: int) -> int:
     """Language-model tokens of one video: one ``<|video_pad|>`` per merged group of patches, and the two vision
-    delimiters (0 without frames)."""
+    delimiters (0 without frames). Qwen3-VL (a timestamp and two delimiters per temporal patch too):
+    ``estimator._vision_qwen3.qwen3_video_tokens``."""
     if frames <= 0:
         return 0
+    if tower.kind == "qwen3":
+        from ._vision_qwen3 import qwen3_video_tokens
+
+        return qwen3_video_tokens(tower, frames, frame_size, max_pixels)
     return video_patches(tower, frames, frame_size, max_pixels) // (tower.spatial_merge_size**2) + 2
 
 

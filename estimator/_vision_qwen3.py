@@ -1,5 +1,5 @@
 """Qwen3-VL (transformers 5.24, ``models/qwen3_vl/modeling_qwen3_vl.py``): its vision tower's structure, parameters
-and activations on a step's images.
+and activations on a step's images and videos.
 
 The tower (``Qwen3VLVisionModel``, module ``model.visual``): a Conv3d patch embedding with bias (``in_channels ×
 temporal_patch_size × patch_size²`` per patch, 16² patches), a learned position embedding (``pos_embed``: an
@@ -21,12 +21,29 @@ Image tokens: ``Qwen3VLProcessor`` over ``Qwen2VLImageProcessor`` (transformers'
 ``qwen3_vl``), with the published processor config's values (Qwen3-VL's ``preprocessor_config.json``: patch_size 16,
 merge_size 2, ``size`` shortest_edge 65,536 and longest_edge 16,777,216 pixels): an image is resized by
 ``smart_resize`` to multiples of 32 within those bounds, the tower sees ``(h/16)·(w/16)`` patches and the language
-model one ``<|image_pad|>`` per merged 2×2 group between ``<|vision_start|>`` and ``<|vision_end|>``. Videos
-(``Qwen3VLVideoProcessor``: frames sampled by fps, a timestamp and its own delimiters per frame) are not modelled.
+model one ``<|image_pad|>`` per merged 2×2 group between ``<|vision_start|>`` and ``<|vision_end|>``.
+
+Video tokens: ``Qwen3VLVideoProcessor`` with the published ``video_preprocessor_config.json``'s values (patch 16,
+temporal patch 2, merge 2, ``size`` shortest_edge 4,096 and longest_edge 25,165,824 pixels, frames sampled at 2 per
+second: ``do_sample_frames``, ``fps`` 2; ``cap_pixels_per_frame`` unset: no per-frame cap). Its ``smart_resize`` is
+its own: the bounds are a budget for the whole video (the frames, rounded to a multiple of the temporal patch, times
+the pixels of each), so a frame of a longer video is resized smaller; the frames are then padded to a multiple of
+``temporal_patch_size`` by repeating the last one and patched as Qwen2-VL's: ``⌈frames / 2⌉ · (h/16)·(w/16)``
+patches. A plan's ``video_frames`` are the frames that reach the model, after that sampling. The model runs them
+through the same tower (``get_video_features`` is ``get_image_features``: a second run, its own DeepStack feature
+sets, added at the video tokens). ``Qwen3VLProcessor.replace_video_token`` expands the chat template's
+``<|video_pad|>`` (the template's ``<|vision_start|>`` and ``<|vision_end|>`` around it stay: transformers 5.24
+replaces the pad token alone) to, per temporal patch, its timestamp as text, ``<{t:.1f} seconds>`` (the mean of its
+frames' times, ``_calculate_timestamps``), then ``<|vision_start|>``, one ``<|video_pad|>`` per merged 2×2 group
+and ``<|vision_end|>``. The timestamps' tokens depend on the tokenizer: they are counted as Qwen's tokenizer splits
+them (its pre-tokenizer puts every digit in a token of its own: ``<``, each digit, ``.``, `` seconds`` and ``>``,
+each one token of its vocabulary) at the times of a clip sampled at the processor's 2 frames per second (temporal
+patch k at k + 0.25 seconds), so a video of 20 to 200 frames has 6 to 7 text tokens per temporal patch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +59,10 @@ if TYPE_CHECKING:
 
 QWEN3_MIN_PIXELS = 65536  # Qwen3-VL's preprocessor_config.json: size.shortest_edge (256²)
 QWEN3_MAX_PIXELS = 16777216  # size.longest_edge (4096²)
+QWEN3_VIDEO_MIN_PIXELS = 4096  # video_preprocessor_config.json: size.shortest_edge (the whole video's)
+QWEN3_VIDEO_MAX_PIXELS = 25165824  # size.longest_edge: the whole video's pixel budget (32 frames at 768 · 32²)
+QWEN3_VIDEO_FPS = 2  # the processor's fps: the sampled frames' rate, which the timestamps follow
+TIMESTAMP_EXTRA_TOKENS = 3  # "<", " seconds" and ">" around a timestamp's digits and point (one token each)
 TOWER_ACTS = ("gelu_pytorch_tanh", "gelu")
 """Block activations whose saved tensors are derived (both save only their input: ``F.gelu``)."""
 
@@ -148,8 +169,11 @@ def _merger(tower: VisionTower, adapters: AdapterPlan, f: _Flow, patches: int, n
 def qwen3_activations(
     arch: Architecture, tower: VisionTower, adapters: AdapterPlan, plan: Plan, f: _Flow
 ) -> tuple[int, int]:
-    """(held, backward) bytes of Qwen3-VL's tower on the step's images (``estimator._memory.vision_activations`` for
-    the reasoning the Qwen towers share).
+    """(held, backward) bytes of Qwen3-VL's tower on the step's images and videos
+    (``estimator._memory.vision_activations`` for the reasoning the Qwen towers share: a run for the images, one for
+    the videos, every term a count of patches or tokens times a width, so the two runs add up; with both, the
+    DeepStack features are joined per level into one tensor over the image and video tokens, which lives only
+    through the decoder's layers).
 
     Held from the tower's forward to its backward: the processor's fp32 ``pixel_values`` (full fine-tuning in 16
     bits: also the Conv3d's 16-bit copy of them, kept for its weight's gradient), with a trained ``pos_embed`` (full
@@ -199,3 +223,75 @@ def qwen3_output(tower: VisionTower, f: _Flow) -> int:
     layers, freed before the head."""
     rows = f.patches // tower.spatial_merge_size**2
     return (1 + len(tower.deepstack)) * rows * tower.out_hidden_size * f.ad
+
+
+def video_resize(
+    frames: int, height: int, width: int, factor: int, temporal: int, low: int, cap: int
+) -> tuple[int, int]:
+    """``Qwen3VLVideoProcessor``'s resize (``transformers.models.qwen3_vl.video_processing_qwen3_vl.smart_resize``):
+    sides rounded to multiples of ``factor`` (a side below it scaled up first) and, where the video's pixels (its
+    frames rounded to a multiple of ``temporal``, times each frame's) leave ``[low, cap]``, scaled into them."""
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    t_bar = round(frames / temporal) * temporal
+    if t_bar * h_bar * w_bar > cap:
+        beta = math.sqrt((frames * height * width) / cap)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < low:
+        beta = math.sqrt(low / (frames * height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def video_frame_size(frames: int, frame_size: tuple[int, int] | None, max_pixels: int) -> tuple[int, int]:
+    """A video frame's size before the resize: ``frame_size``, or unset a square at the frames' even share of the
+    budget (``max_pixels``, 0: the published 25,165,824), the largest frames the processor keeps at that count."""
+    if frame_size is not None:
+        return frame_size
+    side = math.isqrt((max_pixels or QWEN3_VIDEO_MAX_PIXELS) // frames)
+    return side, side
+
+
+def video_grid(
+    tower: VisionTower, frames: int, frame_size: tuple[int, int] | None, max_pixels: int
+) -> tuple[int, int, int]:
+    """``video_grid_thw`` of one video of ``frames`` frames (at least ``temporal_patch_size``: the processor's
+    resize raises on fewer)."""
+    h, w = video_frame_size(frames, frame_size, max_pixels)
+    factor, t = tower.patch_size * tower.spatial_merge_size, tower.temporal_patch_size
+    rh, rw = video_resize(frames, h, w, factor, t, QWEN3_VIDEO_MIN_PIXELS, max_pixels or QWEN3_VIDEO_MAX_PIXELS)
+    return -(-frames // t), rh // tower.patch_size, rw // tower.patch_size
+
+
+def qwen3_video_patches(tower: VisionTower, frames: int, frame_size: tuple[int, int] | None, max_pixels: int) -> int:
+    """Patches the tower sees for one video (``Qwen3VLVideoProcessor.get_num_of_video_patches``; 0 with fewer frames
+    than a temporal patch, which the processor refuses)."""
+    if frames < tower.temporal_patch_size:
+        return 0
+    t, h, w = video_grid(tower, frames, frame_size, max_pixels)
+    return t * h * w
+
+
+def timestamp_tokens(tower: VisionTower, frames: int) -> int:
+    """Text tokens of one video's timestamps: per temporal patch ``<{t:.1f} seconds>`` at the mean time of its
+    frames (``Qwen3VLProcessor._calculate_timestamps``, the frames of a clip sampled at 2 per second, the last one
+    repeated to fill a temporal patch), as Qwen's tokenizer splits it: each digit and the point a token, and
+    ``<``, `` seconds`` and ``>``."""
+    t = tower.temporal_patch_size
+    times = [i / QWEN3_VIDEO_FPS for i in range(frames)] + [(frames - 1) / QWEN3_VIDEO_FPS] * (-frames % t)
+    return sum(
+        len(f"{(times[i] + times[i + t - 1]) / 2:.1f}") + TIMESTAMP_EXTRA_TOKENS for i in range(0, len(times), t)
+    )
+
+
+def qwen3_video_tokens(tower: VisionTower, frames: int, frame_size: tuple[int, int] | None, max_pixels: int) -> int:
+    """Language-model tokens of one video: the chat template's ``<|vision_start|>`` and ``<|vision_end|>`` and,
+    per temporal patch, its timestamp (``timestamp_tokens``), ``<|vision_start|>``, one ``<|video_pad|>`` per
+    merged group and ``<|vision_end|>`` (see the module docstring)."""
+    if frames < tower.temporal_patch_size:
+        return 0
+    t, h, w = video_grid(tower, frames, frame_size, max_pixels)
+    return 2 + t * (h * w // tower.spatial_merge_size**2 + 2) + timestamp_tokens(tower, frames)

@@ -416,10 +416,20 @@ CPU_CASES: tuple[Case, ...] = (
        images_per_sample=2, image_size=(384, 512), seq_len=16, batch_size=1),
     _c("qwen3-vl-lora-gc-2img", QWEN3_VL, method="lora", images_per_sample=2, image_size=(512, 512), seq_len=8,
        batch_size=1),  # two 512² images (1,024 patches each) over 8 text tokens
+    # a Qwen3-VL video: 4 frames of 320² within the video processor's budget (two temporal patches of 20 × 20: 800
+    # patches; per temporal patch its timestamp as text and two delimiters: 216 tokens)
+    _c("qwen3-vl-lora-gc-video-4x320", QWEN3_VL, method="lora", video_frames=4, image_size=(320, 320), seq_len=32,
+       batch_size=1),
+    _c("qwen3-vl-full-nogc-video-6x192", QWEN3_VL, method="full", gradient_checkpointing=False, video_frames=6,
+       image_size=(192, 256), seq_len=16, batch_size=1),  # three temporal patches of 12 × 16, no checkpointing
     _c("qwen3-vl-moe-lora-gc-448", QWEN3_VL_MOE, method="lora", images_per_sample=1, image_size=(448, 448),
        seq_len=64, batch_size=1),
     _c("qwen3-vl-moe-qlora-gc-2img", QWEN3_VL_MOE, method="qlora", images_per_sample=2, image_size=(320, 480),
        seq_len=32),
+    # 3 frames (the last repeated) of 256 × 384 and an image: two runs of the tower and their DeepStack features
+    # joined at the image and video tokens
+    _c("qwen3-vl-moe-qlora-gc-video-3x256", QWEN3_VL_MOE, method="qlora", images_per_sample=1, video_frames=3,
+       image_size=(256, 384), seq_len=16, batch_size=1),
     _c("qwen3-vl-moe-full-nogc-2x256", QWEN3_VL_MOE, method="full", gradient_checkpointing=False,
        images_per_sample=1, image_size=(256, 384), seq_len=64),
     _c("gemma3-lora-gc-224", GEMMA3, method="lora", images_per_sample=1, seq_len=64, batch_size=2),
@@ -516,6 +526,8 @@ BENCH_ONLY_REAL = frozenset(
         "qwen3-vl-lora-gc-2img",
         "qwen3-vl-lora-nogc-dropout-2img",
         "qwen3-vl-moe-lora-gc-448",
+        "qwen3-vl-full-nogc-video-6x192",
+        "qwen3-vl-moe-qlora-gc-video-3x256",
         "llava-lora-gc-224",
         "mistral3-lora-gc-4x448",
         "llama-reward-qlora-padded-dropout",
@@ -537,6 +549,7 @@ BENCH_ONLY_TRACED = frozenset(
         "llama-3.1-8b-orpo-qlora-s512",
         "llama-3.1-8b-reward-qlora-gc",
         "qwen3-vl-8b-lora-gc-2img",
+        "qwen3-vl-8b-lora-gc-video-16x448",
     }
 )
 """Traced cases run by ``python -m bench.accuracy`` but not by the default test suite (20 s for DeepSeek-V2-Lite
@@ -577,6 +590,10 @@ def traced_cases() -> tuple[Case, ...]:
         # their features added into the first three decoder layers, at real size
         Case("qwen3-vl-8b-lora-gc-2img", _catalog_config("qwen3-vl-8b-instruct"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2, "image_size": (1024, 1024)}),
+        # Qwen3-VL 8B with a video of 16 frames of 448² (eight temporal patches of 28 × 28: 6,272 patches, 1,634
+        # tokens with the timestamps): the video's run of the tower and its DeepStack features, at real size
+        Case("qwen3-vl-8b-lora-gc-video-16x448", _catalog_config("qwen3-vl-8b-instruct"),
+             real | {"method": "lora", "seq_len": 128, "video_frames": 16, "image_size": (448, 448)}),
         # Gemma 3 4B with two 896² images (4,096 patches each, pooled to 256 tokens): the SigLIP tower at real size
         Case("gemma3-4b-lora-gc-2img", _catalog_config("gemma-3-4b-it"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),

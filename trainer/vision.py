@@ -25,7 +25,17 @@ image processor for ``qwen3_vl``) with the values of Qwen3-VL's published ``prep
 merged 2 × 2, ``size`` 65,536 to 16,777,216 pixels (an unset ``image_size`` is a square at the cap, 4096²), mean and
 std 0.5; ``pixel_values`` of (patches, 3·2·16·16). The rows are built as Qwen2-VL's (Qwen3VLProcessor's
 ``replace_image_token`` expands each placeholder to one ``<|image_pad|>`` per merged group, between the same
-delimiters). Its videos (frames sampled by fps, a timestamp per frame) are not built.
+delimiters). Its video (``video_frames``: the frames that reach the model after the processor's sampling, 2 per
+second) is made as ``Qwen3VLVideoProcessor`` makes it, with the published ``video_preprocessor_config.json``'s
+values (``size`` 4,096 to 25,165,824 pixels for the whole video, mean and std 0.5; unset ``image_size``: a square at
+each frame's share of that budget): its own ``smart_resize`` and ``patchify`` (that module imports without
+torchvision), the resize as for Qwen2-VL; ``pixel_values_videos`` of (patches, 3·2·16·16). Its tokens are
+``Qwen3VLProcessor.replace_video_token``'s own expansion of the chat template's
+``<|vision_start|><|video_pad|><|vision_end|>`` (run on a processor built without its tokenizer, with video metadata
+of a clip at 2 frames per second, every frame sampled): per temporal patch ``<{t:.1f} seconds>``, the delimiters and
+its ``<|video_pad|>`` tokens; the timestamp text becomes one random text token per piece transformers' Qwen2
+pre-tokenizer pattern splits it into (``<``, each digit, ``.``, `` seconds``, ``>``: each a token of Qwen's
+vocabulary).
 
 On Gemma 3 the images go through transformers' own ``Gemma3ImageProcessorPil`` at the tower's ``image_size``
 (the size its published processor config sets; pan-and-scan off, as by default): ``pixel_values`` of shape
@@ -201,13 +211,81 @@ def _video_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -
     }
 
 
+QWEN3_VIDEO_SIZE = {"shortest_edge": 4096, "longest_edge": 25165824}  # Qwen3-VL's video_preprocessor_config.json
+QWEN3_VIDEO_FPS = 2.0  # the processor's sampling rate: the frames' metadata, which the timestamps follow
+
+
+def _qwen3_video_inputs(config: Mapping[str, Any], plan: Plan, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """``pixel_values_videos`` and ``video_grid_thw`` of the step's videos (one per sample), made as
+    ``Qwen3VLVideoProcessor`` makes them with Qwen3-VL's published video processor config (see the module
+    docstring)."""
+    proc = stack_module("transformers.models.qwen3_vl.video_processing_qwen3_vl")
+    vision = config.get("vision_config") or {}
+    patch, merge = int(vision.get("patch_size", 16)), int(vision.get("spatial_merge_size", 2))
+    temporal, n = int(vision.get("temporal_patch_size", 2)), plan.video_frames
+    low, cap = QWEN3_VIDEO_SIZE["shortest_edge"], plan.max_pixels or QWEN3_VIDEO_SIZE["longest_edge"]
+    if plan.image_size is None:  # the frames' even share of the budget
+        height = width = math.isqrt(cap // n)
+    else:
+        height, width = plan.image_size
+    frames = torch.randint(0, 256, (plan.batch_size, n, 3, height, width), generator=gen, dtype=torch.uint8)
+    h, w = proc.smart_resize(n, height, width, temporal_factor=temporal, factor=patch * merge, min_pixels=low,
+                             max_pixels=cap)  # fmt: skip
+    flat = frames.flatten(0, 1).float()
+    resized = torch.nn.functional.interpolate(flat, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+    resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+    videos = ((resized.float() / 255.0 - 0.5) / 0.5).view(plan.batch_size, n, 3, h, w)  # mean and std 0.5
+    patches, grid_t, grid_h, grid_w = proc.Qwen3VLVideoProcessor.patchify(
+        None, videos, patch_size=patch, merge_size=merge, temporal_patch_size=temporal
+    )
+    return {
+        "pixel_values_videos": torch.cat(list(patches), dim=0),
+        "video_grid_thw": torch.tensor([[grid_t, grid_h, grid_w]] * plan.batch_size),
+    }
+
+
+def qwen3_video_text(config: Mapping[str, Any], grid: torch.Tensor, frames: int) -> str:
+    """What ``Qwen3VLProcessor`` makes of the chat template's ``<|vision_start|><|video_pad|><|vision_end|>`` for
+    one video of ``grid`` (``video_grid_thw``'s row): its ``replace_video_token`` on a processor built without its
+    tokenizer, the frames' metadata a clip's at 2 frames per second, every one sampled."""
+    processing = stack_module("transformers.models.qwen3_vl.processing_qwen3_vl")
+    video_utils = stack_module("transformers.video_utils")
+    vision = config.get("vision_config") or {}
+    owner = processing.Qwen3VLProcessor.__new__(processing.Qwen3VLProcessor)
+    owner.__dict__.update(
+        video_token="<|video_pad|>", vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>",
+        video_processor=SimpleNamespace(merge_size=int(vision.get("spatial_merge_size", 2)),
+                                        temporal_patch_size=int(vision.get("temporal_patch_size", 2))),
+    )  # fmt: skip
+    metadata = video_utils.VideoMetadata(
+        total_num_frames=frames, fps=QWEN3_VIDEO_FPS, frames_indices=list(range(frames))
+    )
+    inputs = {"video_grid_thw": grid.view(1, 3), "video_metadata": [metadata]}
+    return "<|vision_start|>" + str(owner.replace_video_token(inputs, 0)) + "<|vision_end|>"
+
+
+def qwen3_video_ids(text: str, ids: Mapping[str, int], words: Callable[[int], list[int]]) -> list[int]:
+    """The ids of a video's expanded text: each special token of ``ids`` its id, the timestamp text one token of
+    ``words`` per piece of transformers' Qwen2 pre-tokenizer pattern."""
+    pattern = stack_module("regex").compile(
+        stack_module("transformers.models.qwen2.tokenization_qwen2").PRETOKENIZE_REGEX
+    )
+    out: list[int] = []
+    for piece in re.split("(" + "|".join(re.escape(t) for t in ids) + ")", text):
+        if piece in ids:
+            out.append(ids[piece])
+        elif piece:
+            out += words(len(pattern.findall(piece)))
+    return out
+
+
 def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
     """The batch of ``plan`` with its images and video (see the module docstring)."""
     model_type = config.get("model_type")
-    if not takes_images(config) or (plan.video_frames and model_type not in QWEN_VL):
+    if not takes_images(config) or (plan.video_frames and model_type not in (*QWEN_VL, *QWEN3_VL)):
         raise ValueError(
             f"image batches are built for {', '.join(IMAGE_MODEL_TYPES)} only, video batches for "
-            f"{', '.join(QWEN_VL)}, not {model_type!r}"
+            f"{', '.join((*QWEN_VL, *QWEN3_VL))}, not {model_type!r}"
         )
     if model_type == "gemma3":
         return _gemma3_batch(config, plan, device, seed)
@@ -225,30 +303,37 @@ def vision_batch(config: Mapping[str, Any], plan: Plan, device: torch.device, se
     merge = int((config.get("vision_config") or {}).get("spatial_merge_size", 2))
     gen = torch.Generator().manual_seed(seed)
     pixels = _image_inputs(config, plan, gen) if plan.images_per_sample else {}
-    pixels |= _video_inputs(config, plan, gen) if plan.video_frames else {}
+    qwen3 = model_type in QWEN3_VL
+    if plan.video_frames:
+        pixels |= _qwen3_video_inputs(config, plan, gen) if qwen3 else _video_inputs(config, plan, gen)
     image_id = int(config.get("image_token_id", 151655))
     video_id = int(config.get("video_token_id", 151656))
     start_id = int(config.get("vision_start_token_id", 151652))
     end_id = int(config.get("vision_end_token_id", 151653))
     special = (image_id, video_id, start_id, end_id)
     vocab = int(text.get("vocab_size", config.get("vocab_size", 0)))
+
+    def words(n: int) -> list[int]:
+        drawn = torch.randint(0, vocab, (n,), generator=gen)
+        drawn[torch.isin(drawn, torch.tensor(special))] = 0
+        return list(drawn.tolist())
+
+    names = {"<|vision_start|>": start_id, "<|vision_end|>": end_id, "<|video_pad|>": video_id}
     rows, types = [], []
     for b in range(plan.batch_size):
         ids: list[int] = []
-        kind: list[int] = []
-        spans = [(image_id, 1, pixels["image_grid_thw"][b * plan.images_per_sample + i])
+        spans = [(image_id, pixels["image_grid_thw"][b * plan.images_per_sample + i])
                  for i in range(plan.images_per_sample)]  # fmt: skip
         if plan.video_frames:
-            spans.append((video_id, 2, pixels["video_grid_thw"][b]))
-        for token, modality, grid in spans:
+            spans.append((video_id, pixels["video_grid_thw"][b]))
+        for token, grid in spans:
+            if token == video_id and qwen3:
+                ids += qwen3_video_ids(qwen3_video_text(config, grid, plan.video_frames), names, words)
+                continue
             t, h, w = (int(x) for x in grid)
-            n = t * h * w // (merge * merge)
-            ids += [start_id] + [token] * n + [end_id]
-            kind += [0] + [modality] * n + [0]
-        words = torch.randint(0, vocab, (plan.seq_len,), generator=gen)
-        words[torch.isin(words, torch.tensor(special))] = 0
-        rows.append(ids + words.tolist())
-        types.append(kind + [0] * plan.seq_len)
+            ids += [start_id] + [token] * (t * h * w // (merge * merge)) + [end_id]
+        rows.append(ids + words(plan.seq_len))
+        types.append([1 if i == image_id else 2 if i == video_id else 0 for i in rows[-1]])
     return _batch(rows, (image_id, video_id), device, mm_token_type_ids=torch.tensor(types), **pixels)
 
 

@@ -208,7 +208,7 @@ def test_images_on_a_gpu_widen_the_range() -> None:
 def test_inputs_the_estimate_cannot_count_are_refused() -> None:
     with pytest.raises(PlanError, match="image inputs of llama are not modelled yet .*qwen2_vl, qwen2_5_vl"):
         estimate(Plan(model="llama-3.1-8b", images_per_sample=1, image_size=(448, 448)))
-    with pytest.raises(PlanError, match="video inputs of llama are not modelled yet .*qwen2_vl, qwen2_5_vl"):
+    with pytest.raises(PlanError, match="video inputs of llama are not modelled yet .*qwen2_vl, qwen2_5_vl, qwen3_vl"):
         estimate(Plan(model="llama-3.1-8b", video_frames=8))
     with pytest.raises(PlanError, match="image and video inputs of gemma2 are not modelled yet"):
         estimate(Plan(model="gemma-2-9b", images_per_sample=1, video_frames=8))
@@ -608,14 +608,117 @@ def test_qwen3_vl_image_tokens_follow_the_processors_resize(size: tuple[int, int
         assert patches == 256 * 256
 
 
+def _qwen3_video(frames: int, size: tuple[int, int] | None, max_pixels: int = 0, **kw: Any) -> dict[str, Any]:
+    plan = {"config": QWEN3_VL, "video_frames": frames, "image_size": size, "max_pixels": max_pixels, "batch_size": 3}
+    inputs: dict[str, Any] = _est(**plan | kw).to_dict()["inputs"]
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("frames", "size", "max_pixels", "grid", "tokens"),
+    [
+        (4, (320, 320), 0, (2, 20, 20), 2 + 2 * (100 + 2) + 2 * 6),  # within the budget: sides rounded to 32
+        (3, (256, 384), 0, (2, 16, 24), 2 + 2 * (96 + 2) + 2 * 6),  # the last frame repeated
+        (21, (224, 320), 0, (11, 14, 20), 2 + 11 * (70 + 2) + 10 * 6 + 7),  # "<10.0 seconds>": seven tokens
+        (2, (30, 40), 0, (1, 4, 4), 2 + 1 * (4 + 2) + 6),  # a side below 32 scaled up to it, then rounded
+        (64, (1080, 1920), 0, (32, 28, 52), 2 + 32 * (364 + 2) + 10 * 6 + 22 * 7),  # 64 frames share the budget
+        (8, None, 0, (4, 110, 110), 2 + 4 * (3025 + 2) + 4 * 6),  # unset: a square of isqrt(25,165,824 / 8) = 1773
+        (6, (1000, 700), 200_000, (3, 12, 8), 2 + 3 * (24 + 2) + 3 * 6),  # max_pixels: the whole video's budget
+    ],
+)  # fmt: skip
+def test_qwen3_vl_video_patches_and_tokens(
+    frames: int, size: tuple[int, int] | None, max_pixels: int, grid: tuple[int, int, int], tokens: int
+) -> None:
+    """Qwen3VLVideoProcessor with Qwen3-VL's published video processor config (16² patches merged 2 × 2, 4,096 to
+    25,165,824 pixels for the whole video: frames rounded to pairs times each frame's pixels), and
+    Qwen3VLProcessor's expansion: the template's two delimiters and, per temporal patch, its timestamp (at 2 frames
+    per second: ``<k.2 seconds>``, 4 tokens and a digit per digit of k), two delimiters and its merged groups."""
+    inputs = _qwen3_video(frames, size, max_pixels)
+    assert inputs["patches_per_video"] == math.prod(grid)
+    assert inputs["video_tokens_per_row"] == tokens
+    assert inputs["tokens_per_row"] == 256 + tokens
+    assert inputs["vision_patches"] == 3 * math.prod(grid)
+
+
+def _qwen3_video_module() -> Any:
+    pytest.importorskip("transformers")
+    import importlib
+
+    return importlib.import_module("transformers.models.qwen3_vl.video_processing_qwen3_vl")
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("frames", [2, 3, 4, 9, 32, 100])
+@pytest.mark.parametrize("size", [(448, 448), (1080, 1920), (100, 3000), (20, 700), None])
+@pytest.mark.parametrize("max_pixels", [0, 1_000_000])
+def test_qwen3_vl_video_patches_follow_the_video_processors_count(
+    frames: int, size: tuple[int, int] | None, max_pixels: int
+) -> None:
+    """The estimate's patches per video are ``Qwen3VLVideoProcessor.get_num_of_video_patches`` with the published
+    config's size (transformers' own method; no per-frame cap: ``cap_pixels_per_frame`` unset)."""
+    module = _qwen3_video_module()
+    cls = module.Qwen3VLVideoProcessor
+    cap = max_pixels or 25_165_824
+    owner = SimpleNamespace(size={"shortest_edge": 4096, "longest_edge": cap}, patch_size=16, merge_size=2,
+                            temporal_patch_size=2, cap_pixels_per_frame=cls.cap_pixels_per_frame,
+                            max_video_tokens=cls.max_video_tokens)  # fmt: skip
+    h, w = size or (math.isqrt(cap // frames),) * 2
+    expected = cls.get_num_of_video_patches(owner, frames, h, w)
+    assert _qwen3_video(frames, size, max_pixels)["patches_per_video"] == expected
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("frames", [2, 3, 20, 21, 199, 201])
+def test_qwen3_vl_video_tokens_follow_the_processors_expansion(frames: int) -> None:
+    """The estimate's tokens per video are Qwen3VLProcessor.replace_video_token's expansion of the template's
+    ``<|vision_start|><|video_pad|><|vision_end|>`` (metadata of a 2 fps clip), its special tokens one each and its
+    timestamp text as many as transformers' Qwen2 pre-tokenizer pattern splits it into."""
+    import regex  # type: ignore[import-untyped]
+    import torch
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from trainer.vision import qwen3_video_text
+
+    t = -(-frames // 2)
+    text = qwen3_video_text(QWEN3_VL, torch.tensor([t, 8, 12]), frames)
+    specials = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>")
+    counted = sum(text.count(x) for x in specials)
+    for x in specials:
+        text = text.replace(x, "|")
+    counted += sum(len(regex.findall(PRETOKENIZE_REGEX, piece)) for piece in text.split("|") if piece)
+    assert counted == 2 + t * (24 + 2) + _timestamps(frames)
+    assert _qwen3_video(frames, (128, 192))["video_tokens_per_row"] == counted
+
+
+def _timestamps(frames: int) -> int:
+    """Timestamp tokens at 2 fps: temporal patch k at k + 0.25 s (the last of an odd count at k.0), ``<``,
+    `` seconds``, ``>``, the point and each digit."""
+    return sum(3 + 1 + len(str(k)) + 1 for k in range(-(-frames // 2)))
+
+
+def test_qwen3_vl_video_runs_the_tower_as_an_image() -> None:
+    """A two-frame video is one temporal patch: the tower's patches and activations of an image of its size; the
+    row is longer by the timestamp and the two delimiters the template keeps around the video."""
+    base = {"method": "lora", "device": "cpu", "seq_len": 32, "image_size": (448, 448), "config": QWEN3_VL}
+    image = estimate(Plan.from_dict(base | {"images_per_sample": 1}))
+    video = estimate(Plan.from_dict(base | {"video_frames": 2}))
+    assert video.to_dict()["inputs"]["vision_patches"] == image.to_dict()["inputs"]["vision_patches"] == 28 * 28
+    assert video.to_dict()["inputs"]["tokens_per_row"] == image.to_dict()["inputs"]["tokens_per_row"] + 2 + 6
+    assert video.memory.components["optimizer"] == image.memory.components["optimizer"]
+    extra = video.memory.phases["vision_backward"] - image.memory.phases["vision_backward"]
+    assert extra == 8 * 256 * 4  # the text embeddings' gradient (fp32) over the 8 tokens more
+    assert any(n.startswith("video: ") and "6 timestamp tokens" in n for n in video.memory.notes)
+
+
 def _qwen3(**vision: Any) -> dict[str, Any]:
     return QWEN3_VL | {"vision_config": QWEN3_VL["vision_config"] | vision}
 
 
 def test_qwen3_vl_inputs_it_cannot_count_are_refused() -> None:
     base = {"method": "lora", "device": "cpu", "seq_len": 32, "image_size": (448, 448)}
-    with pytest.raises(PlanError, match="video inputs of qwen3_vl are not modelled yet"):
-        estimate(Plan.from_dict(base | {"config": QWEN3_VL, "video_frames": 4}))
+    assert estimate(Plan.from_dict(base | {"config": QWEN3_VL, "video_frames": 2})).memory.total > 0
+    with pytest.raises(PlanError, match="a video of 1 frame cannot be processed: .*temporal_patch_size \\(2\\)"):
+        estimate(Plan.from_dict(base | {"config": QWEN3_VL, "video_frames": 1}))
     refused = (
         ({"hidden_act": "silu"}, "hidden_act 'silu'"),
         ({"deepstack_visual_indexes": [1, 1]}, "must be distinct blocks"),
@@ -628,8 +731,12 @@ def test_qwen3_vl_inputs_it_cannot_count_are_refused() -> None:
         assert estimate(Plan.from_dict(base | {"config": config})).memory.total > 0  # text alone: counted
         with pytest.raises(PlanError, match=match):
             estimate(Plan.from_dict(base | {"config": config, "images_per_sample": 1}))
-    with pytest.raises(PlanError, match="eager attention are not modelled yet for Qwen3-VL's tower"):
+        with pytest.raises(PlanError, match=f"video of this model are not modelled yet: .*{match}"):
+            estimate(Plan.from_dict(base | {"config": config, "video_frames": 4}))
+    with pytest.raises(PlanError, match="images with eager attention are not modelled yet for Qwen3-VL's tower"):
         estimate(Plan.from_dict(base | {"config": QWEN3_VL, "images_per_sample": 1, "attn_implementation": "eager"}))
+    with pytest.raises(PlanError, match="video with eager attention are not modelled yet for Qwen3-VL's tower"):
+        estimate(Plan.from_dict(base | {"config": QWEN3_VL, "video_frames": 4, "attn_implementation": "eager"}))
     with pytest.raises(ConfigError, match="deepstack_visual_indexes must be a list of integers"):
         estimate(Plan.from_dict(base | {"config": _qwen3(deepstack_visual_indexes=8)}))
 

@@ -15,7 +15,18 @@ import PIL.Image
 import torch
 
 from estimator import Plan, estimate
-from trainer.accuracy import GEMMA3, IDEFICS3, LLAVA, MISTRAL3, MLLAMA, QWEN2_5_VL, QWEN2_VL, QWEN3_VL, SMOLVLM
+from trainer.accuracy import (
+    GEMMA3,
+    IDEFICS3,
+    LLAVA,
+    MISTRAL3,
+    MLLAMA,
+    QWEN2_5_VL,
+    QWEN2_VL,
+    QWEN3_VL,
+    QWEN3_VL_MOE,
+    SMOLVLM,
+)
 from trainer.vision import (
     PIXTRAL_TOKENS,
     llava_image_tokens,
@@ -91,6 +102,37 @@ def test_qwen3_vl_processors_tokens_and_patches_are_the_estimates(size: tuple | 
     assert int((batch["labels"] == -100).sum()) == 2 * image_tokens  # the image tokens carry no loss
     if size == (100, 90):  # below 65,536 pixels: enlarged to 288 × 256 (multiples of 32)
         assert inputs["patches_per_image"] == 18 * 16
+
+
+@pytest.mark.parametrize(
+    ("config", "frames", "size", "max_pixels", "images"),
+    [(QWEN3_VL, 4, (320, 320), 0, 0), (QWEN3_VL_MOE, 3, (256, 384), 0, 1), (QWEN3_VL, 21, (1080, 1920), 0, 0),
+     (QWEN3_VL, 2, None, 300_000, 1), (QWEN3_VL, 5, (30, 40), 0, 0)],
+)  # fmt: skip
+def test_qwen3_vl_video_processors_tokens_and_patches_are_the_estimates(
+    config: dict, frames: int, size: tuple | None, max_pixels: int, images: int
+) -> None:
+    """Qwen3VLVideoProcessor's resize and patching with the published video config, Qwen3VLProcessor's expansion:
+    the estimate's patches and row length; per temporal patch one <|vision_start|>, its <|video_pad|> tokens (type
+    2, no loss) and a timestamp, with the template's two delimiters around the video."""
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "video_frames": frames,
+                           "image_size": size, "max_pixels": max_pixels, "images_per_sample": images})  # fmt: skip
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    videos, grid = batch["pixel_values_videos"], batch["video_grid_thw"]
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    assert videos.shape == (2 * inputs["patches_per_video"], 3 * 2 * 16 * 16) and videos.dtype == torch.float32
+    assert int(grid[0].prod()) == inputs["patches_per_video"] and int(grid[0][0]) == (frames + 1) // 2
+    image_patches = batch["pixel_values"].shape[0] if images else 0
+    assert image_patches + videos.shape[0] == inputs["vision_patches"]
+    row = batch["input_ids"][0]
+    starts = int((row == config["vision_start_token_id"]).sum())
+    assert starts == images + 1 + int(grid[0][0])  # each image's, the template's and one per temporal patch
+    video_tokens = int((row == config["video_token_id"]).sum())
+    assert video_tokens == int(grid[0].prod()) // 4
+    assert int((batch["mm_token_type_ids"] == 2).sum()) == 2 * video_tokens
+    image_tokens = int((batch["input_ids"] == config["image_token_id"]).sum())
+    assert int((batch["labels"] == -100).sum()) == 2 * video_tokens + image_tokens
 
 
 def test_the_video_processors_code_and_defaults_are_read_from_transformers() -> None:
@@ -207,13 +249,19 @@ def test_mistral3s_processor_makes_the_estimates_tokens_and_pixels(size: tuple |
     assert int((batch["labels"] == -100).sum()) == 2 * 2 * rows * cols
 
 
-@pytest.mark.parametrize("config", [MISTRAL3, MLLAMA], ids=["mistral3", "mllama"])
-def test_the_batch_runs_through_the_model(config: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("config", "inputs"),
+    [(MISTRAL3, {"images_per_sample": 2}), (MLLAMA, {"images_per_sample": 2}),
+     (QWEN3_VL, {"images_per_sample": 1, "video_frames": 3})],
+    ids=["mistral3", "mllama", "qwen3-vl-video"],
+)  # fmt: skip
+def test_the_batch_runs_through_the_model(config: dict[str, Any], inputs: dict[str, int]) -> None:
     """The model takes the batch: its placeholder check (Mistral 3: image tokens = merged features; Llama 3.2
-    Vision: the cross-attention mask over the tiles) passes, a loss comes out."""
+    Vision: the cross-attention mask over the tiles; Qwen3-VL: one video feature per <|video_pad|>, the video's grid
+    split per temporal patch at its timestamps for the rope index) passes, a loss comes out."""
     transformers = pytest.importorskip("transformers")
     plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 8, "batch_size": 1,
-                           "images_per_sample": 2, "image_size": (100, 180)})  # fmt: skip
+                           "image_size": (100, 180)} | inputs)  # fmt: skip
     cfg = transformers.AutoConfig.for_model(**config)
     model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
     batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
