@@ -72,12 +72,15 @@ def test_coverage() -> None:
         "phi-3-mini", "phi-3-medium", "phi-3.5-mini", "phi-4", "smollm2-135m", "smollm2-1.7b",
         "tinyllama-1.1b", "gpt2", "gpt2-xl", "pythia-160m", "pythia-12b", "falcon-7b", "falcon-40b",
         "olmo-2-7b", "olmo-2-13b", "starcoder2-3b", "starcoder2-15b", "smollm3-3b", "gpt-oss-20b", "llava-1.5-7b",
+        "deepseek-v3", "glm-4.5", "c4ai-command-r-v01", "qwen3-vl-30b-a3b-instruct", "granite-3.1-1b-a400m-instruct",
+        "starcoderbase-7b", "llama-3.2-11b-vision-instruct", "smolvlm-256m-instruct",
     ]:  # fmt: skip
         assert must in ids, must
     types = {m.config["model_type"] for m in catalog.models()}
     assert types >= {
         "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "gemma3_text",
         "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2", "smollm3", "gpt_oss", "llava",
+        "deepseek_v3", "glm4_moe", "cohere", "qwen3_vl_moe", "granitemoe", "gpt_bigcode", "mllama", "idefics3",
     }  # fmt: skip
 
 

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 FIXTURES = sorted(CONFIG_DIR.glob("*.json"))
+PUBLISHED = sorted((CONFIG_DIR.parent / "published").glob("*.json"))  # real configs: {catalog_id, source, config}
 
 
 def _fixture(name: str) -> dict[str, Any]:
@@ -91,6 +92,18 @@ def test_catalog_model_total(entry: catalog.CatalogModel) -> None:
     model = _build_meta(entry.config)
     n = sum(p.numel() for p in model.parameters())
     assert build_inventory(parse_config(entry.config)).total == n == entry.params
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.stem)
+def test_a_legacy_falcon_config_as_published_is_its_catalog_model(path: Path) -> None:
+    """tiiuae's Falcon repos first published ``RefinedWebModel`` / ``RefinedWeb`` configs (``RWForCausalLM``, the
+    repo's own code) and later the ``falcon`` config the catalog holds; a copy of the earlier file at a Hub commit
+    (its ``source``) reads as transformers' conversion reads it: every tensor's name and shape, and the catalog
+    model's total."""
+    data = json.loads(path.read_text())
+    assert data["config"]["model_type"] in ("RefinedWebModel", "RefinedWeb")
+    entry = catalog.find_model(data["catalog_id"])
+    assert entry is not None and _check_exact(data["config"]).total == entry.params
 
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
