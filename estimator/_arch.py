@@ -113,7 +113,8 @@ class Architecture:
     kv_broadcast: bool = False  # one K/V head broadcast to the query heads in SDPA (Falcon's old multi-query)
     dense_experts: bool = False  # every expert runs on every token (Llama 4 in transformers 5: E·T rows, not k·T)
     logits_scaled: bool = False  # the head scales the logits (Cohere logit_scale, Granite logits_scaling): a copy
-    checkpoint_format: str = ""  # "mxfp4" (gpt-oss experts), "fp8" (DeepSeek-V3 block-wise): how the Hub files store it
+    checkpoint_format: str = ""  # "mxfp4" (gpt-oss experts), "fp8" (DeepSeek-V3 block-wise), "float32" (the config's
+    # torch_dtype): how the Hub files store it ("": 16-bit)
     checkpoint_block: tuple[int, int] = (128, 128)  # fp8: quantization_config.weight_block_size (one scale per block)
     # soft-capping (Gemma 2)
     attn_logit_softcapping: float = 0.0
@@ -433,7 +434,10 @@ def _parse(config: Mapping[str, Any], model_type: str, nested: bool = False) -> 
     size fields are that family's config-class defaults (noted)."""
     r = _Reader(config, model_type, nested)
     arch = _PARSERS[model_type](r)
-    if arch.checkpoint_format:
+    dtype = config.get("torch_dtype", config.get("dtype"))  # transformers 5 writes "dtype"
+    if not arch.checkpoint_format and dtype == "float32":
+        arch = _with(arch, checkpoint_format="float32")  # the files hold fp32 weights (StarCoderBase, Pythia-style)
+    if arch.checkpoint_format in ("mxfp4", "fp8"):
         arch = _with(arch, notes=(*arch.notes, _checkpoint_note(r, arch)))
     if r.defaulted:
         fields = ", ".join(f"{n} {getattr(arch, n)}" for n in SIZE_FIELDS if n in r.defaulted)

@@ -82,7 +82,8 @@ MXFP4_BLOCK = 32
 def download_bytes(inv: Inventory) -> int:
     """The tensor bytes of the model's files as its config says they are published (what a download takes).
 
-    16-bit unless ``quantization_config`` says otherwise:
+    16-bit unless the config says otherwise: ``torch_dtype`` (``dtype``) ``float32``, 4 bytes a parameter; or its
+    ``quantization_config``:
 
     * ``mxfp4`` (gpt-oss): each expert weight row is stored as ``⌈in/32⌉`` blocks of 16 bytes plus one scale byte
       (``gate_up_proj_blocks`` / ``_scales``, transformers' ``integrations/mxfp4.py``), 4.25 bits per weight; the
@@ -97,7 +98,7 @@ def download_bytes(inv: Inventory) -> int:
     arch = inv.arch
     total = 0
     for t in inv:
-        one = 2 * t.numel
+        one = (4 if arch.checkpoint_format == "float32" else 2) * t.numel
         if arch.checkpoint_format == "mxfp4" and t.role == "expert" and not t.is_bias:
             e, a, b = t.shape
             rows, inp = (b, a) if arch.experts_in_out else (a, b)

@@ -114,3 +114,16 @@ def _inv_plan(cfg: dict[str, object]) -> tuple[Inventory, AdapterPlan, Plan]:
     inv = build_inventory(parse_config(cfg))
     plan = Plan(config=cfg, lora_dropout=0.0)
     return inv, adapter_plan(inv, plan), plan
+
+
+def test_a_float32_checkpoint_downloads_four_bytes_a_parameter() -> None:
+    """A config whose ``torch_dtype`` (transformers 5: ``dtype``) is float32 is published in fp32 (StarCoderBase 7B);
+    16-bit ones and configs without the field download at 2 bytes a parameter."""
+    for key in ("torch_dtype", "dtype"):
+        cfg = dict(CONFIG, **{key: "float32"})
+        inv, ap, plan = _inv_plan(cfg)
+        s = storage(inv, ap, plan)
+        assert (s["download"], s["download_format"]) == (4 * inv.total, "float32")
+        assert s["base_16bit"] == 2 * inv.total
+    inv, ap, plan = _inv_plan(dict(CONFIG, torch_dtype="bfloat16"))
+    assert storage(inv, ap, plan)["download"] == 2 * inv.total
