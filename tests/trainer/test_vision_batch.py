@@ -58,6 +58,19 @@ def test_the_processors_tokens_and_patches_are_the_estimates(config: dict, size:
     assert "pixel_values_videos" not in batch
 
 
+def _video_batch(
+    config: dict, frames: int, size: tuple | None, max_pixels: int, images: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two rows, each with a video of ``frames`` frames (and ``images`` images), as the trainer builds them, and the
+    estimate's ``inputs``; the rows are as long as the estimate says."""
+    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "video_frames": frames,
+                           "image_size": size, "max_pixels": max_pixels, "images_per_sample": images})  # fmt: skip
+    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
+    inputs = estimate(plan).to_dict()["inputs"]
+    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
+    return batch, inputs
+
+
 @pytest.mark.parametrize(
     ("config", "frames", "size", "max_pixels", "images"),
     [(QWEN2_VL, 4, (224, 224), 0, 0), (QWEN2_VL, 3, (448, 640), 0, 0), (QWEN2_5_VL, 5, (1080, 1920), 0, 1),
@@ -66,12 +79,8 @@ def test_the_processors_tokens_and_patches_are_the_estimates(config: dict, size:
 def test_the_video_processors_tokens_and_patches_are_the_estimates(
     config: dict, frames: int, size: tuple | None, max_pixels: int, images: int
 ) -> None:
-    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "video_frames": frames,
-                           "image_size": size, "max_pixels": max_pixels, "images_per_sample": images})  # fmt: skip
-    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
-    inputs = estimate(plan).to_dict()["inputs"]
+    batch, inputs = _video_batch(config, frames, size, max_pixels, images)
     videos, grid = batch["pixel_values_videos"], batch["video_grid_thw"]
-    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
     assert videos.shape == (2 * inputs["patches_per_video"], 3 * 2 * 14 * 14)
     assert videos.dtype == torch.float32  # what the estimate's pixel bytes count
     assert int(grid[0].prod()) == inputs["patches_per_video"] and tuple(grid[0]) == tuple(grid[1])
@@ -115,12 +124,8 @@ def test_qwen3_vl_video_processors_tokens_and_patches_are_the_estimates(
     """Qwen3VLVideoProcessor's resize and patching with the published video config, Qwen3VLProcessor's expansion:
     the estimate's patches and row length; per temporal patch one <|vision_start|>, its <|video_pad|> tokens (type
     2, no loss) and a timestamp, with the template's two delimiters around the video."""
-    plan = Plan.from_dict({"config": config, "method": "lora", "seq_len": 16, "batch_size": 2, "video_frames": frames,
-                           "image_size": size, "max_pixels": max_pixels, "images_per_sample": images})  # fmt: skip
-    batch = vision_batch(config, plan, torch.device("cpu"), seed=0)
-    inputs = estimate(plan).to_dict()["inputs"]
+    batch, inputs = _video_batch(config, frames, size, max_pixels, images)
     videos, grid = batch["pixel_values_videos"], batch["video_grid_thw"]
-    assert tuple(batch["input_ids"].shape) == (2, inputs["tokens_per_row"])
     assert videos.shape == (2 * inputs["patches_per_video"], 3 * 2 * 16 * 16) and videos.dtype == torch.float32
     assert int(grid[0].prod()) == inputs["patches_per_video"] and int(grid[0][0]) == (frames + 1) // 2
     image_patches = batch["pixel_values"].shape[0] if images else 0
