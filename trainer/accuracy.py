@@ -531,6 +531,10 @@ BENCH_ONLY_REAL = frozenset(
         "llava-lora-gc-224",
         "mistral3-lora-gc-4x448",
         "llama-reward-qlora-padded-dropout",
+        "gemma-qlora-gc",
+        "phi-qlora-gc",
+        "gpt-neox-qlora-gc",
+        "starcoder2-qlora-gc",
     }
 )
 """CPU cases run by ``python -m bench.accuracy`` but not by the default test suite, whose 15 minutes on two cores
