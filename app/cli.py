@@ -24,7 +24,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -352,7 +352,8 @@ def estimate_cmd(args: argparse.Namespace) -> None:
     p = _plan_of(args)
     contract, resolved = _service(args).estimate(p)
     if args.traced:
-        contract["traced"] = _trainer_run("trainer.traced", p, resolved, [])
+        depth = [] if args.traced_all_layers else ["--extrapolate"]
+        contract["traced"] = _trainer_run("trainer.traced", p, resolved, depth)
     if args.as_json:
         echo(json.dumps(contract, indent=2))
         return
@@ -360,7 +361,20 @@ def estimate_cmd(args: argparse.Namespace) -> None:
     if args.advise:
         _print_advice(contract)
     if args.traced:
-        echo(f"traced peak (FakeTensorMode): {size_text(contract['traced']['measured']['peak_allocated'])}")
+        traced = contract["traced"]
+        echo(f"traced peak (FakeTensorMode): {size_text(traced['measured']['peak_allocated'])}")
+        echo(_depth_text(traced.get("depth") or {}))
+
+
+def _depth_text(depth: Mapping[str, Any]) -> str:
+    """How deep the trace went: every layer, or a few extended to the model's depth (and why not, if not)."""
+    layers = depth.get("layers")
+    if depth.get("extrapolated"):
+        traced = ", ".join(str(d) for d in depth["traced"])
+        return (f"  traced at {traced} decoder layers and extended to {layers} (every figure exactly affine in "
+                "depth; --traced-all-layers traces the whole stack)")  # fmt: skip
+    why = depth.get("why")
+    return f"  traced all {layers} decoder layers" + (f" ({why})" if why else "")
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -593,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     est = command("estimate", estimate_cmd, "storage and GPU memory of a fine-tune, by component")
     _model_inputs(est, "catalog id or Hugging Face Hub id")
     est.add_argument("--traced", action="store_true", help="trace a real step under FakeTensorMode (train extra). "
+                     "Default: off")  # fmt: skip
+    est.add_argument("--traced-all-layers", action="store_true", help="with --traced: trace every decoder layer "
+                     "instead of a few extended to the model's depth (the shortcut is taken only where it is exact). "
                      "Default: off")  # fmt: skip
     est.add_argument("--json", dest="as_json", action="store_true", help="print the JSON contract (it always "
                      "holds the advice) instead of the tables. Default: tables")  # fmt: skip

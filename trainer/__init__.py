@@ -8,6 +8,8 @@ torch import it themselves:
 - ``trainer.build``: model / adapters / optimizer from (config, Plan)
 - ``trainer.run``: the real run, ``python -m trainer.run --plan plan.json --out result.json``
 - ``trainer.traced``: the fake-tensor dry run at real sizes, ``python -m trainer.traced ...``
+- ``trainer.depth``: a traced step at a few decoder layers, extended to the model's depth where that is exact
+  (torch-free)
 """
 
 from __future__ import annotations

@@ -544,8 +544,16 @@ class Progress:
         os.replace(tmp, self.path)
 
 
-def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], description: str) -> int:
+def cli(
+    argv: list[str] | None,
+    runner: Callable[..., dict[str, Any]],
+    description: str,
+    flags: Mapping[str, str] | None = None,
+) -> int:
+    """The recipes' command line; ``flags``: the runner's own on/off keyword arguments, with their help."""
     parser = argparse.ArgumentParser(description=description)
+    for name, text in (flags or {}).items():
+        parser.add_argument("--" + name.replace("_", "-"), action="store_true", help=text)
     parser.add_argument("--plan", required=True, help="plan JSON file")
     parser.add_argument("--config", help="config.json (default: the plan's config, else the catalog's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -562,6 +570,7 @@ def cli(argv: list[str] | None, runner: Callable[..., dict[str, Any]], descripti
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     progress = Progress(args.progress) if args.progress else None
     extra: dict[str, Any] = {"progress": progress} if progress is not None else {}
+    extra.update({name: getattr(args, name) for name in flags or {}})
     try:
         result = runner(plan, load_config(args.config), device=device, steps=args.steps, seed=args.seed, **extra)
     except BuildError as exc:

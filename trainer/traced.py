@@ -36,7 +36,7 @@ fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
 
 Command line::
 
-    python -m trainer.traced --plan plan.json [--config config.json] [--steps N] --out result.json
+    python -m trainer.traced --plan plan.json [--config config.json] [--steps N] [--extrapolate] --out result.json
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from estimator import CUDA_ALLOC_ROUND, Plan, adapter_plan, build_inventory, dtype_flow, parse_config
 
+from . import depth
 from .build import (
     BuildError,
     Built,
@@ -434,13 +435,15 @@ def traced_run(
     *,
     seed: int = 0,
     round_to: int | None = None,
+    extrapolate: bool = False,
 ) -> dict[str, Any]:
     """Optimizer state up front + ``steps`` traced steps; the shape of ``trainer.run.run``'s result, ``mode: traced``.
 
-    ``device`` is accepted for CLI symmetry and ignored: the trace always runs on fake CPU tensors.
+    ``extrapolate``: trace the step at ``trainer.depth.DEPTHS`` decoder layers and extend every figure to the
+    model's depth, where ``trainer.depth`` shows that to be exact; otherwise (and by default) the whole stack is
+    traced. ``result["depth"]`` says which was done and why. ``device`` is accepted for CLI symmetry and ignored:
+    the trace always runs on fake CPU tensors.
     """
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     del device, seed  # fake tensors hold no values: the seed changes nothing
     if steps < 1:
         raise ValueError("steps must be >= 1")
@@ -459,13 +462,54 @@ def traced_run(
         "notes": plan_notes(plan),
     }
     t_all = time.perf_counter()
+    found = depth.layer_count(cfg)
+    layers = found[1] if found else None
+    why = depth.shortcut_refused(cfg, plan) if extrapolate else "asked to trace every layer"
+    if why is None:
+        why = depth.uniform_layer_types(getattr(make_config(cfg, plan), "layer_types", None))
+    if why is None:
+        assert layers is not None
+        runs = [_trace_once(depth.reduced_config(cfg, d), plan, steps, round_to) for d in depth.DEPTHS]
+        try:
+            result.update(_joined(runs, depth.extrapolate(runs, depth.DEPTHS, layers)))
+            result["depth"] = {"layers": layers, "traced": list(depth.DEPTHS), "extrapolated": True, "why": None}
+        except depth.NotAffine as exc:
+            why = str(exc)
+    if why is not None:
+        once = _trace_once(cfg, plan, steps, round_to)
+        once.pop("phase_ends")
+        result.update(once)
+        result["depth"] = {"layers": layers, "traced": [layers], "extrapolated": False, "why": why}
+    result["wall_time_s"] = time.perf_counter() - t_all
+    return result
+
+
+def _joined(runs: list[dict[str, Any]], extended: dict[str, Any]) -> dict[str, Any]:
+    """The traced result of the extrapolated step: its figures from ``extended``, its times the traces' sums."""
+    return {
+        "load_time_s": sum(r["load_time_s"] for r in runs),
+        "params": extended["params"],
+        "first_step": None,
+        "state_setup_s": sum(r["state_setup_s"] for r in runs),
+        "measured": extended["measured"],
+        "step_time_s": sum(r["step_time_s"] for r in runs),
+        "step_times_s": [t for r in runs for t in r["step_times_s"]],
+        "loss": None,
+    }
+
+
+def _trace_once(cfg: Mapping[str, Any], plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
+    """Build the fake model of ``cfg`` and trace ``steps`` steps of it (the times, params and figures)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    out: dict[str, Any] = {}
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_patches(packed=plan.padding == "packed", padded=plan.padding == "padded"):
         t0 = time.perf_counter()
         built = build_traced(cfg, plan, fake_mode)
         batch = traced_objective(built, cfg, plan)
-        result["load_time_s"] = time.perf_counter() - t0
-        result["params"] = {"total": built.params_total, "trainable": built.params_trainable}
+        out["load_time_s"] = time.perf_counter() - t0
+        out["params"] = {"total": built.params_total, "trainable": built.params_trainable}
         # an image or video batch is made with real tensors by the model's own processors, before the fake mode
         if batch is None and plan.vision_inputs:
             batch = vision_batch(cfg, plan, torch.device("cpu"), 0)
@@ -473,9 +517,8 @@ def traced_run(
                 if grid in batch:
                     batch[grid] = batch[grid].as_subclass(RealIndex)
         with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
-            result.update(_traced_steps(built, plan, steps, round_to, batch))
-    result["wall_time_s"] = time.perf_counter() - t_all
-    return result
+            out.update(_traced_steps(built, plan, steps, round_to, batch))
+    return out
 
 
 def attention_backend(plan: Plan, cfg: Mapping[str, Any]) -> str:
@@ -592,6 +635,7 @@ def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Ba
         times.append(time.perf_counter() - t0)
     measured = {"peak_reserved": None, "driver_used": None, "context": None, **tracked_figures(tracker)}
     return {
+        "phase_ends": dict(tracker.phase_ends),
         "first_step": None,
         "state_setup_s": setup,
         "measured": measured,
@@ -602,7 +646,9 @@ def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Ba
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli(argv, traced_run, "Trace a training step of a plan on fake tensors (no memory used)")
+    extrapolate = "trace the step at a few decoder layers and extend it to the model's depth where that is exact"
+    return cli(argv, traced_run, "Trace a training step of a plan on fake tensors (no memory used)",
+               {"extrapolate": extrapolate})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.peak = Snapshot()
         self.peak_phase: str | None = None
         self.phases: dict[str, Snapshot] = {}
+        self.phase_ends: dict[str, int] = {}
+        """Live bytes when each phase last ended (its peak is in ``phases``)."""
         self._phase: str | None = None
         self._phase_snapshot: Snapshot | None = None
         self.category_override: str | None = None
@@ -227,6 +229,7 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         try:
             yield
         finally:
+            self.phase_ends[name] = self.live_total
             self._phase, self._phase_snapshot = prev_phase, prev_snap
 
     @contextlib.contextmanager

@@ -59,3 +59,22 @@ def test_verify_cuda_without_a_gpu_is_a_clear_error() -> None:
     proc = tuneplan("verify", *PLAN, "--device", "cuda")
     assert proc.returncode == 2
     assert "cuda" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+def test_estimate_traced_extends_a_few_layers_to_the_models_depth(tmp_path: Path) -> None:
+    config = json.loads(CONFIG.read_text()) | {"num_hidden_layers": 16}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    plan = [arg if arg != str(CONFIG) else str(path) for arg in PLAN]
+    proc = tuneplan("estimate", *plan, "--no-gradient-checkpointing", "--device", "cpu", "--traced")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "traced at 2, 3, 4 decoder layers and extended to 16" in proc.stdout, proc.stdout[-1500:]
+
+
+def test_the_depth_line_says_why_every_layer_was_traced() -> None:
+    from app.cli import _depth_text
+
+    assert _depth_text({"layers": 2, "traced": [2], "extrapolated": False, "why": "2 layers"}) == (
+        "  traced all 2 decoder layers (2 layers)"
+    )
+    assert "extended to 32" in _depth_text({"layers": 32, "traced": [2, 3, 4], "extrapolated": True, "why": None})
