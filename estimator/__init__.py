@@ -54,6 +54,7 @@ from ._quant import (
 )
 from ._rent import COUNTS, rent
 from ._runtime import CalibrationProfile, Runtime, calibration_from_run, runtime_for
+from ._sharding import DEEPSPEED_REDUCE_BUCKET, deepspeed_config
 from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, storage
 from ._time import Mfu, StepFlops, Throughput, TimeEstimate, default_mfu, host_ops, step_flops, step_time, throughput
 from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
@@ -66,6 +67,7 @@ __all__ = [
     "CUDA_ALLOC_ROUND",
     "CUDA_CONTEXT_BYTES",
     "CUDA_RUNTIME_BYTES",
+    "DEEPSPEED_REDUCE_BUCKET",
     "GB",
     "GIB",
     "LEGACY_MODEL_TYPES",
@@ -116,6 +118,7 @@ __all__ = [
     "compare",
     "cost_rows",
     "count_text",
+    "deepspeed_config",
     "default_mfu",
     "default_prices",
     "dtype_flow",

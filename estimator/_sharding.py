@@ -23,9 +23,13 @@ root all-gather output gloo frees late (``Fsdp.late_root``) is covered by the ra
   (``Fsdp.reduce_pending``); in the forward, a layer's copy-out still holds the group before it, flat
   (``Fsdp.copy_out_at``).
   ``hybrid_shard``: the same within groups of ``shard_group_size``, replicated across them.
-* **ZeRO 1/2/3** (DeepSpeed): stage 1 shards the optimizer state, 2 also the gradients, 3 also the parameters
-  (gathered one layer at a time, the next prefetched). Modelled from DeepSpeed's source, **not measured** (DeepSpeed
-  does not run on this CPU-only stack): treat its figures as unverified.
+* **ZeRO 1/2/3** (DeepSpeed 0.19, the config ``deepspeed_config`` writes): the optimizer steps a flat fp32
+  partition of the trained parameters per rank (master copy + AdamW's fp32 states), LoRA's adapters are cast to
+  16 bits by the engine, stages 1/2 make two ``reduce_bucket_size`` buckets at each backward, stage 3 keeps one and
+  shards the parameters (gathered one layer at a time, the next prefetched): ``zero_state`` in estimator/_memory.py.
+  Measured on gloo runs of DeepSpeed's engine (its CPU accelerator; ``trainer.dist``): within 0.1 % on the tiny
+  Llama, -0.3 … +1.8 % on a 115M-parameter one (docs/accuracy.md); not yet on GPUs, where its kernels' and NCCL's
+  buffers add to it.
 * **offload**: ``optimizer`` moves the optimizer state (and its step) to host RAM (ZeRO ``offload_optimizer``);
   ``params`` moves the sharded parameters, gradients and optimizer state there (FSDP2 ``CPUOffloadPolicy``, pinned;
   ZeRO-3 ``offload_param``), leaving the gathered working set on the GPU. Modelled, not measured (a CPU-only run
@@ -35,6 +39,7 @@ root all-gather output gloo frees late (``Fsdp.late_root``) is covered by the ra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ._inventory import EMBEDDING, Inventory, Tensor
 from ._lora import AdapterPlan
@@ -43,6 +48,38 @@ from ._quant import alloc
 
 LOAD_TENSOR = "tensor"  # loading keeps one checkpoint tensor on the host at a time
 LOAD_FULL = "full"  # loading keeps the whole state dict on the host (FSDP's rank 0)
+
+
+DEEPSPEED_REDUCE_BUCKET = 500_000_000
+"""DeepSpeed's ``zero_optimization.reduce_bucket_size`` default in elements (``deepspeed/runtime/zero/config.py``);
+``deepspeed_config`` leaves it at that, as accelerate's DeepSpeed plugin does."""
+
+
+DEEPSPEED_PERSISTENCE = 100_000
+"""DeepSpeed ZeRO-3's ``stage3_param_persistence_threshold`` default in elements: a parameter under it stays whole on
+every rank (``ds_persist``) beside its partition: LoRA's factors, norms (``partition_parameters.py``)."""
+DEEPSPEED_SUB_GROUP = 1_000_000_000
+"""DeepSpeed ZeRO-3's ``sub_group_size`` default in elements: its optimizer steps the fp32 partition in sub-groups of
+at most this many, one at a time (``stage3.py``, ``_prepare_fp32_grad_for_sub_group``)."""
+
+
+def deepspeed_config(plan: Plan) -> dict[str, Any]:
+    """The DeepSpeed JSON of a plan: micro-batch, accumulation, the ZeRO stage of its sharding, the 16-bit mode.
+
+    One source: ``tuneplan export --format deepspeed`` writes it, ``trainer.dist`` runs it, and the ZeRO terms of the
+    memory model read their buffers' sizes from it (``overlap_comm``: two reduce buckets, not one)."""
+    stage = int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": plan.batch_size,
+        "gradient_accumulation_steps": plan.grad_accum_steps,
+        "gradient_clipping": 1.0,
+        "zero_optimization": zero,
+        "bf16": {"enabled": plan.dtype == "bfloat16"},
+        "fp16": {"enabled": plan.dtype == "float16"},
+    }
 
 
 def shard_ranks(plan: Plan) -> int:

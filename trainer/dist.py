@@ -13,7 +13,12 @@ Recipe, per rank (one process each, top to bottom):
      transformer auto-wrap picks them), then on the whole model: ``full_shard`` reshards after the forward,
      ``shard_grad_op`` keeps the layers gathered until the backward, ``hybrid_shard`` shards within groups of
      ``shard_group_size`` ranks and replicates across them (a 2-D mesh);
-   - ``zero1``-``zero3``: DeepSpeed's engine (not run here: ``DistBuildError``).
+   - ``zero1``-``zero3``: DeepSpeed's engine, ``deepspeed.initialize`` over the model and the optimizer the plan
+     names (the client optimizer, as transformers' Trainer hands it over when the config names none) with the
+     config ``tuneplan export --format deepspeed`` writes (``estimator.deepspeed_config``). On a machine without a
+     GPU DeepSpeed picks its CPU accelerator over the gloo group (it JIT-builds its shared-memory comm op
+     with the machine's compiler on first use). The step runs the engine's
+     ``backward`` and ``step``. Offload is not run (``DistBuildError``).
 
    The optimizer is made over the wrapped model's parameters (FSDP2's sharded DTensors).
 3. Each rank trains on its own seeded batch (``seed + rank``), a warm-up step and ``steps`` measured steps, as
@@ -47,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from estimator import CUDA_ALLOC_ROUND, Plan
+from estimator import CUDA_ALLOC_ROUND, Plan, deepspeed_config
 
 from .build import (
     BuildError,
@@ -56,6 +61,7 @@ from .build import (
     build_model,
     make_config,
     optimizer_state_tensors,
+    stack_module,
     text_vocab_size,
 )
 from .run import (
@@ -110,10 +116,7 @@ def wrap(model: nn.Module, plan: Plan, device: torch.device) -> nn.Module:
         ddp.register_comm_hook(_BucketRecorder(), _recording_allreduce)
         return ddp
     if plan.sharding != "fsdp":
-        raise DistBuildError(
-            f"{plan.sharding} is DeepSpeed's ZeRO engine, which this trainer does not run: its figures are modelled "
-            "from DeepSpeed's source (choose ddp or fsdp to measure)"
-        )
+        raise DistBuildError(f"{plan.sharding} is DeepSpeed's engine, made with the optimizer (zero_build)")
     from torch.distributed.fsdp import fully_shard
 
     mesh = fsdp_mesh(plan, device)
@@ -131,9 +134,46 @@ def dist_build(config: Mapping[str, Any], plan: Plan, device: torch.device) -> B
     """Model + wrapper + optimizer of one rank."""
     model = build_model(config, plan, device)
     vocab = text_vocab_size(make_config(config, plan))
+    if plan.sharding.startswith("zero"):
+        return zero_build(model, plan, device, vocab)
     wrapped = wrap(model, plan, device)
     built = assemble(wrapped, plan, device, vocab)
     built.lm_head = _inner_lm_head(model)
+    return built
+
+
+class ZeroStep:
+    """The optimizer a step sees under DeepSpeed: ``step`` is the engine's (its reduction, clipping, the client
+    optimizer's step on the fp32 partitions, the 16-bit copy back, the gradients zeroed), ``state`` the client
+    optimizer's state plus the fp32 partitions it steps (what ``optimizer_state_tensors`` counts)."""
+
+    def __init__(self, engine: Any, zero: Any) -> None:
+        self.engine, self.zero = engine, zero
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        del set_to_none  # the engine's step has zeroed them
+
+    @property
+    def state(self) -> dict[Any, dict[str, Any]]:
+        out: dict[Any, dict[str, Any]] = dict(self.zero.optimizer.state)
+        for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat"):
+            for i, t in enumerate(getattr(self.zero, name, None) or ()):
+                out[(name, i)] = {"fp32": t}
+        return out
+
+
+def zero_build(model: nn.Module, plan: Plan, device: torch.device, vocab: int) -> Built:
+    """DeepSpeed's engine over the model and the plan's optimizer (``deepspeed.initialize``)."""
+    if plan.offload != "none":
+        raise DistBuildError(f"offload {plan.offload!r} is not run here: its figures are modelled")
+    built = assemble(model, plan, device, vocab)
+    config = deepspeed_config(plan) | {"zero_allow_untested_optimizer": True}  # what transformers' Trainer adds
+    engine, zero, _, _ = stack_module("deepspeed").initialize(model=model, optimizer=built.optimizer, config=config)
+    built.model, built.optimizer = engine, ZeroStep(engine, zero)  # type: ignore[assignment]
+    built.kept["backward"] = engine.backward
     return built
 
 
@@ -152,6 +192,7 @@ def preregister_local(tracker: MemoryTracker, built: Built, plan: Plan, batch: M
     model = built.model
     for p in model.parameters():
         tracker.register_many(local_tensors(p), trained if p.requires_grad else "weights")
+        tracker.register(getattr(p, "ds_tensor", None), trained if p.requires_grad else "weights")  # ZeRO-3's part
     for b in model.buffers():
         tracker.register_many(local_tensors(b), "weights")
     from .build import quant_state_tensors
@@ -162,6 +203,16 @@ def preregister_local(tracker: MemoryTracker, built: Built, plan: Plan, batch: M
     for buf in wrapper_buffers(model):
         tracker.register(buf, "gradients")
     tracker.register_many(batch.values(), "activations")
+    if isinstance(built.optimizer, ZeroStep):  # DeepSpeed's buffers kept between steps (ZeRO-3's reduce bucket...)
+        tracker.register_uncounted(_live_tensors(), "gradients")
+
+
+def _live_tensors() -> list[torch.Tensor]:
+    """Every tensor object alive in this process (``gc``), at the start of a step: what a wrapper keeps."""
+    import gc
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.device.type != "meta"]
 
 
 class _BucketRecorder:

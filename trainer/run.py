@@ -314,7 +314,8 @@ def train_step(
         if tracker is not None:
             tracker.category_override = "logits"  # closed by the hook on the logits' gradient
         with _pin(plan):
-            loss.backward()
+            backward = built.kept.get("backward")  # a wrapper's own (DeepSpeed's engine)
+            backward(loss) if backward is not None else loss.backward()
         if tracker is not None:
             tracker.category_override = None
         if after_backward is not None:  # a wrapper that sets .grad itself (FSDP2): its gradients are counted here

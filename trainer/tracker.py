@@ -203,6 +203,14 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self._track_storage(t.untyped_storage(), category, force=True)
         self._update_peaks()
 
+    def register_uncounted(self, tensors: Iterable[torch.Tensor], category: str) -> None:
+        """Count under ``category`` the storages of ``tensors`` not counted yet (the others keep their category)."""
+        for tensor in tensors:
+            for t in local_tensors(tensor):
+                with contextlib.suppress(RuntimeError, NotImplementedError):  # storage-less tensors hold no block
+                    self._track_storage(t.untyped_storage(), category, force=False)
+        self._update_peaks()
+
     def register_many(self, tensors: Iterable[torch.Tensor | None], category: str) -> None:
         for t in tensors:
             self.register(t, category)

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from estimator import Plan
+from estimator import Plan, deepspeed_config
 
 FORMATS: tuple[str, ...] = ("trl", "trl-python", "axolotl", "accelerate", "deepspeed")
 LEARNING_RATE = 2e-4
@@ -450,19 +450,3 @@ def _fsdp_accelerate(plan: Plan) -> dict[str, Any]:
         out["parallelism_config"] = {"parallelism_config_dp_replicate_size": plan.num_gpus // group,
                                      "parallelism_config_dp_shard_size": group}  # fmt: skip
     return out
-
-
-def deepspeed_config(plan: Plan) -> dict[str, Any]:
-    """A DeepSpeed JSON: micro-batch, accumulation, the ZeRO stage of the plan's sharding, the 16-bit mode."""
-    stage = int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0
-    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
-    if stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    return {
-        "train_micro_batch_size_per_gpu": plan.batch_size,
-        "gradient_accumulation_steps": plan.grad_accum_steps,
-        "gradient_clipping": 1.0,
-        "zero_optimization": zero,
-        "bf16": {"enabled": plan.dtype == "bfloat16"},
-        "fp16": {"enabled": plan.dtype == "float16"},
-    }
