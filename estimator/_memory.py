@@ -78,11 +78,15 @@ from ._runtime import (
 )
 from ._shape import step_shape
 from ._sharding import (
+    DEEPSPEED_PERSISTENCE,
+    DEEPSPEED_REDUCE_BUCKET,
+    DEEPSPEED_SUB_GROUP,
     LOAD_TENSOR,
     Fsdp,
     Held,
     adapter_held,
     base_tensor_dim0,
+    deepspeed_config,
     fsdp_terms,
     is_root_tensor,
     loading_host_bytes,
@@ -752,7 +756,17 @@ class _State:
     grads_layer: int  # one decoder layer's, as the backward makes it (unsharded)
     tied_pending: int  # the tied weight's gradient from lm_head, not yet a .grad
     fsdp: Fsdp | None = None  # FSDP2's gathered working set
-    zero_buckets: int = 0  # DeepSpeed ZeRO 2/3's contiguous gradient buffer (modelled)
+    zero_buckets: int = 0  # DeepSpeed ZeRO's reduce buckets (``zero_state``)
+    zero_partition: int = 0  # DeepSpeed ZeRO: the fp32 partition of the trained parameters its step works on at once
+    zero_backward: int = 0  # DeepSpeed ZeRO 1/2: the buffers each backward makes (buckets, the gradient partition)
+    zero_at_loss: int = 0  # those of them made in the loss's backward already (a trained lm_head's gradient)
+    gathered_layers: int = 0  # ZeRO-3: the two decoder layers gathered (the one running, the next prefetched)
+
+    @property
+    def step_grads(self) -> int:
+        """The gradients alive at the optimizer step (DeepSpeed ZeRO's are its fp32 partition: ``optimizer_step``)."""
+        return 0 if self.zero_partition else self.grads
+
     host_offload: int = 0  # state offloaded to host RAM (optimizer, or parameters + gradients + optimizer)
     layers: int = 1
     reference: int = 0  # a frozen reference copy of the model (full fine-tuning with DPO, KTO, GRPO with beta > 0)
@@ -783,16 +797,83 @@ def _lora_grads(modules: Iterable[Adapted], r: int, cuda: bool) -> int:
     return sum(alloc(4 * r * a.in_features, cuda) + alloc(4 * r * a.out_features, cuda) for a in modules)
 
 
-ZERO_REDUCE_BUCKET = 500_000_000  # DeepSpeed's reduce_bucket_size default (elements)
+def _head_trained(arch: Architecture, plan: Plan) -> bool:
+    """Whether the lm_head's weight gets its own gradient in the loss's backward (so that DeepSpeed's buckets, made
+    at the first trained parameter's gradient hook, ``process_gradients`` → ``setup_buckets``, exist there): full
+    fine-tuning of an untied head, or a head in ``modules_to_save``. A tied one is ready only after the embedding's
+    backward, and LoRA's first gradient comes in the last layer's backward."""
+    return (plan.method == "full" and not arch.tie_word_embeddings) or "lm_head" in plan.modules_to_save
+
+
+ZERO_SCALARS = 1024
+"""DeepSpeed's step scalars beside the modelled tensors (the gradient norm, the overflow flag, the loss scale...):
+404 B on the gloo runs; the range's high edge carries a KiB of them."""
+
+
+def zero_backward_end(state: _State, head: HeadLoss, fwd: _Forward, plan: Plan, cuda: bool) -> int:
+    """DeepSpeed ZeRO-1/2: the backward's end, every gradient made (the embeddings' last) beside the buckets, with
+    the batch's input ids and labels (int64); the optimizer step that follows holds neither (``zero_state``)."""
+    ids = 2 * alloc(8 * plan.batch_size * plan.seq_len, cuda)
+    return state.static + state.grads + state.zero_backward + head.kept + fwd.pixels + ids
+
+
+def zero_high(state: _State, plan: Plan) -> int:
+    """What DeepSpeed ZeRO may hold beyond the model, for the range's high edge: its step scalars
+    (``ZERO_SCALARS``), and under ZeRO-3 the all-gather's own buffers beside the two gathered layers (as FSDP2's
+    flat all-gather output; on the gloo runs 0.56 MB above the estimate of a tiny LoRA run), counted as that many
+    bytes again."""
+    if not state.zero_partition:
+        return 0
+    gathered = state.gathered_layers if plan.sharding == "zero3" else 0
+    return ZERO_SCALARS + gathered
+
+
+def zero_step_elements(trainable: Sequence[tuple[int, int, int]], plan: Plan) -> int:
+    """The elements of the fp32 partition DeepSpeed's optimizer step works on at once: the rank's whole partition
+    (stages 1/2: one flat group), or a ``sub_group_size`` sub-group of it (stage 3, stepped one at a time)."""
+    part = -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
+    return min(part, DEEPSPEED_SUB_GROUP) if plan.sharding == "zero3" else part
+
+
+def zero_state(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool) -> tuple[int, int, int, int, int]:
+    """DeepSpeed ZeRO's state on one of ``plan.num_gpus`` ranks, as (optimizer, optimizer paged, buffers kept,
+    buffers each backward makes, trained parameters), with the config ``deepspeed_config`` writes (DeepSpeed 0.19,
+    ``runtime/zero/stage_1_and_2.py`` and ``stage3.py``):
+
+    * the engine casts the module to the 16-bit mode's dtype (``bf16``/``fp16`` enabled), so LoRA's adapters are
+      held in 16 bits, not PEFT's fp32;
+    * the client optimizer steps one flat fp32 partition of the trained parameters per rank (their master copy,
+      ``single_partition_of_fp32_groups`` / ``fp32_partitioned_groups_flat``: 4 B an element over ``E / n``
+      elements), so AdamW's two states are fp32 partitions too;
+    * stages 1 and 2 make ``reduce_bucket_size`` 16-bit elements of contiguous gradient buffer at each backward
+      (``setup_buckets``), twice with ``overlap_comm``; the 16-bit gradients autograd makes are held whole until
+      the backward's end, as on one GPU (measured: every trained parameter's, not this rank's share); buckets and
+      gradients are gone by the optimizer step, which reads an fp32 copy of the rank's partition
+      (``optimizer_step``). Stage 3 makes one bucket at build and keeps it, with the flat 16-bit partition of
+      every gradient (``grad_partitions_flat_buffer``), into which each gradient is copied as autograd makes it.
+
+    Held to gloo runs of DeepSpeed's engine on the CPU (``trainer.dist``, 2 ranks; docs/accuracy.md).
+    """
+    n = plan.num_gpus
+    elements = sum(e * c for e, _, c in trainable)
+    part = -(-elements // n)
+    opt_visible, opt_managed = optimizer_bytes([(part, 4, 1)], plan, cuda)
+    zero = deepspeed_config(plan)["zero_optimization"]
+    half = 2 if plan.dtype in ("bfloat16", "float16") else 4
+    bucket, grads = alloc(DEEPSPEED_REDUCE_BUCKET * half, cuda), alloc(part * half, cuda)
+    kept = bucket + grads if zero["stage"] == 3 else 0
+    backward = 0 if zero["stage"] == 3 else (2 if zero["overlap_comm"] else 1) * bucket
+    trained = sum(alloc(e * min(b, half), cuda) * c for e, b, c in trainable)
+    return alloc(4 * part, cuda) + opt_visible, opt_managed, kept, backward, trained
 
 
 def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
     """Weights, adapters, optimizer state and gradients, as each GPU (rank) holds them.
 
     One GPU, and DDP: everything, plus DDP's bucket copy of every gradient (measured on gloo runs: exact). FSDP:
-    ``fsdp_state``. ZeRO (modelled, not measured): stage 1 shards the optimizer state, 2 also the gradients (and
-    keeps a contiguous gradient buffer of up to ``reduce_bucket_size`` elements), 3 also the parameters, which it
-    gathers one decoder layer at a time (the gathered layer and the prefetched next one are held). Against the CPU
+    ``fsdp_state``. ZeRO: ``zero_state`` (the fp32 partitions the optimizer steps, the reduce buckets, 16-bit
+    adapters); stage 2 also shards the gradients, 3 also the parameters, which it gathers one decoder layer at a
+    time (the gathered layer and the prefetched next one are held). Against the CPU
     grid's live-tensor tracker (docs/accuracy.md): adapters and optimizer state exact, weights within 0.7 %.
     Offload (``offload_state``) then moves state to host RAM.
     The reference copy (``reference_copy``) is held like the weights (ZeRO-3 and FSDP shard it too); with adapters,
@@ -817,27 +898,38 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     shard_grad = n_gpu if plan.sharding in ("zero2", "zero3") else 1
     shard_w = n_gpu if plan.sharding == "zero3" else 1
     opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
+    zero_buckets = zero_backward = 0
+    zero = plan.sharding.startswith("zero")
+    if zero:
+        opt_visible, opt_managed, zero_buckets, zero_backward, trained = zero_state(trainable, plan, cuda)
+        if plan.adapters:
+            adapter_b = trained
+    gathered = 0
     if shard_w > 1:
         # one decoder layer's parameters (``numel`` is one instance's, ``total`` every layer's)
         per_layer_w = sum(t.total * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
         weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
+        if zero and plan.adapters:  # DeepSpeed keeps the small ones whole too (``ds_persist``): LoRA's factors
+            half = 2 if plan.dtype in ("bfloat16", "float16") else 4
+            adapter_b += sum(alloc(e * min(b, half), cuda) * c for e, b, c in trainable if e < DEEPSPEED_PERSISTENCE)
         reference = -(-reference // shard_w) + (gathered if reference else 0)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
-    zero_buckets = 0
-    if shard_grad > 1:
-        per = max((b for _, b, _ in trainable), default=0)
-        zero_buckets = alloc(min(ZERO_REDUCE_BUCKET, sum(n * c for n, _, c in trainable)) * per, cuda)
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
     run = layers_run(arch, plan.vision_inputs)
-    if shard_grad > 1:
+    layer_grads = layers // run
+    if plan.sharding == "zero3":  # copied into the kept flat partition as autograd makes them (``zero_state``)
+        head = embed = layers = tied = grads = 0
+    elif shard_grad > 1 and not zero:
         head, embed, layers, tied = (-(-x // shard_grad) for x in (head, embed, layers, tied))
-        grads = head + embed + layers
+        grads, layer_grads = head + embed + layers, layers // run
     return offload_state(_State(
         weights=weights, adapters=adapter_b, optimizer=opt_visible, optimizer_paged=opt_managed,
         ddp_buckets=ddp_buckets, trainable=trainable, trainable_bytes=trainable_bytes, shard_opt=shard_opt,
-        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layers // run,
-        tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference,
+        grads=grads, grads_head=head, grads_layers=layers, grads_layer=layer_grads,
+        tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference, zero_backward=zero_backward,
+        zero_partition=alloc(4 * zero_step_elements(trainable, plan), cuda) if zero else 0,
+        zero_at_loss=zero_backward if _head_trained(arch, plan) else 0, gathered_layers=gathered,
     ), plan)  # fmt: skip
 
 
@@ -1905,9 +1997,19 @@ def optimizer_step(state: _State, plan: Plan, cuda: bool) -> int:
     torch AdamW is single-tensor on the CPU (two temporaries of the largest parameter) and multi-tensor on CUDA (one
     temporary list as large as all ``exp_avg_sq``, sharded like the state). Ignores the step temporaries of the
     bitsandbytes optimizers, SGD and Adafactor (none counted; every recorded run uses adamw_torch).
+
+    DeepSpeed ZeRO: the step first makes the fp32 gradient of this rank's flat partition (``single_grad_partition``;
+    stage 3 a sub-group of it at a time, ``_prepare_fp32_grad_for_sub_group``: ``zero_step_elements``), then AdamW
+    steps that one flat tensor: on the CPU two temporaries of it, on CUDA one (measured on the gloo runs: three
+    partitions on the CPU, docs/accuracy.md).
     """
-    if plan.optimizer != "adamw_torch" or state.host_offload:
+    if state.host_offload:
         return 0  # an offloaded optimizer steps on the CPU
+    if state.zero_partition:
+        adam = (1 if cuda else 2) * state.zero_partition if plan.optimizer == "adamw_torch" else 0
+        return state.zero_partition + adam
+    if plan.optimizer != "adamw_torch":
+        return 0
     if cuda:
         return -(-state.trainable_bytes // state.shard_opt)
     return 2 * max((n * b for n, b, _ in state.trainable), default=0)
@@ -1964,7 +2066,11 @@ def peak_components(
     elif phase == "vision_backward":
         comp["gradients"] = tower_grads
         comp["logits"] = head.kept
-        comp["activations"] = peak - state.static - tower_grads - head.kept
+        comp["activations"] = peak - state.static - tower_grads - head.kept - state.zero_backward
+    elif phase == "backward_end":
+        comp["gradients"] = state.grads
+        comp["logits"] = head.kept
+        comp["activations"] = peak - state.static - state.grads - head.kept - state.zero_backward
     elif phase == "generation":
         comp["activations"] = peak - state.static
     elif phase == "backward":
@@ -1981,12 +2087,16 @@ def peak_components(
         comp["gradients"] = grads
         comp["logits"] = head.kept
         comp["weights"] += gathered
-        comp["activations"] = peak - state.static - grads - head.kept - gathered
+        comp["activations"] = peak - state.static - grads - head.kept - gathered - state.zero_backward
     else:
-        comp["gradients"] = state.grads
+        comp["gradients"] = state.step_grads
         comp["logits"] = head.kept
         comp["activations"] = opt_tmp + fwd.pixels
     comp["gradients"] += state.ddp_buckets + state.zero_buckets
+    if phase in ("backward", "vision_backward", "backward_end"):
+        comp["gradients"] += state.zero_backward
+    elif phase == "loss_backward":
+        comp["gradients"] += state.zero_at_loss
     return comp
 
 
@@ -2069,14 +2179,24 @@ def memory_range(f: _Flow, tensor: tuple[int, int], tiers: _Tiers, runtime: Runt
             "total": (reserved[0] + ctx[0] + paged, reserved[1] + ctx[1] + paged)}  # fmt: skip
 
 
-def tensor_range(plan: Plan, f: _Flow, comp: dict[str, int], extra_high: int) -> tuple[int, int]:
+def tensor_range(plan: Plan, f: _Flow, comp: dict[str, int], extra_high: int, extra_low: int = 0) -> tuple[int, int]:
     """The live-tensor peak's range: exact components exact, the modelled ones (activations, logits) in their band
     (``modelled_band``), plus ``extra_high`` that a path may hold beyond the model (``unmodelled_high``, FSDP2's
-    ``late_free``)."""
+    ``late_free``), less ``extra_low`` that it may not hold yet (``zero_timing``)."""
     exact = comp["weights"] + comp["adapters"] + comp["gradients"] + comp["optimizer"] + comp["reference"]
     modelled = comp["activations"] + comp["logits"]
     lo, hi = modelled_band(plan, f).apply(modelled)
-    return exact + lo, exact + hi + extra_high
+    return exact + lo - extra_low, exact + hi + extra_high
+
+
+def zero_timing(state: _State, peak_phase: str, comp: dict[str, int]) -> int:
+    """DeepSpeed ZeRO: what the peak counts that the step may not hold together, for the range's low edge. The
+    buckets appear at the first trained parameter's gradient hook, a moment the model does not place against the
+    backward's activation peak (on the gloo runs the peak came with fewer of them), so the low edge keeps only the
+    exact state and the buckets: the activations and the loss's tensors, and the 16-bit gradient partition (filled
+    as the buckets are reduced)."""
+    del peak_phase
+    return state.zero_partition // 2 + comp["activations"] + comp["logits"] if state.zero_partition else 0
 
 
 def late_free(state: _State, phases: dict[str, int], peak: int) -> int:
@@ -2263,8 +2383,17 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             "NCCL on GPUs); with full_shard the range's high edge, which the fit uses, also holds the root's "
             "re-gathered all-gather output in the loss's backward, which a collective backend may free late"
         )
-    elif (plan.sharding in ("zero1", "zero2", "zero3") and plan.num_gpus > 1) or plan.offload != "none":
-        notes.append("ZeRO and offload figures are modelled from DeepSpeed's and torch's code, not measured")
+    elif plan.sharding.startswith("zero"):
+        notes.append(
+            f"DeepSpeed ZeRO-{plan.sharding[-1]} with the exported config: the optimizer steps fp32 partitions of the "
+            "trained parameters (master copy + AdamW states, 12 B an element over the GPUs), the engine holds LoRA "
+            "adapters in 16 bits, and the reduce buckets are DeepSpeed's default reduce_bucket_size (5e8 elements: "
+            f"{gib_text(max(zero_state([], plan, False)[2:4]))} per GPU; set reduce_bucket_size lower to shrink them). "
+            "Held to gloo runs of DeepSpeed's engine on the CPU (docs/accuracy.md), not yet on GPUs"
+            + ("; offload is modelled, not measured" if plan.offload != "none" else "")
+        )
+    elif plan.offload != "none":
+        notes.append("offload figures are modelled from torch's code, not measured")
     return notes + objective_notes(plan)
 
 
@@ -2300,15 +2429,23 @@ def training_memory(
             state.static + fwd.vision + fwd.vision_forward,
             copy_out[0],
         ),
-        "loss_backward": state.static + fwd.saved + head.bytes("loss_backward") + state.gathered("loss_backward"),
-        "backward": bwd.peak + head.kept,
-        "optimizer": state.static + state.grads + opt_tmp + head.kept + fwd.pixels,
+        "loss_backward": state.static
+        + fwd.saved
+        + head.bytes("loss_backward")
+        + state.gathered("loss_backward")
+        + state.zero_at_loss,
+        "backward": bwd.peak + head.kept + state.zero_backward,
+        "optimizer": state.static + state.step_grads + opt_tmp + head.kept + fwd.pixels,
     }
     tower_grads = tower_backward_grads(inv, adapters, plan, state)
     if fwd.vision:  # the vision tower's backward, after the decoder's
-        phases["vision_backward"] = state.static + tower_grads + fwd.vision + fwd.vision_backward + head.kept
+        phases["vision_backward"] = (
+            state.static + tower_grads + fwd.vision + fwd.vision_backward + head.kept + state.zero_backward
+        )
     if reference_forward(plan):
         phases["reference"] = state.static + fwd.saved + reference_work(fwd) + head.bytes("forward")
+    if state.zero_backward:
+        phases["backward_end"] = zero_backward_end(state, head, fwd, plan, cuda)
     gen = generation(inv.arch, plan, f.ad, head_dtype_bytes(plan), f.ab)
     if gen is not None:
         phases["generation"] = state.static + gen.bytes
@@ -2322,7 +2459,7 @@ def training_memory(
     comp["overhead"] = tiers.overhead
     comp["allocator_cache"] = tiers.allocator_cache
     comp["optimizer_paged"] = tiers.optimizer_paged
-    extra_high = unmodelled_high(inv, plan, f) + late_free(state, phases, tensor_peak)
+    extra_high = unmodelled_high(inv, plan, f) + late_free(state, phases, tensor_peak) + zero_high(state, plan)
     return MemoryEstimate(
         components=comp,
         peak_allocated=tiers.allocated,
@@ -2333,7 +2470,9 @@ def training_memory(
         terms=_terms(inv, plan, state, fwd, head, tiers, peak_phase, tensor_peak, runtime),
         activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[f.ad],
         notes=tuple(_notes(plan, inv.arch, f, tensor_peak, runtime)),
-        range=memory_range(f, tensors := tensor_range(plan, f, comp, extra_high), tiers, runtime),
+        range=memory_range(
+            f, tensors := tensor_range(plan, f, comp, extra_high, zero_timing(state, peak_phase, comp)), tiers, runtime
+        ),
         runtime=runtime if cuda else None,
         attention=f.path,
         tensor_range=tensors,
@@ -2349,8 +2488,8 @@ def training_memory(
 def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, int], phase: str) -> dict[str, object]:
     """The per-GPU (per-rank) figures and the parts sharding splits, labelled against the all-GPU total: every
     other memory figure of the estimate is per GPU too. ``basis``: measured (one GPU, DDP and FSDP2 on gloo CPU
-    runs) or modelled (DeepSpeed ZeRO, offload)."""
-    modelled = plan.sharding.startswith("zero") and plan.num_gpus > 1 or plan.offload != "none"
+    runs; DeepSpeed ZeRO on gloo runs of its engine) or modelled (offload)."""
+    modelled = plan.offload != "none"
     return {
         "num_gpus": plan.num_gpus,
         "sharding": plan.sharding,
@@ -2364,7 +2503,7 @@ def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, i
         "parts": {
             "weights_shard": state.weights, "adapters_shard": state.adapters, "optimizer_shard": state.optimizer,
             "gradients_shard": state.grads, "gathered_at_peak": comp["weights"] - state.weights,
-            "ddp_buckets": state.ddp_buckets, "zero_buckets": state.zero_buckets,
+            "ddp_buckets": state.ddp_buckets, "zero_buckets": state.zero_buckets + state.zero_backward,
         },
         "basis": "modelled" if modelled else "measured",
     }  # fmt: skip

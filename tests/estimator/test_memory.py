@@ -71,7 +71,12 @@ def test_zero_stages_shard_what_they_say() -> None:
     z1 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero1")["components"]
     z2 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero2")["components"]
     z3 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero3")["components"]
-    assert z1["optimizer"] == -(-one["optimizer"] // 8)
+    # DeepSpeed's optimizer steps one flat fp32 partition per rank: the master copy and AdamW's two fp32 states,
+    # 12 B an element over 8 GPUs (bf16 AdamW alone keeps 4 B an element: its two states in the parameters' dtype)
+    params = 8_030_261_248
+    part = -(-params // 8)
+    assert one["optimizer"] == 2 * 2 * params
+    assert z1["optimizer"] == 3 * -(-4 * part // 512) * 512
     assert z1["weights"] == one["weights"]
     assert z2["optimizer"] == z1["optimizer"]
     assert z3["weights"] < one["weights"] // 4  # a shard plus two gathered layers
@@ -79,6 +84,25 @@ def test_zero_stages_shard_what_they_say() -> None:
     # 128256 x 4096 each, its final norm 4096, the rest is 32 decoder layers
     layer = (one["weights"] - 2 * 128256 * 4096 * 2 - 4096 * 2) / 32
     assert 2 * layer * 0.999 < z3["weights"] - one["weights"] / 8 < 2 * layer * 1.001
+
+
+def test_zero_buffers_are_deepspeeds_default_buckets() -> None:
+    """Stages 1/2 make two reduce buckets of 5e8 16-bit elements at each backward (overlap_comm), gone by the
+    optimizer step; stage 3 keeps one with its 16-bit gradient partition. LoRA's adapters are 16-bit under the
+    engine."""
+    from estimator import DEEPSPEED_REDUCE_BUCKET
+
+    lora = _mem(model="llama-3.1-8b", method="lora")
+    z2 = _mem(model="llama-3.1-8b", method="lora", num_gpus=2, sharding="zero2")
+    z3 = _mem(model="llama-3.1-8b", method="lora", num_gpus=2, sharding="zero3")
+    assert z2["components"]["adapters"] * 2 == lora["components"]["adapters"]
+    bucket = 2 * DEEPSPEED_REDUCE_BUCKET  # bytes
+    made = (z2["phases"]["backward"] - z2["phases"]["forward"]) - (
+        lora["phases"]["backward"] - lora["phases"]["forward"]
+    )
+    assert 2 * bucket <= made < 2 * bucket + lora["components"]["adapters"]  # + the gradient partition
+    assert z2["phases"]["optimizer"] < z2["phases"]["forward"]  # the buckets are gone
+    assert bucket <= z3["components"]["gradients"] < bucket + lora["components"]["adapters"]
 
 
 def test_ddp_replicates_and_adds_gradient_buckets() -> None:
