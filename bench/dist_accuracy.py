@@ -8,9 +8,9 @@ run (``trainer.dist.dist_runs``), and writes
 ``bench/results/dist_gloo.json``; ``python -m bench.accuracy --from-json`` puts its table in docs/accuracy.md. The CI
 suite runs a few of these cases (``tests/trainer/test_dist_runs.py``); this is the whole matrix.
 
-    python -m bench.dist_accuracy              # 23 cases, about 10 minutes on 2 cores
+    python -m bench.dist_accuracy              # 24 cases, about 10 minutes on 2 cores
     python -m bench.dist_accuracy --check      # and exit 1 when a rank's peak is off by more than 3 %
-    python -m bench.dist_accuracy --zero       # only the 9 ZeRO cases, merged into the saved results
+    python -m bench.dist_accuracy --zero       # only the 10 ZeRO cases, merged into the saved results
 """
 
 from __future__ import annotations
@@ -64,16 +64,17 @@ MEDIUM: dict[str, Any] = {
 
 
 def zero_cases() -> list[Plan]:
-    """DeepSpeed ZeRO-1/2/3 x LoRA and bf16 full fine-tuning on the tiny Llama, and ZeRO-2/3 full and ZeRO-2 LoRA
-    on ``MEDIUM`` (batch 1 x 256 tokens), 2 ranks each."""
+    """DeepSpeed ZeRO-1/2/3 x LoRA and bf16 full fine-tuning on the tiny Llama (and ZeRO-2 full on 4 ranks), and
+    ZeRO-2/3 full and ZeRO-2 LoRA on ``MEDIUM`` (batch 1 x 256 tokens), 2 ranks each."""
     from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
 
-    def plan(sharding: str, method: str, config: dict[str, Any], batch: int, seq: int) -> Plan:
+    def plan(sharding: str, method: str, config: dict[str, Any], batch: int, seq: int, n: int = 2) -> Plan:
         return Plan(config=config, batch_size=batch, seq_len=seq, device="cpu", method=method,  # type: ignore[arg-type]
-                    sharding=sharding, num_gpus=2, dtype="bfloat16", lora_dropout=0.0,  # type: ignore[arg-type]
+                    sharding=sharding, num_gpus=n, dtype="bfloat16", lora_dropout=0.0,  # type: ignore[arg-type]
                     padding="none")  # fmt: skip
 
     tiny = [plan(z, m, LLAMA, BATCH, SEQ) for z in ("zero1", "zero2", "zero3") for m in ("lora", "full")]
+    tiny.append(plan("zero2", "full", LLAMA, BATCH, SEQ, 4))  # the whole gradients, not the rank's share
     medium = [plan(z, m, MEDIUM, 1, 256) for z, m in (("zero2", "full"), ("zero3", "full"), ("zero2", "lora"))]
     return tiny + medium
 
@@ -182,7 +183,8 @@ def zero_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
         "stages 1 and 2 make two buckets of `reduce_bucket_size` (DeepSpeed's default 5e8 elements, 1 GB each in "
         "bf16) at the first trained gradient of each backward (`process_gradients` → `setup_buckets`), and the "
         "bf16 gradients autograd makes stay whole until the backward's end (every trained parameter's, not the "
-        "rank's share: 1.12 MB on 2 ranks and on 4 of the tiny full fine-tune), all gone by the step, which "
+        "rank's share: 1.12 MB on 2 ranks and on 4 of the tiny full fine-tune, `zero2/full/4`), all gone by the "
+        "step, which "
         "reads an fp32 copy of the rank's gradient partition and runs AdamW's temporaries over it (three "
         "partitions in all on the CPU); stage 3 keeps one bucket and the flat bf16 gradient partition from its "
         "build, and keeps LoRA's small factors whole beside their partitions (`stage3_param_persistence_threshold`)."
