@@ -761,12 +761,6 @@ class _State:
     zero_backward: int = 0  # DeepSpeed ZeRO 1/2: the buffers each backward makes (buckets, the gradient partition)
     zero_at_loss: int = 0  # those of them made in the loss's backward already (a trained lm_head's gradient)
     gathered_layers: int = 0  # ZeRO-3: the two decoder layers gathered (the one running, the next prefetched)
-
-    @property
-    def step_grads(self) -> int:
-        """The gradients alive at the optimizer step (DeepSpeed ZeRO's are its fp32 partition: ``optimizer_step``)."""
-        return 0 if self.zero_partition else self.grads
-
     host_offload: int = 0  # state offloaded to host RAM (optimizer, or parameters + gradients + optimizer)
     layers: int = 1
     reference: int = 0  # a frozen reference copy of the model (full fine-tuning with DPO, KTO, GRPO with beta > 0)
@@ -775,6 +769,11 @@ class _State:
     def static(self) -> int:
         """Allocated from before the forward to after the optimizer step."""
         return self.weights + self.adapters + self.optimizer + self.ddp_buckets + self.zero_buckets + self.reference
+
+    @property
+    def step_grads(self) -> int:
+        """The gradients alive at the optimizer step (DeepSpeed ZeRO's are its fp32 partition: ``optimizer_step``)."""
+        return 0 if self.zero_partition else self.grads
 
     @property
     def other_layers_grads(self) -> int:
@@ -841,7 +840,8 @@ def zero_state(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool
     ``runtime/zero/stage_1_and_2.py`` and ``stage3.py``):
 
     * the engine casts the module to the 16-bit mode's dtype (``bf16``/``fp16`` enabled), so LoRA's adapters are
-      held in 16 bits, not PEFT's fp32;
+      held in 16 bits, not PEFT's fp32; stage 3 partitions them and keeps those under
+      ``stage3_param_persistence_threshold`` whole beside their partitions (``ds_persist``: LoRA's factors);
     * the client optimizer steps one flat fp32 partition of the trained parameters per rank (their master copy,
       ``single_partition_of_fp32_groups`` / ``fp32_partitioned_groups_flat``: 4 B an element over ``E / n``
       elements), so AdamW's two states are fp32 partitions too;
@@ -864,6 +864,9 @@ def zero_state(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool
     kept = bucket + grads if zero["stage"] == 3 else 0
     backward = 0 if zero["stage"] == 3 else (2 if zero["overlap_comm"] else 1) * bucket
     trained = sum(alloc(e * min(b, half), cuda) * c for e, b, c in trainable)
+    if zero["stage"] == 3 and n > 1:
+        persist = sum(alloc(e * min(b, half), cuda) * c for e, b, c in trainable if e < DEEPSPEED_PERSISTENCE)
+        trained = -(-trained // n) + persist
     return alloc(4 * part, cuda) + opt_visible, opt_managed, kept, backward, trained
 
 
@@ -909,10 +912,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         # one decoder layer's parameters (``numel`` is one instance's, ``total`` every layer's)
         per_layer_w = sum(t.total * param_dtype_bytes(plan) for t in inv if t.layers > 1) // arch.num_hidden_layers
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
-        weights, adapter_b = -(-weights // shard_w) + gathered, -(-adapter_b // shard_w)
-        if zero and plan.adapters:  # DeepSpeed keeps the small ones whole too (``ds_persist``): LoRA's factors
-            half = 2 if plan.dtype in ("bfloat16", "float16") else 4
-            adapter_b += sum(alloc(e * min(b, half), cuda) * c for e, b, c in trainable if e < DEEPSPEED_PERSISTENCE)
+        weights = -(-weights // shard_w) + gathered  # the adapters: ``zero_state``
         reference = -(-reference // shard_w) + (gathered if reference else 0)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
@@ -2189,13 +2189,12 @@ def tensor_range(plan: Plan, f: _Flow, comp: dict[str, int], extra_high: int, ex
     return exact + lo - extra_low, exact + hi + extra_high
 
 
-def zero_timing(state: _State, peak_phase: str, comp: dict[str, int]) -> int:
+def zero_timing(state: _State, comp: dict[str, int]) -> int:
     """DeepSpeed ZeRO: what the peak counts that the step may not hold together, for the range's low edge. The
     buckets appear at the first trained parameter's gradient hook, a moment the model does not place against the
     backward's activation peak (on the gloo runs the peak came with fewer of them), so the low edge keeps only the
     exact state and the buckets: the activations and the loss's tensors, and the 16-bit gradient partition (filled
     as the buckets are reduced)."""
-    del peak_phase
     return state.zero_partition // 2 + comp["activations"] + comp["logits"] if state.zero_partition else 0
 
 
@@ -2471,7 +2470,7 @@ def training_memory(
         activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[f.ad],
         notes=tuple(_notes(plan, inv.arch, f, tensor_peak, runtime)),
         range=memory_range(
-            f, tensors := tensor_range(plan, f, comp, extra_high, zero_timing(state, peak_phase, comp)), tiers, runtime
+            f, tensors := tensor_range(plan, f, comp, extra_high, zero_timing(state, comp)), tiers, runtime
         ),
         runtime=runtime if cuda else None,
         attention=f.path,

@@ -51,6 +51,11 @@ def layer_count(config: Mapping[str, Any]) -> tuple[str, int] | None:
     return None
 
 
+def _varies(values: Sequence[Any]) -> bool:
+    """Whether a per-layer list holds more than one kind of value."""
+    return len({repr(v) for v in values}) > 1
+
+
 def shortcut_refused(config: Mapping[str, Any], plan: Plan) -> str | None:
     """Why this plan's step must be traced whole; None when it may be traced at ``DEPTHS`` and extrapolated."""
     if plan.objective != "sft":
@@ -79,7 +84,7 @@ def shortcut_refused(config: Mapping[str, Any], plan: Plan) -> str | None:
     if config.get("sliding_window") and config.get("use_sliding_window", True):
         return "the layers may differ (a sliding window)"
     for field, value in config.items():
-        if field != key and isinstance(value, list) and len(value) == layers and len({repr(v) for v in value}) > 1:
+        if field != key and isinstance(value, list) and len(value) == layers and _varies(value):
             return f"the layers differ ({field})"
     return None
 
@@ -87,7 +92,7 @@ def shortcut_refused(config: Mapping[str, Any], plan: Plan) -> str | None:
 def uniform_layer_types(layer_types: Sequence[Any] | None) -> str | None:
     """Why the layers differ by the per-layer kinds transformers' config derives (``layer_types``, which a config
     class may fill from its defaults when config.json leaves it out); None when they are all alike."""
-    if layer_types and len({repr(t) for t in layer_types}) > 1:
+    if layer_types and _varies(layer_types):
         return f"the layers differ (layer_types: {', '.join(sorted({str(t) for t in layer_types}))})"
     return None
 
