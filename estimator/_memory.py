@@ -80,6 +80,7 @@ from ._shape import step_shape
 from ._sharding import (
     DEEPSPEED_PERSISTENCE,
     DEEPSPEED_REDUCE_BUCKET,
+    DEEPSPEED_REUSE_DISTANCE,
     DEEPSPEED_SUB_GROUP,
     LOAD_TENSOR,
     Fsdp,
@@ -762,6 +763,7 @@ class _State:
     zero_at_loss: int = 0  # those of them made in the loss's backward already (a trained lm_head's gradient)
     gathered_layers: int = 0  # ZeRO-3: the two decoder layers gathered (the one running, the next prefetched)
     host_offload: int = 0  # state offloaded to host RAM (optimizer, or parameters + gradients + optimizer)
+    zero_window: int = 0  # ZeRO-3: the most its reuse window may keep gathered (``zero3_window``)
     layers: int = 1
     reference: int = 0  # a frozen reference copy of the model (full fine-tuning with DPO, KTO, GRPO with beta > 0)
 
@@ -820,11 +822,28 @@ def zero_high(state: _State, plan: Plan) -> int:
     """What DeepSpeed ZeRO may hold beyond the model, for the range's high edge: its step scalars
     (``ZERO_SCALARS``), and under ZeRO-3 the all-gather's own buffers beside the two gathered layers (as FSDP2's
     flat all-gather output; on the gloo runs 0.56 MB above the estimate of a tiny LoRA run), counted as that many
-    bytes again."""
+    bytes again; and what ZeRO-3's reuse window may keep gathered beside them (``zero3_window``), twice (the
+    parameters and their all-gather buffers: the gloo runs' backward held that much over the partitions)."""
     if not state.zero_partition:
         return 0
-    gathered = state.gathered_layers if plan.sharding == "zero3" else 0
-    return ZERO_SCALARS + gathered
+    if plan.sharding != "zero3":
+        return ZERO_SCALARS
+    return ZERO_SCALARS + state.gathered_layers + 2 * state.zero_window
+
+
+def zero3_window(inv: Inventory, plan: Plan) -> int:
+    """The most DeepSpeed ZeRO-3 may keep gathered at once (bytes of 16-bit parameters). A module's parameters are
+    released after it runs unless they are used again within ``stage3_max_reuse_distance`` elements of the module
+    trace (``partitioned_param_coordinator.py``, ``__params_to_release``; default 1e9), so what stays gathered at
+    any moment is used within that many elements ahead: at most that many, with the module running, and never more
+    than every partitioned parameter (those under ``stage3_param_persistence_threshold`` are whole anyway). A
+    model under it stays gathered whole from the second step on: measured on the gloo run of a 115M-parameter
+    Llama, whose backward held every parameter gathered, and as much again (docs/accuracy.md). The estimate itself
+    keeps two decoder layers (``persistent_state``); this bound is the range's high edge (``zero_high``)."""
+    per = param_dtype_bytes(plan)
+    partitioned = sum(t.total for t in inv if t.numel >= DEEPSPEED_PERSISTENCE)
+    layer = sum(t.total for t in inv if t.layers > 1) // max(inv.arch.num_hidden_layers, 1)
+    return min(partitioned, DEEPSPEED_REUSE_DISTANCE + layer) * per
 
 
 def zero_step_elements(trainable: Sequence[tuple[int, int, int]], plan: Plan) -> int:
@@ -870,6 +889,82 @@ def zero_state(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool
     return alloc(4 * part, cuda) + opt_visible, opt_managed, kept, backward, trained
 
 
+def pinned(nbytes: int, cuda: bool) -> int:
+    """Host memory one pinned tensor of ``nbytes`` takes: torch's ``CachingHostAllocator`` rounds every pinned block
+    up to a power of two (``aten/src/ATen/core/CachingHostAllocator.h``, ``allocate``: ``PowerOf2Ceil`` below
+    ``pinned_max_round_threshold``, unlimited by default; torch 2.13), and keeps a freed block cached. Derived from
+    torch's code, not measured: a CPU-only run pins nothing (``cuda`` False: the bytes themselves)."""
+    if not cuda or nbytes <= 0:
+        return max(nbytes, 0)
+    return 1 << (nbytes - 1).bit_length()
+
+
+def zero_offload(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool) -> tuple[int, int, int]:
+    """DeepSpeed's ``offload_optimizer`` (device cpu, ``pin_memory``), as (host bytes, GPU bytes it adds, GPU bytes
+    it moves off the GPU), with DeepSpeed's CPU Adam stepping on the host (DeepSpeed 0.19):
+
+    * stages 1/2 (``stage_1_and_2.py``): the fp32 master partition (``single_partition_of_fp32_groups``, pinned),
+      its fp32 gradient (pinned), a 16-bit buffer the stepped partition is copied back through
+      (``param_buffer_of_bit16_for_cpu_offload_groups``, pinned), a 16-bit buffer as large as the largest trained
+      parameter on each side (``temp_grad_buffer_for_cpu_offload``, pinned, and ``temp_grad_buffer_for_gpu_offload``
+      on the GPU); with gradient accumulation, each trained parameter's whole 16-bit gradient on the host
+      (``accumulated_grads_in_cpu``, pinned; the rank's share counted);
+    * stage 3 (``stage3.py``): the fp32 master partition (not pinned), its fp32 gradient one pinned buffer per
+      ``sub_group_size`` sub-group, and the 16-bit gradient partition (``grad_partitions_flat_buffer``) moved to
+      the host, pinned;
+    * both: CPU Adam's two fp32 states over the partition (``DeepSpeedCPUAdam``; its step count is a Python int).
+
+    Pinned blocks are taken as torch's allocator takes them (``pinned``). Measured on gloo runs of the engine on
+    the CPU, where host and device are one memory (docs/accuracy.md): every byte of the host and device terms
+    together; the split between them and the pinned rounding are read from the code."""
+    n = plan.num_gpus
+    part = -(-sum(e * c for e, _, c in trainable) // n)
+    half = 2 if plan.dtype in ("bfloat16", "float16") else 4
+    largest = max((e for e, _, _ in trainable), default=0)
+    adam = 2 * 4 * part
+    if plan.sharding == "zero3":
+        subs = [min(DEEPSPEED_SUB_GROUP, part - i) for i in range(0, part, DEEPSPEED_SUB_GROUP)]
+        grads32 = sum(pinned(4 * s, cuda) for s in subs)
+        return 4 * part + grads32 + pinned(half * part, cuda) + adam, 0, alloc(half * part, cuda)
+    host = 2 * pinned(4 * part, cuda) + pinned(half * part, cuda) + pinned(half * largest, cuda) + adam
+    if plan.grad_accum_steps > 1:
+        host += -(-sum(pinned(half * e, cuda) * c for e, _, c in trainable) // n)
+    return host, alloc(half * largest, cuda), 0
+
+
+def zero_offload_transient(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool) -> int:
+    """DeepSpeed ZeRO-1/2 ``offload_optimizer``: what each backward adds on the GPU beyond the buckets. Each
+    reduced gradient's slice in the rank's partition is cast to fp32 on the GPU, for its norm and for the copy to
+    the host (``set_norm_for_param_grad_in_gpu``, ``async_inplace_copy_grad_to_fp32_buffer_from_gpu``), one
+    parameter at a time: counted as the largest such slice, an upper bound (on the gloo run of a 115M-parameter
+    Llama the backward held 40.9 MB more than without offload, where this gives 131 MB; not traced to its
+    tensors)."""
+    if plan.offload == "none" or plan.sharding == "zero3":
+        return 0
+    part = -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
+    return alloc(4 * min(max((e for e, _, _ in trainable), default=0), part), cuda)
+
+
+def zero_offload_params(inv: Inventory, plan: Plan, cuda: bool) -> tuple[int, int]:
+    """DeepSpeed ZeRO-3's ``offload_param`` (device cpu, ``pin_memory``), as (host bytes, GPU bytes of the
+    parameters left whole there): every parameter's 16-bit partition is made on the host, pinned one by one
+    (``partition_parameters.py``, ``_partition_param``), and the trained ones are then copied into one flat pinned
+    buffer per parameter group (``stage3.py``, ``_create_param_groups_fp16_flat_cpu_memory``; the blocks they
+    leave stay in torch's pinned cache). Parameters under ``stage3_param_persistence_threshold`` stay whole on the
+    GPU (``ds_persist``). The GPU keeps the gathered layers. Derived from DeepSpeed's code; on the gloo runs (one
+    memory) the parameters move, not copy: measured as the same total as ``offload`` ``optimizer``."""
+    n, per = plan.num_gpus, param_dtype_bytes(plan)
+    host = persistent = trained = 0
+    for t in inv:
+        if t.numel < DEEPSPEED_PERSISTENCE:
+            persistent += alloc(t.numel * per, cuda) * t.layers
+            continue
+        host += pinned(-(-t.numel // n) * per, cuda) * t.layers
+        if plan.method == "full":
+            trained += -(-t.numel // n) * t.layers
+    return host + (pinned(trained * per, cuda) if cuda else 0), persistent
+
+
 def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
     """Weights, adapters, optimizer state and gradients, as each GPU (rank) holds them.
 
@@ -903,10 +998,16 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
     zero_buckets = zero_backward = 0
     zero = plan.sharding.startswith("zero")
+    host_offload = 0
     if zero:
         opt_visible, opt_managed, zero_buckets, zero_backward, trained = zero_state(trainable, plan, cuda)
         if plan.adapters:
             adapter_b = trained
+        if plan.offload != "none":
+            host_offload, on_gpu, moved = zero_offload(trainable, plan, cuda)
+            opt_visible = opt_managed = 0
+            zero_buckets += on_gpu - moved
+            zero_backward += zero_offload_transient(trainable, plan, cuda)
     gathered = 0
     if shard_w > 1:
         # one decoder layer's parameters (``numel`` is one instance's, ``total`` every layer's)
@@ -914,6 +1015,11 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         gathered = 2 * per_layer_w  # the gathered layer and the prefetched next one
         weights = -(-weights // shard_w) + gathered  # the adapters: ``zero_state``
         reference = -(-reference // shard_w) + (gathered if reference else 0)
+    window = zero3_window(inv, plan) if plan.sharding == "zero3" else 0
+    if zero and plan.offload == "params":
+        params_host, persistent = zero_offload_params(inv, plan, cuda)
+        host_offload += params_host
+        weights = gathered + persistent  # LoRA's factors, under the threshold, stay whole (``zero_state``)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
     run = layers_run(arch, plan.vision_inputs)
@@ -930,6 +1036,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference, zero_backward=zero_backward,
         zero_partition=alloc(4 * zero_step_elements(trainable, plan), cuda) if zero else 0,
         zero_at_loss=zero_backward if _head_trained(arch, plan) else 0, gathered_layers=gathered,
+        host_offload=host_offload, zero_window=window,
     ), plan)  # fmt: skip
 
 
@@ -965,14 +1072,12 @@ def fsdp_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) ->
 
 
 def offload_state(state: _State, plan: Plan) -> _State:
-    """``plan.offload``: ``optimizer`` moves the optimizer state to host RAM; ``params`` also the sharded
-    parameters and gradients (the gathered working set and the gradients a layer's backward makes stay on the
-    GPU). Modelled, not measured."""
-    if plan.offload == "none" or plan.num_gpus == 1 and plan.sharding != "zero3":
+    """FSDP2's ``CPUOffloadPolicy`` (``plan.offload`` ``params``): the sharded parameters, their gradients and the
+    optimizer state in host RAM (the gathered working set and the gradients a layer's backward makes stay on the
+    GPU). Modelled, not measured. DeepSpeed's offload: ``zero_offload`` (measured)."""
+    if plan.offload == "none" or plan.sharding != "fsdp" or plan.num_gpus == 1:
         return state
     host = state.optimizer + state.optimizer_paged
-    if plan.offload == "optimizer":
-        return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0)
     host += state.weights + state.adapters + state.grads
     return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0, weights=0, adapters=0,
                                grads=0, grads_head=0, grads_layers=0, tied_pending=0)  # fmt: skip
@@ -2389,7 +2494,14 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
             "adapters in 16 bits, and the reduce buckets are DeepSpeed's default reduce_bucket_size (5e8 elements: "
             f"{gib_text(max(zero_state([], plan, False)[2:4]))} per GPU; set reduce_bucket_size lower to shrink them). "
             "Held to gloo runs of DeepSpeed's engine on the CPU (docs/accuracy.md), not yet on GPUs"
-            + ("; offload is modelled, not measured" if plan.offload != "none" else "")
+            + (
+                "; offload: DeepSpeed's CPU Adam steps on the host, which holds the fp32 master partition, its fp32 "
+                "gradient and the states, and pinned 16-bit buffers (torch rounds each pinned block up to a power of "
+                "two): memory.host.offload, measured with the device's tensors on the gloo runs"
+                + (", ZeRO-3's parameter partitions read from DeepSpeed's code" if plan.offload == "params" else "")
+                if plan.offload != "none"
+                else ""
+            )
         )
     elif plan.offload != "none":
         notes.append("offload figures are modelled from torch's code, not measured")
@@ -2487,8 +2599,9 @@ def training_memory(
 def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, int], phase: str) -> dict[str, object]:
     """The per-GPU (per-rank) figures and the parts sharding splits, labelled against the all-GPU total: every
     other memory figure of the estimate is per GPU too. ``basis``: measured (one GPU, DDP and FSDP2 on gloo CPU
-    runs; DeepSpeed ZeRO on gloo runs of its engine) or modelled (offload)."""
-    modelled = plan.offload != "none"
+    runs; DeepSpeed ZeRO on gloo runs of its engine, its optimizer offload included) or modelled (FSDP2's CPU
+    offload, ZeRO-3's parameter offload)."""
+    modelled = plan.offload == "params"
     return {
         "num_gpus": plan.num_gpus,
         "sharding": plan.sharding,

@@ -613,6 +613,11 @@ class Plan:
                 f"(FSDP offloads parameters, gradients and optimizer state together: offload 'params'; got "
                 f"{self.sharding})"
             )
+        if self.offload != "none" and self.sharding.startswith("zero") and self.optimizer != "adamw_torch":
+            raise PlanError(
+                f"DeepSpeed's offload steps its own CPU AdamW (DeepSpeedCPUAdam); optimizer {self.optimizer} is not "
+                f"offloaded: choose optimizer adamw_torch, or offload 'none'"
+            )
         if self.sharding == "fsdp" and self.fsdp_strategy == "hybrid_shard":
             group = self.shard_group_size or self.num_gpus
             if self.num_gpus % group:

@@ -30,10 +30,13 @@ root all-gather output gloo frees late (``Fsdp.late_root``) is covered by the ra
   Measured on gloo runs of DeepSpeed's engine (its CPU accelerator; ``trainer.dist``): within 0.1 % on the tiny
   Llama, -0.3 … +1.8 % on a 115M-parameter one (docs/accuracy.md); not yet on GPUs, where its kernels' and NCCL's
   buffers add to it.
-* **offload**: ``optimizer`` moves the optimizer state (and its step) to host RAM (ZeRO ``offload_optimizer``);
-  ``params`` moves the sharded parameters, gradients and optimizer state there (FSDP2 ``CPUOffloadPolicy``, pinned;
-  ZeRO-3 ``offload_param``), leaving the gathered working set on the GPU. Modelled, not measured (a CPU-only run
-  cannot tell host from device memory).
+* **offload**: ``optimizer`` is ZeRO's ``offload_optimizer``: DeepSpeed's CPU Adam steps on the host, which holds
+  the fp32 master partition, its fp32 gradient, the Adam states and pinned 16-bit buffers (``zero_offload``);
+  ``params`` also moves the parameters' partitions there (ZeRO-3 ``offload_param``: ``zero_offload_params``;
+  FSDP2 ``CPUOffloadPolicy``: the sharded parameters, gradients and optimizer state, ``offload_state``), leaving the
+  gathered working set on the GPU. torch rounds each pinned block up to a power of two (``pinned``). ZeRO's offload
+  runs on the gloo runs, where host and device are one memory: their sum is measured, the split and the pinned
+  rounding are read from the code; FSDP2's offload is modelled.
 """
 
 from __future__ import annotations
@@ -58,13 +61,17 @@ DEEPSPEED_REDUCE_BUCKET = 500_000_000
 DEEPSPEED_PERSISTENCE = 100_000
 """DeepSpeed ZeRO-3's ``stage3_param_persistence_threshold`` default in elements: a parameter under it stays whole on
 every rank (``ds_persist``) beside its partition: LoRA's factors, norms (``partition_parameters.py``)."""
+DEEPSPEED_REUSE_DISTANCE = 1_000_000_000
+"""DeepSpeed ZeRO-3's ``stage3_max_reuse_distance`` default in elements: a module's parameters stay gathered after
+it runs when they are used again within this many elements of the module trace (``partitioned_param_coordinator``)."""
 DEEPSPEED_SUB_GROUP = 1_000_000_000
 """DeepSpeed ZeRO-3's ``sub_group_size`` default in elements: its optimizer steps the fp32 partition in sub-groups of
 at most this many, one at a time (``stage3.py``, ``_prepare_fp32_grad_for_sub_group``)."""
 
 
 def deepspeed_config(plan: Plan) -> dict[str, Any]:
-    """The DeepSpeed JSON of a plan: micro-batch, accumulation, the ZeRO stage of its sharding, the 16-bit mode.
+    """The DeepSpeed JSON of a plan: micro-batch, accumulation, the ZeRO stage of its sharding, the 16-bit mode, and
+    for ``offload`` the host offload of the optimizer (and of ZeRO-3's parameters) with DeepSpeed's AdamW.
 
     One source: ``tuneplan export --format deepspeed`` writes it, ``trainer.dist`` runs it, and the ZeRO terms of the
     memory model read their buffers' sizes from it (``overlap_comm``: two reduce buckets, not one)."""
@@ -72,7 +79,7 @@ def deepspeed_config(plan: Plan) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
     if stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
-    return {
+    config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": plan.batch_size,
         "gradient_accumulation_steps": plan.grad_accum_steps,
         "gradient_clipping": 1.0,
@@ -80,6 +87,19 @@ def deepspeed_config(plan: Plan) -> dict[str, Any]:
         "bf16": {"enabled": plan.dtype == "bfloat16"},
         "fp16": {"enabled": plan.dtype == "float16"},
     }
+    if stage and plan.offload != "none":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if plan.offload == "params":
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+        # ZeRO-Offload steps on the host with DeepSpeed's CPU Adam, which the engine builds from this section (a
+        # torch optimizer handed in is refused: ``zero_force_ds_cpu_optimizer``); transformers fills in "auto"
+        config["optimizer"] = {"type": "AdamW", "params": dict.fromkeys(OFFLOAD_OPTIMIZER_PARAMS, "auto")}
+    return config
+
+
+OFFLOAD_OPTIMIZER_PARAMS = ("lr", "betas", "eps", "weight_decay")
+"""The ``optimizer.params`` an offloaded DeepSpeed config leaves to transformers' Trainer (``"auto"``: its
+TrainingArguments' learning rate, Adam betas and epsilon, weight decay)."""
 
 
 def shard_ranks(plan: Plan) -> int:

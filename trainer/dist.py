@@ -18,7 +18,9 @@ Recipe, per rank (one process each, top to bottom):
      config ``tuneplan export --format deepspeed`` writes (``estimator.deepspeed_config``). On a machine without a
      GPU DeepSpeed picks its CPU accelerator over the gloo group (it JIT-builds its shared-memory comm op
      with the machine's compiler on first use). The step runs the engine's
-     ``backward`` and ``step``. Offload is not run (``DistBuildError``).
+     ``backward`` and ``step``. With ``offload`` the config's optimizer section (filled in as transformers' Trainer
+     fills its "auto") makes the engine build DeepSpeed's CPU Adam, JIT-built the same way; on the CPU accelerator
+     the offloaded state is host memory like the rest. FSDP2's CPU offload is not run.
 
    The optimizer is made over the wrapped model's parameters (FSDP2's sharded DTensors).
 3. Each rank trains on its own seeded batch (``seed + rank``), a warm-up step and ``steps`` measured steps, as
@@ -55,6 +57,7 @@ from torch import nn
 from estimator import CUDA_ALLOC_ROUND, Plan, deepspeed_config
 
 from .build import (
+    LEARNING_RATE,
     BuildError,
     Built,
     assemble,
@@ -167,11 +170,17 @@ class ZeroStep:
 
 def zero_build(model: nn.Module, plan: Plan, device: torch.device, vocab: int) -> Built:
     """DeepSpeed's engine over the model and the plan's optimizer (``deepspeed.initialize``)."""
-    if plan.offload != "none":
-        raise DistBuildError(f"offload {plan.offload!r} is not run here: its figures are modelled")
     built = assemble(model, plan, device, vocab)
     config = deepspeed_config(plan) | {"zero_allow_untested_optimizer": True}  # what transformers' Trainer adds
-    engine, zero, _, _ = stack_module("deepspeed").initialize(model=model, optimizer=built.optimizer, config=config)
+    client: Any = built.optimizer
+    if "optimizer" in config:  # offload: the engine builds DeepSpeed's CPU Adam from the section, "auto" filled in
+        config["optimizer"] = {"type": "AdamW", "params": {"lr": LEARNING_RATE, "betas": [0.9, 0.999], "eps": 1e-8,
+                                                           "weight_decay": 0.0}}  # fmt: skip
+        client = None
+    trained = [p for p in model.parameters() if p.requires_grad]
+    engine, zero, _, _ = stack_module("deepspeed").initialize(
+        model=model, optimizer=client, model_parameters=trained, config=config
+    )
     built.model, built.optimizer = engine, ZeroStep(engine, zero)  # type: ignore[assignment]
     built.kept["backward"] = engine.backward
     return built

@@ -283,6 +283,16 @@ def _deepspeed(r: _Reader, ds: Any) -> None:
     if stage in (1, 2, 3):
         r.fields["sharding"] = f"zero{stage}"
         r.mapped["deepspeed"] = "sharding"
+        zero = ds["zero_optimization"] if isinstance(ds, Mapping) else {}
+        if _offloaded(zero.get("offload_param")) and stage == 3:
+            r.fields["offload"] = "params"
+        elif _offloaded(zero.get("offload_optimizer")):
+            r.fields["offload"] = "optimizer"
+
+
+def _offloaded(section: Any) -> bool:
+    """A DeepSpeed ``offload_optimizer`` / ``offload_param`` section that offloads (device cpu or nvme)."""
+    return isinstance(section, Mapping) and section.get("device") in ("cpu", "nvme")
 
 
 def _trl(r: _Reader) -> None:

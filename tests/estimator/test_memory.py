@@ -86,6 +86,47 @@ def test_zero_stages_shard_what_they_say() -> None:
     assert 2 * layer * 0.999 < z3["weights"] - one["weights"] / 8 < 2 * layer * 1.001
 
 
+def test_zero_offload_moves_deepspeeds_own_host_buffers() -> None:
+    """ZeRO-2 ``offload_optimizer`` (DeepSpeed 0.19, ``stage_1_and_2.py``) on 2 GPUs, Llama-3.1-8B full: the host
+    holds the fp32 master partition and its fp32 gradient, the 16-bit copy-back buffer and a 16-bit buffer of the
+    largest parameter (the embeddings), all pinned, each block rounded up to a power of two by torch's pinned
+    allocator; and CPU Adam's two fp32 states. The GPU loses the optimizer state and gains that buffer's twin."""
+    params, largest = 8_030_261_248, 128256 * 4096
+    part = params // 2
+    pinned = {4 * part: 2**34, 2 * part: 2**33, 2 * largest: 2**30}  # each size and its power of two
+    assert all(2 ** (n.bit_length() - 1) < n <= p == 2 ** (n.bit_length()) for n, p in pinned.items())
+    base = _mem(model="llama-3.1-8b", method="full", num_gpus=2, sharding="zero2")
+    off = _mem(model="llama-3.1-8b", method="full", num_gpus=2, sharding="zero2", offload="optimizer")
+    assert off["host"]["offload"] == 2 * 2**34 + 2**33 + 2**30 + 2 * 4 * part
+    assert off["components"]["optimizer"] == 0 < base["components"]["optimizer"]
+    assert off["host_peak"] == off["host"]["runtime"] + max(off["host"]["loading"], off["host"]["offload"])
+    # on one GPU too (ZeRO-Offload's own case): before, the offload was dropped there and the host under-counted
+    one = _mem(model="llama-3.1-8b", method="full", num_gpus=1, sharding="zero2", offload="optimizer")
+    assert one["host"]["offload"] > 16 * params and one["components"]["optimizer"] == 0
+    # a CPU run pins nothing: the same buffers at their own sizes
+    cpu = _mem(model="llama-3.1-8b", method="full", num_gpus=2, sharding="zero2", offload="optimizer", device="cpu")
+    assert cpu["host"]["offload"] == 2 * 4 * part + 2 * part + 2 * largest + 2 * 4 * part
+
+
+def test_zero3_offload_moves_the_gradient_partition_and_bounds_the_reuse_window() -> None:
+    """ZeRO-3 ``offload_optimizer`` moves the 16-bit gradient partition to the host (``grad_partitions_flat_buffer``)
+    beside the fp32 master, its fp32 gradient and CPU Adam's states; ``offload_param`` also every parameter's 16-bit
+    partition, leaving the gathered layers. The range's high edge carries what the reuse window may keep gathered
+    (1e9 elements of Llama-3.1-8B's 8e9, twice: parameters and all-gather buffers)."""
+    from estimator import DEEPSPEED_REDUCE_BUCKET
+
+    z3 = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero3")
+    opt = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero3", offload="optimizer")
+    par = _mem(model="llama-3.1-8b", method="full", num_gpus=8, sharding="zero3", offload="params")
+    assert opt["components"]["gradients"] == 2 * DEEPSPEED_REDUCE_BUCKET  # the bucket only: the partition moved
+    assert par["components"]["weights"] < opt["components"]["weights"] - 1_900_000_000  # 8e9 x 2 B / 8 moved
+    assert par["host"]["offload"] > opt["host"]["offload"] + 2_000_000_000  # pinned one parameter at a time
+    layer = 218_112_000 * 2  # one Llama-3.1-8B decoder layer, bf16
+    window = (1_000_000_000 + layer // 2) * 2
+    high = z3["range"]["peak_allocated"][1] - z3["peak_allocated"]
+    assert high >= 2 * window + 2 * layer
+
+
 def test_zero_buffers_are_deepspeeds_default_buckets() -> None:
     """Stages 1/2 make two reduce buckets of 5e8 16-bit elements at each backward (overlap_comm), gone by the
     optimizer step; stage 3 keeps one with its 16-bit gradient partition. LoRA's adapters are 16-bit under the

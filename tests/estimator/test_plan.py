@@ -19,6 +19,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"offload": "params", "sharding": "ddp", "num_gpus": 2}, r"offload 'params' needs sharding fsdp or zero3"),
     ({"offload": "optimizer", "sharding": "fsdp", "num_gpus": 2}, r"offload 'optimizer' is DeepSpeed ZeRO"),
     (
+        {"offload": "optimizer", "sharding": "zero2", "num_gpus": 2, "optimizer": "adamw_8bit"},
+        r"DeepSpeed's offload steps its own CPU AdamW .*choose optimizer adamw_torch",
+    ),
+    (
         {"sharding": "fsdp", "fsdp_strategy": "hybrid_shard", "num_gpus": 6, "shard_group_size": 4},
         r"shard_group_size \(4\) must divide num_gpus \(6\)",
     ),

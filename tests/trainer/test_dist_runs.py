@@ -108,6 +108,29 @@ def test_deepspeed_zero_on_two_ranks(p: Plan) -> None:
     assert deepspeed_config(p)["zero_optimization"]["stage"] == int(p.sharding[-1])
 
 
+def test_deepspeed_zero_offload_on_two_ranks() -> None:
+    """ZeRO-2 with ``offload_optimizer``: DeepSpeed's CPU Adam (built from the config's optimizer section, its op
+    compiled on first use) steps the partition on the host. On the CPU host and device are one memory, so the run
+    holds the estimate's device peak and its host offload together; the CPU Adam's state (master copy, two fp32
+    states) is exact, and the optimizer step makes no temporaries."""
+    p = plan("full", "zero2", 2).replace(dtype="bfloat16", offload="optimizer")
+    (result,) = dist_runs([p])
+    est = estimate(p).to_dict()["memory"]
+    offload = est["host"]["offload"]
+    low, high = (edge + offload for edge in est["range"]["peak_allocated"])
+    for rank in result["per_rank"]:
+        measured = rank["measured"]
+        assert low <= measured["peak_allocated"] <= high
+        error = (est["peak_allocated"] + offload - measured["peak_allocated"]) / measured["peak_allocated"]
+        assert abs(error) <= TOLERANCE
+        assert measured["components"]["optimizer"] == 12 * -(-sum_trainable(p) // 2)
+        assert measured["phase_components"]["optimizer"]["activations"] < 4096  # no step temporaries
+
+
+def sum_trainable(p: Plan) -> int:
+    return int(estimate(p).to_dict()["params"]["trainable"])
+
+
 def test_under_torchrun_the_ranks_are_torchruns(tmp_path: Path) -> None:
     """``torchrun -m trainer.dist`` (what a multi-GPU verify run on a Ray cluster runs; NCCL on GPUs): here gloo on
     the CPU, the same per-rank figures, rank 0 writes and prints the result."""

@@ -40,6 +40,12 @@ PLANS = {
     "full-mixed": QLORA.replace(method="full", mixed_precision=True, optimizer="adamw_torch"),
     "full-zero3": QLORA.replace(method="full", num_gpus=8, sharding="zero3", optimizer="adamw_8bit"),
     "full-fsdp-offload": QLORA.replace(method="full", num_gpus=4, sharding="fsdp", offload="params"),
+    "full-zero3-offload": QLORA.replace(
+        method="full", num_gpus=4, sharding="zero3", offload="params", optimizer="adamw_torch"
+    ),  # fmt: skip
+    "lora-zero2-offload": QLORA.replace(
+        method="lora", num_gpus=2, sharding="zero2", offload="optimizer", optimizer="adamw_torch"
+    ),  # fmt: skip
     "lora-fsdp-hybrid": QLORA.replace(
         method="lora", num_gpus=8, sharding="fsdp", fsdp_strategy="hybrid_shard", shard_group_size=4
     ),  # fmt: skip
@@ -191,6 +197,11 @@ def test_deepspeed_json_loads_in_deepspeeds_own_class(name: str) -> None:
     assert config.gradient_accumulation_steps == plan.grad_accum_steps
     assert config.zero_optimization_stage == (int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0)
     assert config.bfloat16_config.enabled is (plan.dtype == "bfloat16")
+    zero, offload = config.zero_config, plan.offload if plan.sharding.startswith("zero") else "none"
+    assert (zero.offload_optimizer is not None and zero.offload_optimizer.device == "cpu") is (offload != "none")
+    assert (zero.offload_param is not None and zero.offload_param.device == "cpu") is (offload == "params")
+    # offload: the engine builds DeepSpeed's CPU AdamW from the config (a torch optimizer handed in is refused)
+    assert (config.optimizer_name == "adamw") is (offload != "none")
 
 
 # axolotl's config keys (axolotl.utils.schemas: AxolotlInputConfig and the models it inherits), for those exported

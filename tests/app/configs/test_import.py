@@ -4,8 +4,10 @@ error for a file tuneplan cannot plan."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+import yaml
 
 from app.configs import import_config
 from app.errors import InvalidRequest
@@ -54,6 +56,20 @@ def test_axolotl_options_that_matter_are_mapped() -> None:
     assert got.ignored == ["datasets", "learning_rate", "wandb_project"]
     assert got.mapped["micro_batch_size"] == "batch_size" and got.mapped["deepspeed"] == "sharding"
     assert any("zero2.json" in n for n in got.notes)  # the stage comes from the file name, said so
+
+
+@pytest.mark.parametrize(("stage", "sections", "offload"), [
+    (2, {"offload_optimizer": {"device": "cpu", "pin_memory": True}}, "optimizer"),
+    (3, {"offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}}, "params"),
+    (3, {"offload_optimizer": {"device": "none"}}, "none"),
+])  # fmt: skip
+def test_an_inline_deepspeed_config_brings_its_offload(stage: int, sections: dict[str, Any], offload: str) -> None:
+    """axolotl's ``deepspeed`` may hold the DeepSpeed JSON itself: its ZeRO stage and its offload sections are
+    read (the JSON ``tuneplan export --format deepspeed`` writes has the same keys)."""
+    deepspeed = {"zero_optimization": {"stage": stage, **sections}}
+    text = yaml.safe_dump({"base_model": "meta-llama/Llama-3.1-8B", "deepspeed": deepspeed})
+    p = import_config(text, "axolotl").plan
+    assert (p.sharding, p.offload) == (f"zero{stage}", offload)
 
 
 def test_axolotl_defaults_are_axolotls() -> None:
