@@ -15,7 +15,7 @@ from ._arch import Architecture, parse_config
 from ._errors import PlanError, UnknownModelError, UnsupportedModelError
 from ._fit import fit_search
 from ._generic import generic_architecture, generic_inventory
-from ._inventory import EXPERTS, Inventory, build_inventory
+from ._inventory import EMBEDDING, EXPERTS, NORM, PARAMETER, Inventory, build_inventory
 from ._kernels import AttentionPath
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import MemoryEstimate, dtype_flow, experts_quantized, fit_bytes_with, training_memory
@@ -520,11 +520,38 @@ def _qlora_notes(est: Estimate) -> list[str]:
         )
     other = inv.total - quantized - (0 if experts_quantized(plan) else experts)
     if plan.upcast_non_quantized:
+        parts = ", ".join(f"{label} {n:,}" for label, n in unquantized_parts(inv).items())
         notes.append(
-            f"prepare_model_for_kbit_training upcasts {other:,} non-quantized parameters (embeddings, lm_head, "
-            f"norms) to fp32: {gib_text(4 * other)} instead of {gib_text(2 * other)}"
+            f"prepare_model_for_kbit_training upcasts {other:,} non-quantized parameters ({parts}) to fp32: "
+            f"{gib_text(4 * other)} instead of {gib_text(2 * other)}"
         )
     return notes
+
+
+def unquantized_parts(inv: Inventory) -> dict[str, int]:
+    """The parameters bitsandbytes leaves unquantized, by what they are (MoE experts apart: their own note): the
+    labels say what a derived inventory holds too (a fused 3-D tensor that is not an ``nn.Linear``, a vision
+    tower), not only embeddings, lm_head and norms."""
+    parts: dict[str, int] = {}
+    for t in inv.tensors:
+        if t.bnb_quantized or t.kind == EXPERTS:
+            continue
+        if t.role == "vision":
+            label = "vision tower"
+        elif t.role == "lm_head":
+            label = "lm_head"
+        elif t.kind == EMBEDDING or t.role in ("embedding", "position_embedding"):
+            label = "embeddings"
+        elif t.kind == NORM:
+            label = "norms"
+        elif t.is_bias:
+            label = "biases"
+        elif t.kind == PARAMETER:
+            label = "other parameters (not nn.Linear: fused experts, routers, scales)"
+        else:
+            label = "linear layers bitsandbytes skips"
+        parts[label] = parts.get(label, 0) + t.total
+    return parts
 
 
 def plan_key(plan: Plan, config: Mapping[str, Any] | None = None) -> str:

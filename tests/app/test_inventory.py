@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from math import prod
 
 import pytest
@@ -54,3 +55,33 @@ def test_a_type_transformers_does_not_know_is_refused_with_its_reason() -> None:
 
 def test_config_hash_ignores_key_order() -> None:
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+
+
+LLAMA4 = {
+    "model_type": "llama4",
+    "text_config": {"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 64,
+                    "intermediate_size_mlp": 128, "num_local_experts": 2, "num_experts_per_tok": 1,
+                    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                    "vocab_size": 256, "interleave_moe_layer_step": 1},
+    "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+                      "image_size": 56, "patch_size": 14, "vision_output_dim": 64, "projector_input_dim": 64,
+                      "projector_output_dim": 64, "pixel_shuffle_ratio": 0.5},
+}  # fmt: skip
+"""Llama 4 as published (``Llama4ForConditionalGeneration``, model_type ``llama4``), tiny: no hand-written family."""
+
+
+def test_a_derived_inventorys_unquantized_parameters_are_named_for_what_they_are() -> None:
+    """QLoRA of a derived inventory: prepare_model_for_kbit_training upcasts what bitsandbytes leaves alone, and the
+    note says what that is. Llama 4's fused 3-D experts (``Llama4TextExperts``) are not nn.Linear: they stay 16-bit
+    and are upcast, and the note counts them as such, not as embeddings, lm_head and norms."""
+    params = transformers_parameters(LLAMA4)
+    assert params is not None
+    fused = sum(prod(p["shape"]) for p in params if len(p["shape"]) == 3)
+    assert fused == 2 * (2 * 64 * 128 + 2 * 64 * 64)
+    est = estimate(Plan(config=LLAMA4, method="qlora", seq_len=128), params=params)
+    note = next(n for n in est.to_dict()["notes"] if "prepare_model_for_kbit_training upcasts" in n)
+    found = re.search(r"not nn\.Linear[^)]*\) ([\d,]+)", note)
+    assert found is not None, note
+    other = int(found.group(1).replace(",", ""))
+    assert fused <= other  # the experts, and any other parameter that is not a linear layer (the routers)
+    assert "embeddings" in note and "lm_head" in note
