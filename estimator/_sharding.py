@@ -36,7 +36,8 @@ root all-gather output gloo frees late (``Fsdp.late_root``) is covered by the ra
   FSDP2 ``CPUOffloadPolicy``: the sharded parameters, gradients and optimizer state, ``offload_state``), leaving the
   gathered working set on the GPU. torch rounds each pinned block up to a power of two (``pinned``). ZeRO's offload
   runs on the gloo runs, where host and device are one memory: their sum is measured, the split and the pinned
-  rounding are read from the code; FSDP2's offload is modelled.
+  rounding are read from the code. FSDP2's offload is modelled: on the CPU it moves nothing, so a gloo run only
+  bounds it (between the GPU's share and that share with the whole host offload).
 """
 
 from __future__ import annotations

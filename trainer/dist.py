@@ -20,7 +20,8 @@ Recipe, per rank (one process each, top to bottom):
      with the machine's compiler on first use). The step runs the engine's
      ``backward`` and ``step``. With ``offload`` the config's optimizer section (filled in as transformers' Trainer
      fills its "auto") makes the engine build DeepSpeed's CPU Adam, JIT-built the same way; on the CPU accelerator
-     the offloaded state is host memory like the rest. FSDP2's CPU offload is not run.
+     the offloaded state is host memory like the rest. FSDP2's ``offload`` params is ``CPUOffloadPolicy`` (pinned
+     on CUDA; on the CPU it moves nothing).
 
    The optimizer is made over the wrapped model's parameters (FSDP2's sharded DTensors).
 3. Each rank trains on its own seeded batch (``seed + rank``), a warm-up step and ``steps`` measured steps, as
@@ -127,9 +128,14 @@ def wrap(model: nn.Module, plan: Plan, device: torch.device) -> nn.Module:
     layers = decoder_layers(model)
     if not layers:
         raise DistBuildError("the model names no decoder layer class (_no_split_modules) to shard by")
+    kw: dict[str, Any] = {}
+    if plan.offload == "params":  # pinned host memory needs CUDA: a CPU run keeps its shards unpinned
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        kw["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     for layer in layers:
-        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard, **kw)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, **kw)
     return model
 
 

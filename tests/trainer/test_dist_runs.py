@@ -127,6 +127,21 @@ def test_deepspeed_zero_offload_on_two_ranks() -> None:
         assert measured["phase_components"]["optimizer"]["activations"] < 4096  # no step temporaries
 
 
+def test_fsdp_cpu_offload_runs_and_holds_between_the_device_share_and_the_whole() -> None:
+    """FSDP2 with ``CPUOffloadPolicy`` (``offload`` params): the sharded parameters, gradients and optimizer state
+    live on the host. On the CPU host and device are one memory and FSDP's offload moves nothing, so a rank holds
+    what it holds without offload: more than the estimate's GPU share, and no more than that share with the whole
+    host offload beside it (the host's gradient shards are not all made at the GPU's peak: an upper bound)."""
+    plans = [plan(m, "fsdp", 2).replace(offload="params") for m in ("full", "lora")]
+    for p, result in zip(plans, dist_runs(plans), strict=True):
+        est = estimate(p).to_dict()["memory"]
+        without = estimate(p.replace(offload="none")).to_dict()["memory"]["peak_allocated"]
+        for rank in result["per_rank"]:
+            measured = rank["measured"]["peak_allocated"]
+            assert est["peak_allocated"] < measured <= est["peak_allocated"] + est["host"]["offload"]
+            assert abs(measured - without) / measured <= TOLERANCE  # the same tensors as without offload
+
+
 def sum_trainable(p: Plan) -> int:
     return int(estimate(p).to_dict()["params"]["trainable"])
 
