@@ -478,8 +478,9 @@ class Plan:
         "none",
         "choice",
         "CPU offload",
-        "none; optimizer: optimizer state (and its step) in host RAM (ZeRO offload_optimizer); params: parameters, "
-        "gradients and optimizer state in host RAM (FSDP CPUOffloadPolicy, ZeRO-3 offload_param).",
+        "none; optimizer: optimizer state and step in host RAM (ZeRO offload_optimizer, DeepSpeed's CPU AdamW: "
+        "optimizer adamw_torch); params: parameters, gradients and optimizer state in host RAM (FSDP "
+        "CPUOffloadPolicy, ZeRO-3 offload_param).",
         "Hardware",
         choices=get_args(Offload),
     )
