@@ -2503,8 +2503,11 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
                 else ""
             )
         )
-    elif plan.offload != "none":
-        notes.append("offload figures are modelled from torch's code, not measured")
+    elif plan.offload != "none":  # FSDP on one GPU
+        notes.append(
+            "FSDP on one GPU is estimated as one GPU without sharding: its CPU offload is not counted (nothing is "
+            "moved to host RAM here); set num_gpus to 2 or more to plan FSDP2's offload per rank"
+        )
     return notes + objective_notes(plan)
 
 

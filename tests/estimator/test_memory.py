@@ -451,3 +451,11 @@ def test_fsdp_components_add_up_to_the_peak(strategy: str) -> None:
         assert min(comps.values()) >= 0, (model, method, gc, comps)
         assert sum(comps.values()) == mem["total"]
         assert mem["peak_allocated"] == max(mem["phases"].values()) + CUBLAS_WORKSPACE_BYTES
+
+
+def test_fsdp_offload_on_one_gpu_says_it_is_not_counted() -> None:
+    """One GPU under FSDP is estimated as one GPU: its CPU offload moves nothing in the estimate, and a note says
+    so rather than leaving the host figure silently without it."""
+    one = estimate(Plan(model="llama-3.1-8b", method="full", sharding="fsdp", offload="params")).to_dict()
+    assert one["memory"]["host"]["offload"] == 0
+    assert any("FSDP on one GPU" in n and "not counted" in n for n in one["notes"])
