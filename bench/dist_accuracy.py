@@ -8,9 +8,10 @@ run (``trainer.dist.dist_runs``), and writes
 ``bench/results/dist_gloo.json``; ``python -m bench.accuracy --from-json`` puts its table in docs/accuracy.md. The CI
 suite runs a few of these cases (``tests/trainer/test_dist_runs.py``); this is the whole matrix.
 
-    python -m bench.dist_accuracy              # 24 cases, about 10 minutes on 2 cores
+    python -m bench.dist_accuracy              # 33 cases, about 12 minutes on 2 cores
     python -m bench.dist_accuracy --check      # and exit 1 when a rank's peak is off by more than 3 %
-    python -m bench.dist_accuracy --zero       # only the 10 ZeRO cases, merged into the saved results
+    python -m bench.dist_accuracy --zero       # only the 16 ZeRO cases (6 with offload), merged into the saved results
+    python -m bench.dist_accuracy --qlora      # only the 3 FSDP-QLoRA cases, merged likewise
 """
 
 from __future__ import annotations
@@ -52,7 +53,20 @@ def matrix() -> list[Plan]:
         one
         for n in (2, 4)
         for one in [plan(n, sh, st, m) for sh, st in SETUPS for m in ("lora", "full")] + (deeper if n == 2 else [])
-    ]
+    ] + fsdp_qlora_cases()
+
+
+def fsdp_qlora_cases() -> list[Plan]:
+    """FSDP-QLoRA as transformers and PEFT document it (``bnb_4bit_quant_storage`` bf16, so that FSDP2 shards the
+    packed 4-bit weights like the bf16 ones): full shard and shard-grad-op on 2 ranks, and full shard at 4 layers."""
+    from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
+
+    def plan(strategy: str, layers: int) -> Plan:
+        return Plan(config=LLAMA | {"num_hidden_layers": layers}, batch_size=BATCH, seq_len=SEQ, device="cpu",
+                    method="qlora", sharding="fsdp", num_gpus=2, fsdp_strategy=strategy,  # type: ignore[arg-type]
+                    dtype="bfloat16", quant_storage="bfloat16", lora_dropout=0.0, padding="none")  # fmt: skip
+
+    return [plan("full_shard", 2), plan("shard_grad_op", 2), plan("full_shard", 4)]
 
 
 MEDIUM: dict[str, Any] = {
@@ -97,6 +111,8 @@ def case_id(p: Plan) -> str:
         off = f"/offload-{p.offload}" if p.offload != "none" else ""
         return f"{p.sharding}/{p.method}/{p.num_gpus}{size}{off}"
     setup = "ddp" if p.sharding == "ddp" else f"fsdp-{p.fsdp_strategy}"
+    if p.method == "qlora":
+        setup += f"/storage-{p.quant_storage}"
     layers = p.config["num_hidden_layers"] if p.config else 2
     extra = (f"/{layers}-layers" if layers != 2 else "") + ("" if p.gradient_checkpointing else "/no-gc")
     return f"{setup}/{p.method}/{p.num_gpus}{extra}"
@@ -118,25 +134,30 @@ def row(p: Plan, result: Mapping[str, Any], seconds: float) -> dict[str, Any]:
             "ranks": ranks, "errors": errors, "seconds": round(seconds, 1)}  # fmt: skip
 
 
-def run(log: Any = print, zero_only: bool = False) -> dict[str, Any]:
-    """Every case (``zero_only``: the ZeRO cases, the others kept from the saved JSON)."""
+def run(log: Any = print, zero_only: bool = False, qlora_only: bool = False) -> dict[str, Any]:
+    """Every case (``zero_only``: the ZeRO cases, ``qlora_only``: the FSDP-QLoRA ones; the others kept from the
+    saved JSON)."""
     from trainer.dist import dist_runs
     from trainer.run import versions
 
-    plans = matrix()
+    plans = fsdp_qlora_cases() if qlora_only else matrix()
     rows: list[dict[str, Any]] = []
+    saved = json.loads(DIST_JSON.read_text())["cases"] if DIST_JSON.exists() else []
     if zero_only:
-        saved = json.loads(DIST_JSON.read_text())["cases"] if DIST_JSON.exists() else []
         rows += [c for c in saved if not c["plan"]["sharding"].startswith("zero")]
+    if qlora_only:
+        rows += [c for c in saved if c["id"] not in {case_id(p) for p in plans}]
     for n in () if zero_only else (2, 4):
         group = [p for p in plans if p.num_gpus == n]
+        if not group:
+            continue
         began = time.monotonic()
         results = dist_runs(group)
         seconds = (time.monotonic() - began) / len(group)
         for p, r in zip(group, results, strict=True):
             rows.append(row(p, r, seconds))
             log(f"{rows[-1]['id']:32s} " + " ".join(f"{e:+.2%}" for e in rows[-1]["errors"]))
-    for p in zero_cases():  # a group of its own each: an engine leaves buffers behind it in the process
+    for p in () if qlora_only else zero_cases():  # a group of its own each: an engine leaves buffers behind it
         began = time.monotonic()
         (r,) = dist_runs([p])
         rows.append(row(p, r, time.monotonic() - began))
@@ -176,7 +197,22 @@ def section(data: Mapping[str, Any] | None) -> list[str]:
     lines += ["", f"{len(cases)} cases, largest per-rank error {worst:.2%} (tolerance {TOLERANCE:.0%}).", ""]
     lines += zero_prose(cases)
     lines += fsdp_prose(cases)
+    lines += qlora_prose([c for c in cases if c["plan"]["method"] == "qlora"])
     return lines
+
+
+def qlora_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the FSDP-QLoRA rows show."""
+    if not cases:
+        return []
+    rows = ", ".join(f"`{c['id']}` {_span(c['errors'])}" for c in cases)
+    return [
+        f"**FSDP-QLoRA** (`bnb_4bit_quant_storage` bf16, as transformers and PEFT document it: the packed 4-bit "
+        f"weights are stored as bf16 elements, so FSDP2 shards and gathers them like the bf16 ones; bitsandbytes' "
+        f"CPU kernels under gloo): {rows}. The gathered working set is the packed weights, their quantization "
+        "state stays whole on every rank, and the LoRA terms are the single-GPU ones sharded.",
+        "",
+    ]
 
 
 def zero_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -248,7 +284,7 @@ def fsdp_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
     late = [e for c, r, e in rows if r["peak_allocated"] >= 1.01 * min(x["peak_allocated"] for x in c["ranks"])]
     timely = [(c, e) for c, r, e in rows if r["peak_allocated"] < 1.01 * min(x["peak_allocated"] for x in c["ranks"])]
     full = [e for c, e in timely if c["plan"]["method"] == "full"]
-    lora = [e for c, e in timely if c["plan"]["method"] != "full"]
+    lora = [e for c, e in timely if c["plan"]["method"] == "lora"]
     ddp = [e for c in cases if c["plan"]["sharding"] == "ddp" for e in c["errors"]]
     lines = [
         f"**FSDP2, derived per moment** (`Fsdp` in estimator/_sharding.py; `fsdp_layer_backward` and "
@@ -318,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="exit 1 when a rank is off by more than 3 %%")
     parser.add_argument("--zero", action="store_true", help="run only the ZeRO cases, keeping the others' results")
+    parser.add_argument("--qlora", action="store_true", help="run only the FSDP-QLoRA cases, keeping the others'")
     args = parser.parse_args(argv)
-    data = run(zero_only=args.zero)
+    data = run(zero_only=args.zero, qlora_only=args.qlora)
     DIST_JSON.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {DIST_JSON.relative_to(REPO)}")
     bad = [c["id"] for c in data["cases"] if max(abs(e) for e in c["errors"]) > TOLERANCE]

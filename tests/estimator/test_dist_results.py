@@ -88,3 +88,11 @@ def test_the_high_edge_carries_no_flat_fsdp_margin() -> None:
         if case["plan"]["sharding"] == "ddp" or case["plan"]["fsdp_strategy"] == "shard_grad_op":
             memory = _memory(case)
             assert memory["range"]["peak_allocated"][1] <= memory["peak_allocated"] * 1.031, case["id"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["plan"]["method"] == "qlora"], ids=lambda c: c["id"])
+def test_fsdp_qlora_per_rank_peak_within_3_percent(case: dict[str, Any]) -> None:
+    """FSDP-QLoRA with bf16 quant storage (the packed 4-bit weights sharded like bf16 ones) on gloo ranks."""
+    assert case["plan"]["sharding"] == "fsdp" and case["plan"]["quant_storage"] == "bfloat16"
+    estimated, measured = _memory(case)["peak_allocated"], _measured(case)
+    assert abs(estimated - measured) / measured <= 0.03

@@ -127,6 +127,14 @@ def test_deepspeed_zero_offload_on_two_ranks() -> None:
         assert measured["phase_components"]["optimizer"]["activations"] < 4096  # no step temporaries
 
 
+def test_fsdp_qlora_with_bf16_quant_storage_on_two_ranks() -> None:
+    """FSDP-QLoRA as transformers and PEFT document it: ``bnb_4bit_quant_storage`` bf16, so that FSDP2 shards the
+    packed 4-bit weights like bf16 ones (bitsandbytes' CPU kernels under gloo)."""
+    p = plan("qlora", "fsdp", 2).replace(quant_storage="bfloat16")
+    (result,) = dist_runs([p])
+    check(p, result)
+
+
 def test_fsdp_cpu_offload_runs_and_holds_between_the_device_share_and_the_whole() -> None:
     """FSDP2 with ``CPUOffloadPolicy`` (``offload`` params): the sharded parameters, gradients and optimizer state
     live on the host. On the CPU host and device are one memory and FSDP's offload moves nothing, so a rank holds
