@@ -83,6 +83,9 @@ from ._sharding import (
     DEEPSPEED_REUSE_DISTANCE,
     DEEPSPEED_SUB_GROUP,
     LOAD_TENSOR,
+    NVME_OPTIMIZER_BUFFERS,
+    NVME_PARAM_BUFFERS,
+    NVME_PARAM_MAX_IN_CPU,
     Fsdp,
     Held,
     adapter_held,
@@ -764,6 +767,7 @@ class _State:
     gathered_layers: int = 0  # ZeRO-3: the two decoder layers gathered (the one running, the next prefetched)
     host_offload: int = 0  # state offloaded to host RAM (optimizer, or parameters + gradients + optimizer)
     zero_window: int = 0  # ZeRO-3: the most its reuse window may keep gathered (``zero3_window``)
+    nvme: int = 0  # bytes ZeRO-Infinity keeps on the NVMe path (``nvme_bytes``)
     layers: int = 1
     reference: int = 0  # a frozen reference copy of the model (full fine-tuning with DPO, KTO, GRPO with beta > 0)
 
@@ -912,7 +916,13 @@ def zero_offload(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bo
     * stage 3 (``stage3.py``): the fp32 master partition (not pinned), its fp32 gradient one pinned buffer per
       ``sub_group_size`` sub-group, and the 16-bit gradient partition (``grad_partitions_flat_buffer``) moved to
       the host, pinned;
-    * both: CPU Adam's two fp32 states over the partition (``DeepSpeedCPUAdam``; its step count is a Python int).
+    * both: CPU Adam's two fp32 states over the partition (``DeepSpeedCPUAdam``; its step count is a Python int);
+    * ZeRO-3 with ``offload_device`` nvme (ZeRO-Infinity): the fp32 master, its gradient and the states live on the
+      NVMe path (``nvme_bytes``); the host keeps ``NVME_OPTIMIZER_BUFFERS`` page-locked swap buffers of the largest
+      sub-group (``swap_tensor/optimizer_utils.py``, DeepSpeed's own locked allocation, not rounded), the fp32
+      gradient buffer of one sub-group (``initialize_optimizer_states``' ``gradient_buffer``, kept as the swapped
+      partitions' ``.grad``) and the 16-bit gradient partition. Read from the code only: DeepSpeed's async I/O op
+      needs libaio, which this machine lacks.
 
     Pinned blocks are taken as torch's allocator takes them (``pinned``). Measured on gloo runs of the engine on
     the CPU, where host and device are one memory (docs/accuracy.md): every byte of the host and device terms
@@ -924,6 +934,10 @@ def zero_offload(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bo
     adam = 2 * 4 * part
     if plan.sharding == "zero3":
         subs = [min(DEEPSPEED_SUB_GROUP, part - i) for i in range(0, part, DEEPSPEED_SUB_GROUP)]
+        if plan.offload_device == "nvme":
+            largest_sub = max(subs, default=0)
+            swap = NVME_OPTIMIZER_BUFFERS * 4 * largest_sub + 4 * largest_sub
+            return swap + pinned(half * part, cuda), 0, alloc(half * part, cuda)
         grads32 = sum(pinned(4 * s, cuda) for s in subs)
         return 4 * part + grads32 + pinned(half * part, cuda) + adam, 0, alloc(half * part, cuda)
     host = 2 * pinned(4 * part, cuda) + pinned(half * part, cuda) + pinned(half * largest, cuda) + adam
@@ -952,7 +966,9 @@ def zero_offload_params(inv: Inventory, plan: Plan, cuda: bool) -> tuple[int, in
     buffer per parameter group (``stage3.py``, ``_create_param_groups_fp16_flat_cpu_memory``; the blocks they
     leave stay in torch's pinned cache). Parameters under ``stage3_param_persistence_threshold`` stay whole on the
     GPU (``ds_persist``). The GPU keeps the gathered layers. Derived from DeepSpeed's code; on the gloo runs (one
-    memory) the parameters move, not copy: measured as the same total as ``offload`` ``optimizer``."""
+    memory) the parameters move, not copy: measured as the same total as ``offload`` ``optimizer``. On NVMe
+    (``offload_device``): ``NVME_PARAM_BUFFERS`` page-locked swap buffers and the trained parameters' flat
+    partition up to ``max_in_cpu`` stay on the host, the rest is on the NVMe path (``nvme_bytes``)."""
     n, per = plan.num_gpus, param_dtype_bytes(plan)
     host = persistent = trained = 0
     for t in inv:
@@ -962,7 +978,25 @@ def zero_offload_params(inv: Inventory, plan: Plan, cuda: bool) -> tuple[int, in
         host += pinned(-(-t.numel // n) * per, cuda) * t.layers
         if plan.method == "full":
             trained += -(-t.numel // n) * t.layers
+    if plan.offload_device == "nvme":  # the partitions on NVMe, swapped through DeepSpeed's locked buffers
+        count, size = NVME_PARAM_BUFFERS
+        return count * size * per + pinned(min(trained, NVME_PARAM_MAX_IN_CPU) * per, cuda), persistent
     return host + (pinned(trained * per, cuda) if cuda else 0), persistent
+
+
+def nvme_bytes(inv: Inventory, trainable: Sequence[tuple[int, int, int]], plan: Plan) -> int:
+    """What ZeRO-Infinity writes to one rank's NVMe path (``offload_device`` nvme): the optimizer's fp32 master
+    partition, its two Adam states and its fp32 gradient (16 B an element of the rank's partition), and with
+    offload params every parameter's 16-bit partition (``partitioned_param_swapper.py``; those under the
+    persistence threshold stay whole on the GPU)."""
+    if plan.offload_device != "nvme" or plan.offload == "none":
+        return 0
+    part = -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
+    params = 0
+    if plan.offload == "params":
+        per = param_dtype_bytes(plan)
+        params = sum(-(-t.numel // plan.num_gpus) * per * t.layers for t in inv if t.numel >= DEEPSPEED_PERSISTENCE)
+    return 16 * part + params
 
 
 def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
@@ -1036,7 +1070,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference, zero_backward=zero_backward,
         zero_partition=alloc(4 * zero_step_elements(trainable, plan), cuda) if zero else 0,
         zero_at_loss=zero_backward if _head_trained(arch, plan) else 0, gathered_layers=gathered,
-        host_offload=host_offload, zero_window=window,
+        host_offload=host_offload, zero_window=window, nvme=nvme_bytes(inv, trainable, plan) if zero else 0,
     ), plan)  # fmt: skip
 
 
@@ -2443,7 +2477,7 @@ def _vision_notes(plan: Plan, arch: Architecture, f: _Flow) -> list[str]:
     return notes
 
 
-def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: Runtime) -> list[str]:
+def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: Runtime, nvme: int = 0) -> list[str]:
     """What the user should know that the numbers do not say: the attention path taken, the runtime constants
     used, approximations."""
     notes: list[str] = []
@@ -2503,6 +2537,13 @@ def _notes(plan: Plan, arch: Architecture, f: _Flow, tensor_peak: int, runtime: 
                 else ""
             )
         )
+        if plan.offload_device == "nvme":
+            notes.append(
+                f"ZeRO-Infinity (NVMe): {gib_text(nvme)} per GPU of state on the NVMe path "
+                "(memory.host.nvme); the host keeps pinned swap buffers sized by sub_group_size (1e9 elements by "
+                "default: 4 buffers of the largest sub-group in fp32, and its fp32 gradient), often more than the "
+                "state they page: lower sub_group_size to shrink them. Read from DeepSpeed's code, not run here"
+            )
     elif plan.offload != "none":  # FSDP on one GPU
         notes.append(
             "FSDP on one GPU is estimated as one GPU without sharding: its CPU offload is not counted (nothing is "
@@ -2583,7 +2624,7 @@ def training_memory(
         phases=phases,
         terms=_terms(inv, plan, state, fwd, head, tiers, peak_phase, tensor_peak, runtime),
         activation_dtype={4: "float32", 2: "bfloat16" if plan.dtype != "float16" else "float16"}[f.ad],
-        notes=tuple(_notes(plan, inv.arch, f, tensor_peak, runtime)),
+        notes=tuple(_notes(plan, inv.arch, f, tensor_peak, runtime, state.nvme)),
         range=memory_range(
             f, tensors := tensor_range(plan, f, comp, extra_high, zero_timing(state, comp)), tiers, runtime
         ),
@@ -2604,7 +2645,7 @@ def per_rank_figures(plan: Plan, state: _State, tiers: _Tiers, comp: dict[str, i
     other memory figure of the estimate is per GPU too. ``basis``: measured (one GPU, DDP and FSDP2 on gloo CPU
     runs; DeepSpeed ZeRO on gloo runs of its engine, its optimizer offload included) or modelled (FSDP2's CPU
     offload, ZeRO-3's parameter offload)."""
-    modelled = plan.offload == "params"
+    modelled = plan.offload == "params" or plan.offload_device == "nvme"
     return {
         "num_gpus": plan.num_gpus,
         "sharding": plan.sharding,
@@ -2653,7 +2694,7 @@ def host_ram(inv: Inventory, plan: Plan, state: _State) -> dict[str, int | str]:
     peak = HOST_RUNTIME_BYTES + max(loading, train)
     measured = plan.device == "cpu" and mode == LOAD_TENSOR and plan.offload == "none"
     return {"host_peak": peak, "runtime": HOST_RUNTIME_BYTES, "loading": loading, "loading_mode": mode,
-            "offload": state.host_offload, "mapped": mapped_bytes(inv, plan),
+            "offload": state.host_offload, "nvme": state.nvme, "mapped": mapped_bytes(inv, plan),
             "basis": "measured" if measured else "modelled"}  # fmt: skip
 
 

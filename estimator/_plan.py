@@ -32,6 +32,7 @@ Device = Literal["cuda", "cpu"]
 Sharding = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
 FsdpStrategy = Literal["full_shard", "shard_grad_op", "hybrid_shard"]
 Offload = Literal["none", "optimizer", "params"]
+OffloadDevice = Literal["cpu", "nvme"]
 QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
 SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
 Padding = Literal["padded", "none", "packed"]
@@ -484,6 +485,15 @@ class Plan:
         "Hardware",
         choices=get_args(Offload),
     )
+    offload_device: OffloadDevice = _spec(
+        "cpu",
+        "choice",
+        "Offload device",
+        "Where offload puts the state: cpu (host RAM) or nvme (DeepSpeed ZeRO-3's ZeRO-Infinity: the optimizer "
+        "state, and with offload params the parameters, swapped to an NVMe path through pinned host buffers).",
+        "Hardware",
+        choices=get_args(OffloadDevice),
+    )
     quant_storage: QuantStorage = _spec(
         "uint8",
         "choice",
@@ -613,6 +623,11 @@ class Plan:
                 f"offload 'optimizer' is DeepSpeed ZeRO's offload_optimizer: choose sharding zero1, zero2 or zero3 "
                 f"(FSDP offloads parameters, gradients and optimizer state together: offload 'params'; got "
                 f"{self.sharding})"
+            )
+        if self.offload_device == "nvme" and (self.sharding != "zero3" or self.offload == "none"):
+            raise PlanError(
+                f"offload_device 'nvme' is DeepSpeed ZeRO-3's (ZeRO-Infinity): set sharding zero3 and offload "
+                f"optimizer or params (got sharding {self.sharding}, offload {self.offload})"
             )
         if self.offload != "none" and self.sharding.startswith("zero") and self.optimizer != "adamw_torch":
             raise PlanError(

@@ -89,14 +89,29 @@ def deepspeed_config(plan: Plan) -> dict[str, Any]:
         "fp16": {"enabled": plan.dtype == "float16"},
     }
     if stage and plan.offload != "none":
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        where: dict[str, Any] = {"device": plan.offload_device, "pin_memory": True}
+        if plan.offload_device == "nvme":
+            where["nvme_path"] = NVME_PATH
+        zero["offload_optimizer"] = dict(where)
         if plan.offload == "params":
-            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+            zero["offload_param"] = dict(where)
         # ZeRO-Offload steps on the host with DeepSpeed's CPU Adam, which the engine builds from this section (a
         # torch optimizer handed in is refused: ``zero_force_ds_cpu_optimizer``); transformers fills in "auto"
         config["optimizer"] = {"type": "AdamW", "params": dict.fromkeys(OFFLOAD_OPTIMIZER_PARAMS, "auto")}
     return config
 
+
+NVME_PATH = "/local_nvme"
+"""The ``nvme_path`` an exported ZeRO-Infinity config names (DeepSpeed's documentation's example): the user's own
+NVMe mount goes there."""
+NVME_PARAM_BUFFERS = (5, 100_000_000)
+"""DeepSpeed's ``offload_param`` ``buffer_count`` and ``buffer_size`` defaults (elements; ``zero/offload_config.py``):
+the pinned host buffers parameters are swapped in and out of NVMe through."""
+NVME_PARAM_MAX_IN_CPU = 1_000_000_000
+"""``offload_param.max_in_cpu`` default (elements): the trained parameters' 16-bit partition kept in host RAM."""
+NVME_OPTIMIZER_BUFFERS = 4
+"""``offload_optimizer.buffer_count`` default: the pinned host buffers, one sub-group each, the optimizer state is
+swapped through."""
 
 OFFLOAD_OPTIMIZER_PARAMS = ("lr", "betas", "eps", "weight_decay")
 """The ``optimizer.params`` an offloaded DeepSpeed config leaves to transformers' Trainer (``"auto"``: its

@@ -47,6 +47,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -176,8 +177,17 @@ class ZeroStep:
 
 def zero_build(model: nn.Module, plan: Plan, device: torch.device, vocab: int) -> Built:
     """DeepSpeed's engine over the model and the plan's optimizer (``deepspeed.initialize``)."""
+    if plan.offload_device == "nvme" and not _async_io_available():
+        raise DistBuildError(
+            "offload_device nvme needs DeepSpeed's async I/O op, which builds against libaio (the libaio-dev "
+            "package): install it on the machine that runs the job, or plan offload_device cpu"
+        )
     built = assemble(model, plan, device, vocab)
     config = deepspeed_config(plan) | {"zero_allow_untested_optimizer": True}  # what transformers' Trainer adds
+    for section in ("offload_optimizer", "offload_param"):  # the exported placeholder path: a scratch folder here
+        where = config["zero_optimization"].get(section)
+        if isinstance(where, dict) and where.get("device") == "nvme":
+            where["nvme_path"] = tempfile.mkdtemp(prefix="tuneplan-nvme-")
     client: Any = built.optimizer
     if "optimizer" in config:  # offload: the engine builds DeepSpeed's CPU Adam from the section, "auto" filled in
         config["optimizer"] = {"type": "AdamW", "params": {"lr": LEARNING_RATE, "betas": [0.9, 0.999], "eps": 1e-8,
@@ -190,6 +200,12 @@ def zero_build(model: nn.Module, plan: Plan, device: torch.device, vocab: int) -
     built.model, built.optimizer = engine, ZeroStep(engine, zero)  # type: ignore[assignment]
     built.kept["backward"] = engine.backward
     return built
+
+
+def _async_io_available() -> bool:
+    """Whether DeepSpeed's async I/O op (ZeRO-Infinity's NVMe swapping) can be built here."""
+    builder = stack_module("deepspeed.ops.op_builder").AsyncIOBuilder()
+    return bool(builder.is_compatible(verbose=False))
 
 
 def _inner_lm_head(model: nn.Module) -> nn.Module | None:

@@ -288,6 +288,9 @@ def _deepspeed(r: _Reader, ds: Any) -> None:
             r.fields["offload"] = "params"
         elif _offloaded(zero.get("offload_optimizer")):
             r.fields["offload"] = "optimizer"
+        sections = (zero.get("offload_optimizer"), zero.get("offload_param"))
+        if stage == 3 and any(isinstance(x, Mapping) and x.get("device") == "nvme" for x in sections):
+            r.fields["offload_device"] = "nvme"
 
 
 def _offloaded(section: Any) -> bool:

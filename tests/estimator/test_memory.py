@@ -127,6 +127,28 @@ def test_zero3_offload_moves_the_gradient_partition_and_bounds_the_reuse_window(
     assert high >= 2 * window + 2 * layer
 
 
+def test_zero_infinity_pages_the_state_to_nvme_through_host_buffers() -> None:
+    """ZeRO-3 with ``offload_device`` nvme (DeepSpeed 0.19's defaults, read from its code): the fp32 master, its
+    gradient and the Adam states (16 B an element of the rank's partition) and, with offload params, every 16-bit
+    parameter partition go to the NVMe path; the host keeps 4 page-locked swap buffers of the largest sub-group in
+    fp32, that sub-group's fp32 gradient, the 16-bit gradient partition (pinned, a power of two) and, with offload
+    params, 5 buffers of 1e8 16-bit elements and the trained partition (pinned). The GPU holds what it holds with
+    cpu offload."""
+    params = 8_030_261_248
+    part = -(-params // 8)  # 1,003,782,656 elements: one sub-group of at most 1e9, and a second of the rest
+    base = {"model": "llama-3.1-8b", "method": "full", "num_gpus": 8, "sharding": "zero3"}
+    cpu = _mem(**base, offload="optimizer")
+    opt = _mem(**base, offload="optimizer", offload_device="nvme")
+    par = _mem(**base, offload="params", offload_device="nvme")
+    assert opt["host"]["nvme"] == 16 * part
+    assert opt["host"]["offload"] == 4 * 4 * 10**9 + 4 * 10**9 + 2**31  # 2 B x part: 2.0 GB, pinned as 2 GiB
+    assert opt["peak_allocated"] == cpu["peak_allocated"] and cpu["host"]["nvme"] == 0
+    assert par["host"]["nvme"] > opt["host"]["nvme"] + 2 * params // 8 * 0.99  # + the 16-bit partitions
+    assert par["host"]["offload"] == opt["host"]["offload"] + 5 * 10**8 * 2 + 2**31
+    assert any("ZeRO-Infinity" in n and "sub_group_size" in n for n in opt["notes"])
+    assert opt["per_rank"]["basis"] == "modelled" and cpu["per_rank"]["basis"] == "measured"
+
+
 def test_zero_buffers_are_deepspeeds_default_buckets() -> None:
     """Stages 1/2 make two reduce buckets of 5e8 16-bit elements at each backward (overlap_comm), gone by the
     optimizer step; stage 3 keeps one with its 16-bit gradient partition. LoRA's adapters are 16-bit under the

@@ -19,6 +19,11 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"offload": "params", "sharding": "ddp", "num_gpus": 2}, r"offload 'params' needs sharding fsdp or zero3"),
     ({"offload": "optimizer", "sharding": "fsdp", "num_gpus": 2}, r"offload 'optimizer' is DeepSpeed ZeRO"),
     (
+        {"offload": "optimizer", "sharding": "zero2", "num_gpus": 2, "offload_device": "nvme"},
+        r"offload_device 'nvme' is DeepSpeed ZeRO-3's .*got sharding zero2",
+    ),
+    ({"sharding": "zero3", "num_gpus": 2, "offload_device": "nvme"}, r"offload_device 'nvme' .*offload none"),
+    (
         {"offload": "optimizer", "sharding": "zero2", "num_gpus": 2, "optimizer": "adamw_8bit"},
         r"DeepSpeed's offload steps its own CPU AdamW .*choose optimizer adamw_torch",
     ),

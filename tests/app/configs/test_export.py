@@ -46,6 +46,9 @@ PLANS = {
     "lora-zero2-offload": QLORA.replace(
         method="lora", num_gpus=2, sharding="zero2", offload="optimizer", optimizer="adamw_torch"
     ),  # fmt: skip
+    "full-zero3-nvme": QLORA.replace(
+        method="full", num_gpus=8, sharding="zero3", offload="params", offload_device="nvme", optimizer="adamw_torch"
+    ),  # fmt: skip
     "lora-fsdp-hybrid": QLORA.replace(
         method="lora", num_gpus=8, sharding="fsdp", fsdp_strategy="hybrid_shard", shard_group_size=4
     ),  # fmt: skip
@@ -62,7 +65,8 @@ def _read_back(plan: Plan, fmt: str) -> Plan:
 
 def _same(a: Plan, b: Plan, *ignore: str) -> None:
     skip = {"model", "config", "gpu", "num_gpus", "sharding", "train_tokens", "epochs", "mfu", "dataset_tokens",
-            "prepare_kbit", "lora_alpha", "fsdp_strategy", "offload", "shard_group_size", *ignore}  # fmt: skip
+            "prepare_kbit", "lora_alpha", "fsdp_strategy", "offload", "offload_device", "shard_group_size",
+            *ignore}  # fmt: skip
     skip |= {f.name for f in plan_fields() if f.spec.methods and a.method not in f.spec.methods}
     da, db = a.to_dict(), b.to_dict()
     assert {k: v for k, v in da.items() if k not in skip} == {k: v for k, v in db.items() if k not in skip}
@@ -198,8 +202,9 @@ def test_deepspeed_json_loads_in_deepspeeds_own_class(name: str) -> None:
     assert config.zero_optimization_stage == (int(plan.sharding[-1]) if plan.sharding.startswith("zero") else 0)
     assert config.bfloat16_config.enabled is (plan.dtype == "bfloat16")
     zero, offload = config.zero_config, plan.offload if plan.sharding.startswith("zero") else "none"
-    assert (zero.offload_optimizer is not None and zero.offload_optimizer.device == "cpu") is (offload != "none")
-    assert (zero.offload_param is not None and zero.offload_param.device == "cpu") is (offload == "params")
+    device = plan.offload_device
+    assert (zero.offload_optimizer is not None and zero.offload_optimizer.device == device) is (offload != "none")
+    assert (zero.offload_param is not None and zero.offload_param.device == device) is (offload == "params")
     # offload: the engine builds DeepSpeed's CPU AdamW from the config (a torch optimizer handed in is refused)
     assert (config.optimizer_name == "adamw") is (offload != "none")
 

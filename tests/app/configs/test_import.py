@@ -62,6 +62,7 @@ def test_axolotl_options_that_matter_are_mapped() -> None:
     (2, {"offload_optimizer": {"device": "cpu", "pin_memory": True}}, "optimizer"),
     (3, {"offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}}, "params"),
     (3, {"offload_optimizer": {"device": "none"}}, "none"),
+    (3, {"offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"}}, "optimizer"),
 ])  # fmt: skip
 def test_an_inline_deepspeed_config_brings_its_offload(stage: int, sections: dict[str, Any], offload: str) -> None:
     """axolotl's ``deepspeed`` may hold the DeepSpeed JSON itself: its ZeRO stage and its offload sections are
@@ -70,6 +71,8 @@ def test_an_inline_deepspeed_config_brings_its_offload(stage: int, sections: dic
     text = yaml.safe_dump({"base_model": "meta-llama/Llama-3.1-8B", "deepspeed": deepspeed})
     p = import_config(text, "axolotl").plan
     assert (p.sharding, p.offload) == (f"zero{stage}", offload)
+    nvme = any(isinstance(v, dict) and v.get("device") == "nvme" for v in sections.values())
+    assert p.offload_device == ("nvme" if nvme else "cpu")
 
 
 def test_axolotl_defaults_are_axolotls() -> None:
