@@ -150,6 +150,18 @@ def test_fsdp_cpu_offload_runs_and_holds_between_the_device_share_and_the_whole(
             assert abs(measured - without) / measured <= TOLERANCE  # the same tensors as without offload
 
 
+def test_zero_infinity_without_async_io_is_refused_with_what_to_install() -> None:
+    """ZeRO-3 with ``offload_device`` nvme swaps through DeepSpeed's async I/O op, which builds against libaio: where
+    it cannot build, the run says so before anything is loaded (this machine has no libaio)."""
+    from deepspeed.ops.op_builder import AsyncIOBuilder
+
+    if AsyncIOBuilder().is_compatible(verbose=False):
+        pytest.skip("DeepSpeed's async I/O op builds here: nothing to refuse")
+    p = plan("full", "zero3", 2).replace(dtype="bfloat16", offload="optimizer", offload_device="nvme")
+    with pytest.raises(RuntimeError, match=r"offload_device nvme needs DeepSpeed's async I/O op.*libaio"):
+        dist_runs([p])
+
+
 def sum_trainable(p: Plan) -> int:
     return int(estimate(p).to_dict()["params"]["trainable"])
 
