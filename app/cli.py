@@ -264,6 +264,8 @@ def _print_estimate(d: dict[str, Any]) -> None:
     if mem.get("host_peak"):
         mt.add_row("host RAM (CPU)" + (" per rank" if n > 1 else ""), f"{mem['host_peak']:,}",
                    size_text(mem["host_peak"]))  # fmt: skip
+    if nvme := int((mem.get("host") or {}).get("nvme") or 0):
+        mt.add_row("NVMe (ZeRO-Infinity)" + (" per rank" if n > 1 else ""), f"{nvme:,}", size_text(nvme))
     con.print(mt)
     _print_fit(con, d)
     _print_time(con, d)

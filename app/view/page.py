@@ -383,7 +383,8 @@ def results_view(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def scale_view(contract: Mapping[str, Any]) -> dict[str, Any]:
-    """Per GPU vs all GPUs together, and the host RAM per rank, labelled for the summary fragment."""
+    """Per GPU vs all GPUs together, and the host RAM (and ZeRO-Infinity's NVMe bytes) per rank, labelled for the
+    summary fragment."""
     mem = contract["memory"]
     rank = mem.get("per_rank") or {}
     n = int(rank.get("num_gpus") or 1)
@@ -397,6 +398,7 @@ def scale_view(contract: Mapping[str, Any]) -> dict[str, Any]:
         "per_gpu_text": gib_text(int(rank.get("total") or mem["total"])),
         "all_gpus_text": gib_text(int(rank.get("all_gpus_total") or mem["total"] * n)),
         "host_text": gib_text(host) if host else None,
+        "nvme_text": gib_text(nvme) if (nvme := int((mem.get("host") or {}).get("nvme") or 0)) else None,
     }
 
 

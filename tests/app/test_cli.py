@@ -111,6 +111,20 @@ def test_estimate_table_labels_per_gpu_and_all_gpus() -> None:
     assert f"host RAM (CPU) per rank │ {mem['host_peak']:,}" in out
 
 
+def test_zero_infinity_shows_the_nvme_bytes_beside_host_ram() -> None:
+    """ZeRO-3 with its state on NVMe: the table adds the bytes on the NVMe path per rank, from memory.host.nvme."""
+    args = ("estimate", "llama-3.1-8b", "--method", "full", "--num-gpus", "8", "--sharding", "zero3", "--offload",
+            "optimizer", "--offload-device", "nvme")  # fmt: skip
+    r = _run(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    nvme = json.loads(r.stdout)["memory"]["host"]["nvme"]
+    assert nvme > 0
+    out = " ".join(_run(*args).stdout.split())
+    assert f"{nvme:,}" in out and "NVMe (ZeRO-Infinity)" in out
+    bad = _run("estimate", "llama-3.1-8b", "--sharding", "zero2", "--num-gpus", "2", "--offload-device", "nvme")
+    assert bad.returncode == 2 and "--offload-device 'nvme' is DeepSpeed ZeRO-3's" in bad.stderr
+
+
 def test_storage_rule_of_thumb() -> None:
     r = _run("storage", "--params", "10e9", "--trainable-fraction", "0.01", "--json")
     assert r.returncode == 0, r.stderr

@@ -348,3 +348,17 @@ def test_errors_on_the_page_are_written_for_a_person_and_the_api_keeps_its_own(c
     long = client.post("/api/charts", json={"model": "gpt2", "method": "lora", "seq_len": 200_000}).json()
     assert long["fields"] == ["seq_len", "allow_long_context"]  # the fields the page marks and offers to turn on
     assert "“Allow sequences beyond the model's context”" in long["message"] and "allow_long_context" in long["detail"]
+
+
+def test_the_page_shows_zero_infinitys_nvme_bytes_per_rank(client: TestClient) -> None:
+    """ZeRO-3 with its state on NVMe: the summary shows the bytes on the NVMe path per rank (memory.host.nvme) beside
+    the host RAM; a plan without it shows no NVMe figure."""
+    query = "model=llama-3.1-8b&method=full&num_gpus=8&sharding=zero3&offload=optimizer&offload_device=nvme"
+    response = client.get("/?" + query)
+    assert response.status_code == 200, response.text
+    plan = {"model": "llama-3.1-8b", "method": "full", "num_gpus": 8, "sharding": "zero3", "offload": "optimizer",
+            "offload_device": "nvme"}  # fmt: skip
+    nvme = estimate(client, plan)["memory"]["host"]["nvme"]
+    assert nvme > 0
+    assert f'NVMe (ZeRO-Infinity) per rank: <strong class="num" data-scale="nvme">{gib_text(nvme)}' in response.text
+    assert 'data-scale="nvme"' not in client.get("/?model=llama-3.1-8b&method=full&num_gpus=8&sharding=zero3").text
