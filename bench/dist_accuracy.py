@@ -203,16 +203,22 @@ def section(data: Mapping[str, Any] | None) -> list[str]:
 
 def qlora_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
     """What the FSDP-QLoRA rows show."""
+    return _cases_paragraph(
+        cases,
+        "**FSDP-QLoRA** (`bnb_4bit_quant_storage` bf16, as transformers and PEFT document it: the packed 4-bit "
+        "weights are stored as bf16 elements, so FSDP2 shards and gathers them like the bf16 ones; bitsandbytes' "
+        "CPU kernels under gloo)",
+        "The gathered working set is the packed weights, their quantization state stays whole on every rank, and "
+        "the LoRA terms are the single-GPU ones sharded.",
+    )
+
+
+def _cases_paragraph(cases: Sequence[Mapping[str, Any]], lead: str, body: str) -> list[str]:
+    """One paragraph of docs/accuracy.md: ``lead``, each case's id and error, then ``body`` (none without cases)."""
     if not cases:
         return []
     rows = ", ".join(f"`{c['id']}` {_span(c['errors'])}" for c in cases)
-    return [
-        f"**FSDP-QLoRA** (`bnb_4bit_quant_storage` bf16, as transformers and PEFT document it: the packed 4-bit "
-        f"weights are stored as bf16 elements, so FSDP2 shards and gathers them like the bf16 ones; bitsandbytes' "
-        f"CPU kernels under gloo): {rows}. The gathered working set is the packed weights, their quantization "
-        "state stays whole on every rank, and the LoRA terms are the single-GPU ones sharded.",
-        "",
-    ]
+    return [f"{lead}: {rows}. {body}", ""]
 
 
 def zero_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -247,12 +253,11 @@ def zero_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def offload_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
     """What the offload rows show: the device's tensors and the host offload together (one memory on the CPU)."""
-    if not cases:
-        return []
-    rows = ", ".join(f"`{c['id']}` {_span(c['errors'])}" for c in cases)
-    return [
-        f"**ZeRO offload** (`zero_offload`, `zero_offload_params`; the estimate is the per-rank peak plus "
-        f"`memory.host.offload`, since on the CPU host and device are one memory): {rows}. DeepSpeed's CPU Adam "
+    return _cases_paragraph(
+        cases,
+        "**ZeRO offload** (`zero_offload`, `zero_offload_params`; the estimate is the per-rank peak plus "
+        "`memory.host.offload`, since on the CPU host and device are one memory)",
+        "DeepSpeed's CPU Adam "
         "(built from the config's optimizer section) steps on the host: its two fp32 states and the fp32 master "
         "partition are exact, the step makes no temporaries. Stages 1/2 add the partition's fp32 gradient, a 16-bit "
         "copy-back buffer and a 16-bit buffer of the largest parameter on each side; stage 3 moves its 16-bit "
@@ -264,8 +269,7 @@ def offload_prose(cases: Sequence[Mapping[str, Any]]) -> list[str]:
         "forward and backward (the run without offload holds it too, under its optimizer-step peak). The estimate "
         "keeps two decoder layers; the range's high edge carries the window (`zero3_window`), and the measured "
         "peak is inside it.",
-        "",
-    ]
+    )
 
 
 def _span(errors: Sequence[float]) -> str:
