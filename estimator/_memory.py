@@ -1095,7 +1095,12 @@ def fsdp_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) ->
     unsharded = _trainable_tensors(inv, adapters, plan)
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, _sum_alloc(unsharded, cuda))
     root = [h for t, h in zip(inv, base, strict=True) if is_root_tensor(t)] + [h for h in extra if h.layers == 1]
+    host = 0
+    if plan.offload == "params":  # CPUOffloadPolicy: each shard and each gradient shard pinned on its own
+        host = sum(pinned(shard_bytes(h.nbytes, h.dim0, n), cuda) * h.layers for h in base + extra)
+        host += sum(pinned(e * b, cuda) * c for e, b, c in trainable) + opt_visible + opt_managed
     return _State(
+        host_offload=host,
         weights=sharded_alloc(base, n, cuda), adapters=sharded_alloc(extra, n, cuda), optimizer=opt_visible,
         optimizer_paged=opt_managed, ddp_buckets=0, trainable=trainable, trainable_bytes=grads, shard_opt=1,
         grads=grads, grads_head=-(-head // n), grads_layers=grads - -(-(head + embed) // n),
@@ -1107,13 +1112,14 @@ def fsdp_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) ->
 
 def offload_state(state: _State, plan: Plan) -> _State:
     """FSDP2's ``CPUOffloadPolicy`` (``plan.offload`` ``params``): the sharded parameters, their gradients and the
-    optimizer state in host RAM (the gathered working set and the gradients a layer's backward makes stay on the
-    GPU). Modelled, not measured. DeepSpeed's offload: ``zero_offload`` (measured)."""
+    optimizer state in host RAM (``fsdp_state`` sizes them there: each parameter shard pinned on its own by
+    ``FSDPParam._init_sharded_param``, each gradient shard by ``foreach_reduce``'s non-blocking copy to the CPU,
+    torch's allocator rounding each block up to a power of two: ``pinned``; AdamW's state unpinned), the gathered
+    working set and the gradients a layer's backward makes staying on the GPU. Modelled, not measured (on the CPU
+    it moves nothing: a gloo run bounds it). DeepSpeed's offload: ``zero_offload`` (measured)."""
     if plan.offload == "none" or plan.sharding != "fsdp" or plan.num_gpus == 1:
         return state
-    host = state.optimizer + state.optimizer_paged
-    host += state.weights + state.adapters + state.grads
-    return dataclasses.replace(state, host_offload=host, optimizer=0, optimizer_paged=0, weights=0, adapters=0,
+    return dataclasses.replace(state, optimizer=0, optimizer_paged=0, weights=0, adapters=0,
                                grads=0, grads_head=0, grads_layers=0, tied_pending=0)  # fmt: skip
 
 

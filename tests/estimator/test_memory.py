@@ -481,3 +481,13 @@ def test_fsdp_offload_on_one_gpu_says_it_is_not_counted() -> None:
     one = estimate(Plan(model="llama-3.1-8b", method="full", sharding="fsdp", offload="params")).to_dict()
     assert one["memory"]["host"]["offload"] == 0
     assert any("FSDP on one GPU" in n and "not counted" in n for n in one["notes"])
+
+
+def test_fsdp_cpu_offload_pins_each_shard_on_its_own() -> None:
+    """FSDP2's CPUOffloadPolicy pins every parameter shard and every gradient shard as its own block, which torch's
+    pinned allocator rounds up to a power of two; AdamW's state on the host is not pinned. A CPU plan pins nothing:
+    its host figure is the bytes themselves, and the rounding adds at most as much again to the pinned part."""
+    kw = {"model": "llama-3.1-8b", "method": "full", "sharding": "fsdp", "num_gpus": 8, "offload": "params"}
+    gpu, cpu = _mem(**kw)["host"]["offload"], _mem(**kw, device="cpu")["host"]["offload"]
+    states = 2 * 2 * 8_030_261_248 // 8  # AdamW's two bf16 states of the rank's shard, unpinned
+    assert cpu < gpu < cpu + (cpu - states) and gpu > cpu * 1.02
