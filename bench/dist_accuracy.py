@@ -8,9 +8,9 @@ run (``trainer.dist.dist_runs``), and writes
 ``bench/results/dist_gloo.json``; ``python -m bench.accuracy --from-json`` puts its table in docs/accuracy.md. The CI
 suite runs a few of these cases (``tests/trainer/test_dist_runs.py``); this is the whole matrix.
 
-    python -m bench.dist_accuracy              # 33 cases, about 12 minutes on 2 cores
+    python -m bench.dist_accuracy              # 35 cases, about 13 minutes on 2 cores
     python -m bench.dist_accuracy --check      # and exit 1 when a rank's peak is off by more than 3 %
-    python -m bench.dist_accuracy --zero       # only the 16 ZeRO cases (6 with offload), merged into the saved results
+    python -m bench.dist_accuracy --zero       # only the 18 ZeRO cases (8 with offload), merged into the saved results
     python -m bench.dist_accuracy --qlora      # only the 3 FSDP-QLoRA cases, merged likewise
 """
 
@@ -92,8 +92,9 @@ def zero_cases() -> list[Plan]:
     tiny.append(plan("zero2", "full", LLAMA, BATCH, SEQ, 4))  # the whole gradients, not the rank's share
     medium = [plan(z, m, MEDIUM, 1, 256) for z, m in (("zero2", "full"), ("zero3", "full"), ("zero2", "lora"))]
     offload = [plan(z, m, LLAMA, BATCH, SEQ, offload=o)
-               for z, m, o in (("zero2", "full", "optimizer"), ("zero2", "lora", "optimizer"),
-                               ("zero3", "full", "optimizer"), ("zero3", "full", "params"))]  # fmt: skip
+               for z, m, o in (("zero1", "full", "optimizer"), ("zero2", "full", "optimizer"),
+                               ("zero2", "lora", "optimizer"), ("zero3", "full", "optimizer"),
+                               ("zero3", "lora", "optimizer"), ("zero3", "full", "params"))]  # fmt: skip
     offload += [plan("zero2", "full", MEDIUM, 1, 256, offload="optimizer"),
                 plan("zero3", "full", MEDIUM, 1, 256, offload="params")]  # fmt: skip
     return tiny + medium + offload
