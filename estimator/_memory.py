@@ -767,7 +767,7 @@ class _State:
     gathered_layers: int = 0  # ZeRO-3: the two decoder layers gathered (the one running, the next prefetched)
     host_offload: int = 0  # state offloaded to host RAM (optimizer, or parameters + gradients + optimizer)
     zero_window: int = 0  # ZeRO-3: the most its reuse window may keep gathered (``zero3_window``)
-    nvme: int = 0  # bytes ZeRO-Infinity keeps on the NVMe path (``nvme_bytes``)
+    nvme: int = 0  # bytes ZeRO-Infinity keeps on the NVMe path (``zero_offload``, ``zero_offload_params``)
     layers: int = 1
     reference: int = 0  # a frozen reference copy of the model (full fine-tuning with DPO, KTO, GRPO with beta > 0)
 
@@ -850,10 +850,21 @@ def zero3_window(inv: Inventory, plan: Plan) -> int:
     return min(partitioned, DEEPSPEED_REUSE_DISTANCE + layer) * per
 
 
+def zero_partition(trainable: Sequence[tuple[int, int, int]], plan: Plan) -> int:
+    """Elements of one rank's flat partition of the trained parameters under DeepSpeed ZeRO (``E / n``, rounded up)."""
+    return -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
+
+
+def zero_half(plan: Plan) -> int:
+    """Bytes an element of DeepSpeed's 16-bit mode takes (2 with ``bf16``/``fp16`` enabled, else fp32: 4): the
+    engine's parameters, gradients, buckets and the 16-bit buffers of its offload."""
+    return 2 if plan.dtype in ("bfloat16", "float16") else 4
+
+
 def zero_step_elements(trainable: Sequence[tuple[int, int, int]], plan: Plan) -> int:
     """The elements of the fp32 partition DeepSpeed's optimizer step works on at once: the rank's whole partition
     (stages 1/2: one flat group), or a ``sub_group_size`` sub-group of it (stage 3, stepped one at a time)."""
-    part = -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
+    part = zero_partition(trainable, plan)
     return min(part, DEEPSPEED_SUB_GROUP) if plan.sharding == "zero3" else part
 
 
@@ -878,11 +889,10 @@ def zero_state(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool
     Held to gloo runs of DeepSpeed's engine on the CPU (``trainer.dist``, 2 ranks; docs/accuracy.md).
     """
     n = plan.num_gpus
-    elements = sum(e * c for e, _, c in trainable)
-    part = -(-elements // n)
+    part = zero_partition(trainable, plan)
     opt_visible, opt_managed = optimizer_bytes([(part, 4, 1)], plan, cuda)
     zero = deepspeed_config(plan)["zero_optimization"]
-    half = 2 if plan.dtype in ("bfloat16", "float16") else 4
+    half = zero_half(plan)
     bucket, grads = alloc(DEEPSPEED_REDUCE_BUCKET * half, cuda), alloc(part * half, cuda)
     kept = bucket + grads if zero["stage"] == 3 else 0
     backward = 0 if zero["stage"] == 3 else (2 if zero["overlap_comm"] else 1) * bucket
@@ -903,9 +913,20 @@ def pinned(nbytes: int, cuda: bool) -> int:
     return 1 << (nbytes - 1).bit_length()
 
 
-def zero_offload(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool) -> tuple[int, int, int]:
-    """DeepSpeed's ``offload_optimizer`` (device cpu, ``pin_memory``), as (host bytes, GPU bytes it adds, GPU bytes
-    it moves off the GPU), with DeepSpeed's CPU Adam stepping on the host (DeepSpeed 0.19):
+@dataclass(frozen=True)
+class ZeroOffload:
+    """What DeepSpeed's optimizer offload places where, on one rank (bytes)."""
+
+    host: int  # host RAM, held through training
+    gpu_kept: int  # GPU buffers it adds, held through training
+    gpu_moved: int  # GPU buffers of ``zero_state`` it moves to the host
+    gpu_backward: int  # what each backward adds on the GPU
+    nvme: int  # on the NVMe path (``offload_device`` nvme)
+
+
+def zero_offload(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool) -> ZeroOffload:
+    """DeepSpeed's ``offload_optimizer`` (device cpu, ``pin_memory``), with DeepSpeed's CPU Adam stepping on the
+    host (DeepSpeed 0.19):
 
     * stages 1/2 (``stage_1_and_2.py``): the fp32 master partition (``single_partition_of_fp32_groups``, pinned),
       its fp32 gradient (pinned), a 16-bit buffer the stepped partition is copied back through
@@ -916,87 +937,66 @@ def zero_offload(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bo
     * stage 3 (``stage3.py``): the fp32 master partition (not pinned), its fp32 gradient one pinned buffer per
       ``sub_group_size`` sub-group, and the 16-bit gradient partition (``grad_partitions_flat_buffer``) moved to
       the host, pinned;
+    * stages 1/2, each backward: each reduced gradient's slice in the rank's partition is cast to fp32 on the GPU,
+      for its norm and for the copy to the host (``set_norm_for_param_grad_in_gpu``,
+      ``async_inplace_copy_grad_to_fp32_buffer_from_gpu``), one parameter at a time: counted as the largest such
+      slice, an upper bound (on the gloo run of a 115M-parameter Llama the backward held 40.9 MB more than without
+      offload, where this gives 131 MB; not traced to its tensors);
     * both: CPU Adam's two fp32 states over the partition (``DeepSpeedCPUAdam``; its step count is a Python int);
     * ZeRO-3 with ``offload_device`` nvme (ZeRO-Infinity): the fp32 master, its gradient and the states live on the
-      NVMe path (``nvme_bytes``); the host keeps ``NVME_OPTIMIZER_BUFFERS`` page-locked swap buffers of the largest
+      NVMe path; the host keeps ``NVME_OPTIMIZER_BUFFERS`` page-locked swap buffers of the largest
       sub-group (``swap_tensor/optimizer_utils.py``, DeepSpeed's own locked allocation, not rounded), the fp32
       gradient buffer of one sub-group (``initialize_optimizer_states``' ``gradient_buffer``, kept as the swapped
-      partitions' ``.grad``) and the 16-bit gradient partition. Read from the code only: DeepSpeed's async I/O op
-      needs libaio, which this machine lacks.
+      partitions' ``.grad``) and the 16-bit gradient partition; the NVMe path holds the master, its gradient and
+      the two states, 16 B an element of the partition. Read from the code only: DeepSpeed's async I/O op needs
+      libaio, which this machine lacks.
 
     Pinned blocks are taken as torch's allocator takes them (``pinned``). Measured on gloo runs of the engine on
     the CPU, where host and device are one memory (docs/accuracy.md): every byte of the host and device terms
     together; the split between them and the pinned rounding are read from the code."""
-    n = plan.num_gpus
-    part = -(-sum(e * c for e, _, c in trainable) // n)
-    half = 2 if plan.dtype in ("bfloat16", "float16") else 4
+    part, half = zero_partition(trainable, plan), zero_half(plan)
     largest = max((e for e, _, _ in trainable), default=0)
     adam = 2 * 4 * part
+    moved = alloc(half * part, cuda)  # stage 3's 16-bit gradient partition
     if plan.sharding == "zero3":
         subs = [min(DEEPSPEED_SUB_GROUP, part - i) for i in range(0, part, DEEPSPEED_SUB_GROUP)]
         if plan.offload_device == "nvme":
             largest_sub = max(subs, default=0)
             swap = NVME_OPTIMIZER_BUFFERS * 4 * largest_sub + 4 * largest_sub
-            return swap + pinned(half * part, cuda), 0, alloc(half * part, cuda)
+            return ZeroOffload(swap + pinned(half * part, cuda), 0, moved, 0, 16 * part)
         grads32 = sum(pinned(4 * s, cuda) for s in subs)
-        return 4 * part + grads32 + pinned(half * part, cuda) + adam, 0, alloc(half * part, cuda)
+        return ZeroOffload(4 * part + grads32 + pinned(half * part, cuda) + adam, 0, moved, 0, 0)
     host = 2 * pinned(4 * part, cuda) + pinned(half * part, cuda) + pinned(half * largest, cuda) + adam
     if plan.grad_accum_steps > 1:
-        host += -(-sum(pinned(half * e, cuda) * c for e, _, c in trainable) // n)
-    return host, alloc(half * largest, cuda), 0
+        host += -(-sum(pinned(half * e, cuda) * c for e, _, c in trainable) // plan.num_gpus)
+    return ZeroOffload(host, alloc(half * largest, cuda), 0, alloc(4 * min(largest, part), cuda), 0)
 
 
-def zero_offload_transient(trainable: Sequence[tuple[int, int, int]], plan: Plan, cuda: bool) -> int:
-    """DeepSpeed ZeRO-1/2 ``offload_optimizer``: what each backward adds on the GPU beyond the buckets. Each
-    reduced gradient's slice in the rank's partition is cast to fp32 on the GPU, for its norm and for the copy to
-    the host (``set_norm_for_param_grad_in_gpu``, ``async_inplace_copy_grad_to_fp32_buffer_from_gpu``), one
-    parameter at a time: counted as the largest such slice, an upper bound (on the gloo run of a 115M-parameter
-    Llama the backward held 40.9 MB more than without offload, where this gives 131 MB; not traced to its
-    tensors)."""
-    if plan.offload == "none" or plan.sharding == "zero3":
-        return 0
-    part = -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
-    return alloc(4 * min(max((e for e, _, _ in trainable), default=0), part), cuda)
-
-
-def zero_offload_params(inv: Inventory, plan: Plan, cuda: bool) -> tuple[int, int]:
+def zero_offload_params(inv: Inventory, plan: Plan, cuda: bool) -> tuple[int, int, int]:
     """DeepSpeed ZeRO-3's ``offload_param`` (device cpu, ``pin_memory``), as (host bytes, GPU bytes of the
-    parameters left whole there): every parameter's 16-bit partition is made on the host, pinned one by one
-    (``partition_parameters.py``, ``_partition_param``), and the trained ones are then copied into one flat pinned
-    buffer per parameter group (``stage3.py``, ``_create_param_groups_fp16_flat_cpu_memory``; the blocks they
-    leave stay in torch's pinned cache). Parameters under ``stage3_param_persistence_threshold`` stay whole on the
-    GPU (``ds_persist``). The GPU keeps the gathered layers. Derived from DeepSpeed's code; on the gloo runs (one
-    memory) the parameters move, not copy: measured as the same total as ``offload`` ``optimizer``. On NVMe
-    (``offload_device``): ``NVME_PARAM_BUFFERS`` page-locked swap buffers and the trained parameters' flat
-    partition up to ``max_in_cpu`` stay on the host, the rest is on the NVMe path (``nvme_bytes``)."""
+    parameters left whole there, bytes on the NVMe path): every parameter's 16-bit partition is made on the host,
+    pinned one by one (``partition_parameters.py``, ``_partition_param``), and the trained ones are then copied
+    into one flat pinned buffer per parameter group (``stage3.py``, ``_create_param_groups_fp16_flat_cpu_memory``;
+    the blocks they leave stay in torch's pinned cache). Parameters under ``stage3_param_persistence_threshold``
+    stay whole on the GPU (``ds_persist``). The GPU keeps the gathered layers. Derived from DeepSpeed's code; on the
+    gloo runs (one memory) the parameters move, not copy: measured as the same total as ``offload`` ``optimizer``.
+    On NVMe (``offload_device``): ``NVME_PARAM_BUFFERS`` page-locked swap buffers and the trained parameters' flat
+    partition up to ``max_in_cpu`` stay on the host, and every partition is on the NVMe path
+    (``partitioned_param_swapper.py``)."""
     n, per = plan.num_gpus, param_dtype_bytes(plan)
-    host = persistent = trained = 0
+    host = persistent = trained = partitions = 0
     for t in inv:
         if t.numel < DEEPSPEED_PERSISTENCE:
             persistent += alloc(t.numel * per, cuda) * t.layers
             continue
         host += pinned(-(-t.numel // n) * per, cuda) * t.layers
+        partitions += -(-t.numel // n) * per * t.layers
         if plan.method == "full":
             trained += -(-t.numel // n) * t.layers
     if plan.offload_device == "nvme":  # the partitions on NVMe, swapped through DeepSpeed's locked buffers
         count, size = NVME_PARAM_BUFFERS
-        return count * size * per + pinned(min(trained, NVME_PARAM_MAX_IN_CPU) * per, cuda), persistent
-    return host + (pinned(trained * per, cuda) if cuda else 0), persistent
-
-
-def nvme_bytes(inv: Inventory, trainable: Sequence[tuple[int, int, int]], plan: Plan) -> int:
-    """What ZeRO-Infinity writes to one rank's NVMe path (``offload_device`` nvme): the optimizer's fp32 master
-    partition, its two Adam states and its fp32 gradient (16 B an element of the rank's partition), and with
-    offload params every parameter's 16-bit partition (``partitioned_param_swapper.py``; those under the
-    persistence threshold stay whole on the GPU)."""
-    if plan.offload_device != "nvme" or plan.offload == "none":
-        return 0
-    part = -(-sum(e * c for e, _, c in trainable) // plan.num_gpus)
-    params = 0
-    if plan.offload == "params":
-        per = param_dtype_bytes(plan)
-        params = sum(-(-t.numel // plan.num_gpus) * per * t.layers for t in inv if t.numel >= DEEPSPEED_PERSISTENCE)
-    return 16 * part + params
+        return count * size * per + pinned(min(trained, NVME_PARAM_MAX_IN_CPU) * per, cuda), persistent, partitions
+    return host + (pinned(trained * per, cuda) if cuda else 0), persistent, 0
 
 
 def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> _State:
@@ -1032,16 +1032,17 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
     opt_visible, opt_managed = -(-opt_visible // shard_opt), -(-opt_managed // shard_opt)
     zero_buckets = zero_backward = 0
     zero = plan.sharding.startswith("zero")
-    host_offload = 0
+    host_offload = nvme = 0
     if zero:
         opt_visible, opt_managed, zero_buckets, zero_backward, trained = zero_state(trainable, plan, cuda)
         if plan.adapters:
             adapter_b = trained
         if plan.offload != "none":
-            host_offload, on_gpu, moved = zero_offload(trainable, plan, cuda)
+            off = zero_offload(trainable, plan, cuda)
             opt_visible = opt_managed = 0
-            zero_buckets += on_gpu - moved
-            zero_backward += zero_offload_transient(trainable, plan, cuda)
+            zero_buckets += off.gpu_kept - off.gpu_moved
+            zero_backward += off.gpu_backward
+            host_offload, nvme = off.host, off.nvme
     gathered = 0
     if shard_w > 1:
         # one decoder layer's parameters (``numel`` is one instance's, ``total`` every layer's)
@@ -1051,8 +1052,8 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         reference = -(-reference // shard_w) + (gathered if reference else 0)
     window = zero3_window(inv, plan) if plan.sharding == "zero3" else 0
     if zero and plan.offload == "params":
-        params_host, persistent = zero_offload_params(inv, plan, cuda)
-        host_offload += params_host
+        params_host, persistent, params_nvme = zero_offload_params(inv, plan, cuda)
+        host_offload, nvme = host_offload + params_host, nvme + params_nvme
         weights = gathered + persistent  # LoRA's factors, under the threshold, stay whole (``zero_state``)
     ddp_buckets = grads if n_gpu > 1 and plan.sharding == "ddp" else 0
     head, embed, layers, tied = _gradients_by_place(inv, adapters, plan, cuda, grads)
@@ -1070,7 +1071,7 @@ def persistent_state(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bo
         tied_pending=tied, zero_buckets=zero_buckets, layers=run, reference=reference, zero_backward=zero_backward,
         zero_partition=alloc(4 * zero_step_elements(trainable, plan), cuda) if zero else 0,
         zero_at_loss=zero_backward if _head_trained(arch, plan) else 0, gathered_layers=gathered,
-        host_offload=host_offload, zero_window=window, nvme=nvme_bytes(inv, trainable, plan) if zero else 0,
+        host_offload=host_offload, zero_window=window, nvme=nvme,
     ), plan)  # fmt: skip
 
 

@@ -152,6 +152,11 @@ def dist_build(config: Mapping[str, Any], plan: Plan, device: torch.device) -> B
     return built
 
 
+TRAINER_AUTO: dict[str, Any] = {"lr": LEARNING_RATE, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
+"""What transformers' Trainer puts in a DeepSpeed optimizer section's ``"auto"`` values (its TrainingArguments
+defaults, with the trainer's learning rate)."""
+
+
 class ZeroStep:
     """The optimizer a step sees under DeepSpeed: ``step`` is the engine's (its reduction, clipping, the client
     optimizer's step on the fp32 partitions, the 16-bit copy back, the gradients zeroed), ``state`` the client
@@ -190,8 +195,8 @@ def zero_build(model: nn.Module, plan: Plan, device: torch.device, vocab: int) -
             where["nvme_path"] = tempfile.mkdtemp(prefix="tuneplan-nvme-")
     client: Any = built.optimizer
     if "optimizer" in config:  # offload: the engine builds DeepSpeed's CPU Adam from the section, "auto" filled in
-        config["optimizer"] = {"type": "AdamW", "params": {"lr": LEARNING_RATE, "betas": [0.9, 0.999], "eps": 1e-8,
-                                                           "weight_decay": 0.0}}  # fmt: skip
+        params = config["optimizer"]["params"]
+        config["optimizer"]["params"] = {k: TRAINER_AUTO[k] if v == "auto" else v for k, v in params.items()}
         client = None
     trained = [p for p in model.parameters() if p.requires_grad]
     engine, zero, _, _ = stack_module("deepspeed").initialize(

@@ -284,18 +284,19 @@ def _deepspeed(r: _Reader, ds: Any) -> None:
         r.fields["sharding"] = f"zero{stage}"
         r.mapped["deepspeed"] = "sharding"
         zero = ds["zero_optimization"] if isinstance(ds, Mapping) else {}
-        if _offloaded(zero.get("offload_param")) and stage == 3:
+        params, optimizer = _offload_device(zero.get("offload_param")), _offload_device(zero.get("offload_optimizer"))
+        if params and stage == 3:
             r.fields["offload"] = "params"
-        elif _offloaded(zero.get("offload_optimizer")):
+        elif optimizer:
             r.fields["offload"] = "optimizer"
-        sections = (zero.get("offload_optimizer"), zero.get("offload_param"))
-        if stage == 3 and any(isinstance(x, Mapping) and x.get("device") == "nvme" for x in sections):
+        if stage == 3 and "nvme" in (params, optimizer):
             r.fields["offload_device"] = "nvme"
 
 
-def _offloaded(section: Any) -> bool:
-    """A DeepSpeed ``offload_optimizer`` / ``offload_param`` section that offloads (device cpu or nvme)."""
-    return isinstance(section, Mapping) and section.get("device") in ("cpu", "nvme")
+def _offload_device(section: Any) -> str | None:
+    """Where a DeepSpeed ``offload_optimizer`` / ``offload_param`` section offloads to (cpu or nvme; None: not)."""
+    device = section.get("device") if isinstance(section, Mapping) else None
+    return device if device in ("cpu", "nvme") else None
 
 
 def _trl(r: _Reader) -> None:
