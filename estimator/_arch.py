@@ -310,9 +310,10 @@ def _mistral3(config: Mapping[str, Any], model_type: str) -> Architecture:
     """Mistral 3 (``Mistral3ForConditionalGeneration``): the language model of ``text_config`` (``Mistral3Config``'s
     default: Mistral) and the Pixtral tower and projector (``estimator._vision_pixtral``). The composite's own
     ``tie_word_embeddings`` decides the tie, ``Mistral3Config``'s default true (the text config's flag is not read:
-    checked on the meta build)."""
+    checked on the meta build), except in a config transformers 4 wrote, whose checkpoint holds its own lm_head
+    (``mistral3_tie``)."""
     text, text_type = _text_config(config, "mistral3", MISTRAL3_TEXT_TYPES)
-    tie = config.get("tie_word_embeddings", True)
+    tie = mistral3_tie(config)
     # a text_config object takes its class's defaults for what it leaves out (without one, Mistral3Config makes
     # the 24B's, which are not read here: its sizes are then required)
     nested = isinstance(config.get("text_config"), Mapping)
@@ -403,12 +404,41 @@ def _qwen3_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
     return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 
 
+def mistral3_tie(config: Mapping[str, Any]) -> bool:
+    """Whether a Mistral 3 checkpoint's lm_head is its token embedding, as ``from_pretrained`` of transformers 5 loads
+    it. A config that states ``tie_word_embeddings`` decides. One that leaves it out means ``Mistral3Config``'s
+    default, true, when transformers 5 wrote it. transformers 4 wrote the flag out only when it differed from
+    ``PretrainedConfig``'s default, also true, but tied by the text config's flag (``get_text_config(decoder=True)``;
+    Mistral's and Llama's default false), so Mistral Small 3.1 / 3.2 (written by 4.50 - 4.57) carry their own
+    ``lm_head.weight``. transformers 5 then finds both tensors in the checkpoint with different values and leaves
+    them untied (``PreTrainedModel.tie_weights``: "both are present in the checkpoints with different values, so we
+    will NOT tie them"); a model built from the config alone would tie them and count ``vocab_size × hidden_size``
+    fewer parameters (671,088,640 for the 24B) than the one the user trains. Tested by saving a tiny checkpoint and
+    loading it (tests/estimator/test_inventory.py)."""
+    tie = config.get("tie_word_embeddings")
+    if isinstance(tie, bool):
+        return tie
+    if not str(config.get("transformers_version", "")).startswith("4."):
+        return True
+    text = config.get("text_config")
+    return bool(isinstance(text, Mapping) and text.get("tie_word_embeddings", False))
+
+
 def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A legacy Falcon config (``RefinedWebModel`` / ``RefinedWeb``, written for the repo's own remote code) as the
-    ``falcon`` config transformers reads: its conversion script (``models/falcon/convert_custom_code_checkpoint.py``)
-    renames ``n_head``, ``n_layer`` and ``n_head_kv`` (whose presence means the new decoder architecture) and drops
-    ``auto_map``. Any other config is returned as a plain copy."""
+    """A config as transformers 5 reads it, the model it builds the one ``from_pretrained`` loads:
+
+    * a legacy Falcon config (``RefinedWebModel`` / ``RefinedWeb``, written for the repo's own remote code) as the
+      ``falcon`` config transformers reads: its conversion script (``models/falcon/convert_custom_code_checkpoint.py``)
+      renames ``n_head``, ``n_layer`` and ``n_head_kv`` (whose presence means the new decoder architecture) and
+      drops ``auto_map``;
+    * a Mistral 3 config transformers 4 wrote without ``tie_word_embeddings`` states the tie its checkpoint has
+      (``mistral3_tie``).
+
+    Any other config is returned as a plain copy."""
     data = dict(config)
+    if data.get("model_type") == "mistral3":
+        data["tie_word_embeddings"] = mistral3_tie(data)
+        return data
     if data.get("model_type") not in LEGACY_MODEL_TYPES:
         return data
     data["model_type"] = "falcon"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from estimator import catalog
+from estimator import catalog, legacy_config
 
 REQUIRED_MODEL_FIELDS = {"id", "hf_id", "name", "family", "gated", "params", "config"}
 REQUIRED_GPU_FIELDS = {
@@ -73,7 +73,8 @@ def test_coverage() -> None:
         "tinyllama-1.1b", "gpt2", "gpt2-xl", "pythia-160m", "pythia-12b", "falcon-7b", "falcon-40b",
         "olmo-2-7b", "olmo-2-13b", "starcoder2-3b", "starcoder2-15b", "smollm3-3b", "gpt-oss-20b", "llava-1.5-7b",
         "deepseek-v3", "glm-4.5", "c4ai-command-r-v01", "qwen3-vl-30b-a3b-instruct", "granite-3.1-1b-a400m-instruct",
-        "starcoderbase-7b", "llama-3.2-11b-vision-instruct", "smolvlm-256m-instruct",
+        "starcoderbase-7b", "llama-3.2-11b-vision-instruct", "smolvlm-256m-instruct", "olmoe-1b-7b-0125-instruct",
+        "llava-v1.6-mistral-7b", "mistral-small-3.2-24b-instruct", "smolvlm2-500m-video-instruct",
     ]:  # fmt: skip
         assert must in ids, must
     types = {m.config["model_type"] for m in catalog.models()}
@@ -81,6 +82,7 @@ def test_coverage() -> None:
         "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "gemma3_text",
         "gemma3", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "starcoder2", "olmo2", "smollm3", "gpt_oss", "llava",
         "deepseek_v3", "glm4_moe", "cohere", "qwen3_vl_moe", "granitemoe", "gpt_bigcode", "mllama", "idefics3",
+        "olmoe", "llava_next", "mistral3", "smolvlm",
     }  # fmt: skip
 
 
@@ -209,9 +211,8 @@ def _build_on_meta(config: dict[str, Any]) -> Any:
     transformers = pytest.importorskip("transformers")
     from trainer.build import model_class
 
-    cfg = dict(config)
-    with torch.device("meta"):
-        auto = transformers.AutoConfig.for_model(**cfg)
+    with torch.device("meta"):  # the config as the trainer builds it: from_pretrained's model
+        auto = transformers.AutoConfig.for_model(**legacy_config(config))
         return model_class(auto).from_config(auto)  # vision-language: the tower is counted
 
 

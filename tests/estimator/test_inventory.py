@@ -111,6 +111,35 @@ def test_a_config_as_published_is_transformers_model_to_every_tensor(path: Path)
         assert entry is not None and entry.params == inv.total
 
 
+@pytest.mark.parametrize(("written_by", "own_lm_head"), [("4.57.1", True), ("5.24.0", False)])
+def test_a_mistral3_checkpoint_is_counted_as_from_pretrained_loads_it(
+    tmp_path: Path, written_by: str, own_lm_head: bool
+) -> None:
+    """Mistral Small 3.1 / 3.2's config.json (written by transformers 4) leaves ``tie_word_embeddings`` out, and its
+    checkpoint holds its own ``lm_head.weight``. A tiny checkpoint saved like that and loaded by transformers 5's
+    ``from_pretrained`` keeps both tensors, untied, although a model built from the same config ties them; the
+    inventory counts the loaded model. A config transformers 5 wrote means its default, tied, and its checkpoint
+    has no lm_head of its own."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = dict(_fixture("mistral3"), tie_word_embeddings=not own_lm_head)
+    model = transformers.Mistral3ForConditionalGeneration(transformers.AutoConfig.for_model(**config))
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.pop("tie_word_embeddings", None)  # as both versions write a config whose flag they do not state
+    saved["transformers_version"] = written_by
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+
+    loaded = transformers.Mistral3ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32)
+    n = sum(p.numel() for p in loaded.parameters())
+    vocab, hidden = saved["text_config"]["vocab_size"], saved["text_config"]["hidden_size"]
+    built = _build_meta(saved)  # through legacy_config, as the trainer builds
+    assert build_inventory(parse_config(saved)).total == n == sum(p.numel() for p in built.parameters())
+    assert (loaded.lm_head.weight is loaded.get_input_embeddings().weight) is not own_lm_head
+    bare = transformers.Mistral3ForConditionalGeneration(transformers.AutoConfig.for_model(**saved))
+    assert sum(p.numel() for p in bare.parameters()) == n - own_lm_head * vocab * hidden  # the config alone ties
+
+
 @pytest.mark.parametrize("path", [p for p in PUBLISHED if "RefinedWeb" in p.stem], ids=lambda p: p.stem)
 def test_a_legacy_falcon_config_as_published_is_its_catalog_model(path: Path) -> None:
     """tiiuae's Falcon repos first published ``RefinedWebModel`` / ``RefinedWeb`` configs (``RWForCausalLM``, the
