@@ -97,7 +97,22 @@ def make_config(config: Mapping[str, Any], plan: Plan) -> Any:
         data["num_labels"] = 1
     cfg = AutoConfig.for_model(model_type, **data)
     cfg.use_cache = False
+    if checkpoint_unties(config, cfg):  # the model from_pretrained loads
+        cfg.tie_word_embeddings = False
     return cfg
+
+
+def checkpoint_unties(config: Mapping[str, Any], cfg: Any) -> bool:
+    """Whether a checkpoint has its own lm_head although the config built alone ties it (``estimator.mistral3_tie``'s
+    rule, for every composite model): transformers 4 wrote a composite's ``tie_word_embeddings`` only when it differed
+    from ``PretrainedConfig``'s default (true) and tied by the text config's flag, so a config it wrote without the
+    flag over a text config that does not tie (InternVL's, Janus', DeepSeek-VL's ... as transformers 5 defaults them)
+    comes with a separate ``lm_head.weight``; transformers 5 defaults the composite's flag to true, and its
+    ``from_pretrained`` finds both tensors, different, and leaves them untied."""
+    if "tie_word_embeddings" in config or not str(config.get("transformers_version", "")).startswith("4."):
+        return False
+    text = cfg.get_text_config(decoder=True)
+    return text is not cfg and getattr(cfg, "tie_word_embeddings", None) is True and not text.tie_word_embeddings
 
 
 def torch_dtype(name: str) -> torch.dtype:

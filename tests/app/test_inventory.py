@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from math import prod
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +87,38 @@ def test_a_derived_inventorys_unquantized_parameters_are_named_for_what_they_are
     other = int(found.group(1).replace(",", ""))
     assert fused <= other  # the experts, and any other parameter that is not a linear layer (the routers)
     assert "embeddings" in note and "lm_head" in note
+
+
+INTERNVL = {
+    "model_type": "internvl",
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                      "image_size": [28, 28], "patch_size": [14, 14]},
+    "text_config": {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                    "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 256},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("written_by", "own_lm_head"), [("4.52.0", True), ("5.24.0", False)])
+def test_a_derived_inventory_counts_the_lm_head_from_pretrained_loads(
+    tmp_path: Path, written_by: str, own_lm_head: bool
+) -> None:
+    """InternVL's composite config ties by default in transformers 5, its Qwen2 text config does not: a checkpoint
+    written by transformers 4 (which tied by the text config's flag and left the composite's out) has its own
+    lm_head, and transformers 5's ``from_pretrained`` keeps it untied; the derived inventory counts what loads."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from trainer.inventory import parameters
+
+    auto = transformers.AutoConfig.for_model(**dict(INTERNVL, tie_word_embeddings=not own_lm_head))
+    transformers.AutoModelForImageTextToText.from_config(auto).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.pop("tie_word_embeddings", None)  # neither version writes a flag equal to its default
+    saved["transformers_version"] = written_by
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+
+    loaded = transformers.AutoModelForImageTextToText.from_pretrained(tmp_path, dtype=torch.float32)
+    n = sum(p.numel() for p in loaded.parameters())
+    assert sum(prod(p["shape"]) for p in parameters(saved)) == n
+    lm_head = saved["text_config"]["vocab_size"] * saved["text_config"]["hidden_size"]
+    bare = transformers.AutoModelForImageTextToText.from_config(transformers.AutoConfig.for_model(**saved))
+    assert sum(p.numel() for p in bare.parameters()) == n - own_lm_head * lm_head  # the config alone ties
