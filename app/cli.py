@@ -19,12 +19,13 @@ a message that says what to fix.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -352,10 +353,15 @@ def _hours(seconds: float) -> str:
 def estimate_cmd(args: argparse.Namespace) -> None:
     """Storage and GPU memory of a fine-tune, by component (with --gpu: the fit, time and cost too)."""
     p = _plan_of(args)
-    contract, resolved = _service(args).estimate(p)
-    if args.traced:
+    service = _service(args)
+    resolved = service.resolve(p)
+    if args.traced:  # the trace starts first and runs beside the estimate, on the other core
         depth = [] if args.traced_all_layers else ["--extrapolate"]
-        contract["traced"] = _trainer_run("trainer.traced", p, resolved, depth)
+        with _trainer_started("trainer.traced", p, resolved, depth) as traced:
+            contract = service.contract(p, resolved)
+            contract["traced"] = traced()
+    else:
+        contract = service.contract(p, resolved)
     if args.as_json:
         echo(json.dumps(contract, indent=2))
         return
@@ -384,6 +390,16 @@ def _depth_text(depth: Mapping[str, Any]) -> str:
 
 def _trainer_run(module: str, plan: Plan, resolved: Resolved, extra: list[str]) -> dict[str, Any]:
     """Run a trainer recipe in its own process (never in this one) and read its result JSON."""
+    with _trainer_started(module, plan, resolved, extra) as result:
+        return result()
+
+
+@contextlib.contextmanager
+def _trainer_started(
+    module: str, plan: Plan, resolved: Resolved, extra: list[str]
+) -> Iterator[Callable[[], dict[str, Any]]]:
+    """A trainer recipe started in its own process (never in this one); the value waits for it and reads its result
+    JSON. Leaving the block stops a process still running (this command failed meanwhile)."""
     import subprocess
     import tempfile
 
@@ -399,12 +415,22 @@ def _trainer_run(module: str, plan: Plan, resolved: Resolved, extra: list[str]) 
         plan_path.write_text(json.dumps(plan.to_dict() | {"config": dict(resolved.config), "model": None}))
         out = Path(tmp, "result.json")
         cmd = [sys.executable, "-m", module, "--plan", str(plan_path), "--out", str(out), *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if not out.exists():
-            lines = [line for line in proc.stderr.splitlines() if line.strip()]
-            raise UsageError(f"the run failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
-        result: dict[str, Any] = json.loads(out.read_text())
-        return result
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def result() -> dict[str, Any]:
+            _, stderr = proc.communicate()
+            if not out.exists():
+                lines = [line for line in stderr.splitlines() if line.strip()]
+                raise UsageError(f"the run failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+            data: dict[str, Any] = json.loads(out.read_text())
+            return data
+
+        try:
+            yield result
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def verify_cmd(args: argparse.Namespace) -> None:

@@ -86,13 +86,14 @@ from .vision import vision_batch
 
 
 @contextlib.contextmanager
-def fake_patches(packed: bool = False, padded: bool = False) -> Iterator[None]:
+def fake_patches(packed: bool = False, padded: bool = False, model_type: str | None = None) -> Iterator[None]:
     """The global patches the fake run needs; restored on exit. ``packed``: the batch packs sequences, so
     transformers' packed-sequence detection runs as it is (under fake tensors it then always builds the mask).
     ``padded``: the batch's attention mask has padding, so transformers builds the mask, as under fake tensors it
     always does; without padding (an objective's collator passes an all-ones mask) transformers reads the mask's
     values and skips it, and so does the trace (``is_tracing`` answers False for a fake mask, and the read of its
-    values answers "all ones": ``StandInValues``)."""
+    values answers "all ones": ``StandInValues``). ``model_type``: the vision models' patches are made for that
+    model's modules only (none for a text model; every one when None)."""
     bnbf = stack_module("bitsandbytes.functional")
     mu = stack_module("transformers.masking_utils")
     from torch._subclasses.fake_tensor import FakeTensor
@@ -115,7 +116,7 @@ def fake_patches(packed: bool = False, padded: bool = False) -> Iterator[None]:
     mu.find_packed_sequence_indices, mu.is_tracing = find_packed_sequence_indices, is_tracing
     restore_moe = _patch_grouped_mm(FakeTensor)
     restore_dora = _patch_dora_dequantize()
-    restore_vision = _patch_vision_indexing()
+    restore_vision = _patch_vision_indexing(model_type)
     try:
         yield
     finally:
@@ -153,13 +154,17 @@ VISION_INDEXING = {
 places): the real run's values, computed outside the fake mode from the real batch the processor made."""
 
 
-def _patch_vision_indexing() -> Callable[[], None]:
+def _patch_vision_indexing(model_type: str | None = None) -> Callable[[], None]:
     """The vision models' index computations (cumulative patch lengths per image, rotary positions, window order,
     3-D rope positions, the image tokens' mask, Qwen3-VL's position-grid interpolation) read tensor values, which
     fake tensors do not have; they run on the real batch (made before the fake mode) with the fake mode suspended,
     and return the real run's indices. Qwen3-VL's DeepStack gathers the image tokens' hidden states by a boolean
-    mask: ``_deepstack_process`` takes their places from the real placeholder masks."""
+    mask: ``_deepstack_process`` takes their places from the real placeholder masks. ``model_type``: only its
+    modeling module is patched (and imported), every one when None."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    def wanted(module_name: str) -> bool:
+        return model_type is None or module_name == f"transformers.models.{model_type}.modeling_{model_type}"
 
     def real(fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -180,6 +185,8 @@ def _patch_vision_indexing() -> Callable[[], None]:
 
     saved: list[tuple[Any, str, Any]] = []
     for name, (functions, model) in VISION_INDEXING.items():
+        if not wanted(name):
+            continue
         try:
             module = stack_module(name)
         except ImportError:  # pragma: no cover - an older transformers
@@ -192,6 +199,8 @@ def _patch_vision_indexing() -> Callable[[], None]:
             setattr(owner, attr, real(original))
 
     for name, text in DEEPSTACK.items():  # the image tokens' hidden states gathered and scattered by the real mask
+        if not wanted(name):
+            continue
         try:
             text_model = getattr(stack_module(name), text)
         except (ImportError, AttributeError):  # pragma: no cover - an older transformers
@@ -472,7 +481,7 @@ def traced_run(
         why = depth.uniform_layer_types(getattr(make_config(cfg, plan), "layer_types", None))
     if why is None:
         assert layers is not None
-        runs = _trace_each([depth.reduced_config(cfg, d) for d in depth.DEPTHS], plan, steps, round_to)
+        runs = trace_each([depth.reduced_config(cfg, d) for d in depth.DEPTHS], plan, steps, round_to)
         try:
             result.update(_joined(runs, depth.extrapolate(runs, depth.DEPTHS, layers)))
             result["depth"] = {"layers": layers, "traced": list(depth.DEPTHS), "extrapolated": True, "why": None}
@@ -501,27 +510,29 @@ def _joined(runs: list[dict[str, Any]], extended: dict[str, Any]) -> dict[str, A
     }
 
 
-def _trace_each(
+def trace_each(
     configs: list[Mapping[str, Any]], plan: Plan, steps: int, round_to: int, cores: int | None = None
 ) -> list[dict[str, Any]]:
     """``_trace_once`` of each config, in their order. The traces are independent and each runs on one core (the
-    fake mode computes nothing), so where the OS forks and there are several cores they run side by side: the last
-    (deepest) configs each in a process forked from this one, after the training stack is imported here once, and
-    the first ones here, so that no process waits on another's imports and the cores share the work about evenly
-    (at 2, 3 and 4 layers on two cores: 4 in a child, 2 then 3 here). Forked children share nothing they write;
-    their results come back pickled. ``cores``: the processes to use (default: the cores this process may run on)."""
+    fake mode computes nothing), so where the OS forks and there are several cores they run side by side: the first
+    here, which imports the training stack and warms what a process's first trace pays for (the fake mode's
+    dispatch cache, lazily made kernels and patches); then the deepest ones each in a process forked from this
+    one, which inherits all of that, while the rest run here (at 2, 3 and 4 layers on two cores: 2 here, then 4
+    in a child beside 3 here). A child shares nothing it writes; its result comes back pickled. Intra-op threads
+    are set to one first: the fake mode has nothing to spread over them, and a forked child must not inherit a
+    thread pool. ``cores``: the processes to use (default: the cores this process may run on)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    forked = min(cores, len(configs)) - 1
+    forked = min(cores, len(configs) - 1) - 1
     if forked < 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_trace_once(c, plan, steps, round_to) for c in configs]
-    for name in ("transformers", "peft", *(("bitsandbytes",) if plan.method == "qlora" else ())):
-        stack_module(name)  # imported once, before the fork
-    here, there = list(configs[: len(configs) - forked]), list(configs[len(configs) - forked :])
+    torch.set_num_threads(1)
+    runs = [_trace_once(configs[0], plan, steps, round_to)]
+    here, there = list(configs[1 : len(configs) - forked]), list(configs[len(configs) - forked :])
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=forked, mp_context=context) as pool:
         futures = [pool.submit(_trace_once, c, plan, steps, round_to) for c in there]
-        runs = [_trace_once(c, plan, steps, round_to) for c in here]
+        runs += [_trace_once(c, plan, steps, round_to) for c in here]
         return runs + [f.result() for f in futures]
 
 
@@ -531,7 +542,7 @@ def _trace_once(cfg: Mapping[str, Any], plan: Plan, steps: int, round_to: int) -
 
     out: dict[str, Any] = {}
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_patches(packed=plan.padding == "packed", padded=plan.padding == "padded"):
+    with fake_patches(plan.padding == "packed", plan.padding == "padded", str(cfg.get("model_type"))):
         t0 = time.perf_counter()
         built = build_traced(cfg, plan, fake_mode)
         batch = traced_objective(built, cfg, plan)

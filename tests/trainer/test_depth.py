@@ -182,3 +182,23 @@ def test_a_stack_whose_gradients_outgrow_its_checkpoints_is_traced_whole() -> No
     )
     assert result["depth"]["traced"] == [16] and not result["depth"]["extrapolated"]
     assert "backward's peak grows slower" in result["depth"]["why"]
+
+
+@pytest.mark.train
+@pytest.mark.skipif(not TRAIN, reason="needs the train extra")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_traces_run_side_by_side_give_the_figures_of_traces_run_in_turn() -> None:
+    """``trace_each`` forks a process per trace beyond the first where it has the cores: every figure (params,
+    each phase's peak and components, the phase ends) is the one the same traces give one after another here."""
+    from trainer.traced import trace_each
+
+    plan = Plan(config=LLAMA16, method="qlora", seq_len=32)
+    configs = [depth.reduced_config(LLAMA16, d) for d in depth.DEPTHS]
+    timing = ("load_time_s", "state_setup_s", "step_time_s", "step_times_s")
+
+    def figures(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in run.items() if k not in timing} for run in runs]
+
+    in_turn = figures(trace_each(configs, plan, 1, 0, cores=1))
+    assert [run["params"]["total"] for run in in_turn] == sorted({run["params"]["total"] for run in in_turn})
+    assert figures(trace_each(configs, plan, 1, 0, cores=len(configs))) == in_turn
