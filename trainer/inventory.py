@@ -23,7 +23,10 @@ AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoMode
 
 
 def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``[{"name", "shape", "module"}]`` of every parameter transformers builds for ``config`` (tied weights once)."""
+    """``[{"name", "shape", "module"}]`` of every parameter transformers builds for ``config`` (tied weights once);
+    ``"linear_subclass": true`` where the module is a subclass of ``nn.Linear`` (Llama 4's ``Llama4Router``), which
+    PEFT's all-linear adapts (``isinstance``) and transformers' bitsandbytes conversion leaves in 16 bits (it
+    converts ``type(module) is nn.Linear`` only, ``integrations/bitsandbytes.py``)."""
     import torch
 
     transformers = stack_module("transformers")
@@ -45,10 +48,14 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     else:
         raise ValueError("transformers cannot build it: " + "; ".join(errors))
     modules = dict(model.named_modules())
-    return [
-        {"name": name, "shape": list(p.shape), "module": type(modules[name.rsplit(".", 1)[0]]).__name__}
-        for name, p in model.named_parameters()
-    ]
+    out = []
+    for name, p in model.named_parameters():
+        module = modules[name.rsplit(".", 1)[0]]
+        entry = {"name": name, "shape": list(p.shape), "module": type(module).__name__}
+        if isinstance(module, torch.nn.Linear) and type(module) is not torch.nn.Linear:
+            entry["linear_subclass"] = True  # PEFT's all-linear adapts it (isinstance), bitsandbytes keeps it
+        out.append(entry)
+    return out
 
 
 def main() -> int:

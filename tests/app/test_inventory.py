@@ -122,3 +122,25 @@ def test_a_derived_inventory_counts_the_lm_head_from_pretrained_loads(
     lm_head = saved["text_config"]["vocab_size"] * saved["text_config"]["hidden_size"]
     bare = transformers.AutoModelForImageTextToText.from_config(transformers.AutoConfig.for_model(**saved))
     assert sum(p.numel() for p in bare.parameters()) == n - own_lm_head * lm_head  # the config alone ties
+
+
+def test_a_linear_subclass_is_adapted_and_left_unquantized_as_peft_and_bitsandbytes_do() -> None:
+    """Llama 4's router is ``Llama4Router(nn.Linear)``: PEFT's all-linear adapts it (``isinstance``), transformers'
+    bitsandbytes conversion keeps it (``type(module) is nn.Linear``). The derived inventory flags it, and the
+    estimate's trainable and quantized parameters are the real QLoRA model's on the CPU."""
+    from trainer.build import build
+
+    params = transformers_parameters(LLAMA4)
+    assert params is not None
+    routers = [p for p in params if p["module"] == "Llama4Router"]
+    assert routers and all(p.get("linear_subclass") is True for p in routers)
+    assert not any(p.get("linear_subclass") for p in params if p["module"] == "Linear")
+    plan = Plan(config=LLAMA4, method="qlora", seq_len=16)
+    model = build(LLAMA4, plan, "cpu").model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    quantized = {n: m for n, m in model.named_modules() if type(m).__name__ == "Linear4bit" and ".base_layer" in n}
+    assert any("router" in n for n, p in model.named_parameters() if "lora_A" in n)
+    assert not any("router" in n for n in quantized)
+    est = estimate(plan, params=params).to_dict()["params"]
+    assert est["trainable"] == trainable
+    assert est["quantized"] == sum(m.in_features * m.out_features for m in quantized.values())
