@@ -27,6 +27,7 @@ from ._inventory import (
     MLP_INPUT,
     NO_INPUT,
     NORM,
+    OPAQUE_LINEAR,
     PARAMETER,
     SUBCLASS_LINEAR,
     Inventory,
@@ -62,13 +63,14 @@ def is_vision(name: str) -> bool:
     return any(f".{p}" in f".{name}" for p in VISION_PREFIXES)
 
 
-def _place(name: str, module: str, shape: tuple[int, ...], subclass: bool = False) -> tuple[str, str, str]:
+def _place(name: str, module: str, shape: tuple[int, ...], subclass: str = "") -> tuple[str, str, str]:
     """(role, kind, reads) of one parameter from its module's class and name. The vision tower's tensors are role
     ``vision`` and read nothing the memory model counts: a text batch never runs the tower. ``subclass``: the module
-    is a subclass of ``nn.Linear``, placed as a linear layer of kind ``SUBCLASS_LINEAR`` (adapted, not quantized)."""
+    is a subclass of ``nn.Linear``, placed as a linear layer of that kind (``SUBCLASS_LINEAR``: adapted, not
+    quantized; ``OPAQUE_LINEAR``: its forward returns no tensor, so LoRA on it cannot run)."""
     if subclass and not is_vision(name):
         role, kind, reads = _place(name, "Linear", shape)
-        return role, SUBCLASS_LINEAR if kind == LINEAR else kind, reads
+        return role, subclass if kind == LINEAR else kind, reads
     if is_vision(name):
         kind = EMBEDDING if "Embedding" in module else LINEAR if module in ("Linear", "Conv1D") else PARAMETER
         return "vision", NORM if "Norm" in module else kind, NO_INPUT
@@ -92,20 +94,22 @@ def _place(name: str, module: str, shape: tuple[int, ...], subclass: bool = Fals
 
 
 def generic_inventory(arch: Architecture, params: Sequence[Mapping[str, Any]]) -> Inventory:
-    """The inventory of ``params`` (``{"name", "shape", "module"}`` each and ``linear_subclass`` where true, as
-    ``trainer.inventory`` lists them): one
+    """The inventory of ``params`` (``{"name", "shape", "module"}`` each, ``linear_subclass`` and ``returns_tensor``
+    where it is one, as ``trainer.inventory`` lists them): one
         tensor per parameter, its role and what its module reads from the module class and name (an ``nn.Linear`` named
         like an attention or MLP projection is adapted and quantized as PEFT and bitsandbytes do: by module class). The
     same parameter of every decoder layer (``.layers.{i}.``, one shape) is one tensor repeated over ``layers``, as the
     hand-written inventories hold them."""
-    groups: dict[tuple[str, str, tuple[int, ...], bool], list[int]] = {}
+    groups: dict[tuple[str, str, tuple[int, ...], str], list[int]] = {}
     for p in params:
         name, module, shape = p.get("name"), p.get("module"), p.get("shape")
         if not isinstance(name, str) or not isinstance(module, str) or not isinstance(shape, list | tuple):
             raise ConfigError("a parameter list entry needs 'name', 'shape' and 'module'")
         m = _LAYER.search(name)
         template = name if m is None else f"{name[: m.start()]}.layers.{{i}}.{name[m.end() :]}"
-        key = (template, module, tuple(int(d) for d in shape), p.get("linear_subclass") is True)
+        subclass = "" if p.get("linear_subclass") is not True else (
+            SUBCLASS_LINEAR if p.get("returns_tensor", True) is True else OPAQUE_LINEAR)  # fmt: skip
+        key = (template, module, tuple(int(d) for d in shape), subclass)
         groups.setdefault(key, []).append(int(m.group(1)) if m else -1)
     tensors: list[Tensor] = []
     for (template, module, dims, subclass), indices in groups.items():

@@ -20,13 +20,14 @@ from ._vision import VisionTower
 LINEAR = "linear"  # torch.nn.Linear
 CONV1D = "conv1d"  # transformers Conv1D (GPT-2): weight stored as (in, out)
 SUBCLASS_LINEAR = "linear_subclass"  # an nn.Linear subclass (FalconLinear): not converted by bnb
+OPAQUE_LINEAR = "linear_opaque"  # an nn.Linear subclass whose forward returns no tensor: PEFT's LoRA cannot wrap it
 EMBEDDING = "embedding"
 NORM = "norm"
 ROUTER = "router"  # MoE router holding a plain weight Parameter (not nn.Linear in transformers 5)
 EXPERTS = "experts"  # fused 3-D expert weights (transformers 5 ``*Experts`` modules), not nn.Linear
 PARAMETER = "parameter"  # a bare Parameter of a module that is none of the above (gpt-oss's attention sinks)
 
-LINEAR_KINDS = (LINEAR, CONV1D, SUBCLASS_LINEAR)
+LINEAR_KINDS = (LINEAR, CONV1D, SUBCLASS_LINEAR, OPAQUE_LINEAR)
 
 # What a parameter's module reads: the activation its backward needs (a linear's input, kept for the gradient of its
 # weight or of a LoRA on it), named as the memory model (estimator/_memory.py) counts saved inputs. Modules with the

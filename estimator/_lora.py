@@ -13,7 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import PlanError
-from ._inventory import EMBEDDING, EXPERTS, HEAD_INPUT, LINEAR, LINEAR_KINDS, ROUTER, ROUTER_INPUT, Inventory, Tensor
+from ._inventory import (
+    EMBEDDING,
+    EXPERTS,
+    HEAD_INPUT,
+    LINEAR,
+    LINEAR_KINDS,
+    OPAQUE_LINEAR,
+    ROUTER,
+    ROUTER_INPUT,
+    Inventory,
+    Tensor,
+)
 from ._plan import Plan
 
 
@@ -153,6 +164,14 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
             "LoRA on Llama 4's router cannot run: the router is an nn.Linear subclass that returns a tuple, which "
             "PEFT's LoRA layer cannot wrap (its forward fails); 'all-linear' takes it too. Name the targets instead, "
             "e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+        )
+    opaque = sorted({t.module for t in weights if t.kind == OPAQUE_LINEAR} & {a.module for a in adapted})
+    if opaque:
+        runs = sorted({t.leaf for t in weights if t.kind in LINEAR_KINDS and t.kind != OPAQUE_LINEAR})
+        raise PlanError(
+            f"LoRA on {opaque[0].replace('{i}', 'N')!r} cannot run: it is an nn.Linear subclass whose forward returns "
+            "no tensor (a tuple), which PEFT's LoRA layer cannot wrap (its forward fails); 'all-linear' takes it too. "
+            "Name the targets instead, from: " + ",".join(n for n in runs if n != "lm_head")
         )
     saved: list[Tensor] = []
     to_save = (*plan.modules_to_save, *SEQ_CLS_SAVED) if plan.objective == "reward" else plan.modules_to_save

@@ -26,7 +26,8 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``[{"name", "shape", "module"}]`` of every parameter transformers builds for ``config`` (tied weights once);
     ``"linear_subclass": true`` where the module is a subclass of ``nn.Linear`` (Llama 4's ``Llama4Router``), which
     PEFT's all-linear adapts (``isinstance``) and transformers' bitsandbytes conversion leaves in 16 bits (it
-    converts ``type(module) is nn.Linear`` only, ``integrations/bitsandbytes.py``)."""
+    converts ``type(module) is nn.Linear`` only, ``integrations/bitsandbytes.py``), and ``"returns_tensor"``, whether
+    its forward returns a tensor (LoRA on it runs only then)."""
     import torch
 
     transformers = stack_module("transformers")
@@ -54,8 +55,23 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
         entry = {"name": name, "shape": list(p.shape), "module": type(module).__name__}
         if isinstance(module, torch.nn.Linear) and type(module) is not torch.nn.Linear:
             entry["linear_subclass"] = True  # PEFT's all-linear adapts it (isinstance), bitsandbytes keeps it
+            entry["returns_tensor"] = _returns_tensor(module)
         out.append(entry)
     return out
+
+
+def _returns_tensor(module: Any) -> bool:
+    """Whether a linear subclass's forward gives a tensor, run on a meta row (nothing is computed): PEFT's LoRA layer
+    adds its update to what the base layer returns, so one that returns a tuple (``Llama4Router``: scores and
+    logits) fails when adapted."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            row = torch.empty(1, module.in_features, device="meta", dtype=module.weight.dtype)
+            return isinstance(module(row), torch.Tensor)
+    except Exception:  # any failure means LoRA's wrapper cannot count on it either
+        return False
 
 
 def main() -> int:

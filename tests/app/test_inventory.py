@@ -6,6 +6,7 @@ import json
 import re
 from math import prod
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,7 +81,8 @@ def test_a_derived_inventorys_unquantized_parameters_are_named_for_what_they_are
     assert params is not None
     fused = sum(prod(p["shape"]) for p in params if len(p["shape"]) == 3)
     assert fused == 2 * (2 * 64 * 128 + 2 * 64 * 64)
-    est = estimate(Plan(config=LLAMA4, method="qlora", seq_len=128), params=params)
+    plan = Plan(config=LLAMA4, method="qlora", seq_len=128, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    est = estimate(plan, params=params)  # all-linear would take the router, which LoRA cannot wrap (below)
     note = next(n for n in est.to_dict()["notes"] if "prepare_model_for_kbit_training upcasts" in n)
     found = re.search(r"not nn\.Linear[^)]*\) ([\d,]+)", note)
     assert found is not None, note
@@ -124,23 +126,54 @@ def test_a_derived_inventory_counts_the_lm_head_from_pretrained_loads(
     assert sum(p.numel() for p in bare.parameters()) == n - own_lm_head * lm_head  # the config alone ties
 
 
-def test_a_linear_subclass_is_adapted_and_left_unquantized_as_peft_and_bitsandbytes_do() -> None:
-    """Llama 4's router is ``Llama4Router(nn.Linear)``: PEFT's all-linear adapts it (``isinstance``), transformers'
-    bitsandbytes conversion keeps it (``type(module) is nn.Linear``). The derived inventory flags it, and the
-    estimate's trainable and quantized parameters are the real QLoRA model's on the CPU."""
+def test_a_linear_subclass_that_returns_a_tuple_is_refused_as_a_lora_target_and_left_unquantized() -> None:
+    """Llama 4's router is ``Llama4Router(nn.Linear)``, whose forward returns scores and logits: PEFT's all-linear
+    wraps it (``isinstance``) and the real step then fails, so the estimate refuses 'all-linear' and says which
+    targets run. Named targets run, and the estimate's trainable and quantized parameters are the real QLoRA
+    model's: transformers' bitsandbytes conversion keeps the router in 16 bits (``type(module) is nn.Linear``)."""
+    torch = pytest.importorskip("torch")
+    from estimator import PlanError
     from trainer.build import build
 
     params = transformers_parameters(LLAMA4)
     assert params is not None
     routers = [p for p in params if p["module"] == "Llama4Router"]
-    assert routers and all(p.get("linear_subclass") is True for p in routers)
-    assert not any(p.get("linear_subclass") for p in params if p["module"] == "Linear")
-    plan = Plan(config=LLAMA4, method="qlora", seq_len=16)
-    model = build(LLAMA4, plan, "cpu").model
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    quantized = {n: m for n, m in model.named_modules() if type(m).__name__ == "Linear4bit" and ".base_layer" in n}
-    assert any("router" in n for n, p in model.named_parameters() if "lora_A" in n)
-    assert not any("router" in n for n in quantized)
-    est = estimate(plan, params=params).to_dict()["params"]
-    assert est["trainable"] == trainable
-    assert est["quantized"] == sum(m.in_features * m.out_features for m in quantized.values())
+    assert routers and all(p["linear_subclass"] is True and p["returns_tensor"] is False for p in routers)
+    assert not any("linear_subclass" in p for p in params if p["module"] == "Linear")
+
+    every = Plan(config=LLAMA4, method="qlora", seq_len=16)
+    with pytest.raises(PlanError, match=r"feed_forward\.router' cannot run.*q_proj"):
+        estimate(every, params=params)
+    model = build(LLAMA4, every, "cpu").model
+    ids = torch.randint(0, 256, (1, 16))
+    with pytest.raises(AttributeError, match="tuple"):  # the real step fails where the estimate refuses
+        model(input_ids=ids, labels=ids)
+
+    named = Plan(config=LLAMA4, method="qlora", seq_len=16, target_modules=["q_proj", "v_proj", "down_proj"])
+    model = build(LLAMA4, named, "cpu").model
+    model(input_ids=ids, labels=ids).loss.backward()
+    quantized = [m for n, m in model.named_modules() if type(m).__name__ == "Linear4bit" and ".base_layer" not in n]
+    assert not any("router" in n for n, m in model.named_modules() if type(m).__name__ == "Linear4bit")
+    est = estimate(named, params=params).to_dict()["params"]
+    assert est["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert est["quantized"] == sum(m.in_features * m.out_features for m in quantized)
+
+
+def test_a_linear_subclass_that_returns_a_tensor_is_adapted_as_the_hand_written_inventory_adapts_it() -> None:
+    """Falcon's ``FalconLinear(nn.Linear)`` returns a tensor: read from transformers' build, it is a linear layer
+    LoRA adapts and bitsandbytes keeps, as the hand-written Falcon inventory has it."""
+    from estimator import build_inventory, parse_config
+    from estimator._generic import generic_inventory
+    from trainer.inventory import parameters
+
+    falcon = {"model_type": "falcon", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+              "vocab_size": 256, "new_decoder_architecture": True, "num_kv_heads": 2}  # fmt: skip
+    params = parameters(falcon)
+    subclass = [p for p in params if p["module"] == "FalconLinear"]
+    assert subclass and all(p["linear_subclass"] is True and p["returns_tensor"] is True for p in subclass)
+    arch = parse_config(falcon)
+
+    def linears(inv: Any) -> set[tuple[str, str]]:
+        return {(t.name.format(i=i), t.kind) for t in inv if t.kind.startswith("linear") for i in range(t.layers)}
+
+    assert linears(generic_inventory(arch, params)) == linears(build_inventory(arch))
