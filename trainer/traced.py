@@ -46,7 +46,7 @@ import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -511,7 +511,7 @@ def _joined(runs: list[dict[str, Any]], extended: dict[str, Any]) -> dict[str, A
 
 
 def trace_each(
-    configs: list[Mapping[str, Any]], plan: Plan, steps: int, round_to: int, cores: int | None = None
+    configs: Sequence[Mapping[str, Any]], plan: Plan, steps: int, round_to: int, cores: int | None = None
 ) -> list[dict[str, Any]]:
     """``_trace_once`` of each config, in their order. The traces are independent and each runs on one core (the
     fake mode computes nothing), so where the OS forks and there are several cores they run side by side: the first

@@ -81,7 +81,7 @@ def test_a_derived_inventorys_unquantized_parameters_are_named_for_what_they_are
     assert params is not None
     fused = sum(prod(p["shape"]) for p in params if len(p["shape"]) == 3)
     assert fused == 2 * (2 * 64 * 128 + 2 * 64 * 64)
-    plan = Plan(config=LLAMA4, method="qlora", seq_len=128, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    plan = Plan(config=LLAMA4, method="qlora", seq_len=128, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
     est = estimate(plan, params=params)  # all-linear would take the router, which LoRA cannot wrap (below)
     note = next(n for n in est.to_dict()["notes"] if "prepare_model_for_kbit_training upcasts" in n)
     found = re.search(r"not nn\.Linear[^)]*\) ([\d,]+)", note)
@@ -149,7 +149,7 @@ def test_a_linear_subclass_that_returns_a_tuple_is_refused_as_a_lora_target_and_
     with pytest.raises(AttributeError, match="tuple"):  # the real step fails where the estimate refuses
         model(input_ids=ids, labels=ids)
 
-    named = Plan(config=LLAMA4, method="qlora", seq_len=16, target_modules=["q_proj", "v_proj", "down_proj"])
+    named = Plan(config=LLAMA4, method="qlora", seq_len=16, target_modules=("q_proj", "v_proj", "down_proj"))
     model = build(LLAMA4, named, "cpu").model
     model(input_ids=ids, labels=ids).loss.backward()
     quantized = [m for n, m in model.named_modules() if type(m).__name__ == "Linear4bit" and ".base_layer" not in n]
