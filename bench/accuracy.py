@@ -795,7 +795,14 @@ def _gaps(
         "after prepare_model_for_kbit_training cannot run without bf16 autocast (the fp32 final norm feeds TRL's "
         "bf16 copy of the score head): the run refuses it, the estimate says so and keeps the wider band.",
         "- **Model types with no hand-written family** (read from transformers' own parameters): storage and "
-        "parameters exact by construction, activations by the generic llama-style rules, not held by a run.",
+        "parameters exact by construction, activations by the generic llama-style rules, not held by a run. A "
+        "subclass of nn.Linear is adapted by all-linear and kept in 16 bits by bitsandbytes (PEFT matches by "
+        "`isinstance`, transformers converts `type(module) is nn.Linear` only), and refused as a LoRA target when "
+        "its forward returns no tensor (Llama 4's router: the real step fails there); a composite config "
+        "transformers 4 wrote without `tie_word_embeddings` over a text config that does not tie is counted with "
+        "the lm_head its checkpoint carries (`trainer.build.checkpoint_unties`: transformers 5 defaults InternVL's, "
+        "Janus', Mistral 3's ... composite to tied, and `from_pretrained` keeps the two tensors apart; tested by "
+        "saving and loading tiny checkpoints).",
         "- **Vision-language models**: Qwen2-VL, Qwen2.5-VL and Gemma 3 are read by hand (parameters, names and "
         "shapes equal to transformers' model on the meta device: Gemma 3's SigLIP tower and projector included, as "
         "`AutoModelForCausalLM` builds `Gemma3ForConditionalGeneration`) and their images are counted, and Qwen's "
