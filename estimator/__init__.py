@@ -22,6 +22,7 @@ from ._arch import (
 from ._compare import TENSOR_COMPONENTS, TIERS, compare, relative_error
 from ._errors import ConfigError, EstimatorError, PlanError, PriceError, UnknownModelError, UnsupportedModelError
 from ._estimate import Estimate, estimate, plan_key
+from ._generic import generic_architecture, generic_inventory
 from ._inventory import Inventory, Tensor, build_inventory
 from ._kernels import AttentionPath, attention_path, has_mask
 from ._lora import AdapterPlan, adapter_plan
@@ -127,6 +128,8 @@ __all__ = [
     "four_bit_bytes",
     "four_bit_parts",
     "gb_text",
+    "generic_architecture",
+    "generic_inventory",
     "gib_text",
     "has_mask",
     "head_loss",

@@ -162,8 +162,7 @@ def test_a_linear_subclass_that_returns_a_tuple_is_refused_as_a_lora_target_and_
 def test_a_linear_subclass_that_returns_a_tensor_is_adapted_as_the_hand_written_inventory_adapts_it() -> None:
     """Falcon's ``FalconLinear(nn.Linear)`` returns a tensor: read from transformers' build, it is a linear layer
     LoRA adapts and bitsandbytes keeps, as the hand-written Falcon inventory has it."""
-    from estimator import build_inventory, parse_config
-    from estimator._generic import generic_inventory
+    from estimator import build_inventory, generic_inventory, parse_config
     from trainer.inventory import parameters
 
     falcon = {"model_type": "falcon", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
