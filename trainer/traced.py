@@ -520,21 +520,25 @@ def trace_each(
     dispatch cache, lazily made kernels and patches); then the deepest ones each in a process forked from this
     one, which inherits all of that, while the rest run here (at 2, 3 and 4 layers on two cores: 2 here, then 4
     in a child beside 3 here). A child shares nothing it writes; its result comes back pickled. Intra-op threads
-    are set to one first: the fake mode has nothing to spread over them, and a forked child must not inherit a
+    are set to one meanwhile: the fake mode has nothing to spread over them, and a forked child must not inherit a
     thread pool. ``cores``: the processes to use (default: the cores this process may run on)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     forked = min(cores, len(configs) - 1) - 1
     if forked < 1 or not sys.platform.startswith("linux"):  # fork after imports is safe on Linux, not on macOS
         return [_trace_once(c, plan, steps, round_to) for c in configs]
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    runs = [_trace_once(configs[0], plan, steps, round_to)]
-    here, there = list(configs[1 : len(configs) - forked]), list(configs[len(configs) - forked :])
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=forked, mp_context=context) as pool:
-        futures = [pool.submit(_trace_once, c, plan, steps, round_to) for c in there]
-        runs += [_trace_once(c, plan, steps, round_to) for c in here]
-        return runs + [f.result() for f in futures]
+    try:
+        runs = [_trace_once(configs[0], plan, steps, round_to)]
+        here, there = list(configs[1 : len(configs) - forked]), list(configs[len(configs) - forked :])
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=forked, mp_context=context) as pool:
+            futures = [pool.submit(_trace_once, c, plan, steps, round_to) for c in there]
+            runs += [_trace_once(c, plan, steps, round_to) for c in here]
+            return runs + [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _trace_once(cfg: Mapping[str, Any], plan: Plan, steps: int, round_to: int) -> dict[str, Any]:
