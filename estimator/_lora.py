@@ -169,8 +169,9 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
     if opaque:
         runs = sorted({t.leaf for t in weights if t.kind in LINEAR_KINDS and t.kind != OPAQUE_LINEAR})
         raise PlanError(
-            f"LoRA on {opaque[0].replace('{i}', 'N')!r} cannot run: it is an nn.Linear subclass whose forward returns "
-            "no tensor (a tuple), which PEFT's LoRA layer cannot wrap (its forward fails); 'all-linear' takes it too. "
+            f"LoRA on {opaque[0].replace('{i}', 'N')!r} cannot run: it is an nn.Linear subclass whose forward does "
+            "not return a tensor (Llama 4's router returns a tuple), which PEFT's LoRA layer cannot wrap (its forward "
+            "fails); 'all-linear' takes it too. "
             "Name the targets instead, from: " + ",".join(n for n in runs if n != "lm_head")
         )
     saved: list[Tensor] = []

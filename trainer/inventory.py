@@ -61,14 +61,14 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _returns_tensor(module: Any) -> bool:
-    """Whether a linear subclass's forward gives a tensor, run on a meta row (nothing is computed): PEFT's LoRA layer
-    adds its update to what the base layer returns, so one that returns a tuple (``Llama4Router``: scores and
-    logits) fails when adapted."""
+    """Whether a linear subclass's forward gives a tensor, run on a meta batch of one token, shaped as a decoder's
+    hidden states (nothing is computed): PEFT's LoRA layer adds its update to what the base layer returns, so one
+    that returns a tuple (``Llama4Router``: scores and logits) fails when adapted."""
     import torch
 
     try:
         with torch.no_grad():
-            row = torch.empty(1, module.in_features, device="meta", dtype=module.weight.dtype)
+            row = torch.empty(1, 1, module.in_features, device="meta", dtype=module.weight.dtype)
             return isinstance(module(row), torch.Tensor)
     except Exception:  # any failure means LoRA's wrapper cannot count on it either
         return False
