@@ -800,7 +800,7 @@ def _gaps(
         "`isinstance`, transformers converts `type(module) is nn.Linear` only), and refused as a LoRA target when "
         "its forward returns no tensor (Llama 4's router: the real step fails there); a composite config "
         "transformers 4 wrote without `tie_word_embeddings` over a text config that does not tie is counted with "
-        "the lm_head its checkpoint carries (`trainer.build.checkpoint_unties`: transformers 5 defaults InternVL's, "
+        "the lm_head its checkpoint carries (`estimator.checkpoint_tie`: transformers 5 defaults InternVL's, "
         "Janus', Mistral 3's ... composite to tied, and `from_pretrained` keeps the two tensors apart; tested by "
         "saving and loading tiny checkpoints).",
         "- **Vision-language models**: Qwen2-VL, Qwen2.5-VL and Gemma 3 are read by hand (parameters, names and "

@@ -16,6 +16,7 @@ from ._arch import (
     WORK_LIMITS,
     Architecture,
     attention_implementation,
+    checkpoint_tie,
     legacy_config,
     parse_config,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "build_inventory",
     "calibration_from_run",
     "catalog",
+    "checkpoint_tie",
     "compare",
     "cost_rows",
     "count_text",

@@ -404,24 +404,32 @@ def _qwen3_vl(config: Mapping[str, Any], model_type: str) -> Architecture:
     return _with(arch, model_type=model_type, source_model_type=model_type, vision=tower, notes=(note, *arch.notes))
 
 
-def mistral3_tie(config: Mapping[str, Any]) -> bool:
-    """Whether a Mistral 3 checkpoint's lm_head is its token embedding, as ``from_pretrained`` of transformers 5 loads
-    it. A config that states ``tie_word_embeddings`` decides. One that leaves it out means ``Mistral3Config``'s
-    default, true, when transformers 5 wrote it. transformers 4 wrote the flag out only when it differed from
-    ``PretrainedConfig``'s default, also true, but tied by the text config's flag (``get_text_config(decoder=True)``;
-    Mistral's and Llama's default false), so Mistral Small 3.1 / 3.2 (written by 4.50 - 4.57) carry their own
-    ``lm_head.weight``. transformers 5 then finds both tensors in the checkpoint with different values and leaves
-    them untied (``PreTrainedModel.tie_weights``: "both are present in the checkpoints with different values, so we
-    will NOT tie them"); a model built from the config alone would tie them and count ``vocab_size × hidden_size``
-    fewer parameters (671,088,640 for the 24B) than the one the user trains. Tested by saving a tiny checkpoint and
-    loading it (tests/estimator/test_inventory.py)."""
+def checkpoint_tie(config: Mapping[str, Any], composite_tie: bool, text_tie: bool) -> bool:
+    """Whether a composite checkpoint's lm_head is its token embedding as ``from_pretrained`` of transformers 5 loads
+    it, given the composite config class's ``tie_word_embeddings`` default (``composite_tie``) and its text config's
+    flag (``text_tie``). A config that states the flag decides; one transformers 5 wrote means the composite's
+    default. transformers 4 wrote the flag out only when it differed from ``PretrainedConfig``'s default (true) and
+    tied by the text config's flag (``get_text_config(decoder=True)``), so a checkpoint it wrote over an untied text
+    config carries its own ``lm_head.weight``: where transformers 5 defaults the composite to tied (Mistral 3,
+    InternVL, Janus, DeepSeek-VL ...), ``from_pretrained`` finds both tensors with different values and leaves them
+    untied (``PreTrainedModel.tie_weights``: "both are present in the checkpoints with different values, so we will
+    NOT tie them"), and a model built from the config alone would count ``vocab_size × hidden_size`` fewer
+    parameters (671,088,640 for Mistral Small 3.1 / 3.2, written by 4.50 - 4.57) than the one the user trains.
+    Tested by saving tiny checkpoints and loading them (tests/estimator/test_inventory.py, tests/app/
+    test_inventory.py)."""
     tie = config.get("tie_word_embeddings")
     if isinstance(tie, bool):
         return tie
-    if not str(config.get("transformers_version", "")).startswith("4."):
-        return True
+    if str(config.get("transformers_version", "")).startswith("4."):
+        return composite_tie and text_tie
+    return composite_tie
+
+
+def mistral3_tie(config: Mapping[str, Any]) -> bool:
+    """``checkpoint_tie`` with ``Mistral3Config``'s defaults: tied, over a text config (Mistral's, Llama's) that is
+    not unless it says so."""
     text = config.get("text_config")
-    return bool(isinstance(text, Mapping) and text.get("tie_word_embeddings", False))
+    return checkpoint_tie(config, True, bool(isinstance(text, Mapping) and text.get("tie_word_embeddings", False)))
 
 
 def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from estimator import Plan, attention_implementation, legacy_config
+from estimator import Plan, attention_implementation, checkpoint_tie, legacy_config
 
 LEARNING_RATE = 1e-4
 DTYPES: dict[str, torch.dtype] = {
@@ -97,22 +97,18 @@ def make_config(config: Mapping[str, Any], plan: Plan) -> Any:
         data["num_labels"] = 1
     cfg = AutoConfig.for_model(model_type, **data)
     cfg.use_cache = False
-    if checkpoint_unties(config, cfg):  # the model from_pretrained loads
-        cfg.tie_word_embeddings = False
+    tie_as_loaded(config, cfg)  # the model from_pretrained loads
     return cfg
 
 
-def checkpoint_unties(config: Mapping[str, Any], cfg: Any) -> bool:
-    """Whether a checkpoint has its own lm_head although the config built alone ties it (``estimator.mistral3_tie``'s
-    rule, for every composite model): transformers 4 wrote a composite's ``tie_word_embeddings`` only when it differed
-    from ``PretrainedConfig``'s default (true) and tied by the text config's flag, so a config it wrote without the
-    flag over a text config that does not tie (InternVL's, Janus', DeepSeek-VL's ... as transformers 5 defaults them)
-    comes with a separate ``lm_head.weight``; transformers 5 defaults the composite's flag to true, and its
-    ``from_pretrained`` finds both tensors, different, and leaves them untied."""
-    if "tie_word_embeddings" in config or not str(config.get("transformers_version", "")).startswith("4."):
-        return False
+def tie_as_loaded(config: Mapping[str, Any], cfg: Any) -> None:
+    """Set ``cfg``'s tie to the one ``from_pretrained`` loads for the checkpoint ``config`` describes
+    (``estimator.checkpoint_tie``, with the config classes' own defaults): a composite config transformers 4 wrote
+    without the flag, over a text config that does not tie, has its own lm_head."""
     text = cfg.get_text_config(decoder=True)
-    return text is not cfg and getattr(cfg, "tie_word_embeddings", None) is True and not text.tie_word_embeddings
+    composite, own = getattr(cfg, "tie_word_embeddings", None), getattr(text, "tie_word_embeddings", None)
+    if text is not cfg and isinstance(composite, bool) and isinstance(own, bool):
+        cfg.tie_word_embeddings = checkpoint_tie(config, composite, own)
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .build import checkpoint_unties, stack_module
+from .build import stack_module, tie_as_loaded
 
 AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModel")
 
@@ -36,8 +36,7 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
         raise ValueError(f"model_type {model_type!r} is not one transformers {transformers.__version__} knows")
     cfg = transformers.AutoConfig.for_model(model_type, **data)
-    if checkpoint_unties(config, cfg):
-        cfg.tie_word_embeddings = False
+    tie_as_loaded(config, cfg)
     errors = []
     for auto in AUTO_CLASSES:
         try:
