@@ -97,7 +97,7 @@ class Architecture:
     moe_block: str = "mlp"  # the decoder layer's feed-forward attribute: mlp, feed_forward (Llama 4), block_sparse_moe
     router_name: str = "gate"  # gate, or router (gpt-oss, Llama 4, Granite MoE)
     router_bias: bool = False  # gpt-oss
-    router_linear: bool = False  # the router is an nn.Linear subclass (Llama 4): LoRA's all-linear takes it
+    router_linear: bool = False  # the router is an nn.Linear subclass returning a tuple (Llama 4): LoRA cannot wrap it
     experts_in_out: bool = False  # fused experts stored (E, in, out) (gpt-oss, Llama 4) instead of (E, out, in)
     expert_bias: bool = False  # gpt-oss: gate_up_proj_bias, down_proj_bias
     shared_experts_name: str = ""  # shared_expert (Qwen2-MoE, Llama 4) or shared_experts (DeepSeek, GLM-4 MoE)

@@ -400,7 +400,7 @@ def _moe(arch: Architecture, m: str, moe: int) -> list[Tensor]:
     """The sparse block: router, fused experts (E, out, in) or (E, in, out), biases, shared experts and gate."""
     h, e, mi, x = arch.hidden_size, arch.num_experts, arch.moe_intermediate_size, f"{m}.experts"
     g = f"{m}.{arch.router_name}"
-    kind = SUBCLASS_LINEAR if arch.router_linear else ROUTER
+    kind = OPAQUE_LINEAR if arch.router_linear else ROUTER  # Llama4Router returns (scores, logits)
     out = [Tensor(f"{g}.weight", (e, h), "router", g, kind, False, moe, ROUTER_INPUT)]
     if arch.router_bias:
         out.append(Tensor(f"{g}.bias", (e,), "router", g, ROUTER, True, moe, ROUTER_INPUT))

@@ -21,7 +21,6 @@ from ._inventory import (
     LINEAR_KINDS,
     OPAQUE_LINEAR,
     ROUTER,
-    ROUTER_INPUT,
     Inventory,
     Tensor,
 )
@@ -159,12 +158,6 @@ def adapter_plan(inv: Inventory, plan: Plan) -> AdapterPlan:
                 f"target_modules {sorted(targets)} match no module of this model; its linear modules are: "
                 + ", ".join(names)
             )
-    if inv.arch.router_linear and any(a.reads == ROUTER_INPUT and not a.embedding for a in adapted):
-        raise PlanError(
-            "LoRA on Llama 4's router cannot run: the router is an nn.Linear subclass that returns a tuple, which "
-            "PEFT's LoRA layer cannot wrap (its forward fails); 'all-linear' takes it too. Name the targets instead, "
-            "e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-        )
     opaque = sorted({t.module for t in weights if t.kind == OPAQUE_LINEAR} & {a.module for a in adapted})
     if opaque:
         runs = sorted({t.leaf for t in weights if t.kind in LINEAR_KINDS and t.kind != OPAQUE_LINEAR})

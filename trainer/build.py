@@ -84,20 +84,31 @@ class Built:
 
 
 def make_config(config: Mapping[str, Any], plan: Plan) -> Any:
-    """A transformers config object from a config.json dict (no remote code, no download)."""
-    AutoConfig = stack_module("transformers").AutoConfig
+    """The transformers config object a run builds its model from (``config_object``), without a KV cache; with
+    one label for reward modelling (TRL's RewardTrainer: the model's only output is the reward score)."""
+    cfg = config_object(config, **({"num_labels": 1} if plan.objective == "reward" else {}))
+    cfg.use_cache = False
+    return cfg
 
-    data = legacy_config(config)  # a RefinedWebModel / RefinedWeb config as transformers' falcon
+
+def config_object(config: Mapping[str, Any], **overrides: Any) -> Any:
+    """The transformers config object of the model ``from_pretrained`` loads for the checkpoint ``config`` (a
+    config.json dict) describes, from the dict alone (no remote code, no download): a legacy config read as
+    transformers 5 reads it (``legacy_config``: RefinedWebModel / RefinedWeb as falcon), the code pointers and
+    provenance keys dropped (``auto_map``, ``_name_or_path``, ``transformers_version``), ``overrides`` applied and
+    the tie set to the one the checkpoint has (``tie_as_loaded``). ``BuildError`` for a model_type transformers does
+    not know (one only a repo's own code defines)."""
+    transformers = stack_module("transformers")
+    data = legacy_config(config)
     model_type = data.pop("model_type", None)
     if not model_type:
         raise BuildError("the config has no model_type")
+    if not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
+        raise BuildError(f"model_type {model_type!r} is not one transformers {transformers.__version__} knows")
     for key in ("transformers_version", "_name_or_path", "auto_map"):
         data.pop(key, None)
-    if plan.objective == "reward":  # TRL's RewardTrainer: the only output of the model is the reward score
-        data["num_labels"] = 1
-    cfg = AutoConfig.for_model(model_type, **data)
-    cfg.use_cache = False
-    tie_as_loaded(config, cfg)  # the model from_pretrained loads
+    cfg = transformers.AutoConfig.for_model(model_type, **data, **overrides)
+    tie_as_loaded(config, cfg)
     return cfg
 
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .build import stack_module, tie_as_loaded
+from .build import BuildError, config_object, stack_module
 
 AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModel")
 
@@ -31,12 +31,10 @@ def parameters(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     import torch
 
     transformers = stack_module("transformers")
-    data = {k: v for k, v in config.items() if k not in ("auto_map", "_name_or_path", "transformers_version")}
-    model_type = data.pop("model_type", None)
-    if not isinstance(model_type, str) or model_type not in transformers.CONFIG_MAPPING:
-        raise ValueError(f"model_type {model_type!r} is not one transformers {transformers.__version__} knows")
-    cfg = transformers.AutoConfig.for_model(model_type, **data)
-    tie_as_loaded(config, cfg)
+    try:
+        cfg = config_object(config)
+    except BuildError as exc:
+        raise ValueError(str(exc)) from exc
     errors = []
     for auto in AUTO_CLASSES:
         try:

@@ -109,8 +109,10 @@ def test_trainable_matches_peft(name: str, kw: dict[str, Any]) -> None:
 def test_llama4_router_lora_is_refused_with_what_to_target() -> None:
     for targets in ("all-linear", ("router",)):
         inv, plan = _plan("llama4_text", target_modules=targets)
-        with pytest.raises(PlanError, match="LoRA on Llama 4's router cannot run.*Name the targets instead"):
+        with pytest.raises(PlanError, match=r"LoRA on '.*feed_forward\.router' cannot run.*returns a tuple") as e:
             adapter_plan(inv, plan)
+        runs = str(e.value).rsplit("from: ", 1)[1].split(",")
+        assert "q_proj" in runs and "router" not in runs
 
 
 def test_full_has_no_adapters() -> None:
