@@ -32,8 +32,10 @@ model with ``fused_lm_head=True``: TRL's ``ChunkedLogProbFunction`` scores the t
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -58,6 +60,49 @@ def stack_module(name: str) -> Any:
     """Import a training-stack module untyped: transformers / peft / bitsandbytes ship partial annotations that
     would make every call site an error, and the shapes of their objects are checked by the tests instead."""
     return importlib.import_module(name)
+
+
+@contextlib.contextmanager
+def compile_on_first_call() -> Iterator[None]:
+    """Inside it, ``torch.compile(fn, **kwargs)`` returns ``fn`` wrapped to be compiled, with the same arguments, on
+    its first call: what runs is unchanged, only when it is compiled.
+
+    bitsandbytes wraps its CPU kernels in ``torch.compile`` as it is imported (``backends/default/ops.py``,
+    ``_try_torch_compile``), and ``torch.compile`` imports torch's compiler stack (``torch._inductor`` and networkx,
+    578 modules, 1.7–2 s of a traced estimate on 2 cores) the moment it is called, whether or not a kernel ever runs.
+    A traced step never runs them (their fake implementations run under FakeTensorMode), so there nothing is
+    compiled and nothing of the compiler is imported; where one does run, it is compiled then, and a failure to
+    compile still falls back to the plain kernel (bitsandbytes catches it around the call)."""
+    compile_now = torch.compile
+
+    def compile_later(model: Any = None, **kwargs: Any) -> Any:
+        if model is None:  # used as @torch.compile(**kwargs)
+            return lambda fn: compile_later(fn, **kwargs)
+        compiled: Any = None
+
+        @functools.wraps(model)
+        def call(*args: Any, **kw: Any) -> Any:
+            nonlocal compiled
+            if compiled is None:
+                compiled = compile_now(model, **kwargs)
+            return compiled(*args, **kw)
+
+        return call
+
+    torch.compile = compile_later
+    try:
+        yield
+    finally:
+        torch.compile = compile_now
+
+
+def import_bitsandbytes() -> None:
+    """Import bitsandbytes, if installed, with its CPU kernels compiled on first call (``compile_on_first_call``):
+    before transformers or PEFT import it, in a process that traces."""
+    if "bitsandbytes" in sys.modules:
+        return
+    with compile_on_first_call(), contextlib.suppress(ImportError):
+        importlib.import_module("bitsandbytes")
 
 
 class BuildError(RuntimeError):

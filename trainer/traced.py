@@ -62,6 +62,7 @@ from .build import (
     add_chunked_loss,
     assemble,
     enable_gc,
+    import_bitsandbytes,
     lora_config,
     make_config,
     materialize,
@@ -458,6 +459,7 @@ def traced_run(
     the trace always runs on fake CPU tensors.
     """
     del device, seed  # fake tensors hold no values: the seed changes nothing
+    import_bitsandbytes()  # before PEFT or transformers import it: its kernels are never compiled in a trace
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if round_to is None:
