@@ -236,7 +236,8 @@ def _print_estimate(d: dict[str, Any]) -> None:
     st = Table(title="Storage (disk)")
     st.add_column("item")
     st.add_column("size", justify="right")
-    published = "16-bit" if s["download_format"] == "16-bit" else f"{s['download_format']} as published"
+    fmt = s["download_format"]
+    published = fmt if fmt == "16-bit" or fmt.startswith("as published") else f"{fmt} as published"
     for key, label in (("download", f"download ({published})"), ("base_16bit", "base model, 16-bit"),
                        ("base_fp32", "base model, fp32"),
                        ("base_quantized", f"quantized ({s['quantized_bits_per_weight']:.3f} bits/weight on linears)"),

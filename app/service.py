@@ -159,6 +159,8 @@ class HubModel(Protocol):
     def params_source(self) -> str: ...
     @property
     def gated(self) -> bool: ...
+    @property
+    def safetensors_params(self) -> dict[str, int] | None: ...
 
 
 class Hub(Protocol):
@@ -224,9 +226,10 @@ class EstimateService:
         what = {"inline": "inline config", "catalog": "catalog config"}.get(resolved.source, "Hub config")
         calibration = self.calibration_for(plan)
 
+        files = resolved.hub.safetensors_params if resolved.hub is not None else None
         one = partial(
             estimate, plan, config=resolved.estimate_config, prices=self.prices, calibration=calibration,
-            with_advice=advice,
+            with_advice=advice, files=files,
         )  # fmt: skip
 
         def run() -> dict[str, Any]:

@@ -57,7 +57,7 @@ from ._quant import (
 from ._rent import COUNTS, rent
 from ._runtime import CalibrationProfile, Runtime, calibration_from_run, runtime_for
 from ._sharding import DEEPSPEED_REDUCE_BUCKET, deepspeed_config
-from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, storage
+from ._storage import WHY_EXACT_DIFFERS, RuleOfThumb, published_bytes, storage
 from ._time import Mfu, StepFlops, Throughput, TimeEstimate, default_mfu, host_ops, step_flops, step_time, throughput
 from ._units import GB, GIB, MIB, count_text, gb_text, gib_text, size_text
 
@@ -147,6 +147,7 @@ __all__ = [
     "plan_field",
     "plan_fields",
     "plan_key",
+    "published_bytes",
     "relative_error",
     "rent",
     "runtime_for",

@@ -290,6 +290,7 @@ def estimate(
     calibration: CalibrationProfile | None = None,
     with_advice: bool = True,
     params: Sequence[Mapping[str, Any]] | None = None,
+    files: Mapping[str, int] | None = None,
 ) -> Estimate:
     """Estimate storage, training memory and (with a GPU) time and cost of ``plan``. Pure and fast.
 
@@ -298,7 +299,9 @@ def estimate(
     ``plan.gpu``, else the GPU catalog's constants. ``with_advice``: also re-estimate the plan with each lever of
     the make-it-fit advisor (``estimator._advice``; the page's sweeps, which need only the memory, skip it).
     ``params``: the parameters transformers builds for a model type with no hand-written family
-    (``trainer.inventory``'s list; the app gets it in a subprocess), used only then.
+    (``trainer.inventory``'s list; the app gets it in a subprocess), used only then. ``files``: the elements
+    of each dtype in the model's published safetensors files (the Hub client reads their headers): the download is
+    then what the files hold (``estimator._storage.published_bytes``), not what the config implies.
     """
     cfg, source, model_id = config_for(plan, config)
     try:
@@ -343,7 +346,7 @@ def estimate(
         arch=arch,
         inventory=inv,
         adapters=adapters,
-        storage=storage(inv, adapters, plan),
+        storage=storage(inv, adapters, plan, files),
         memory=mem,
         fits=tuple(fits(mem.fit_bytes, plan, _per_architecture(inv, adapters, plan, mem), host_check(plan, mem))),
         fit=fit,

@@ -6,6 +6,7 @@ Sizes are tensor bytes (safetensors adds a JSON header of a few KiB per file, ig
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._inventory import EXPERTS, LINEAR, Inventory, Tensor
@@ -113,13 +114,46 @@ def download_bytes(inv: Inventory) -> int:
     return total
 
 
+SAFETENSORS_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+"""Bytes per element of each safetensors dtype (the format's ``Dtype``; packed 4-bit formats are stored as U8)."""
+
+
+def published_bytes(files: Mapping[str, int]) -> int | None:
+    """The tensor bytes of a model's published safetensors files: the elements of each dtype, as the files' headers
+    count them (``files``: ``{"F32": 137022720}``, what the Hub client reads), times that dtype's size. Exact:
+    it counts what the files hold, buffers saved beside the weights included (GPT-2's ``attn.bias`` masks, 48 MiB),
+    in the dtype they were saved in, which a config without ``torch_dtype`` does not say (GPT-2's files are fp32).
+    None when a dtype is not one safetensors defines or a count is not a non-negative integer."""
+    total = 0
+    for dtype, n in files.items():
+        size = SAFETENSORS_BYTES.get(dtype)
+        if size is None or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return None
+        total += size * n
+    return total if files else None
+
+
+def published_format(files: Mapping[str, int]) -> str:
+    """``as published: F32`` (the dtypes, most elements first)."""
+    return "as published: " + ", ".join(sorted(files, key=lambda d: (-files[d], d)))
+
+
 def _fp8_stored(t: Tensor) -> bool:
     """A weight DeepSeek-V3's files store in fp8: the decoder layers' linears and experts, not the router."""
     return t.role in ("attention", "mlp", "shared_expert", "expert") and t.kind in (LINEAR, EXPERTS)
 
 
-def storage(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> dict[str, object]:
+def storage(
+    inv: Inventory, adapters: AdapterPlan, plan: Plan, files: Mapping[str, int] | None = None
+) -> dict[str, object]:
+    """What each copy of the model takes on disk. ``download``: the published files' tensor bytes, from their
+    safetensors headers where ``files`` gives them (``published_bytes``), else from the config
+    (``download_bytes``); ``download_format`` says which."""
     P = inv.total
+    published = published_bytes(files) if files else None
     T = adapters.trainable if plan.adapters else P
     base16 = 2 * P
     adapter_fp32 = 4 * adapters.lora_params + _saved_bytes(adapters, 4)
@@ -132,8 +166,10 @@ def storage(inv: Inventory, adapters: AdapterPlan, plan: Plan) -> dict[str, obje
     fraction = (adapters.trainable / P) if plan.adapters and P else 0.01
     return {
         "base_fp32": 4 * P,
-        "download": download_bytes(inv),
-        "download_format": inv.arch.checkpoint_format or "16-bit",
+        "download": download_bytes(inv) if published is None else published,
+        "download_format": published_format(files)
+        if published is not None and files
+        else inv.arch.checkpoint_format or "16-bit",
         "base_16bit": base16,
         "base_quantized": quantized_bytes(inv, plan),
         "quantized_bits_per_weight": bits_per_weight(plan.quant_type, plan.double_quant),

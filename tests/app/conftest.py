@@ -12,7 +12,16 @@ import pytest
 from app.settings import Settings
 from bench.browser import launch_chromium
 from tests.app.hubserver import HubServer
-from tests.app.support import GRANTED_TOKEN, TINY, TINY_TENSORS, llama_tensors, split_tensors, tiny_llama_config
+from tests.app.support import (
+    GRANTED_TOKEN,
+    NO_DTYPE,
+    ROTARY_BUFFER,
+    TINY,
+    TINY_TENSORS,
+    llama_tensors,
+    split_tensors,
+    tiny_llama_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +47,7 @@ def hub() -> Iterator[HubServer]:
         {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": 100, "hidden_size": 32},
     )
     server.add_repo("acme/mixed-dtypes", TINY, tensors=llama_tensors(TINY, "F32") | {"extra.scale": ("F16", [8])})
+    server.add_repo("acme/fp32-no-dtype", NO_DTYPE, tensors=llama_tensors(NO_DTYPE, "F32") | ROTARY_BUFFER)
     server.start()
     yield server
     server.stop()

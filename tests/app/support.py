@@ -87,6 +87,10 @@ def count(tensors: dict[str, tuple[str, list[int]]]) -> int:
 TINY = tiny_llama_config()
 TINY_TENSORS = llama_tensors(TINY)
 TINY_PARAMS = count(TINY_TENSORS)
+# A config that names no dtype (as GPT-2's and other configs written before transformers saved torch_dtype) over
+# fp32 files that also hold a buffer beside the weights
+NO_DTYPE = {k: v for k, v in TINY.items() if k != "torch_dtype"}
+ROTARY_BUFFER: dict[str, tuple[str, list[int]]] = {"model.layers.0.self_attn.rotary_emb.inv_freq": ("F32", [8])}
 
 
 def split_tensors(tensors: dict[str, tuple[str, list[int]]], parts: int) -> list[dict[str, tuple[str, list[int]]]]:

@@ -16,6 +16,7 @@ from estimator import (
     catalog,
     estimate,
     parse_config,
+    published_bytes,
     storage,
 )
 
@@ -127,3 +128,24 @@ def test_a_float32_checkpoint_downloads_four_bytes_a_parameter() -> None:
         assert s["base_16bit"] == 2 * inv.total
     inv, ap, plan = _inv_plan(dict(CONFIG, torch_dtype="bfloat16"))
     assert storage(inv, ap, plan)["download"] == 2 * inv.total
+
+
+def test_the_published_files_headers_give_the_download_where_the_config_cannot() -> None:
+    """GPT-2's config names no dtype, and its files are fp32 with a causal-mask buffer per layer saved beside the
+    weights (``h.N.attn.bias``, 1 × 1 × 1024 × 1024): the files' headers count 137,022,720 F32 elements,
+    548,090,880 bytes. The config alone gives 16-bit, 248,879,616."""
+    entry = catalog.find_model("gpt2")
+    assert entry is not None and "torch_dtype" not in entry.config and "dtype" not in entry.config
+    inv, ap, plan = _inv_plan(entry.config)
+    files = {"F32": inv.total + 12 * 1024 * 1024}
+    assert files["F32"] == 137_022_720
+    s = storage(inv, ap, plan, files)
+    assert (s["download"], s["download_format"]) == (548_090_880, "as published: F32")
+    assert storage(inv, ap, plan)["download"] == 2 * inv.total  # the config alone
+    assert estimate(plan, files=files).storage["download"] == 548_090_880
+    mixed = {"BF16": 1000, "F32": 10, "U8": 3, "F8_E4M3": 7}
+    assert published_bytes(mixed) == 2000 + 40 + 3 + 7
+    assert storage(inv, ap, plan, mixed)["download_format"] == "as published: BF16, F32, F8_E4M3, U8"
+    for odd in ({"F4X": 10}, {"F32": -1}, {"F32": 1.5}, {"F32": True}, {}):
+        assert published_bytes(odd) is None  # type: ignore[arg-type]
+        assert storage(inv, ap, plan, odd)["download"] == 2 * inv.total, odd  # type: ignore[arg-type]

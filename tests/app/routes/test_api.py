@@ -17,7 +17,17 @@ from app.main import create_app
 from app.settings import Settings
 from estimator import catalog
 from tests.app.hubserver import HubServer
-from tests.app.support import GRANTED_TOKEN, TINY, TINY_PARAMS, UNGRANTED_TOKEN, tiny_llama_config
+from tests.app.support import (
+    GRANTED_TOKEN,
+    NO_DTYPE,
+    ROTARY_BUFFER,
+    TINY,
+    TINY_PARAMS,
+    UNGRANTED_TOKEN,
+    count,
+    llama_tensors,
+    tiny_llama_config,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG_ID = catalog.models()[0].id
@@ -128,6 +138,19 @@ def test_hub_model_resolves_with_safetensors_counts(client: TestClient) -> None:
     assert body["parameters"]["total"] == TINY_PARAMS  # the estimator's count agrees with the checkpoint
     assert body["config"] == TINY
     assert body["architecture"]["hidden_size"] == 64
+
+
+def test_a_hub_models_download_is_what_its_files_hold(client: TestClient) -> None:
+    """The config names no dtype; the files are fp32 and hold a buffer: the download is read from their headers.
+    Without the files (acme/no-weights) the config's 16-bit figure stands."""
+    files = llama_tensors(NO_DTYPE, "F32") | ROTARY_BUFFER
+    body = client.post("/api/estimate", json={"model": "acme/fp32-no-dtype"}).json()
+    assert (body["storage"]["download"], body["storage"]["download_format"]) == (4 * count(files), "as published: F32")
+    assert body["params"]["total"] == TINY_PARAMS == count(files) - 8
+    mixed = client.post("/api/estimate", json={"model": "acme/mixed-dtypes"}).json()["storage"]
+    assert (mixed["download"], mixed["download_format"]) == (4 * TINY_PARAMS + 2 * 8, "as published: F32, F16")
+    alone = client.post("/api/estimate", json={"model": "acme/no-weights"}).json()["storage"]
+    assert (alone["download"], alone["download_format"]) == (2 * TINY_PARAMS, "16-bit")
 
 
 def test_hub_model_without_weights_counts_from_config(client: TestClient) -> None:
