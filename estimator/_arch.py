@@ -116,6 +116,7 @@ class Architecture:
     checkpoint_format: str = ""  # "mxfp4" (gpt-oss experts), "fp8" (DeepSeek-V3 block-wise), "float32" (the config's
     # torch_dtype): how the Hub files store it ("": 16-bit)
     checkpoint_block: tuple[int, int] = (128, 128)  # fp8: quantization_config.weight_block_size (one scale per block)
+    config_dtype: str = ""  # the config's torch_dtype / dtype (its text_config's in a composite); "": it names none
     # soft-capping (Gemma 2)
     attn_logit_softcapping: float = 0.0
     final_logit_softcapping: float = 0.0
@@ -190,6 +191,23 @@ def parse_config(config: Mapping[str, Any]) -> Architecture:
         ConfigError: the mapping is not a config of a causal LM, or a field has the wrong type.
         UnsupportedModelError: its ``model_type`` is not one modelled exactly (the message lists those that are).
     """
+    arch = _parse_config(config)
+    return _with(arch, config_dtype=config_dtype(config))
+
+
+def config_dtype(config: Mapping[str, Any]) -> str:
+    """The dtype a config names for its weights: ``torch_dtype`` (transformers 5 writes ``dtype``), else its
+    ``text_config``'s (a composite's); "" when it names none (configs written before transformers saved it, GPT-2's,
+    whose files are fp32)."""
+    for source in (config, config.get("text_config")):
+        if isinstance(source, Mapping):
+            dtype = source.get("torch_dtype", source.get("dtype"))
+            if isinstance(dtype, str) and dtype:
+                return dtype
+    return ""
+
+
+def _parse_config(config: Mapping[str, Any]) -> Architecture:
     if not isinstance(config, Mapping):
         raise ConfigError("a config must be a JSON object (the contents of config.json)")
     model_type = config.get("model_type")

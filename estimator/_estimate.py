@@ -494,6 +494,12 @@ def explain(est: Estimate) -> list[str]:
             "and recomputes the rest"
         )
     notes += _qlora_notes(est)
+    if not est.arch.config_dtype and est.storage["download_format"] == "16-bit":
+        notes.append(
+            "the config names no dtype (torch_dtype), so the download is counted at 2 bytes a parameter; files saved "
+            "before transformers wrote it are often fp32 (GPT-2's: twice that), and a Hub model's safetensors headers, "
+            "where they can be read, give the exact figure"
+        )
     if plan.transformers_version == "4.x" and any(t.kind == EXPERTS for t in est.inventory.tensors):
         notes.append(
             "transformers 4.x: the experts' weights are counted as nn.Linear layers (quantized under QLoRA); LoRA on "

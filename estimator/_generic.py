@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._arch import Architecture, _llama_like, _Reader, _with
+from ._arch import Architecture, _llama_like, _Reader, _with, config_dtype
 from ._errors import ConfigError
 from ._inventory import (
     ATTENTION_INPUT,
@@ -51,7 +51,8 @@ def generic_architecture(config: Mapping[str, Any]) -> Architecture:
     source = config if not isinstance(text, Mapping) else dict(text, model_type=config.get("model_type"))
     model_type = str(config.get("model_type"))
     arch = _llama_like(_Reader(source, model_type), defaults={})
-    return _with(arch, source_model_type=model_type, generic=True, notes=(GENERIC_NOTE.format(t=model_type),))
+    return _with(arch, source_model_type=model_type, generic=True, notes=(GENERIC_NOTE.format(t=model_type),),
+                 config_dtype=config_dtype(config))  # fmt: skip
 
 
 VISION_PREFIXES = ("visual.", "vision_tower.", "vision_model.", "multi_modal_projector.", "vision_encoder.")

@@ -143,6 +143,13 @@ def test_the_published_files_headers_give_the_download_where_the_config_cannot()
     assert (s["download"], s["download_format"]) == (548_090_880, "as published: F32")
     assert storage(inv, ap, plan)["download"] == 2 * inv.total  # the config alone
     assert estimate(plan, files=files).storage["download"] == 548_090_880
+
+    def dtype_note(est: object) -> list[str]:
+        return [n for n in est.to_dict()["notes"] if "names no dtype" in n]  # type: ignore[attr-defined]
+
+    assert len(dtype_note(estimate(plan))) == 1  # the config alone: said to be a guess
+    assert dtype_note(estimate(plan, files=files)) == []  # the files' own dtypes
+    assert dtype_note(estimate(Plan(model="llama-3.1-8b"))) == []  # bfloat16, as its config says
     mixed = {"BF16": 1000, "F32": 10, "U8": 3, "F8_E4M3": 7}
     assert published_bytes(mixed) == 2000 + 40 + 3 + 7
     assert storage(inv, ap, plan, mixed)["download_format"] == "as published: BF16, F32, F8_E4M3, U8"
