@@ -199,12 +199,14 @@ def config_dtype(config: Mapping[str, Any]) -> str:
     """The dtype a config names for its weights: ``torch_dtype`` (transformers 5 writes ``dtype``), else its
     ``text_config``'s (a composite's); "" when it names none (configs written before transformers saved it, GPT-2's,
     whose files are fp32)."""
-    for source in (config, config.get("text_config")):
-        if isinstance(source, Mapping):
-            dtype = source.get("torch_dtype", source.get("dtype"))
-            if isinstance(dtype, str) and dtype:
-                return dtype
-    return ""
+    text = config.get("text_config")
+    return _named_dtype(config) or (_named_dtype(text) if isinstance(text, Mapping) else "")
+
+
+def _named_dtype(config: Mapping[str, Any]) -> str:
+    """The ``torch_dtype`` one config mapping names (transformers 5 writes ``dtype``); "" for none."""
+    dtype = config.get("torch_dtype", config.get("dtype"))
+    return dtype if isinstance(dtype, str) else ""
 
 
 def _parse_config(config: Mapping[str, Any]) -> Architecture:
@@ -490,8 +492,7 @@ def _parse(config: Mapping[str, Any], model_type: str, nested: bool = False) -> 
     size fields are that family's config-class defaults (noted)."""
     r = _Reader(config, model_type, nested)
     arch = _PARSERS[model_type](r)
-    dtype = config.get("torch_dtype", config.get("dtype"))  # transformers 5 writes "dtype"
-    if not arch.checkpoint_format and dtype == "float32":
+    if not arch.checkpoint_format and _named_dtype(config) == "float32":
         arch = _with(arch, checkpoint_format="float32")  # the files hold fp32 weights (StarCoderBase, Pythia-style)
     if arch.checkpoint_format in ("mxfp4", "fp8"):
         arch = _with(arch, notes=(*arch.notes, _checkpoint_note(r, arch)))

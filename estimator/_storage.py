@@ -146,6 +146,15 @@ def _fp8_stored(t: Tensor) -> bool:
     return t.role in ("attention", "mlp", "shared_expert", "expert") and t.kind in (LINEAR, EXPERTS)
 
 
+def _download(inv: Inventory, files: Mapping[str, int]) -> dict[str, object]:
+    """``download`` and ``download_format``: what the published files hold where ``files`` counts them, else what
+    the config says they hold."""
+    published = published_bytes(files)
+    if published is None:
+        return {"download": download_bytes(inv), "download_format": inv.arch.checkpoint_format or "16-bit"}
+    return {"download": published, "download_format": published_format(files)}
+
+
 def storage(
     inv: Inventory, adapters: AdapterPlan, plan: Plan, files: Mapping[str, int] | None = None
 ) -> dict[str, object]:
@@ -153,7 +162,6 @@ def storage(
     safetensors headers where ``files`` gives them (``published_bytes``), else from the config
     (``download_bytes``); ``download_format`` says which."""
     P = inv.total
-    published = published_bytes(files) if files else None
     T = adapters.trainable if plan.adapters else P
     base16 = 2 * P
     adapter_fp32 = 4 * adapters.lora_params + _saved_bytes(adapters, 4)
@@ -166,10 +174,7 @@ def storage(
     fraction = (adapters.trainable / P) if plan.adapters and P else 0.01
     return {
         "base_fp32": 4 * P,
-        "download": download_bytes(inv) if published is None else published,
-        "download_format": published_format(files)
-        if published is not None and files
-        else inv.arch.checkpoint_format or "16-bit",
+        **_download(inv, files or {}),
         "base_16bit": base16,
         "base_quantized": quantized_bytes(inv, plan),
         "quantized_bits_per_weight": bits_per_weight(plan.quant_type, plan.double_quant),
