@@ -30,6 +30,11 @@ Recipe (each step works around something found by experiment on this stack):
    only logging and per-sequence statistics read them), transformers' mask skip reads "all ones" for an unpadded
    batch's attention mask (``fake_patches``), and GRPO's decoding loop stops after ``max_completion_length``
    tokens (``generation_to_length``), as the real run's does. Full fine-tuning with a reference copy is refused.
+6. A vision-language model's batch is made with real tensors by its own processors, and the entries whose values
+   the model reads (patch grids, image sizes, Idefics3's pixels: ``real_inputs``) stay real through the step
+   (``RealIndex``); the index computations that read the batch's values run on the real batch
+   (``_patch_vision_indexing``). A scalar read of a fake tensor answers 1, so a read missed here would shape the
+   step from a stand-in value: ``tests/trainer/test_traced.py`` holds every vision family's trace to its real run.
 
 What it cannot see, like the tracker on a real run: the CUDA context, the caching allocator's reserve and
 fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
@@ -129,15 +134,46 @@ def fake_patches(packed: bool = False, padded: bool = False, model_type: str | N
 
 
 class RealIndex(torch.Tensor):
-    """A small index tensor (patch boundaries per image or window) that stays real under the fake mode: the vision
-    attention splits its batch by ``(cu_seqlens[1:] - cu_seqlens[:-1]).tolist()``, values a fake tensor lacks."""
+    """A small index tensor (patch boundaries per image or window, an image's size) that stays real under the fake
+    mode: the vision attention splits its batch by ``(cu_seqlens[1:] - cu_seqlens[:-1]).tolist()``, LLaVA-NeXT
+    picks an image's tiles from its ``image_sizes`` row, values a fake tensor lacks (a scalar read of one answers 1,
+    ``StandInValues``). Ops on indices alone run real; an op that also takes the step's fake tensors (a split of the
+    image features by the tokens per image, a slice to an image's patch rows) gets the index's values: a Python
+    number for a scalar, a plain tensor otherwise."""
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Mapping[str, Any] | None = None) -> Any:
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
+        from torch.utils import _pytree as pytree
 
+        kwargs = dict(kwargs or {})
+        if any(isinstance(t, FakeTensor) for t in pytree.tree_leaves((args, kwargs))):
+            args, kwargs = pytree.tree_map(_index_values, (args, kwargs))
+            return func(*args, **kwargs)
         with unset_fake_temporarily():
-            return super().__torch_function__(func, types, args, kwargs or {})  # type: ignore[no-untyped-call]
+            return super().__torch_function__(func, types, args, kwargs)  # type: ignore[no-untyped-call]
+
+
+def real_inputs(model_type: str) -> tuple[str, ...]:
+    """The entries of a vision-language model's batch whose values the model reads, kept real in the trace
+    (``RealIndex``): Qwen-VL's patch grids (``image_grid_thw``, ``video_grid_thw``: the tower splits its patches by
+    them), the images' sizes (LLaVA-NeXT picks an image's tiles and unpads its features by them, Pixtral cuts each
+    image's patches and merges them by them), and for Idefics3 and SmolVLM the pixels themselves (the model drops
+    the all-zero padding images and splits the features by the images left, per sample)."""
+    names: tuple[str, ...] = ("image_grid_thw", "video_grid_thw", "image_sizes")
+    if model_type in ("idefics3", "smolvlm"):
+        names += ("pixel_values", "pixel_attention_mask")
+    return names
+
+
+def _index_values(x: Any) -> Any:
+    """A ``RealIndex`` as plain values (a Python number for a scalar); anything else as it is."""
+    if not isinstance(x, RealIndex):
+        return x
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily(), torch._C.DisableTorchFunctionSubclass():
+        return x.item() if x.dim() == 0 else x.as_subclass(torch.Tensor)
 
 
 VISION_INDEXING = {
@@ -558,9 +594,9 @@ def _trace_once(cfg: Mapping[str, Any], plan: Plan, steps: int, round_to: int) -
         # an image or video batch is made with real tensors by the model's own processors, before the fake mode
         if batch is None and plan.vision_inputs:
             batch = vision_batch(cfg, plan, torch.device("cpu"), 0)
-            for grid in ("image_grid_thw", "video_grid_thw"):  # the model splits by them
-                if grid in batch:
-                    batch[grid] = batch[grid].as_subclass(RealIndex)
+            for name in real_inputs(str(cfg.get("model_type"))):
+                if name in batch:
+                    batch[name] = batch[name].as_subclass(RealIndex)
         with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
             out.update(_traced_steps(built, plan, steps, round_to, batch))
     return out
@@ -671,13 +707,24 @@ def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Ba
             kwargs = {"fused_lm_head": True} if plan.loss == "chunked" else {}
             built.kept["out"] = built.model(**batch, **kwargs)
     setup = time.perf_counter() - t0
-    tracker = MemoryTracker(round_to=round_to)
-    times: list[float] = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        with tracking(tracker, built, plan, batch):
-            train_step(built, batch, tracker=tracker, plan=step_plan)
-        times.append(time.perf_counter() - t0)
+    unreached: dict[int, torch.nn.Parameter] = {}
+
+    def note_unreached() -> None:
+        unreached.update((id(p), p) for p in built.trainable if p.grad is None)
+
+    while True:
+        tracker = MemoryTracker(round_to=round_to)
+        times: list[float] = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            with tracking(tracker, built, plan, batch):
+                train_step(built, batch, tracker=tracker, plan=step_plan, after_backward=note_unreached)
+            times.append(time.perf_counter() - t0)
+        # a trainable parameter the step never reaches gets no gradient, and AdamW makes no state for it (LLaVA's
+        # last tower layer, under feature layer -2): its state, made up front, goes, and the step is traced again
+        dropped = [p for p in unreached.values() if built.optimizer.state.pop(p, None) is not None]
+        if not dropped:
+            break
     measured = {"peak_reserved": None, "driver_used": None, "context": None, **tracked_figures(tracker)}
     return {
         "phase_ends": dict(tracker.phase_ends),
