@@ -25,7 +25,7 @@ from ._errors import ConfigError, EstimatorError, PlanError, PriceError, Unknown
 from ._estimate import Estimate, estimate, plan_key
 from ._generic import generic_architecture, generic_inventory
 from ._inventory import Inventory, Tensor, build_inventory
-from ._kernels import AttentionPath, attention_path, has_mask
+from ._kernels import AttentionPath, attention_path, cuda_sdpa_backend, has_mask
 from ._lora import AdapterPlan, adapter_plan
 from ._memory import (
     ALLOCATOR_CACHE_FLOOR,
@@ -121,6 +121,7 @@ __all__ = [
     "compare",
     "cost_rows",
     "count_text",
+    "cuda_sdpa_backend",
     "deepspeed_config",
     "default_mfu",
     "default_prices",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import catalog
 from ._arch import Architecture, attention_implementation
 from ._errors import PlanError
 from ._plan import Plan
@@ -71,19 +72,27 @@ def has_mask(plan: Plan, rows: int | None = None) -> bool:
 
 
 def _cuda_checks(arch: Architecture, cc: tuple[int, int], dtype: str, mask: bool, gqa: bool) -> dict[str, str]:
-    """Why each CUDA backend cannot run this call (an empty string: it can), as torch 2.13's constraints say.
+    """Why each CUDA backend cannot run the decoder's attention (an empty string: it can): ``call_checks`` with the
+    architecture's head dims."""
+    v = arch.v_head_dim if arch.v_head_dim_differs else arch.attn_head_dim
+    return call_checks(cc, dtype, arch.attn_head_dim, v, mask, gqa)
 
-    ``dtype``: "float32", "float16" or "bfloat16" (q/k/v); ``gqa``: grouped KV heads passed with ``enable_gqa``.
+
+def call_checks(cc: tuple[int, int], dtype: str, d: int, v: int, mask: bool, gqa: bool) -> dict[str, str]:
+    """Why each CUDA backend cannot run one SDPA call (an empty string: it can), as torch 2.13's constraints say.
+
+    ``dtype``: "float32", "float16" or "bfloat16" (q/k/v); ``d``, ``v``: the head dims of q/k and of v; ``mask``: an
+    attention mask is passed; ``gqa``: grouped KV heads passed with ``enable_gqa``.
     """
-    d, sm = arch.attn_head_dim, f"sm{cc[0]}{cc[1]}"
+    sm = f"sm{cc[0]}{cc[1]}"
     half = dtype != "float32"
     flash = ""
     if not (8, 0) <= cc <= (12, 1):
         flash = f"flash attention needs sm80-sm121 (this GPU is {sm})"
     elif not half:
         flash = "flash attention needs fp16/bf16 q/k/v"
-    elif arch.v_head_dim_differs:
-        flash = f"flash attention needs one head dim for q, k and v (MLA: {d} and {arch.v_head_dim})"
+    elif v != d:
+        flash = f"flash attention needs one head dim for q, k and v (MLA: {d} and {v})"
     elif mask:
         flash = "flash attention takes no attention mask"
     elif d > 256:
@@ -105,9 +114,23 @@ def _cuda_checks(arch: Architecture, cc: tuple[int, int], dtype: str, mask: bool
         cudnn = f"cuDNN attention needs sm80-sm121 (this GPU is {sm})"
     elif not half:
         cudnn = "cuDNN attention needs fp16/bf16 q/k/v"
-    elif d > 128 or d % 8 or arch.v_head_dim_differs and (arch.v_head_dim > 128 or arch.v_head_dim % 8):
+    elif d > 128 or d % 8 or v != d and (v > 128 or v % 8):
         cudnn = f"cuDNN attention needs head dim ≤ 128 and a multiple of 8 (it is {d})"
     return {"flash": flash, "efficient": efficient, "cudnn": cudnn, "math": ""}
+
+
+def cuda_sdpa_backend(
+    plan: Plan, dtype: str, d: int, v: int | None = None, mask: bool = False, gqa: bool = False
+) -> str:
+    """The backend torch's CUDA selection takes for one SDPA call on the plan's GPU (``call_checks`` in ``_order``;
+    a plan without a GPU: the default architecture's rules). A step's calls can differ: under QLoRA a vision
+    tower's fp32 attention (no grouped heads) runs the memory-efficient kernel where the decoder's fp32 grouped
+    heads take the math path. The trace runs each call as this says (``trainer.traced.cuda_kernels``)."""
+    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
+    runtime = catalog.architecture(gpu) if gpu is not None else None
+    cc = runtime.compute_capability if runtime is not None and runtime.compute_capability is not None else (9, 0)
+    why_not = call_checks(cc, dtype, d, d if v is None else v, mask, gqa)
+    return next(backend for backend in _order(cc) if not why_not[backend])
 
 
 def _order(cc: tuple[int, int]) -> tuple[str, ...]:
@@ -184,4 +207,4 @@ def attention_path(
     raise AssertionError("math always runs")  # pragma: no cover
 
 
-__all__ = ["FUSED", "AttentionPath", "attention_dtype", "attention_path", "has_mask"]
+__all__ = ["FUSED", "AttentionPath", "attention_dtype", "attention_path", "cuda_sdpa_backend", "has_mask"]

@@ -58,7 +58,15 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from estimator import CUDA_ALLOC_ROUND, Plan, adapter_plan, build_inventory, dtype_flow, parse_config
+from estimator import (
+    CUDA_ALLOC_ROUND,
+    Plan,
+    adapter_plan,
+    build_inventory,
+    cuda_sdpa_backend,
+    dtype_flow,
+    parse_config,
+)
 
 from . import depth
 from .build import (
@@ -614,20 +622,19 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
 
     * Dropout: CUDA's fused kernel keeps a bool mask (1 B per element); the CPU path keeps a float one. Route
       ``F.dropout`` through ``native_dropout``, whose mask is bool on the CPU too.
-    * Attention: where torch's CUDA selection lands on the math path (``estimator``'s kernel rules: fp32 q/k/v with
-      grouped KV heads and no mask, a pinned ``math``, a card without flash...), force the CPU onto the same path;
-      a fused CUDA backend (flash, memory-efficient, cuDNN) is stood in for by the CPU's flash kernel, which keeps
-      the same q, k, v, output and log-sum-exp (with a mask it also keeps the mask converted to the q/k/v dtype,
-      per layer, which CUDA's memory-efficient kernel does not: the trace is then the higher). Where the CPU's flash
-      kernel cannot run the call (q/k and v of different head dims: DeepSeek's latent attention) and CUDA's
-      selection is the memory-efficient kernel, that kernel's own op runs (``_efficient_where_flash_cannot``).
+    * Attention: each SDPA call runs as torch's CUDA selection takes it (``estimator``'s kernel rules, per call:
+      fp32 q/k/v with grouped KV heads and no mask, a pinned ``math``, a card without flash... land on the math
+      path, which the CPU then runs too); a fused CUDA backend (flash, memory-efficient, cuDNN) is stood in for by
+      the CPU's flash kernel, which keeps the same q, k, v, output and log-sum-exp (with a mask it also keeps the
+      mask converted to the q/k/v dtype, per layer, which CUDA's memory-efficient kernel does not: the trace is
+      then the higher), or by the memory-efficient kernel's own op where the CPU's flash kernel cannot run the
+      call (``_as_cuda_selects``).
     """
     if plan.device != "cuda":
         with sdpa_pin(plan):
             yield
         return
     import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     original = F.dropout
 
@@ -637,25 +644,31 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
         out, _mask = torch.native_dropout(x, p, True)
         return out
 
-    backend = attention_backend(plan, cfg)
+    pinned = attention_backend(plan, cfg) if plan.sdpa_backend != "auto" else None
     sdpa = F.scaled_dot_product_attention
     F.dropout = dropout  # type: ignore[assignment]
-    if backend == "efficient":
-        F.scaled_dot_product_attention = _efficient_where_flash_cannot(sdpa)
+    F.scaled_dot_product_attention = _as_cuda_selects(sdpa, plan, pinned)
     try:
-        with sdpa_kernel([SDPBackend.MATH]) if backend == "math" else contextlib.nullcontext():
-            yield
+        yield
     finally:
         F.dropout = original
         F.scaled_dot_product_attention = sdpa
 
 
-def _efficient_where_flash_cannot(sdpa: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """CUDA's memory-efficient kernel for calls the CPU's flash kernel cannot stand in for: q/k and v of different
-    head dims (DeepSeek's multi-head latent attention, whose v is narrower), which the CPU runs on SDPA's math
-    path (fp32 q, k, v and b·a·s² probabilities) where CUDA keeps q, k, v, the output and the log-sum-exp only.
-    The op is torch's own ``_scaled_dot_product_efficient_attention``: its meta kernel (what fake tensors run)
-    gives the CUDA kernel's outputs, and autograd saves what its CUDA backward reads."""
+def _as_cuda_selects(sdpa: Callable[..., torch.Tensor], plan: Plan, pinned: str | None) -> Callable[..., torch.Tensor]:
+    """SDPA as CUDA runs each call: the backend torch's CUDA selection takes for the call's dtype, head dims, mask
+    and grouped heads on the plan's GPU (``estimator.cuda_sdpa_backend``; ``pinned``: the plan's pinned backend,
+    for every call, as ``sdpa_kernel`` pins it). The calls of one step can differ: under QLoRA a vision tower's
+    fp32 attention takes the memory-efficient kernel where the decoder's fp32 grouped heads take the math path.
+
+    * math: the CPU's math path, the same b·a·s² probabilities;
+    * a fused backend (flash, memory-efficient, cuDNN): the CPU's flash kernel stands in (the same q, k, v, output
+      and log-sum-exp), except where it cannot run the call (q/k and v of different head dims: DeepSeek's latent
+      attention, which the CPU would run on its math path) and CUDA's choice is the memory-efficient kernel: that
+      kernel's own op, ``_scaled_dot_product_efficient_attention``, whose meta kernel (what fake tensors run) gives
+      the CUDA kernel's outputs, and autograd saves what its CUDA backward reads.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def attention(
         query: torch.Tensor,
@@ -667,14 +680,18 @@ def _efficient_where_flash_cannot(sdpa: Callable[..., torch.Tensor]) -> Callable
         scale: float | None = None,
         enable_gqa: bool = False,
     ) -> torch.Tensor:
-        if query.shape[-1] == value.shape[-1] or attn_mask is not None or enable_gqa:
+        d, v, mask = query.shape[-1], value.shape[-1], attn_mask is not None
+        dtype = str(query.dtype).removeprefix("torch.")
+        backend = pinned or cuda_sdpa_backend(plan, dtype, d, v, mask, enable_gqa)
+        if backend == "efficient" and d != v and not mask and not enable_gqa:
+            grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+            out = torch.ops.aten._scaled_dot_product_efficient_attention(
+                query, key, value, None, grad, dropout_p, is_causal, scale=scale
+            )
+            result: torch.Tensor = out[0]
+            return result
+        with sdpa_kernel([SDPBackend.MATH]) if backend == "math" else contextlib.nullcontext():
             return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-        out = torch.ops.aten._scaled_dot_product_efficient_attention(
-            query, key, value, None, grad, dropout_p, is_causal, scale=scale
-        )
-        result: torch.Tensor = out[0]
-        return result
 
     return attention
 
