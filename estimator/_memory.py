@@ -1151,37 +1151,12 @@ def _gradients_by_place(
     return head, embed, max(grads - head - embed, 0), tied
 
 
-def tower_backward_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, state: _State, f: _Flow) -> int:
-    """Gradients that exist at the vision tower's backward peak, its top layer's backward (``vision_backward``:
-    every layer's saved tensors held, the top one's recomputed): every one but the token embeddings' (autograd runs
-    the tower's backward first: it was recorded after the embedding lookup), less the adapters' gradients of the
-    layers below the top one (``_tower_grads_below``), made only as the backward goes down."""
+def tower_backward_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, state: _State) -> int:
+    """Gradients that exist in the vision tower's backward: every one but the token embeddings' (autograd runs the
+    tower's backward first: it was recorded after the embedding lookup)."""
     cuda = plan.device == "cuda"
     embeddings = state.grads - state.grads_head - state.grads_layers - _vision_grads(inv, adapters, plan, cuda)
-    return state.grads - max(embeddings, 0) - _tower_grads_below(inv, adapters, plan, f, cuda)
-
-
-def _tower_grads_below(inv: Inventory, adapters: AdapterPlan, plan: Plan, f: _Flow, cuda: bool) -> int:
-    """The adapters' gradients of the tower's layers below the top one, which do not exist yet at the top layer's
-    backward. Going down a layer frees that layer's saved tensors (at least its input, patches × width in the
-    activation dtype, checkpointed or not) and makes its adapters' gradients; where the former outweighs the
-    latter the top layer is the tower's peak and these are not in it (seen in traces of SmolVLM at real size: 34,816
-    patches, 10 MB of lower layers' gradients counted at the peak before). Otherwise (a layer's gradients above its
-    input: few patches, or full fine-tuning, whose gradients are the layer's parameters) every gradient is counted,
-    an upper bound of the lowest layer's moment. 0 without images or adapters on the tower's layers."""
-    tower = inv.arch.vision
-    run = f.tower_run or f.patches
-    if tower is None or not plan.vision_inputs or plan.method == "full" or not run:
-        return 0
-    layered = [
-        (a, n)
-        for a in adapters.adapted
-        if a.module.startswith(tower.prefixes) and (n := stepped_layers(tower, a.module, a.layers)) > 1
-    ]
-    per_layer = sum(_lora_grads((a,), plan.lora_r, cuda) for a, _ in layered)
-    if not layered or run * tower.embed_dim * f.ad < per_layer:
-        return 0
-    return sum(_lora_grads((a,), plan.lora_r, cuda) * (n - 1) for a, n in layered)
+    return state.grads - max(embeddings, 0)
 
 
 def _vision_grads(inv: Inventory, adapters: AdapterPlan, plan: Plan, cuda: bool) -> int:
@@ -2624,7 +2599,7 @@ def training_memory(
         "backward": bwd.peak + head.kept + state.zero_backward,
         "optimizer": state.static + state.step_grads + opt_tmp + head.kept + fwd.pixels,
     }
-    tower_grads = tower_backward_grads(inv, adapters, plan, state, f)
+    tower_grads = tower_backward_grads(inv, adapters, plan, state)
     if fwd.vision:  # the vision tower's backward, after the decoder's
         phases["vision_backward"] = (
             state.static + tower_grads + fwd.vision + fwd.vision_backward + head.kept + state.zero_backward
