@@ -571,8 +571,10 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
         "The same training step at real size, run on fake tensors (`trainer.traced`: nothing is allocated, the "
         "tracker sees every tensor's size), with `device: cuda` plans (512-byte rounding, foreach AdamW), and "
         "CUDA's kernels where they allocate differently from the CPU's (`trainer.traced.cuda_kernels`: bool "
-        "dropout masks, SDPA's math path for fp32 attention with grouped KV heads, CUDA's memory-efficient kernel "
-        "where q/k and v differ in head dim, as in DeepSeek's latent attention) — traced so, the GPU matrix's "
+        "dropout masks; each SDPA call as torch's CUDA selection takes it, `estimator.cuda_sdpa_backend`: SDPA's "
+        "math path for fp32 attention with grouped KV heads, CUDA's memory-efficient kernel where q/k and v differ "
+        "in head dim, as in DeepSeek's latent attention, and for a vision tower's fp32 attention beside a QLoRA "
+        "decoder's math path) — traced so, the GPU matrix's "
         "tensor peaks are reproduced to within 16 bytes (`tests/trainer/test_traced_vs_gpu.py`). Batch 1, "
         "r=16 all-linear, dropout 0, GC unless named. GiB.",
         "",
@@ -584,6 +586,17 @@ def render(cpu: Mapping[str, Any], gpu: Mapping[str, Any] | None) -> str:
         "`max_completion_length` tokens, as the real run's does (`generation_to_length`). On the tiny configs the "
         "trace equals the real CPU run (DPO QLoRA to the byte, GRPO LoRA within 4 bytes). Their plans are "
         "`device: cpu`: the fused log-prob head traces its CPU fallback (CUDA's Triton kernel is not traced).",
+        "",
+        "Vision-language models read values from their batch: Qwen-VL its patch grids, LLaVA-NeXT and Pixtral the "
+        "images' sizes (which tiles an image is cut into, how many patches each image keeps), Idefics3 and SmolVLM "
+        "the pixels (which images are padding). A stood-in 1 there would shape the step wrongly, so those entries "
+        "stay real through the trace (`trainer.traced.real_inputs`, `RealIndex`). A trainable parameter the step "
+        "never reaches (LLaVA's last tower layer, under feature layer -2) gets no gradient and no AdamW state; the "
+        "trace drops the state it made up front for it and traces the step again. On the tiny configs the trace of "
+        "every vision family equals its real CPU run to the byte (`TRACED_VS_REAL_CASES` in "
+        "`tests/trainer/test_accuracy.py`); LLaVA-NeXT with LlavaNextConfig's CLIP ViT-L/14-336 tower, a tiny text "
+        "model and one 672² image (LoRA, 4 tiles and the base image), traced: 1,098,757,868 bytes, the real CPU "
+        "run's figure (before, it traced 3 tiles of a 1 × 1 image: 944,606,596).",
         "",
         "Repeat a case: `python -m bench.accuracy --only <case>` (merged into the saved JSON, the page regenerated).",
         "",
@@ -738,9 +751,10 @@ def _gaps(
         "(−5 % … +15 %) in the estimate's range.",
         "- **transformers 4.x**: the MoE experts' weights are counted as 4.x holds them (quantized `nn.Linear` "
         "layers under QLoRA); LoRA on the experts and the MoE activations are still modelled as 5.x runs them.",
-        "- **Traced runs use the CPU kernels**: the CUDA math path is forced where the kernel rules say CUDA takes "
-        "it; a fused CUDA backend is stood in for by the CPU's flash kernel (with a mask it keeps a per-layer "
-        "converted mask that CUDA's memory-efficient kernel may not), or by the memory-efficient kernel's own op "
+        "- **Traced runs use the CPU kernels**: the CUDA math path is forced on each SDPA call the kernel rules "
+        "say CUDA runs on it; a fused CUDA backend is stood in for by the CPU's flash kernel (with a mask it keeps "
+        "a per-layer converted mask that CUDA's memory-efficient kernel may not), or by the memory-efficient "
+        "kernel's own op "
         "where the CPU's flash kernel cannot run the call (MLA); the chunked loss and the objectives' fused head "
         "trace their CPU fallback. A traced full fine-tuning run with a reference copy (DPO, KTO, GRPO with beta "
         "> 0) is refused: the trace does not build the copy. "
@@ -831,8 +845,7 @@ def _gaps(
         "LlavaNextConfig's CLIP ViT-L/14-336 tower and a tiny text model (LoRA, one 672² image: 4 tiles and the base "
         "image, 2,885 positions through the tower), the estimate is 6.6 % above the run, as LLaVA 1.5's with the same "
         "tower and five images traced (+6.4 %): where that tower dominates, its terms are an upper bound "
-        "(`trainer.traced` measures LLaVA-NeXT's tower some 150 MB below the real run, so it is not used for it). Real"
-        " CPU runs "
+        "(the same step traced with `trainer.traced` equals the run to the byte). Real CPU runs "
         "(`qwen2*-vl-*`, `gemma3-*`, `llava-*`, `llava-next-*`, `mistral3-*`, above) and "
         "traced real-size runs "
         "(Qwen2-VL-2B with two images at the processor's cap and Gemma 3 4B with two 896² images here; run by hand "
@@ -858,6 +871,11 @@ def _gaps(
         "global image) and every tile runs through the tower; the tokens are `Idefics3Processor`'s expansion "
         "(`image_seq_len` a tile and the row/col, global and fake-image tokens; a `\\n\\n` counted as two tokens, "
         "one above a tokenizer that merges it). Real CPU runs (`idefics3-*`, `smolvlm-*`, above) hold the peak. "
+        "Run by hand with `trainer.traced` at real size, two images at the longest edge (17 tiles each, 34,816 "
+        "patches through the tower): SmolVLM2 500M QLoRA +2.1 % (every tower gradient counted at the tower's "
+        "backward peak, 46.2 MB where the trace holds 35.8 MB: the lower layers' come later, but on "
+        "`gemma3-lora-gc-224` they are there, so all are kept), SmolVLM 256M LoRA +7.6 % (its bf16 tower's "
+        "backward, counted at one moment of a layer's backward, is an upper bound). "
         "Not modelled: splitting off (`do_image_splitting=False`, not a plan setting), a processor whose "
         "`size['longest_edge']` is not 4 tiles, `max_pixels` and the tower under eager attention (refused), video.",
         "- **Llama 3.2 Vision (mllama)**: read by hand (`MllamaForConditionalGeneration`, what the image-text-to-text "
@@ -872,11 +890,12 @@ def _gaps(
         "backward (the lowest one's, with the features' gradient from those above it and the layers above it "
         "done, is a moment of its own), and a checkpointed cross-attention layer's forward can peak above the "
         "head's (`mllama-*-img`, `mllama-*-2img` above: -0.26 % to +1.31 %; traced at real size, MllamaConfig's "
-        "defaults (11B) with 560² tiles, LoRA with one image at 128 tokens: `mllama-11b-lora-gc-img`). Not "
-        "modelled: the tower and the masks on a GPU (CUDA's memory-efficient kernel pads a mask whose rows are "
-        "not a multiple of 16, counted from torch's code as Pixtral's, unmeasured; QLoRA is not traced, since the "
-        "trace runs one kernel for every SDPA call and the decoder's fp32 grouped-head math path is not the "
-        "tower's), eager attention (refused).",
+        "defaults (11B) with 560² tiles, LoRA and QLoRA with one image at 128 tokens: `mllama-11b-lora-gc-img`, "
+        "`mllama-11b-qlora-gc-img`, where the trace runs each SDPA call as CUDA selects it: the decoder's fp32 "
+        "grouped heads on the math path, the tower's fp32 attention with its mask on the memory-efficient "
+        "kernel). Not modelled: the tower and the masks on a GPU (CUDA's memory-efficient kernel pads a mask "
+        "whose rows are not a multiple of 16, counted from torch's code as Pixtral's, unmeasured), eager "
+        "attention (refused).",
         "- **Qwen3-VL and Qwen3-VL-MoE**: read by hand (Qwen3's or Qwen3-MoE's language model under "
         "`model.language_model` (the MoE's fused experts are Parameters: all-linear adapts none of them, as PEFT "
         "does for a model type transformers' conversion mapping does not remap), the tower with its "

@@ -546,6 +546,7 @@ BENCH_ONLY_TRACED = frozenset(
     {
         "deepseek-v2-lite-qlora-gc",
         "mllama-11b-lora-gc-img",
+        "mllama-11b-qlora-gc-img",
         "llama-3.1-8b-grpo-lora-c32",
         "llama-3.1-8b-simpo-lora-s512",
         "gemma3-4b-lora-gc-2img",
@@ -602,10 +603,19 @@ def traced_cases() -> tuple[Case, ...]:
         Case("gemma3-4b-lora-gc-2img", _catalog_config("gemma-3-4b-it"),
              real | {"method": "lora", "seq_len": 128, "images_per_sample": 2}),
         # Llama 3.2 11B Vision with one image: 4 tiles of 1,608 padded positions through 40 tower layers that keep
-        # their tensors (no checkpointing there), 6,404 image features for 8 cross-attention layers. Not QLoRA: the
-        # trace forces the decoder's kernel (SDPA's math path for fp32 with grouped heads) on every SDPA call, the
-        # tower's too, where CUDA's memory-efficient kernel takes the float mask
+        # their tensors (no checkpointing there), 6,404 image features for 8 cross-attention layers. QLoRA: each
+        # SDPA call as CUDA selects it, the decoder's fp32 grouped heads on the math path, the tower's fp32
+        # attention with its float mask on the memory-efficient kernel
         Case("mllama-11b-lora-gc-img", MLLAMA_11B, real | {"method": "lora", "seq_len": 128, "images_per_sample": 1}),
+        Case("mllama-11b-qlora-gc-img", MLLAMA_11B, real | {"method": "qlora", "seq_len": 128,
+             "images_per_sample": 1}),
+        # LLaVA-NeXT (Mistral 7B, CLIP ViT-L/14-336) with one image at the largest pinpoint: 4 tiles and the base
+        # image, their sizes read from the batch's image_sizes, kept real through the trace
+        Case("llava-v1.6-mistral-7b-qlora-gc-img", _catalog_config("llava-v1.6-mistral-7b"),
+             real | {"method": "qlora", "seq_len": 128, "images_per_sample": 1}),
+        # Mistral Small 3.2 (24B, Pixtral tower) with one image at the tower's 1540² (110 × 110 patches)
+        Case("mistral-small-3.2-lora-gc-img", _catalog_config("mistral-small-3.2-24b-instruct"),
+             real | {"method": "lora", "seq_len": 128, "images_per_sample": 1}),
         # multi-head latent attention and MoE at real size: CUDA's memory-efficient kernel for q/k and v of
         # different head dims, LoRA on the fused experts (W + ΔW of each expert stack), QLoRA's fp32 experts
         Case("deepseek-v2-lite-lora-gc", DEEPSEEK_V2_LITE, real | {"method": "lora"}),
