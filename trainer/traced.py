@@ -34,7 +34,8 @@ Recipe (each step works around something found by experiment on this stack):
    the model reads (patch grids, image sizes, Idefics3's pixels: ``real_inputs``) stay real through the step
    (``RealIndex``); the index computations that read the batch's values run on the real batch
    (``_patch_vision_indexing``). A scalar read of a fake tensor answers 1, so a read missed here would shape the
-   step from a stand-in value: ``tests/trainer/test_traced.py`` holds every vision family's trace to its real run.
+   step from a stand-in value: ``TRACED_VS_REAL_CASES`` (``tests/trainer/test_accuracy.py``) holds every vision
+   family's trace to its real run.
 
 What it cannot see, like the tracker on a real run: the CUDA context, the caching allocator's reserve and
 fragmentation, cuBLAS workspaces, and scratch memory inside fused kernels.
