@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import catalog
 from ._arch import Architecture, attention_implementation
 from ._errors import PlanError
 from ._plan import Plan
@@ -120,17 +119,20 @@ def call_checks(cc: tuple[int, int], dtype: str, d: int, v: int, mask: bool, gqa
 
 
 def cuda_sdpa_backend(
-    plan: Plan, dtype: str, d: int, v: int | None = None, mask: bool = False, gqa: bool = False
+    gpu: ArchRuntime | None, dtype: str, d: int, v: int | None = None, mask: bool = False, gqa: bool = False
 ) -> str:
-    """The backend torch's CUDA selection takes for one SDPA call on the plan's GPU (``call_checks`` in ``_order``;
-    a plan without a GPU: the default architecture's rules). A step's calls can differ: under QLoRA a vision
-    tower's fp32 attention (no grouped heads) runs the memory-efficient kernel where the decoder's fp32 grouped
-    heads take the math path. The trace runs each call as this says (``trainer.traced.cuda_kernels``)."""
-    gpu = catalog.find_gpu(plan.gpu) if plan.gpu is not None else None
-    runtime = catalog.architecture(gpu) if gpu is not None else None
-    cc = runtime.compute_capability if runtime is not None and runtime.compute_capability is not None else (9, 0)
+    """The backend torch's CUDA selection takes for one SDPA call (``call_checks`` in ``_order``) on ``gpu``, the
+    plan's GPU architecture (None: the default architecture's rules). A step's calls can differ: under QLoRA a
+    vision tower's fp32 attention (no grouped heads) runs the memory-efficient kernel where the decoder's fp32
+    grouped heads take the math path. The trace runs each call as this says (``trainer.traced.cuda_kernels``)."""
+    cc = _compute_capability(gpu)
     why_not = call_checks(cc, dtype, d, d if v is None else v, mask, gqa)
     return next(backend for backend in _order(cc) if not why_not[backend])
+
+
+def _compute_capability(gpu: ArchRuntime | None) -> tuple[int, int]:
+    """The architecture's compute capability; the default architecture's (sm90) where none is known."""
+    return gpu.compute_capability if gpu is not None and gpu.compute_capability is not None else (9, 0)
 
 
 def _order(cc: tuple[int, int]) -> tuple[str, ...]:
@@ -187,7 +189,7 @@ def attention_path(
         if backend == "math" and not pinned:
             why = "the CPU's flash kernel needs one head dim for q, k and v (MLA): SDPA's math path"
         return AttentionPath("sdpa", backend, mask, repeat, enable_gqa, dtype_bytes, pinned, why)
-    cc = gpu.compute_capability if gpu is not None and gpu.compute_capability is not None else (9, 0)
+    cc = _compute_capability(gpu)
     why_not = _cuda_checks(arch, cc, attention_dtype(plan, dtype_bytes), mask, enable_gqa)
     if pinned:
         backend = plan.sdpa_backend

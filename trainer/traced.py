@@ -66,6 +66,7 @@ from estimator import (
     build_inventory,
     cuda_sdpa_backend,
     dtype_flow,
+    gpu_runtime,
     parse_config,
 )
 
@@ -671,6 +672,8 @@ def _as_cuda_selects(sdpa: Callable[..., torch.Tensor], plan: Plan, pinned: str 
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    gpu = gpu_runtime(plan)
+
     def attention(
         query: torch.Tensor,
         key: torch.Tensor,
@@ -683,7 +686,7 @@ def _as_cuda_selects(sdpa: Callable[..., torch.Tensor], plan: Plan, pinned: str 
     ) -> torch.Tensor:
         d, v, mask = query.shape[-1], value.shape[-1], attn_mask is not None
         dtype = str(query.dtype).removeprefix("torch.")
-        backend = pinned or cuda_sdpa_backend(plan, dtype, d, v, mask, enable_gqa)
+        backend = pinned or cuda_sdpa_backend(gpu, dtype, d, v, mask, enable_gqa)
         if backend == "efficient" and d != v and not mask and not enable_gqa:
             grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
             out = torch.ops.aten._scaled_dot_product_efficient_attention(
@@ -725,10 +728,10 @@ def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Ba
             kwargs = {"fused_lm_head": True} if plan.loss == "chunked" else {}
             built.kept["out"] = built.model(**batch, **kwargs)
     setup = time.perf_counter() - t0
-    unreached: dict[int, torch.nn.Parameter] = {}
+    unreached: set[torch.nn.Parameter] = set()
 
     def note_unreached() -> None:
-        unreached.update((id(p), p) for p in built.trainable if p.grad is None)
+        unreached.update(p for p in built.trainable if p.grad is None)
 
     while True:
         tracker = MemoryTracker(round_to=round_to)
@@ -740,7 +743,7 @@ def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Ba
             times.append(time.perf_counter() - t0)
         # a trainable parameter the step never reaches gets no gradient, and AdamW makes no state for it (LLaVA's
         # last tower layer, under feature layer -2): its state, made up front, goes, and the step is traced again
-        dropped = [p for p in unreached.values() if built.optimizer.state.pop(p, None) is not None]
+        dropped = [p for p in unreached if built.optimizer.state.pop(p, None) is not None]
         if not dropped:
             break
     measured = {"peak_reserved": None, "driver_used": None, "context": None, **tracked_figures(tracker)}

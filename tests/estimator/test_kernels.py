@@ -14,6 +14,7 @@ from estimator import (
     attention_path,
     catalog,
     cuda_sdpa_backend,
+    gpu_runtime,
     has_mask,
     parse_config,
 )
@@ -115,18 +116,19 @@ def test_no_gpu_named_uses_the_default_architecture_rules() -> None:
 def test_each_call_of_a_step_is_selected_on_its_own() -> None:
     """One QLoRA step of a vision-language model on an H200: the decoder's fp32 grouped heads take the math path,
     the vision tower's fp32 attention (one KV head per query head) the memory-efficient kernel."""
-    plan = Plan(model="llama-3.1-8b", gpu="h200", method="qlora")
-    assert cuda_sdpa_backend(plan, "float32", 128, gqa=True) == "math"
-    assert cuda_sdpa_backend(plan, "float32", 64) == "efficient"
-    assert cuda_sdpa_backend(plan, "float32", 64, mask=True) == "efficient"
-    assert cuda_sdpa_backend(plan, "bfloat16", 64, mask=True) == "cudnn"  # sm90: cuDNN first, masks allowed
-    assert cuda_sdpa_backend(plan, "bfloat16", 192, 128) == "efficient"  # MLA: cuDNN ≤ 128, flash one head dim
-    on = {gpu: cuda_sdpa_backend(plan.replace(gpu=gpu), "bfloat16", 64) for gpu in ("a100-80gb", "v100-32gb")}
+    h200 = gpu_runtime(Plan(model="llama-3.1-8b", gpu="h200"))
+    assert cuda_sdpa_backend(h200, "float32", 128, gqa=True) == "math"
+    assert cuda_sdpa_backend(h200, "float32", 64) == "efficient"
+    assert cuda_sdpa_backend(h200, "float32", 64, mask=True) == "efficient"
+    assert cuda_sdpa_backend(h200, "bfloat16", 64, mask=True) == "cudnn"  # sm90: cuDNN first, masks allowed
+    assert cuda_sdpa_backend(h200, "bfloat16", 192, 128) == "efficient"  # MLA: cuDNN ≤ 128, flash one head dim
+    on = {gpu: cuda_sdpa_backend(gpu_runtime(Plan(model="llama-3.1-8b", gpu=gpu)), "bfloat16", 64)
+          for gpu in ("a100-80gb", "v100-32gb")}  # fmt: skip
     assert on == {"a100-80gb": "flash", "v100-32gb": "math"}  # sm70: no flash, no bf16 memory-efficient
-    assert cuda_sdpa_backend(plan.replace(gpu=None), "bfloat16", 64) == "cudnn"  # the default architecture: sm90
+    assert cuda_sdpa_backend(None, "bfloat16", 64) == "cudnn"  # no GPU named: the default architecture, sm90
     # the decoder's rule is the same rule with the architecture's head dims
     decoder = _path("h200", method="qlora", dtype_bytes=4)
-    assert decoder.backend == cuda_sdpa_backend(plan, "float32", 128, gqa=decoder.enable_gqa)
+    assert decoder.backend == cuda_sdpa_backend(h200, "float32", 128, gqa=decoder.enable_gqa)
 
 
 # ------------------------------------------------------------------ pinning
