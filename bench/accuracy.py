@@ -640,7 +640,13 @@ def _findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         f"every layer keeps its own: Llama-3.1-8B QLoRA without GC at 2048 tokens measured {measured}{extra}, "
         "against the 44.6 GiB a CPU trace of the same plan predicts (docs/trainer.md). The estimator models the "
         "fallback (`sdpa_math`: CUDA, SDPA, fp32 stream, GQA) and says so in its notes; gradient checkpointing or "
-        "`flash_attention_2` avoid most of it.",
+        "`flash_attention_2` avoid most of it. The math path saves no output of its own: its result comes out in "
+        "(b, heads, s, d), transformers copies it to (b, s, heads, d), and o_proj keeps that copy where its LoRA "
+        "has no dropout (the adapter saves its input itself), one more b·s·h fp32 per layer that a fused kernel's "
+        "saved output stands for. The H200 matrix ran with dropout 0.05, which hides it; the CPU grid found it "
+        "(`llama-qlora-math-gc` -1.76 % before), and at real size without dropout it was -1.36 % "
+        "(`llama-3.2-1b-qlora-nogc-s512`, traced: now +0.09 %; Llama-3.1-8B QLoRA without GC at 2,048 tokens, "
+        "1.07 GB more in the estimate).",
         "",
     ]
 

@@ -578,6 +578,15 @@ def _mla_saved(arch: Architecture, f: _Flow) -> int:
     return total + _linear_inputs(f, (ATTENTION_OUTPUT,), a * v, shared=o_shared)
 
 
+ROTARY_CAT = frozenset({
+    "bamba", "glm", "glm4", "glm4_moe", "gpt_neox", "laguna", "mimo_v2_flash", "minimax_m2", "nemotron", "phi3",
+    "qwen3_5", "qwen3_5_moe", "qwen3_next", "recurrent_gemma",
+})  # fmt: skip
+"""Families whose ``apply_rotary_pos_emb`` ends in ``torch.cat([rotated, passed_through])`` even when the whole
+head rotates (the passed-through part is then empty), so that q comes out contiguous in (b, heads, s, d): read from
+transformers 5.24's modeling files (the text models of the list made by searching them for that ``cat``)."""
+
+
 def _attention_saved(arch: Architecture, f: _Flow) -> int:
     """The attention's saved tensors after its input projections: q/k norms, the attention core, o_proj's input."""
     if arch.mla:
@@ -622,10 +631,19 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
     if f.attn == "eager" and arch.attn_logit_softcapping:
         total += ad * f.b * a * f.s * f.s  # tanh output of the attention-logit soft-capping
     # SDPA/flash return their output in (b, s, heads, d) layout, so o_proj's input is the saved output itself.
-    # Except on the CPU with a partial rotary embedding: its ``torch.cat`` of the rotated and the passed-through
-    # halves makes q contiguous in (b, heads, s, d), the CPU kernel's output follows q's layout, and
-    # ``transpose(1, 2).contiguous()`` copies it (GLM-4 MoE on the CPU grid: the copy is o_proj's saved input)
-    o_shared = f.attn != "eager" and (f.attn != "flash_attention_2" or ad == 2) and (f.cuda or not arch.rotary_dim)
+    # Except on the CPU where the rotary embedding ends in ``torch.cat`` of the rotated and the passed-through
+    # halves (a partial one, or a family whose code always cats: ``ROTARY_CAT``): that makes q contiguous in
+    # (b, heads, s, d), the CPU kernel's output follows q's layout, and ``transpose(1, 2).contiguous()`` copies it
+    # (GLM-4 MoE and Phi-3 on the CPU grid: the copy is o_proj's saved input).
+    # SDPA's math path saves no output at all: its ``matmul(probs, v)`` comes out in (b, heads, s, d) and the copy
+    # is o_proj's own (Llama QLoRA on the math path without dropout, CPU grid: one b·s·h fp32 per layer; with
+    # LoRA dropout, as in the H200 matrix, the adapter saves its dropped-out copy and the base nothing)
+    o_shared = (
+        f.attn != "eager"
+        and not f.sdpa_math
+        and (f.attn != "flash_attention_2" or ad == 2)
+        and (f.cuda or not (arch.rotary_dim or arch.model_type in ROTARY_CAT))
+    )
     return total + _linear_inputs(f, (ATTENTION_OUTPUT,), qd, shared=o_shared)
 
 
@@ -2009,6 +2027,9 @@ def _backward_work(
         if f.attn == "eager" and f.cuda:
             probs += f.ad  # CUDA's eager backward holds one more b·a·s² temporary in the attention dtype
         mlp_freed = (3 * f.ad + f.ab) * T * i_eff + 2 * 4 * T * arch.hidden_size
+        if f.sdpa_math and not arch.mla:  # o_proj's own input copy (``_attention_saved``), freed by its backward
+            qd = arch.num_attention_heads * arch.head_dim
+            mlp_freed += _linear_inputs(f, (ATTENTION_OUTPUT,), qd) - _linear_inputs(f, (ATTENTION_OUTPUT,), qd, True)
         attn_work = (probs + 4) * f.b * arch.num_attention_heads * f.s * f.s - mlp_freed
     return max(work, attn_work), attn_work > work
 

@@ -569,6 +569,9 @@ def traced_cases() -> tuple[Case, ...]:
     return (
         Case("llama-3.2-1b-qlora-gc", _catalog_config("llama-3.2-1b"), real | {"method": "qlora"}),
         Case("llama-3.1-8b-qlora-gc", _catalog_config("llama-3.1-8b"), real | {"method": "qlora"}),
+        # without checkpointing every layer keeps SDPA's math path tensors and o_proj's input, its own copy there
+        Case("llama-3.2-1b-qlora-nogc-s512", _catalog_config("llama-3.2-1b"),
+             real | {"method": "qlora", "gradient_checkpointing": False, "seq_len": 512}),
         Case("llama-3.1-8b-lora-gc", _catalog_config("llama-3.1-8b"), real | {"method": "lora"}),
         Case(
             "qwen2.5-1.5b-lora-nogc-s1024",

@@ -186,6 +186,23 @@ def test_qlora_fp32_gqa_attention_on_cuda_uses_the_math_path() -> None:
     assert not any("math path" in n for n in lora["notes"])
 
 
+def test_o_proj_input_is_its_own_tensor_on_the_math_path() -> None:
+    """SDPA's math path saves q, k, v and the probabilities but not its output, which comes out in (b, heads, s, d):
+    transformers' ``transpose(1, 2).contiguous()`` copies it, and o_proj keeps that copy (QLoRA without dropout: the
+    adapter saves its input itself). A fused kernel's output is the copy's source, saved already. Found on the CPU
+    grid's live tensors (`llama-qlora-math-gc`: -1.76 % before, one b·s·h fp32; held by the real run in
+    tests/trainer/test_accuracy.py, as the rotary ``torch.cat`` rule is by `phi3-qlora-gc`)."""
+    T, qd, kd, heads = 1024, 4096, 1024, 32  # Llama-3.1-8B, batch 1, 1,024 tokens; one layer
+
+    def per_layer(backend: str) -> int:
+        mem = _mem(model="llama-3.1-8b", method="full", gradient_checkpointing=False, sdpa_backend=backend)
+        return _term(mem, "activations_per_layer")
+
+    math = 3 * 4 * T * qd + 4 * heads * T * T + 2 * T * qd  # fp32 q, k, v, probabilities; o_proj's bf16 input
+    flash = 2 * T * (2 * qd + 2 * kd) + 4 * T * heads  # bf16 q, k, v, output (o_proj's input), log-sum-exp
+    assert per_layer("math") - per_layer("flash") == math - flash
+
+
 def test_adapter_bytes_count_every_trainable_parameter_dora_on_embeddings_too() -> None:
     """Adapters in memory are 4 B for each parameter PEFT trains (its count: ``params.lora``)."""
     for targets in (["embed_tokens", "q_proj"], "all-linear"):
