@@ -2107,10 +2107,16 @@ def _mlp_backward_work(inv: Inventory, plan: Plan, f: _Flow, i_eff: int) -> int:
     is freed by then (it is counted with the layer's saved tensors), so the moment holds two (gated) or one
     (plain) intermediate-sized tensors beyond them. Read from autograd's backward of ``down(act(gate(x)) · up(x))``
     and held on the CPU grid's live-tensor tracker (Llama full fine-tuning with 1024 tokens: the layer's backward,
-    not the loss's, sets the peak; docs/accuracy.md)."""
+    not the loss's, sets the peak; docs/accuracy.md).
+
+    GPT-2's Python tanh-GELU (``gelu_new``) ends in a product too, ``0.5·x · (1 + tanh(·))``: its two factors'
+    gradients come at once, as a gated MLP's (GPT-2 full fine-tuning with checkpointing on the CPU grid, whose
+    first layer's MLP backward sets the peak: -1.57 % with one, +0.77 % now, a LayerNorm's input that is also
+    the stored checkpoint being counted twice)."""
     arch = inv.arch
     down = _held((t for t in inv if t.reads == MLP_HIDDEN), plan, plan.device == "cuda")
-    return down + (2 if arch.mlp_gated else 1) * f.ad * f.T * i_eff
+    product = arch.mlp_gated or arch.hidden_act == "gelu_new"  # Python tanh-GELU ends in ``0.5·x · (1 + tanh)``
+    return down + (2 if product else 1) * f.ad * f.T * i_eff
 
 
 def _expert_lora_work(inv: Inventory, plan: Plan, f: _Flow) -> int:

@@ -366,6 +366,8 @@ def test_full_fine_tuning_mlp_backward_peak_holds_the_output_projections_gradien
     mem = estimate(next(c for c in CPU_CASES if c.id == "gpt2-full-gc").make_plan()).memory
     assert mem.peak_phase == measured["peak_phase"] == "backward"
     assert mem.components["gradients"] == measured["components"]["gradients"]
+    # GPT-2's tanh-GELU ends in a product: both factors' gradients at once, as a gated MLP's (-1.57 % with one)
+    assert measured["peak_allocated"] <= mem.peak_allocated <= 1.01 * measured["peak_allocated"]
 
 
 def test_attention_backward_peak_holds_every_mlp_lora_gradient_of_the_layer() -> None:
