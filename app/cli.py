@@ -373,6 +373,9 @@ def estimate_cmd(args: argparse.Namespace) -> None:
         traced = contract["traced"]
         echo(f"traced peak (FakeTensorMode): {size_text(traced['measured']['peak_allocated'])}")
         echo(_depth_text(traced.get("depth") or {}))
+        for note in traced.get("notes") or ():
+            if note not in contract["memory"]["notes"]:  # the trace's own (a value it could not read)
+                echo(f"  note: {note}")
 
 
 def _depth_text(depth: Mapping[str, Any]) -> str:

@@ -349,10 +349,22 @@ class StandInValues(TorchDispatchMode):  # type: ignore[no-untyped-call]
     size. Here a scalar read answers 1 (``True``, ``1.0``) and a mask selects every element (``nonzero`` of all
     positions: the largest the selection can be). Both only feed logging or per-sequence statistics (b·s elements
     at most); no tensor of the model's step takes its size from them. Enter it inside the ``FakeTensorMode``.
+
+    Each stand-in is logged by where it was read (``reads``: the innermost frame outside torch's and this
+    project's dispatch code, counted); ``unexplained`` names the sites not known to be harmless (``KNOWN_READS``).
     """
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.reads: dict[str, int] = {}
+
+    def _log(self) -> None:
+        frame = sys._getframe(2)
+        while frame.f_back is not None and any(part in frame.f_code.co_filename for part in _DISPATCH_CODE):
+            frame = frame.f_back
+        name = frame.f_code.co_filename
+        site = f"{name.split('site-packages/')[-1]}:{frame.f_lineno} ({frame.f_code.co_name})"
+        self.reads[site] = self.reads.get(site, 0) + 1
 
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -363,12 +375,15 @@ class StandInValues(TorchDispatchMode):  # type: ignore[no-untyped-call]
         aten = torch.ops.aten
         fake = bool(args) and isinstance(args[0], FakeTensor)  # a real tensor (an image batch's) has its values
         if func is aten._local_scalar_dense.default and fake:
+            self._log()
             t = args[0]
             return True if t.dtype == torch.bool else 1.0 if t.dtype.is_floating_point else 1
         if func is aten.nonzero.default and fake:
+            self._log()
             return _every_position(args[0])
         masks = [i for i in args[1] if i is not None and i.dtype == torch.bool] if func is aten.index.Tensor else []
         if any(isinstance(m, FakeTensor) for m in masks):
+            self._log()
             indices: list[Any] = []
             for i in args[1]:
                 if i is not None and i.dtype == torch.bool:
@@ -377,6 +392,23 @@ class StandInValues(TorchDispatchMode):  # type: ignore[no-untyped-call]
                     indices.append(i)
             return func(args[0], indices)
         return func(*args, **kwargs)
+
+
+_DISPATCH_CODE = ("/torch/_", "/torch/utils/", "/torch/overrides", "/torch/autograd/", "trainer/traced.py",
+                  "trainer/tracker.py")  # fmt: skip
+"""Where a value read is not made but passed through: torch's dispatch and autograd, this module and the tracker."""
+
+KNOWN_READS = ("torch/optim/", "trl/", "transformers/masking_utils.py", "transformers/generation/utils.py")
+"""Sites whose reads feed no tensor's size: AdamW's step counter (its bias correction's scalars), TRL's logged
+metrics and per-sequence statistics, transformers' check for an all-ones padding mask (``fake_patches``), and
+``generate``'s checks of the special tokens and the padding side (GRPO: the trace decodes to the completion
+length, ``generation_to_length``)."""
+
+
+def unexplained(reads: Mapping[str, int]) -> dict[str, int]:
+    """The value reads of a trace at sites not in ``KNOWN_READS``: a tensor shaped from one may differ in a real
+    run."""
+    return {site: n for site, n in reads.items() if not any(known in site for known in KNOWN_READS)}
 
 
 def _every_position(mask: torch.Tensor) -> torch.Tensor:
@@ -541,6 +573,14 @@ def traced_run(
         once.pop("phase_ends")
         result.update(once)
         result["depth"] = {"layers": layers, "traced": [layers], "extrapolated": False, "why": why}
+    strange = unexplained(result["value_reads"])
+    if strange:
+        sites = ", ".join(f"{site} ×{n}" for site, n in strange.items())
+        result["notes"].append(
+            f"the trace answered {sum(strange.values())} reads of a tensor's value with 1 ({sites}): fake tensors "
+            "hold no values, so a shape the model takes from such a value may differ in a real run; check this plan "
+            "with a real run (tuneplan verify)"
+        )
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
 
@@ -556,6 +596,9 @@ def _joined(runs: list[dict[str, Any]], extended: dict[str, Any]) -> dict[str, A
         "step_time_s": sum(r["step_time_s"] for r in runs),
         "step_times_s": [t for r in runs for t in r["step_times_s"]],
         "loss": None,
+        "value_reads": {
+            site: sum(r["value_reads"].get(site, 0) for r in runs) for r in runs for site in r["value_reads"]
+        },
     }
 
 
@@ -607,8 +650,10 @@ def _trace_once(cfg: Mapping[str, Any], plan: Plan, steps: int, round_to: int) -
             for name in real_inputs(str(cfg.get("model_type"))):
                 if name in batch:
                     batch[name] = batch[name].as_subclass(RealIndex)
-        with fake_mode, StandInValues(), cuda_kernels(plan, cfg), generation_to_length(plan):
+        stand_in = StandInValues()
+        with fake_mode, stand_in, cuda_kernels(plan, cfg), generation_to_length(plan):
             out.update(_traced_steps(built, plan, steps, round_to, batch))
+    out["value_reads"] = stand_in.reads
     return out
 
 

@@ -14,7 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode  # noqa: E4
 
 from trainer.accuracy import CPU_CASES  # noqa: E402
 from trainer.run import run  # noqa: E402
-from trainer.traced import RealIndex, StandInValues, real_inputs, traced_run  # noqa: E402
+from trainer.traced import RealIndex, StandInValues, real_inputs, traced_run, unexplained  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -34,6 +34,30 @@ def test_an_index_keeps_its_values_where_a_fake_tensor_would_answer_one() -> Non
         assert [tuple(p.shape) for p in parts] == [(8, 4), (2, 4)]
         assert all(isinstance(p, FakeTensor) for p in parts)
         assert tuple(features[: rows[1][0], : int(index[0, 1] // 112)].shape) == (2, 1)
+
+
+def test_each_stand_in_is_logged_where_it_was_read() -> None:
+    """A read the trace answers with 1 is logged by its site; a site not known to be harmless is unexplained."""
+    with FakeTensorMode(allow_non_fake_inputs=True), StandInValues() as stand_in:
+        hidden = torch.empty(3, 4)
+        rows = int(hidden.sum())  # a value a model could shape a tensor from
+        assert rows == 1
+    ((site, count),) = stand_in.reads.items()
+    assert site.endswith(f"test_traced.py:{test_each_stand_in_is_logged_where_it_was_read.__code__.co_firstlineno + 4}"
+                         " (test_each_stand_in_is_logged_where_it_was_read)") and count == 1  # fmt: skip
+    assert unexplained(stand_in.reads) == stand_in.reads
+    assert unexplained({"torch/optim/optimizer.py:95 (_get_value)": 84}) == {}
+
+
+def test_a_plain_step_reads_only_the_optimizers_step_counter() -> None:
+    """The tiny Llama QLoRA step, traced: its only stand-ins are AdamW's step counts (one per trained tensor and
+    step: the state's warm-up step and the traced one), and no note is added."""
+    case = next(c for c in CPU_CASES if c.id == "llama-qlora-gc")
+    result = traced_run(case.make_plan(), dict(case.config))
+    ((site, count),) = result["value_reads"].items()
+    assert site.startswith("torch/optim/optimizer.py:") and site.endswith("(_get_value)")
+    assert count == 2 * 3 * 7 * 2  # 2 steps, 3 layers, 7 adapted linears, lora_A and lora_B
+    assert not any("reads of a tensor's value" in note for note in result["notes"])
 
 
 def test_the_entries_kept_real_are_those_the_model_reads() -> None:
