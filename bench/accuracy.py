@@ -935,7 +935,7 @@ def _setups_section(setups: Mapping[str, Any] | None) -> list[str]:
     lines = ["## GPU: the setups matrix", ""]
     if setups is None:
         return lines + [
-            "`python bench/gpu_check.py --out bench/results/gpu_setups_h200.json` (20 cases, about 4 minutes on an "
+            "`python bench/gpu_check.py --out bench/results/gpu_setups_h200.json` (21 cases, about 4 minutes on an "
             "H200) measures what the estimate was not calibrated on: fp16 vs bf16, SDPA pinned to each backend "
             "(flash, memory-efficient, cuDNN, math: on one H200 these stand for older cards' choices), eager "
             "attention, padded vs unpadded batches, the Trainer's loop vs a plain loop, and TRL's chunked loss, for "

@@ -5,7 +5,7 @@ Two matrices (``--matrix``):
 * ``setups`` (the default): what changes the figure on a card and stack the estimate was not calibrated on —
   fp16 vs bf16, SDPA pinned to each backend (flash, memory-efficient, cuDNN, math), eager attention, padded vs
   unpadded batches, the Trainer's loop vs a plain loop, the chunked loss (TRL's fused LM head), for LoRA and QLoRA
-  on Llama-3.2-1B (grouped KV heads) at batch 2 x 2048 tokens, plus two Llama-3.1-8B QLoRA cases. 20 cases, about
+  on Llama-3.2-1B (grouped KV heads) at batch 2 x 2048 tokens, plus two Llama-3.1-8B QLoRA cases. 21 cases, about
   4 minutes on an H200. Each run also records which SDPA backend torch picked (``sdpa_backends``), which the
   estimate's kernel rules predict (``estimator.attention_path``).
 * ``base``: the first H200 matrix (bench/results/gpu_h200.json): Llama-3.2-1B, Qwen2.5-1.5B, Llama-3.1-8B x QLoRA /
@@ -217,6 +217,8 @@ SETUPS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("qlora/chunked", "llama-3.2-1b", {"method": "qlora", "loss": "chunked"}),
     ("qlora/eager", "llama-3.2-1b", {"method": "qlora", "attn_implementation": "eager"}),
     ("qlora/padded/nogc", "llama-3.2-1b", {"method": "qlora", "padding": "padded", "gradient_checkpointing": False}),
+    # unpadded without checkpointing: every layer keeps the math path's tensors and o_proj's own input copy
+    ("qlora/nogc", "llama-3.2-1b", {"method": "qlora", "gradient_checkpointing": False}),
     ("8b/qlora/padded", "llama-3.1-8b", {"method": "qlora", "padding": "padded"}),
     ("8b/qlora/chunked", "llama-3.1-8b", {"method": "qlora", "loss": "chunked"}),
 )
