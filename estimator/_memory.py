@@ -182,6 +182,7 @@ class MemoryEstimate:
     attention: AttentionPath | None = None
     tensor_range: tuple[int, int] = (0, 0)  # the live-tensor peak's range (without the workspace)
     head_block: int = 0  # the head's largest transient block (what the allocator's cache is modelled on)
+    in_op_block: int = 0  # bytes the peak holds inside one op, seen by no tracker of tensors (``in_op_block``)
     per_rank: dict[str, object] = field(default_factory=dict)  # per-GPU figures and the parts sharding splits
     host: dict[str, int | str] = field(default_factory=dict)  # host RAM per rank, by part
 
@@ -650,15 +651,17 @@ def _attention_saved(arch: Architecture, f: _Flow) -> int:
 def mask_saved_per_layer(f: _Flow) -> int:
     """The attention mask as a fused SDPA kernel keeps it for backward, per layer (bytes).
 
-    torch converts a bool mask to the q/k/v dtype before the CPU flash kernel and the cuDNN kernel
-    (``convert_boolean_attn_mask``), and the kernel keeps that copy: ad·b·s² per layer (measured on the CPU:
-    exact). CUDA's memory-efficient kernel takes the bool mask itself, shared by all layers (counted once, with
-    the mask transformers builds); its backward converts it again as a transient (not counted: the range's high
-    edge holds it). Without a mask, nothing.
+    torch converts a bool mask to the q/k/v dtype before every fused kernel (``convert_boolean_attn_mask`` in
+    ``scaled_dot_product_attention``) and the kernel keeps that copy for its backward: ad·b·s² per layer. The
+    memory-efficient kernel's copy is padded first where its rows are not 8-aligned (``preprocess_mask``:
+    ``pad_bias<8>``, the padding sliced off but kept in the storage). Measured on the CPU (flash: exact) and on an
+    H200 (memory-efficient: 16 layers × 32 MiB in QLoRA's fp32 at 2 × 2048, the allocator's history naming the
+    SDPA call; bench/gpu_snapshot.py). Without a mask, nothing.
     """
-    if not f.path.mask or f.path.backend not in ("cpu_flash", "cudnn"):
+    if not f.path.mask or f.path.backend not in ("cpu_flash", "cudnn", "efficient"):
         return 0
-    return f.ad * f.b * f.s * f.s
+    width = f.s + (-f.s) % 8 if f.path.backend == "efficient" else f.s
+    return f.ad * f.b * f.s * width
 
 
 def attention_mask_bytes(f: _Flow) -> int:
@@ -1707,8 +1710,8 @@ def chunked_head(arch: Architecture, plan: Plan, f: _Flow, ld: int) -> HeadLoss:
     entropy. Forward: the tile buffer, seven fp32 statistics per token and, on the CPU fallback, one tile's torch
     temporaries (3 fp32 + 1 bool per element at most). Backward: the buffer again, an fp32 gradient of the hidden
     states (and of a trained lm_head), and on the CPU one tile's temporaries (7 fp32 + 1 bool per element:
-    ``_backward_tile``). Triton folds each tile in place. CPU: exact on the CPU grid (docs/accuracy.md); CUDA: from
-    the code, not yet measured on a GPU.
+    ``_backward_tile``). Triton folds each tile in place. CPU: exact on the CPU grid (docs/accuracy.md); CUDA:
+    measured on an H200 (Llama-3.2-1B LoRA and QLoRA, Llama-3.1-8B QLoRA at 2 × 2048: +0.4 … +1.3 %).
     """
     h, V = arch.hidden_size, arch.vocab_size
     N = f.b * (f.s - 1)
@@ -2005,8 +2008,8 @@ def _backward_work(
     its own in the layer's backward); gpt-oss's clamped SwiGLU adds four routed-token
     temporaries of the expert width. Attention that keeps b·a·s² probabilities (eager, CUDA's SDPA math path) makes
     their gradient and the softmax's fp32 gradient at once, after the MLP's saved tensors are freed (calibrated on a
-    CUDA trace of Mistral 7B QLoRA with GC); on CUDA eager attention's backward holds one more b·a·s² temporary in
-    the attention dtype (seen in GPU runs of eager plans; the CPU's kernels do not).
+    CUDA trace of Mistral 7B QLoRA with GC); on CUDA the softmax's backward adds a block of its own
+    (``cuda_softmax_backward_extra``).
     """
     arch, T = inv.arch, f.T
     if plan.method == "full":
@@ -2046,14 +2049,42 @@ def _backward_work(
     attn_work = 0
     if f.sdpa_math or f.attn == "eager":
         probs = 4 if f.sdpa_math else f.ad
-        if f.attn == "eager" and f.cuda:
-            probs += f.ad  # CUDA's eager backward holds one more b·a·s² temporary in the attention dtype
+        if f.cuda:
+            probs += cuda_softmax_backward_extra(plan, f)
         mlp_freed = (3 * f.ad + f.ab) * T * i_eff + 2 * 4 * T * arch.hidden_size
         if f.sdpa_math and not arch.mla:  # o_proj's own input copy (``_attention_saved``), freed by its backward
             qd = arch.num_attention_heads * arch.head_dim
             mlp_freed += _linear_inputs(f, (ATTENTION_OUTPUT,), qd) - _linear_inputs(f, (ATTENTION_OUTPUT,), qd, True)
         attn_work = (probs + 4) * f.b * arch.num_attention_heads * f.s * f.s - mlp_freed
     return max(work, attn_work), attn_work > work
+
+
+def cuda_softmax_backward_extra(plan: Plan, f: _Flow) -> int:
+    """Bytes per b·a·s² element that CUDA's softmax backward adds to the attention's backward beyond the CPU's.
+
+    ``softmax_backward_cuda_out`` (aten/src/ATen/native/cuda/SoftMax.cu) computes ``Tensor tmp = grad * output``
+    before its kernel: one more b·a·s² block in the softmax's dtype, made inside the op (no tracker of dispatched
+    tensors sees it; the CPU kernel makes none). Eager attention's softmax runs in fp32 (``softmax(...,
+    dtype=torch.float32)``) and SDPA's math path upcasts 16-bit inputs to fp32, so the block is fp32. In fp16, eager
+    attention's softmax takes CUDA's ``half_to_float`` path: no fp32 copy of its input, and its input's gradient in
+    fp16 (2 bytes less than the CPU's fp32). Measured on an H200 (bench/gpu_check.py, Llama-3.2-1B at 2 × 2048 with
+    the chunked loss, where the attention's backward sets the peak: 1 GiB beyond the tracked tensors in the math
+    path's bf16 and fp32 and in eager's bf16, fp16 and fp32; the allocator's history names the block).
+    """
+    extra = 4
+    if f.attn == "eager" and f.ad == 2 and plan.dtype == "float16":
+        extra -= 2
+    return extra
+
+
+def in_op_block(arch: Architecture, f: _Flow) -> int:
+    """The block CUDA's softmax backward makes inside the op (``tmp = grad * output``, fp32 b·a·s²), when the
+    attention keeps its probabilities (eager, SDPA's math path): part of the attention's backward moment that
+    ``max_memory_allocated`` sees and a tracker of dispatched tensors does not. A verify run's calibration takes
+    it out of the gap it reads as cuBLAS's workspace (``calibration_from_run``)."""
+    if not f.cuda or not (f.sdpa_math or f.attn == "eager"):
+        return 0
+    return 4 * f.b * arch.num_attention_heads * f.s * f.s
 
 
 def _combine_backward(arch: Architecture, f: _Flow, checkpointed: bool) -> int:
@@ -2344,15 +2375,16 @@ keeps the wider band (``modelled_band``)."""
 
 def modelled_band(plan: Plan, f: _Flow) -> Band:
     """The band of the modelled tensors (activations and logits): verified by real runs (every CPU path: the CPU
-    grid; CUDA without a mask on flash/cuDNN, math, eager: the H200 runs and traces), or derived from the code only
-    (CUDA with a mask, CUDA's chunked loss, ROCm, a vision tower on images)."""
+    grid; CUDA's flash, cuDNN, memory-efficient and math kernels, with and without a padding mask, eager attention,
+    bf16 and fp16, TRL's chunked loss: the H200 runs of bench/gpu_check.py and traces), or derived from the code
+    only (ROCm, a vision tower on images)."""
     if plan.objective in UNVERIFIED_OBJECTIVES or plan.objective == "reward" and plan.upcast_non_quantized:
         return UNVERIFIED
     if f.generic:
         return UNVERIFIED
     if not f.cuda:
         return VERIFIED
-    if f.path.mask or fused_head(plan) or f.rocm or f.vision:  # the vision tower: CPU runs only
+    if f.rocm or f.vision:  # the vision tower: CPU runs only
         return UNVERIFIED
     return VERIFIED
 
@@ -2673,9 +2705,7 @@ def training_memory(
         peak_phase, tensor_peak, state, fwd, head, bwd, layer_grads, opt_tmp, tower_grads, copy_out[1]
     )
     tiers = runtime_tiers(tensor_peak, head, state, cuda, runtime)
-    comp["overhead"] = tiers.overhead
-    comp["allocator_cache"] = tiers.allocator_cache
-    comp["optimizer_paged"] = tiers.optimizer_paged
+    comp.update(overhead=tiers.overhead, allocator_cache=tiers.allocator_cache, optimizer_paged=tiers.optimizer_paged)
     extra_high = unmodelled_high(inv, plan, f) + late_free(state, phases, tensor_peak) + zero_high(state, plan)
     return MemoryEstimate(
         components=comp,
@@ -2694,6 +2724,7 @@ def training_memory(
         attention=f.path,
         tensor_range=tensors,
         head_block=head.fp32_block,
+        in_op_block=in_op_block(inv.arch, f) if peak_phase == "backward" and bwd.attention else 0,
         per_rank=per_rank_figures(plan, state, tiers, comp, peak_phase),
         host=host_ram(inv, plan, state),
     )

@@ -89,15 +89,16 @@ class CalibrationProfile:
 
 
 def calibration_from_run(
-    result: Mapping[str, Any], run_id: str, measured_at: str, head_block: int
+    result: Mapping[str, Any], run_id: str, measured_at: str, head_block: int, in_op_block: int = 0
 ) -> CalibrationProfile | None:
     """The profile a finished CUDA run measured (None for a CPU run, an OOM, or a result without the figures).
 
     context = total − free before anything is loaded; runtime = driver-used − peak reserved − context (what the
-    first step loads outside the allocator); cuBLAS workspace = max_memory_allocated − the tracker's peak (the
-    workspaces and other in-kernel scratch); allocator cache ratio = (peak reserved − peak allocated) over
-    max(``head_block``, the H200's floor), ``head_block`` being the run's plan's largest head block
-    (``HeadLoss.fp32_block`` of its estimate).
+    first step loads outside the allocator); cuBLAS workspace = max_memory_allocated − the tracker's peak − the
+    block an op makes inside itself at the peak that the estimate already counts (``in_op_block``: CUDA's
+    softmax backward's, where the attention's backward sets the peak); allocator cache ratio = (peak reserved −
+    peak allocated) over max(``head_block``, the H200's floor), ``head_block`` being the run's plan's largest head
+    block (``HeadLoss.fp32_block`` of its estimate).
     """
     m = result.get("measured") or {}
     versions = result.get("versions") or {}
@@ -114,7 +115,7 @@ def calibration_from_run(
         torch=versions.get("torch"), run_id=run_id, measured_at=measured_at,
         cuda_context_bytes=m["context"],
         cuda_runtime_bytes=max(m["driver_used"] - m["peak_reserved"] - m["context"], 0),
-        cublas_workspace_bytes=max(m["peak_allocated"] - m["tracked_peak"], 0),
+        cublas_workspace_bytes=max(m["peak_allocated"] - m["tracked_peak"] - in_op_block, 0),
         allocator_cache_ratio=round(ratio, 4),
     )  # fmt: skip
 

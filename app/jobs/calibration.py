@@ -46,10 +46,10 @@ def profile_from_result(result: Mapping[str, Any], run_id: str, when: str | None
     when = when or datetime.now(UTC).isoformat(timespec="seconds")
     try:
         plan = Plan.from_dict({**result["plan"], "model": None, "config": result["config"]})
-        head_block = estimate(plan).memory.head_block
+        memory = estimate(plan).memory
     except (EstimatorError, KeyError, TypeError, ValueError):
         return None
-    return calibration_from_run(result, run_id, when, head_block)
+    return calibration_from_run(result, run_id, when, memory.head_block, memory.in_op_block)
 
 
 class CalibrationStore:

@@ -54,11 +54,45 @@ def test_padding_costs_the_mask_and_the_repeated_kv() -> None:
     assert padded["phases"]["loss_backward"] - free["phases"]["loss_backward"] == L * per_layer
 
 
-def test_eager_backward_holds_one_more_attention_block_on_cuda() -> None:
-    kw = {"method": "lora", "attn_implementation": "eager", "seq_len": 4096}
-    cpu, cuda = _mem(device="cpu", **kw), _mem(**kw)
-    extra = 2 * 32 * 4096 * 4096  # one b·a·s² bf16 block (less the CUDA allocator's rounding elsewhere)
-    assert abs(cuda["phases"]["backward"] - cpu["phases"]["backward"] - extra) < 2**20
+def test_cudas_softmax_backward_holds_one_more_fp32_attention_block() -> None:
+    """``softmax_backward_cuda_out`` makes ``tmp = grad * output`` (fp32: eager's softmax and the math path run in
+    fp32) inside the op; fp16 eager's ``half_to_float`` softmax keeps its input's gradient in fp16, 2 B less."""
+    block = 32 * 4096 * 4096  # b·a·s² at batch 1
+    for kw, per in (
+        ({"attn_implementation": "eager"}, 4),
+        ({"attn_implementation": "eager", "dtype": "float16"}, 2),
+        ({"sdpa_backend": "math"}, 4),
+    ):
+        plan = {"method": "lora", "seq_len": 4096} | kw
+        cpu, cuda = _mem(device="cpu", **plan), _mem(**plan)
+        assert abs(cuda["phases"]["backward"] - cpu["phases"]["backward"] - per * block) < 2**20, kw
+
+
+def test_the_in_op_block_is_named_only_where_the_attentions_backward_sets_the_peak() -> None:
+    kw: dict[str, Any] = {
+        "model": "llama-3.2-1b",
+        "method": "qlora",
+        "batch_size": 2,
+        "seq_len": 2048,
+        "padding": "none",
+    }
+    chunked = estimate(Plan(**kw, loss="chunked", lora_dropout=0.0))
+    assert chunked.memory.peak_phase == "backward" and chunked.memory.in_op_block == 4 * 2 * 32 * 2048 * 2048
+    standard = estimate(Plan(**kw, lora_dropout=0.0))
+    assert standard.memory.peak_phase == "loss_backward" and standard.memory.in_op_block == 0
+    cpu = estimate(Plan(**kw, loss="chunked", device="cpu"))
+    assert cpu.memory.in_op_block == 0
+
+
+def test_the_memory_efficient_kernel_keeps_a_padded_mask_per_layer() -> None:
+    """Padded, no checkpointing: each of the 16 layers keeps SDPA's converted mask, as cuDNN's kernel does, its rows
+    padded to a multiple of 8 for the memory-efficient kernel (``preprocess_mask``: ``pad_bias<8>``)."""
+    for s, width in ((2048, 2048), (2044, 2048)):
+        kw = {"model": "llama-3.2-1b", "method": "lora", "batch_size": 2, "seq_len": s, "padding": "padded",
+              "gradient_checkpointing": False, "lora_dropout": 0.0}  # fmt: skip
+        efficient, cudnn = _mem(sdpa_backend="efficient", **kw), _mem(sdpa_backend="cudnn", **kw)
+        assert efficient["attention"]["backend"] == "efficient" and cudnn["attention"]["backend"] == "cudnn"
+        assert efficient["phases"]["forward"] - cudnn["phases"]["forward"] == 16 * 2 * 2 * s * (width - s), s
 
 
 def test_ranges_hold_the_point_and_the_fit_uses_the_high_edge() -> None:

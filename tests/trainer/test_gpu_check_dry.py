@@ -51,7 +51,7 @@ def test_setups_matrix_covers_what_the_issue_asks_and_every_plan_is_valid() -> N
     from estimator import Plan, estimate
 
     cases = gpu_check.matrix(False, "setups")
-    assert len({c["name"] for c in cases}) == len(cases) <= 24
+    assert len({c["name"] for c in cases}) == len(cases) <= 25  # about 9 minutes on an H200: one 10-minute command
     plans = [Plan.from_dict(c["plan"]) for c in cases]
     assert {p.dtype for p in plans} >= {"bfloat16", "float16"}
     assert {p.sdpa_backend for p in plans} == {"auto", "flash", "efficient", "cudnn", "math"}
