@@ -61,11 +61,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from estimator import (
     CUDA_ALLOC_ROUND,
+    EstimatorError,
     Plan,
     adapter_plan,
     build_inventory,
     cuda_sdpa_backend,
     dtype_flow,
+    estimate,
     gpu_runtime,
     parse_config,
 )
@@ -581,8 +583,27 @@ def traced_run(
             "hold no values, so a shape the model takes from such a value may differ in a real run; check this plan "
             "with a real run (tuneplan verify)"
         )
+    note = in_op_note(plan if config is None else plan.replace(config=dict(config), model=None))
+    if note:
+        result["notes"].append(note)
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
+
+
+def in_op_note(plan: Plan) -> str | None:
+    """What a CUDA step holds at the estimate's peak inside one op, which no trace sees (a trace counts the tensors
+    ops return): CUDA's softmax backward's fp32 ``grad * output`` where the attention's backward is the peak."""
+    try:
+        block = estimate(plan).memory.in_op_block
+    except EstimatorError:
+        return None
+    if not block:
+        return None
+    return (
+        f"on CUDA the attention's backward sets this step's peak, and CUDA's softmax backward makes one fp32 b·a·s² "
+        f"block inside the op ({block / 2**30:.2f} GiB) that a trace cannot see: add it to the traced peak "
+        "(the estimate counts it)"
+    )
 
 
 def _joined(runs: list[dict[str, Any]], extended: dict[str, Any]) -> dict[str, Any]:
