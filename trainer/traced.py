@@ -61,13 +61,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from estimator import (
     CUDA_ALLOC_ROUND,
-    EstimatorError,
     Plan,
     adapter_plan,
     build_inventory,
     cuda_sdpa_backend,
     dtype_flow,
-    estimate,
     gpu_runtime,
     parse_config,
 )
@@ -583,27 +581,8 @@ def traced_run(
             "hold no values, so a shape the model takes from such a value may differ in a real run; check this plan "
             "with a real run (tuneplan verify)"
         )
-    note = in_op_note(plan if config is None else plan.replace(config=dict(config), model=None))
-    if note:
-        result["notes"].append(note)
     result["wall_time_s"] = time.perf_counter() - t_all
     return result
-
-
-def in_op_note(plan: Plan) -> str | None:
-    """What a CUDA step holds at the estimate's peak inside one op, which no trace sees (a trace counts the tensors
-    ops return): CUDA's softmax backward's fp32 ``grad * output`` where the attention's backward is the peak."""
-    try:
-        block = estimate(plan).memory.in_op_block
-    except EstimatorError:
-        return None
-    if not block:
-        return None
-    return (
-        f"on CUDA the attention's backward sets this step's peak, and CUDA's softmax backward makes one fp32 b·a·s² "
-        f"block inside the op ({block / 2**30:.2f} GiB) that a trace cannot see: add it to the traced peak "
-        "(the estimate counts it)"
-    )
 
 
 def _joined(runs: list[dict[str, Any]], extended: dict[str, Any]) -> dict[str, Any]:
@@ -678,6 +657,18 @@ def _trace_once(cfg: Mapping[str, Any], plan: Plan, steps: int, round_to: int) -
     return out
 
 
+def _softmax_backward_scratch(grad: torch.Tensor, output: torch.Tensor, *_: Any) -> int:
+    """``softmax_backward_cuda_out`` computes ``Tensor tmp = grad * output`` before its kernel
+    (aten/src/ATen/native/cuda/SoftMax.cu): a block of the gradient's size inside the op, which the CPU's kernel
+    does not make (measured on an H200: 1 GiB at 2 × 32 heads × 2048² in fp32)."""
+    return grad.numel() * torch.promote_types(grad.dtype, output.dtype).itemsize
+
+
+CUDA_IN_OP: dict[Any, Callable[..., int]] = {torch.ops.aten._softmax_backward_data.default: _softmax_backward_scratch}
+"""What CUDA's kernels allocate inside themselves, by operator (``MemoryTracker.in_op``): a trace of a CUDA plan
+counts it while the op runs."""
+
+
 def attention_backend(plan: Plan, cfg: Mapping[str, Any]) -> str:
     """The SDPA backend (or attention implementation) the estimator says the plan's step runs."""
     inv = build_inventory(parse_config(cfg))
@@ -694,9 +685,9 @@ def cuda_kernels(plan: Plan, cfg: Mapping[str, Any]) -> Iterator[None]:
       fp32 q/k/v with grouped KV heads and no mask, a pinned ``math``, a card without flash... land on the math
       path, which the CPU then runs too); a fused CUDA backend (flash, memory-efficient, cuDNN) is stood in for by
       the CPU's flash kernel, which keeps the same q, k, v, output and log-sum-exp (with a mask it also keeps the
-      mask converted to the q/k/v dtype, per layer, which CUDA's memory-efficient kernel does not: the trace is
-      then the higher), or by the memory-efficient kernel's own op where the CPU's flash kernel cannot run the
-      call (``_as_cuda_selects``).
+      mask converted to the q/k/v dtype, per layer, as CUDA's memory-efficient and cuDNN kernels do), or by the
+      memory-efficient kernel's own op where the CPU's flash kernel cannot run the call (``_as_cuda_selects``).
+    * What CUDA's kernels make inside themselves is counted by the tracker (``CUDA_IN_OP``, in ``_traced_steps``).
     """
     if plan.device != "cuda":
         with sdpa_pin(plan):
@@ -800,7 +791,7 @@ def _traced_steps(built: Built, plan: Plan, steps: int, round_to: int, batch: Ba
         unreached.update(p for p in built.trainable if p.grad is None)
 
     while True:
-        tracker = MemoryTracker(round_to=round_to)
+        tracker = MemoryTracker(round_to=round_to, in_op=CUDA_IN_OP if plan.device == "cuda" else None)
         times: list[float] = []
         for _ in range(steps):
             t0 = time.perf_counter()

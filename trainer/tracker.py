@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,11 +75,14 @@ class _Entry:
 class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts live storage bytes per category; records the peak and each phase's peak with breakdowns."""
 
-    def __init__(self, round_to: int = 0) -> None:
+    def __init__(self, round_to: int = 0, in_op: Mapping[Any, Callable[..., int]] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if round_to < 0:
             raise ValueError("round_to must be >= 0")
         self.round_to = round_to
+        self.in_op = dict(in_op or {})
+        """Per operator, the bytes it allocates inside itself while it runs (from its arguments): counted from
+        before the op until its outputs are registered (a trace of a CUDA plan: CUDA's softmax backward)."""
         self._entries: dict[int, _Entry] = {}
         self._seq = 0
         self.live: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
@@ -267,9 +270,22 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        self.ops += 1
         category = self.category_override or DEFAULT_CATEGORY
+        inside = self.in_op.get(func)
+        scratch = self._size(inside(*args)) if inside is not None else 0
+        self.live[category] += scratch
+        self.live_total += scratch
+        try:
+            out = func(*args, **(kwargs or {}))
+            self.ops += 1
+            self._track_outputs(out, category)
+            self._update_peaks()
+        finally:
+            self.live[category] -= scratch
+            self.live_total -= scratch
+        return out
+
+    def _track_outputs(self, out: Any, category: str) -> None:
         for leaf in tree_leaves(out):
             if not isinstance(leaf, torch.Tensor):
                 continue
@@ -282,8 +298,6 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 except (RuntimeError, NotImplementedError):  # sparse / storage-less tensors hold no plain block
                     continue
                 self._track_storage(storage, category, force=False)
-        self._update_peaks()
-        return out
 
 
 _RESIZE_WATCHERS: list[MemoryTracker] = []

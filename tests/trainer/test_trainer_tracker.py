@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -110,3 +112,24 @@ def test_package_top_level_is_torch_free() -> None:
 def test_unknown_category_is_rejected() -> None:
     with pytest.raises(ValueError):
         MemoryTracker().register(torch.ones(1), "nope")
+
+
+def test_bytes_an_op_makes_inside_itself_count_while_it_runs() -> None:
+    """A trace of a CUDA plan counts CUDA's softmax backward's ``grad * output`` (``trainer.traced.CUDA_IN_OP``)
+    from before the op until its output exists, and not after."""
+    from trainer.traced import CUDA_IN_OP
+
+    x = torch.randn(4, 256, requires_grad=True)
+    grad = torch.ones(4, 256)
+
+    def run(in_op: dict[object, Callable[..., int]] | None) -> MemoryTracker:
+        tracker = MemoryTracker(in_op=in_op)
+        with tracker:
+            y = torch.softmax(x, dim=-1)
+            (g,) = torch.autograd.grad(y, x, grad)
+            del y, g
+        return tracker
+
+    plain, cuda = run(None), run(CUDA_IN_OP)
+    assert cuda.peak.total - plain.peak.total == 4 * 256 * 4  # one fp32 block of the gradient's size
+    assert cuda.live_total == plain.live_total == 0
