@@ -270,18 +270,19 @@ class MemoryTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        category = self.category_override or DEFAULT_CATEGORY
         inside = self.in_op.get(func)
         scratch = self._size(inside(*args)) if inside is not None else 0
-        self.live[category] += scratch
+        held = self.category_override or DEFAULT_CATEGORY
+        self.live[held] += scratch
         self.live_total += scratch
         try:
             out = func(*args, **(kwargs or {}))
             self.ops += 1
-            self._track_outputs(out, category)
+            # the category as the op ends: an op can run Python that changes it (an FSDP2 offload run on gloo did)
+            self._track_outputs(out, self.category_override or DEFAULT_CATEGORY)
             self._update_peaks()
         finally:
-            self.live[category] -= scratch
+            self.live[held] -= scratch
             self.live_total -= scratch
         return out
 
