@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:  # run as ``python bench/accuracy.py``
 
 from bench.dist_accuracy import load as load_dist  # noqa: E402
 from bench.dist_accuracy import section as dist_section  # noqa: E402
+from bench.gpu_check import chosen_backend  # noqa: E402
 from bench.host_ram import load as load_host  # noqa: E402
 from bench.host_ram import section as host_section  # noqa: E402
 from estimator import (  # noqa: E402
@@ -58,7 +59,6 @@ from trainer.accuracy import (  # noqa: E402
 
 CPU_JSON = REPO / "bench" / "results" / "accuracy_cpu.json"
 GPU_JSON = REPO / "bench" / "results" / "gpu_h200.json"
-TORCH_SDPA = {"flash_attention": "flash", "efficient_attention": "efficient", "cudnn_attention": "cudnn"}
 SETUPS_JSON = REPO / "bench" / "results" / "gpu_setups_h200.json"  # the setups matrix, once a GPU has run it
 DOC = REPO / "docs" / "accuracy.md"
 
@@ -975,8 +975,7 @@ def _setups_section(setups: Mapping[str, Any] | None) -> list[str]:
         est = estimate(Plan.from_dict({**res["plan"], "model": None, "config": res["config"]})).to_dict()["memory"]
         err = (est["peak_allocated"] - m["peak_allocated"]) / m["peak_allocated"]
         errors.append(err)
-        chosen = [TORCH_SDPA.get(b, b) for b in res.get("sdpa_backends") or []]
-        agree += chosen == [est["attention"]["backend"]] or (not chosen and est["attention"]["backend"] == "eager")
+        agree += chosen_backend(res) == est["attention"]["backend"]
         low, high = est["range"]["peak_allocated"]
         rows.append([
             f"`{c['name']}`", ", ".join(res.get("sdpa_backends") or []) or "–", str(est["attention"]["backend"]),

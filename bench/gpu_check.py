@@ -240,6 +240,19 @@ SETUP_BASE: dict[str, Any] = {
     "target_modules": "all-linear",
 }  # fmt: skip
 CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
+TORCH_SDPA = {
+    "flash_attention": "flash",
+    "efficient_attention": "efficient",
+    "cudnn_attention": "cudnn",
+    "math": "math",
+}
+"""torch's names for the SDPA backends a run records (``sdpa_backends``), in the estimator's names."""
+
+
+def chosen_backend(result: dict[str, Any]) -> str:
+    """The attention kernel a run's step took, in the estimator's names (``estimator.attention_path``): the SDPA
+    backends it recorded, joined with "+" where there were several, or "eager" where it made no SDPA call."""
+    return "+".join(TORCH_SDPA.get(b, b) for b in result.get("sdpa_backends") or []) or "eager"
 
 
 def setups_matrix(dry: bool) -> list[dict[str, Any]]:

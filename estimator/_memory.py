@@ -873,9 +873,13 @@ def zero3_window(inv: Inventory, plan: Plan) -> int:
     estimate holds it (``zero3_reused``); a larger one's keeps two decoder layers (``persistent_state``), and this
     bound is the range's high edge (``zero_high``)."""
     per = param_dtype_bytes(plan)
-    partitioned = sum(t.total for t in inv if t.numel >= DEEPSPEED_PERSISTENCE)
     layer = sum(t.total for t in inv if t.layers > 1) // max(inv.arch.num_hidden_layers, 1)
-    return min(partitioned, DEEPSPEED_REUSE_DISTANCE + layer) * per
+    return min(zero3_partitioned(inv), DEEPSPEED_REUSE_DISTANCE + layer) * per
+
+
+def zero3_partitioned(inv: Inventory) -> int:
+    """Elements ZeRO-3 partitions: every parameter but those under ``stage3_param_persistence_threshold``."""
+    return sum(t.total for t in inv if t.numel >= DEEPSPEED_PERSISTENCE)
 
 
 def zero3_reused(inv: Inventory, plan: Plan, gathered_layers: int) -> int:
@@ -885,7 +889,7 @@ def zero3_reused(inv: Inventory, plan: Plan, gathered_layers: int) -> int:
     gathered, beside as many bytes of all-gather buffers (the gloo run of a 115M-parameter Llama with parameter
     offload: -13.79 % with two layers held, exact with this). Bytes beyond the two layers ``persistent_state``
     holds; 0 for a larger model (its window is the range's high edge, ``zero3_window``)."""
-    partitioned = sum(t.total for t in inv if t.numel >= DEEPSPEED_PERSISTENCE)
+    partitioned = zero3_partitioned(inv)
     if partitioned > DEEPSPEED_REUSE_DISTANCE:
         return 0
     return 2 * partitioned * param_dtype_bytes(plan) - gathered_layers
@@ -2059,6 +2063,10 @@ def _backward_work(
     return max(work, attn_work), attn_work > work
 
 
+CUDA_SOFTMAX_TMP = 4
+"""Bytes per b·a·s² element of CUDA's softmax backward's ``tmp = grad * output``: fp32 on eager and the math path."""
+
+
 def cuda_softmax_backward_extra(plan: Plan, f: _Flow) -> int:
     """Bytes per b·a·s² element that CUDA's softmax backward adds to the attention's backward beyond the CPU's.
 
@@ -2071,7 +2079,7 @@ def cuda_softmax_backward_extra(plan: Plan, f: _Flow) -> int:
     the chunked loss, where the attention's backward sets the peak: 1 GiB beyond the tracked tensors in the math
     path's bf16 and fp32 and in eager's bf16, fp16 and fp32; the allocator's history names the block).
     """
-    extra = 4
+    extra = CUDA_SOFTMAX_TMP
     if f.attn == "eager" and f.ad == 2 and plan.dtype == "float16":
         extra -= 2
     return extra
@@ -2084,7 +2092,7 @@ def in_op_block(arch: Architecture, f: _Flow) -> int:
     it out of the gap it reads as cuBLAS's workspace (``calibration_from_run``)."""
     if not f.cuda or not (f.sdpa_math or f.attn == "eager"):
         return 0
-    return 4 * f.b * arch.num_attention_heads * f.s * f.s
+    return CUDA_SOFTMAX_TMP * f.b * arch.num_attention_heads * f.s * f.s
 
 
 def _combine_backward(arch: Architecture, f: _Flow, checkpointed: bool) -> int:

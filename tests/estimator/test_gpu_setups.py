@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
+from bench.gpu_check import chosen_backend
 from estimator import Plan, estimate
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "gpu_setups_h200.json"
 ALLOCATED_HIGH = 0.02  # the estimate may be above max_memory_allocated by this much
 ALLOCATED_LOW = 0.005  # and below it by this much
-TORCH_BACKENDS = {"flash_attention": "flash", "efficient_attention": "efficient", "cudnn_attention": "cudnn",
-                  "math": "math"}  # fmt: skip
 
 DATA: dict[str, Any] = json.loads(RESULTS.read_text())
 CASES: list[dict[str, Any]] = DATA["cases"]
@@ -80,12 +79,7 @@ def test_the_range_holds_the_measured_peak(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
 def test_the_kernel_rules_name_the_backend_torch_chose(case: dict[str, Any]) -> None:
-    chosen = case["result"].get("sdpa_backends") or []
-    backend = _memory(case)["attention"]["backend"]
-    if case["result"]["plan"]["attn_implementation"] == "eager":
-        assert chosen == [] and backend == "eager"
-    else:
-        assert [TORCH_BACKENDS[c] for c in chosen] == [backend], case["name"]
+    assert chosen_backend(case["result"]) == _memory(case)["attention"]["backend"], case["name"]
 
 
 def test_cudas_softmax_backward_block_is_what_the_attention_backward_adds_beyond_the_tracked_tensors() -> None:
