@@ -1037,6 +1037,7 @@ def _reproduce() -> list[str]:
         "python -m bench.dist_accuracy             # the per-rank gloo matrix (14 cases, ~4 min), then --from-json",
         "python -m bench.host_ram                  # host RAM of loading and the process (~2 min), then --from-json",
         "python -m bench.gloo_release              # how late gloo frees a collective's output (~1 min)",
+        "python -m bench.gloo_release --fsdp 20    # FSDP2 ranks whose peak holds a late output (~4 min)",
         ".venv/bin/pytest -m 'slow or not slow' tests/trainer/test_accuracy.py tests/estimator/test_gpu_results.py -q",
         "python bench/gpu_check.py --out bench/results/gpu_setups_h200.json --budget 540  # CUDA: the setups, < 10 min",
         "python bench/gpu_check.py --matrix base --out gpu.json               # the first 24-case matrix, < 8 min",

@@ -7,7 +7,14 @@ only then, back on its worker thread, drops its own reference to the work (``wor
 holds the work's tensors: when that thread is not scheduled at once, the buffer outlives the caller. FSDP2's
 all-gather outputs are such buffers (docs/accuracy.md, the per-rank gloo runs).
 
+With ``--fsdp N`` it runs the trainer's FSDP2 full fine-tune of the tiny Llama on 2 gloo ranks N times, with and
+without ``CPUOffloadPolicy`` (one group of ranks runs both plans, the offload one first, as
+tests/trainer/test_dist_runs.py does), and counts each rank's peak by how far it is above the estimate: 0 when no
+output was freed late at the peak, up to one decoder layer's flat all-gather output (``Fsdp.late_layer``) when one
+was, the range's high edge at most.
+
     python -m bench.gloo_release            # 4 ranks x 3,000 all-gathers of 128 KiB, about a minute on 2 cores
+    python -m bench.gloo_release --fsdp 20  # 20 x 2 plans x 2 ranks, about 3 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -78,11 +85,49 @@ def run(world: int = 4, calls: int = 3000) -> list[tuple[int, int, list[float]]]
     return sorted(out)
 
 
+def fsdp_plan() -> Any:
+    """The FSDP2 full fine-tune of tests/trainer/test_dist_runs.py: the tiny Llama on 2 ranks, fp32."""
+    from estimator import Plan
+    from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
+
+    return Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method="full", sharding="fsdp",
+                num_gpus=2, dtype="float32", lora_dropout=0.0, padding="none")  # fmt: skip
+
+
+def fsdp_peaks(runs: int) -> dict[str, list[int]]:
+    """Per plan (``offload=params``, ``offload=none``): every rank's peak less the timely one, over ``runs`` runs."""
+    from trainer.dist import dist_runs
+
+    plans = [fsdp_plan().replace(offload="params"), fsdp_plan()]
+    above: dict[str, list[int]] = {p.offload: [] for p in plans}
+    for _ in range(runs):
+        for p, result in zip(plans, dist_runs(plans), strict=True):
+            above[p.offload] += [int(r["measured"]["peak_allocated"]) for r in result["per_rank"]]
+    timely = min(min(v) for v in above.values())  # the same tensors with and without offload on the CPU
+    return {k: sorted(v - timely for v in vals) for k, vals in above.items()}
+
+
+def print_fsdp(runs: int) -> None:
+    from estimator import estimate
+
+    mem = estimate(fsdp_plan()).memory
+    low, high = mem.tensor_range
+    print(f"estimate without offload: {mem.peak_allocated:,} B, range {low:,} .. {high:,} B")
+    for offload, extra in fsdp_peaks(runs).items():
+        late = [e for e in extra if e]
+        sizes = ", ".join(f"+{e:,} B" for e in sorted(set(late)))
+        print(f"offload={offload}: {len(late)} of {len(extra)} rank-runs above the timely peak ({sizes or 'none'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--fsdp", type=int, default=0, metavar="N", help="N runs of the FSDP2 plans instead")
     args = parser.parse_args(argv)
+    if args.fsdp:
+        print_fsdp(args.fsdp)
+        return 0
     for rank, calls, delays in run(args.ranks, args.calls):
         late = len(delays)
         tail = f", median {delays[late // 2] * 1e3:.2f} ms, max {delays[-1] * 1e3:.2f} ms" if delays else ""

@@ -2434,13 +2434,15 @@ def zero_timing(state: _State, comp: dict[str, int]) -> int:
 
 
 def late_free(state: _State, phases: dict[str, int], peak: int) -> int:
-    """FSDP2: how far the loss's backward can rise above the peak when the root's re-gathered flat all-gather
-    output is freed late (``Fsdp.late_root``: gloo's worker thread; seen on 2 of 56 gloo rank-runs of a 4-rank
-    full fine-tune, docs/accuracy.md). The high edge carries it; 0 where the loss's backward stays below the peak
+    """FSDP2: how far the step can rise above the peak when a re-gathered flat all-gather output is freed late
+    (gloo's worker thread): the root's in the loss's backward (``Fsdp.late_root``; seen on 2 of 56 gloo rank-runs
+    of a 4-rank full fine-tune, docs/accuracy.md), or a decoder layer's in the layers' backward (``Fsdp.late_layer``;
+    seen on gloo with CPU offload). The high edge carries the larger; 0 where neither moment rises above the peak
     even then, and without FSDP."""
     if state.fsdp is None:
         return 0
-    return max(0, phases["loss_backward"] + state.fsdp.late_root - peak)
+    late = max(phases["loss_backward"] + state.fsdp.late_root, phases["backward"] + state.fsdp.late_layer)
+    return max(0, late - peak)
 
 
 def fit_bytes_with(mem: MemoryEstimate, runtime: Runtime) -> int:

@@ -5,7 +5,8 @@ runs of the trainer (``trainer.dist``: 2 and 4 ranks, DDP and FSDP2 full shard /
 and 4 layers; docs/accuracy.md) unless a term says otherwise. DDP is within 0.1 % of those runs, FSDP2 full
 fine-tuning within 0.1 % (every term derived from torch's ``_fully_shard``, per moment: ``Fsdp``), FSDP2 LoRA 0.6-1.0
 % under them (single-GPU terms at its peak moments: the head's forward, the last layer's recompute). A rank whose
-root all-gather output gloo frees late (``Fsdp.late_root``) is covered by the range's high edge, not the estimate.
+root's or a layer's all-gather output gloo frees late (``Fsdp.late_root``, ``Fsdp.late_layer``) is covered by the
+range's high edge, not the estimate.
 
 * **DDP** (``torch.nn.parallel.DistributedDataParallel``, defaults): every rank holds the whole model, its
   gradients and optimizer state, plus the reducer's gradient buckets, a flat copy of every gradient in its dtype
@@ -206,6 +207,16 @@ class Fsdp:
         estimate; the range's high edge covers it (``bench/gloo_release.py`` measures the effect alone).
         ``shard_grad_op`` keeps the root gathered from the forward: nothing is re-gathered."""
         return self.root if self.reshard else 0
+
+    @property
+    def late_layer(self) -> int:
+        """A decoder layer's flat all-gather output in the backward, freed late like the root's (``late_root``):
+        ``full_shard`` re-gathers each layer in its pre-backward (or prefetches it in the layer after's) and drops
+        the flat output after the copy-out, but gloo's worker thread may hold it while the layer's backward runs
+        (seen on gloo: FSDP2 with ``CPUOffloadPolicy``, the backward's peak higher by exactly one layer's output on
+        about one rank-run in four, tests/trainer/test_dist_runs.py). Not in the estimate; the range's high edge
+        covers it. ``shard_grad_op`` re-gathers nothing in the backward."""
+        return self.layer if self.reshard else 0
 
     def copy_out_at(self, index: int) -> int:
         """Bytes gathered beyond the shards while decoder layer ``index`` copies its parameters out in the forward:

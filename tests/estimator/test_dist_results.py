@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from estimator import Plan, estimate
+from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "dist_gloo.json"
 CASES: list[dict[str, Any]] = json.loads(RESULTS.read_text())["cases"]
@@ -79,6 +80,25 @@ def test_a_rank_whose_root_all_gather_gloo_freed_late_is_inside_the_range() -> N
     assert memory["range"]["peak_allocated"][1] >= late
     sgo = _memory(next(c for c in CASES if c["id"] == "fsdp-shard_grad_op/full/4"))
     assert sgo["range"]["peak_allocated"][1] < sgo["phases"]["loss_backward"] + root
+
+
+def test_a_rank_whose_layer_all_gather_gloo_freed_late_is_inside_the_range() -> None:
+    """The 2-rank full_shard full fine-tune of tests/trainer/test_dist_runs.py, with and without FSDP2's CPU offload
+    (``python -m bench.gloo_release --fsdp 20``): a rank's backward peak, 7,992,284 B when on time, is now and then
+    higher by exactly one decoder layer's flat fp32 all-gather output, 590,848 B (8,583,132 B). The high edge
+    carries the layers' backward with one layer's output beside it (``Fsdp.late_layer``); shard_grad_op re-gathers
+    nothing in the backward."""
+    base = Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method="full", sharding="fsdp",
+                num_gpus=2, dtype="float32", lora_dropout=0.0, padding="none")  # fmt: skip
+    h, i, kv = LLAMA["hidden_size"], LLAMA["intermediate_size"], LLAMA["num_key_value_heads"] * 32
+    layer = 4 * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h)  # q, o, k, v, the MLP and two norms, fp32
+    assert layer == 590_848
+    memory = estimate(base).to_dict()["memory"]
+    assert memory["peak_phase"] == "backward"
+    assert abs(memory["peak_allocated"] - 7_992_284) / 7_992_284 < 0.0005  # on time, to the batch's ids
+    assert memory["range"]["peak_allocated"][1] >= memory["phases"]["backward"] + layer >= 7_992_284 + layer - 4096
+    sgo = estimate(base.replace(fsdp_strategy="shard_grad_op")).to_dict()["memory"]
+    assert sgo["range"]["peak_allocated"][1] < sgo["phases"]["backward"] + layer
 
 
 def test_the_high_edge_carries_no_flat_fsdp_margin() -> None:
