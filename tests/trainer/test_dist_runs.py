@@ -198,21 +198,28 @@ def sum_trainable(p: Plan) -> int:
     return int(estimate(p).to_dict()["params"]["trainable"])
 
 
-def test_under_torchrun_the_ranks_are_torchruns(tmp_path: Path) -> None:
-    """``torchrun -m trainer.dist`` (what a multi-GPU verify run on a Ray cluster runs; NCCL on GPUs): here gloo on
-    the CPU, the same per-rank figures, rank 0 writes and prints the result."""
-    p = TWO[1]
-    (tmp_path / "plan.json").write_text(json.dumps(p.to_dict()))
-    torchrun = str(Path(sys.executable).parent / "torchrun")
+def torchrun(p: Plan, cwd: Path) -> tuple[dict[str, Any], str]:
+    """``torchrun --nproc-per-node 2 -m trainer.dist`` on ``p`` in ``cwd``: the result it wrote, and its stdout."""
+    (cwd / "plan.json").write_text(json.dumps(p.to_dict()))
     proc = subprocess.run(
-        [torchrun, "--nproc-per-node", "2", "-m", "trainer.dist", "--plan", "plan.json", "--device", "cpu",
-         "--out", "result.json", "--print-result"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "-m", "trainer.dist",
+         "--plan", "plan.json", "--device", "cpu", "--out", "result.json", "--print-result"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    return json.loads((cwd / "result.json").read_text()), proc.stdout
+
+
+def test_under_torchrun_the_ranks_are_torchruns(tmp_path: Path) -> None:
+    """``torchrun -m trainer.dist`` (what a multi-GPU verify run on a Ray cluster runs; NCCL on GPUs): here gloo on
+    the CPU, the same per-rank figures, rank 0 writes and prints the result (run once more where every rank held a
+    gloo buffer freed late, as ``timely_runs`` does)."""
+    p = TWO[1]
+    result, stdout = torchrun(p, tmp_path)
+    if off(p, result):
+        result, stdout = torchrun(p, tmp_path)
     assert result["distributed"]["world_size"] == 2 and result["distributed"]["backend"] == "gloo"
     check(p, result)
-    printed = [line for line in proc.stdout.splitlines() if line.startswith("TUNEPLAN-RESULT ")]
+    printed = [line for line in stdout.splitlines() if line.startswith("TUNEPLAN-RESULT ")]
     assert len(printed) == 1 and json.loads(printed[0].split(" ", 1)[1])["per_rank"] == result["per_rank"]
