@@ -9,12 +9,13 @@ all-gather outputs are such buffers (docs/accuracy.md, the per-rank gloo runs).
 
 With ``--fsdp N`` it runs the trainer's FSDP2 full fine-tune of the tiny Llama on 2 gloo ranks N times, with and
 without ``CPUOffloadPolicy`` (one group of ranks runs both plans, the offload one first, as
-tests/trainer/test_dist_runs.py does), and counts each rank's peak by how far it is above the estimate: 0 when no
-output was freed late at the peak, up to one decoder layer's flat all-gather output (``Fsdp.late_layer``) when one
-was, the range's high edge at most.
+tests/trainer/test_dist_runs.py does), and counts each rank's peak by how far it is above the lowest peak of all
+(the timely one: the same tensors with and without offload on the CPU): 0 when no output was freed late at the
+peak, up to one decoder layer's flat all-gather output (``Fsdp.late_layer``) when one was, the estimate's range
+printed beside it.
 
     python -m bench.gloo_release            # 4 ranks x 3,000 all-gathers of 128 KiB, about a minute on 2 cores
-    python -m bench.gloo_release --fsdp 20  # 20 x 2 plans x 2 ranks, about 3 minutes on 2 cores
+    python -m bench.gloo_release --fsdp 20  # 20 x 2 plans x 2 ranks, about 4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -85,20 +86,12 @@ def run(world: int = 4, calls: int = 3000) -> list[tuple[int, int, list[float]]]
     return sorted(out)
 
 
-def fsdp_plan() -> Any:
-    """The FSDP2 full fine-tune of tests/trainer/test_dist_runs.py: the tiny Llama on 2 ranks, fp32."""
-    from estimator import Plan
-    from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
-
-    return Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method="full", sharding="fsdp",
-                num_gpus=2, dtype="float32", lora_dropout=0.0, padding="none")  # fmt: skip
-
-
 def fsdp_peaks(runs: int) -> dict[str, list[int]]:
     """Per plan (``offload=params``, ``offload=none``): every rank's peak less the timely one, over ``runs`` runs."""
+    from tests.trainer.trainer_cases import dist_plan
     from trainer.dist import dist_runs
 
-    plans = [fsdp_plan().replace(offload="params"), fsdp_plan()]
+    plans = [dist_plan("full", "fsdp", 2).replace(offload="params"), dist_plan("full", "fsdp", 2)]
     above: dict[str, list[int]] = {p.offload: [] for p in plans}
     for _ in range(runs):
         for p, result in zip(plans, dist_runs(plans), strict=True):
@@ -109,8 +102,9 @@ def fsdp_peaks(runs: int) -> dict[str, list[int]]:
 
 def print_fsdp(runs: int) -> None:
     from estimator import estimate
+    from tests.trainer.trainer_cases import dist_plan
 
-    mem = estimate(fsdp_plan()).memory
+    mem = estimate(dist_plan("full", "fsdp", 2)).memory
     low, high = mem.tensor_range
     print(f"estimate without offload: {mem.peak_allocated:,} B, range {low:,} .. {high:,} B")
     for offload, extra in fsdp_peaks(runs).items():

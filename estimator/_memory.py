@@ -2437,7 +2437,7 @@ def late_free(state: _State, phases: dict[str, int], peak: int) -> int:
     """FSDP2: how far the step can rise above the peak when a re-gathered flat all-gather output is freed late
     (gloo's worker thread): the root's in the loss's backward (``Fsdp.late_root``; seen on 2 of 56 gloo rank-runs
     of a 4-rank full fine-tune, docs/accuracy.md), or a decoder layer's in the layers' backward (``Fsdp.late_layer``;
-    seen on gloo with CPU offload). The high edge carries the larger; 0 where neither moment rises above the peak
+    5 of 40 rank-runs of a 2-rank one). The high edge carries the larger; 0 where neither moment rises above the peak
     even then, and without FSDP."""
     if state.fsdp is None:
         return 0

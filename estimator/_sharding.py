@@ -213,9 +213,10 @@ class Fsdp:
         """A decoder layer's flat all-gather output in the backward, freed late like the root's (``late_root``):
         ``full_shard`` re-gathers each layer in its pre-backward (or prefetches it in the layer after's) and drops
         the flat output after the copy-out, but gloo's worker thread may hold it while the layer's backward runs
-        (seen on gloo: FSDP2 with ``CPUOffloadPolicy``, the backward's peak higher by exactly one layer's output on
-        about one rank-run in four, tests/trainer/test_dist_runs.py). Not in the estimate; the range's high edge
-        covers it. ``shard_grad_op`` re-gathers nothing in the backward."""
+        (seen on the 2-rank gloo runs of tests/trainer/test_dist_runs.py, with and without ``CPUOffloadPolicy``: the
+        backward's peak higher by exactly one layer's output, or part of it, on 5 of 40 rank-runs each, ``python -m
+        bench.gloo_release --fsdp 20``). Not in the estimate; the range's high edge covers it. ``shard_grad_op``
+        re-gathers nothing in the backward."""
         return self.layer if self.reshard else 0
 
     def copy_out_at(self, index: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from estimator import Plan, estimate
-from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
+from tests.trainer.trainer_cases import LLAMA, dist_plan
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "dist_gloo.json"
 CASES: list[dict[str, Any]] = json.loads(RESULTS.read_text())["cases"]
@@ -88,9 +88,9 @@ def test_a_rank_whose_layer_all_gather_gloo_freed_late_is_inside_the_range() -> 
     higher by exactly one decoder layer's flat fp32 all-gather output, 590,848 B (8,583,132 B). The high edge
     carries the layers' backward with one layer's output beside it (``Fsdp.late_layer``); shard_grad_op re-gathers
     nothing in the backward."""
-    base = Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method="full", sharding="fsdp",
-                num_gpus=2, dtype="float32", lora_dropout=0.0, padding="none")  # fmt: skip
-    h, i, kv = LLAMA["hidden_size"], LLAMA["intermediate_size"], LLAMA["num_key_value_heads"] * 32
+    base = dist_plan("full", "fsdp", 2)
+    h, i = LLAMA["hidden_size"], LLAMA["intermediate_size"]
+    kv = LLAMA["num_key_value_heads"] * h // LLAMA["num_attention_heads"]
     layer = 4 * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h)  # q, o, k, v, the MLP and two norms, fp32
     assert layer == 590_848
     memory = estimate(base).to_dict()["memory"]

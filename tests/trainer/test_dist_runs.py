@@ -23,7 +23,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from estimator import Plan, estimate
-from tests.trainer.trainer_cases import BATCH, LLAMA, SEQ
+from tests.trainer.trainer_cases import LLAMA
+from tests.trainer.trainer_cases import dist_plan as plan
 from trainer.dist import dist_runs
 
 pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
@@ -34,12 +35,6 @@ GLOO_LATE_FREE = 0.15  # a gloo collective's output freed late on one rank, abov
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def plan(method: Any, sharding: Any, n: int, strategy: Any = "full_shard") -> Plan:
-    return Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method=method, sharding=sharding,
-                num_gpus=n, fsdp_strategy=strategy, dtype="float32" if method == "full" else "bfloat16",
-                lora_dropout=0.0, padding="none")  # fmt: skip
-
-
 # a few cases, kept lean for CI; the whole matrix (3 setups x 2 and 4 ranks x LoRA and full) is
 # ``python -m bench.dist_accuracy`` (docs/accuracy.md)
 TWO = [plan("lora", "ddp", 2), plan("lora", "fsdp", 2), plan("full", "fsdp", 2),
@@ -47,18 +42,24 @@ TWO = [plan("lora", "ddp", 2), plan("lora", "fsdp", 2), plan("full", "fsdp", 2),
 FOUR = [plan("full", "fsdp", 4, "shard_grad_op")]
 
 
+def common_peak(result: dict[str, Any]) -> tuple[list[int], int]:
+    """The ranks' peaks, lowest first, and their common one: the lower median (a late free only ever raises a rank;
+    of 2 ranks, the lower)."""
+    peaks = sorted(r["measured"]["peak_allocated"] for r in result["per_rank"])
+    return peaks, peaks[(len(peaks) - 1) // 2]
+
+
 def check(p: Plan, result: dict[str, Any]) -> None:
     est = estimate(p).to_dict()["memory"]
     assert est["per_rank"]["peak_allocated"] == est["peak_allocated"]  # per GPU, not the all-GPU total
     assert est["per_rank"]["all_gpus_total"] == est["total"] * p.num_gpus
-    peaks = sorted(r["measured"]["peak_allocated"] for r in result["per_rank"])
+    peaks, common = common_peak(result)
     assert len(peaks) == p.num_gpus
     # Every rank holds the same shards and batch shape, and most ranks peak to the byte alike; under FSDP one rank
     # now and then peaks higher: gloo's worker thread frees a collective's output up to a few ms after FSDP dropped
     # it (bench/gloo_release.py; docs/accuracy.md), and when a large allocation falls in that window the rank's
     # peak holds both. The common peak is held within 3 % and inside the estimate's range (whose high edge the fit
     # uses); a late-freed buffer lifts one rank by at most GLOO_LATE_FREE of it (seen: +4.3 % and +9.6 %).
-    common = peaks[(len(peaks) - 1) // 2]  # the lower median: a late free only ever raises a rank (2 ranks: the lower)
     error = (est["peak_allocated"] - common) / common
     assert abs(error) <= TOLERANCE, f"{p.sharding}/{p.fsdp_strategy}/{p.method}/{p.num_gpus}: {error:+.4f}"
     if p.method == "full":  # every term derived (DDP, FSDP2): the batch's ids apart, exact
@@ -70,8 +71,7 @@ def check(p: Plan, result: dict[str, Any]) -> None:
 
 def off(p: Plan, result: dict[str, Any]) -> bool:
     """Whether the ranks' common peak is further from the estimate than ``check`` allows."""
-    peaks = sorted(r["measured"]["peak_allocated"] for r in result["per_rank"])
-    common = peaks[(len(peaks) - 1) // 2]
+    _, common = common_peak(result)
     estimated = estimate(p).to_dict()["memory"]["peak_allocated"]
     return abs(estimated - common) / common > (FULL_TOLERANCE if p.method == "full" else TOLERANCE)
 
@@ -142,8 +142,7 @@ def test_deepspeed_zero_offload_on_two_ranks() -> None:
     est = estimate(p).to_dict()["memory"]
     offload = est["host"]["offload"]
     low, high = (edge + offload for edge in est["range"]["peak_allocated"])
-    peaks = sorted(rank["measured"]["peak_allocated"] for rank in result["per_rank"])
-    common = peaks[0]  # as in ``check``: a gloo buffer freed late only ever raises a rank
+    peaks, common = common_peak(result)
     assert low <= common <= high
     assert abs(est["peak_allocated"] + offload - common) / common <= TOLERANCE
     assert peaks[-1] <= (1 + GLOO_LATE_FREE) * common, peaks
@@ -167,15 +166,16 @@ def test_fsdp_cpu_offload_runs_and_holds_between_the_device_share_and_the_whole(
     live on the host. On the CPU host and device are one memory and FSDP's offload moves nothing, so a rank holds
     what it holds without offload: more than the estimate's GPU share, and no more than that share with the whole
     host offload beside it (the host's gradient shards are not all made at the GPU's peak: an upper bound), and
-    inside the range of the estimate without offload. With offload a decoder layer's all-gather output, re-gathered
-    in the backward, is freed late on about one rank-run in four (on either rank, now and then on both: +590,848 B,
-    one layer's fp32 parameters, over 7,992,284 B); the range's high edge carries it (``Fsdp.late_layer``)."""
+    inside the range of the estimate without offload. A decoder layer's all-gather output, re-gathered in the
+    backward, is now and then freed late (on either rank, now and then on both: +590,848 B, one layer's fp32
+    parameters, over 7,992,284 B; 5 of 40 rank-runs, ``python -m bench.gloo_release --fsdp 20``); the range's high
+    edge carries it (``Fsdp.late_layer``)."""
     plans = [plan(m, "fsdp", 2).replace(offload="params") for m in ("full", "lora")]
     for p, result in zip(plans, dist_runs(plans), strict=True):
         est = estimate(p).to_dict()["memory"]
         without = estimate(p.replace(offload="none")).to_dict()["memory"]
         low, high = without["range"]["peak_allocated"]
-        peaks = sorted(rank["measured"]["peak_allocated"] for rank in result["per_rank"])
+        peaks, _ = common_peak(result)
         for measured in peaks:
             assert est["peak_allocated"] < measured <= est["peak_allocated"] + est["host"]["offload"]
             assert low <= measured <= high, (peaks, low, high)  # the same tensors as without offload

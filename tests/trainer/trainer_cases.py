@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimator import Plan
+
 LLAMA: dict[str, Any] = {
     "model_type": "llama",
     "hidden_size": 128,
@@ -54,3 +56,11 @@ MIXTRAL: dict[str, Any] = {
 
 BATCH = 2
 SEQ = 64
+
+
+def dist_plan(method: Any, sharding: Any, n: int, strategy: Any = "full_shard") -> Plan:
+    """A data-parallel plan of the tiny Llama on ``n`` CPU ranks, as tests/trainer/test_dist_runs.py runs it: fp32 for
+    full fine-tuning, bf16 else, no dropout, no padding."""
+    return Plan(config=LLAMA, batch_size=BATCH, seq_len=SEQ, device="cpu", method=method, sharding=sharding,
+                num_gpus=n, fsdp_strategy=strategy, dtype="float32" if method == "full" else "bfloat16",
+                lora_dropout=0.0, padding="none")  # fmt: skip
